@@ -1,0 +1,68 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+/** Temp names carry the pid so a later run can tell a dead writer's leftovers from a live one's. */
+export const TEMP_PREFIX = '.tmp-';
+
+export function tempPathFor(dest: string): string {
+  return join(dirname(dest), `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}-${basename(dest)}`);
+}
+
+export function tempOwnerPid(name: string): number | undefined {
+  if (!name.startsWith(TEMP_PREFIX)) return undefined;
+  const pid = Number(name.slice(TEMP_PREFIX.length).split('-')[0]);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+export interface PublishOptions {
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes a stream to `dest` atomically: temp file beside it (same filesystem, so rename never
+ * crosses devices), fsync, rename. If the stream fails (a verification error included) the temp
+ * file is removed and `dest` is untouched.
+ */
+export async function publishStream(dest: string, body: Readable, opts: PublishOptions = {}): Promise<void> {
+  const tmp = tempPathFor(dest);
+  try {
+    // flush: fsync before close, so the rename never exposes a file whose data is not on disk.
+    const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
+    await pipeline(body, file, { signal: opts.signal });
+    await rename(tmp, dest);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+export async function publishBytes(dest: string, data: Uint8Array | string, opts: { syncDir?: boolean } = {}): Promise<void> {
+  const tmp = tempPathFor(dest);
+  const fh = await open(tmp, 'wx', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, dest);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+  if (opts.syncDir) await syncDir(dirname(dest));
+}
+
+export async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } catch {
+    // some filesystems refuse fsync on a directory; the rename is still atomic
+  } finally {
+    await d.close();
+  }
+}

@@ -1,0 +1,87 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { FerryError } from '../errors.js';
+import { algorithmOf, type Digest } from '../oci/digest.js';
+
+export interface Expected {
+  digest: Digest;
+  size: number;
+}
+
+/**
+ * Passes bytes through unchanged while counting and hashing them. It fails as soon as more than
+ * `size` bytes arrive, and at the end if fewer arrived or the digest differs: a consumer that
+ * publishes only after this stream ends cleanly can never publish wrong content.
+ */
+export class VerifyStream extends Transform {
+  private readonly hash: Hash;
+  private received = 0;
+  constructor(
+    private readonly expected: Expected,
+    private readonly where: string = expected.digest,
+    private readonly onBytes?: (total: number) => void,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    this.hash = createHash(algorithmOf(expected.digest));
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.received += chunk.byteLength;
+    if (this.received > this.expected.size) {
+      cb(new FerryError('SIZE_MISMATCH', `size mismatch for ${this.where}: more than the expected ${this.expected.size} bytes`));
+      return;
+    }
+    this.hash.update(chunk);
+    this.onBytes?.(this.received);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.received !== this.expected.size) {
+      cb(new FerryError('SIZE_MISMATCH', `size mismatch for ${this.where}: expected ${this.expected.size} bytes, got ${this.received}`));
+      return;
+    }
+    const actual = `${algorithmOf(this.expected.digest)}:${this.hash.digest('hex')}`;
+    if (actual !== this.expected.digest) {
+      cb(new FerryError('DIGEST_MISMATCH', `digest mismatch for ${this.where}: expected ${this.expected.digest}, got ${actual} (${this.received} bytes)`));
+      return;
+    }
+    cb();
+  }
+}
+
+export function verifying(body: Readable, expected: Expected, where?: string, onBytes?: (total: number) => void): Readable {
+  const v = new VerifyStream(expected, where, onBytes);
+  body.on('error', (e) => v.destroy(e));
+  return body.pipe(v);
+}
+
+/** Reads a whole stream into memory, refusing more than `cap` bytes. For JSON documents only. */
+export async function readCapped(body: Readable, cap: number, where: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += (chunk as Buffer).byteLength;
+    if (n > cap) {
+      body.destroy();
+      throw new FerryError('TOO_LARGE', `${where}: more than ${cap} bytes, exceeds limit`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks, n);
+}
+
+/** Reads and verifies a small blob (manifest, config) into memory. */
+export async function readVerified(body: Readable, expected: Expected, where?: string): Promise<Buffer> {
+  return readCapped(verifying(body, expected, where), expected.size, where ?? expected.digest);
+}
+
+export async function hashStream(body: Readable, alg: 'sha256' | 'sha512' = 'sha256'): Promise<{ digest: Digest; size: number }> {
+  const h = createHash(alg);
+  let size = 0;
+  for await (const chunk of body) {
+    h.update(chunk as Buffer);
+    size += (chunk as Buffer).byteLength;
+  }
+  return { digest: `${alg}:${h.digest('hex')}` as Digest, size };
+}

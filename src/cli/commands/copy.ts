@@ -1,0 +1,43 @@
+import type { CommandModule } from 'yargs';
+import { copyImage } from '../../operations.js';
+import { parsePlatformSelection } from '../../oci/platform.js';
+import { shortDigest } from '../../oci/digest.js';
+import { humanSize, interrupt, out, printJson, status, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  source: string;
+  destination: string;
+  platform?: string;
+  all?: boolean;
+}
+
+export const copyCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'copy <source> <destination>',
+  describe: 'Copy an image between locations (oci:DIR[:TAG] or a store name), verifying every blob',
+  builder: (y) =>
+    y
+      .positional('source', { type: 'string', demandOption: true })
+      .positional('destination', { type: 'string', demandOption: true })
+      .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
+      .option('all', { type: 'boolean', describe: 'same as --platform all' }),
+  handler: async (args) => {
+    const platforms = args.all ? 'all' : args.platform ? parsePlatformSelection(args.platform) : 'all';
+    const report = await copyImage({
+      source: args.source,
+      destination: args.destination,
+      storeDir: args.store,
+      platforms,
+      signal: interrupt.signal,
+      onEvent: (e) => {
+        if (e.type === 'blob-skip') status(args, `${shortDigest(e.digest)}: Already exists`);
+        else if (e.type === 'blob-done') status(args, `${shortDigest(e.digest)}: Copied ${humanSize(e.size)}`);
+      },
+    });
+    if (args.json) return printJson(report);
+    for (const i of report.images) {
+      out(`Copied ${args.source} -> ${args.destination}`);
+      out(`Digest: ${i.digest}`);
+    }
+    out(`${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})`);
+  },
+};

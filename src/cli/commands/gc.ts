@@ -1,0 +1,33 @@
+import type { CommandModule } from 'yargs';
+import { collectGarbage } from '../../gc.js';
+import { OciLayout } from '../../locations/layout.js';
+import { openStore } from '../../store.js';
+import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  layout?: string;
+  'dry-run'?: boolean;
+}
+
+export const gcCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'gc [layout]',
+  describe: 'Delete blobs that no image references (and temp files of dead runs)',
+  builder: (y) =>
+    y
+      .positional('layout', { type: 'string', describe: 'an OCI layout directory (default: the store)' })
+      .option('dry-run', { type: 'boolean', describe: 'only list what would be deleted' }),
+  handler: async (args) => {
+    const layout = args.layout ? await OciLayout.open(args.layout, { create: true }) : await openStore({ dir: args.store, write: true });
+    try {
+      const r = await collectGarbage(layout, { dryRun: args['dry-run'] });
+      if (args.json) return printJson(r);
+      const verb = args['dry-run'] ? 'Would delete' : 'Deleted';
+      for (const b of r.removed) out(`${verb}: ${b.digest} (${humanSize(b.size)})`);
+      out(`${verb} ${r.removed.length} blob(s), ${humanSize(r.bytes)}; kept ${r.kept}` +
+        (r.spared ? `; spared ${r.spared} written by a running ferry` : '') +
+        (r.temps ? `; removed ${r.temps} stale temp file(s)` : ''));
+    } finally {
+      await layout.close();
+    }
+  },
+};

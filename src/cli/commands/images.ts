@@ -1,0 +1,26 @@
+import type { CommandModule } from 'yargs';
+import { listImages } from '../../images.js';
+import { shortDigest } from '../../oci/digest.js';
+import { familiarName, tryParseReference } from '../../oci/reference.js';
+import { openStore } from '../../store.js';
+import { humanSize, out, printJson, table, type GlobalArgs } from '../context.js';
+
+export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'images',
+  describe: 'List the images in the store',
+  handler: async (args) => {
+    const store = await openStore({ dir: args.store, write: false }).catch(async (e) => {
+      if ((e as { code?: string }).code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+    const images = store ? await listImages(store) : [];
+    if (args.json) return printJson(images);
+    const rows = [['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'SIZE']];
+    for (const i of images) {
+      const ref = i.name ? tryParseReference(i.name) : undefined;
+      const repo = ref ? familiarName({ domain: ref.domain, path: ref.path }) : '<none>';
+      rows.push([repo, i.tag ?? '<none>', shortDigest(i.digest), i.platforms.join(',') || '-', humanSize(i.size)]);
+    }
+    out(table(rows));
+  },
+};

@@ -1,0 +1,45 @@
+import type { CommandModule } from 'yargs';
+import { FerryError } from '../../errors.js';
+import { collectGarbage } from '../../gc.js';
+import { isDigest } from '../../oci/digest.js';
+import { formatReference, tryParseReference } from '../../oci/reference.js';
+import { openStore } from '../../store.js';
+import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  images: string[];
+  prune: boolean;
+}
+
+export const rmiCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'rmi <images..>',
+  describe: 'Remove images from the store (untag, then delete blobs nothing else uses)',
+  builder: (y) =>
+    y
+      .positional('images', { type: 'string', array: true, demandOption: true, describe: 'names or digests' })
+      .option('prune', { type: 'boolean', default: true, describe: 'delete blobs left unreferenced (--no-prune keeps them for `ferry gc`)' }),
+  handler: async (args) => {
+    const store = await openStore({ dir: args.store, write: true });
+    try {
+      const untagged: string[] = [];
+      for (const image of args.images) {
+        const d = await store.resolve(image);
+        const full = isDigest(image) ? undefined : tryParseReference(image);
+        const fullName = full ? formatReference(full) : undefined;
+        const removed = await store.untag((e) =>
+          e.descriptor.digest === d.digest &&
+          (isDigest(image) || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
+        );
+        if (removed.length === 0) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
+        for (const r of removed) untagged.push(r.name ?? r.tag ?? r.descriptor.digest);
+      }
+      const gc = args.prune ? await collectGarbage(store) : undefined;
+      if (args.json) return printJson({ untagged, deleted: gc?.removed ?? [] });
+      for (const u of untagged) out(`Untagged: ${u}`);
+      for (const r of gc?.removed ?? []) out(`Deleted: ${r.digest}`);
+      if (gc && gc.bytes) out(`Freed ${humanSize(gc.bytes)}`);
+    } finally {
+      await store.close();
+    }
+  },
+};

@@ -1,0 +1,45 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CommandModule } from 'yargs';
+import { FerryError } from '../../errors.js';
+import { OciLayout } from '../../locations/layout.js';
+import { openStore } from '../../store.js';
+import { verifyLayout } from '../../verify.js';
+import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
+import { openImage } from './shared.js';
+
+interface Args extends GlobalArgs {
+  target?: string;
+}
+
+export const verifyCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'verify [target]',
+  describe: 'Re-hash and check every blob of a layout or image; report every problem (exit 4 if any)',
+  builder: (y) => y.positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], or store image (default: the whole store)' }),
+  handler: async (args) => {
+    const target = args.target;
+    let report;
+    let what: string;
+    if (!target || (await isLayoutDir(target))) {
+      const layout = target ? await OciLayout.open(target) : await openStore({ dir: args.store });
+      what = layout.dir;
+      report = await verifyLayout(layout, { signal: undefined });
+    } else {
+      const { layout, descriptor } = await openImage(target, () => openStore({ dir: args.store }));
+      what = `${target} (${descriptor.digest})`;
+      report = await verifyLayout(layout, { roots: [descriptor] });
+    }
+    if (args.json) printJson({ target: what, ok: report.problems.length === 0, ...report });
+    else {
+      for (const p of report.problems) out(`PROBLEM ${p.kind}: ${p.message}`);
+      out(`${what}: ${report.blobs} blob(s), ${humanSize(report.bytes)} checked, ${report.problems.length} problem(s)`);
+    }
+    if (report.problems.length) {
+      throw new FerryError('INTEGRITY', `verify found ${report.problems.length} problem(s) in ${what}`, { hint: 'the affected images must be copied again from their source' });
+    }
+  },
+};
+
+async function isLayoutDir(p: string): Promise<boolean> {
+  return stat(join(p, 'oci-layout')).then(() => true, () => false);
+}

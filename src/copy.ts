@@ -1,0 +1,213 @@
+import { Readable } from 'node:stream';
+import { FerryError } from './errors.js';
+import { verifying } from './blob/verify.js';
+import { walk, type GraphNode } from './graph.js';
+import { digestOf, type Digest } from './oci/digest.js';
+import { plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
+import { formatPlatform, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
+import type { Sink, Source, TagName } from './types.js';
+
+/** Annotation on a root whose platforms were narrowed: the digest of the index it came from. */
+export const ANNOTATION_SOURCE_INDEX = 'dev.ferry.source.index.digest';
+
+export interface Root {
+  /** Tag, name or digest at the source. */
+  ref: string;
+  /** Names to give the copied root at the destination (none: stored untagged). */
+  names?: TagName[];
+}
+
+export type CopyEvent =
+  | { type: 'resolved'; ref: string; digest: Digest; mediaType: string }
+  | { type: 'blob-skip'; digest: Digest; size: number }
+  | { type: 'blob-start'; digest: Digest; size: number }
+  | { type: 'blob-progress'; digest: Digest; bytes: number; size: number }
+  | { type: 'blob-done'; digest: Digest; size: number }
+  | { type: 'manifest'; digest: Digest; skipped: boolean }
+  | { type: 'tagged'; name: string; digest: Digest };
+
+export interface CopyOptions {
+  /** Default: every platform. */
+  platforms?: PlatformSelection;
+  /** Blobs in flight at once. */
+  concurrency?: number;
+  signal?: AbortSignal;
+  onEvent?: (e: CopyEvent) => void;
+}
+
+export interface CopiedImage {
+  ref: string;
+  digest: Digest;
+  mediaType: string;
+  platforms: string[];
+  names: TagName[];
+}
+
+export interface CopyReport {
+  images: CopiedImage[];
+  blobs: { copied: number; skipped: number; bytesCopied: number; bytesSkipped: number };
+  manifests: { copied: number; skipped: number };
+}
+
+interface Planned {
+  root: Root;
+  /** The descriptor that ends up as the root at the destination. */
+  target: Descriptor;
+  /** Manifests to store, children before parents, with their exact bytes. */
+  documents: Array<{ descriptor: Descriptor; bytes: Uint8Array }>;
+  blobs: Descriptor[];
+  platforms: string[];
+}
+
+/**
+ * Copies the descriptor graphs of `roots` from `src` to `dst`: blobs first (verified, bounded
+ * concurrency, skipping what the sink has), then manifests bottom-up, then the names, committed
+ * last. If anything fails, nothing is named: the destination never references a missing blob.
+ */
+export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOptions = {}): Promise<CopyReport> {
+  const emit = opts.onEvent ?? (() => {});
+  const report: CopyReport = {
+    images: [],
+    blobs: { copied: 0, skipped: 0, bytesCopied: 0, bytesSkipped: 0 },
+    manifests: { copied: 0, skipped: 0 },
+  };
+
+  const plans: Planned[] = [];
+  for (const root of roots) {
+    opts.signal?.throwIfAborted();
+    plans.push(await plan(src, root, opts));
+  }
+
+  const uniqueBlobs = new Map<Digest, Descriptor>();
+  for (const p of plans) for (const b of p.blobs) {
+    const seen = uniqueBlobs.get(b.digest);
+    if (seen && seen.size !== b.size) {
+      throw new FerryError('INVALID_INPUT', `blob ${b.digest} is referenced with two sizes (${seen.size} and ${b.size})`);
+    }
+    uniqueBlobs.set(b.digest, b);
+  }
+  await forEachLimited([...uniqueBlobs.values()], opts.concurrency ?? 4, async (d) => {
+    opts.signal?.throwIfAborted();
+    if (await dst.has(d)) {
+      report.blobs.skipped++;
+      report.blobs.bytesSkipped += d.size;
+      emit({ type: 'blob-skip', digest: d.digest, size: d.size });
+      return;
+    }
+    emit({ type: 'blob-start', digest: d.digest, size: d.size });
+    const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
+      emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
+    );
+    await dst.put(d, body, { signal: opts.signal });
+    report.blobs.copied++;
+    report.blobs.bytesCopied += d.size;
+    emit({ type: 'blob-done', digest: d.digest, size: d.size });
+  });
+
+  const storedDocs = new Set<Digest>();
+  for (const p of plans) {
+    for (const { descriptor, bytes } of p.documents) {
+      if (storedDocs.has(descriptor.digest)) continue;
+      storedDocs.add(descriptor.digest);
+      opts.signal?.throwIfAborted();
+      if (await dst.has(descriptor)) {
+        report.manifests.skipped++;
+        emit({ type: 'manifest', digest: descriptor.digest, skipped: true });
+        continue;
+      }
+      await dst.put(descriptor, verifying(Readable.from([Buffer.from(bytes)]), descriptor), { signal: opts.signal });
+      report.manifests.copied++;
+      emit({ type: 'manifest', digest: descriptor.digest, skipped: false });
+    }
+  }
+
+  for (const p of plans) {
+    const names = p.root.names ?? [];
+    if (names.length === 0) await dst.tag(p.target, undefined);
+    for (const n of names) {
+      await dst.tag(p.target, n);
+      emit({ type: 'tagged', name: n.name ?? n.tag, digest: p.target.digest });
+    }
+    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names });
+  }
+  opts.signal?.throwIfAborted();
+  await dst.commit();
+  return report;
+}
+
+/** Reads every document of one root, applies platform selection and lists what must move. */
+async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned> {
+  const resolved = await src.resolve(root.ref);
+  opts.onEvent?.({ type: 'resolved', ref: root.ref, digest: resolved.digest, mediaType: resolved.mediaType });
+  const wanted = opts.platforms ?? 'all';
+  const documents: Planned['documents'] = [];
+  const blobs: Descriptor[] = [];
+  const platforms = new Set<string>();
+  let topSelection: Descriptor[] | undefined;
+
+  const choose = (n: GraphNode): Descriptor[] => {
+    if (n.doc.kind !== 'index') return [];
+    const all = n.doc.index.manifests;
+    if (wanted === 'all' || n.depth > 0) return all;
+    // Nested indexes without a platform are searched too: flatten one level of candidates.
+    topSelection = selectPlatforms(all, wanted, `${root.ref} (${n.descriptor.digest})`);
+    return topSelection;
+  };
+  const order: GraphNode[] = [];
+  await walk(
+    src,
+    resolved,
+    {
+      choose,
+      onDocument: (n) => {
+        order.push(n);
+        if (n.doc.kind === 'manifest' && n.descriptor.platform) {
+          platforms.add(formatPlatform(normalizePlatform(n.descriptor.platform)));
+        }
+      },
+      onBlob: (d) => {
+        blobs.push(d);
+      },
+    },
+    { signal: opts.signal },
+  );
+  // Parents were visited first; store children first.
+  for (const n of order.slice().reverse()) documents.push({ descriptor: plainDescriptor(n.descriptor), bytes: n.doc.bytes });
+
+  let target: Descriptor = plainDescriptor(resolved);
+  const rootDoc = order[0]!.doc;
+  if (rootDoc.kind === 'index' && topSelection && wanted !== 'all') {
+    const index = rootDoc.index;
+    if (topSelection.length === 1) {
+      // One platform: the image is that manifest, as docker stores it; remember where it came from.
+      target = { ...plainDescriptor(topSelection[0]!), annotations: { [ANNOTATION_SOURCE_INDEX]: resolved.digest } };
+      documents.pop();
+    } else if (topSelection.length < index.manifests.length) {
+      // Several platforms: a new index listing only those, so no entry points at a missing blob.
+      const subset: ImageIndex = { ...index, manifests: topSelection };
+      const bytes = Buffer.from(JSON.stringify(subset));
+      const d: Descriptor = { mediaType: rootDoc.mediaType, digest: digestOf(bytes), size: bytes.byteLength };
+      documents.pop();
+      documents.push({ descriptor: d, bytes });
+      target = { ...d, annotations: { [ANNOTATION_SOURCE_INDEX]: resolved.digest } };
+    }
+  }
+  return { root, target, documents, blobs, platforms: [...platforms] };
+}
+
+async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failed !== undefined) throw failed;
+}

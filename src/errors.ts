@@ -1,0 +1,99 @@
+/**
+ * One error class for everything ferry reports to a user. `code` is stable (scripts and tests
+ * match on it); the exit code a CLI run ends with is derived from it in exitCodeFor, and only there.
+ */
+export type ErrorCode =
+  | 'USAGE' // bad flags or arguments
+  | 'NOT_FOUND' // an image, tag or file the user named does not exist
+  | 'INVALID_REFERENCE'
+  | 'INVALID_DIGEST'
+  | 'INVALID_INPUT' // malformed or malicious document, archive or layout
+  | 'TOO_LARGE' // a document or stream exceeds a limit
+  | 'UNSUPPORTED' // e.g. schema1, unknown digest algorithm
+  | 'DIGEST_MISMATCH'
+  | 'SIZE_MISMATCH'
+  | 'INTEGRITY' // verify found problems
+  | 'AUTH'
+  | 'NETWORK'
+  | 'IO'
+  | 'LOCKED'
+  | 'ABORTED'
+  | 'INTERNAL';
+
+const EXIT: Record<ErrorCode, number> = {
+  USAGE: 2,
+  NOT_FOUND: 2,
+  INVALID_REFERENCE: 2,
+  INVALID_DIGEST: 3,
+  INVALID_INPUT: 3,
+  TOO_LARGE: 3,
+  UNSUPPORTED: 3,
+  DIGEST_MISMATCH: 4,
+  SIZE_MISMATCH: 4,
+  INTEGRITY: 4,
+  AUTH: 5,
+  NETWORK: 6,
+  IO: 7,
+  LOCKED: 8,
+  ABORTED: 130,
+  INTERNAL: 1,
+};
+
+export interface FerryErrorOptions {
+  /** What the user can do about it, shown after the message. */
+  hint?: string;
+  cause?: unknown;
+}
+
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  constructor(code: ErrorCode, message: string, opts: FerryErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'FerryError';
+    this.code = code;
+    this.hint = opts.hint;
+  }
+}
+
+export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
+  return e instanceof FerryError && (code === undefined || e.code === code);
+}
+
+const IO_CODES = new Set(['ENOSPC', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT']);
+
+/** Turns whatever was thrown into a FerryError, so the CLI has one thing to print. */
+export function toFerryError(e: unknown): FerryError {
+  if (e instanceof FerryError) return e;
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (err && typeof err === 'object') {
+    if (err.name === 'AbortError' || err.code === 'ABORT_ERR') {
+      return new FerryError('ABORTED', 'interrupted', { cause: e });
+    }
+    if (typeof err.code === 'string' && IO_CODES.has(err.code)) {
+      const where = err.path ? ` ${err.path}` : '';
+      const hint =
+        err.code === 'ENOSPC' ? 'free some space on that filesystem and run the same command again' :
+        err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'choose a writable location or fix its permissions' :
+        undefined;
+      return new FerryError('IO', `${err.code}:${where} ${describeErrno(err.code)}`.trim(), { cause: e, hint });
+    }
+  }
+  const message = err && typeof err.message === 'string' ? err.message : String(e);
+  return new FerryError('INTERNAL', message, { cause: e });
+}
+
+function describeErrno(code: string): string {
+  switch (code) {
+    case 'ENOSPC': return '(no space left on device)';
+    case 'EROFS': return '(read-only filesystem)';
+    case 'EACCES': case 'EPERM': return '(permission denied)';
+    case 'ENOENT': return '(no such file or directory)';
+    case 'EDQUOT': return '(disk quota exceeded)';
+    default: return '';
+  }
+}
+
+export function exitCodeFor(e: FerryError): number {
+  return EXIT[e.code];
+}

@@ -1,0 +1,69 @@
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError, toFerryError } from './errors.js';
+import { walk } from './graph.js';
+import { isDigest, type Digest } from './oci/digest.js';
+import type { OciLayout } from './locations/layout.js';
+
+export interface GcReport {
+  removed: Array<{ digest: Digest; size: number }>;
+  bytes: number;
+  kept: number;
+  /** Unreferenced blobs spared because another ferry process was writing when they appeared. */
+  spared: number;
+  temps: number;
+}
+
+export interface GcOptions {
+  dryRun?: boolean;
+}
+
+/**
+ * Deletes blobs no index.json entry reaches. Refuses to run when a referenced document cannot be
+ * read: without its children list, live layers would look unreferenced.
+ */
+export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): Promise<GcReport> {
+  const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0 };
+  if (!opts.dryRun) report.temps = await layout.removeDeadTemps();
+  await layout.withIndexLock(async () => {
+    const manifests = await layout.readIndex();
+    const live = new Set<Digest>();
+    for (const root of manifests) {
+      try {
+        await walk(layout, root, {
+          onDocument: (n) => void live.add(n.descriptor.digest),
+          onBlob: (d) => void live.add(d.digest),
+        });
+      } catch (e) {
+        const err = toFerryError(e);
+        if (err.code === 'NOT_FOUND') continue; // a missing manifest has no children to protect
+        throw new FerryError('INTEGRITY', `gc stopped: cannot read the graph of ${root.digest}: ${err.message}`, {
+          hint: 'run `ferry verify` to see what is damaged; nothing was deleted',
+        });
+      }
+    }
+    const writers = await layout.liveWriters();
+    const cutoff = writers.length ? Math.min(...writers) - 2000 : Infinity;
+    const blobs = join(layout.dir, 'blobs');
+    for (const alg of await readdir(blobs)) {
+      for (const name of await readdir(join(blobs, alg))) {
+        const digest = `${alg}:${name}`;
+        if (!isDigest(digest)) continue;
+        if (live.has(digest)) {
+          report.kept++;
+          continue;
+        }
+        const path = join(blobs, alg, name);
+        const st = await stat(path);
+        if (st.mtimeMs >= cutoff) {
+          report.spared++;
+          continue;
+        }
+        if (!opts.dryRun) await unlink(path);
+        report.removed.push({ digest, size: st.size });
+        report.bytes += st.size;
+      }
+    }
+  });
+  return report;
+}

@@ -1,0 +1,318 @@
+import { createReadStream } from 'node:fs';
+import { access, constants, mkdir, readdir, readFile, stat, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FerryError } from '../errors.js';
+import { warn } from '../log.js';
+import { publishBytes, publishStream, tempOwnerPid } from '../blob/publish.js';
+import { readCapped } from '../blob/verify.js';
+import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
+import { MediaType } from '../oci/mediatypes.js';
+import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
+import { formatReference, tryParseReference } from '../oci/reference.js';
+import type { FetchOptions, PutOptions, Sink, Source, TagName } from '../types.js';
+import { processAlive, withLock } from './lock.js';
+
+export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
+export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
+
+/** One entry of index.json, with its names read out of the annotations. */
+export interface LayoutEntry {
+  descriptor: Descriptor;
+  tag?: string;
+  name?: string;
+}
+
+export interface OpenLayoutOptions {
+  /** Create the layout if it does not exist (and check it is writable). */
+  create?: boolean;
+  lockTimeoutMs?: number;
+}
+
+type IndexEdit = (manifests: Descriptor[]) => Descriptor[];
+
+/**
+ * An OCI image layout directory, readable as a Source and writable as a Sink. Blobs are published
+ * atomically as they arrive; index.json changes are queued and written by commit(), under a lock,
+ * as a read-modify-write so concurrent writers never lose each other's entries.
+ */
+export class OciLayout implements Source, Sink {
+  readonly caps = { concurrent: true, indexes: true };
+  private readonly edits: IndexEdit[] = [];
+  private writerMarker?: string;
+
+  private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
+
+  static async open(dir: string, opts: OpenLayoutOptions = {}): Promise<OciLayout> {
+    const layout = new OciLayout(dir, opts.lockTimeoutMs ?? 60_000);
+    const header = join(dir, 'oci-layout');
+    const exists = await stat(header).then(() => true, (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return false;
+      throw e;
+    });
+    if (!exists) {
+      if (!opts.create) {
+        throw new FerryError('NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`);
+      }
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await access(dir, constants.W_OK);
+      await publishBytes(header, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+      await layout.editIndex((m) => m);
+      await layout.registerWriter();
+      return layout;
+    }
+    await layout.checkHeader();
+    if (opts.create) {
+      // Fail before any download when the destination cannot be written (catalogue E3).
+      await access(dir, constants.W_OK);
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await access(join(dir, 'blobs', 'sha256'), constants.W_OK);
+      await layout.removeDeadTemps();
+    }
+    if (opts.create) await layout.registerWriter();
+    return layout;
+  }
+
+  private async checkHeader(): Promise<void> {
+    const where = join(this.dir, 'oci-layout');
+    const doc = parseJson(await readFile(where), where) as { imageLayoutVersion?: unknown } | null;
+    if (!doc || typeof doc !== 'object' || typeof doc.imageLayoutVersion !== 'string') {
+      throw new FerryError('INVALID_INPUT', `${where}: not a valid oci-layout file (needs "imageLayoutVersion")`);
+    }
+  }
+
+  blobPath(d: Digest): string {
+    const digest = parseDigest(d);
+    return join(this.dir, 'blobs', algorithmOf(digest), encodedOf(digest));
+  }
+
+  async readIndex(): Promise<Descriptor[]> {
+    const where = join(this.dir, 'index.json');
+    let bytes: Buffer;
+    try {
+      const fh = createReadStream(where);
+      bytes = await readCapped(fh, MAX_JSON_BYTES, where);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const doc = parseManifestDocument(bytes, { where });
+    if (doc.kind !== 'index') throw new FerryError('INVALID_INPUT', `${where}: not an image index`);
+    return doc.index.manifests;
+  }
+
+  async entries(): Promise<LayoutEntry[]> {
+    return (await this.readIndex()).map((descriptor) => ({
+      descriptor,
+      tag: descriptor.annotations?.[ANNOTATION_REF_NAME],
+      name: descriptor.annotations?.[ANNOTATION_IMAGE_NAME],
+    }));
+  }
+
+  /**
+   * Finds a root by digest, tag (ref.name), full image name, or a reference that normalises to a
+   * recorded name (`alpine` = `docker.io/library/alpine:latest`). Several different images under
+   * one name are reported, never picked silently.
+   */
+  async resolve(ref: string): Promise<Descriptor> {
+    const entries = await this.entries();
+    if (isDigest(ref)) {
+      const hit = entries.find((e) => e.descriptor.digest === ref);
+      if (hit) return hit.descriptor;
+      return this.describeBlob(ref);
+    }
+    const parsed = tryParseReference(ref);
+    const full = parsed ? formatReference(parsed) : undefined;
+    const tiers: Array<(e: LayoutEntry) => boolean> = [
+      (e) => e.tag === ref,
+      (e) => e.name === ref,
+      (e) => full !== undefined && normalized(e.name) === full,
+      (e) => full !== undefined && e.tag !== undefined && /[/:@]/.test(e.tag) && normalized(e.tag) === full,
+    ];
+    if (parsed?.digest && !parsed.tag) tiers.push((e) => e.descriptor.digest === parsed.digest);
+    for (const match of tiers) {
+      const hits = entries.filter(match);
+      const digests = new Set(hits.map((h) => h.descriptor.digest));
+      if (digests.size === 1) {
+        const d = hits[0]!.descriptor;
+        if (parsed?.digest && parsed.digest !== d.digest) continue;
+        return d;
+      }
+      if (digests.size > 1) {
+        throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it names ${[...digests].join(', ')}`, {
+          hint: 'name the image by its full name or by digest',
+        });
+      }
+    }
+    const known = entries.map((e) => e.name ?? e.tag).filter(Boolean).slice(0, 8);
+    throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.dir}`, {
+      hint: known.length ? `available: ${known.join(', ')}` : 'the layout has no tagged images',
+    });
+  }
+
+  /** A descriptor for a blob named only by digest: its media type is read from the document. */
+  private async describeBlob(digest: Digest): Promise<Descriptor> {
+    const path = this.blobPath(digest);
+    const st = await stat(path).catch(() => undefined);
+    if (!st) throw new FerryError('NOT_FOUND', `${digest} not found in ${this.dir}`);
+    if (st.size > MAX_JSON_BYTES) throw new FerryError('INVALID_INPUT', `${digest} is not a manifest (${st.size} bytes)`);
+    const doc = parseManifestDocument(await readFile(path), { where: path });
+    return { mediaType: doc.mediaType, digest, size: st.size };
+  }
+
+  async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {
+    const path = this.blobPath(d.digest);
+    const stream = createReadStream(path, { highWaterMark: 1 << 20, signal: o.signal });
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', (e: NodeJS.ErrnoException) => {
+        reject(e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `blob ${d.digest} is missing from ${this.dir}`) : e);
+      });
+    });
+    return stream;
+  }
+
+  /**
+   * True when a blob of the right size is present. A short or long file (left by an older crash
+   * or another tool) counts as absent so that it gets replaced. Present blobs get their mtime
+   * refreshed: gc spares blobs touched while a writer is running.
+   */
+  async has(d: Descriptor): Promise<boolean> {
+    const path = this.blobPath(d.digest);
+    try {
+      const st = await stat(path);
+      if (!st.isFile() || st.size !== d.size) return false;
+      const now = new Date();
+      await utimes(path, now, now).catch(() => {});
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  async put(d: Descriptor, body: Readable, o: PutOptions = {}): Promise<void> {
+    const path = this.blobPath(d.digest);
+    await mkdir(join(this.dir, 'blobs', algorithmOf(d.digest)), { recursive: true });
+    await publishStream(path, body, { signal: o.signal });
+  }
+
+  async tag(root: Descriptor, name: TagName | undefined): Promise<void> {
+    this.edits.push((manifests) => addRoot(manifests, root, name));
+  }
+
+  /** Removes the entries of index.json that `match` selects; returns them. Applied at once. */
+  async untag(match: (e: LayoutEntry) => boolean): Promise<LayoutEntry[]> {
+    const removed: LayoutEntry[] = [];
+    await this.editIndex((manifests) =>
+      manifests.filter((descriptor) => {
+        const e = { descriptor, tag: descriptor.annotations?.[ANNOTATION_REF_NAME], name: descriptor.annotations?.[ANNOTATION_IMAGE_NAME] };
+        if (!match(e)) return true;
+        removed.push(e);
+        return false;
+      }),
+    );
+    return removed;
+  }
+
+  async commit(): Promise<void> {
+    if (this.edits.length === 0) return;
+    const edits = this.edits.splice(0);
+    await this.editIndex((m) => edits.reduce((acc, edit) => edit(acc), m));
+  }
+
+  /** Read-modify-write of index.json under the layout lock; the file is replaced atomically. */
+  async editIndex(edit: IndexEdit): Promise<void> {
+    await this.withIndexLock(async () => {
+      const manifests = edit(await this.readIndex());
+      const doc = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+      await publishBytes(join(this.dir, 'index.json'), JSON.stringify(doc), { syncDir: true });
+    });
+  }
+
+  /** Runs `fn` while no other ferry process can change index.json. */
+  async withIndexLock<T>(fn: () => Promise<T>): Promise<T> {
+    return withLock(join(this.dir, 'index.json.lock'), fn, { timeoutMs: this.lockTimeoutMs });
+  }
+
+  /** Deletes temp files whose writer process is gone (left by a crash or SIGKILL). */
+  async removeDeadTemps(): Promise<number> {
+    let removed = 0;
+    const dirs = [this.dir, ...(await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])).map((a) => join(this.dir, 'blobs', a))];
+    for (const dir of dirs) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const pid = tempOwnerPid(name);
+        if (pid !== undefined && !processAlive(pid)) {
+          await unlink(join(dir, name)).catch(() => {});
+          removed++;
+        }
+      }
+    }
+    if (removed) warn(`removed ${removed} temporary file(s) left by an interrupted run in ${this.dir}`);
+    return removed;
+  }
+
+  /**
+   * Marks this process as a writer for gc: blobs it publishes or finds present (has() refreshes
+   * their mtime) are newer than the marker, and gc spares unreferenced blobs newer than the oldest
+   * live writer's marker.
+   */
+  private async registerWriter(): Promise<void> {
+    const path = join(this.dir, `${WRITER_PREFIX}${process.pid}-${Date.now()}`);
+    await publishBytes(path, '');
+    this.writerMarker = path;
+  }
+
+  /** Start times (ms) of other live writers of this layout. */
+  async liveWriters(): Promise<number[]> {
+    const out: number[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (!name.startsWith(WRITER_PREFIX)) continue;
+      const [pid, since] = name.slice(WRITER_PREFIX.length).split('-').map(Number);
+      if (!pid || !since || pid === process.pid) continue;
+      if (processAlive(pid)) out.push(since);
+      else await unlink(join(this.dir, name)).catch(() => {});
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.writerMarker) await unlink(this.writerMarker).catch(() => {});
+    this.writerMarker = undefined;
+  }
+}
+
+const WRITER_PREFIX = '.ferry-writer-';
+
+function normalized(name: string | undefined): string | undefined {
+  if (name === undefined) return undefined;
+  const r = tryParseReference(name);
+  return r ? formatReference(r) : undefined;
+}
+
+/**
+ * Adds a root to index.json. A named root replaces the entry that had the same name (full name
+ * when given, else the bare tag among entries without a full name); an unnamed root is added once.
+ */
+export function addRoot(manifests: Descriptor[], root: Descriptor, name: TagName | undefined): Descriptor[] {
+  const annotations = { ...(root.annotations ?? {}) };
+  delete annotations[ANNOTATION_REF_NAME];
+  delete annotations[ANNOTATION_IMAGE_NAME];
+  if (name) {
+    annotations[ANNOTATION_REF_NAME] = name.tag;
+    if (name.name) annotations[ANNOTATION_IMAGE_NAME] = name.name;
+  }
+  const entry: Descriptor = { ...root, annotations };
+  if (Object.keys(annotations).length === 0) delete entry.annotations;
+  delete entry.platform;
+  if (!name) {
+    const already = manifests.some((m) => m.digest === root.digest && !m.annotations?.[ANNOTATION_REF_NAME]);
+    return already ? manifests : [...manifests, entry];
+  }
+  const kept = manifests.filter((m) => {
+    const a = m.annotations ?? {};
+    if (name.name) return a[ANNOTATION_IMAGE_NAME] !== name.name;
+    return a[ANNOTATION_IMAGE_NAME] !== undefined || a[ANNOTATION_REF_NAME] !== name.tag;
+  });
+  return [...kept, entry];
+}
