@@ -44,7 +44,7 @@ export class OciLayout implements Source, Sink {
   private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
 
   static async open(dir: string, opts: OpenLayoutOptions = {}): Promise<OciLayout> {
-    const layout = new OciLayout(dir, opts.lockTimeoutMs ?? 60_000);
+    const layout = new OciLayout(dir, opts.lockTimeoutMs ?? lockTimeoutFromEnv());
     const header = join(dir, 'oci-layout');
     const exists = await stat(header).then(() => true, (e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return false;
@@ -283,6 +283,12 @@ export class OciLayout implements Source, Sink {
 }
 
 const WRITER_PREFIX = '.ferry-writer-';
+
+/** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */
+function lockTimeoutFromEnv(): number {
+  const s = Number(process.env.FERRY_LOCK_TIMEOUT);
+  return Number.isFinite(s) && s >= 0 && process.env.FERRY_LOCK_TIMEOUT !== '' ? s * 1000 : 60_000;
+}
 
 function normalized(name: string | undefined): string | undefined {
   if (name === undefined) return undefined;

@@ -1,0 +1,138 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { ByteLimit, decompress, sniff } from '../src/blob/compression.js';
+import { publishStream } from '../src/blob/publish.js';
+import { hashStream, readCapped, readVerified, verifying } from '../src/blob/verify.js';
+import { digestOf } from '../src/oci/digest.js';
+import { tempDir } from './helpers/fs.js';
+
+const data = Buffer.from('the quick brown fox jumps over the lazy dog\n'.repeat(1000));
+const good = { digest: digestOf(data), size: data.byteLength };
+const chunks = (b: Buffer, n = 7) => Readable.from(Array.from({ length: Math.ceil(b.length / n) }, (_, i) => b.subarray(i * n, (i + 1) * n)));
+
+async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as { code?: string; message: string };
+  }
+  throw new Error('expected a failure');
+}
+
+describe('verifying stream', () => {
+  it('passes correct content through unchanged', async () => {
+    expect(await readVerified(chunks(data), good)).toEqual(data);
+  });
+
+  it('B1: a flipped byte fails at the end naming expected and actual digest', async () => {
+    const bad = Buffer.from(data);
+    bad[100] ^= 1;
+    const err = await failure(readVerified(chunks(bad), good));
+    expect(err.code).toBe('DIGEST_MISMATCH');
+    expect(err.message).toContain(`expected ${good.digest}`);
+    expect(err.message).toContain(`got ${digestOf(bad)}`);
+  });
+
+  it('stops as soon as more than size bytes arrive', async () => {
+    let pulled = 0;
+    const endless = new Readable({
+      read() {
+        pulled += 1024;
+        this.push(Buffer.alloc(1024));
+      },
+    });
+    const err = await failure(readCapped(verifying(endless, { digest: good.digest, size: 4096 }), 1 << 20, 'x'));
+    expect(err.code).toBe('SIZE_MISMATCH');
+    expect(pulled).toBeLessThan(1 << 20);
+  });
+
+  it('a short body fails with the sizes', async () => {
+    const err = await failure(readVerified(chunks(data.subarray(0, 100)), good));
+    expect(err.code).toBe('SIZE_MISMATCH');
+    expect(err.message).toMatch(/expected \d+ bytes, got 100/);
+  });
+
+  it('an upstream error propagates', async () => {
+    const broken = new Readable({ read() { this.destroy(new Error('boom')); } });
+    expect((await failure(readVerified(broken, good))).message).toBe('boom');
+  });
+
+  it('hashStream counts and hashes', async () => {
+    expect(await hashStream(chunks(data))).toEqual(good);
+  });
+});
+
+describe('publishing', () => {
+  it('B1: a failed verification leaves neither the blob nor a temp file', async () => {
+    const dir = await tempDir();
+    const bad = Buffer.from(data);
+    bad[0] ^= 1;
+    const dest = join(dir, 'blob');
+    const err = await failure(publishStream(dest, verifying(chunks(bad), good)));
+    expect(err.code).toBe('DIGEST_MISMATCH');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('publishes verified content under its final name only', async () => {
+    const dir = await tempDir();
+    await publishStream(join(dir, 'blob'), verifying(chunks(data), good));
+    expect(await readdir(dir)).toEqual(['blob']);
+  });
+
+  it('an aborted write removes its temp file', async () => {
+    const dir = await tempDir();
+    const ac = new AbortController();
+    const slow = new Readable({
+      read() {
+        setTimeout(() => this.push(Buffer.alloc(1024)), 5);
+      },
+    });
+    setTimeout(() => ac.abort(), 30);
+    const err = await failure(publishStream(join(dir, 'blob'), slow, { signal: ac.signal }));
+    expect(err.code ?? (err as { name?: string }).name).toMatch(/ABORT/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('compression', () => {
+  it('sniffs gzip, zstd, bzip2, xz and plain by magic bytes', () => {
+    expect(sniff(zlib.gzipSync(data))).toBe('gzip');
+    expect(sniff(zlib.zstdCompressSync(data))).toBe('zstd');
+    expect(sniff(Buffer.from('BZh91AY'))).toBe('bzip2');
+    expect(sniff(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))).toBe('xz');
+    expect(sniff(data)).toBe('none');
+    expect(sniff(Buffer.alloc(0))).toBe('none');
+  });
+
+  it.each(['gzip', 'zstd', 'none'] as const)('decodes %s transparently', async (kind) => {
+    const enc = kind === 'gzip' ? zlib.gzipSync(data) : kind === 'zstd' ? zlib.zstdCompressSync(data) : data;
+    const { compression, stream } = await decompress(chunks(enc, 3));
+    expect(compression).toBe(kind);
+    expect(await readCapped(stream, 1 << 20, 'x')).toEqual(data);
+  });
+
+  it('B2: truncated gzip and zstd fail', async () => {
+    for (const enc of [zlib.gzipSync(data), zlib.zstdCompressSync(data)]) {
+      const { stream } = await decompress(Readable.from([enc.subarray(0, enc.length - 20)]));
+      await expect(readCapped(stream, 1 << 20, 'x')).rejects.toThrow();
+    }
+  });
+
+  it('B3: a decompression budget stops a bomb early', async () => {
+    const bomb = zlib.gzipSync(Buffer.alloc(64 << 20));
+    const { stream } = await decompress(Readable.from([bomb]));
+    const err = await failure(pipeline(stream, new ByteLimit(1 << 20, 'layer'), async function* (src) { for await (const _ of src) { /* drain */ } }));
+    expect(err.code).toBe('TOO_LARGE');
+  });
+
+  it('B4: a zstd frame declaring a huge window is refused', async () => {
+    // Frame header: magic, descriptor 0x00 (window descriptor follows), window descriptor 0xF8 = 2^(10+31) bytes.
+    const frame = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0, 0, 0, 0, 0, 0, 0, 0]);
+    const { stream } = await decompress(Readable.from([frame]));
+    await expect(readCapped(stream, 1 << 20, 'x')).rejects.toThrow();
+  });
+});

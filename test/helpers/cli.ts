@@ -1,0 +1,44 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+export const FERRY = join(import.meta.dirname, '..', '..', 'bin', 'ferry');
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  input?: string;
+  /** Wrap the command, e.g. ['setpriv', '--reuid=65534', ...] to run it as another user. */
+  wrap?: string[];
+}
+
+/** Runs the real CLI (bin/ferry -> dist) as a child process. */
+export function ferry(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const child = start(args, opts);
+  return finish(child);
+}
+
+export function start(args: string[], opts: RunOptions = {}): ChildProcess {
+  const [cmd, ...pre] = opts.wrap ? [...opts.wrap, FERRY] : [FERRY];
+  return spawn(cmd!, [...pre, ...args], {
+    env: { ...process.env, ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+}
+
+export function finish(child: ChildProcess): Promise<RunResult> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stdin?.end();
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
