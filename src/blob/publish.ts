@@ -36,8 +36,15 @@ export async function publishStream(dest: string, body: Readable, opts: PublishO
     await rename(tmp, dest);
   } catch (e) {
     await unlink(tmp).catch(() => {});
-    throw e;
+    throw withPath(e, dest);
   }
+}
+
+/** Write errors from streams carry no path; the user needs to know which file could not be written. */
+function withPath(e: unknown, path: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (err && typeof err === 'object' && typeof err.code === 'string' && err.path === undefined) err.path = path;
+  return e;
 }
 
 export async function publishBytes(dest: string, data: Uint8Array | string, opts: { syncDir?: boolean } = {}): Promise<void> {
@@ -51,7 +58,7 @@ export async function publishBytes(dest: string, data: Uint8Array | string, opts
   } catch (e) {
     await fh.close().catch(() => {});
     await unlink(tmp).catch(() => {});
-    throw e;
+    throw withPath(e, dest);
   }
   if (opts.syncDir) await syncDir(dirname(dest));
 }

@@ -54,8 +54,9 @@ export class OciLayout implements Source, Sink {
       if (!opts.create) {
         throw new FerryError('NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`);
       }
-      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK);
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
       await publishBytes(header, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
       await layout.editIndex((m) => m);
       await layout.registerWriter();

@@ -1,0 +1,231 @@
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ferry, finish, start } from './helpers/cli.js';
+import { expected, TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
+import { isRoot } from './helpers/tools.js';
+
+const TAGS = ['layers', 'multi', 'docker', 'plain', 'zstd'];
+
+/** Runs as an unprivileged user: root ignores file permissions, so EACCES needs someone else. */
+const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+const mounts: string[] = [];
+afterAll(() => {
+  for (const m of mounts.splice(0)) {
+    try {
+      execFileSync('umount', ['-l', m]);
+    } catch {
+      // already gone
+    }
+  }
+});
+
+async function tmpfs(size: string, opts = ''): Promise<string> {
+  const dir = await tempDir('ferry-tmpfs-');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}${opts ? ',' + opts : ''}`, 'tmpfs', dir]);
+  mounts.push(dir);
+  return dir;
+}
+
+const canMount = isRoot() && (() => {
+  try {
+    execFileSync('sh', ['-c', 'command -v mount setpriv'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+if (!canMount) {
+  const msg = 'faults tests that need root (tmpfs mounts, setpriv) are SKIPPED: run the suite as root';
+  if (process.env.CI === 'true') throw new Error(`CI=true: ${msg}`);
+  process.stderr.write(`\n*** ${msg} ***\n\n`);
+}
+
+describe('interruption and crashes', () => {
+  it('F2: a copy killed with SIGKILL halfway, then rerun, exits 0 and verify is clean', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [96 << 20, 96 << 20, 96 << 20] }]);
+    const dst = join(await tempDir(), 'dst');
+    const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
+    const done = finish(child);
+    // Kill it once a blob is being written.
+    for (let i = 0; i < 2000; i++) {
+      const temps = await tempFilesIn(join(dst, 'blobs')).catch(() => []);
+      if (temps.length > 0) break;
+      await sleep(5);
+    }
+    child.kill('SIGKILL');
+    const killed = await done;
+    expect(killed.signal).toBe('SIGKILL');
+    const index = JSON.parse(await readFile(join(dst, 'index.json'), 'utf8'));
+    expect(index.manifests).toEqual([]);
+    const rerun = await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
+    expect(rerun.stderr).toBe(rerun.stderr); // message about removed temps is optional: it depends on timing
+    expect(rerun.code).toBe(0);
+    expect(await tempFilesIn(dst)).toEqual([]);
+    const v = await ferry(['verify', dst]);
+    expect(v.code).toBe(0);
+    expect(v.stdout).toContain('0 problem(s)');
+  });
+
+  it('F1: SIGINT during a copy exits 130, removes temp files and leaves index.json unchanged', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [160 << 20, 160 << 20] }]);
+    const dst = join(await tempDir(), 'dst');
+    const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
+    const done = finish(child);
+    for (let i = 0; i < 2000; i++) {
+      if ((await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0) break;
+      await sleep(5);
+    }
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toContain('interrupted');
+    expect(await tempFilesIn(dst)).toEqual([]);
+    expect(JSON.parse(await readFile(join(dst, 'index.json'), 'utf8')).manifests).toEqual([]);
+  });
+
+  it('F5: leftovers of a dead run (temp files, a stale lock, a torn blob) do not block a rerun', async () => {
+    const dst = join(await tempDir(), 'dst');
+    expect((await ferry(['copy', `oci:${TESTDATA}:plain`, `oci:${dst}:p`])).code).toBe(0);
+    const blobs = join(dst, 'blobs', 'sha256');
+    await writeFile(join(blobs, '.tmp-999999-dead-' + 'a'.repeat(64)), 'partial');
+    await writeFile(join(dst, 'index.json.lock'), JSON.stringify({ pid: 999999, host: hostname(), since: 'x' }));
+    const layer = (await expected()).layers!.layers![0]!;
+    await writeFile(join(blobs, layer.digest.slice(7)), 'torn');
+    const r = await ferry(['copy', `oci:${TESTDATA}:layers`, `oci:${dst}:l`]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/broke a stale lock/);
+    expect(r.stderr).toMatch(/removed 1 temporary file/);
+    expect((await ferry(['verify', dst])).code).toBe(0);
+  });
+});
+
+describe('concurrency', () => {
+  it('G1: several copies of different images into one layout at the same time all land', async () => {
+    for (let round = 0; round < 3; round++) {
+      const dst = join(await tempDir(), 'dst');
+      const runs = await Promise.all(TAGS.map((t) => ferry(['copy', `oci:${TESTDATA}:${t}`, `oci:${dst}:${t}`])));
+      for (const r of runs) expect(r.code, r.stderr).toBe(0);
+      const index = JSON.parse(await readFile(join(dst, 'index.json'), 'utf8'));
+      expect(index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations['org.opencontainers.image.ref.name']).sort()).toEqual([...TAGS].sort());
+    }
+  });
+
+  it('G1: two copies into one store both appear in ferry images', async () => {
+    const store = join(await tempDir(), 'store');
+    const [a, b] = await Promise.all([
+      ferry(['--store', store, 'copy', `oci:${TESTDATA}:layers`, 'example.com/a:1']),
+      ferry(['--store', store, 'copy', `oci:${TESTDATA}:docker`, 'example.com/b:1']),
+    ]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const images = await ferry(['--store', store, 'images']);
+    expect(images.stdout).toMatch(/example\.com\/a\s+1/);
+    expect(images.stdout).toMatch(/example\.com\/b\s+1/);
+  });
+
+  it('G2: two copies of the same image at the same time both succeed, no torn blob', async () => {
+    const dst = join(await tempDir(), 'dst');
+    const runs = await Promise.all([0, 1, 2].map(() => ferry(['copy', `oci:${TESTDATA}:multi`, `oci:${dst}:m`])));
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    expect((await ferry(['verify', dst])).code).toBe(0);
+    expect(JSON.parse(await readFile(join(dst, 'index.json'), 'utf8')).manifests).toHaveLength(1);
+  });
+
+  it('G4: a live lock makes ferry wait, then exit 8 naming the holder', async () => {
+    const dst = join(await tempDir(), 'dst');
+    expect((await ferry(['copy', `oci:${TESTDATA}:plain`, `oci:${dst}:p`])).code).toBe(0);
+    await writeFile(join(dst, 'index.json.lock'), JSON.stringify({ pid: process.pid, host: hostname(), since: 'now' }));
+    const r = await ferry(['copy', `oci:${TESTDATA}:zstd`, `oci:${dst}:z`], { env: { FERRY_LOCK_TIMEOUT: '0.3' } });
+    expect(r.code).toBe(8);
+    expect(r.stderr).toContain(`locked by process ${process.pid}`);
+  });
+});
+
+describe.skipIf(!canMount)('filesystem faults', () => {
+  it('E1: disk full mid-blob exits 7 naming the path; temp removed; rerun after freeing space succeeds', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [3 << 20] }]);
+    const mnt = await tmpfs('2m');
+    const dst = join(mnt, 'dst');
+    const r = await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/ENOSPC/);
+    expect(r.stderr).toContain(dst);
+    expect(r.stderr).toMatch(/free some space/);
+    expect(await tempFilesIn(dst)).toEqual([]);
+    expect((await ferry(['verify', dst])).code).toBe(0);
+    execFileSync('mount', ['-o', 'remount,size=16m', mnt]);
+    expect((await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`])).code).toBe(0);
+    expect((await ferry(['verify', dst])).code).toBe(0);
+  });
+
+  it('E2: disk full while writing index.json keeps the old index.json intact', async () => {
+    const mnt = await tmpfs('1m');
+    const store = join(mnt, 'store');
+    expect((await ferry(['--store', store, 'copy', `oci:${TESTDATA}:plain`, 'example.com/p:1'])).code).toBe(0);
+    const before = await readFile(join(store, 'index.json'), 'utf8');
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=4k'], { stdio: 'ignore' });
+    } catch {
+      // dd stops with ENOSPC, which is the point
+    }
+    const r = await ferry(['--store', store, 'tag', 'example.com/p:1', 'example.com/p:2']);
+    expect(r.code).toBe(7);
+    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
+    expect(await tempFilesIn(store)).toEqual([]);
+  });
+
+  it('E3: a read-only destination fails with exit 7 before any download', async () => {
+    const mnt = await tmpfs('4m');
+    await mkdir(join(mnt, 'dst'));
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+    const r = await ferry(['copy', '--json', `oci:${TESTDATA}:layers`, `oci:${join(mnt, 'dst')}:x`]);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/EROFS|read-only/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('E3: a destination without write permission fails with exit 7 (non-root user)', async () => {
+    const base = await tempDir();
+    await chmod(base, 0o755);
+    const dst = join(base, 'dst');
+    await mkdir(dst, { mode: 0o555 });
+    await chmod(dst, 0o555);
+    const r = await ferry(['copy', `oci:${TESTDATA}:layers`, `oci:${dst}:x`], { wrap: NOBODY });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toMatch(/EACCES/);
+    expect(r.stderr).toContain(dst);
+  });
+
+  it('E4: EACCES on an existing blob exits 7 naming it', async () => {
+    const base = await tempDir();
+    await chmod(base, 0o755);
+    const src = join(base, 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [Buffer.from('secret layer')] }]);
+    await chmod(src, 0o755);
+    const blob = join(src, 'blobs', 'sha256', img!.layers[0]!.digest.slice(7));
+    await chmod(blob, 0o000);
+    const dst = join(base, 'dst');
+    await mkdir(dst, { mode: 0o777 });
+    await chmod(dst, 0o777);
+    const r = await ferry(['copy', `oci:${src}:t`, `oci:${dst}:t`], { wrap: NOBODY });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain(blob);
+  });
+
+  it('E5: TMPDIR elsewhere does not matter: temp files live beside their destination', async () => {
+    const dst = join(await tempDir(), 'dst');
+    const r = await ferry(['copy', `oci:${TESTDATA}:layers`, `oci:${dst}:x`], { env: { TMPDIR: '/nonexistent/tmp' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await stat(join(dst, 'index.json'))).isFile()).toBe(true);
+    expect((await readdir(join(dst, 'blobs', 'sha256'))).length).toBe(5);
+  });
+});
