@@ -1,1 +1,20 @@
-export const version = "0.1.0";
+/** ferry as a library: the same operations the CLI runs. */
+export { copy, ANNOTATION_SOURCE_INDEX } from './copy.js';
+export type { CopyEvent, CopyOptions, CopyReport, Root } from './copy.js';
+export { copyImage } from './operations.js';
+export type { CopyImageOptions } from './operations.js';
+export { verifyLayout } from './verify.js';
+export type { Problem, VerifyReport } from './verify.js';
+export { collectGarbage } from './gc.js';
+export { listImages } from './images.js';
+export { OciLayout, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './locations/layout.js';
+export { defaultStoreDir, openStore } from './store.js';
+export { FerryError, exitCodeFor } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export * from './oci/digest.js';
+export * from './oci/reference.js';
+export * from './oci/platform.js';
+export * from './oci/mediatypes.js';
+export type { Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform } from './oci/manifest.js';
+export type { Sink, Source, TagName } from './types.js';
+export { VERSION } from './version.js';

@@ -208,10 +208,17 @@ async function hashBlob(path: string, withDiffId: boolean): Promise<{ digest: Di
     return { digest: `${alg}:${outer.digest('hex')}` as Digest, size };
   }
   const { head, stream } = await peek(file, 6);
+  const compression = sniff(head);
+  if (compression === 'none') {
+    // An uncompressed layer is its own diff_id: one hash serves both checks.
+    await pipeline(stream, counter, new Writable({ write: (_c, _e, cb) => cb() }));
+    const digest = `${alg}:${outer.digest('hex')}` as Digest;
+    return { digest, size, diffId: digest };
+  }
   const inner = createHash(alg);
   let diffId: Digest | undefined;
   try {
-    await pipeline(stream, counter, decompressor(sniff(head)), new Writable({ write: (c: Buffer, _e, cb) => { inner.update(c); cb(); } }));
+    await pipeline(stream, counter, decompressor(compression), new Writable({ write: (c: Buffer, _e, cb) => { inner.update(c); cb(); } }));
     diffId = `${alg}:${inner.digest('hex')}` as Digest;
   } catch (e) {
     if (e instanceof FerryError) throw e;

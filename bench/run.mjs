@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+// ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
+// Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+const ROOT = join(import.meta.dirname, '..');
+const FERRY = join(ROOT, 'bin', 'ferry');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const LAYER_MB = Number(process.env.BENCH_LAYER_MB ?? 256);
+const LAYERS = Number(process.env.BENCH_LAYERS ?? 3);
+
+const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+
+async function putRandom(dir, size) {
+  const tmp = join(dir, 'blobs', 'sha256', 'incoming');
+  const out = createWriteStream(tmp);
+  const h = createHash('sha256');
+  const block = randomBytes(1 << 20);
+  for (let left = size, i = 0; left > 0; i++) {
+    block.writeUInt32LE(i, 0);
+    const piece = block.subarray(0, Math.min(left, block.length));
+    h.update(piece);
+    if (!out.write(piece)) await once(out, 'drain');
+    left -= piece.length;
+  }
+  out.end();
+  await once(out, 'finish');
+  const digest = `sha256:${h.digest('hex')}`;
+  await rename(tmp, join(dir, 'blobs', 'sha256', digest.slice(7)));
+  return { digest, size };
+}
+
+async function putBytes(dir, body) {
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), body);
+  return { digest, size: Buffer.byteLength(body) };
+}
+
+/** An OCI layout with LAYERS uncompressed random layers of LAYER_MB each, tagged `bench`. */
+async function makeImage(dir) {
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const layers = [];
+  for (let i = 0; i < LAYERS; i++) layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await putRandom(dir, LAYER_MB << 20)) });
+  const config = { mediaType: 'application/vnd.oci.image.config.v1+json', ...(await putBytes(dir, JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }))) };
+  const manifest = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await putBytes(dir, JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers }))) };
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'bench' } }] }));
+}
+
+/** Runs a command under /usr/bin/time; returns wall seconds and peak RSS in MiB. */
+function measure(cmd, args) {
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stderr}`);
+  const [secs, kb] = r.stderr.trim().split('\n').pop().split(' ').map(Number);
+  return { secs, rssMiB: kb / 1024 };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function workload(name, prepare, tools) {
+  const results = [];
+  for (const [tool, run] of tools) {
+    const times = [];
+    const rss = [];
+    for (let i = 0; i <= RUNS; i++) {
+      const args = await prepare();
+      const m = measure(...run(args));
+      if (i > 0) { times.push(m.secs); rss.push(m.rssMiB); } // run 0 warms the page cache
+    }
+    results.push({ workload: name, tool, median: median(times), rss: Math.max(...rss) });
+  }
+  return results;
+}
+
+const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
+try {
+  const src = join(work, 'src');
+  await makeImage(src);
+  const totalMB = LAYERS * LAYER_MB;
+  let n = 0;
+  const freshDst = async () => join(work, `dst-${n++}`);
+  const rows = [];
+  const copyTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]];
+  if (has('skopeo')) copyTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]);
+  rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
+  rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
+
+  const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
+  const lines = [
+    `| workload | tool | median s | MB/s | vs ferry | peak RSS MiB |`,
+    `| --- | --- | ---: | ---: | ---: | ---: |`,
+  ];
+  for (const r of rows) {
+    const base = rows.find((x) => x.workload === r.workload && x.tool === 'ferry');
+    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${(totalMB / r.median).toFixed(0)} | ${(r.median / base.median).toFixed(2)}x | ${r.rss.toFixed(0)} |`);
+  }
+  const table = lines.join('\n');
+  console.log(`\nmachine: ${machine}; ${RUNS} runs after one warm-up, medians\n\n${table}\n`);
+  if (process.argv.includes('--write')) {
+    const doc = `# Benchmarks\n\nLatest run of \`npm run bench\` (${new Date().toISOString().slice(0, 10)}).\n\nMachine: ${machine}. ${RUNS} runs after one warm-up; medians; peak RSS is the largest of the runs (\`/usr/bin/time\`). "vs ferry" is the peer's time divided by ferry's: above 1 means ferry is faster.\n\n${table}\n`;
+    await writeFile(join(ROOT, 'docs', 'BENCHMARKS.md'), doc);
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}

@@ -1,0 +1,474 @@
+import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ferry, type RunResult } from './helpers/cli.js';
+import { flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
+import {
+  blobDigests,
+  blobFile,
+  indexEntries,
+  sha256,
+  shortHex,
+  TAGS,
+  testdataImages,
+  type ImageInfo,
+  type Tag,
+} from './helpers/expected-images.js';
+
+const REPO = 'example.com/ferry/testdata';
+
+let images: Record<Tag, ImageInfo>;
+let noStore: string;
+let fullStore: string;
+
+/** Every run gets FERRY_STORE pointing at a throwaway path, so nothing can reach ~/.local. */
+function run(args: string[], store?: string): Promise<RunResult> {
+  return ferry(store ? ['--store', store, ...args] : args, { env: { FERRY_STORE: noStore } });
+}
+
+async function ok(args: string[], store?: string): Promise<RunResult> {
+  const r = await run(args, store);
+  expect(r.code, `ferry ${args.join(' ')}\n${r.stderr}`).toBe(0);
+  return r;
+}
+
+async function copyAllInto(store: string): Promise<void> {
+  for (const tag of TAGS) await ok(['copy', '-q', `oci:${TESTDATA}:${tag}`, `${REPO}:${tag}`], store);
+}
+
+/** A private store holding all five testdata images (a file copy of one filled through the CLI). */
+async function storeWithAll(): Promise<string> {
+  const dir = join(await tempDir(), 'store');
+  await cp(fullStore, dir, { recursive: true });
+  return dir;
+}
+
+function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+function layerDigests(img: ImageInfo): string[] {
+  return img.layers!.map((l) => l.digest);
+}
+
+beforeAll(async () => {
+  images = await testdataImages();
+  noStore = join(await tempDir(), 'no-default-store');
+  fullStore = join(await tempDir(), 'template-store');
+  await copyAllInto(fullStore);
+});
+
+describe('copy into the store, then images', () => {
+  it('copies all five testdata images and images lists them with short digests and platforms', async () => {
+    const store = join(await tempDir(), 'store');
+    await copyAllInto(store);
+    const r = await ok(['images'], store);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+SIZE$/);
+    expect(rows).toHaveLength(1 + TAGS.length);
+    for (const tag of TAGS) {
+      const row = rows.find((l) => l.split(/\s+/)[1] === tag);
+      expect(row, tag).toBeDefined();
+      const [repo, , short, platforms] = row!.split(/\s+/);
+      expect(repo).toBe(REPO);
+      expect(short).toBe(shortHex(images[tag].digest));
+      expect(platforms).toBe(tag === 'multi' ? 'linux/amd64,linux/arm64' : 'linux/amd64');
+    }
+  });
+
+  it('images --json parses and holds the five expected digests', async () => {
+    const store = await storeWithAll();
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as Array<{ name: string; tag: string; digest: string; platforms: string[] }>;
+    expect(list).toHaveLength(TAGS.length);
+    expect(Object.fromEntries(list.map((i) => [i.tag, i.digest]))).toEqual(Object.fromEntries(TAGS.map((t) => [t, images[t].digest])));
+    expect(list.map((i) => i.name).sort()).toEqual(TAGS.map((t) => `${REPO}:${t}`).sort());
+    expect(list.find((i) => i.tag === 'multi')!.platforms).toEqual(['linux/amd64', 'linux/arm64']);
+  });
+
+  it('images on a store that does not exist yet prints only the header', async () => {
+    const r = await ok(['images'], join(await tempDir(), 'absent'));
+    expect(r.stdout.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('inspect', () => {
+  it('prints the manifest and config of "layers" as JSON', async () => {
+    const store = await storeWithAll();
+    const doc = JSON.parse((await ok(['inspect', `${REPO}:layers`], store)).stdout) as {
+      name: string;
+      digest: string;
+      mediaType: string;
+      manifest: { config: { digest: string }; layers: Array<{ digest: string }> };
+      config: { architecture: string; os: string; rootfs: { diff_ids: string[] } };
+    };
+    expect(doc.name).toBe(`${REPO}:layers`);
+    expect(doc.digest).toBe(images.layers.digest);
+    expect(doc.mediaType).toBe(images.layers.mediaType);
+    expect(doc.manifest.config.digest).toBe(images.layers.config);
+    expect(doc.manifest.layers.map((l) => l.digest)).toEqual(layerDigests(images.layers));
+    expect(`${doc.config.os}/${doc.config.architecture}`).toBe('linux/amd64');
+    expect(doc.config.rootfs.diff_ids).toEqual(images.layers.layers!.map((l) => l.diffId));
+  });
+
+  it.each(['layers', 'multi', 'docker'] as const)('--raw prints the stored bytes of "%s" (they hash to the expected digest)', async (tag) => {
+    const store = await storeWithAll();
+    const r = await ok(['inspect', '--raw', `${REPO}:${tag}`], store);
+    expect(Buffer.byteLength(r.stdout)).toBe(images[tag].size);
+    expect(sha256(r.stdout)).toBe(images[tag].digest);
+  });
+
+  it('--platform linux/arm64 on "multi" shows the arm64 manifest and config', async () => {
+    const store = await storeWithAll();
+    const arm = images.multi.platforms!['linux/arm64/v8']!;
+    const doc = JSON.parse((await ok(['inspect', '--platform', 'linux/arm64', `${REPO}:multi`], store)).stdout) as {
+      digest: string;
+      manifest: { config: { digest: string } };
+      config: { architecture: string; variant?: string };
+    };
+    expect(doc.digest).toBe(arm.manifest);
+    expect(doc.manifest.config.digest).toBe(arm.config);
+    expect(doc.config.architecture).toBe('arm64');
+  });
+
+  it('inspect of "multi" without --platform shows the index', async () => {
+    const store = await storeWithAll();
+    const doc = JSON.parse((await ok(['inspect', `${REPO}:multi`], store)).stdout) as { digest: string; index: { manifests: unknown[] } };
+    expect(doc.digest).toBe(images.multi.digest);
+    expect(doc.index.manifests).toHaveLength(3);
+  });
+
+  it('inspect of an unknown image exits 2 and names it', async () => {
+    const store = await storeWithAll();
+    const r = await run(['inspect', 'example.com/nothing:here'], store);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('example.com/nothing:here');
+  });
+
+  it('inspect reads an oci: location directly', async () => {
+    const doc = JSON.parse((await ok(['inspect', `oci:${TESTDATA}:zstd`])).stdout) as { digest: string; manifest: { layers: Array<{ mediaType: string }> } };
+    expect(doc.digest).toBe(images.zstd.digest);
+    expect(doc.manifest.layers[0]!.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd');
+  });
+});
+
+describe('tag', () => {
+  it('tag gives an image a new name that images shows with the same digest', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:layers`, 'example.com/other/name:v2'], store);
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as Array<{ name: string; digest: string }>;
+    expect(list).toHaveLength(TAGS.length + 1);
+    expect(list.find((i) => i.name === 'example.com/other/name:v2')?.digest).toBe(images.layers.digest);
+    expect((await ok(['images'], store)).stdout).toMatch(/example\.com\/other\/name\s+v2\s+3b52f2bbd32a/);
+  });
+
+  it('tag to a digest-only target exits 2 and leaves the store unchanged', async () => {
+    const store = await storeWithAll();
+    const before = await readFile(join(store, 'index.json'), 'utf8');
+    const r = await run(['tag', `${REPO}:layers`, `example.com/other/name@${images.layers.digest}`], store);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/digest/);
+    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
+  });
+
+  it('tag of an unknown source exits 2', async () => {
+    const store = await storeWithAll();
+    const r = await run(['tag', 'example.com/nothing:here', 'example.com/x:1'], store);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('example.com/nothing:here');
+  });
+});
+
+describe('rmi', () => {
+  it('rmi untags an image and deletes the blobs only it used', async () => {
+    const store = await storeWithAll();
+    const r = await ok(['rmi', `${REPO}:layers`], store);
+    expect(r.stdout).toContain(`Untagged: ${REPO}:layers`);
+    const own = [images.layers.digest, images.layers.config!, ...layerDigests(images.layers)];
+    for (const d of own) expect(await exists(blobFile(store, d)), d).toBe(false);
+    for (const tag of TAGS.filter((t) => t !== 'layers')) expect(await exists(blobFile(store, images[tag].digest)), tag).toBe(true);
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as Array<{ tag: string }>;
+    expect(list.map((i) => i.tag).sort()).toEqual(TAGS.filter((t) => t !== 'layers').sort());
+    await ok(['verify'], store);
+  });
+
+  it('rmi keeps blobs another image shares (multi vs its single-platform amd64 copy)', async () => {
+    const store = await storeWithAll();
+    await ok(['copy', '-q', '--platform', 'linux/amd64', `oci:${TESTDATA}:multi`, 'example.com/amd:1'], store);
+    await ok(['rmi', `${REPO}:multi`], store);
+    const amd = images.multi.platforms!['linux/amd64']!;
+    const arm = images.multi.platforms!['linux/arm64/v8']!;
+    for (const d of [amd.manifest, amd.config, ...amd.layers.map((l) => l.digest)]) expect(await exists(blobFile(store, d)), d).toBe(true);
+    for (const d of [images.multi.digest, arm.manifest, arm.config, ...arm.layers.map((l) => l.digest), images.multi.attestation!.manifest]) {
+      expect(await exists(blobFile(store, d)), d).toBe(false);
+    }
+    await ok(['verify'], store);
+    await ok(['inspect', 'example.com/amd:1'], store);
+  });
+
+  it('rmi of one of two names of an image deletes no blob', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:plain`, 'example.com/alias:1'], store);
+    const before = await blobDigests(store);
+    const r = await ok(['rmi', `${REPO}:plain`], store);
+    expect(r.stdout).not.toContain('Deleted');
+    expect(await blobDigests(store)).toEqual(before);
+    await ok(['inspect', 'example.com/alias:1'], store);
+  });
+
+  it('rmi of an unknown name exits 2 and deletes nothing', async () => {
+    const store = await storeWithAll();
+    const before = await blobDigests(store);
+    const r = await run(['rmi', 'example.com/nothing:here'], store);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('example.com/nothing:here');
+    expect(await blobDigests(store)).toEqual(before);
+  });
+});
+
+describe('gc', () => {
+  async function dropStray(store: string): Promise<string> {
+    const bytes = Buffer.from('an unreferenced blob dropped in by the test\n');
+    const digest = sha256(bytes);
+    await writeFile(blobFile(store, digest), bytes);
+    return digest;
+  }
+
+  it('gc deletes an unreferenced blob and keeps every referenced one', async () => {
+    const store = await storeWithAll();
+    const referenced = await blobDigests(store);
+    const stray = await dropStray(store);
+    const r = await ok(['gc'], store);
+    expect(r.stdout).toContain(stray);
+    expect(await exists(blobFile(store, stray))).toBe(false);
+    expect(await blobDigests(store)).toEqual(referenced);
+    await ok(['verify'], store);
+  });
+
+  it('gc --dry-run lists the unreferenced blob but deletes nothing', async () => {
+    const store = await storeWithAll();
+    const stray = await dropStray(store);
+    const before = await blobDigests(store);
+    const r = await ok(['gc', '--dry-run'], store);
+    expect(r.stdout).toContain(`Would delete: ${stray}`);
+    expect(await blobDigests(store)).toEqual(before);
+  });
+});
+
+describe('verify', () => {
+  it('a clean store verifies with exit 0', async () => {
+    const store = await storeWithAll();
+    const r = await ok(['verify'], store);
+    expect(r.stdout).toContain('0 problem(s)');
+  });
+
+  it('B1: one flipped byte in a layer blob exits 4 and names that blob', async () => {
+    const dir = await testdataCopy();
+    const bad = images.layers.layers![1]!.digest;
+    await flipByte(blobFile(dir, bad));
+    const r = await run(['verify', dir]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toContain(bad);
+  });
+
+  it('B1: verify names every problem: three damaged blobs are all reported', async () => {
+    const dir = await testdataCopy();
+    const bad = [images.layers.layers![0]!.digest, images.plain.layers![0]!.digest, images.docker.config!];
+    for (const d of bad) await flipByte(blobFile(dir, d));
+    const r = await run(['verify', dir]);
+    expect(r.code).toBe(4);
+    for (const d of bad) expect(r.stdout, d).toContain(d);
+    expect(r.stdout).toContain('3 problem(s)');
+  });
+
+  it('B1: a deleted referenced blob exits 4 and is reported missing', async () => {
+    const dir = await testdataCopy();
+    const gone = images.zstd.layers![0]!.digest;
+    await rm(blobFile(dir, gone));
+    const r = await run(['verify', dir]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toMatch(new RegExp(`missing.*${gone}|${gone}.*missing`));
+  });
+
+  it('B1: verify of one image in a damaged store reports only that image\'s problems', async () => {
+    const store = await storeWithAll();
+    await flipByte(blobFile(store, images.plain.layers![0]!.digest));
+    expect((await run(['verify', `${REPO}:plain`], store)).code).toBe(4);
+    await ok(['verify', `${REPO}:layers`], store);
+  });
+});
+
+const EVIL_DIGESTS: Array<[string, string]> = [
+  ['a path', 'sha256:../../etc/passwd'],
+  ['uppercase hex', `sha256:${'A'.repeat(64)}`],
+  ['the wrong length', `sha256:${'a'.repeat(63)}`],
+  ['the md5 algorithm', `md5:${'a'.repeat(32)}`],
+];
+
+describe('A2: digests in index.json are validated before use', () => {
+  /**
+   * A layout whose only index.json entry carries `digest`. A valid manifest sits where
+   * `blobs/sha256/../../etc/passwd` would lead, so following the path would not fail as "invalid".
+   */
+  async function evilLayout(digest: string): Promise<{ dir: string; decoy: string }> {
+    const dir = await testdataCopy();
+    const manifest = await readFile(blobFile(dir, images.layers.digest));
+    const decoy = join(dir, 'etc', 'passwd');
+    await mkdir(join(dir, 'etc'));
+    await writeFile(decoy, manifest);
+    const index = {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ mediaType: images.layers.mediaType, digest, size: manifest.byteLength, annotations: { 'org.opencontainers.image.ref.name': 'evil' } }],
+    };
+    await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+    return { dir, decoy };
+  }
+
+  it.each(EVIL_DIGESTS)('A2: ferry copy refuses an index.json digest with %s (%s) with exit 3', async (_what, digest) => {
+    const { dir } = await evilLayout(digest);
+    const dest = join(await tempDir(), 'dest');
+    const r = await run(['copy', `oci:${dir}:evil`, `oci:${dest}:x`]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('invalid digest');
+    expect(await exists(join(dest, 'etc'))).toBe(false);
+    expect(await blobDigests(dest)).toEqual([]);
+  });
+
+  it.each(EVIL_DIGESTS)('A2: ferry copy into the store refuses an index.json digest with %s (%s) with exit 3', async (_what, digest) => {
+    const { dir } = await evilLayout(digest);
+    const store = join(await tempDir(), 'store');
+    const r = await run(['copy', `oci:${dir}:evil`, 'example.com/evil:1'], store);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('invalid digest');
+    expect(await blobDigests(store)).toEqual([]);
+  });
+
+  it.each(EVIL_DIGESTS)('A2: ferry verify reports an index.json digest with %s (%s) as invalid and fails', async (_what, digest) => {
+    const { dir } = await evilLayout(digest);
+    const r = await run(['verify', dir]);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toContain('invalid digest');
+    expect(r.stdout).toContain(JSON.stringify(digest));
+    expect(r.stdout).not.toMatch(/digest mismatch/);
+  });
+
+  // Known bug: verify turns the invalid-digest problem into INTEGRITY (exit 4), not INVALID_INPUT (exit 3).
+  it.fails('A2: ferry verify exits 3 for index.json digest "sha256:../../etc/passwd"', async () => {
+    const { dir } = await evilLayout('sha256:../../etc/passwd');
+    const r = await run(['verify', dir]);
+    expect(r.code).toBe(3);
+  });
+
+  it('A2: ferry inspect refuses index.json digest "sha256:../../etc/passwd" with exit 3', async () => {
+    const { dir } = await evilLayout('sha256:../../etc/passwd');
+    const r = await run(['inspect', `oci:${dir}:evil`]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('invalid digest');
+    expect(r.stdout).toBe('');
+  });
+});
+
+describe('copy errors', () => {
+  async function corruptSource(): Promise<{ dir: string; bad: string }> {
+    const dir = await testdataCopy();
+    const bad = images.layers.layers![1]!.digest;
+    await flipByte(blobFile(dir, bad));
+    return { dir, bad };
+  }
+
+  async function checkRefused(r: RunResult, dest: string, bad: string): Promise<void> {
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(bad);
+    const got = /got (sha256:[0-9a-f]{64})/.exec(r.stderr)?.[1];
+    expect(got, r.stderr).toBeDefined();
+    const blobs = await blobDigests(dest);
+    expect(blobs).not.toContain(bad);
+    expect(blobs).not.toContain(got);
+    expect(blobs).not.toContain(images.layers.digest);
+    expect(await tempFilesIn(dest)).toEqual([]);
+    expect((await indexEntries(dest)).map((e) => e.digest)).not.toContain(images.layers.digest);
+  }
+
+  it('A3/B1: a source layer whose bytes do not match its digest fails the copy with exit 4 and publishes nothing bad', async () => {
+    const { dir, bad } = await corruptSource();
+    const dest = join(await tempDir(), 'new');
+    const r = await run(['copy', `oci:${dir}:layers`, `oci:${dest}:x`]);
+    await checkRefused(r, dest, bad);
+  });
+
+  it('A3/B1: the same corrupt source copied into the store fails with exit 4 and leaves no name', async () => {
+    const { dir, bad } = await corruptSource();
+    const store = join(await tempDir(), 'store');
+    const r = await run(['copy', `oci:${dir}:layers`, 'example.com/x:1'], store);
+    await checkRefused(r, store, bad);
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as unknown[];
+    expect(list).toEqual([]);
+  });
+
+  it('A3: a copy that failed leaves the destination verifiable and a retry from a good source succeeds', async () => {
+    const { dir } = await corruptSource();
+    const dest = join(await tempDir(), 'new');
+    expect((await run(['copy', `oci:${dir}:layers`, `oci:${dest}:x`])).code).toBe(4);
+    await ok(['verify', dest]);
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${dest}:x`]);
+    expect((await indexEntries(dest)).map((e) => e.digest)).toEqual([images.layers.digest]);
+    await ok(['verify', dest]);
+  });
+
+  it('an unknown transport docker://x exits 2', async () => {
+    const dest = join(await tempDir(), 'dest');
+    const r = await run(['copy', 'docker://x', `oci:${dest}:x`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('docker');
+    expect(await exists(dest)).toBe(false);
+  });
+
+  it('"oci:" with no directory exits 2', async () => {
+    const dest = join(await tempDir(), 'dest');
+    expect((await run(['copy', 'oci:', `oci:${dest}:x`])).code).toBe(2);
+    expect((await run(['copy', `oci:${TESTDATA}:layers`, 'oci:'])).code).toBe(2);
+  });
+
+  it('a source tag the layout does not have exits 2 and lists the available names', async () => {
+    const dest = join(await tempDir(), 'dest');
+    const r = await run(['copy', `oci:${TESTDATA}:nosuchtag`, `oci:${dest}:x`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('nosuchtag');
+    for (const tag of TAGS) expect(r.stderr).toContain(`${REPO}:${tag}`);
+  });
+
+  it('a source directory that is not a layout exits 2', async () => {
+    const src = await tempDir();
+    const dest = join(await tempDir(), 'dest');
+    const r = await run(['copy', `oci:${src}:x`, `oci:${dest}:x`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(src);
+  });
+});
+
+describe('command line basics', () => {
+  it('ferry --version prints a version and exits 0', async () => {
+    const r = await ok(['--version']);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('ferry nosuchcommand exits 2', async () => {
+    const r = await run(['nosuchcommand']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('nosuchcommand');
+  });
+
+  it('ferry with no arguments exits 2', async () => {
+    const r = await run([]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/command/);
+  });
+
+  it('no command ever creates the default store when --store is given', async () => {
+    const store = await storeWithAll();
+    await ok(['images'], store);
+    await ok(['verify'], store);
+    expect(await exists(noStore)).toBe(false);
+    expect(await readdir(store)).toEqual(expect.arrayContaining(['blobs', 'index.json', 'oci-layout']));
+  });
+});
