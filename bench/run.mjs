@@ -2,10 +2,7 @@
 // ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
 // Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,43 +12,10 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LAYER_MB = Number(process.env.BENCH_LAYER_MB ?? 256);
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 3);
 
+// Node 24 strips the types of this test helper, so the bench builds images exactly as the tests do.
+const { makeLayout } = await import('../test/helpers/images.ts');
+
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
-
-async function putRandom(dir, size) {
-  const tmp = join(dir, 'blobs', 'sha256', 'incoming');
-  const out = createWriteStream(tmp);
-  const h = createHash('sha256');
-  const block = randomBytes(1 << 20);
-  for (let left = size, i = 0; left > 0; i++) {
-    block.writeUInt32LE(i, 0);
-    const piece = block.subarray(0, Math.min(left, block.length));
-    h.update(piece);
-    if (!out.write(piece)) await once(out, 'drain');
-    left -= piece.length;
-  }
-  out.end();
-  await once(out, 'finish');
-  const digest = `sha256:${h.digest('hex')}`;
-  await rename(tmp, join(dir, 'blobs', 'sha256', digest.slice(7)));
-  return { digest, size };
-}
-
-async function putBytes(dir, body) {
-  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-  await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), body);
-  return { digest, size: Buffer.byteLength(body) };
-}
-
-/** An OCI layout with LAYERS uncompressed random layers of LAYER_MB each, tagged `bench`. */
-async function makeImage(dir) {
-  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  const layers = [];
-  for (let i = 0; i < LAYERS; i++) layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await putRandom(dir, LAYER_MB << 20)) });
-  const config = { mediaType: 'application/vnd.oci.image.config.v1+json', ...(await putBytes(dir, JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }))) };
-  const manifest = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await putBytes(dir, JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers }))) };
-  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'bench' } }] }));
-}
 
 /** Runs a command under /usr/bin/time; returns wall seconds and peak RSS in MiB. */
 function measure(cmd, args) {
@@ -81,7 +45,7 @@ async function workload(name, prepare, tools) {
 const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
   const src = join(work, 'src');
-  await makeImage(src);
+  await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => LAYER_MB << 20) }]);
   const totalMB = LAYERS * LAYER_MB;
   let n = 0;
   const freshDst = async () => join(work, `dst-${n++}`);
@@ -93,7 +57,7 @@ try {
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [
-    `| workload | tool | median s | MB/s | vs ferry | peak RSS MiB |`,
+    `| workload | tool | median s | MiB/s | vs ferry | peak RSS MiB |`,
     `| --- | --- | ---: | ---: | ---: | ---: |`,
   ];
   for (const r of rows) {

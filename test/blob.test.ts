@@ -8,20 +8,13 @@ import { ByteLimit, decompress, sniff } from '../src/blob/compression.js';
 import { publishStream } from '../src/blob/publish.js';
 import { hashStream, readCapped, readVerified, verifying } from '../src/blob/verify.js';
 import { digestOf } from '../src/oci/digest.js';
+import { failure } from './helpers/assert.js';
 import { tempDir } from './helpers/fs.js';
 
 const data = Buffer.from('the quick brown fox jumps over the lazy dog\n'.repeat(1000));
 const good = { digest: digestOf(data), size: data.byteLength };
 const chunks = (b: Buffer, n = 7) => Readable.from(Array.from({ length: Math.ceil(b.length / n) }, (_, i) => b.subarray(i * n, (i + 1) * n)));
 
-async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as { code?: string; message: string };
-  }
-  throw new Error('expected a failure');
-}
 
 describe('verifying stream', () => {
   it('passes correct content through unchanged', async () => {

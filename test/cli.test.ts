@@ -244,6 +244,19 @@ describe('gc', () => {
     await ok(['verify'], store);
   });
 
+  // Known bug: collectGarbage skips the whole root when walk() hits a missing child (NOT_FOUND), so
+  // the intact siblings of that child are treated as unreferenced and deleted.
+  it.fails('gc keeps the intact platforms of an index whose amd64 manifest blob is missing', async () => {
+    const store = await storeWithAll();
+    const amd = images.multi.platforms!['linux/amd64']!;
+    const arm = images.multi.platforms!['linux/arm64/v8']!;
+    await rm(blobFile(store, amd.manifest));
+    await run(['gc'], store);
+    for (const d of [images.multi.digest, arm.manifest, arm.config, ...arm.layers.map((l) => l.digest), images.multi.attestation!.manifest]) {
+      expect(await exists(blobFile(store, d)), d).toBe(true);
+    }
+  });
+
   it('gc --dry-run lists the unreferenced blob but deletes nothing', async () => {
     const store = await storeWithAll();
     const stray = await dropStray(store);
@@ -359,6 +372,25 @@ describe('A2: digests in index.json are validated before use', () => {
     expect(r.code).toBe(3);
   });
 
+  it('A2: a layer digest "sha256:../../../etc/hostname" inside a manifest is refused by copy with exit 3', async () => {
+    const dir = await testdataCopy();
+    const manifest = JSON.parse(await readFile(blobFile(dir, images.layers.digest), 'utf8')) as { layers: Array<{ digest: string }> };
+    manifest.layers[1]!.digest = 'sha256:../../../etc/hostname';
+    const bytes = Buffer.from(JSON.stringify(manifest));
+    await writeFile(blobFile(dir, sha256(bytes)), bytes);
+    const index = {
+      schemaVersion: 2,
+      manifests: [{ mediaType: images.layers.mediaType, digest: sha256(bytes), size: bytes.byteLength, annotations: { 'org.opencontainers.image.ref.name': 'evil' } }],
+    };
+    await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+    const dest = join(await tempDir(), 'dest');
+    const r = await run(['copy', `oci:${dir}:evil`, `oci:${dest}:x`]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('invalid digest');
+    expect(r.stderr).toContain('layers[1]');
+    expect(await blobDigests(dest)).toEqual([]);
+  });
+
   it('A2: ferry inspect refuses index.json digest "sha256:../../etc/passwd" with exit 3', async () => {
     const { dir } = await evilLayout('sha256:../../etc/passwd');
     const r = await run(['inspect', `oci:${dir}:evil`]);
@@ -412,6 +444,15 @@ describe('copy errors', () => {
     await ok(['verify', dest]);
     await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${dest}:x`]);
     expect((await indexEntries(dest)).map((e) => e.digest)).toEqual([images.layers.digest]);
+    await ok(['verify', dest]);
+  });
+
+  it('copies a store image out to an oci: layout with the same digests', async () => {
+    const store = await storeWithAll();
+    const dest = join(await tempDir(), 'out');
+    const r = await ok(['copy', `${REPO}:layers`, `oci:${dest}:x`], store);
+    expect(r.stdout).toContain(`Digest: ${images.layers.digest}`);
+    expect(await blobDigests(dest)).toEqual([images.layers.digest, images.layers.config!, ...layerDigests(images.layers)].sort());
     await ok(['verify', dest]);
   });
 

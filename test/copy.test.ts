@@ -6,6 +6,7 @@ import { readDocument } from '../src/graph.js';
 import { OciLayout } from '../src/locations/layout.js';
 import { parsePlatformSelection } from '../src/oci/platform.js';
 import { verifyLayout } from '../src/verify.js';
+import { failure } from './helpers/assert.js';
 import { expected, flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
 import { makeLayout, nestIndexes } from './helpers/images.js';
 
@@ -15,14 +16,6 @@ async function fresh(): Promise<OciLayout> {
   return OciLayout.open(join(await tempDir(), 'dst'), { create: true });
 }
 
-async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as { code?: string; message: string };
-  }
-  throw new Error('expected a failure');
-}
 
 describe('copy engine', () => {
   it('copies every testdata image with identical digests, then skips everything on a rerun', async () => {

@@ -107,7 +107,36 @@ describe('interruption and crashes', () => {
   });
 });
 
+describe('limits', () => {
+  it('A18: a 5 GiB index.json is refused with exit 3 "exceeds limit", memory flat', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(dir, 'index.json'), '');
+    execFileSync('truncate', ['-s', '5G', join(dir, 'index.json')]);
+    const r = await ferry(['copy', `oci:${dir}:x`, `oci:${join(await tempDir(), 'dst')}:x`], { wrap: ['/usr/bin/time', '-f', 'maxrss=%M'] });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/exceeds limit/);
+    const rssKb = Number(/maxrss=(\d+)/.exec(r.stderr)?.[1]);
+    expect(rssKb).toBeLessThan(256 * 1024);
+  });
+});
+
 describe('concurrency', () => {
+  it('F3: killing writers of index.json at random moments never leaves it torn', async () => {
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'copy', `oci:${TESTDATA}:plain`, 'example.com/p:0'])).code).toBe(0);
+    for (let i = 1; i <= 12; i++) {
+      const child = start(['--store', store, 'tag', 'example.com/p:0', `example.com/p:${i}`]);
+      const done = finish(child);
+      await sleep(60 + ((i * 37) % 120));
+      child.kill('SIGKILL');
+      await done;
+      const index = JSON.parse(await readFile(join(store, 'index.json'), 'utf8'));
+      expect(Array.isArray(index.manifests)).toBe(true);
+    }
+    expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+  });
+
   it('G1: several copies of different images into one layout at the same time all land', async () => {
     for (let round = 0; round < 3; round++) {
       const dst = join(await tempDir(), 'dst');

@@ -8,19 +8,12 @@ import { addRoot, OciLayout } from '../src/locations/layout.js';
 import { withLock } from '../src/locations/lock.js';
 import { setWarningSink } from '../src/log.js';
 import type { Descriptor } from '../src/oci/manifest.js';
+import { failure } from './helpers/assert.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 
 const d = (n: number): Descriptor => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${String(n).repeat(64).slice(0, 64)}` as never, size: n });
 
-async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string; hint?: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as { code?: string; message: string };
-  }
-  throw new Error('expected a failure');
-}
 
 /** The pid of a process that has exited. */
 function deadPid(): number {
