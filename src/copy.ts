@@ -150,7 +150,8 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
     const all = n.doc.index.manifests;
     if (wanted === 'all' || n.depth > 0) return all;
     // Nested indexes without a platform are searched too: flatten one level of candidates.
-    topSelection = selectPlatforms(all, wanted, `${root.ref} (${n.descriptor.digest})`);
+    const where = root.ref === n.descriptor.digest ? root.ref : `${root.ref} (${n.descriptor.digest})`;
+    topSelection = selectPlatforms(all, wanted, where);
     return topSelection;
   };
   const order: GraphNode[] = [];

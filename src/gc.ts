@@ -30,13 +30,14 @@ export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): P
     const live = new Set<Digest>();
     for (const root of manifests) {
       try {
+        // A missing manifest has no children to protect; its siblings are still walked.
         await walk(layout, root, {
           onDocument: (n) => void live.add(n.descriptor.digest),
           onBlob: (d) => void live.add(d.digest),
+          onMissing: () => {},
         });
       } catch (e) {
         const err = toFerryError(e);
-        if (err.code === 'NOT_FOUND') continue; // a missing manifest has no children to protect
         throw new FerryError('INTEGRITY', `gc stopped: cannot read the graph of ${root.digest}: ${err.message}`, {
           hint: 'run `ferry verify` to see what is damaged; nothing was deleted',
         });

@@ -1,4 +1,4 @@
-import { FerryError } from './errors.js';
+import { FerryError, isFerryError } from './errors.js';
 import { readVerified } from './blob/verify.js';
 import { isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ParsedDocument } from './oci/manifest.js';
@@ -33,6 +33,8 @@ export async function walk(
     onDocument?: (n: GraphNode) => void | Promise<void>;
     onBlob?: (d: Descriptor, parent: GraphNode) => void | Promise<void>;
     choose?: (n: GraphNode) => Descriptor[];
+    /** When given, a missing manifest is reported here and its subtree skipped instead of failing. */
+    onMissing?: (d: Descriptor) => void;
   },
   o: FetchOptions = {},
 ): Promise<void> {
@@ -40,7 +42,14 @@ export async function walk(
     if (depth > MAX_INDEX_DEPTH) {
       throw new FerryError('TOO_LARGE', `index nesting below ${root.digest} exceeds limit of ${MAX_INDEX_DEPTH} levels`);
     }
-    const doc = await readDocument(src, d, o);
+    let doc;
+    try {
+      doc = await readDocument(src, d, o);
+    } catch (e) {
+      if (!visit.onMissing || !isFerryError(e, 'NOT_FOUND')) throw e;
+      visit.onMissing(d);
+      return;
+    }
     const node: GraphNode = { descriptor: d, doc, depth };
     await visit.onDocument?.(node);
     if (doc.kind === 'index') {

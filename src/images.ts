@@ -1,4 +1,4 @@
-import { FerryError } from './errors.js';
+import { FerryError, toFerryError } from './errors.js';
 import { readVerified } from './blob/verify.js';
 import { walk } from './graph.js';
 import type { Digest } from './oci/digest.js';
@@ -14,6 +14,8 @@ export interface ImageSummary {
   platforms: string[];
   /** Bytes of every distinct blob the image reaches (what it occupies, shared blobs included). */
   size: number;
+  /** Set when the image's graph could not be read; `ferry verify` tells more. */
+  damaged?: string;
 }
 
 export async function readConfig(layout: OciLayout, d: Descriptor): Promise<ImageConfig> {
@@ -46,6 +48,13 @@ export async function summarize(layout: OciLayout, entry: LayoutEntry): Promise<
 
 export async function listImages(layout: OciLayout): Promise<ImageSummary[]> {
   const out: ImageSummary[] = [];
-  for (const e of await layout.entries()) out.push(await summarize(layout, e));
+  for (const e of await layout.entries()) {
+    try {
+      out.push(await summarize(layout, e));
+    } catch (err) {
+      const damaged = toFerryError(err).message;
+      out.push({ name: e.name, tag: e.tag, digest: e.descriptor.digest, mediaType: e.descriptor.mediaType, platforms: [], size: 0, damaged });
+    }
+  }
   return out;
 }

@@ -58,7 +58,7 @@ beforeAll(async () => {
   await copyAllInto(fullStore);
 });
 
-describe('copy into the store, then images', () => {
+describe.concurrent('copy into the store, then images', () => {
   it('copies all five testdata images and images lists them with short digests and platforms', async () => {
     const store = join(await tempDir(), 'store');
     await copyAllInto(store);
@@ -85,13 +85,22 @@ describe('copy into the store, then images', () => {
     expect(list.find((i) => i.tag === 'multi')!.platforms).toEqual(['linux/amd64', 'linux/arm64']);
   });
 
+  it('copies a store image out to an oci: layout with the same digests', async () => {
+    const store = await storeWithAll();
+    const dest = join(await tempDir(), 'out');
+    const r = await ok(['copy', `${REPO}:layers`, `oci:${dest}:x`], store);
+    expect(r.stdout).toContain(`Digest: ${images.layers.digest}`);
+    expect(await blobDigests(dest)).toEqual([images.layers.digest, images.layers.config!, ...layerDigests(images.layers)].sort());
+    await ok(['verify', dest]);
+  });
+
   it('images on a store that does not exist yet prints only the header', async () => {
     const r = await ok(['images'], join(await tempDir(), 'absent'));
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
   });
 });
 
-describe('inspect', () => {
+describe.concurrent('inspect', () => {
   it('prints the manifest and config of "layers" as JSON', async () => {
     const store = await storeWithAll();
     const doc = JSON.parse((await ok(['inspect', `${REPO}:layers`], store)).stdout) as {
@@ -151,7 +160,7 @@ describe('inspect', () => {
   });
 });
 
-describe('tag', () => {
+describe.concurrent('tag', () => {
   it('tag gives an image a new name that images shows with the same digest', async () => {
     const store = await storeWithAll();
     await ok(['tag', `${REPO}:layers`, 'example.com/other/name:v2'], store);
@@ -178,7 +187,7 @@ describe('tag', () => {
   });
 });
 
-describe('rmi', () => {
+describe.concurrent('rmi', () => {
   it('rmi untags an image and deletes the blobs only it used', async () => {
     const store = await storeWithAll();
     const r = await ok(['rmi', `${REPO}:layers`], store);
@@ -225,7 +234,7 @@ describe('rmi', () => {
   });
 });
 
-describe('gc', () => {
+describe.concurrent('gc', () => {
   async function dropStray(store: string): Promise<string> {
     const bytes = Buffer.from('an unreferenced blob dropped in by the test\n');
     const digest = sha256(bytes);
@@ -246,7 +255,7 @@ describe('gc', () => {
 
   // Known bug: collectGarbage skips the whole root when walk() hits a missing child (NOT_FOUND), so
   // the intact siblings of that child are treated as unreferenced and deleted.
-  it.fails('gc keeps the intact platforms of an index whose amd64 manifest blob is missing', async () => {
+  it('gc keeps the intact platforms of an index whose amd64 manifest blob is missing', async () => {
     const store = await storeWithAll();
     const amd = images.multi.platforms!['linux/amd64']!;
     const arm = images.multi.platforms!['linux/arm64/v8']!;
@@ -267,7 +276,7 @@ describe('gc', () => {
   });
 });
 
-describe('verify', () => {
+describe.concurrent('verify', () => {
   it('a clean store verifies with exit 0', async () => {
     const store = await storeWithAll();
     const r = await ok(['verify'], store);
@@ -317,24 +326,23 @@ const EVIL_DIGESTS: Array<[string, string]> = [
   ['the md5 algorithm', `md5:${'a'.repeat(32)}`],
 ];
 
-describe('A2: digests in index.json are validated before use', () => {
+describe.concurrent('A2: digests in index.json are validated before use', () => {
   /**
    * A layout whose only index.json entry carries `digest`. A valid manifest sits where
    * `blobs/sha256/../../etc/passwd` would lead, so following the path would not fail as "invalid".
    */
-  async function evilLayout(digest: string): Promise<{ dir: string; decoy: string }> {
+  async function evilLayout(digest: string): Promise<{ dir: string }> {
     const dir = await testdataCopy();
     const manifest = await readFile(blobFile(dir, images.layers.digest));
-    const decoy = join(dir, 'etc', 'passwd');
     await mkdir(join(dir, 'etc'));
-    await writeFile(decoy, manifest);
+    await writeFile(join(dir, 'etc', 'passwd'), manifest);
     const index = {
       schemaVersion: 2,
       mediaType: 'application/vnd.oci.image.index.v1+json',
       manifests: [{ mediaType: images.layers.mediaType, digest, size: manifest.byteLength, annotations: { 'org.opencontainers.image.ref.name': 'evil' } }],
     };
     await writeFile(join(dir, 'index.json'), JSON.stringify(index));
-    return { dir, decoy };
+    return { dir };
   }
 
   it.each(EVIL_DIGESTS)('A2: ferry copy refuses an index.json digest with %s (%s) with exit 3', async (_what, digest) => {
@@ -366,7 +374,7 @@ describe('A2: digests in index.json are validated before use', () => {
   });
 
   // Known bug: verify turns the invalid-digest problem into INTEGRITY (exit 4), not INVALID_INPUT (exit 3).
-  it.fails('A2: ferry verify exits 3 for index.json digest "sha256:../../etc/passwd"', async () => {
+  it('A2: ferry verify exits 3 for index.json digest "sha256:../../etc/passwd"', async () => {
     const { dir } = await evilLayout('sha256:../../etc/passwd');
     const r = await run(['verify', dir]);
     expect(r.code).toBe(3);
@@ -400,7 +408,7 @@ describe('A2: digests in index.json are validated before use', () => {
   });
 });
 
-describe('copy errors', () => {
+describe.concurrent('copy errors', () => {
   async function corruptSource(): Promise<{ dir: string; bad: string }> {
     const dir = await testdataCopy();
     const bad = images.layers.layers![1]!.digest;
@@ -447,15 +455,6 @@ describe('copy errors', () => {
     await ok(['verify', dest]);
   });
 
-  it('copies a store image out to an oci: layout with the same digests', async () => {
-    const store = await storeWithAll();
-    const dest = join(await tempDir(), 'out');
-    const r = await ok(['copy', `${REPO}:layers`, `oci:${dest}:x`], store);
-    expect(r.stdout).toContain(`Digest: ${images.layers.digest}`);
-    expect(await blobDigests(dest)).toEqual([images.layers.digest, images.layers.config!, ...layerDigests(images.layers)].sort());
-    await ok(['verify', dest]);
-  });
-
   it('an unknown transport docker://x exits 2', async () => {
     const dest = join(await tempDir(), 'dest');
     const r = await run(['copy', 'docker://x', `oci:${dest}:x`]);
@@ -487,7 +486,7 @@ describe('copy errors', () => {
   });
 });
 
-describe('command line basics', () => {
+describe.concurrent('command line basics', () => {
   it('ferry --version prints a version and exits 0', async () => {
     const r = await ok(['--version']);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);

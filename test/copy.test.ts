@@ -7,10 +7,11 @@ import { OciLayout } from '../src/locations/layout.js';
 import { parsePlatformSelection } from '../src/oci/platform.js';
 import { verifyLayout } from '../src/verify.js';
 import { failure } from './helpers/assert.js';
-import { expected, flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
+import { TAGS, testdataImages as expected } from './helpers/expected-images.js';
+import { flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
 import { makeLayout, nestIndexes } from './helpers/images.js';
 
-const TAGS = ['layers', 'multi', 'docker', 'plain', 'zstd'];
+
 
 async function fresh(): Promise<OciLayout> {
   return OciLayout.open(join(await tempDir(), 'dst'), { create: true });

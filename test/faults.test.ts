@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ferry, finish, start } from './helpers/cli.js';
-import { expected, TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { TAGS, testdataImages as expected } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
 import { isRoot } from './helpers/tools.js';
 
-const TAGS = ['layers', 'multi', 'docker', 'plain', 'zstd'];
+
 
 /** Runs as an unprivileged user: root ignores file permissions, so EACCES needs someone else. */
 const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];

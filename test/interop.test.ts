@@ -59,7 +59,7 @@ async function treePaths(root: string): Promise<string[]> {
   return entries.map((e) => relative(root, join(e.parentPath, e.name))).sort();
 }
 
-describe.skipIf(!skopeo)('skopeo 1.9 reads layouts ferry wrote', () => {
+describe.skipIf(!skopeo).concurrent('skopeo 1.9 reads layouts ferry wrote', () => {
   it('skopeo inspect accepts a ferry-written layout and reports the expected digest', async () => {
     const dir = await ferryLayout('layers', 't1');
     const info = await skopeoInspect(`oci:${dir}:t1`);
@@ -137,7 +137,7 @@ describe.skipIf(!skopeo)('skopeo 1.9 reads layouts ferry wrote', () => {
   });
 });
 
-describe.skipIf(!umoci)('umoci 0.4 unpacks layouts ferry wrote', () => {
+describe.skipIf(!umoci).concurrent('umoci 0.4 unpacks layouts ferry wrote', () => {
   it('umoci unpack of "layers" gives the expected flattened rootfs', async () => {
     const dir = await ferryLayout('layers', 't1');
     const bundle = join(await tempDir(), 'bundle');
@@ -176,7 +176,7 @@ describe.skipIf(!umoci)('umoci 0.4 unpacks layouts ferry wrote', () => {
   });
 });
 
-describe.skipIf(!skopeo)('ferry reads layouts skopeo wrote', () => {
+describe.skipIf(!skopeo).concurrent('ferry reads layouts skopeo wrote', () => {
   async function skopeoLayout(): Promise<string> {
     const dir = join(await tempDir(), 'skopeo-layout');
     await mustRun('skopeo', ['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${dir}:s1`]);
@@ -213,7 +213,7 @@ describe.skipIf(!skopeo)('ferry reads layouts skopeo wrote', () => {
   });
 });
 
-describe.skipIf(!umoci)('ferry reads layouts umoci wrote', () => {
+describe.skipIf(!umoci).concurrent('ferry reads layouts umoci wrote', () => {
   async function umociLayout(): Promise<string> {
     const work = await tempDir();
     const dir = join(work, 'umoci-layout');

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { expected } from './fs.js';
+import { TESTDATA } from './fs.js';
 
 export const TAGS = ['layers', 'multi', 'docker', 'plain', 'zstd'] as const;
 export type Tag = (typeof TAGS)[number];
@@ -49,10 +49,10 @@ export interface ImageInfo {
   attestation?: { manifest: string; referenceDigest: string; layers: LayerInfo[] };
 }
 
-/** expected.json's per-tag records, whether the helper hands back the whole file or only `images`. */
+/** testdata/expected.json's per-tag records. */
 export async function testdataImages(): Promise<Record<Tag, ImageInfo>> {
-  const raw = (await expected()) as unknown as Record<string, unknown>;
-  return (raw.images ?? raw) as Record<Tag, ImageInfo>;
+  const doc = JSON.parse(await readFile(join(TESTDATA, '..', 'expected.json'), 'utf8')) as { images: Record<Tag, ImageInfo> };
+  return doc.images;
 }
 
 export function sha256(data: Uint8Array | string): string {

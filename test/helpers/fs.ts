@@ -24,21 +24,6 @@ export async function testdataCopy(): Promise<string> {
   return d;
 }
 
-export interface ExpectedImage {
-  name: string;
-  digest: string;
-  mediaType: string;
-  size: number;
-  layers?: Array<{ mediaType: string; digest: string; size: number; diffId: string }>;
-  [k: string]: unknown;
-}
-
-/** testdata/expected.json's `images`, keyed by tag. */
-export async function expected(): Promise<Record<string, ExpectedImage>> {
-  const doc = JSON.parse(await readFile(join(TESTDATA, '..', 'expected.json'), 'utf8')) as { images: Record<string, ExpectedImage> };
-  return doc.images;
-}
-
 /** Every file under `dir` whose name marks it as a temp file. */
 export async function tempFilesIn(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -3,6 +3,7 @@ import { listImages } from '../../images.js';
 import { shortDigest } from '../../oci/digest.js';
 import { familiarName, tryParseReference } from '../../oci/reference.js';
 import { openStore } from '../../store.js';
+import { warn } from '../../log.js';
 import { humanSize, out, printJson, table, type GlobalArgs } from '../context.js';
 
 export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
@@ -19,8 +20,9 @@ export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     for (const i of images) {
       const ref = i.name ? tryParseReference(i.name) : undefined;
       const repo = ref ? familiarName({ domain: ref.domain, path: ref.path }) : '<none>';
-      rows.push([repo, i.tag ?? '<none>', shortDigest(i.digest), i.platforms.join(',') || '-', humanSize(i.size)]);
+      rows.push([repo, i.tag ?? '<none>', shortDigest(i.digest), i.platforms.join(',') || '-', i.damaged ? 'DAMAGED' : humanSize(i.size)]);
     }
     out(table(rows));
+    for (const i of images.filter((x) => x.damaged)) warn(`${i.name ?? i.tag ?? i.digest} is damaged (${i.damaged}); run \`ferry verify\``);
   },
 };

@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { readDocument } from '../../graph.js';
 import { readConfig } from '../../images.js';
-import { parsePlatform, selectPlatforms } from '../../oci/platform.js';
+import { FerryError } from '../../errors.js';
+import { formatPlatform, normalizePlatform, parsePlatform, samePlatform, selectPlatforms } from '../../oci/platform.js';
 import { openStore } from '../../store.js';
 import { printJson, type GlobalArgs } from '../context.js';
 import { openImage } from './shared.js';
@@ -27,6 +28,12 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
     if (doc.kind === 'index' && args.platform) {
       d = selectPlatforms(doc.index.manifests, [parsePlatform(args.platform)], args.image)[0]!;
       doc = await readDocument(layout, d);
+    } else if (doc.kind === 'manifest' && args.platform) {
+      const c = await readConfig(layout, doc.manifest.config);
+      const has = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
+      if (!samePlatform(has, parsePlatform(args.platform))) {
+        throw new FerryError('NOT_FOUND', `${args.image} is a single-platform image for ${formatPlatform(normalizePlatform(has))}, not ${args.platform}`);
+      }
     }
     if (args.raw) {
       process.stdout.write(doc.bytes);

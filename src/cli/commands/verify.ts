@@ -35,7 +35,9 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
       out(`${what}: ${report.blobs} blob(s), ${humanSize(report.bytes)} checked, ${report.problems.length} problem(s)`);
     }
     if (report.problems.length) {
-      throw new FerryError('INTEGRITY', `verify found ${report.problems.length} problem(s) in ${what}`, { hint: 'the affected images must be copied again from their source' });
+      // Only malformed input (bad digests, unparseable documents) is exit 3; anything damaged or missing is 4.
+      const onlyInvalid = report.problems.every((p) => p.kind === 'invalid');
+      throw new FerryError(onlyInvalid ? 'INVALID_INPUT' : 'INTEGRITY', `verify found ${report.problems.length} problem(s) in ${what}`, { hint: 'the affected images must be copied again from their source' });
     }
   },
 };
