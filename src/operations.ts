@@ -1,9 +1,7 @@
 import { copy, type CopyEvent, type CopyReport } from './copy.js';
-import { OciLayout } from './locations/layout.js';
-import { destinationName, entryTagName, openLayoutSource, parseLocation } from './locations/location.js';
+import { openSink, openSource } from './locations/location.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
-import type { TagName } from './types.js';
 
 export interface CopyImageOptions {
   source: string;
@@ -15,29 +13,23 @@ export interface CopyImageOptions {
   onEvent?: (e: CopyEvent) => void;
 }
 
-/** `ferry copy` as a library call: resolves both locations, runs the engine, closes everything. */
+/** `ferry copy` as a library call: opens both locations, runs the engine, closes everything. */
 export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
-  const srcLoc = parseLocation(o.source);
-  const dstLoc = parseLocation(o.destination);
-  const storeDir = o.storeDir ?? defaultStoreDir();
-
-  const { layout: src, ref } = srcLoc.kind === 'oci' ? await openLayoutSource(srcLoc) : { layout: await OciLayout.open(storeDir), ref: srcLoc.ref };
+  const ctx = { storeDir: o.storeDir ?? defaultStoreDir(), signal: o.signal };
+  const src = await openSource(o.source, ctx);
   try {
-    const resolved = await src.resolve(ref);
-    const entry = (await src.entries()).find((e) => e.descriptor.digest === resolved.digest && (e.tag === ref || e.name !== undefined));
-    const sourceName: TagName | undefined = entry ? entryTagName(entry) : undefined;
-    const name = destinationName(dstLoc, sourceName);
-    const dst = await OciLayout.open(dstLoc.kind === 'oci' ? dstLoc.dir : storeDir, { create: true });
+    const dst = await openSink(o.destination, ctx);
     try {
-      return await copy(src, dst, [{ ref: resolved.digest, names: name ? [name] : [] }], {
+      const name = dst.nameFor(src.name);
+      return await copy(src.source, dst.sink, [{ ref: src.ref, names: name ? [name] : [] }], {
         platforms: o.platforms,
         signal: o.signal,
         onEvent: o.onEvent,
       });
     } finally {
-      await dst.close();
+      await dst.sink.close();
     }
   } finally {
-    await src.close();
+    await src.source.close();
   }
 }

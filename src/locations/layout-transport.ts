@@ -1,0 +1,58 @@
+import { FerryError } from '../errors.js';
+import { storeTagName } from '../store.js';
+import type { TagName } from '../types.js';
+import { OciLayout, type LayoutEntry } from './layout.js';
+import { splitPathRef, type OpenedSource, type Transport } from './transport.js';
+
+/** The names a layout entry carries, as a TagName. */
+export function entryTagName(e: LayoutEntry): TagName | undefined {
+  return e.tag ? { tag: e.tag, ...(e.name ? { name: e.name } : {}) } : undefined;
+}
+
+/** Opens a layout for reading; without a reference, a layout holding exactly one image needs none. */
+export async function openLayoutSource(dir: string, ref: string | undefined): Promise<OpenedSource & { source: OciLayout }> {
+  const layout = await OciLayout.open(dir);
+  const entries = await layout.entries();
+  if (!ref) {
+    if (entries.length !== 1) {
+      throw new FerryError('USAGE', `${dir} holds ${entries.length} images; name one as oci:${dir}:TAG`, {
+        hint: entries.length ? `tags: ${entries.map((e) => e.tag ?? e.descriptor.digest).slice(0, 8).join(', ')}` : undefined,
+      });
+    }
+    return { source: layout, ref: entries[0]!.descriptor.digest, name: entryTagName(entries[0]!) };
+  }
+  const resolved = await layout.resolve(ref);
+  const entry = entries.find((e) => e.descriptor.digest === resolved.digest && (e.tag === ref || e.name !== undefined));
+  return { source: layout, ref: resolved.digest, name: entry ? entryTagName(entry) : undefined };
+}
+
+/** `oci:DIR[:TAG]` — an OCI image layout directory. */
+export const layoutTransport: Transport = {
+  prefix: 'oci:',
+  describe: 'oci:DIR[:TAG]  an OCI image layout directory',
+  async openSource(rest) {
+    const { path, ref } = splitPathRef(rest, 'oci:DIR[:TAG]');
+    return openLayoutSource(path, ref);
+  },
+  async openSink(rest) {
+    const { path, ref } = splitPathRef(rest, 'oci:DIR[:TAG]');
+    const sink = await OciLayout.open(path, { create: true });
+    return { sink, nameFor: (src) => (ref ? { tag: ref } : src) };
+  },
+};
+
+/** A plain image name: the local store, named the way docker names images. */
+export const storeTransport: Transport = {
+  prefix: '',
+  describe: 'NAME[:TAG]  an image in the local store',
+  async openSource(rest, ctx) {
+    const layout = await OciLayout.open(ctx.storeDir);
+    const resolved = await layout.resolve(rest);
+    const entry = (await layout.entries()).find((e) => e.descriptor.digest === resolved.digest && e.name !== undefined);
+    return { source: layout, ref: resolved.digest, name: storeTagName(rest) ?? (entry ? entryTagName(entry) : undefined) };
+  },
+  async openSink(rest, ctx) {
+    const sink = await OciLayout.open(ctx.storeDir, { create: true });
+    return { sink, nameFor: () => storeTagName(rest) };
+  },
+};

@@ -1,0 +1,49 @@
+import { FerryError } from '../errors.js';
+import type { Sink, Source, TagName } from '../types.js';
+
+/** What every transport may need besides its own text. */
+export interface LocationContext {
+  /** The store, for plain image names. */
+  storeDir: string;
+  signal?: AbortSignal;
+}
+
+export interface OpenedSource {
+  source: Source;
+  /** What to resolve at the source (tag, name or digest). */
+  ref: string;
+  /** The image's name as the source records it, handed to destinations that name none. */
+  name?: TagName;
+}
+
+export interface OpenedSink {
+  sink: Sink;
+  /** The name the copied image gets here, given the source's name. */
+  nameFor(sourceName: TagName | undefined): TagName | undefined;
+}
+
+/**
+ * One way of reaching images (`oci:`, `docker://`, `oci-archive:` …). A transport gets the text
+ * after its prefix and opens a Source or a Sink; the engine does the rest.
+ */
+export interface Transport {
+  prefix: string;
+  describe: string;
+  openSource(rest: string, ctx: LocationContext): Promise<OpenedSource>;
+  openSink(rest: string, ctx: LocationContext): Promise<OpenedSink>;
+}
+
+/**
+ * Splits `PATH[:REF]`: the reference follows the last ':' unless that part looks like a path.
+ * Used by the file-based transports (oci:, oci-archive:).
+ */
+export function splitPathRef(text: string, example: string): { path: string; ref?: string } {
+  if (text === '') throw new FerryError('USAGE', `location needs a path: ${example}`);
+  const i = text.lastIndexOf(':');
+  if (i > 0 && !text.slice(i + 1).includes('/')) {
+    const ref = text.slice(i + 1);
+    if (ref === '') throw new FerryError('USAGE', `location "${text}" ends with ':' but names no tag`);
+    return { path: text.slice(0, i), ref };
+  }
+  return { path: text };
+}
