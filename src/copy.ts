@@ -1,11 +1,13 @@
 import { Readable } from 'node:stream';
-import { FerryError } from './errors.js';
+import { FerryError, isFerryError } from './errors.js';
 import { verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
 import { plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
 import { formatPlatform, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
 import type { Sink, Source, TagName } from './types.js';
+
+const BLOB_ATTEMPTS = 3;
 
 /** Annotation on a root whose platforms were narrowed: the digest of the index it came from. */
 export const ANNOTATION_SOURCE_INDEX = 'dev.ferry.source.index.digest';
@@ -23,6 +25,8 @@ export type CopyEvent =
   | { type: 'blob-start'; digest: Digest; size: number }
   | { type: 'blob-progress'; digest: Digest; bytes: number; size: number }
   | { type: 'blob-done'; digest: Digest; size: number }
+  | { type: 'blob-mount'; digest: Digest; size: number }
+  | { type: 'blob-retry'; digest: Digest; attempt: number; reason: string }
   | { type: 'manifest'; digest: Digest; skipped: boolean }
   | { type: 'tagged'; name: string; digest: Digest };
 
@@ -45,7 +49,7 @@ export interface CopiedImage {
 
 export interface CopyReport {
   images: CopiedImage[];
-  blobs: { copied: number; skipped: number; bytesCopied: number; bytesSkipped: number };
+  blobs: { copied: number; skipped: number; mounted: number; bytesCopied: number; bytesSkipped: number };
   manifests: { copied: number; skipped: number };
 }
 
@@ -68,7 +72,7 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
   const emit = opts.onEvent ?? (() => {});
   const report: CopyReport = {
     images: [],
-    blobs: { copied: 0, skipped: 0, bytesCopied: 0, bytesSkipped: 0 },
+    blobs: { copied: 0, skipped: 0, mounted: 0, bytesCopied: 0, bytesSkipped: 0 },
     manifests: { copied: 0, skipped: 0 },
   };
 
@@ -94,11 +98,26 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
       emit({ type: 'blob-skip', digest: d.digest, size: d.size });
       return;
     }
+    if (dst.mount && (await dst.mount(d, { signal: opts.signal }))) {
+      report.blobs.mounted++;
+      emit({ type: 'blob-mount', digest: d.digest, size: d.size });
+      return;
+    }
     emit({ type: 'blob-start', digest: d.digest, size: d.size });
-    const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
-      emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
-    );
-    await dst.put(d, body, { signal: opts.signal });
+    const reopen = (offset: number) => src.fetch(d, { signal: opts.signal, offset });
+    for (let attempt = 1; ; attempt++) {
+      const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
+        emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
+      );
+      try {
+        await dst.put(d, body, { signal: opts.signal, reopen });
+        break;
+      } catch (e) {
+        // A transfer broken by the network is tried again from the start; a wrong digest never is.
+        if (attempt >= BLOB_ATTEMPTS || opts.signal?.aborted || !isFerryError(e, 'NETWORK')) throw e;
+        emit({ type: 'blob-retry', digest: d.digest, attempt, reason: e.message });
+      }
+    }
     report.blobs.copied++;
     report.blobs.bytesCopied += d.size;
     emit({ type: 'blob-done', digest: d.digest, size: d.size });

@@ -1,5 +1,6 @@
 import { copy, type CopyEvent, type CopyReport } from './copy.js';
-import { openSink, openSource } from './locations/location.js';
+import { openSink, openSource, type RegistrySettings } from './locations/location.js';
+import { RegistryRepository } from './locations/registry/repository.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
 
@@ -11,20 +12,28 @@ export interface CopyImageOptions {
   platforms?: PlatformSelection;
   signal?: AbortSignal;
   onEvent?: (e: CopyEvent) => void;
+  registry?: RegistrySettings;
+  /** Blobs in flight at once (default 4). */
+  jobs?: number;
 }
 
 /** `ferry copy` as a library call: opens both locations, runs the engine, closes everything. */
 export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
-  const ctx = { storeDir: o.storeDir ?? defaultStoreDir(), signal: o.signal };
+  const ctx = { storeDir: o.storeDir ?? defaultStoreDir(), signal: o.signal, registry: o.registry };
   const src = await openSource(o.source, ctx);
   try {
     const dst = await openSink(o.destination, ctx);
     try {
       const name = dst.nameFor(src.name);
+      const from = src.source;
+      if (from instanceof RegistryRepository && dst.sink instanceof RegistryRepository && from.client.domain === dst.sink.client.domain) {
+        dst.sink.addMountSource(from.path);
+      }
       return await copy(src.source, dst.sink, [{ ref: src.ref, names: name ? [name] : [] }], {
         platforms: o.platforms,
         signal: o.signal,
         onEvent: o.onEvent,
+        concurrency: o.jobs,
       });
     } finally {
       await dst.sink.close();

@@ -10,6 +10,8 @@ export interface TagName {
 
 export interface FetchOptions {
   signal?: AbortSignal;
+  /** Start at this byte (resuming an upload or download); the caller verifies the whole. */
+  offset?: number;
 }
 
 /** Where images come from. Bytes are returned unverified; the copy engine verifies them. */
@@ -22,6 +24,8 @@ export interface Source {
 
 export interface PutOptions {
   signal?: AbortSignal;
+  /** Re-reads the blob's source bytes from an offset, so a sink can resume an interrupted upload. */
+  reopen?: (offset: number) => Promise<Readable>;
 }
 
 /** Where images go. */
@@ -33,6 +37,8 @@ export interface Sink {
    * behind, and it must publish only once the body has ended cleanly.
    */
   put(d: Descriptor, body: Readable, o?: PutOptions): Promise<void>;
+  /** Optional: makes a blob present without sending it (registry cross-repository mount). */
+  mount?(d: Descriptor, o?: PutOptions): Promise<boolean>;
   /** Names a root; takes effect at commit(). */
   tag(root: Descriptor, name: TagName | undefined): Promise<void>;
   commit(): Promise<void>;

@@ -455,11 +455,11 @@ describe.concurrent('copy errors', () => {
     await ok(['verify', dest]);
   });
 
-  it('an unknown transport docker://x exits 2', async () => {
+  it('an unsupported transport containers-storage:x exits 2', async () => {
     const dest = join(await tempDir(), 'dest');
-    const r = await run(['copy', 'docker://x', `oci:${dest}:x`]);
+    const r = await run(['copy', 'containers-storage:x', `oci:${dest}:x`]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('docker');
+    expect(r.stderr).toContain('containers-storage');
     expect(await exists(dest)).toBe(false);
   });
 

@@ -47,9 +47,9 @@ function withPath(e: unknown, path: string): unknown {
   return e;
 }
 
-export async function publishBytes(dest: string, data: Uint8Array | string, opts: { syncDir?: boolean } = {}): Promise<void> {
+export async function publishBytes(dest: string, data: Uint8Array | string, opts: { syncDir?: boolean; mode?: number } = {}): Promise<void> {
   const tmp = tempPathFor(dest);
-  const fh = await open(tmp, 'wx', 0o644);
+  const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
   try {
     await fh.writeFile(data);
     await fh.sync();

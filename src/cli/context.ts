@@ -1,10 +1,37 @@
+import type { CopyEvent } from '../copy.js';
 import { FerryError } from '../errors.js';
+import type { RegistrySettings } from '../locations/location.js';
+import { shortDigest } from '../oci/digest.js';
 
 /** Options every command accepts. */
 export interface GlobalArgs {
   store?: string;
   quiet?: boolean;
   json?: boolean;
+  debug?: boolean;
+  insecure?: boolean;
+  'plain-http'?: boolean;
+}
+
+/** Registry settings from the global flags. */
+export function registrySettings(args: GlobalArgs): RegistrySettings {
+  return {
+    insecure: args.insecure,
+    plainHttp: args['plain-http'],
+    debug: args.debug ? (line) => process.stderr.write(`ferry: debug: ${line}\n`) : undefined,
+    onRetry: args.quiet || args.json ? undefined : (r) => process.stderr.write(`ferry: retrying ${r.url} in ${(r.delayMs / 1000).toFixed(1)} s (${r.reason}, attempt ${r.attempt})\n`),
+  };
+}
+
+/** Docker-style per-blob status lines on stderr. */
+export function progressPrinter(args: GlobalArgs): (e: CopyEvent) => void {
+  return (e) => {
+    const id = 'digest' in e ? shortDigest(e.digest) : '';
+    if (e.type === 'blob-skip') status(args, `${id}: Already exists`);
+    else if (e.type === 'blob-mount') status(args, `${id}: Mounted from another repository`);
+    else if (e.type === 'blob-done') status(args, `${id}: Complete (${humanSize(e.size)})`);
+    else if (e.type === 'blob-retry') status(args, `${id}: Retrying (${e.reason})`);
+  };
 }
 
 /** Aborted by SIGINT/SIGTERM; commands pass it to the library. */

@@ -3,6 +3,11 @@ import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
 import { interrupt } from './context.js';
 import { copyCommand } from './commands/copy.js';
+import { catalogCommand, tagsCommand } from './commands/tags.js';
+import { loginCommand, logoutCommand } from './commands/login.js';
+import { pullCommand } from './commands/pull.js';
+import { pushCommand } from './commands/push.js';
+import { rmCommand } from './commands/rm.js';
 import { gcCommand } from './commands/gc.js';
 import { imagesCommand } from './commands/images.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -10,6 +15,7 @@ import { rmiCommand } from './commands/rmi.js';
 import { tagCommand } from './commands/tag.js';
 import { verifyCommand } from './commands/verify.js';
 import { VERSION } from '../version.js';
+import { closeRegistryClients } from '../locations/registry-transport.js';
 
 let signalled: NodeJS.Signals | undefined;
 
@@ -45,7 +51,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('store', { type: 'string', global: true, describe: 'store directory (default: $FERRY_STORE or ~/.local/share/ferry/store)' })
     .option('quiet', { alias: 'q', type: 'boolean', global: true, describe: 'print only results' })
     .option('json', { type: 'boolean', global: true, describe: 'machine-readable output on stdout' })
-    .option('debug', { type: 'boolean', global: true, describe: 'print stack traces' })
+    .option('debug', { type: 'boolean', global: true, describe: 'print request lines and stack traces (never secrets)' })
+    .option('insecure', { type: 'boolean', global: true, describe: 'registries: skip TLS verification and allow plain http' })
+    .option('plain-http', { type: 'boolean', global: true, describe: 'registries: allow plain http (loopback registries always may)' })
     .command(imagesCommand)
     .command(inspectCommand)
     .command(tagCommand)
@@ -53,6 +61,13 @@ export async function main(argv: string[]): Promise<number> {
     .command(gcCommand)
     .command(verifyCommand)
     .command(copyCommand)
+    .command(pullCommand)
+    .command(pushCommand)
+    .command(loginCommand)
+    .command(logoutCommand)
+    .command(tagsCommand)
+    .command(catalogCommand)
+    .command(rmCommand)
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()
     .version(VERSION)
@@ -79,4 +94,6 @@ export async function main(argv: string[]): Promise<number> {
 export async function run(): Promise<void> {
   trapSignals();
   process.exitCode = await main(hideBin(process.argv));
+  // Pooled keep-alive connections would hold the process open.
+  await closeRegistryClients().catch(() => {});
 }

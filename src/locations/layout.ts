@@ -163,7 +163,7 @@ export class OciLayout implements Source, Sink {
 
   async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {
     const path = this.blobPath(d.digest);
-    const stream = createReadStream(path, { highWaterMark: 1 << 20, signal: o.signal });
+    const stream = createReadStream(path, { highWaterMark: 1 << 20, signal: o.signal, start: o.offset });
     await new Promise<void>((resolve, reject) => {
       stream.once('open', () => resolve());
       stream.once('error', (e: NodeJS.ErrnoException) => {

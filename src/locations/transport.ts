@@ -6,6 +6,18 @@ export interface LocationContext {
   /** The store, for plain image names. */
   storeDir: string;
   signal?: AbortSignal;
+  registry?: RegistrySettings;
+}
+
+/** How to talk to registries (`docker://`); see src/locations/registry/. */
+export interface RegistrySettings {
+  /** Skip TLS verification and allow plain http for every registry. */
+  insecure?: boolean;
+  /** Allow plain http for every registry (loopback registries may always use it). */
+  plainHttp?: boolean;
+  /** Request lines for --debug (never headers or secrets). */
+  debug?: (line: string) => void;
+  onRetry?: (info: { url: string; attempt: number; delayMs: number; reason: string }) => void;
 }
 
 export interface OpenedSource {

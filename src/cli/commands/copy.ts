@@ -1,14 +1,14 @@
 import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { shortDigest } from '../../oci/digest.js';
-import { humanSize, interrupt, out, printJson, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
   destination: string;
   platform?: string;
   all?: boolean;
+  jobs?: number;
 }
 
 export const copyCommand: CommandModule<GlobalArgs, Args> = {
@@ -19,7 +19,8 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       .positional('source', { type: 'string', demandOption: true })
       .positional('destination', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
-      .option('all', { type: 'boolean', describe: 'same as --platform all' }),
+      .option('all', { type: 'boolean', describe: 'same as --platform all' })
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
   handler: async (args) => {
     const platforms = args.all ? 'all' : args.platform ? parsePlatformSelection(args.platform) : 'all';
     const report = await copyImage({
@@ -28,10 +29,9 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       storeDir: args.store,
       platforms,
       signal: interrupt.signal,
-      onEvent: (e) => {
-        if (e.type === 'blob-skip') status(args, `${shortDigest(e.digest)}: Already exists`);
-        else if (e.type === 'blob-done') status(args, `${shortDigest(e.digest)}: Copied ${humanSize(e.size)}`);
-      },
+      onEvent: progressPrinter(args),
+      registry: registrySettings(args),
+      jobs: args.jobs,
     });
     if (args.json) return printJson(report);
     for (const i of report.images) {

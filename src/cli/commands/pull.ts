@@ -1,0 +1,41 @@
+import type { CommandModule } from 'yargs';
+import { parsePlatformSelection } from '../../oci/platform.js';
+import { pullImage } from '../../registry-ops.js';
+import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  image: string;
+  platform?: string;
+  'all-tags'?: boolean;
+  jobs?: number;
+}
+
+export const pullCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'pull <image>',
+  describe: 'Pull an image from a registry into the store (NAME[:TAG|@DIGEST])',
+  builder: (y) =>
+    y
+      .positional('image', { type: 'string', demandOption: true })
+      .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: this host\'s)' })
+      .option('all-tags', { alias: 'a', type: 'boolean', describe: 'pull every tag of the repository' })
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
+  handler: async (args) => {
+    status(args, `Pulling ${args.image}`);
+    const report = await pullImage(args.image, {
+      storeDir: args.store,
+      platforms: args.platform ? parsePlatformSelection(args.platform) : undefined,
+      allTags: args['all-tags'],
+      registry: registrySettings(args),
+      signal: interrupt.signal,
+      onEvent: progressPrinter(args),
+      jobs: args.jobs,
+    });
+    if (args.json) return printJson(report);
+    for (const i of report.images) {
+      const name = i.names[0]?.name ?? `${report.reference}@${i.digest}`;
+      out(`Digest: ${i.digest}`);
+      out(report.blobs.copied > 0 ? `Status: Downloaded newer image for ${name}` : `Status: Image is up to date for ${name}`);
+    }
+    status(args, `${report.blobs.copied} blob(s) downloaded (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present`);
+  },
+};

@@ -1,0 +1,38 @@
+import type { CommandModule } from 'yargs';
+import { pushImage } from '../../registry-ops.js';
+import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  image: string;
+  destination?: string;
+  'all-tags'?: boolean;
+  jobs?: number;
+}
+
+export const pushCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'push <image> [destination]',
+  describe: 'Push a store image to its registry (or to DESTINATION)',
+  builder: (y) =>
+    y
+      .positional('image', { type: 'string', demandOption: true, describe: 'store image, NAME[:TAG]' })
+      .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
+      .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
+  handler: async (args) => {
+    const report = await pushImage(args.image, {
+      storeDir: args.store,
+      destination: args.destination,
+      allTags: args['all-tags'],
+      registry: registrySettings(args),
+      signal: interrupt.signal,
+      onEvent: progressPrinter(args),
+      jobs: args.jobs,
+    });
+    if (args.json) return printJson(report);
+    for (const i of report.images) {
+      for (const n of i.names) out(`${n.tag}: digest: ${i.digest}`);
+      if (i.names.length === 0) out(`pushed ${report.reference}@${i.digest}`);
+    }
+    status(args, `${report.blobs.copied} blob(s) uploaded (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already there, ${report.blobs.mounted} mounted`);
+  },
+};

@@ -1,0 +1,13 @@
+import type { CommandModule } from 'yargs';
+import { removeRemote } from '../../registry-ops.js';
+import { out, registrySettings, type GlobalArgs } from '../context.js';
+
+export const rmCommand: CommandModule<GlobalArgs, { image: string } & GlobalArgs> = {
+  command: 'rm <image>',
+  describe: 'Delete a manifest from a registry (docker://NAME:TAG or @DIGEST; every tag on it goes too)',
+  builder: (y) => y.positional('image', { type: 'string', demandOption: true }),
+  handler: async (args) => {
+    const digest = await removeRemote(args.image, { registry: registrySettings(args) });
+    out(`Deleted: ${digest}`);
+  },
+};

@@ -1,0 +1,213 @@
+import { FerryError } from '../../errors.js';
+import { parseChallenges, type Challenge } from './challenge.js';
+import { lookupCredential, type Credential } from './credentials.js';
+import { header, Http, redact, type HttpRequest, type HttpResponse } from './http.js';
+
+export interface ClientOptions {
+  /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
+  domain: string;
+  http: Http;
+  /** Allow plain http (loopback registries may use it without asking). */
+  plainHttp?: boolean;
+  /** Credentials to use instead of looking them up (login checks them this way). */
+  credential?: Credential | null;
+}
+
+export interface ClientRequest {
+  method: HttpRequest['method'];
+  /** Path under the registry (`/v2/…`) or an absolute URL from a Location header. */
+  path: string | URL;
+  /** Token scopes this request needs, e.g. `repository:team/app:pull`. */
+  scopes: string[];
+  headers?: Record<string, string>;
+  body?: HttpRequest['body'];
+  signal?: AbortSignal;
+}
+
+interface Token {
+  value: string;
+  expires: number;
+}
+
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+}
+
+/**
+ * One registry: decides http(s) once, authenticates on demand (bearer tokens per scope set, or
+ * basic), re-authenticates once when a token is refused, and maps failures to coded errors.
+ */
+export class RegistryClient {
+  readonly domain: string;
+  readonly http: Http;
+  private base?: Promise<URL>;
+  private readonly tokens = new Map<string, Token>();
+  private basic?: string;
+  private credential?: Promise<Credential | undefined>;
+  private readonly plainHttp: boolean;
+
+  constructor(opts: ClientOptions) {
+    this.domain = opts.domain;
+    this.http = opts.http;
+    this.plainHttp = opts.plainHttp ?? false;
+    if (opts.credential !== undefined) this.credential = Promise.resolve(opts.credential ?? undefined);
+  }
+
+  get apiHost(): string {
+    return this.domain === 'docker.io' ? 'registry-1.docker.io' : this.domain;
+  }
+
+  /** https, unless the registry is on loopback or marked insecure and does not speak TLS. */
+  baseUrl(signal?: AbortSignal): Promise<URL> {
+    this.base ??= (async () => {
+      const https = new URL(`https://${this.apiHost}/`);
+      if (!this.plainHttp && !isLoopback(this.apiHost)) return https;
+      try {
+        const res = await this.http.send({ method: 'GET', url: new URL('/v2/', https), signal });
+        await res.body.dump();
+        return https;
+      } catch (e) {
+        if ((e as { name?: string }).name === 'AbortError') throw e;
+        return new URL(`http://${this.apiHost}/`);
+      }
+    })();
+    return this.base;
+  }
+
+  private cred(): Promise<Credential | undefined> {
+    this.credential ??= lookupCredential(this.domain);
+    return this.credential;
+  }
+
+  private authorization(scopes: string[], origin: string): HttpRequest['authorization'] {
+    const t = this.tokens.get(scopeKey(scopes));
+    if (t && t.expires > Date.now() + 5_000) return { origin, value: `Bearer ${t.value}` };
+    if (this.basic) return { origin, value: this.basic };
+    return undefined;
+  }
+
+  /**
+   * Sends a request with the right credentials. Requests without a body, or with a Buffer body,
+   * are retried on transient failures; a 401 triggers one authentication and one resend.
+   */
+  async request(req: ClientRequest): Promise<HttpResponse> {
+    const base = await this.baseUrl(req.signal);
+    const url = req.path instanceof URL ? req.path : new URL(req.path, base);
+    const resendable = req.body === undefined || Buffer.isBuffer(req.body) || typeof req.body === 'string';
+    const send = (authorization: HttpRequest['authorization']) => {
+      const r: HttpRequest = { method: req.method, url, headers: req.headers, body: req.body, authorization, signal: req.signal };
+      return resendable ? this.http.sendRetrying(r) : this.http.send(r);
+    };
+    let res = await send(this.authorization(req.scopes, base.origin));
+    if (res.status === 401 && resendable) {
+      const challenge = header(res, 'www-authenticate');
+      await res.body.dump();
+      await this.authenticate(challenge, req.scopes, url, req.signal);
+      res = await send(this.authorization(req.scopes, base.origin));
+    }
+    if (res.status === 401 || res.status === 403) {
+      const detail = await errorDetail(res);
+      throw new FerryError('AUTH', `${res.status === 401 ? 'authentication required' : 'access denied'} for ${redact(url)}${detail}`, {
+        hint: res.status === 401 ? `run \`ferry login ${this.domain}\`` : 'check that your account may access this repository',
+      });
+    }
+    return res;
+  }
+
+  /** Answers a challenge: fetches a bearer token for the scopes, or prepares basic auth. */
+  async authenticate(headerValue: string | undefined, scopes: string[], url: URL, signal?: AbortSignal): Promise<void> {
+    const challenges = headerValue ? parseChallenges(headerValue) : [];
+    const bearer = challenges.find((c) => c.scheme === 'bearer');
+    const basic = challenges.find((c) => c.scheme === 'basic');
+    const cred = await this.cred();
+    if (bearer) return this.fetchToken(bearer, scopes, url, cred, signal);
+    if (basic) {
+      if (!cred || cred.identityToken) {
+        throw new FerryError('AUTH', `${this.domain} needs a user name and password`, { hint: `run \`ferry login ${this.domain}\`` });
+      }
+      this.basic = `Basic ${Buffer.from(`${cred.username}:${cred.secret}`).toString('base64')}`;
+      return;
+    }
+    throw new FerryError('AUTH', `${redact(url)} answered 401 without a usable WWW-Authenticate challenge`);
+  }
+
+  private async fetchToken(ch: Challenge, scopes: string[], url: URL, cred: Credential | undefined, signal?: AbortSignal): Promise<void> {
+    if (cred?.registryToken) {
+      this.tokens.set(scopeKey(scopes), { value: cred.registryToken, expires: Number.MAX_SAFE_INTEGER });
+      return;
+    }
+    const realm = checkRealm(ch.params.realm, url);
+    const all = [...new Set([...scopes, ...(ch.params.scope ? ch.params.scope.split(' ') : [])])];
+    // Credentials go to the realm only over https, or to the registry's own origin.
+    const mayCarry = realm.protocol === 'https:' || realm.origin === url.origin;
+    let res: HttpResponse;
+    if (cred?.identityToken && mayCarry) {
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.secret, service: ch.params.service ?? '', client_id: 'ferry', scope: all.join(' ') });
+      res = await this.http.sendRetrying({ method: 'POST', url: realm, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), signal });
+    } else {
+      const q = new URL(realm);
+      if (ch.params.service) q.searchParams.set('service', ch.params.service);
+      for (const s of all) q.searchParams.append('scope', s);
+      const authorization = cred && mayCarry && !cred.identityToken
+        ? { origin: realm.origin, value: `Basic ${Buffer.from(`${cred.username}:${cred.secret}`).toString('base64')}` }
+        : undefined;
+      res = await this.http.sendRetrying({ method: 'GET', url: q, authorization, signal });
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body.dump();
+      throw new FerryError('AUTH', `the token server ${realm.origin} refused ${cred ? `the credentials for ${this.domain}` : 'anonymous access'} (HTTP ${res.status})`, {
+        hint: `run \`ferry login ${this.domain}\``,
+      });
+    }
+    if (res.status !== 200) {
+      await res.body.dump();
+      throw new FerryError('AUTH', `the token server ${realm.origin} answered HTTP ${res.status}`);
+    }
+    const doc = (await res.body.json().catch(() => ({}))) as { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
+    const value = doc.token ?? doc.access_token;
+    if (!value) throw new FerryError('AUTH', `the token server ${realm.origin} returned no token`);
+    const issued = doc.issued_at ? Date.parse(doc.issued_at) : NaN;
+    const start = Number.isNaN(issued) ? Date.now() : Math.min(issued, Date.now());
+    this.tokens.set(scopeKey(scopes), { value, expires: start + Math.max(60, doc.expires_in ?? 60) * 1000 });
+  }
+
+  /** Forgets tokens, so the next request re-authenticates (after a mid-transfer 401). */
+  dropTokens(): void {
+    this.tokens.clear();
+  }
+}
+
+function scopeKey(scopes: string[]): string {
+  return [...scopes].sort().join(' ');
+}
+
+/** The realm must be http(s); never link-local (cloud metadata); http or loopback only for a registry that is itself there. */
+function checkRealm(realm: string | undefined, registry: URL): URL {
+  let u: URL;
+  try {
+    u = new URL(realm ?? '');
+  } catch {
+    throw new FerryError('AUTH', `${registry.host} sent a bearer challenge with an invalid realm ${JSON.stringify(realm)}`);
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const bad =
+    !['https:', 'http:'].includes(u.protocol) ||
+    /^169\.254\./.test(host) || /^fe80:/i.test(host) || host === 'metadata.google.internal' ||
+    (u.protocol === 'http:' && u.hostname !== registry.hostname) ||
+    (isLoopback(u.host) && !isLoopback(registry.host));
+  if (bad) throw new FerryError('AUTH', `refusing the token realm ${u.origin} offered by ${registry.host}`, { hint: 'the registry points its token server somewhere ferry will not send credentials' });
+  return u;
+}
+
+/** The registry's error message, when its body is the spec's JSON. */
+export async function errorDetail(res: HttpResponse): Promise<string> {
+  try {
+    const text = await res.body.text();
+    const doc = JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> };
+    const e = doc.errors?.[0];
+    return e ? `: ${e.code ?? ''}${e.message ? ` ${e.message}` : ''}` : '';
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,196 @@
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request, type Dispatcher } from 'undici';
+import { FerryError, isFerryError } from '../../errors.js';
+
+export interface HttpRequest {
+  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+  url: URL;
+  headers?: Record<string, string>;
+  /** A Buffer may be re-sent on retry; a stream only once. */
+  body?: Buffer | string | Readable;
+  /** Sent only to this origin (scheme://host:port): never across a redirect to another one. */
+  authorization?: { origin: string; value: string };
+  signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  /** The URL that answered, after redirects (relative Locations resolve against it). */
+  url: URL;
+}
+
+export interface HttpOptions {
+  /** Skip TLS certificate verification (--insecure). */
+  insecureTls?: boolean;
+  /** Attempts for retryable failures (5xx, 408, 429, connection errors). */
+  attempts?: number;
+  /** First backoff delay; doubles each attempt, with jitter. */
+  backoffMs?: number;
+  /** Longest Retry-After ferry will honour; more is a failure. */
+  maxRetryAfterMs?: number;
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  /** Longest silence while a body streams. */
+  idleTimeoutMs?: number;
+  /** Request/response lines for --debug; never headers or bodies. */
+  debug?: (line: string) => void;
+  /** Notified before each retry. */
+  onRetry?: (info: { url: string; attempt: number; delayMs: number; reason: string }) => void;
+}
+
+const MAX_REDIRECTS = 5;
+
+export function header(res: { headers: HttpResponse['headers'] }, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+const RETRYABLE_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
+  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
+]);
+
+export function isRetryableError(e: unknown): boolean {
+  const code = (e as { code?: string } | undefined)?.code;
+  return typeof code === 'string' && RETRYABLE_CODES.has(code);
+}
+
+/** Retry-After in ms: delta-seconds or an HTTP date. */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - now);
+}
+
+/**
+ * The HTTP layer every registry request goes through: pooled connections, timeouts so nothing
+ * hangs, manual redirects that never carry credentials to another origin or downgrade to http,
+ * and retries with exponential backoff and jitter. Bodies are never decoded (identity only).
+ */
+export class Http {
+  private readonly agent: Agent;
+  readonly opts: Required<Omit<HttpOptions, 'debug' | 'onRetry'>> & Pick<HttpOptions, 'debug' | 'onRetry'>;
+
+  constructor(opts: HttpOptions = {}) {
+    const envBackoff = Number(process.env.FERRY_RETRY_BACKOFF_MS);
+    this.opts = {
+      insecureTls: opts.insecureTls ?? false,
+      attempts: opts.attempts ?? 5,
+      backoffMs: opts.backoffMs ?? (Number.isFinite(envBackoff) && envBackoff >= 0 ? envBackoff : 500),
+      maxRetryAfterMs: opts.maxRetryAfterMs ?? 60_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
+      headersTimeoutMs: opts.headersTimeoutMs ?? 60_000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+      debug: opts.debug,
+      onRetry: opts.onRetry,
+    };
+    this.agent = new Agent({
+      connectTimeout: this.opts.connectTimeoutMs,
+      headersTimeout: this.opts.headersTimeoutMs,
+      bodyTimeout: this.opts.idleTimeoutMs,
+      connections: 16,
+      connect: { rejectUnauthorized: !this.opts.insecureTls },
+    });
+  }
+
+  /** One exchange, following redirects (GET/HEAD only). */
+  async send(req: HttpRequest): Promise<HttpResponse> {
+    let url = req.url;
+    for (let hop = 0; ; hop++) {
+      const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'ferry', ...req.headers };
+      if (req.authorization && url.origin === req.authorization.origin) headers.authorization = req.authorization.value;
+      const t0 = Date.now();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, { method: req.method, headers, body: req.body, dispatcher: this.agent, signal: req.signal });
+      } catch (e) {
+        this.opts.debug?.(`${req.method} ${redact(url)} -> ${(e as { code?: string }).code ?? (e as Error).message}`);
+        throw e;
+      }
+      this.opts.debug?.(`${req.method} ${redact(url)} -> ${res.statusCode} (${Date.now() - t0} ms)`);
+      const location = header({ headers: res.headers }, 'location');
+      const redirect = [301, 302, 303, 307, 308].includes(res.statusCode) && location && (req.method === 'GET' || req.method === 'HEAD');
+      if (!redirect) return { status: res.statusCode, headers: res.headers, body: res.body, url };
+      await res.body.dump();
+      if (hop >= MAX_REDIRECTS) throw new FerryError('NETWORK', `too many redirects from ${redact(req.url)}`);
+      const next = new URL(location!, url);
+      if (url.protocol === 'https:' && next.protocol !== 'https:') {
+        throw new FerryError('NETWORK', `refused redirect from ${redact(url)} to insecure ${redact(next)}`);
+      }
+      url = next;
+    }
+  }
+
+  /**
+   * Sends with retries on 5xx, 408, 429 and connection errors. Only for requests whose body can be
+   * sent again (none, or a Buffer). Returns the last response, whatever its status.
+   */
+  async sendRetrying(req: HttpRequest): Promise<HttpResponse> {
+    for (let attempt = 1; ; attempt++) {
+      let res: HttpResponse | undefined;
+      let error: unknown;
+      try {
+        res = await this.send(req);
+      } catch (e) {
+        if (isFerryError(e) || !isRetryableError(e)) throw wrapNetwork(e, req.url);
+        error = e;
+      }
+      const retryable = res === undefined || res.status === 408 || res.status === 429 || res.status >= 500;
+      if (!retryable) return res!;
+      if (attempt >= this.opts.attempts) {
+        if (res) return res;
+        throw wrapNetwork(error, req.url, attempt);
+      }
+      let delay = Math.min(this.opts.backoffMs * 2 ** (attempt - 1), 30_000);
+      delay = delay / 2 + Math.random() * (delay / 2);
+      if (res) {
+        const after = retryAfterMs(header(res, 'retry-after'));
+        await res.body.dump().catch(() => {});
+        if (after !== undefined) {
+          if (after > this.opts.maxRetryAfterMs) {
+            throw new FerryError('NETWORK', `${redact(req.url)} answered ${res.status} and asks to retry after ${Math.round(after / 1000)} s, more than the ${Math.round(this.opts.maxRetryAfterMs / 1000)} s ferry waits`, {
+              hint: res.status === 429 ? 'the registry is rate-limiting you; try again later or log in for a higher limit' : undefined,
+            });
+          }
+          delay = Math.max(delay, after);
+        }
+      }
+      const reason = res ? `HTTP ${res.status}` : String((error as { code?: string }).code ?? error);
+      this.opts.onRetry?.({ url: redact(req.url), attempt, delayMs: delay, reason });
+      await sleep(delay, undefined, { signal: req.signal });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
+function wrapNetwork(e: unknown, url: URL, attempts?: number): unknown {
+  if (isFerryError(e) || (e as { name?: string }).name === 'AbortError') return e;
+  const code = (e as { code?: string }).code ?? '';
+  const msg = (e as Error).message ?? String(e);
+  if (/certificate|SSL|TLS|self.signed/i.test(`${code} ${msg}`)) {
+    return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${msg}`, {
+      cause: e,
+      hint: 'if this registry uses a self-signed certificate, pass --insecure (skips verification)',
+    });
+  }
+  const tries = attempts ? ` after ${attempts} attempts` : '';
+  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e });
+}
+
+/** A URL for logs and messages: no user info, no query values (upload state, tokens). */
+export function redact(url: URL): string {
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  for (const k of [...u.searchParams.keys()]) {
+    if (!['n', 'last', 'digest', 'mount', 'from', 'scope', 'service'].includes(k)) u.searchParams.set(k, '…');
+  }
+  return u.toString();
+}

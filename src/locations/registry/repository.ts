@@ -1,0 +1,400 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { FerryError } from '../../errors.js';
+import { readCapped } from '../../blob/verify.js';
+import { digestOf, isDigest, type Digest } from '../../oci/digest.js';
+import { isManifestLike, MANIFEST_ACCEPT } from '../../oci/mediatypes.js';
+import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor } from '../../oci/manifest.js';
+import type { FetchOptions, PutOptions, Sink, Source, TagName } from '../../types.js';
+import { errorDetail, type RegistryClient } from './client.js';
+import { header, isRetryableError, type HttpResponse } from './http.js';
+
+export interface RepositoryOptions {
+  /** Other repositories of the same registry to try cross-repository mounts from. */
+  mountFrom?: string[];
+  /** Blobs up to this size go in one PUT; larger ones in PATCH chunks. */
+  monolithicMax?: number;
+  chunkSize?: number;
+}
+
+const MiB = 1 << 20;
+
+/**
+ * One repository of a registry, as a Source (pull) and a Sink (push). Manifest bytes are kept
+ * exactly as received; digests are computed from bytes, and a Docker-Content-Digest header that
+ * disagrees is an error. Tags are pushed last, at commit().
+ */
+export class RegistryRepository implements Source, Sink {
+  readonly caps = { concurrent: true, indexes: true };
+  private readonly manifests = new Map<Digest, Buffer>();
+  private readonly pendingTags: Array<{ root: Descriptor; tag: string }> = [];
+  private readonly monolithicMax: number;
+  private readonly chunkSize: number;
+
+  constructor(readonly client: RegistryClient, readonly path: string, private readonly opts: RepositoryOptions = {}) {
+    this.monolithicMax = opts.monolithicMax ?? 64 * MiB;
+    this.chunkSize = opts.chunkSize ?? 32 * MiB;
+  }
+
+  /** Adds a repository of the same registry whose blobs may be mounted instead of uploaded. */
+  addMountSource(path: string): void {
+    this.opts.mountFrom = [...new Set([...(this.opts.mountFrom ?? []), path])];
+  }
+
+  get name(): string {
+    return `${this.client.domain}/${this.path}`;
+  }
+
+  private pull(): string[] {
+    return [`repository:${this.path}:pull`];
+  }
+
+  private push(): string[] {
+    return [`repository:${this.path}:pull,push`];
+  }
+
+  // ---- Source ----
+
+  async resolve(ref: string, o: FetchOptions = {}): Promise<Descriptor> {
+    const res = await this.client.request({
+      method: 'GET',
+      path: `/v2/${this.path}/manifests/${ref}`,
+      scopes: this.pull(),
+      headers: { accept: MANIFEST_ACCEPT },
+      signal: o.signal,
+    });
+    const where = `${this.name}:${ref}`;
+    if (res.status === 404) {
+      await res.body.dump();
+      throw new FerryError('NOT_FOUND', `manifest ${where} not found`);
+    }
+    await expectStatus(res, [200], `GET manifest ${where}`);
+    const contentType = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+    if (/text\/html/i.test(contentType)) {
+      await res.body.dump();
+      throw new FerryError('INVALID_INPUT', `${where}: unexpected content type ${contentType} (a captive portal or proxy page instead of a manifest?)`);
+    }
+    const bytes = await readCapped(res.body, MAX_JSON_BYTES, `manifest ${where}`);
+    const digest = digestOf(bytes);
+    if (isDigest(ref) && ref !== digest) {
+      throw new FerryError('DIGEST_MISMATCH', `manifest ${where}: digest mismatch, expected ${ref}, got ${digest}`);
+    }
+    const announced = header(res, 'docker-content-digest');
+    if (announced && announced !== digest && announced.startsWith('sha256:')) {
+      throw new FerryError('DIGEST_MISMATCH', `manifest ${where}: Docker-Content-Digest ${announced} disagrees with the content's digest ${digest}`);
+    }
+    const declared = contentType && isManifestLike(contentType) ? contentType : undefined;
+    const doc = parseManifestDocument(bytes, { declared, where: `manifest ${where}` });
+    this.manifests.set(digest, bytes);
+    return { mediaType: doc.mediaType, digest, size: bytes.byteLength };
+  }
+
+  async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {
+    const cached = this.manifests.get(d.digest);
+    if (cached && !o.offset) return Readable.from([cached]);
+    if (isManifestLike(d.mediaType)) {
+      const res = await this.client.request({
+        method: 'GET', path: `/v2/${this.path}/manifests/${d.digest}`, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal: o.signal,
+      });
+      if (res.status === 404) {
+        await res.body.dump();
+        throw new FerryError('NOT_FOUND', `manifest ${this.name}@${d.digest} not found`);
+      }
+      await expectStatus(res, [200], `GET manifest ${this.name}@${d.digest}`);
+      return res.body;
+    }
+    return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal));
+  }
+
+  /**
+   * A blob's bytes from `start`, resuming with Range after a broken connection: the engine's
+   * verifying stream sees one continuous body. A server that ignores Range gets the prefix skipped.
+   */
+  private async *blobChunks(d: Descriptor, start: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let offset = start;
+    let failures = 0;
+    while (offset < d.size || (offset === 0 && d.size === 0)) {
+      const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+      const res = await this.client.request({ method: 'GET', path: `/v2/${this.path}/blobs/${d.digest}`, scopes: this.pull(), headers, signal });
+      if (res.status === 404) {
+        await res.body.dump();
+        throw new FerryError('NOT_FOUND', `blob ${d.digest} not found in ${this.name}`);
+      }
+      await expectStatus(res, [200, 206], `GET blob ${this.name}@${d.digest}`);
+      let skip = 0;
+      if (offset > 0 && res.status === 206) {
+        const range = /^bytes (\d+)-/.exec(header(res, 'content-range') ?? '');
+        if (!range || Number(range[1]) !== offset) {
+          await res.body.dump();
+          throw new FerryError('NETWORK', `${this.name}: blob ${d.digest} resumed at the wrong offset (${header(res, 'content-range')}, wanted ${offset})`);
+        }
+      } else if (offset > 0) {
+        skip = offset; // 200: the whole blob again
+      }
+      try {
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+          let c = chunk;
+          if (skip > 0) {
+            const n = Math.min(skip, c.byteLength);
+            skip -= n;
+            c = c.subarray(n);
+            if (c.byteLength === 0) continue;
+          }
+          offset += c.byteLength;
+          yield c;
+          if (offset > d.size) return; // the verifying stream reports the size error
+        }
+        return;
+      } catch (e) {
+        if (signal?.aborted || !isRetryableError(e) || ++failures > 5) throw e;
+      }
+    }
+  }
+
+  // ---- Sink ----
+
+  async has(d: Descriptor): Promise<boolean> {
+    const kind = isManifestLike(d.mediaType) ? 'manifests' : 'blobs';
+    const res = await this.client.request({
+      method: 'HEAD', path: `/v2/${this.path}/${kind}/${d.digest}`, scopes: this.push(),
+      headers: kind === 'manifests' ? { accept: MANIFEST_ACCEPT } : {},
+    });
+    await res.body.dump();
+    if (res.status === 404) return false;
+    await expectStatus(res, [200], `HEAD ${kind} ${this.name}@${d.digest}`);
+    const length = Number(header(res, 'content-length'));
+    return !Number.isFinite(length) || length === d.size || kind === 'manifests';
+  }
+
+  async mount(d: Descriptor): Promise<boolean> {
+    if (isManifestLike(d.mediaType)) return false;
+    for (const from of this.opts.mountFrom ?? []) {
+      if (from === this.path) continue;
+      const res = await this.client.request({
+        method: 'POST',
+        path: `/v2/${this.path}/blobs/uploads/?mount=${encodeURIComponent(d.digest)}&from=${encodeURIComponent(from)}`,
+        scopes: [...this.push(), `repository:${from}:pull`],
+        headers: { 'content-length': '0' },
+      });
+      await res.body.dump();
+      if (res.status === 201) return true;
+      if (res.status === 202) await this.cancel(location(res));
+    }
+    return false;
+  }
+
+  async put(d: Descriptor, body: Readable, o: PutOptions = {}): Promise<void> {
+    if (isManifestLike(d.mediaType)) {
+      const bytes = await readCapped(body, MAX_JSON_BYTES, `manifest ${d.digest}`);
+      await this.putManifest(d.digest, d.mediaType, bytes);
+      this.manifests.set(d.digest, bytes);
+      return;
+    }
+    const start = await this.client.request({
+      method: 'POST', path: `/v2/${this.path}/blobs/uploads/`, scopes: this.push(), headers: { 'content-length': '0' }, signal: o.signal,
+    });
+    await expectStatus(start, [202], `start upload to ${this.name}`);
+    await start.body.dump();
+    let loc = location(start);
+    try {
+      loc = d.size <= this.monolithicMax ? await this.putWhole(loc, d, body, o) : await this.putChunks(loc, d, body, o);
+    } catch (e) {
+      body.destroy();
+      await this.cancel(loc);
+      throw e;
+    }
+  }
+
+  private async putWhole(loc: URL, d: Descriptor, body: Readable, o: PutOptions): Promise<URL> {
+    const url = withDigest(loc, d.digest);
+    const res = await this.client.request({
+      method: 'PUT', path: url, scopes: this.push(), body,
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(d.size) }, signal: o.signal,
+    });
+    await expectStatus(res, [201], `upload ${d.digest} to ${this.name}`);
+    await res.body.dump();
+    return loc;
+  }
+
+  /**
+   * Chunked upload. Each chunk streams straight from the body; after a failed chunk the upload
+   * resumes from the offset the registry reports, re-reading the source from there (`reopen`),
+   * with the running hash restored to that point so the whole blob is still verified before the
+   * closing PUT.
+   */
+  private async putChunks(loc: URL, d: Descriptor, body: Readable, o: PutOptions): Promise<URL> {
+    let source = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let pending: Buffer | undefined;
+    let offset = 0;
+    let hash: Hash = createHash('sha256');
+    let acked = { offset: 0, hash: hash.copy() };
+    let failures = 0;
+    while (offset < d.size) {
+      const size = Math.min(this.chunkSize, d.size - offset);
+      const chunkHash = hash;
+      const piece = async function* (): AsyncGenerator<Buffer> {
+        let left = size;
+        while (left > 0) {
+          let c = pending ?? (await source.next()).value as Buffer | undefined;
+          pending = undefined;
+          if (!c) throw new FerryError('SIZE_MISMATCH', `blob ${d.digest} ended early`);
+          if (c.byteLength > left) {
+            pending = c.subarray(left);
+            c = c.subarray(0, left);
+          }
+          left -= c.byteLength;
+          chunkHash.update(c);
+          yield c;
+        }
+      };
+      try {
+        const res = await this.client.request({
+          method: 'PATCH', path: loc, scopes: this.push(), body: Readable.from(piece()), signal: o.signal,
+          headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + size - 1}`, 'content-length': String(size) },
+        });
+        await expectStatus(res, [202, 201, 204], `upload chunk of ${d.digest} to ${this.name}`);
+        await res.body.dump();
+        loc = location(res, loc);
+        offset += size;
+        acked = { offset, hash: hash.copy() };
+      } catch (e) {
+        if (o.signal?.aborted || !o.reopen || ++failures > 5 || !(isRetryableError(e) || isRetryableCause(e))) throw e;
+        const status = await this.client.request({ method: 'GET', path: loc, scopes: this.push() });
+        await status.body.dump();
+        if (status.status !== 204) throw e;
+        const end = /(\d+)-(\d+)/.exec(header(status, 'range') ?? '');
+        const remote = end ? Number(end[2]) + 1 : 0;
+        loc = location(status, loc);
+        if (remote !== acked.offset) throw e; // the registry kept part of a chunk: no safe hash state to resume from
+        offset = acked.offset;
+        hash = acked.hash.copy();
+        pending = undefined;
+        (source as { return?: () => unknown }).return?.();
+        source = (await o.reopen(offset))[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      }
+    }
+    const actual = `sha256:${hash.digest('hex')}`;
+    if (actual !== d.digest) {
+      throw new FerryError('DIGEST_MISMATCH', `digest mismatch for blob ${d.digest}: expected ${d.digest}, got ${actual}`);
+    }
+    const res = await this.client.request({ method: 'PUT', path: withDigest(loc, d.digest), scopes: this.push(), headers: { 'content-length': '0' }, signal: o.signal });
+    await expectStatus(res, [201], `finish upload of ${d.digest} to ${this.name}`);
+    await res.body.dump();
+    return loc;
+  }
+
+  private async cancel(loc: URL): Promise<void> {
+    try {
+      const res = await this.client.request({ method: 'DELETE', path: loc, scopes: this.push() });
+      await res.body.dump();
+    } catch {
+      // best effort: the registry expires abandoned uploads
+    }
+  }
+
+  private async putManifest(ref: string, mediaType: string, bytes: Buffer): Promise<void> {
+    const res = await this.client.request({
+      method: 'PUT', path: `/v2/${this.path}/manifests/${ref}`, scopes: this.push(), body: bytes,
+      headers: { 'content-type': mediaType },
+    });
+    await expectStatus(res, [201, 200, 202], `push manifest ${this.name}:${ref}`);
+    await res.body.dump();
+    const announced = header(res, 'docker-content-digest');
+    const digest = digestOf(bytes);
+    if (announced && announced !== digest) {
+      throw new FerryError('DIGEST_MISMATCH', `${this.name}:${ref}: the registry stored the manifest as ${announced}, expected ${digest}`);
+    }
+  }
+
+  async tag(root: Descriptor, name: TagName | undefined): Promise<void> {
+    if (name) this.pendingTags.push({ root, tag: name.tag });
+  }
+
+  /** Pushes the tags, last: by now every blob and manifest they reach is in the registry. */
+  async commit(): Promise<void> {
+    for (const { root, tag } of this.pendingTags.splice(0)) {
+      let bytes = this.manifests.get(root.digest);
+      if (!bytes) {
+        await this.resolve(root.digest);
+        bytes = this.manifests.get(root.digest)!;
+      }
+      await this.putManifest(tag, root.mediaType, bytes);
+    }
+  }
+
+  async listTags(o: { signal?: AbortSignal; pageSize?: number; maxPages?: number } = {}): Promise<string[]> {
+    return paginate(this.client, `/v2/${this.path}/tags/list${o.pageSize ? `?n=${o.pageSize}` : ''}`, this.pull(), 'tags', o);
+  }
+
+  async deleteManifest(digest: Digest): Promise<void> {
+    const res = await this.client.request({ method: 'DELETE', path: `/v2/${this.path}/manifests/${digest}`, scopes: [`repository:${this.path}:delete`, ...this.push()] });
+    if (res.status === 404) {
+      await res.body.dump();
+      throw new FerryError('NOT_FOUND', `${this.name}@${digest} not found`);
+    }
+    if (res.status === 405 || res.status === 400) {
+      throw new FerryError('USAGE', `${this.client.domain} does not allow deleting manifests${await errorDetail(res)}`);
+    }
+    await expectStatus(res, [202, 200], `delete ${this.name}@${digest}`);
+    await res.body.dump();
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Follows `Link: <…>; rel="next"` until it stops; a loop or too many pages is an error. */
+export async function paginate(client: RegistryClient, first: string, scopes: string[], field: 'tags' | 'repositories', o: { signal?: AbortSignal; maxPages?: number } = {}): Promise<string[]> {
+  const out: string[] = [];
+  const seen = new Set<string>();
+  let next: string | URL | undefined = first;
+  for (let page = 0; next; page++) {
+    if (page >= (o.maxPages ?? 10_000)) throw new FerryError('NETWORK', `${client.domain}: more than ${o.maxPages ?? 10_000} pages of ${field}`);
+    const key = String(next);
+    if (seen.has(key)) throw new FerryError('NETWORK', `${client.domain}: pagination loops back to ${key}`);
+    seen.add(key);
+    const res = await client.request({ method: 'GET', path: next, scopes, signal: o.signal });
+    if (res.status === 404) {
+      await res.body.dump();
+      throw new FerryError('NOT_FOUND', `${client.domain}${typeof first === 'string' ? first : ''}: not found`);
+    }
+    await expectStatus(res, [200], `list ${field} of ${client.domain}`);
+    const doc = (await readCapped(res.body, 16 * MiB, `${field} list`).then((b) => JSON.parse(b.toString('utf8')))) as Record<string, unknown>;
+    const items = doc[field];
+    if (items !== null && items !== undefined && !Array.isArray(items)) throw new FerryError('INVALID_INPUT', `${client.domain}: "${field}" is not a list`);
+    out.push(...((items as string[] | null) ?? []));
+    const link = header(res, 'link');
+    const m = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
+    next = m ? new URL(m[1]!, res.url) : undefined;
+  }
+  return out;
+}
+
+function isRetryableCause(e: unknown): boolean {
+  return isRetryableError((e as { cause?: unknown }).cause) || (e as { code?: string }).code === 'NETWORK';
+}
+
+function location(res: HttpResponse, fallback?: URL): URL {
+  const loc = header(res, 'location');
+  if (!loc) {
+    if (fallback) return fallback;
+    throw new FerryError('NETWORK', `${res.url.host} started an upload without a Location header`);
+  }
+  return new URL(loc, res.url);
+}
+
+/** Adds `digest=` to an upload URL that may already carry a query (`?_state=…`). */
+function withDigest(loc: URL, digest: Digest): URL {
+  const u = new URL(loc);
+  u.searchParams.set('digest', digest);
+  return u;
+}
+
+async function expectStatus(res: HttpResponse, ok: number[], what: string): Promise<void> {
+  if (ok.includes(res.status)) return;
+  const detail = await errorDetail(res);
+  if (/DIGEST_INVALID/.test(detail)) throw new FerryError('DIGEST_MISMATCH', `${what}: the registry says the content does not match its digest${detail}`);
+  if (res.status === 429) throw new FerryError('NETWORK', `${what}: rate limited (HTTP 429)${detail}`, { hint: 'try again later, or log in for a higher limit' });
+  if (res.status >= 500) throw new FerryError('NETWORK', `${what}: HTTP ${res.status} from ${res.url.host}${detail}`);
+  if (res.status === 404) throw new FerryError('NOT_FOUND', `${what}: not found${detail}`);
+  throw new FerryError('NETWORK', `${what}: unexpected HTTP ${res.status}${detail}`);
+}

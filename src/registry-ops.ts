@@ -1,0 +1,150 @@
+import { copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
+import { FerryError } from './errors.js';
+import { OciLayout } from './locations/layout.js';
+import type { RegistrySettings } from './locations/location.js';
+import { openRepository, registryClient } from './locations/registry-transport.js';
+import { RegistryClient } from './locations/registry/client.js';
+import { saveCredential, eraseCredential, type Credential } from './locations/registry/credentials.js';
+import { Http } from './locations/registry/http.js';
+import { paginate } from './locations/registry/repository.js';
+import { formatReference, parseReference, repositoryName, type Reference } from './oci/reference.js';
+import { hostPlatform, type PlatformSelection } from './oci/platform.js';
+import type { Digest } from './oci/digest.js';
+import { defaultStoreDir } from './store.js';
+
+export interface TransferOptions {
+  storeDir?: string;
+  registry?: RegistrySettings;
+  signal?: AbortSignal;
+  onEvent?: (e: CopyEvent) => void;
+  jobs?: number;
+}
+
+export interface PullOptions extends TransferOptions {
+  /** Default: the host platform, like docker. */
+  platforms?: PlatformSelection;
+  allTags?: boolean;
+}
+
+/** The name a pulled tag gets in the store. */
+function tagged(r: Reference, tag: string) {
+  return { tag, name: formatReference({ domain: r.domain, path: r.path, tag }) };
+}
+
+/** `ferry pull`: registry -> store, by tag, by digest (verified against the bytes), or every tag. */
+export async function pullImage(image: string, o: PullOptions = {}): Promise<CopyReport & { reference: string }> {
+  const ref = parseReference(image);
+  const repo = openRepository(ref, o.registry);
+  const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
+  try {
+    let roots: Root[];
+    if (o.allTags) {
+      const tags = await repo.listTags({ signal: o.signal });
+      if (tags.length === 0) throw new FerryError('NOT_FOUND', `${repositoryName(ref)} has no tags`);
+      roots = tags.map((t) => ({ ref: t, names: [tagged(ref, t)] }));
+    } else if (ref.digest) {
+      roots = [{ ref: ref.digest, names: ref.tag ? [tagged(ref, ref.tag)] : [] }];
+    } else {
+      roots = [{ ref: ref.tag!, names: [tagged(ref, ref.tag!)] }];
+    }
+    const report = await copy(repo, store, roots, {
+      platforms: o.platforms ?? [hostPlatform()],
+      signal: o.signal,
+      onEvent: o.onEvent,
+      concurrency: o.jobs,
+    });
+    return { ...report, reference: repositoryName(ref) };
+  } finally {
+    await store.close();
+  }
+}
+
+export interface PushOptions extends TransferOptions {
+  allTags?: boolean;
+  /** Push under this name instead of the store name. */
+  destination?: string;
+}
+
+/** `ferry push`: store -> registry; blobs the registry has are skipped, others mounted when possible. */
+export async function pushImage(image: string, o: PushOptions = {}): Promise<CopyReport & { reference: string }> {
+  const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
+  const ref = parseReference(image);
+  const target = o.destination ? parseReference(o.destination) : ref;
+  const entries = await store.entries();
+  let roots: Root[];
+  if (o.allTags) {
+    const repo = repositoryName(ref);
+    const mine = entries.filter((e) => e.name && parseReference(e.name) && repositoryName(parseReference(e.name)) === repo && e.tag);
+    if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
+    roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)] }));
+  } else {
+    const d = await store.resolve(image);
+    const tag = o.destination ? target.tag : ref.tag;
+    roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [] }];
+  }
+  const repo = openRepository(target, o.registry);
+  // Blobs of other repositories of the same registry can be mounted instead of uploaded.
+  for (const e of entries) {
+    const r = e.name ? safeParse(e.name) : undefined;
+    if (r && r.domain === target.domain && r.path !== target.path) repo.addMountSource(r.path);
+  }
+  try {
+    const report = await copy(store, repo, roots, { platforms: 'all', signal: o.signal, onEvent: o.onEvent, concurrency: o.jobs });
+    return { ...report, reference: repositoryName(target) };
+  } finally {
+    await store.close();
+  }
+}
+
+function safeParse(name: string): Reference | undefined {
+  try {
+    return parseReference(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The registry part of a `ferry login` argument: a host, or a URL docker-style. */
+export function serverDomain(server: string | undefined): string {
+  if (!server) return 'docker.io';
+  const host = server.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '').toLowerCase();
+  return ['index.docker.io', 'registry-1.docker.io'].includes(host) ? 'docker.io' : host;
+}
+
+/** Checks credentials against the registry, then saves them; returns where they went. */
+export async function login(server: string | undefined, cred: Credential, o: { registry?: RegistrySettings } = {}): Promise<string> {
+  const domain = serverDomain(server);
+  const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug });
+  try {
+    const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred });
+    const res = await client.request({ method: 'GET', path: '/v2/', scopes: [] });
+    await res.body.dump();
+    if (res.status !== 200) throw new FerryError('AUTH', `${domain} answered HTTP ${res.status} to the login check`);
+  } finally {
+    await http.close();
+  }
+  return saveCredential(domain, cred);
+}
+
+export async function logout(server: string | undefined): Promise<boolean> {
+  return eraseCredential(serverDomain(server));
+}
+
+export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal } = {}): Promise<string[]> {
+  const ref = parseReference(repository.replace(/^docker:\/\//, ''));
+  return openRepository(ref, o.registry).listTags({ signal: o.signal });
+}
+
+export async function listCatalog(server: string, o: { registry?: RegistrySettings; signal?: AbortSignal } = {}): Promise<string[]> {
+  const client = registryClient(serverDomain(server), o.registry);
+  return paginate(client, '/v2/_catalog', ['registry:catalog:*'], 'repositories', { signal: o.signal });
+}
+
+/** Deletes a manifest (and with it every tag that points at it) from a registry. */
+export async function removeRemote(image: string, o: { registry?: RegistrySettings } = {}): Promise<Digest> {
+  const ref = parseReference(image.replace(/^docker:\/\//, ''));
+  const repo = openRepository(ref, o.registry);
+  const digest = ref.digest ?? (await repo.resolve(ref.tag!)).digest;
+  await repo.deleteManifest(digest);
+  return digest;
+}

@@ -1,0 +1,228 @@
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { publishBytes, syncDir } from '../blob/publish.js';
+import { algorithmOf, encodedOf, type Algorithm, type Digest } from '../oci/digest.js';
+import { digestInvalid, RegistryError, uploadUnknown } from './errors.js';
+import type { RepoKey } from './names.js';
+
+/*
+ * Upload sessions live on disk, in <store>/.ferry-uploads/<uuid>/: `data` (the bytes received so
+ * far) and `state.json` ({key, offset}). `offset` is written only after the data up to it is
+ * fsynced, so after a crash or restart the session resumes from it (extra bytes are cut off). The
+ * SHA-256 of the data is kept running in memory while the server lives; after a restart it is
+ * recomputed once from the file. A finished upload is verified, then its data file is renamed
+ * into blobs/ (same filesystem: fsync, rename, fsync of the directory) - never published unverified.
+ */
+
+export const UPLOADS_DIR = '.ferry-uploads';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const WRITE_BATCH = 1 << 20;
+
+interface State {
+  key: RepoKey;
+  offset: number;
+  started: string;
+}
+
+export class Session {
+  hash?: Hash;
+  hashedTo = -1;
+  /** Serialises requests on one session (PATCH, status, PUT, DELETE). */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly uuid: string, readonly dir: string, public state: State) {}
+
+  get data(): string {
+    return join(this.dir, 'data');
+  }
+
+  get offset(): number {
+    return this.state.offset;
+  }
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => {});
+    return run;
+  }
+}
+
+export interface AppendResult {
+  received: number;
+  /** Set when the body ended abnormally (client gone); what arrived is kept. */
+  error?: unknown;
+}
+
+export class Uploads {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(readonly root: string, private readonly blobsDir: string) {}
+
+  async create(key: RepoKey): Promise<Session> {
+    const uuid = randomUUID();
+    const dir = join(this.root, uuid);
+    await mkdir(dir, { recursive: true });
+    const fh = await open(join(dir, 'data'), 'wx', 0o644);
+    await fh.close();
+    const s = new Session(uuid, dir, { key, offset: 0, started: new Date().toISOString() });
+    await this.save(s);
+    this.sessions.set(uuid, s);
+    return s;
+  }
+
+  /** The session `id` of repository `key`, from memory or from disk (after a restart). */
+  async get(id: string, key: RepoKey): Promise<Session> {
+    if (!UUID.test(id)) throw uploadUnknown(id);
+    let s = this.sessions.get(id);
+    if (!s) {
+      const dir = join(this.root, id);
+      const text = await readFile(join(dir, 'state.json'), 'utf8').catch(() => undefined);
+      const state = text === undefined ? undefined : parseState(text);
+      if (!state) throw uploadUnknown(id);
+      s = this.sessions.get(id) ?? new Session(id, dir, state);
+      this.sessions.set(id, s);
+    }
+    if (s.state.key !== key) throw uploadUnknown(id);
+    return s;
+  }
+
+  private async save(s: Session): Promise<void> {
+    await publishBytes(join(s.dir, 'state.json'), JSON.stringify(s.state));
+  }
+
+  /** Makes the running hash cover exactly the first `offset` bytes, re-reading the file if needed. */
+  private async syncHash(s: Session): Promise<Hash> {
+    if (s.hash && s.hashedTo === s.offset) return s.hash;
+    const h = createHash('sha256');
+    if (s.offset > 0) {
+      for await (const chunk of createReadStream(s.data, { start: 0, end: s.offset - 1, highWaterMark: WRITE_BATCH })) h.update(chunk as Buffer);
+    }
+    s.hash = h;
+    s.hashedTo = s.offset;
+    return h;
+  }
+
+  /**
+   * Appends a request body at the session's offset, hashing as it writes. If the body breaks off
+   * (client gone, server shutting down), the bytes that arrived are kept and the offset recorded,
+   * so the client can ask for the status and continue from there.
+   */
+  async append(s: Session, body: AsyncIterable<Buffer>): Promise<AppendResult> {
+    const hash = await this.syncHash(s);
+    const fh = await open(s.data, 'r+');
+    let received = 0;
+    let error: unknown;
+    try {
+      await fh.truncate(s.offset);
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      const flush = async (): Promise<void> => {
+        if (batchBytes === 0) return;
+        const buf = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
+        batch = [];
+        batchBytes = 0;
+        let done = 0;
+        while (done < buf.length) done += (await fh.write(buf, done, buf.length - done, s.offset + done)).bytesWritten;
+        hash.update(buf);
+        s.state.offset += buf.length;
+        s.hashedTo = s.offset;
+        received += buf.length;
+      };
+      try {
+        for await (const chunk of body) {
+          batch.push(chunk);
+          batchBytes += chunk.byteLength;
+          if (batchBytes >= WRITE_BATCH) await flush();
+        }
+      } catch (e) {
+        error = e;
+      }
+      await flush();
+      await fh.sync();
+    } catch (e) {
+      // A failed write leaves the offset where the data is known good; the running hash is dropped.
+      s.hash = undefined;
+      throw e;
+    } finally {
+      await fh.close();
+      await this.save(s);
+    }
+    return error === undefined ? { received } : { received, error };
+  }
+
+  /**
+   * Verifies the whole upload against `digest`; on a match the data file becomes the blob, on a
+   * mismatch the session is deleted and nothing is published (DIGEST_INVALID).
+   */
+  async complete(s: Session, digest: Digest): Promise<void> {
+    const alg = algorithmOf(digest);
+    const actual = alg === 'sha256' ? `sha256:${(await this.syncHash(s)).copy().digest('hex')}` : await hashFile(s.data, alg);
+    if (actual !== digest) {
+      await this.cancel(s);
+      throw digestInvalid(`upload content has digest ${actual} (${s.offset} bytes), not ${digest}; nothing was stored`, { expected: digest, actual, size: s.offset });
+    }
+    const dir = join(this.blobsDir, alg);
+    await mkdir(dir, { recursive: true });
+    await rename(s.data, join(dir, encodedOf(digest)));
+    await syncDir(dir);
+    await this.cancel(s);
+  }
+
+  async cancel(s: Session): Promise<void> {
+    this.sessions.delete(s.uuid);
+    await rm(s.dir, { recursive: true, force: true });
+  }
+
+  async count(): Promise<number> {
+    return (await readdir(this.root).catch(() => [] as string[])).filter((n) => UUID.test(n)).length;
+  }
+
+  /** Deletes sessions untouched for `maxAgeMs` (abandoned uploads); returns how many. */
+  async purge(maxAgeMs: number): Promise<number> {
+    let removed = 0;
+    for (const name of await readdir(this.root).catch(() => [] as string[])) {
+      if (!UUID.test(name) || this.sessions.has(name)) continue;
+      const dir = join(this.root, name);
+      const st = (await stat(join(dir, 'state.json')).catch(() => undefined)) ?? (await stat(dir).catch(() => undefined));
+      if (st && Date.now() - st.mtimeMs > maxAgeMs) {
+        await rm(dir, { recursive: true, force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+}
+
+function parseState(text: string): State | undefined {
+  try {
+    const v = JSON.parse(text) as Partial<State>;
+    if (typeof v.key === 'string' && Number.isSafeInteger(v.offset) && (v.offset as number) >= 0) {
+      return { key: v.key, offset: v.offset as number, started: String(v.started ?? '') };
+    }
+  } catch {
+    // an unreadable state file: the session is unknown
+  }
+  return undefined;
+}
+
+async function hashFile(path: string, alg: Algorithm): Promise<string> {
+  const h = createHash(alg);
+  for await (const chunk of createReadStream(path, { highWaterMark: WRITE_BATCH })) h.update(chunk as Buffer);
+  return `${alg}:${h.digest('hex')}`;
+}
+
+/** `Content-Range: <start>-<end>` (inclusive, no unit; "bytes " tolerated). */
+export function parseContentRange(value: string): { start: number; end: number } | undefined {
+  const m = /^(?:bytes[ =])?(\d+)-(\d+)$/.exec(value.trim());
+  if (!m) return undefined;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return undefined;
+  return { start, end };
+}
+
+export function rangeNotSatisfiable(message: string, offset: number): RegistryError {
+  return new RegistryError(416, 'BLOB_UPLOAD_INVALID', message, { offset }, { Range: `0-${offset > 0 ? offset - 1 : 0}` });
+}
