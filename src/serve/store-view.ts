@@ -58,8 +58,8 @@ export class StoreView {
   constructor(readonly layout: OciLayout) {}
 
   private async current(): Promise<Snapshot> {
-    const st = await stat(join(this.layout.dir, 'index.json')).catch(() => undefined);
-    const stamp = st ? `${st.ino}:${st.mtimeMs}:${st.size}` : 'none';
+    const st = await stat(join(this.layout.dir, 'index.json'), { bigint: true }).catch(() => undefined);
+    const stamp = st ? `${st.ino}:${st.mtimeNs}:${st.ctimeNs}:${st.size}` : 'none';
     const cached = this.snapshot;
     if (cached) {
       const snap = await cached.catch(() => undefined);
@@ -72,6 +72,11 @@ export class StoreView {
     }));
     this.snapshot = next;
     return next;
+  }
+
+  /** Forgets the cached index.json (after this process changed it). */
+  invalidate(): void {
+    this.snapshot = undefined;
   }
 
   async entries(): Promise<ServedEntry[]> {
@@ -97,6 +102,11 @@ export class StoreView {
       snap.reachable.set(key, set);
     }
     return set;
+  }
+
+  /** The manifest and every manifest below it. */
+  reachableFrom(digest: Digest): Promise<Set<Digest>> {
+    return this.walk([digest]);
   }
 
   private async walk(roots: Digest[]): Promise<Set<Digest>> {
@@ -139,6 +149,7 @@ export class StoreView {
     if (this.infos.size >= MAX_CACHED) {
       this.infos.clear();
       this.bySubject.clear();
+      this.snapshot = undefined;
     }
     this.infos.set(digest, info);
     if (info?.subject) {

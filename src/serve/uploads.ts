@@ -42,8 +42,12 @@ export class Session {
     return this.state.offset;
   }
 
+  /** Set once finished or cancelled; requests queued behind that see an unknown upload. */
+  closed = false;
+
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.chain.then(fn, fn);
+    const guarded = (): Promise<T> => (this.closed ? Promise.reject(uploadUnknown(this.uuid)) : fn());
+    const run = this.chain.then(guarded, guarded);
     this.chain = run.catch(() => {});
     return run;
   }
@@ -171,6 +175,7 @@ export class Uploads {
   }
 
   async cancel(s: Session): Promise<void> {
+    s.closed = true;
     this.sessions.delete(s.uuid);
     await rm(s.dir, { recursive: true, force: true });
   }
@@ -224,5 +229,5 @@ export function parseContentRange(value: string): { start: number; end: number }
 }
 
 export function rangeNotSatisfiable(message: string, offset: number): RegistryError {
-  return new RegistryError(416, 'BLOB_UPLOAD_INVALID', message, { offset }, { Range: `0-${offset > 0 ? offset - 1 : 0}` });
+  return new RegistryError(416, 'RANGE_INVALID', message, { offset }, { Range: `0-${offset > 0 ? offset - 1 : 0}` });
 }

@@ -139,8 +139,8 @@ export class RegistryClient {
     }
     const realm = checkRealm(ch.params.realm, url);
     const all = [...new Set([...scopes, ...(ch.params.scope ? ch.params.scope.split(' ') : [])])];
-    // Credentials go to the realm only over https, or to the registry's own origin.
-    const mayCarry = realm.protocol === 'https:' || realm.origin === url.origin;
+    // Credentials go to the realm only over https, to the registry's own origin, or on its loopback host.
+    const mayCarry = realm.protocol === 'https:' || realm.origin === url.origin || (isLoopback(realm.host) && realm.hostname === url.hostname);
     let res: HttpResponse;
     if (cred?.identityToken && mayCarry) {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.secret, service: ch.params.service ?? '', client_id: 'ferry', scope: all.join(' ') });

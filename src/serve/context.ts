@@ -1,0 +1,24 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { OciLayout } from '../locations/layout.js';
+import type { RepoKey } from './names.js';
+import type { StoreView } from './store-view.js';
+import type { Uploads } from './uploads.js';
+
+/** What every handler shares for the server's lifetime. */
+export interface ServeContext {
+  layout: OciLayout;
+  view: StoreView;
+  uploads: Uploads;
+  readOnly: boolean;
+  /** Upload sessions allowed on disk at once (beyond: 429 TOOMANYREQUESTS). */
+  maxUploads: number;
+}
+
+/** One request to a repository endpoint; `name` is validated and `key` is its store name. */
+export interface RepoRequest {
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  name: string;
+  key: RepoKey;
+}

@@ -1,0 +1,148 @@
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { publishBytes } from '../blob/publish.js';
+import { isFerryError } from '../errors.js';
+import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, addRoot } from '../locations/layout.js';
+import { algorithmOf, digestOf, type Digest } from '../oci/digest.js';
+import { isManifestLike, isSchema1Type } from '../oci/mediatypes.js';
+import { MAX_JSON_BYTES, childrenOf, parseManifestDocument, type Descriptor, type ParsedDocument } from '../oci/manifest.js';
+import { isValidTag } from '../oci/reference.js';
+import { digestParam } from './blobs.js';
+import { manifestUnknown, RegistryError, unsupported } from './errors.js';
+import { acceptedTypes, contentType, readBody, send } from './http.js';
+import { servedEntry, type RepoKey } from './names.js';
+import { manifestInfo, type ManifestInfo } from './store-view.js';
+import type { RepoRequest, ServeContext } from './context.js';
+
+type Ref = { digest: Digest; tag?: undefined } | { tag: string; digest?: undefined };
+
+/** A manifest reference from a URL: a digest (anything with ':') or a tag, validated. */
+export function parseRef(ref: string): Ref {
+  if (ref.includes(':')) return { digest: digestParam(ref) };
+  if (!isValidTag(ref)) {
+    throw new RegistryError(400, 'TAG_INVALID', `invalid tag ${JSON.stringify(ref.slice(0, 200))}: letters, digits, '_', '.', '-', at most 128, not starting with '.' or '-'`, { tag: ref.slice(0, 200) });
+  }
+  return { tag: ref };
+}
+
+/** The manifest a reference names in a repository: a tag of it, or a digest its images reach. */
+async function locate(ctx: ServeContext, r: RepoRequest, ref: Ref): Promise<ManifestInfo> {
+  let digest: Digest;
+  if (ref.tag !== undefined) {
+    const d = await ctx.view.resolveTag(r.key, ref.tag);
+    if (!d) throw manifestUnknown(r.name, ref.tag, 'no such tag');
+    digest = d.digest;
+  } else {
+    digest = ref.digest;
+    if (!(await ctx.view.reachable(r.key)).has(digest)) throw manifestUnknown(r.name, digest);
+  }
+  const info = await ctx.view.info(digest);
+  if (!info) throw manifestUnknown(r.name, ref.tag ?? digest, 'its manifest is missing from the store');
+  return info;
+}
+
+/**
+ * Never answers with a type the client did not list in Accept (it may be unable to parse it, and
+ * a converted document would have another digest): 404 like distribution. No Accept, or a
+ * wildcard, accepts anything.
+ */
+function negotiate(r: RepoRequest, info: ManifestInfo, ref: string): void {
+  const accepted = acceptedTypes(r.req);
+  if (accepted.length === 0 || accepted.includes('*/*') || accepted.includes('application/*')) return;
+  if (accepted.includes(info.mediaType.toLowerCase())) return;
+  throw manifestUnknown(r.name, ref, `it is a ${info.mediaType}, which the request's Accept header does not list`);
+}
+
+/** GET/HEAD /v2/<name>/manifests/<reference> */
+export async function getManifest(ctx: ServeContext, r: RepoRequest, text: string): Promise<void> {
+  const info = await locate(ctx, r, parseRef(text));
+  negotiate(r, info, text);
+  const bytes = await ctx.view.readBytes(info.digest);
+  if (!bytes) throw manifestUnknown(r.name, text, 'its manifest is missing from the store');
+  send(r.req, r.res, 200, { 'Content-Type': info.mediaType, 'Docker-Content-Digest': info.digest, ETag: `"${info.digest}"` }, bytes);
+}
+
+/** Blobs a document needs in the store: children, config, layers; not `subject`, not foreign layers with URLs. */
+function requiredBlobs(doc: ParsedDocument): Descriptor[] {
+  return childrenOf(doc).filter((d) => !(d.urls?.length && /foreign|nondistributable/.test(d.mediaType)));
+}
+
+/** PUT /v2/<name>/manifests/<reference> */
+export async function putManifest(ctx: ServeContext, r: RepoRequest, text: string): Promise<void> {
+  const ref = parseRef(text);
+  const bytes = await readBody(r.req, MAX_JSON_BYTES, () =>
+    new RegistryError(413, 'MANIFEST_INVALID', `manifest exceeds the limit of ${MAX_JSON_BYTES} bytes`, { limit: MAX_JSON_BYTES }),
+  );
+  const type = contentType(r.req);
+  const declared = type !== undefined && (isManifestLike(type) || isSchema1Type(type)) ? type : undefined;
+  let doc: ParsedDocument;
+  try {
+    doc = parseManifestDocument(bytes, { declared, where: 'manifest' });
+  } catch (e) {
+    if (isFerryError(e)) throw new RegistryError(400, 'MANIFEST_INVALID', e.message, { reason: e.code });
+    throw e;
+  }
+  const digest = digestOf(bytes, ref.digest ? algorithmOf(ref.digest) : 'sha256');
+  if (ref.digest && digest !== ref.digest) {
+    throw new RegistryError(400, 'DIGEST_INVALID', `manifest body has digest ${digest}, not ${ref.digest} named in the URL`, { expected: ref.digest, actual: digest });
+  }
+  const missing: Descriptor[] = [];
+  for (const d of requiredBlobs(doc)) if (!(await ctx.layout.has(d))) missing.push(d);
+  if (missing.length) {
+    const list = missing.slice(0, 5).map((d) => `${d.digest} (${d.size} bytes)`).join(', ');
+    throw new RegistryError(400, 'MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) the registry does not have: ${list}; push them first`, { digest: missing[0]!.digest });
+  }
+
+  const path = ctx.layout.blobPath(digest);
+  await mkdir(dirname(path), { recursive: true });
+  await publishBytes(path, bytes);
+  const info = manifestInfo(digest, doc);
+  ctx.view.note(info);
+  const root: Descriptor = { mediaType: doc.mediaType, digest, size: bytes.byteLength };
+  if (info.artifactType !== undefined && (doc.kind === 'index' ? doc.index : doc.manifest).artifactType !== undefined) root.artifactType = info.artifactType;
+  if (ref.tag !== undefined) {
+    const below = await ctx.view.reachableFrom(digest);
+    const tag = ref.tag;
+    await ctx.layout.editIndex((m) => addRoot(m.filter((e) => !(isUntaggedIn(e, r.key) && below.has(e.digest))), root, { tag, name: `${r.key}:${tag}` }));
+  } else if (!(await ctx.view.reachable(r.key)).has(digest)) {
+    // Kept as an untagged entry of the repository, so it survives gc and can be pulled by digest.
+    const entry: Descriptor = { ...root, annotations: { [ANNOTATION_IMAGE_NAME]: `${r.key}@${digest}` } };
+    await ctx.layout.editIndex((m) => (m.some((e) => e.digest === digest && keyOf(e) === r.key) ? m : [...m, entry]));
+  }
+  ctx.view.invalidate();
+  const headers: Record<string, string> = { Location: `/v2/${r.name}/manifests/${digest}`, 'Docker-Content-Digest': digest };
+  if (info.subject) headers['OCI-Subject'] = info.subject;
+  send(r.req, r.res, 201, headers);
+}
+
+function keyOf(d: Descriptor): RepoKey | undefined {
+  const a = d.annotations ?? {};
+  return servedEntry({ descriptor: d, tag: a[ANNOTATION_REF_NAME], name: a[ANNOTATION_IMAGE_NAME] })?.key;
+}
+
+function isUntaggedIn(d: Descriptor, key: RepoKey): boolean {
+  const a = d.annotations ?? {};
+  return a[ANNOTATION_REF_NAME] === undefined && a[ANNOTATION_IMAGE_NAME] === `${key}@${d.digest}`;
+}
+
+/**
+ * DELETE /v2/<name>/manifests/<reference>. By digest: removes every name of the repository that
+ * points at it (tags and the untagged entry). By tag: removes that tag only. Blobs stay until
+ * `ferry gc`. A manifest reached only through an index of the repository cannot be deleted alone.
+ */
+export async function deleteManifest(ctx: ServeContext, r: RepoRequest, text: string): Promise<void> {
+  const ref = parseRef(text);
+  const removed = await ctx.layout.untag((e) => {
+    const s = servedEntry(e);
+    if (s?.key !== r.key) return false;
+    return ref.digest !== undefined ? e.descriptor.digest === ref.digest : s.tag === ref.tag;
+  });
+  ctx.view.invalidate();
+  if (removed.length === 0) {
+    if (ref.digest && (await ctx.view.reachable(r.key)).has(ref.digest)) {
+      throw unsupported(`${ref.digest} is part of an index in ${r.name}; delete the index instead`);
+    }
+    throw manifestUnknown(r.name, text);
+  }
+  send(r.req, r.res, 202);
+}

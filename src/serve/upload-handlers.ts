@@ -1,0 +1,134 @@
+import { stat, utimes } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import type { Digest } from '../oci/digest.js';
+import { digestParam } from './blobs.js';
+import { RegistryError } from './errors.js';
+import { send, uploadRange } from './http.js';
+import { repoKeyFor } from './names.js';
+import { parseContentRange, rangeNotSatisfiable, type Session } from './uploads.js';
+import type { RepoRequest, ServeContext } from './context.js';
+
+const uploadLocation = (r: RepoRequest, s: Session) => `/v2/${r.name}/blobs/uploads/${s.uuid}`;
+const blobLocation = (r: RepoRequest, d: Digest) => `/v2/${r.name}/blobs/${d}`;
+
+function sessionHeaders(r: RepoRequest, s: Session): Record<string, string> {
+  return { Location: uploadLocation(r, s), Range: uploadRange(s.offset), 'Docker-Upload-UUID': s.uuid };
+}
+
+function created(r: RepoRequest, digest: Digest): void {
+  send(r.req, r.res, 201, { Location: blobLocation(r, digest), 'Docker-Content-Digest': digest });
+}
+
+/** A blob the store holds (its mtime refreshed: gc spares blobs touched while a writer runs). */
+async function present(ctx: ServeContext, digest: Digest): Promise<boolean> {
+  const path = ctx.layout.blobPath(digest);
+  const st = await stat(path).catch(() => undefined);
+  if (!st?.isFile()) return false;
+  const now = new Date();
+  await utimes(path, now, now).catch(() => {});
+  return true;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return length !== undefined ? length !== '0' : req.headers['transfer-encoding'] !== undefined;
+}
+
+/**
+ * The chunk a PATCH or final PUT announces with Content-Range must start where the upload stands
+ * (416 otherwise, with the current Range), and agree with Content-Length.
+ */
+function checkRange(req: IncomingMessage, s: Session): number | undefined {
+  const header = req.headers['content-range'];
+  if (header === undefined) return undefined;
+  const range = parseContentRange(header);
+  if (!range) throw rangeNotSatisfiable(`invalid Content-Range ${JSON.stringify(header)}: expected <start>-<end>`, s.offset);
+  if (range.start !== s.offset) {
+    throw rangeNotSatisfiable(`Content-Range starts at ${range.start} but the upload has ${s.offset} bytes; continue from ${s.offset}`, s.offset);
+  }
+  const length = range.end - range.start + 1;
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) !== length) {
+    throw new RegistryError(400, 'SIZE_INVALID', `Content-Range ${header} is ${length} bytes but Content-Length is ${declared}`, { offset: s.offset });
+  }
+  return length;
+}
+
+/** Appends the request body; a body cut short by the client is kept and reported as an error. */
+async function receive(ctx: ServeContext, r: RepoRequest, s: Session, expected: number | undefined): Promise<void> {
+  const result = await ctx.uploads.append(s, r.req);
+  if (result.error !== undefined) throw result.error;
+  if (expected !== undefined && result.received !== expected) {
+    throw new RegistryError(400, 'SIZE_INVALID', `chunk announced ${expected} bytes but ${result.received} arrived`, { offset: s.offset }, sessionHeaders(r, s));
+  }
+}
+
+/** POST /v2/<name>/blobs/uploads/[?digest=|?mount=&from=] */
+export async function startUpload(ctx: ServeContext, r: RepoRequest): Promise<void> {
+  const q = r.url.searchParams;
+  const mount = q.get('mount');
+  if (mount !== null) {
+    const digest = digestParam(mount, 'mount');
+    const from = q.get('from');
+    if (from !== null) repoKeyFor(from);
+    // Blobs are global in the store, so a mount succeeds for any blob it has.
+    if (await present(ctx, digest)) return created(r, digest);
+  }
+  const digestText = q.get('digest');
+  const digest = digestText === null ? undefined : digestParam(digestText);
+  if ((await ctx.uploads.count()) >= ctx.maxUploads) {
+    throw new RegistryError(429, 'TOOMANYREQUESTS', `too many unfinished uploads (${ctx.maxUploads}); finish or cancel some`, undefined, { 'Retry-After': '60' });
+  }
+  const s = await ctx.uploads.create(r.key);
+  if (digest === undefined) {
+    r.req.resume();
+    return send(r.req, r.res, 202, { ...sessionHeaders(r, s), 'Content-Length': 0 });
+  }
+  try {
+    await receive(ctx, r, s, undefined);
+  } catch (e) {
+    await ctx.uploads.cancel(s);
+    throw e;
+  }
+  await ctx.uploads.complete(s, digest);
+  created(r, digest);
+}
+
+/** PATCH /v2/<name>/blobs/uploads/<uuid>: a chunk (Content-Range) or a streamed body. */
+export async function patchUpload(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
+  const s = await ctx.uploads.get(id, r.key);
+  await s.exclusive(async () => {
+    const expected = checkRange(r.req, s);
+    await receive(ctx, r, s, expected);
+    send(r.req, r.res, 202, sessionHeaders(r, s));
+  });
+}
+
+/** PUT /v2/<name>/blobs/uploads/<uuid>?digest=: optional last chunk, then verify and publish. */
+export async function finishUpload(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
+  const text = r.url.searchParams.get('digest');
+  if (text === null) throw new RegistryError(400, 'DIGEST_INVALID', 'closing an upload needs ?digest=<digest of the whole blob>');
+  const digest = digestParam(text);
+  const s = await ctx.uploads.get(id, r.key);
+  await s.exclusive(async () => {
+    const expected = checkRange(r.req, s);
+    if (hasBody(r.req)) await receive(ctx, r, s, expected);
+    await ctx.uploads.complete(s, digest);
+    created(r, digest);
+  });
+}
+
+/** GET /v2/<name>/blobs/uploads/<uuid>: how many bytes arrived (204 + Range). */
+export async function uploadStatus(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
+  const s = await ctx.uploads.get(id, r.key);
+  await s.exclusive(async () => send(r.req, r.res, 204, sessionHeaders(r, s)));
+}
+
+/** DELETE /v2/<name>/blobs/uploads/<uuid> */
+export async function cancelUpload(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
+  const s = await ctx.uploads.get(id, r.key);
+  await s.exclusive(async () => {
+    await ctx.uploads.cancel(s);
+    send(r.req, r.res, 204);
+  });
+}

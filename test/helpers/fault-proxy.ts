@@ -1,0 +1,108 @@
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: IncomingMessage['headers'];
+}
+
+/**
+ * What the proxy does with one request. Return undefined to forward it untouched.
+ * - status: answer with this status (and headers/body) instead of forwarding
+ * - resetAfter: forward, but cut the connection after this many body bytes of the response
+ * - flipByte: forward, flipping one byte of the response body at this offset
+ * - redirect: answer 307 to this URL
+ * - replaceBody: forward the status and headers but send this body instead
+ * - setHeaders: forward, overriding these response headers
+ */
+export interface Fault {
+  status?: number;
+  headers?: Record<string, string>;
+  body?: string;
+  resetAfter?: number;
+  flipByte?: number;
+  redirect?: string;
+  replaceBody?: Buffer;
+  setHeaders?: Record<string, string>;
+}
+
+export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
+
+export interface FaultProxy {
+  host: string;
+  seen: SeenRequest[];
+  /** Replace the rule; `count` is how often the rule has matched so far (per rule). */
+  setRule(rule: FaultRule | undefined): void;
+  stop(): Promise<void>;
+}
+
+/** An HTTP proxy in front of a registry that injects the faults of catalogue groups C and D. */
+export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+  const [uhost, uport] = upstream.split(':');
+  const seen: SeenRequest[] = [];
+  let rule: FaultRule | undefined;
+  let matched = 0;
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const s: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers };
+    seen.push(s);
+    const fault = rule?.(s, matched);
+    if (fault) matched++;
+    if (fault?.status !== undefined) {
+      req.resume();
+      res.writeHead(fault.status, fault.headers ?? {}).end(fault.body ?? '');
+      return;
+    }
+    if (fault?.redirect) {
+      req.resume();
+      res.writeHead(307, { location: fault.redirect }).end();
+      return;
+    }
+    const headers = { ...req.headers, host: upstream };
+    const up = httpRequest({ host: uhost, port: Number(uport), method: req.method, path: req.url, headers }, (ures) => {
+      const outHeaders = { ...ures.headers };
+      // Rewrite absolute Locations so uploads keep going through the proxy.
+      if (outHeaders.location) outHeaders.location = outHeaders.location.replace(`//${upstream}`, `//${proxyHost}`);
+      Object.assign(outHeaders, fault?.setHeaders ?? {});
+      if (fault?.replaceBody) {
+        ures.resume();
+        outHeaders['content-length'] = String(fault.replaceBody.byteLength);
+        res.writeHead(ures.statusCode ?? 502, outHeaders).end(fault.replaceBody);
+        return;
+      }
+      res.writeHead(ures.statusCode ?? 502, outHeaders);
+      let sent = 0;
+      ures.on('data', (chunk: Buffer) => {
+        let c = chunk;
+        if (fault?.flipByte !== undefined && fault.flipByte >= sent && fault.flipByte < sent + c.byteLength) {
+          c = Buffer.from(c);
+          c[fault.flipByte - sent]! ^= 0xff;
+        }
+        if (fault?.resetAfter !== undefined && sent + c.byteLength > fault.resetAfter) {
+          res.write(c.subarray(0, Math.max(0, fault.resetAfter - sent)));
+          res.socket?.destroy();
+          ures.destroy();
+          return;
+        }
+        sent += c.byteLength;
+        res.write(c);
+      });
+      ures.on('end', () => res.end());
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  const proxyHost = `127.0.0.1:${port}`;
+  return {
+    host: proxyHost,
+    seen,
+    setRule(r) {
+      rule = r;
+      matched = 0;
+    },
+    stop: () => new Promise((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
+}

@@ -1,0 +1,141 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ferry } from './cli.js';
+import { TAGS, testdataImages } from './expected-images.js';
+import { TESTDATA, tempDir } from './fs.js';
+import type { RunningRegistry } from './registry.js';
+
+/**
+ * The registry behaviour ferry relies on, run against every registry implementation we test
+ * (the CNCF distribution registry and `ferry serve`), so both are held to the same rules.
+ */
+export function registrySuite(name: string, start: () => Promise<RunningRegistry>): void {
+  describe(`registry round trips (${name})`, () => {
+    let reg: RunningRegistry | undefined;
+    afterAll(async () => reg?.stop());
+    const host = async () => (reg ??= await start()).host;
+    const seed = async (tag: string, repo: string) => {
+      const store = join(await tempDir(), 'store');
+      const h = await host();
+      expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:${tag}`, `${h}/${repo}:${tag}`])).code).toBe(0);
+      const push = await ferry(['--store', store, 'push', `${h}/${repo}:${tag}`]);
+      expect(push.code, push.stderr).toBe(0);
+      return { store, push };
+    };
+
+    it('push then pull keeps every manifest digest identical (all five images, every platform)', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      for (const tag of TAGS) {
+        await seed(tag, 'suite/roundtrip');
+        const store = join(await tempDir(), 'pulled');
+        const pull = await ferry(['--store', store, 'pull', '--platform', 'all', `${h}/suite/roundtrip:${tag}`]);
+        expect(pull.code, pull.stderr).toBe(0);
+        expect(pull.stdout).toContain(`Digest: ${exp[tag].digest}`);
+        expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+      }
+    });
+
+    it('pull by digest, and name:tag@digest, verify the bytes against the digest', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('layers', 'suite/bydigest');
+      const store = join(await tempDir(), 's');
+      const a = await ferry(['--store', store, 'pull', `${h}/suite/bydigest@${exp.layers.digest}`]);
+      expect(a.code, a.stderr).toBe(0);
+      const b = await ferry(['--store', store, 'pull', `${h}/suite/bydigest:layers@${exp.layers.digest}`]);
+      expect(b.code, b.stderr).toBe(0);
+      const images = await ferry(['--store', store, 'images']);
+      expect(images.stdout).toMatch(/suite\/bydigest\s+layers/);
+    });
+
+    it('pull picks the host platform by default, or the one asked for', async () => {
+      const h = await host();
+      await seed('multi', 'suite/multi');
+      const store = join(await tempDir(), 's');
+      const arm = await ferry(['--store', store, 'pull', '--platform', 'linux/arm64', `${h}/suite/multi:multi`]);
+      expect(arm.code, arm.stderr).toBe(0);
+      const inspect = await ferry(['--store', store, 'inspect', `${h}/suite/multi:multi`]);
+      expect(JSON.parse(inspect.stdout).config.architecture).toBe('arm64');
+      const def = await ferry(['--store', join(await tempDir(), 's2'), 'pull', `${h}/suite/multi:multi`]);
+      expect(def.code, def.stderr).toBe(0);
+    });
+
+    it('a second pull downloads nothing ("Already exists"); a second push uploads nothing', async () => {
+      const h = await host();
+      const { store } = await seed('docker', 'suite/again');
+      const push = await ferry(['--store', store, 'push', `${h}/suite/again:docker`]);
+      expect(push.code).toBe(0);
+      expect(push.stderr).toMatch(/0 blob\(s\) uploaded/);
+      const pulled = join(await tempDir(), 's');
+      expect((await ferry(['--store', pulled, 'pull', `${h}/suite/again:docker`])).code).toBe(0);
+      const again = await ferry(['--store', pulled, 'pull', `${h}/suite/again:docker`]);
+      expect(again.code).toBe(0);
+      expect(again.stderr).toContain('Already exists');
+      expect(again.stdout).toContain('Image is up to date');
+    });
+
+    it('pushing an image to a second repository mounts its blobs instead of uploading them', async () => {
+      const h = await host();
+      const { store } = await seed('layers', 'suite/mount-a');
+      expect((await ferry(['--store', store, 'tag', `${h}/suite/mount-a:layers`, `${h}/suite/mount-b:layers`])).code).toBe(0);
+      const push = await ferry(['--store', store, 'push', `${h}/suite/mount-b:layers`]);
+      expect(push.code, push.stderr).toBe(0);
+      expect(push.stderr).toMatch(/0 blob\(s\) uploaded .* 4 mounted/);
+    });
+
+    it('copy docker:// -> docker:// on one registry retags without uploading blobs', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('plain', 'suite/retag');
+      const r = await ferry(['copy', `docker://${h}/suite/retag:plain`, `docker://${h}/suite/retag:renamed`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(exp.plain.digest);
+      expect(r.stdout).toMatch(/0 blob\(s\) copied/);
+      const tags = await ferry(['tags', `${h}/suite/retag`]);
+      expect(tags.stdout.split('\n').filter(Boolean).sort()).toEqual(['plain', 'renamed']);
+    });
+
+    it('copy between a registry and an OCI layout in both directions', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      expect((await ferry(['copy', `oci:${TESTDATA}:zstd`, `docker://${h}/suite/layout:z`])).code).toBe(0);
+      const dir = join(await tempDir(), 'l');
+      const back = await ferry(['copy', `docker://${h}/suite/layout:z`, `oci:${dir}:z`]);
+      expect(back.code, back.stderr).toBe(0);
+      expect(back.stdout).toContain(exp.zstd.digest);
+      expect((await ferry(['verify', dir])).code).toBe(0);
+    });
+
+    it('tags lists every tag; the catalog lists repositories', async () => {
+      const h = await host();
+      await seed('plain', 'suite/tags');
+      for (let i = 0; i < 12; i++) expect((await ferry(['copy', `docker://${h}/suite/tags:plain`, `docker://${h}/suite/tags:t${i}`])).code).toBe(0);
+      const tags = await ferry(['tags', '--json', `${h}/suite/tags`]);
+      expect(JSON.parse(tags.stdout)).toHaveLength(13);
+      const cat = await ferry(['catalog', h]);
+      expect(cat.code, cat.stderr).toBe(0);
+      expect(cat.stdout).toContain('suite/tags');
+    });
+
+    it('rm deletes a remote manifest; pulling it afterwards exits 2', async () => {
+      const h = await host();
+      await seed('plain', 'suite/rm');
+      const rm = await ferry(['rm', `docker://${h}/suite/rm:plain`]);
+      expect(rm.code, rm.stderr).toBe(0);
+      const pull = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${h}/suite/rm:plain`]);
+      expect(pull.code).toBe(2);
+      expect(pull.stderr).toMatch(/not found/);
+    });
+
+    it('a tag or repository that does not exist exits 2 and changes nothing', async () => {
+      const h = await host();
+      const store = join(await tempDir(), 's');
+      const r = await ferry(['--store', store, 'pull', `${h}/suite/nothing-here:nope`]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('suite/nothing-here:nope');
+      expect(await readdir(store).catch(() => [])).not.toContain('index.json.lock');
+    });
+  });
+}

@@ -1,0 +1,156 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createServer as createTcpServer } from 'node:net';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID, sign, createPrivateKey } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { tempDir } from './fs.js';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createTcpServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RunningRegistry {
+  /** host:port, as used in image references. */
+  host: string;
+  stop(): Promise<void>;
+}
+
+export interface DistributionOptions {
+  auth?: 'htpasswd' | 'token';
+  user?: string;
+  password?: string;
+  /** Token lifetime in seconds (token auth). */
+  tokenTtl?: number;
+}
+
+export const USER = 'ferry';
+export const PASSWORD = 's3cret-pass';
+
+async function waitReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`registry exited: ${log()}`);
+    try {
+      const r = await fetch(url);
+      await r.body?.cancel();
+      if (r.status === 200 || r.status === 401) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`registry did not start: ${log()}`);
+}
+
+/** Starts Debian's CNCF distribution registry on a free loopback port, optionally with auth. */
+export async function startDistribution(opts: DistributionOptions = {}): Promise<RunningRegistry & { tokenServer?: TokenServer }> {
+  const dir = await tempDir('ferry-registry-');
+  const port = await freePort();
+  const user = opts.user ?? USER;
+  const password = opts.password ?? PASSWORD;
+  let auth = '';
+  let tokenServer: TokenServer | undefined;
+  if (opts.auth === 'htpasswd') {
+    const line = execFileSync('htpasswd', ['-Bbn', user, password]).toString().trim();
+    await writeFile(join(dir, 'htpasswd'), line + '\n');
+    auth = `auth: {htpasswd: {realm: test, path: ${join(dir, 'htpasswd')}}}`;
+  } else if (opts.auth === 'token') {
+    tokenServer = await startTokenServer(dir, { user, password, ttl: opts.tokenTtl ?? 300 });
+    auth = `auth: {token: {realm: "${tokenServer.realm}", service: ${tokenServer.service}, issuer: ${tokenServer.issuer}, rootcertbundle: ${tokenServer.certPath}}}`;
+  }
+  await mkdir(join(dir, 'data'));
+  const config = [
+    'version: 0.1',
+    'log: {level: error, accesslog: {disabled: true}}',
+    `storage: {filesystem: {rootdirectory: ${join(dir, 'data')}}, delete: {enabled: true}}`,
+    `http: {addr: 127.0.0.1:${port}, secret: test-secret}`,
+    auth,
+  ].join('\n');
+  await writeFile(join(dir, 'config.yml'), config + '\n');
+  const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.on('data', (c: Buffer) => (log += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
+  await waitReady(`http://127.0.0.1:${port}/v2/`, child, () => log);
+  return {
+    host: `127.0.0.1:${port}`,
+    tokenServer,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      await tokenServer?.stop();
+    },
+  };
+}
+
+export interface TokenServer {
+  realm: string;
+  service: string;
+  issuer: string;
+  certPath: string;
+  /** Every request the token server saw (for asserting what credentials were sent). */
+  requests: Array<{ url: string; authorization?: string }>;
+  stop(): Promise<void>;
+}
+
+const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
+
+/**
+ * A token issuer for distribution's `token` auth: checks Basic credentials and signs ES256 JWTs
+ * whose x5c header carries the self-signed certificate the registry trusts.
+ */
+async function startTokenServer(dir: string, o: { user: string; password: string; ttl: number }): Promise<TokenServer> {
+  const keyPath = join(dir, 'token.key');
+  const certPath = join(dir, 'token.crt');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=ferry-test-token', '-days', '2', '-keyout', keyPath, '-out', certPath], { stdio: 'ignore' });
+  const key = createPrivateKey(await readFile(keyPath));
+  const pem = await readFile(certPath, 'utf8');
+  const der = pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+  const service = 'ferry-test-registry';
+  const issuer = 'ferry-test-issuer';
+  const requests: TokenServer['requests'] = [];
+  const expected = `Basic ${Buffer.from(`${o.user}:${o.password}`).toString('base64')}`;
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    requests.push({ url: req.url ?? '', authorization: req.headers.authorization });
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.headers.authorization !== expected) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
+      return;
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const access = url.searchParams.getAll('scope').flatMap((s) => {
+      const m = /^([a-z]+):(.+):([a-z*,]+)$/.exec(s);
+      return m ? [{ type: m[1], name: m[2], actions: m[3]!.split(',') }] : [];
+    });
+    const header = { alg: 'ES256', typ: 'JWT', x5c: [der] };
+    const claims = { iss: issuer, sub: o.user, aud: service, exp: now + o.ttl, nbf: now - 10, iat: now, jti: randomUUID(), access };
+    const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+    const sig = sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+    const token = `${input}.${b64url(sig)}`;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, expires_in: o.ttl, issued_at: new Date(now * 1000).toISOString() }));
+  });
+  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  return {
+    realm: `http://127.0.0.1:${port}/token`,
+    service,
+    issuer,
+    certPath,
+    requests,
+    stop: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+/** A DOCKER_CONFIG directory holding credentials for `host`. */
+export async function dockerConfigWith(host: string, user = USER, password = PASSWORD): Promise<string> {
+  const dir = await tempDir('ferry-docker-config-');
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString('base64') } } }));
+  return dir;
+}
