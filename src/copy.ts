@@ -113,9 +113,12 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
         await dst.put(d, body, { signal: opts.signal, reopen });
         break;
       } catch (e) {
-        // A transfer broken by the network is tried again from the start; a wrong digest never is.
-        if (attempt >= BLOB_ATTEMPTS || opts.signal?.aborted || !isFerryError(e, 'NETWORK')) throw e;
-        emit({ type: 'blob-retry', digest: d.digest, attempt, reason: e.message });
+        // A transfer broken by the network is tried again from the start; wrong content once more
+        // (a flaky proxy), then it is an integrity failure.
+        const network = isFerryError(e, 'NETWORK');
+        const integrity = isFerryError(e, 'DIGEST_MISMATCH') || isFerryError(e, 'SIZE_MISMATCH');
+        if (opts.signal?.aborted || !(network || integrity) || attempt >= (network ? BLOB_ATTEMPTS : 2)) throw e;
+        emit({ type: 'blob-retry', digest: d.digest, attempt, reason: (e as Error).message });
       }
     }
     report.blobs.copied++;

@@ -20,6 +20,7 @@ export interface RunOptions {
 /** Runs the real CLI (bin/ferry -> dist) as a child process. */
 export function ferry(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   const child = start(args, opts);
+  if (opts.input !== undefined) child.stdin!.end(opts.input);
   return finish(child);
 }
 

@@ -14,6 +14,7 @@ export interface SeenRequest {
  * - redirect: answer 307 to this URL
  * - replaceBody: forward the status and headers but send this body instead
  * - setHeaders: forward, overriding these response headers
+ * - dropRequestHeaders: forward without these request headers (e.g. ignore Range)
  */
 export interface Fault {
   status?: number;
@@ -24,6 +25,7 @@ export interface Fault {
   redirect?: string;
   replaceBody?: Buffer;
   setHeaders?: Record<string, string>;
+  dropRequestHeaders?: string[];
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -57,7 +59,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       res.writeHead(307, { location: fault.redirect }).end();
       return;
     }
-    const headers = { ...req.headers, host: upstream };
+    const headers: Record<string, string | string[] | undefined> = { ...req.headers, host: upstream };
+    for (const h of fault?.dropRequestHeaders ?? []) delete headers[h];
     const up = httpRequest({ host: uhost, port: Number(uport), method: req.method, path: req.url, headers }, (ures) => {
       const outHeaders = { ...ures.headers };
       // Rewrite absolute Locations so uploads keep going through the proxy.

@@ -1,0 +1,149 @@
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lookupCredential } from '../src/locations/registry/credentials.js';
+import { parseChallenges } from '../src/locations/registry/challenge.js';
+import { closeRegistryClients } from '../src/locations/registry-transport.js';
+import { failure } from './helpers/assert.js';
+import { ferry } from './helpers/cli.js';
+import { TESTDATA, tempDir } from './helpers/fs.js';
+import { dockerConfigWith, PASSWORD, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const distribution = hasTool('docker-registry') && hasTool('htpasswd') && hasTool('openssl');
+
+describe('WWW-Authenticate parsing', () => {
+  it('keeps quoted commas inside scope and reads several challenges', () => {
+    const c = parseChallenges('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:org/app:pull,push", Basic realm="x"');
+    expect(c).toEqual([
+      { scheme: 'bearer', params: { realm: 'https://auth.example/token', service: 'registry.example', scope: 'repository:org/app:pull,push' } },
+      { scheme: 'basic', params: { realm: 'x' } },
+    ]);
+  });
+
+  it('handles escapes, unquoted values and odd spacing', () => {
+    expect(parseChallenges('bearer  realm = "a\\"b" , service=svc')).toEqual([{ scheme: 'bearer', params: { realm: 'a"b', service: 'svc' } }]);
+  });
+});
+
+describe('credential lookup (D8, D9)', () => {
+  it('D8: matches the exact host only, never a longer look-alike', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'reg.example.com.evil.com': { auth: Buffer.from('a:b').toString('base64') } } }));
+    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toBeUndefined();
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://reg.example.com/v1/': { auth: Buffer.from('u:p:with:colons').toString('base64') } } }));
+    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'u', secret: 'p:with:colons' });
+  });
+
+  it('D8: Docker Hub credentials live under https://index.docker.io/v1/', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: Buffer.from('hub:pw').toString('base64') } } }));
+    expect(await lookupCredential('docker.io', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'hub', secret: 'pw' });
+  });
+
+  it('reads containers auth.json from REGISTRY_AUTH_FILE', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'auth.json'), JSON.stringify({ auths: { 'quay.io': { auth: Buffer.from('q:w').toString('base64') } } }));
+    expect(await lookupCredential('quay.io', { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), HOME: dir })).toEqual({ username: 'q', secret: 'w' });
+  });
+
+  it('D9: a malformed config.json is an AUTH error that never echoes its content', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'config.json'), '{"auths": {"x": {"auth": "c2VjcmV0LXB3"}');
+    const err = await failure(lookupCredential('x', { DOCKER_CONFIG: dir, HOME: dir }));
+    expect(err.code).toBe('AUTH');
+    expect(err.message).not.toContain('c2VjcmV0LXB3');
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { x: { auth: '!!!not base64!!!' } } }));
+    const bad = await failure(lookupCredential('x', { DOCKER_CONFIG: dir, HOME: dir }));
+    expect(bad.code).toBe('AUTH');
+    expect(bad.message).not.toContain('!!!not base64!!!');
+  });
+
+  it('D7: a configured credential helper that is missing is an error naming it, with no fallback', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ credsStore: 'nonexistent-helper', auths: { x: { auth: Buffer.from('a:b').toString('base64') } } }));
+    const err = await failure(lookupCredential('x', { DOCKER_CONFIG: dir, HOME: dir }));
+    expect(err.code).toBe('AUTH');
+    expect(err.message).toContain('docker-credential-nonexistent-helper');
+  });
+});
+
+describe.skipIf(!distribution)('registry authentication against the CNCF distribution registry', () => {
+  let basic: RunningRegistry;
+  let token: RunningRegistry & { tokenServer?: TokenServer };
+  let seeded: string;
+
+  beforeAll(async () => {
+    [basic, token] = await Promise.all([startDistribution({ auth: 'htpasswd' }), startDistribution({ auth: 'token' })]);
+    seeded = join(await tempDir(), 'store');
+    expect((await ferry(['--store', seeded, 'copy', '-q', `oci:${TESTDATA}:layers`, 'example.com/auth/layers:1'])).code).toBe(0);
+  });
+  afterAll(async () => {
+    await Promise.all([basic?.stop(), token?.stop()]);
+    await closeRegistryClients();
+  });
+
+  it('without credentials a pull exits 5 and says how to log in', async () => {
+    const cfg = await tempDir();
+    for (const reg of [basic, token]) {
+      const r = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${reg.host}/auth/x:1`], { env: { DOCKER_CONFIG: cfg } });
+      expect(r.code, r.stderr).toBe(5);
+      expect(r.stderr).toContain(`ferry login ${reg.host}`);
+    }
+  });
+
+  it('D5: a wrong password exits 5 after at most one retry, and login saves nothing', async () => {
+    const cfg = await tempDir();
+    for (const reg of [basic, token]) {
+      const r = await ferry(['login', reg.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: 'wrong-password\n' });
+      expect(r.code, r.stderr).toBe(5);
+      expect(r.stderr).not.toContain('wrong-password');
+    }
+    await expect(stat(join(cfg, 'config.json'))).rejects.toThrow();
+    expect(token.tokenServer!.requests.filter((q) => q.authorization?.startsWith('Basic')).length).toBeLessThanOrEqual(2);
+  });
+
+  it('D10: login checks, then writes config.json 0600 atomically keeping unknown keys; logout removes the entry', async () => {
+    const cfg = await tempDir();
+    await writeFile(join(cfg, 'config.json'), JSON.stringify({ currentContext: 'keep-me', auths: { 'other.example': { auth: 'eDp5' } } }));
+    await chmod(join(cfg, 'config.json'), 0o644);
+    for (const reg of [basic, token]) {
+      const r = await ferry(['login', reg.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: `${PASSWORD}\n` });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('Login Succeeded');
+    }
+    const doc = JSON.parse(await readFile(join(cfg, 'config.json'), 'utf8'));
+    expect(doc.currentContext).toBe('keep-me');
+    expect(doc.auths['other.example']).toEqual({ auth: 'eDp5' });
+    expect(Buffer.from(doc.auths[basic.host].auth, 'base64').toString()).toBe(`${USER}:${PASSWORD}`);
+    expect((await stat(join(cfg, 'config.json'))).mode & 0o777).toBe(0o600);
+    const out = await ferry(['logout', basic.host], { env: { DOCKER_CONFIG: cfg } });
+    expect(out.code).toBe(0);
+    expect(JSON.parse(await readFile(join(cfg, 'config.json'), 'utf8')).auths[basic.host]).toBeUndefined();
+  });
+
+  it('push and pull work with basic auth and with bearer tokens; digests survive', async () => {
+    for (const reg of [basic, token]) {
+      const cfg = await dockerConfigWith(reg.host);
+      const env = { DOCKER_CONFIG: cfg };
+      expect((await ferry(['--store', seeded, 'tag', 'example.com/auth/layers:1', `${reg.host}/auth/layers:1`])).code).toBe(0);
+      const push = await ferry(['--store', seeded, 'push', `${reg.host}/auth/layers:1`], { env });
+      expect(push.code, push.stderr).toBe(0);
+      const pull = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${reg.host}/auth/layers:1`], { env });
+      expect(pull.code, pull.stderr).toBe(0);
+      expect(push.stdout).toContain(pull.stdout.match(/sha256:[0-9a-f]{64}/)![0]);
+    }
+  });
+
+  it('D11: --debug output shows requests but never a password, a token or an Authorization header', async () => {
+    for (const reg of [basic, token]) {
+      const cfg = await dockerConfigWith(reg.host);
+      const r = await ferry(['--debug', '--store', join(await tempDir(), 's'), 'pull', `${reg.host}/auth/layers:1`], { env: { DOCKER_CONFIG: cfg } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/debug: GET http:\/\/127\.0\.0\.1:\d+\/v2\//);
+      expect(r.stderr).not.toContain(PASSWORD);
+      expect(r.stderr).not.toContain(Buffer.from(`${USER}:${PASSWORD}`).toString('base64'));
+      expect(r.stderr).not.toMatch(/Bearer|Basic |eyJ[A-Za-z0-9_-]{10,}/);
+    }
+  });
+});

@@ -1,0 +1,302 @@
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { closeRegistryClients, registryClient } from '../src/locations/registry-transport.js';
+import { RegistryRepository } from '../src/locations/registry/repository.js';
+import { finish, ferry, start } from './helpers/cli.js';
+import { testdataImages } from './helpers/expected-images.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
+import { dockerConfigWith, startDistribution, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const distribution = hasTool('docker-registry');
+const FAST = { FERRY_RETRY_BACKOFF_MS: '20' };
+
+describe.skipIf(!distribution)('lying registries and hostile networks (catalogue C, D)', () => {
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  let big: { layer: string; size: number };
+  const exp = testdataImages();
+
+  beforeAll(async () => {
+    reg = await startDistribution();
+    proxy = await startFaultProxy(reg.host);
+    const store = join(await tempDir(), 'seed');
+    for (const tag of ['layers', 'multi'] as const) {
+      expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:${tag}`, `${reg.host}/faults/${tag}:1`])).code).toBe(0);
+      expect((await ferry(['--store', store, 'push', `${reg.host}/faults/${tag}:1`])).code).toBe(0);
+    }
+    const src = join(await tempDir(), 'big');
+    const [img] = await makeLayout(src, [{ tag: 'big', layers: [8 << 20] }]);
+    big = { layer: img!.layers[0]!.digest, size: img!.layers[0]!.size };
+    expect((await ferry(['copy', `oci:${src}:big`, `docker://${reg.host}/faults/big:1`])).code).toBe(0);
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  const pull = async (ref: string, extra: string[] = []) => {
+    const store = join(await tempDir(), 'store');
+    const r = await ferry(['--store', store, 'pull', ...extra, `${proxy.host}/${ref}`], { env: FAST });
+    return { ...r, store };
+  };
+  const isBlob = (url: string, digest?: string) => url.includes('/blobs/') && !url.includes('/uploads/') && (!digest || url.endsWith(digest));
+
+  it('C1: blob bytes that do not match the digest are retried once, then exit 4; nothing is published', async () => {
+    const layer = (await exp).layers.layers![0]!.digest;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, layer) ? { flipByte: 5 } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`expected ${layer}, got sha256:`);
+    expect(proxy.seen.filter((q) => isBlob(q.url, layer)).length).toBeGreaterThanOrEqual(2);
+    const blobs = await readFile(join(r.store, 'index.json'), 'utf8');
+    expect(JSON.parse(blobs).manifests).toEqual([]);
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
+  it('C3: a manifest fetched by digest whose bytes differ is refused with exit 4', async () => {
+    const e = await exp;
+    const other = await readFile(join(TESTDATA, 'blobs', 'sha256', e.multi.digest.slice(7)));
+    proxy.setRule((q) => (q.url.includes(`/manifests/${e.layers.digest}`) ? { replaceBody: other, setHeaders: { 'docker-content-digest': e.layers.digest } } : undefined));
+    const r = await pull(`faults/layers@${e.layers.digest}`);
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/digest mismatch/);
+  });
+
+  it('C4: a tag pull whose Docker-Content-Digest disagrees with the bytes exits 4', async () => {
+    proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { setHeaders: { 'docker-content-digest': `sha256:${'0'.repeat(64)}` } } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain('Docker-Content-Digest');
+  });
+
+  it('C5: a wrong size in a manifest-list entry exits 4', async () => {
+    const e = await exp;
+    const index = JSON.parse(await readFile(join(TESTDATA, 'blobs', 'sha256', e.multi.digest.slice(7)), 'utf8'));
+    index.manifests[0].size += 1;
+    const lying = Buffer.from(JSON.stringify(index));
+    proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith('/faults/multi/manifests/1') ? { replaceBody: lying, setHeaders: { 'docker-content-digest': '' } } : undefined));
+    const r = await pull('faults/multi:1', ['--platform', 'linux/amd64']);
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/size mismatch/);
+  });
+
+  it('C6: a connection reset at 60% resumes with Range and the whole digest is verified', async () => {
+    let resets = 0;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, big.layer) && !q.headers.range && resets++ === 0 ? { resetAfter: Math.floor(big.size * 0.6) } : undefined));
+    const before = proxy.seen.length;
+    const r = await pull('faults/big:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    const ranged = proxy.seen.slice(before).filter((q) => isBlob(q.url, big.layer) && q.headers.range);
+    expect(ranged.length).toBe(1);
+    expect(ranged[0]!.headers.range).toMatch(/^bytes=\d+-$/);
+    expect((await ferry(['--store', r.store, 'verify'])).code).toBe(0);
+  });
+
+  it('C7: a server that ignores Range (200) is handled by skipping the bytes already verified', async () => {
+    let resets = 0;
+    proxy.setRule((q) => {
+      if (q.method !== 'GET' || !isBlob(q.url, big.layer)) return undefined;
+      if (q.headers.range) return { dropRequestHeaders: ['range'] };
+      return resets++ === 0 ? { resetAfter: Math.floor(big.size / 3) } : undefined;
+    });
+    const r = await pull('faults/big:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await ferry(['--store', r.store, 'verify'])).code).toBe(0);
+  });
+
+  it('C8: 503 twice, then success: backoff, retries logged, exit 0', async () => {
+    proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n < 2 ? { status: 503 } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.match(/retrying .* \(HTTP 503/g)).toHaveLength(2);
+  });
+
+  it('C9: a persistent 500 exits 6 naming the URL and the status', async () => {
+    proxy.setRule((q) => (q.url.includes('/manifests/') ? { status: 500, body: '{"errors":[{"code":"UNKNOWN","message":"boom"}]}' } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain('HTTP 500');
+    expect(r.stderr).toContain('faults/layers');
+  });
+
+  it('C10: 429 with Retry-After: 1 waits at least a second; Retry-After: 3600 is over the cap, exit 6', async () => {
+    proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n === 0 ? { status: 429, headers: { 'retry-after': '1' } } : undefined));
+    const t0 = Date.now();
+    const ok = await pull('faults/layers:1');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    const date = new Date(Date.now() + 1500).toUTCString();
+    proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n === 0 ? { status: 429, headers: { 'retry-after': date } } : undefined));
+    expect((await pull('faults/layers:1')).code).toBe(0);
+    proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { status: 429, headers: { 'retry-after': '3600' } } : undefined));
+    const t1 = Date.now();
+    const capped = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(capped.code).toBe(6);
+    expect(capped.stderr).toMatch(/retry after 3600 s/);
+    expect(Date.now() - t1).toBeLessThan(10_000);
+  });
+
+  it('C12: a manifest body that does not stop is cut at 4 MiB, exit 3', async () => {
+    proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { status: 200, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{"a":"' + 'x'.repeat(5 << 20) } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/exceeds limit/);
+  });
+
+  it('C13: an HTML page where a manifest should be (captive portal) exits 3', async () => {
+    proxy.setRule((q) => (q.url.includes('/manifests/') ? { status: 200, headers: { 'content-type': 'text/html' }, body: '<html>login</html>' } : undefined));
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain('unexpected content type text/html');
+  });
+
+  it('C14: pagination follows relative Links with commas in the cursor; a self-loop exits 6', async () => {
+    const pages: Record<string, { tags: string[]; next?: string }> = {
+      '': { tags: ['a', 'b'], next: '/v2/faults/paged/tags/list?n=2&last=b%2Cc' },
+      'b,c': { tags: ['c', 'd'], next: 'list?n=2&last=d' },
+      d: { tags: ['e'] },
+    };
+    proxy.setRule((q) => {
+      if (!q.url.startsWith('/v2/faults/paged/tags/list')) return undefined;
+      const last = new URL(q.url, 'http://x').searchParams.get('last') ?? '';
+      const p = pages[last]!;
+      return { status: 200, headers: { 'content-type': 'application/json', ...(p.next ? { link: `<${p.next}>; rel="next"` } : {}) }, body: JSON.stringify({ name: 'faults/paged', tags: p.tags }) };
+    });
+    const r = await ferry(['tags', `${proxy.host}/faults/paged`], { env: FAST });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim().split('\n')).toEqual(['a', 'b', 'c', 'd', 'e']);
+    proxy.setRule((q) => (q.url.startsWith('/v2/faults/loop/tags/list') ? { status: 200, headers: { 'content-type': 'application/json', link: '</v2/faults/loop/tags/list>; rel="next"' }, body: '{"tags":["x"]}' } : undefined));
+    const loop = await ferry(['tags', `${proxy.host}/faults/loop`], { env: FAST });
+    proxy.setRule(undefined);
+    expect(loop.code).toBe(6);
+    expect(loop.stderr).toMatch(/loops/);
+  });
+
+  it('H5/C15: a chunked upload that fails mid-way resumes from the registry offset with the right digest', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [3 << 20] }]);
+    let patches = 0;
+    proxy.setRule((q) => (q.method === 'PATCH' && ++patches === 3 ? { status: 500 } : undefined));
+    try {
+      const repo = new RegistryRepository(registryClient(proxy.host), 'faults/chunked', { monolithicMax: 1 << 20, chunkSize: 512 << 10 });
+      const r = await copy(await OciLayout.open(src), repo, [{ ref: 't', names: [{ tag: '1' }] }]);
+      expect(r.images[0]!.digest).toBe(img!.manifest.digest);
+    } finally {
+      proxy.setRule(undefined);
+      await closeRegistryClients();
+    }
+    expect(patches).toBeGreaterThan(6);
+    const back = join(await tempDir(), 'back');
+    const pulled = await ferry(['copy', `docker://${reg.host}/faults/chunked:1`, `oci:${back}:x`]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect((await ferry(['verify', back])).code).toBe(0);
+  });
+
+  it('F4: a push interrupted by SIGINT exits 130; the rerun skips the blobs already there and pushes the manifest last', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'f4', layers: [24 << 20, 24 << 20, 24 << 20] }]);
+    const child = start(['copy', `oci:${src}:f4`, `docker://${proxy.host}/faults/f4:1`]);
+    const done = finish(child);
+    const t0 = proxy.seen.length;
+    for (let i = 0; i < 400 && !proxy.seen.slice(t0).some((q) => q.method === 'PUT' && q.url.includes('/uploads/')); i++) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGINT');
+    const first = await done;
+    expect([0, 130]).toContain(first.code);
+    const t1 = proxy.seen.length;
+    const rerun = await ferry(['copy', `oci:${src}:f4`, `docker://${proxy.host}/faults/f4:1`]);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    const later = proxy.seen.slice(t1);
+    const lastPut = later.map((q, i) => ({ q, i })).filter(({ q }) => q.method === 'PUT').pop()!;
+    expect(lastPut.q.url).toMatch(/\/manifests\/1$/);
+    if (first.code === 130) expect(rerun.stdout).toMatch(/already present/);
+  });
+});
+
+describe.skipIf(!distribution)('credentials on the wire (catalogue D)', () => {
+  let reg: RunningRegistry & { tokenServer?: TokenServer };
+  let basicReg: RunningRegistry;
+  let proxy: FaultProxy;
+  let basicProxy: FaultProxy;
+  let cdn: { host: string; seen: IncomingHttpHeaders[]; stop(): Promise<void> };
+  const exp = testdataImages();
+
+  beforeAll(async () => {
+    [reg, basicReg] = await Promise.all([startDistribution({ auth: 'token' }), startDistribution({ auth: 'htpasswd' })]);
+    [proxy, basicProxy] = await Promise.all([startFaultProxy(reg.host), startFaultProxy(basicReg.host)]);
+    for (const r of [reg, basicReg]) {
+      const env = { DOCKER_CONFIG: await dockerConfigWith(r.host) };
+      expect((await ferry(['copy', `oci:${TESTDATA}:layers`, `docker://${r.host}/creds/layers:1`], { env })).code).toBe(0);
+    }
+    const layer = (await exp).layers.layers![0]!;
+    const bytes = await readFile(join(TESTDATA, 'blobs', 'sha256', layer.digest.slice(7)));
+    const seen: IncomingHttpHeaders[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers);
+      res.writeHead(200, { 'content-length': String(bytes.byteLength) }).end(bytes);
+    });
+    const port = await new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as { port: number }).port)));
+    cdn = { host: `127.0.0.1:${port}`, seen, stop: () => new Promise((r) => server.close(() => r())) };
+  });
+  afterAll(async () => {
+    await Promise.all([proxy?.stop(), basicProxy?.stop(), cdn?.stop()]);
+    await Promise.all([reg?.stop(), basicReg?.stop()]);
+  });
+
+  it('D1: a blob redirected to another host (S3 style) is fetched without Authorization', async () => {
+    const layer = (await exp).layers.layers![0]!.digest;
+    for (const [p, r] of [[proxy, reg], [basicProxy, basicReg]] as const) {
+      p.setRule((q) => (q.method === 'GET' && q.url.endsWith(`/blobs/${layer}`) ? { redirect: `http://${cdn.host}/bucket/${layer.slice(7)}?X-Amz-Signature=abc` } : undefined));
+      const env = { DOCKER_CONFIG: await dockerConfigWith(p.host) };
+      const before = cdn.seen.length;
+      const res = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${p.host}/creds/layers:1`], { env });
+      p.setRule(undefined);
+      expect(res.code, res.stderr).toBe(0);
+      const cdnSaw = cdn.seen.slice(before);
+      expect(cdnSaw.length).toBe(1);
+      expect(cdnSaw[0]!.authorization).toBeUndefined();
+      expect(cdnSaw[0]!['proxy-authorization']).toBeUndefined();
+      // The registry itself did get credentials.
+      expect(p.seen.some((q) => q.headers.authorization)).toBe(true);
+      void r;
+    }
+  });
+
+  it('D6: a token refused mid-pull is renewed once and the pull continues', async () => {
+    const layer = (await exp).layers.layers![1]!.digest;
+    const challenge = `Bearer realm="${reg.tokenServer!.realm}",service="${reg.tokenServer!.service}",scope="repository:creds/layers:pull"`;
+    proxy.setRule((q, n) => (q.method === 'GET' && q.url.endsWith(`/blobs/${layer}`) && n === 0 ? { status: 401, headers: { 'www-authenticate': challenge } } : undefined));
+    const before = reg.tokenServer!.requests.length;
+    const env = { DOCKER_CONFIG: await dockerConfigWith(proxy.host) };
+    const res = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env });
+    proxy.setRule(undefined);
+    expect(res.code, res.stderr).toBe(0);
+    expect(reg.tokenServer!.requests.length - before).toBeGreaterThanOrEqual(2);
+  });
+
+  it('D3: a bearer realm pointing at link-local metadata is refused without sending credentials (exit 5)', async () => {
+    proxy.setRule((q) => (q.url === '/v2/' || q.url.includes('/manifests/') ? { status: 401, headers: { 'www-authenticate': 'Bearer realm="http://169.254.169.254/latest/meta-data",service="x"' } } : undefined));
+    const env = { DOCKER_CONFIG: await dockerConfigWith(proxy.host) };
+    const res = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env });
+    proxy.setRule(undefined);
+    expect(res.code, res.stderr).toBe(5);
+    expect(res.stderr).toContain('refusing the token realm http://169.254.169.254');
+  });
+});
