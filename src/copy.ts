@@ -33,6 +33,10 @@ export type CopyEvent =
 export interface CopyOptions {
   /** Default: every platform. */
   platforms?: PlatformSelection;
+  /** Also copy the manifests that refer to the copied ones (signatures, SBOMs, attestations). */
+  referrers?: boolean;
+  /** How a referrer found under a tag (cosign's `sha256-<hex>.sig`) is named at the destination. */
+  nameReferrerTag?: (tag: string) => TagName | undefined;
   /** Blobs in flight at once. */
   concurrency?: number;
   signal?: AbortSignal;
@@ -81,6 +85,7 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     opts.signal?.throwIfAborted();
     plans.push(await plan(src, root, opts));
   }
+  if (opts.referrers && src.referrers) await planReferrers(src, plans, opts);
 
   const uniqueBlobs = new Map<Digest, Descriptor>();
   for (const p of plans) for (const b of p.blobs) {
@@ -216,6 +221,29 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
     }
   }
   return { root, target, documents, blobs, platforms: [...platforms] };
+}
+
+/**
+ * Adds every referrer of every copied manifest as an extra root (two levels: a signature of an
+ * attestation is carried too). Referrers found under a tag keep that tag.
+ */
+async function planReferrers(src: Source, plans: Planned[], opts: CopyOptions): Promise<void> {
+  const planned = new Set(plans.flatMap((p) => p.documents.map((d) => d.descriptor.digest)));
+  let subjects = plans.flatMap((p) => p.documents.map((d) => d.descriptor));
+  for (let level = 0; level < 2 && subjects.length > 0; level++) {
+    const next: Descriptor[] = [];
+    for (const subject of subjects) {
+      for (const r of await src.referrers!(subject, { signal: opts.signal })) {
+        if (planned.has(r.descriptor.digest)) continue;
+        planned.add(r.descriptor.digest);
+        const name = r.tag ? opts.nameReferrerTag?.(r.tag) : undefined;
+        const p = await plan(src, { ref: r.descriptor.digest, names: name ? [name] : [] }, { ...opts, platforms: 'all' });
+        plans.push(p);
+        next.push(...p.documents.map((d) => d.descriptor));
+      }
+    }
+    subjects = next;
+  }
 }
 
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -3,6 +3,7 @@ import { openSink, openSource, type RegistrySettings } from './locations/locatio
 import { RegistryRepository } from './locations/registry/repository.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
+import type { TagName } from './types.js';
 
 export interface CopyImageOptions {
   source: string;
@@ -15,6 +16,15 @@ export interface CopyImageOptions {
   registry?: RegistrySettings;
   /** Blobs in flight at once (default 4). */
   jobs?: number;
+  /** Carry signatures, SBOMs and attestations that refer to the image. */
+  referrers?: boolean;
+}
+
+/** The name a referrer found under `tag` gets beside an image named `name`. */
+export function referrerName(name: TagName | undefined, tag: string): TagName {
+  if (!name?.name) return { tag };
+  const at = name.name.lastIndexOf(':');
+  return { tag, name: `${name.name.slice(0, at)}:${tag}` };
 }
 
 /** `ferry copy` as a library call: opens both locations, runs the engine, closes everything. */
@@ -34,6 +44,8 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
         signal: o.signal,
         onEvent: o.onEvent,
         concurrency: o.jobs,
+        referrers: o.referrers,
+        nameReferrerTag: (tag) => referrerName(name, tag),
       });
     } finally {
       await dst.sink.close();

@@ -13,6 +13,8 @@ import type { Digest } from './oci/digest.js';
 import { defaultStoreDir } from './store.js';
 
 export interface TransferOptions {
+  /** Carry signatures, SBOMs and attestations that refer to the images. */
+  referrers?: boolean;
   storeDir?: string;
   registry?: RegistrySettings;
   signal?: AbortSignal;
@@ -52,6 +54,8 @@ export async function pullImage(image: string, o: PullOptions = {}): Promise<Cop
       signal: o.signal,
       onEvent: o.onEvent,
       concurrency: o.jobs,
+      referrers: o.referrers,
+      nameReferrerTag: (tag) => tagged(ref, tag),
     });
     return { ...report, reference: repositoryName(ref) };
   } finally {
@@ -89,7 +93,10 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     if (r && r.domain === target.domain && r.path !== target.path) repo.addMountSource(r.path);
   }
   try {
-    const report = await copy(store, repo, roots, { platforms: 'all', signal: o.signal, onEvent: o.onEvent, concurrency: o.jobs });
+    const report = await copy(store, repo, roots, {
+      platforms: 'all', signal: o.signal, onEvent: o.onEvent, concurrency: o.jobs,
+      referrers: o.referrers, nameReferrerTag: (tag) => tagged(target, tag),
+    });
     return { ...report, reference: repositoryName(target) };
   } finally {
     await store.close();

@@ -19,7 +19,15 @@ export interface Source {
   /** Tag, name or digest -> the root descriptor. */
   resolve(ref: string): Promise<Descriptor>;
   fetch(d: Descriptor, o?: FetchOptions): Promise<Readable>;
+  /** Optional: manifests whose `subject` is `d` (and, for registries, cosign-style tags naming it). */
+  referrers?(d: Descriptor, o?: FetchOptions): Promise<Referrer[]>;
   close(): Promise<void>;
+}
+
+export interface Referrer {
+  descriptor: Descriptor;
+  /** Set when the referrer was found under a tag (`sha256-<hex>.sig`), to keep that name. */
+  tag?: string;
 }
 
 export interface PutOptions {

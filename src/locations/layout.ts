@@ -10,7 +10,7 @@ import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../o
 import { MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
-import type { FetchOptions, PutOptions, Sink, Source, TagName } from '../types.js';
+import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
 import { processAlive, withLock } from './lock.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
@@ -159,6 +159,35 @@ export class OciLayout implements Source, Sink {
     if (st.size > MAX_JSON_BYTES) throw new FerryError('INVALID_INPUT', `${digest} is not a manifest (${st.size} bytes)`);
     const doc = parseManifestDocument(await readFile(path), { where: path });
     return { mediaType: doc.mediaType, digest, size: st.size };
+  }
+
+  /**
+   * Manifests in index.json whose `subject` is `d`, plus entries tagged cosign-style
+   * (`sha256-<hex>.sig`): referrers are stored as roots so that gc keeps them.
+   */
+  async referrers(d: Descriptor): Promise<Referrer[]> {
+    const out: Referrer[] = [];
+    const cosign = `${d.digest.replace(':', '-')}.`;
+    for (const e of await this.entries()) {
+      if (e.descriptor.digest === d.digest) continue;
+      if (e.tag?.startsWith(cosign)) {
+        out.push({ descriptor: e.descriptor, tag: e.tag });
+        continue;
+      }
+      if (e.descriptor.size > MAX_JSON_BYTES) continue;
+      const bytes = await readFile(this.blobPath(e.descriptor.digest)).catch(() => undefined);
+      if (!bytes) continue;
+      try {
+        const doc = parseManifestDocument(bytes, { declared: e.descriptor.mediaType, where: e.descriptor.digest });
+        const subject = doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject;
+        if (subject?.digest === d.digest && !out.some((r) => r.descriptor.digest === e.descriptor.digest)) {
+          out.push({ descriptor: { mediaType: e.descriptor.mediaType, digest: e.descriptor.digest, size: e.descriptor.size } });
+        }
+      } catch {
+        // not a manifest this reader understands: not a referrer
+      }
+    }
+    return out;
   }
 
   async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {

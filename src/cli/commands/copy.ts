@@ -9,6 +9,7 @@ interface Args extends GlobalArgs {
   platform?: string;
   all?: boolean;
   jobs?: number;
+  referrers?: boolean;
 }
 
 export const copyCommand: CommandModule<GlobalArgs, Args> = {
@@ -20,7 +21,8 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       .positional('destination', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
       .option('all', { type: 'boolean', describe: 'same as --platform all' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const platforms = args.all ? 'all' : args.platform ? parsePlatformSelection(args.platform) : 'all';
     const report = await copyImage({
@@ -32,6 +34,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       onEvent: progressPrinter(args),
       registry: registrySettings(args),
       jobs: args.jobs,
+      referrers: args.referrers,
     });
     if (args.json) return printJson(report);
     for (const i of report.images) {

@@ -8,6 +8,7 @@ interface Args extends GlobalArgs {
   platform?: string;
   'all-tags'?: boolean;
   jobs?: number;
+  referrers?: boolean;
 }
 
 export const pullCommand: CommandModule<GlobalArgs, Args> = {
@@ -18,7 +19,8 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       .positional('image', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: this host\'s)' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'pull every tag of the repository' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     status(args, `Pulling ${args.image}`);
     const report = await pullImage(args.image, {
@@ -29,6 +31,7 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       signal: interrupt.signal,
       onEvent: progressPrinter(args),
       jobs: args.jobs,
+      referrers: args.referrers,
     });
     if (args.json) return printJson(report);
     for (const i of report.images) {

@@ -7,6 +7,7 @@ interface Args extends GlobalArgs {
   destination?: string;
   'all-tags'?: boolean;
   jobs?: number;
+  referrers?: boolean;
 }
 
 export const pushCommand: CommandModule<GlobalArgs, Args> = {
@@ -17,7 +18,8 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .positional('image', { type: 'string', demandOption: true, describe: 'store image, NAME[:TAG]' })
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' }),
+      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const report = await pushImage(args.image, {
       storeDir: args.store,
@@ -27,6 +29,7 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       signal: interrupt.signal,
       onEvent: progressPrinter(args),
       jobs: args.jobs,
+      referrers: args.referrers,
     });
     if (args.json) return printJson(report);
     for (const i of report.images) {

@@ -1,11 +1,11 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { FerryError } from '../../errors.js';
+import { FerryError, isFerryError } from '../../errors.js';
 import { readCapped } from '../../blob/verify.js';
 import { digestOf, isDigest, type Digest } from '../../oci/digest.js';
-import { isManifestLike, MANIFEST_ACCEPT } from '../../oci/mediatypes.js';
-import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor } from '../../oci/manifest.js';
-import type { FetchOptions, PutOptions, Sink, Source, TagName } from '../../types.js';
+import { isManifestLike, MANIFEST_ACCEPT, MediaType } from '../../oci/mediatypes.js';
+import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageIndex, type ParsedDocument } from '../../oci/manifest.js';
+import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../../types.js';
 import { errorDetail, type RegistryClient } from './client.js';
 import { header, isRetryableError, type HttpResponse } from './http.js';
 
@@ -29,6 +29,7 @@ export class RegistryRepository implements Source, Sink {
   private readonly manifests = new Map<Digest, Buffer>();
   private readonly pendingTags: Array<{ root: Descriptor; tag: string }> = [];
   private readonly monolithicMax: number;
+  private tagList?: Promise<string[]>;
   private readonly chunkSize: number;
 
   constructor(readonly client: RegistryClient, readonly path: string, private readonly opts: RepositoryOptions = {}) {
@@ -186,8 +187,11 @@ export class RegistryRepository implements Source, Sink {
   async put(d: Descriptor, body: Readable, o: PutOptions = {}): Promise<void> {
     if (isManifestLike(d.mediaType)) {
       const bytes = await readCapped(body, MAX_JSON_BYTES, `manifest ${d.digest}`);
-      await this.putManifest(d.digest, d.mediaType, bytes);
+      const recorded = await this.putManifest(d.digest, d.mediaType, bytes);
       this.manifests.set(d.digest, bytes);
+      const doc = parseManifestDocument(bytes, { declared: d.mediaType, where: `manifest ${d.digest}` });
+      const subject = doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject;
+      if (subject && !recorded) await this.addToReferrersTag(subject.digest, d, doc);
       return;
     }
     const start = await this.client.request({
@@ -292,7 +296,38 @@ export class RegistryRepository implements Source, Sink {
     }
   }
 
-  private async putManifest(ref: string, mediaType: string, bytes: Buffer): Promise<void> {
+  async referrers(d: Descriptor, o: FetchOptions = {}): Promise<Referrer[]> {
+    if (!isManifestLike(d.mediaType)) return [];
+    const out: Referrer[] = [];
+    const res = await this.client.request({
+      method: 'GET', path: `/v2/${this.path}/referrers/${d.digest}`, scopes: this.pull(), headers: { accept: MediaType.OciIndex }, signal: o.signal,
+    });
+    if (res.status === 200) {
+      const doc = parseManifestDocument(await readCapped(res.body, MAX_JSON_BYTES, `referrers of ${d.digest}`), { where: `referrers of ${this.name}@${d.digest}` });
+      if (doc.kind === 'index') out.push(...doc.index.manifests.map((descriptor) => ({ descriptor })));
+    } else {
+      await res.body.dump();
+      // No Referrers API: the fallback tag holds an index of referrers.
+      const fallback = await this.resolve(referrersTag(d.digest)).catch((e: unknown) => {
+        if (isFerryError(e, 'NOT_FOUND')) return undefined;
+        throw e;
+      });
+      if (fallback) {
+        const doc = parseManifestDocument(this.manifests.get(fallback.digest)!, { where: `${this.name}:${referrersTag(d.digest)}` });
+        if (doc.kind === 'index') out.push(...doc.index.manifests.map((descriptor) => ({ descriptor })));
+      }
+    }
+    // cosign's tags: sha256-<hex>.sig / .att / .sbom
+    this.tagList ??= this.listTags({ signal: o.signal }).catch(() => []);
+    const prefix = `${referrersTag(d.digest)}.`;
+    for (const tag of (await this.tagList).filter((t) => t.startsWith(prefix))) {
+      out.push({ descriptor: await this.resolve(tag, o), tag });
+    }
+    return out;
+  }
+
+  /** PUTs a manifest; true when the registry says it recorded its subject (OCI-Subject). */
+  private async putManifest(ref: string, mediaType: string, bytes: Buffer): Promise<boolean> {
     const res = await this.client.request({
       method: 'PUT', path: `/v2/${this.path}/manifests/${ref}`, scopes: this.push(), body: bytes,
       headers: { 'content-type': mediaType },
@@ -304,6 +339,31 @@ export class RegistryRepository implements Source, Sink {
     if (announced && announced !== digest) {
       throw new FerryError('DIGEST_MISMATCH', `${this.name}:${ref}: the registry stored the manifest as ${announced}, expected ${digest}`);
     }
+    return header(res, 'oci-subject') !== undefined;
+  }
+
+  /** For registries without the Referrers API: keep the `sha256-<hex>` index of referrers current. */
+  private async addToReferrersTag(subject: Digest, d: Descriptor, doc: ParsedDocument): Promise<void> {
+    const tag = referrersTag(subject);
+    let index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
+    const current = await this.resolve(tag).catch((e: unknown) => {
+      if (isFerryError(e, 'NOT_FOUND')) return undefined;
+      throw e;
+    });
+    if (current) {
+      const old = parseManifestDocument(this.manifests.get(current.digest)!, { where: `${this.name}:${tag}` });
+      if (old.kind === 'index') index = old.index;
+    }
+    if (index.manifests.some((m) => m.digest === d.digest)) return;
+    const m = doc.kind === 'manifest' ? doc.manifest : undefined;
+    const entry: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+    const artifactType = m?.artifactType ?? m?.config.mediaType ?? (doc.kind === 'index' ? doc.index.artifactType : undefined);
+    if (artifactType) entry.artifactType = artifactType;
+    const annotations = m?.annotations ?? (doc.kind === 'index' ? doc.index.annotations : undefined);
+    if (annotations) entry.annotations = annotations;
+    const bytes = Buffer.from(JSON.stringify({ ...index, manifests: [...index.manifests, entry] }));
+    await this.putManifest(tag, MediaType.OciIndex, bytes);
+    this.manifests.set(digestOf(bytes), bytes);
   }
 
   async tag(root: Descriptor, name: TagName | undefined): Promise<void> {
@@ -367,6 +427,12 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
     next = m ? new URL(m[1]!, res.url) : undefined;
   }
   return out;
+}
+
+/** The fallback tag of the Referrers tag schema: `<alg>-<encoded>`, truncated as the spec says. */
+export function referrersTag(d: Digest): string {
+  const [alg, enc] = d.split(':') as [string, string];
+  return `${alg.slice(0, 32)}-${enc.slice(0, 64)}`;
 }
 
 function isRetryableCause(e: unknown): boolean {

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ferry } from './helpers/cli.js';
+import { tempDir } from './helpers/fs.js';
+import { makeLayout, type MadeImage } from './helpers/images.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const distribution = hasTool('docker-registry');
+const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function put(dir: string, body: string): Promise<{ digest: string; size: number }> {
+  await writeFile(join(dir, 'blobs', 'sha256', sha(body).slice(7)), body);
+  return { digest: sha(body), size: Buffer.byteLength(body) };
+}
+
+/** An image plus an OCI 1.1 referrer (subject) and a cosign-style `sha256-<hex>.sig` tag. */
+async function signedLayout(): Promise<{ dir: string; image: MadeImage; referrer: string; sig: string }> {
+  const dir = join(await tempDir(), 'signed');
+  const [image] = await makeLayout(dir, [{ tag: 'app', layers: [Buffer.from('app layer')] }]);
+  const empty = { mediaType: 'application/vnd.oci.empty.v1+json', ...(await put(dir, '{}')) };
+  const subject = { mediaType: image!.manifest.mediaType, digest: image!.manifest.digest, size: image!.manifest.size };
+  const sbom = { mediaType: 'application/spdx+json', ...(await put(dir, '{"spdxVersion":"SPDX-2.3"}')) };
+  const ref = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: 'application/spdx+json', config: empty, layers: [sbom], subject });
+  const refDesc = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await put(dir, ref)) };
+  const sigLayer = { mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', ...(await put(dir, '{"critical":{}}')) };
+  const cfg = { mediaType: 'application/vnd.oci.image.config.v1+json', ...(await put(dir, '{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}')) };
+  const sigManifest = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: cfg, layers: [sigLayer] });
+  const sigDesc = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await put(dir, sigManifest)) };
+  const sigTag = `${image!.manifest.digest.replace(':', '-')}.sig`;
+  const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+  index.manifests.push(refDesc, { ...sigDesc, annotations: { 'org.opencontainers.image.ref.name': sigTag } });
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+  return { dir, image: image!, referrer: refDesc.digest, sig: sigTag };
+}
+
+describe.skipIf(!distribution)('referrers (--referrers)', () => {
+  let reg: RunningRegistry;
+  beforeAll(async () => {
+    reg = await startDistribution();
+  });
+  afterAll(async () => reg?.stop());
+
+  it('copy --referrers carries an SBOM referrer and a cosign .sig tag to a registry without the Referrers API, and pull brings them back', async () => {
+    const { dir, image, referrer, sig } = await signedLayout();
+    const push = await ferry(['copy', '--referrers', `oci:${dir}:app`, `docker://${reg.host}/ref/app:1`]);
+    expect(push.code, push.stderr).toBe(0);
+    const tags = (await ferry(['tags', `${reg.host}/ref/app`])).stdout.split('\n').filter(Boolean).sort();
+    // distribution 2.8 has no Referrers API: the fallback tag sha256-<hex> lists the referrer.
+    expect(tags).toEqual(['1', image.manifest.digest.replace(':', '-'), sig].sort());
+    const fallback = await ferry(['copy', `docker://${reg.host}/ref/app:${image.manifest.digest.replace(':', '-')}`, `oci:${join(await tempDir(), 'fb')}:x`]);
+    expect(fallback.code, fallback.stderr).toBe(0);
+
+    const store = join(await tempDir(), 'store');
+    const pull = await ferry(['--store', store, 'pull', '--referrers', `${reg.host}/ref/app:1`]);
+    expect(pull.code, pull.stderr).toBe(0);
+    const index = JSON.parse(await readFile(join(store, 'index.json'), 'utf8'));
+    const digests = index.manifests.map((m: { digest: string }) => m.digest);
+    expect(digests).toContain(image.manifest.digest);
+    expect(digests).toContain(referrer);
+    const names = index.manifests.map((m: { annotations?: Record<string, string> }) => m.annotations?.['io.containerd.image.name']);
+    expect(names).toContain(`${reg.host}/ref/app:${sig}`);
+    expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+  });
+
+  it('without --referrers nothing but the image moves', async () => {
+    const { dir, image } = await signedLayout();
+    expect((await ferry(['copy', `oci:${dir}:app`, `docker://${reg.host}/ref/plain:1`])).code).toBe(0);
+    const tags = (await ferry(['tags', `${reg.host}/ref/plain`])).stdout.split('\n').filter(Boolean);
+    expect(tags).toEqual(['1']);
+    void image;
+  });
+});
