@@ -42,6 +42,36 @@ async function workload(name, prepare, tools) {
   return results;
 }
 
+/** Push to and pull from Debian's distribution registry, ferry beside skopeo. */
+async function registryWorkloads(src, totalMB) {
+  const { startDistribution } = await import('../test/helpers/registry.ts');
+  const reg = await startDistribution();
+  const rows = [];
+  try {
+    let n = 0;
+    // skopeo's blob-info cache would let it mount blobs it saw before: compare cold runs.
+    const cold = () => rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
+    const repo = async () => {
+      await cold();
+      return `${reg.host}/bench/r${n++}`;
+    };
+    const pushTools = [['ferry', (r) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${r}:1`]]]];
+    if (has('skopeo')) pushTools.push(['skopeo', (r) => ['skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${r}:1`]]]);
+    rows.push(...(await workload(`push oci -> registry (${totalMB} MiB)`, repo, pushTools)));
+    const seeded = `${reg.host}/bench/seed:1`;
+    execFileSync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}`]);
+    const pullTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `docker://${seeded}`, `oci:${dst}:bench`]]]];
+    if (has('skopeo')) pullTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${seeded}`, `oci:${dst}:bench`]]]);
+    rows.push(...(await workload(`pull registry -> oci (${totalMB} MiB)`, async () => {
+      await cold();
+      return join(work, `pull-${n++}`);
+    }, pullTools)));
+  } finally {
+    await reg.stop();
+  }
+  return rows;
+}
+
 const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
   const src = join(work, 'src');
@@ -54,6 +84,7 @@ try {
   if (has('skopeo')) copyTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]);
   rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
   rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
+  if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [

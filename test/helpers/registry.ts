@@ -2,10 +2,10 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createTcpServer } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID, sign, createPrivateKey } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { tempDir } from './fs.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -52,7 +52,8 @@ async function waitReady(url: string, child: ChildProcess, log: () => string): P
 
 /** Starts Debian's CNCF distribution registry on a free loopback port, optionally with auth. */
 export async function startDistribution(opts: DistributionOptions = {}): Promise<RunningRegistry & { tokenServer?: TokenServer }> {
-  const dir = await tempDir('ferry-registry-');
+  // No test-only imports here: bench/run.mjs loads this file too.
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-registry-'));
   const port = await freePort();
   const user = opts.user ?? USER;
   const password = opts.password ?? PASSWORD;
@@ -87,6 +88,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
       await tokenServer?.stop();
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }
@@ -150,7 +152,7 @@ async function startTokenServer(dir: string, o: { user: string; password: string
 
 /** A DOCKER_CONFIG directory holding credentials for `host`. */
 export async function dockerConfigWith(host: string, user = USER, password = PASSWORD): Promise<string> {
-  const dir = await tempDir('ferry-docker-config-');
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-docker-config-'));
   await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString('base64') } } }));
   return dir;
 }
