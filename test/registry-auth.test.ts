@@ -1,4 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { Http } from '../src/locations/registry/http.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lookupCredential } from '../src/locations/registry/credentials.js';
@@ -7,7 +11,7 @@ import { closeRegistryClients } from '../src/locations/registry-transport.js';
 import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
-import { dockerConfigWith, PASSWORD, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { dockerConfigWith, PASSWORD, REFRESH_TOKEN, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry') && hasTool('htpasswd') && hasTool('openssl');
@@ -23,6 +27,35 @@ describe('WWW-Authenticate parsing', () => {
 
   it('handles escapes, unquoted values and odd spacing', () => {
     expect(parseChallenges('bearer  realm = "a\\"b" , service=svc')).toEqual([{ scheme: 'bearer', params: { realm: 'a"b', service: 'svc' } }]);
+  });
+});
+
+describe.skipIf(!hasTool('openssl'))('redirects over TLS (D2)', () => {
+  it('D2: a redirect from https to http is refused and the credentials never travel', async () => {
+    const dir = await tempDir();
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem')], { stdio: 'ignore' });
+    const seen: Array<string | undefined> = [];
+    const plain = createHttpServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.end('x');
+    });
+    const plainPort = await new Promise<number>((r) => plain.listen(0, '127.0.0.1', () => r((plain.address() as { port: number }).port)));
+    const tls = createHttpsServer({ key: await readFile(join(dir, 'k.pem')), cert: await readFile(join(dir, 'c.pem')) }, (_req, res) => {
+      res.writeHead(307, { location: `http://127.0.0.1:${plainPort}/blob` }).end();
+    });
+    const tlsPort = await new Promise<number>((r) => tls.listen(0, '127.0.0.1', () => r((tls.address() as { port: number }).port)));
+    const http = new Http({ insecureTls: true });
+    try {
+      const url = new URL(`https://127.0.0.1:${tlsPort}/v2/x/blobs/sha256:abc`);
+      const err = await failure(http.send({ method: 'GET', url, authorization: { origin: url.origin, value: 'Bearer secret' } }));
+      expect(err.code).toBe('NETWORK');
+      expect(err.message).toMatch(/refused redirect .* to insecure http/);
+      expect(seen).toEqual([]);
+    } finally {
+      await http.close();
+      tls.close();
+      plain.close();
+    }
   });
 });
 
@@ -133,6 +166,39 @@ describe.skipIf(!distribution)('registry authentication against the CNCF distrib
       expect(pull.code, pull.stderr).toBe(0);
       expect(push.stdout).toContain(pull.stdout.match(/sha256:[0-9a-f]{64}/)![0]);
     }
+  });
+
+  it('identity tokens from config.json use the OAuth2 POST form', async () => {
+    const cfg = await tempDir();
+    await writeFile(join(cfg, 'config.json'), JSON.stringify({ auths: { [token.host]: { auth: Buffer.from(`${USER}:`).toString('base64'), identitytoken: REFRESH_TOKEN } } }));
+    const before = token.tokenServer!.requests.length;
+    const r = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${token.host}/auth/layers:1`], { env: { DOCKER_CONFIG: cfg } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(token.tokenServer!.requests.slice(before).some((q) => q.method === 'POST')).toBe(true);
+  });
+
+  it('credHelpers: credentials come from docker-credential-<name>, and login stores through it', async () => {
+    const bin = await tempDir();
+    const store = join(bin, 'stored.json');
+    const script = [
+      '#!/bin/sh',
+      'case "$1" in',
+      `  get) read server; printf '{"ServerURL":"%s","Username":"${USER}","Secret":"${PASSWORD}"}' "$server";;`,
+      `  store) cat > ${store};;`,
+      '  erase) cat > /dev/null;;',
+      'esac',
+    ].join('\n');
+    await writeFile(join(bin, 'docker-credential-fake'), script + '\n', { mode: 0o755 });
+    const cfg = await tempDir();
+    await writeFile(join(cfg, 'config.json'), JSON.stringify({ credHelpers: { [basic.host]: 'fake' } }));
+    const env = { DOCKER_CONFIG: cfg, PATH: `${bin}:${process.env.PATH}` };
+    const pull = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${basic.host}/auth/layers:1`], { env });
+    expect(pull.code, pull.stderr).toBe(0);
+    const login = await ferry(['login', basic.host, '-u', USER, '--password-stdin'], { env, input: PASSWORD });
+    expect(login.code, login.stderr).toBe(0);
+    expect(login.stdout).toContain('docker-credential-fake');
+    expect(JSON.parse(await readFile(store, 'utf8'))).toEqual({ ServerURL: basic.host, Username: USER, Secret: PASSWORD });
+    expect(JSON.parse(await readFile(join(cfg, 'config.json'), 'utf8')).auths).toBeUndefined();
   });
 
   it('D11: --debug output shows requests but never a password, a token or an Authorization header', async () => {

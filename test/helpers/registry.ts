@@ -34,6 +34,8 @@ export interface DistributionOptions {
 
 export const USER = 'ferry';
 export const PASSWORD = 's3cret-pass';
+/** The identity token the test token server accepts on its OAuth2 POST endpoint. */
+export const REFRESH_TOKEN = 'refresh-token-for-ferry';
 
 async function waitReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -99,7 +101,7 @@ export interface TokenServer {
   issuer: string;
   certPath: string;
   /** Every request the token server saw (for asserting what credentials were sent). */
-  requests: Array<{ url: string; authorization?: string }>;
+  requests: Array<{ url: string; authorization?: string; method?: string }>;
   stop(): Promise<void>;
 }
 
@@ -120,10 +122,20 @@ async function startTokenServer(dir: string, o: { user: string; password: string
   const issuer = 'ferry-test-issuer';
   const requests: TokenServer['requests'] = [];
   const expected = `Basic ${Buffer.from(`${o.user}:${o.password}`).toString('base64')}`;
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    requests.push({ url: req.url ?? '', authorization: req.headers.authorization });
+  const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    requests.push({ url: req.url ?? '', authorization: req.headers.authorization, method: req.method });
     const url = new URL(req.url ?? '/', 'http://x');
-    if (req.headers.authorization !== expected) {
+    if (req.method === 'POST') {
+      // OAuth2 form: an identity (refresh) token stands in for the password.
+      let body = '';
+      for await (const c of req) body += (c as Buffer).toString();
+      const form = new URLSearchParams(body);
+      if (form.get('grant_type') !== 'refresh_token' || form.get('refresh_token') !== REFRESH_TOKEN) {
+        res.writeHead(401).end();
+        return;
+      }
+      for (const sc of (form.get('scope') ?? '').split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
+    } else if (req.headers.authorization !== expected) {
       res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
       return;
     }
