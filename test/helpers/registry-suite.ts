@@ -119,6 +119,22 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(cat.stdout).toContain('suite/tags');
     });
 
+    it('push -a pushes every tag of a repository; pull -a brings every tag back', async () => {
+      const h = await host();
+      const store = join(await tempDir(), 'store');
+      for (const tag of ['plain', 'zstd']) {
+        expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:${tag}`, `${h}/suite/all:${tag}`])).code).toBe(0);
+      }
+      const push = await ferry(['--store', store, 'push', '-a', `${h}/suite/all`]);
+      expect(push.code, push.stderr).toBe(0);
+      const pulled = join(await tempDir(), 'pulled');
+      const pull = await ferry(['--store', pulled, 'pull', '-a', `${h}/suite/all`]);
+      expect(pull.code, pull.stderr).toBe(0);
+      const images = (await ferry(['--store', pulled, 'images'])).stdout;
+      expect(images).toMatch(/suite\/all\s+plain/);
+      expect(images).toMatch(/suite\/all\s+zstd/);
+    });
+
     it('rm deletes a remote manifest; pulling it afterwards exits 2', async () => {
       const h = await host();
       await seed('plain', 'suite/rm');
