@@ -1,6 +1,6 @@
 import { copy, type CopyEvent, type CopyReport } from './copy.js';
 import { openSink, openSource, type RegistrySettings } from './locations/location.js';
-import { RegistryRepository } from './locations/registry/repository.js';
+import type { RegistryRepository } from './locations/registry/repository.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
 import type { TagName } from './types.js';
@@ -20,6 +20,11 @@ export interface CopyImageOptions {
   referrers?: boolean;
 }
 
+/** Duck-typed, so that this module does not load the HTTP stack. */
+function isRepository(x: object): x is RegistryRepository {
+  return 'addMountSource' in x && 'client' in x;
+}
+
 /** The name a referrer found under `tag` gets beside an image named `name`. */
 export function referrerName(name: TagName | undefined, tag: string): TagName {
   if (!name?.name) return { tag };
@@ -36,7 +41,7 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
     try {
       const name = dst.nameFor(src.name);
       const from = src.source;
-      if (from instanceof RegistryRepository && dst.sink instanceof RegistryRepository && from.client.domain === dst.sink.client.domain) {
+      if (isRepository(from) && isRepository(dst.sink) && from.client.domain === dst.sink.client.domain) {
         dst.sink.addMountSource(from.path);
       }
       return await copy(src.source, dst.sink, [{ ref: src.ref, names: name ? [name] : [] }], {

@@ -2,7 +2,7 @@ import { copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
 import { FerryError } from './errors.js';
 import { OciLayout } from './locations/layout.js';
 import type { RegistrySettings } from './locations/location.js';
-import { openRepository, registryClient } from './locations/registry-transport.js';
+import { openRepository, registryClient } from './locations/registry/pool.js';
 import { RegistryClient } from './locations/registry/client.js';
 import { saveCredential, eraseCredential, type Credential } from './locations/registry/credentials.js';
 import { Http } from './locations/registry/http.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lookupCredential } from '../src/locations/registry/credentials.js';
 import { parseChallenges } from '../src/locations/registry/challenge.js';
-import { closeRegistryClients } from '../src/locations/registry-transport.js';
+import { closeRegistryClients } from '../src/locations/registry/pool.js';
 import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';

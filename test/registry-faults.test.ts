@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
 import { OciLayout } from '../src/locations/layout.js';
-import { closeRegistryClients, registryClient } from '../src/locations/registry-transport.js';
+import { closeRegistryClients, registryClient } from '../src/locations/registry/pool.js';
 import { RegistryRepository } from '../src/locations/registry/repository.js';
 import { finish, ferry, start } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';

@@ -1,37 +1,14 @@
 import { FerryError } from '../errors.js';
 import { formatReference, parseReference, type Reference } from '../oci/reference.js';
-import { RegistryClient } from './registry/client.js';
-import { Http } from './registry/http.js';
-import { RegistryRepository } from './registry/repository.js';
-import type { RegistrySettings, Transport } from './transport.js';
+import type { Transport } from './transport.js';
 
-const clients = new Map<string, RegistryClient>();
-let http: { key: string; http: Http } | undefined;
+// The HTTP stack loads only when a registry is used: commands that never touch one start faster.
+let pool: Promise<typeof import('./registry/pool.js')> | undefined;
+const loadPool = () => (pool ??= import('./registry/pool.js'));
 
-/** One pooled HTTP layer and one client per registry for the whole process, so tokens are reused. */
-export function registryClient(domain: string, settings: RegistrySettings = {}): RegistryClient {
-  const key = JSON.stringify([!!settings.insecure, !!settings.plainHttp]);
-  if (!http || http.key !== key) {
-    http = { key, http: new Http({ insecureTls: settings.insecure, debug: settings.debug, onRetry: settings.onRetry }) };
-    clients.clear();
-  }
-  let c = clients.get(domain);
-  if (!c) {
-    c = new RegistryClient({ domain, http: http.http, plainHttp: settings.insecure || settings.plainHttp });
-    clients.set(domain, c);
-  }
-  return c;
-}
-
+/** Closes pooled connections, if any were opened (they would hold the process open). */
 export async function closeRegistryClients(): Promise<void> {
-  clients.clear();
-  const h = http;
-  http = undefined;
-  await h?.http.close();
-}
-
-export function openRepository(ref: Reference, settings?: RegistrySettings): RegistryRepository {
-  return new RegistryRepository(registryClient(ref.domain, settings), ref.path);
+  if (pool) await (await pool).closeRegistryClients();
 }
 
 function parseRegistryRef(rest: string): Reference {
@@ -45,7 +22,7 @@ export const registryTransport: Transport = {
   describe: 'docker://NAME[:TAG|@DIGEST]  an image in a registry',
   async openSource(rest, ctx) {
     const ref = parseRegistryRef(rest);
-    const repo = openRepository(ref, ctx.registry);
+    const repo = (await loadPool()).openRepository(ref, ctx.registry);
     const tag = ref.tag;
     return {
       source: repo,
@@ -56,7 +33,7 @@ export const registryTransport: Transport = {
   async openSink(rest, ctx) {
     const ref = parseRegistryRef(rest);
     const explicitTag = /:[\w][\w.-]*$/.test(rest.split('@')[0]!.split('/').pop() ?? '');
-    const sink = openRepository(ref, ctx.registry);
+    const sink = (await loadPool()).openRepository(ref, ctx.registry);
     return {
       sink,
       nameFor: (src) => {

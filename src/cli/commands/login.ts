@@ -1,6 +1,5 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
-import { login, logout, serverDomain } from '../../registry-ops.js';
 import { out, registrySettings, type GlobalArgs } from '../context.js';
 
 interface LoginArgs extends GlobalArgs {
@@ -26,6 +25,7 @@ export const loginCommand: CommandModule<GlobalArgs, LoginArgs> = {
       .option('password', { alias: 'p', type: 'string', describe: 'prefer --password-stdin: arguments are visible to other users' })
       .option('password-stdin', { type: 'boolean', describe: 'read the password (or token) from standard input' }),
   handler: async (args) => {
+    const { login, serverDomain } = await import('../../registry-ops.js');
     if (!args.username) throw new FerryError('USAGE', 'ferry login needs a user name (-u USER)');
     let password = args.password;
     if (args['password-stdin']) {
@@ -43,6 +43,7 @@ export const logoutCommand: CommandModule<GlobalArgs, { server?: string } & Glob
   describe: 'Remove saved credentials for a registry',
   builder: (y) => y.positional('server', { type: 'string', describe: 'registry host (default: Docker Hub)' }),
   handler: async (args) => {
+    const { logout, serverDomain } = await import('../../registry-ops.js');
     const removed = await logout(args.server);
     out(removed ? `Removing login credentials for ${serverDomain(args.server)}` : `Not logged in to ${serverDomain(args.server)}`);
   },

@@ -1,6 +1,5 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { pullImage } from '../../registry-ops.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -22,6 +21,7 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
+    const { pullImage } = await import('../../registry-ops.js');
     status(args, `Pulling ${args.image}`);
     const report = await pullImage(args.image, {
       storeDir: args.store,

@@ -1,5 +1,4 @@
 import type { CommandModule } from 'yargs';
-import { pushImage } from '../../registry-ops.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -21,6 +20,7 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
+    const { pushImage } = await import('../../registry-ops.js');
     const report = await pushImage(args.image, {
       storeDir: args.store,
       destination: args.destination,

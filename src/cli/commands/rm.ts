@@ -1,5 +1,4 @@
 import type { CommandModule } from 'yargs';
-import { removeRemote } from '../../registry-ops.js';
 import { out, registrySettings, type GlobalArgs } from '../context.js';
 
 export const rmCommand: CommandModule<GlobalArgs, { image: string } & GlobalArgs> = {
@@ -7,6 +6,7 @@ export const rmCommand: CommandModule<GlobalArgs, { image: string } & GlobalArgs
   describe: 'Delete a manifest from a registry (docker://NAME:TAG or @DIGEST; every tag on it goes too)',
   builder: (y) => y.positional('image', { type: 'string', demandOption: true }),
   handler: async (args) => {
+    const { removeRemote } = await import('../../registry-ops.js');
     const digest = await removeRemote(args.image, { registry: registrySettings(args) });
     out(`Deleted: ${digest}`);
   },
