@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { forEachLimited } from './util/limit.js';
 import { FerryError, isFerryError } from './errors.js';
 import { verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
@@ -35,6 +36,8 @@ export interface CopyOptions {
   platforms?: PlatformSelection;
   /** Also copy the manifests that refer to the copied ones (signatures, SBOMs, attestations). */
   referrers?: boolean;
+  /** Plan only: read manifests, ask the destination what it has, move nothing. */
+  dryRun?: boolean;
   /** How a referrer found under a tag (cosign's `sha256-<hex>.sig`) is named at the destination. */
   nameReferrerTag?: (tag: string) => TagName | undefined;
   /** Blobs in flight at once. */
@@ -95,7 +98,9 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     }
     uniqueBlobs.set(b.digest, b);
   }
-  await forEachLimited([...uniqueBlobs.values()], opts.concurrency ?? 4, async (d) => {
+  if (opts.dryRun) return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
+  // A sink that writes one stream (an archive) takes blobs one at a time.
+  await forEachLimited([...uniqueBlobs.values()], dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();
     if (await dst.has(d)) {
       report.blobs.skipped++;
@@ -223,6 +228,28 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   return { root, target, documents, blobs, platforms: [...platforms] };
 }
 
+/** What a copy would move: blobs and bytes to copy or skip, manifests, images; nothing is written. */
+async function dryRunReport(plans: Planned[], blobs: Descriptor[], dst: Sink, report: CopyReport, opts: CopyOptions): Promise<CopyReport> {
+  await forEachLimited(blobs, opts.concurrency ?? 4, async (d) => {
+    if (await dst.has(d)) {
+      report.blobs.skipped++;
+      report.blobs.bytesSkipped += d.size;
+    } else {
+      report.blobs.copied++;
+      report.blobs.bytesCopied += d.size;
+    }
+  });
+  const docs = new Map(plans.flatMap((p) => p.documents.map((d) => [d.descriptor.digest, d.descriptor] as const)));
+  for (const d of docs.values()) {
+    if (await dst.has(d)) report.manifests.skipped++;
+    else report.manifests.copied++;
+  }
+  for (const p of plans) {
+    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names: p.root.names ?? [] });
+  }
+  return report;
+}
+
 /**
  * Adds every referrer of every copied manifest as an extra root (two levels: a signature of an
  * attestation is carried too). Referrers found under a tag keep that tag.
@@ -246,19 +273,3 @@ async function planReferrers(src: Source, plans: Planned[], opts: CopyOptions): 
   }
 }
 
-async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++]!;
-      try {
-        await fn(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
-}

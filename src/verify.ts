@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { forEachLimited } from './util/limit.js';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, Writable } from 'node:stream';
@@ -115,7 +116,7 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
   const onDisk = await listBlobFiles(layout, problems);
   const toCheck = opts.roots ? [...expected.keys()] : [...new Set([...onDisk.keys(), ...expected.keys()])];
   const pending = toCheck.filter((d) => !small.has(d));
-  await forEach(pending, 2, async (digest) => {
+  await forEachLimited(pending, 2, async (digest) => {
     opts.signal?.throwIfAborted();
     const exp = expected.get(digest);
     const path = onDisk.get(digest);
@@ -228,9 +229,3 @@ async function hashBlob(path: string, withDiffId: boolean): Promise<{ digest: Di
   return { digest: `${alg}:${outer.digest('hex')}` as Digest, size, diffId };
 }
 
-async function forEach<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let i = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (i < items.length) await fn(items[i++]!);
-  }));
-}

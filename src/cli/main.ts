@@ -8,6 +8,7 @@ import { loginCommand, logoutCommand } from './commands/login.js';
 import { pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
 import { rmCommand } from './commands/rm.js';
+import { syncCommand } from './commands/sync.js';
 import { gcCommand } from './commands/gc.js';
 import { imagesCommand } from './commands/images.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -68,6 +69,7 @@ export async function main(argv: string[]): Promise<number> {
     .command(tagsCommand)
     .command(catalogCommand)
     .command(rmCommand)
+    .command(syncCommand)
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()
     .version(VERSION)

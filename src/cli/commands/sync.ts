@@ -1,0 +1,88 @@
+import type { CommandModule } from 'yargs';
+import { FerryError } from '../../errors.js';
+import { parsePlatformSelection } from '../../oci/platform.js';
+import { humanSize, interrupt, out, printJson, registrySettings, status, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  source?: string;
+  destination?: string;
+  config?: string;
+  include?: string | string[];
+  exclude?: string | string[];
+  semver?: string;
+  platform?: string;
+  prune?: boolean;
+  referrers?: boolean;
+  'dry-run'?: boolean;
+  jobs?: number;
+}
+
+/** A repeatable option: one value, several, or none. */
+const list = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : ([] as string[]).concat(v));
+
+export const syncCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'sync [source] [destination]',
+  describe: 'Mirror registry repositories into the store, an OCI layout or another registry, incrementally',
+  builder: (y) =>
+    y
+      .positional('source', { type: 'string', describe: 'REGISTRY/REPOSITORY (or use --config)' })
+      .positional('destination', { type: 'string', describe: 'oci:DIR or docker://REGISTRY[/PREFIX] (default: the store)' })
+      .option('config', { alias: 'c', type: 'string', describe: 'YAML or JSON file listing repositories' })
+      .option('include', { type: 'string', describe: 'only tags matching this regex (repeatable)' })
+      .option('exclude', { type: 'string', describe: 'skip tags matching this regex (repeatable)' })
+      .option('semver', { type: 'string', describe: "only version tags in this range, e.g. '>=1.2 <2'" })
+      .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
+      .option('prune', { type: 'boolean', describe: 'remove tags that disappeared upstream' })
+      .option('referrers', { type: 'boolean', describe: 'also carry signatures, SBOMs and attestations' })
+      .option('dry-run', { type: 'boolean', describe: 'print what would move; change nothing' })
+      .option('jobs', { type: 'number', describe: 'parallel requests and blob transfers (default 4)' }),
+  handler: async (args) => {
+    const { sync } = await import('../../sync/sync.js');
+    const { loadSyncConfig } = await import('../../sync/config.js');
+    if (!args.config && !args.source) throw new FerryError('USAGE', 'ferry sync needs a SOURCE repository or --config FILE');
+    if (args.config && args.source) throw new FerryError('USAGE', 'give either a SOURCE or --config, not both');
+    const jobs = args.config
+      ? await loadSyncConfig(args.config)
+      : [{
+          source: args.source!,
+          destination: args.destination,
+          include: list(args.include),
+          exclude: list(args.exclude),
+          semver: args.semver,
+          platforms: args.platform ? parsePlatformSelection(args.platform) : undefined,
+          prune: args.prune,
+          referrers: args.referrers,
+        }];
+    if (args.config) for (const j of jobs) {
+      j.prune ||= args.prune;
+      j.referrers ||= args.referrers;
+    }
+    const report = await sync(jobs, {
+      storeDir: args.store,
+      registry: registrySettings(args),
+      signal: interrupt.signal,
+      dryRun: args['dry-run'],
+      jobs: args.jobs,
+      onEvent: (e) => {
+        if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
+        else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
+        else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
+        else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
+      },
+    });
+    if (args.json) printJson(report);
+    else {
+      for (const j of report.jobs) {
+        const verb = args['dry-run'] ? 'would copy' : 'copied';
+        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} ${verb}, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned, ${j.failed.length} failed`);
+        if (j.plan) out(`  plan: ${j.plan.blobs.copied} blobs (${humanSize(j.plan.blobs.bytesCopied)}) to move, ${j.plan.blobs.skipped} (${humanSize(j.plan.blobs.bytesSkipped)}) already there, ${j.plan.manifests.copied} manifests`);
+      }
+      out(`${args['dry-run'] ? 'would move' : 'moved'} ${report.blobs.copied} blob(s), ${humanSize(report.blobs.bytesCopied)}; ${report.blobs.skipped} already present`);
+    }
+    const failures = report.jobs.flatMap((j) => j.failed.map((f) => ({ ...f, source: j.source })));
+    if (failures.length) {
+      const first = failures[0]!;
+      throw new FerryError(first.code, `sync: ${failures.length} image(s) failed; first: ${first.source}:${first.tag}: ${first.message}`);
+    }
+  },
+};

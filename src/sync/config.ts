@@ -1,0 +1,75 @@
+import { readFile } from 'node:fs/promises';
+import { parse } from 'yaml';
+import { FerryError } from '../errors.js';
+import { parsePlatformSelection } from '../oci/platform.js';
+import type { SyncJob } from './sync.js';
+
+/**
+ * A sync configuration file (YAML or JSON):
+ *
+ *   destination: docker://mirror.internal:5000/mirror   # default for every repository (omit: the store)
+ *   platform: linux/amd64,linux/arm64                    # default: all
+ *   prune: true
+ *   referrers: true
+ *   repositories:
+ *     - source: docker.io/library/alpine
+ *       semver: ">=3.18"
+ *     - source: ghcr.io/org/app
+ *       include: ['^v\d+\.\d+']
+ *       exclude: ['-rc']
+ *       destination: oci:/backup/app
+ */
+const JOB_KEYS = ['source', 'destination', 'include', 'exclude', 'semver', 'platform', 'prune', 'referrers'];
+const TOP_KEYS = ['destination', 'platform', 'prune', 'referrers', 'include', 'exclude', 'semver', 'repositories'];
+
+export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
+  let doc: unknown;
+  try {
+    doc = parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
+    throw new FerryError('USAGE', `${path}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const bad = (what: string) => new FerryError('USAGE', `${path}: ${what}`, { hint: 'see "ferry sync" in the README for the format' });
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a mapping with a "repositories" list');
+  const top = doc as Record<string, unknown>;
+  for (const k of Object.keys(top)) if (!TOP_KEYS.includes(k)) throw bad(`unknown key "${k}"`);
+  if (!Array.isArray(top.repositories) || top.repositories.length === 0) throw bad('"repositories" must be a non-empty list');
+  return top.repositories.map((entry, i) => {
+    const where = `repositories[${i}]`;
+    const e = (typeof entry === 'string' ? { source: entry } : entry) as Record<string, unknown>;
+    if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`);
+    for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"`);
+    const pick = (k: string) => (e[k] !== undefined ? e[k] : top[k]);
+    const str = (k: string) => {
+      const v = pick(k);
+      if (v !== undefined && typeof v !== 'string') throw bad(`${where}.${k} must be a string`);
+      return v as string | undefined;
+    };
+    const list = (k: string) => {
+      const v = pick(k);
+      if (v === undefined) return undefined;
+      const arr = Array.isArray(v) ? v : [v];
+      if (!arr.every((x) => typeof x === 'string')) throw bad(`${where}.${k} must be a list of strings`);
+      return arr as string[];
+    };
+    const bool = (k: string) => {
+      const v = pick(k);
+      if (v !== undefined && typeof v !== 'boolean') throw bad(`${where}.${k} must be true or false`);
+      return v as boolean | undefined;
+    };
+    const source = str('source');
+    if (!source) throw bad(`${where} needs a "source"`);
+    const platform = str('platform');
+    return {
+      source,
+      destination: str('destination'),
+      include: list('include'),
+      exclude: list('exclude'),
+      semver: str('semver'),
+      platforms: platform ? parsePlatformSelection(platform) : undefined,
+      prune: bool('prune'),
+      referrers: bool('referrers'),
+    };
+  });
+}

@@ -1,0 +1,246 @@
+import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type CopyReport } from '../copy.js';
+import { forEachLimited } from '../util/limit.js';
+import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
+import { collectGarbage } from '../gc.js';
+import { OciLayout } from '../locations/layout.js';
+import { splitPathRef, type RegistrySettings } from '../locations/location.js';
+import { openRepository } from '../locations/registry/pool.js';
+import type { RegistryRepository } from '../locations/registry/repository.js';
+import type { Digest } from '../oci/digest.js';
+import { parseReference, repositoryName, type Reference } from '../oci/reference.js';
+import type { PlatformSelection } from '../oci/platform.js';
+import { defaultStoreDir } from '../store.js';
+import type { Sink, TagName } from '../types.js';
+import { semverMatcher } from './semver.js';
+
+/** One repository to mirror. */
+export interface SyncJob {
+  /** REGISTRY/REPOSITORY, e.g. docker.io/library/alpine. */
+  source: string;
+  /** The store (default), `oci:DIR`, or `docker://REGISTRY[/PREFIX]`. */
+  destination?: string;
+  include?: string[];
+  exclude?: string[];
+  semver?: string;
+  /** Default: every platform (a mirror keeps indexes whole). */
+  platforms?: PlatformSelection;
+  prune?: boolean;
+  referrers?: boolean;
+}
+
+export interface SyncOptions {
+  storeDir?: string;
+  registry?: RegistrySettings;
+  signal?: AbortSignal;
+  dryRun?: boolean;
+  jobs?: number;
+  onEvent?: (e: SyncEvent) => void;
+}
+
+export type SyncEvent =
+  | { type: 'tags'; source: string; total: number; selected: number }
+  | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
+  | { type: 'failed'; source: string; tag: string; message: string }
+  | { type: 'copy'; source: string; tag: string; event: CopyEvent };
+
+export interface SyncJobReport {
+  source: string;
+  destination: string;
+  tags: number;
+  copied: string[];
+  unchanged: string[];
+  pruned: string[];
+  failed: Array<{ tag: string; code: ErrorCode; message: string }>;
+  /** With dryRun: what the copy would move. */
+  plan?: CopyReport;
+}
+
+export interface SyncReport {
+  jobs: SyncJobReport[];
+  blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
+}
+
+/** Where a job's images go, and what is already there. */
+interface Target {
+  sink: Sink;
+  label: string;
+  nameFor(tag: string): TagName;
+  /** The source digest the destination holds for a tag (a narrowed copy records its index). */
+  currentDigest(tag: string): Promise<Digest | undefined>;
+  tags(): Promise<string[]>;
+  prune(tags: string[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function layoutTarget(dir: string, src: Reference): Promise<Target> {
+  const layout = await OciLayout.open(dir, { create: true });
+  const repo = repositoryName(src);
+  const mine = async () => (await layout.entries()).filter((e) => e.name?.startsWith(`${repo}:`));
+  return {
+    sink: layout,
+    label: dir,
+    nameFor: (tag) => ({ tag, name: `${repo}:${tag}` }),
+    async currentDigest(tag) {
+      const e = (await mine()).find((x) => x.name === `${repo}:${tag}`);
+      return (e?.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e?.descriptor.digest;
+    },
+    async tags() {
+      return (await mine()).map((e) => e.name!.slice(repo.length + 1));
+    },
+    async prune(tags) {
+      const names = new Set(tags.map((t) => `${repo}:${t}`));
+      await layout.untag((e) => e.name !== undefined && names.has(e.name));
+      await collectGarbage(layout);
+    },
+    close: () => layout.close(),
+  };
+}
+
+function registryTarget(text: string, src: Reference, settings?: RegistrySettings): Target {
+  const rest = text.slice('docker://'.length).replace(/\/+$/, '');
+  const slash = rest.indexOf('/');
+  const domain = slash < 0 ? rest : rest.slice(0, slash);
+  const prefix = slash < 0 ? '' : rest.slice(slash + 1);
+  const path = prefix ? `${prefix}/${src.path}` : src.path;
+  const ref = parseReference(`${domain}/${path}`);
+  const repo: RegistryRepository = openRepository(ref, settings);
+  return {
+    sink: repo,
+    label: `docker://${domain}/${path}`,
+    nameFor: (tag) => ({ tag, name: `${domain}/${path}:${tag}` }),
+    currentDigest: (tag) => repo.headDigest(tag),
+    tags: () => repo.listTags().catch((e: unknown) => {
+      if (toFerryError(e).code === 'NOT_FOUND') return [];
+      throw e;
+    }),
+    async prune(tags) {
+      const keep = new Set<Digest>();
+      for (const t of (await repo.listTags()).filter((x) => !tags.includes(x))) {
+        const d = await repo.headDigest(t);
+        if (d) keep.add(d);
+      }
+      for (const t of tags) {
+        const d = await repo.headDigest(t);
+        // Deleting a manifest removes every tag on it: only when no kept tag shares it.
+        if (d && !keep.has(d)) await repo.deleteManifest(d);
+      }
+    },
+    close: async () => {},
+  };
+}
+
+async function openTarget(job: SyncJob, src: Reference, o: SyncOptions): Promise<Target> {
+  const dest = job.destination;
+  if (!dest) return layoutTarget(o.storeDir ?? defaultStoreDir(), src);
+  if (dest.startsWith('oci:')) return layoutTarget(splitPathRef(dest.slice(4), 'oci:DIR').path, src);
+  if (dest.startsWith('docker://')) return registryTarget(dest, src, o.registry);
+  throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR or docker://REGISTRY[/PREFIX]`);
+}
+
+export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>): (tag: string) => boolean {
+  const compile = (patterns: string[] | undefined, what: string) => (patterns ?? []).map((p) => {
+    try {
+      return new RegExp(p);
+    } catch (e) {
+      throw new FerryError('USAGE', `invalid ${what} pattern ${JSON.stringify(p)}: ${(e as Error).message}`);
+    }
+  });
+  const include = compile(job.include, '--include');
+  const exclude = compile(job.exclude, '--exclude');
+  let semver: ((t: string) => boolean) | undefined;
+  try {
+    semver = job.semver ? semverMatcher(job.semver) : undefined;
+  } catch (e) {
+    throw new FerryError('USAGE', (e as Error).message);
+  }
+  return (tag) =>
+    (include.length === 0 || include.some((r) => r.test(tag))) && !exclude.some((r) => r.test(tag)) && (!semver || semver(tag));
+}
+
+/**
+ * Mirrors repositories. Per tag, one HEAD tells whether the destination already holds what the
+ * tag points at; only new or changed tags are copied, each on its own so one failure does not
+ * stop the rest. Tags that disappeared upstream are removed with `prune`.
+ */
+export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncReport> {
+  const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
+  for (const job of jobs) {
+    o.signal?.throwIfAborted();
+    const src = parseReference(job.source);
+    if (src.digest || /:[\w][\w.-]*$/.test(job.source.split('/').pop() ?? '')) {
+      throw new FerryError('USAGE', `sync source "${job.source}" must be a repository, without a tag or digest`);
+    }
+    const repo = openRepository(src, o.registry);
+    const target = await openTarget(job, src, o);
+    const r: SyncJobReport = { source: repositoryName(src), destination: target.label, tags: 0, copied: [], unchanged: [], pruned: [], failed: [] };
+    report.jobs.push(r);
+    try {
+      const upstream = await repo.listTags({ signal: o.signal });
+      const selected = upstream.filter(tagFilter(job));
+      r.tags = selected.length;
+      o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
+      const todo: Array<{ tag: string; digest: Digest }> = [];
+      await forEachLimited(selected, o.jobs ?? 4, async (tag) => {
+        const digest = await repo.headDigest(tag, { signal: o.signal });
+        if (!digest) return; // deleted between the list and the HEAD
+        if ((await target.currentDigest(tag)) === digest) {
+          r.unchanged.push(tag);
+          o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
+        } else todo.push({ tag, digest });
+      });
+      todo.sort((a, b) => a.tag.localeCompare(b.tag));
+      const copyOpts = {
+        platforms: job.platforms ?? 'all',
+        referrers: job.referrers,
+        signal: o.signal,
+        concurrency: o.jobs,
+        nameReferrerTag: (t: string) => target.nameFor(t),
+      };
+      if (o.dryRun) {
+        r.plan = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)] })), { ...copyOpts, dryRun: true });
+        r.copied.push(...todo.map((t) => t.tag));
+        addBlobs(report, r.plan);
+      } else {
+        for (const t of todo) {
+          try {
+            const c = await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)] }], {
+              ...copyOpts,
+              onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag: t.tag, event }),
+            });
+            addBlobs(report, c);
+            r.copied.push(t.tag);
+            o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
+          } catch (e) {
+            if (o.signal?.aborted) throw e;
+            const err = toFerryError(e);
+            r.failed.push({ tag: t.tag, code: err.code, message: err.message });
+            o.onEvent?.({ type: 'failed', source: r.source, tag: t.tag, message: err.message });
+          }
+        }
+      }
+      if (job.prune) {
+        const present = new Set(upstream);
+        const gone = (await target.tags()).filter((t) => !present.has(t));
+        if (gone.length && !o.dryRun) await target.prune(gone);
+        r.pruned.push(...gone);
+        for (const tag of gone) o.onEvent?.({ type: 'pruned', source: r.source, tag });
+      }
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      const err = toFerryError(e);
+      r.failed.push({ tag: '*', code: err.code, message: err.message });
+      o.onEvent?.({ type: 'failed', source: r.source, tag: '*', message: err.message });
+    } finally {
+      await target.close();
+    }
+  }
+  return report;
+}
+
+function addBlobs(report: SyncReport, c: CopyReport): void {
+  report.blobs.copied += c.blobs.copied;
+  report.blobs.bytesCopied += c.blobs.bytesCopied;
+  report.blobs.skipped += c.blobs.skipped;
+  report.blobs.bytesSkipped += c.blobs.bytesSkipped;
+}
+

@@ -1,0 +1,146 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { closeRegistryClients, openRepository } from '../src/locations/registry/pool.js';
+import { parseReference } from '../src/oci/reference.js';
+import { ferry } from './helpers/cli.js';
+import { testdataImages } from './helpers/expected-images.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { TESTDATA, tempDir } from './helpers/fs.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const distribution = hasTool('docker-registry');
+const TAG_COUNT = 200;
+const tagName = (i: number) => `t${String(i).padStart(3, '0')}`;
+
+/** Pushes testdata image `image` to host/repo under every tag given, in one copy. */
+async function publish(host: string, repo: string, image: string, tags: string[]): Promise<void> {
+  const dst = openRepository(parseReference(`${host}/${repo}`));
+  await copy(await OciLayout.open(TESTDATA), dst, [{ ref: image, names: tags.map((tag) => ({ tag })) }]);
+}
+
+describe.skipIf(!distribution)('ferry sync against the CNCF distribution registry', () => {
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  const store = tempDir().then((d) => join(d, 'store'));
+
+  beforeAll(async () => {
+    reg = await startDistribution();
+    proxy = await startFaultProxy(reg.host);
+    await publish(reg.host, 'sync/app', 'plain', Array.from({ length: TAG_COUNT - 1 }, (_, i) => tagName(i)));
+    await publish(reg.host, 'sync/app', 'docker', [tagName(TAG_COUNT - 1)]);
+    await publish(reg.host, 'sync/versions', 'zstd', ['1.0.0', '1.2.0', '2.0.0', 'latest']);
+  }, 120_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  const since = (n: number) => proxy.seen.slice(n);
+
+  it(`syncs a repository with ${TAG_COUNT} tags; a second run moves no blob and GETs no manifest`, async () => {
+    const s = await store;
+    const first = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`${TAG_COUNT} tags, ${TAG_COUNT} copied, 0 unchanged`);
+    const images = (await ferry(['--store', s, 'images', '--json'])).stdout;
+    expect(JSON.parse(images)).toHaveLength(TAG_COUNT);
+
+    const mark = proxy.seen.length;
+    const second = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain(`${TAG_COUNT} tags, 0 copied, ${TAG_COUNT} unchanged`);
+    const reqs = since(mark);
+    expect(reqs.filter((q) => q.method === 'GET' && q.url.includes('/manifests/'))).toEqual([]);
+    expect(reqs.filter((q) => q.url.includes('/blobs/'))).toEqual([]);
+    expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
+  });
+
+  it('after one tag changes, only that image moves', async () => {
+    const s = await store;
+    const exp = await testdataImages();
+    await publish(reg.host, 'sync/app', 'zstd', [tagName(7)]);
+    const mark = proxy.seen.length;
+    const r = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`1 copied, ${TAG_COUNT - 1} unchanged`);
+    const blobGets = since(mark).filter((q) => q.method === 'GET' && q.url.includes('/blobs/')).map((q) => q.url.split('/').pop());
+    expect(blobGets.sort()).toEqual([exp.zstd.config as string, ...exp.zstd.layers!.map((l) => l.digest)].sort());
+  });
+
+  it('--dry-run plans the bytes and changes nothing; --prune removes a tag deleted upstream', async () => {
+    const s = await store;
+    await publish(reg.host, 'sync/app', 'layers', [tagName(8)]);
+    const before = await readFile(join(s, 'index.json'), 'utf8');
+    const plan = await ferry(['--store', s, 'sync', '--dry-run', `${proxy.host}/sync/app`]);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toMatch(/1 would copy/);
+    expect(plan.stdout).toMatch(/plan: 4 blobs \(2\.18kB\) to move/);
+    expect(await readFile(join(s, 'index.json'), 'utf8')).toBe(before);
+
+    expect((await ferry(['rm', `docker://${reg.host}/sync/app:${tagName(TAG_COUNT - 1)}`])).code).toBe(0);
+    const pruned = await ferry(['--store', s, 'sync', '--prune', `${proxy.host}/sync/app`]);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toContain('1 pruned');
+    const names = JSON.parse((await ferry(['--store', s, 'images', '--json'])).stdout).map((i: { tag: string }) => i.tag);
+    expect(names).not.toContain(tagName(TAG_COUNT - 1));
+    expect(names).toContain(tagName(8));
+    expect((await ferry(['--store', s, 'verify'])).code).toBe(0);
+  });
+
+  it('filters: --include/--exclude regexes and --semver ranges', async () => {
+    const s = join(await tempDir(), 'filtered');
+    const inc = await ferry(['--store', s, 'sync', '--include', '^t00', '--exclude', '5$', `${proxy.host}/sync/app`]);
+    expect(inc.code, inc.stderr).toBe(0);
+    expect(inc.stdout).toContain('9 tags, 9 copied');
+    const sem = await ferry(['--store', s, 'sync', '--semver', '>=1.2 <2', `${proxy.host}/sync/versions`]);
+    expect(sem.code, sem.stderr).toBe(0);
+    expect(sem.stdout).toContain('1 tags, 1 copied');
+    const bad = await ferry(['--store', s, 'sync', '--include', '(', `${proxy.host}/sync/versions`]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('invalid --include pattern');
+  });
+
+  it('a YAML config syncs several repositories to a layout and to another registry prefix', async () => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'sync.yaml');
+    await writeFile(cfg, [
+      `repositories:`,
+      `  - source: ${proxy.host}/sync/versions`,
+      `    semver: "^1"`,
+      `    destination: oci:${join(dir, 'layout')}`,
+      `  - source: ${proxy.host}/sync/versions`,
+      `    include: ['^latest$']`,
+      `    destination: docker://${reg.host}/mirror`,
+    ].join('\n'));
+    const r = await ferry(['sync', '--config', cfg]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('2 tags, 2 copied');
+    expect(r.stdout).toContain(`-> docker://${reg.host}/mirror/sync/versions: 1 tags, 1 copied`);
+    expect((await ferry(['tags', `${reg.host}/mirror/sync/versions`])).stdout.trim()).toBe('latest');
+    expect((await ferry(['verify', join(dir, 'layout')])).code).toBe(0);
+    await writeFile(cfg, 'repositories: 5\n');
+    const bad = await ferry(['sync', '--config', cfg]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('"repositories" must be a non-empty list');
+  });
+
+  it('one failing image does not stop the others; the summary and exit code say what failed', async () => {
+    const s = join(await tempDir(), 'partial');
+    const exp = await testdataImages();
+    const zstdLayer = exp.zstd.layers![0]!.digest;
+    proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith(`/blobs/${zstdLayer}`) ? { flipByte: 3 } : undefined));
+    const r = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${proxy.host}/sync/app`]);
+    proxy.setRule(undefined);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toContain('5 tags, 4 copied, 0 unchanged, 0 pruned, 1 failed');
+    expect(r.stderr).toMatch(/sync: 1 image\(s\) failed; first: .*sync\/app:t007: digest mismatch/);
+    const rerun = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${proxy.host}/sync/app`]);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    expect(rerun.stdout).toContain('5 tags, 1 copied, 4 unchanged');
+  });
+});
