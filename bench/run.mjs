@@ -2,7 +2,7 @@
 // ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
 // Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -66,8 +66,67 @@ async function registryWorkloads(src, totalMB) {
       await cold();
       return join(work, `pull-${n++}`);
     }, pullTools)));
+    rows.push(...(await syncWorkload(reg.host)));
   } finally {
     await reg.stop();
+  }
+  return rows;
+}
+
+/** A no-op sync of a 200-tag repository (second run), ferry beside `skopeo sync`. */
+async function syncWorkload(host) {
+  const tags = 200;
+  const { copy } = await import('../dist/copy.js');
+  const { OciLayout } = await import('../dist/locations/layout.js');
+  const { openRepository, closeRegistryClients } = await import('../dist/locations/registry/pool.js');
+  const { parseReference } = await import('../dist/oci/reference.js');
+  const testdata = await OciLayout.open(join(ROOT, 'testdata', 'layout'));
+  const names = Array.from({ length: tags }, (_, i) => ({ tag: `t${i}` }));
+  await copy(testdata, openRepository(parseReference(`${host}/bench/tags`)), [{ ref: 'plain', names }]);
+  await closeRegistryClients();
+  const store = join(work, 'sync-store');
+  const dir = join(work, 'sync-dir');
+  const tools = [['ferry', () => [FERRY, ['--store', store, 'sync', '-q', `${host}/bench/tags`]]]];
+  if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '-q', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${host}/bench/tags`, dir]]]);
+  // The first run of each tool populates; workload() discards it as the warm-up.
+  return (await workload(`no-op sync of ${tags} tags`, async () => undefined, tools)).map((r) => ({ ...r, noThroughput: true }));
+}
+
+/** Peak RSS (VmHWM) in MiB of the process listening on a loopback port. */
+async function serverPeakRss(port) {
+  const pid = /pid=(\d+)/.exec(execFileSync('ss', ['-ltnpH', `sport = :${port}`]).toString())?.[1];
+  const status = pid ? await readFile(`/proc/${pid}/status`, 'utf8') : '';
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+/** skopeo pushes a fresh image (new digests each run; layers sent as they are) into ferry serve and into distribution. */
+async function serverWorkloads() {
+  const layerMB = Number(process.env.BENCH_SERVE_LAYER_MB ?? 64);
+  const mb = LAYERS * layerMB;
+  const name = `skopeo push oci -> server (${LAYERS} x ${layerMB} MiB; RSS: server)`;
+  const { startServe } = await import('../test/helpers/serve.ts');
+  const { startDistribution } = await import('../test/helpers/registry.ts');
+  const servers = [
+    ['ferry', async () => { const s = await startServe(join(work, 'serve-store'), ['-q']); return { host: s.host, stop: () => s.stop() }; }],
+    ['docker-registry', () => startDistribution()],
+  ];
+  const rows = [];
+  for (const [tool, startServer] of servers) {
+    const server = await startServer();
+    try {
+      const times = [];
+      for (let i = 0; i <= RUNS; i++) {
+        const src = join(work, `serve-src-${tool}-${i}`);
+        await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => layerMB << 20) }]);
+        await rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
+        const m = measure('skopeo', ['copy', '-q', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${server.host}/bench/r${i}:1`]);
+        if (i > 0) times.push(m.secs);
+        await rm(src, { recursive: true, force: true });
+      }
+      rows.push({ workload: name, tool, median: median(times), rss: await serverPeakRss(server.host.split(':')[1]), mb });
+    } finally {
+      await server.stop();
+    }
   }
   return rows;
 }
@@ -85,6 +144,7 @@ try {
   rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
   rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
   if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
+  if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [
@@ -93,7 +153,7 @@ try {
   ];
   for (const r of rows) {
     const base = rows.find((x) => x.workload === r.workload && x.tool === 'ferry');
-    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${(totalMB / r.median).toFixed(0)} | ${(r.median / base.median).toFixed(2)}x | ${r.rss.toFixed(0)} |`);
+    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${r.noThroughput ? '–' : ((r.mb ?? totalMB) / r.median).toFixed(0)} | ${(r.median / base.median).toFixed(2)}x | ${r.rss.toFixed(0)} |`);
   }
   const table = lines.join('\n');
   console.log(`\nmachine: ${machine}; ${RUNS} runs after one warm-up, medians\n\n${table}\n`);

@@ -38,6 +38,8 @@ export interface CopyOptions {
   referrers?: boolean;
   /** Plan only: read manifests, ask the destination what it has, move nothing. */
   dryRun?: boolean;
+  /** Blobs the far side already has (an inventory): treated as present, never copied (configs excepted). */
+  exclude?: ReadonlySet<Digest>;
   /** How a referrer found under a tag (cosign's `sha256-<hex>.sig`) is named at the destination. */
   nameReferrerTag?: (tag: string) => TagName | undefined;
   /** Blobs in flight at once. */
@@ -102,7 +104,7 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
   // A sink that writes one stream (an archive) takes blobs one at a time.
   await forEachLimited([...uniqueBlobs.values()], dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();
-    if (await dst.has(d)) {
+    if (excluded(opts, d) || (await dst.has(d))) {
       report.blobs.skipped++;
       report.blobs.bytesSkipped += d.size;
       emit({ type: 'blob-skip', digest: d.digest, size: d.size });
@@ -228,10 +230,15 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   return { root, target, documents, blobs, platforms: [...platforms] };
 }
 
+/** Delta copies leave out blobs the far side has; configs always travel (they are small and name the image). */
+function excluded(opts: CopyOptions, d: Descriptor): boolean {
+  return opts.exclude !== undefined && opts.exclude.has(d.digest) && !/\.config\.|container\.image\.v1\+json$/.test(d.mediaType);
+}
+
 /** What a copy would move: blobs and bytes to copy or skip, manifests, images; nothing is written. */
 async function dryRunReport(plans: Planned[], blobs: Descriptor[], dst: Sink, report: CopyReport, opts: CopyOptions): Promise<CopyReport> {
   await forEachLimited(blobs, opts.concurrency ?? 4, async (d) => {
-    if (await dst.has(d)) {
+    if (excluded(opts, d) || (await dst.has(d))) {
       report.blobs.skipped++;
       report.blobs.bytesSkipped += d.size;
     } else {

@@ -9,6 +9,7 @@ import { pullCommand } from './commands/pull.js';
 import { pushCommand } from './commands/push.js';
 import { rmCommand } from './commands/rm.js';
 import { syncCommand } from './commands/sync.js';
+import { inventoryCommand } from './commands/inventory.js';
 import { gcCommand } from './commands/gc.js';
 import { imagesCommand } from './commands/images.js';
 import { inspectCommand } from './commands/inspect.js';
@@ -70,6 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     .command(catalogCommand)
     .command(rmCommand)
     .command(syncCommand)
+    .command(inventoryCommand)
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()
     .version(VERSION)

@@ -1,0 +1,26 @@
+import type { CommandModule } from 'yargs';
+import { publishBytes } from '../../blob/publish.js';
+import { defaultStoreDir } from '../../store.js';
+import { interrupt, out, registrySettings, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  places?: string[];
+  output?: string;
+}
+
+export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'inventory [places..]',
+  describe: 'Record what a store, layout or registry repository holds (for delta archives: save --exclude-from)',
+  builder: (y) =>
+    y
+      .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR, or REGISTRY/REPOSITORY' })
+      .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
+  handler: async (args) => {
+    const { buildInventory } = await import('../../sync/inventory.js');
+    const inv = await buildInventory(args.places ?? [], { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
+    const text = JSON.stringify(inv, null, 2) + '\n';
+    if (!args.output || args.output === '-') return void process.stdout.write(text);
+    await publishBytes(args.output, text);
+    if (!args.quiet) out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
+  },
+};

@@ -1,0 +1,91 @@
+import { readFile } from 'node:fs/promises';
+import { FerryError } from '../errors.js';
+import { walk } from '../graph.js';
+import { OciLayout } from '../locations/layout.js';
+import type { RegistrySettings } from '../locations/location.js';
+import { openRepository } from '../locations/registry/pool.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import { isManifestLike } from '../oci/mediatypes.js';
+import { parseReference, repositoryName } from '../oci/reference.js';
+import type { Source } from '../types.js';
+
+/**
+ * What a place already holds, so that a delta archive can leave it out: every blob and manifest
+ * digest reachable from its images, and its tags. Written as JSON; read back by `--exclude-from`.
+ */
+export interface Inventory {
+  ferryInventory: 1;
+  created: string;
+  sources: string[];
+  blobs: Digest[];
+  manifests: Digest[];
+  tags: Record<string, Digest>;
+}
+
+export interface InventoryOptions {
+  storeDir: string;
+  registry?: RegistrySettings;
+  signal?: AbortSignal;
+}
+
+async function collect(src: Source, roots: Array<{ name: string; digest: Digest; ref: string }>, inv: Inventory, o: InventoryOptions): Promise<void> {
+  const blobs = new Set(inv.blobs);
+  const manifests = new Set(inv.manifests);
+  for (const root of roots) {
+    const d = await src.resolve(root.ref);
+    await walk(src, d, {
+      onDocument: (n) => void manifests.add(n.descriptor.digest),
+      onBlob: (b) => void (isManifestLike(b.mediaType) ? manifests : blobs).add(b.digest),
+      onMissing: () => {},
+    }, { signal: o.signal });
+    inv.tags[root.name] = root.digest;
+  }
+  inv.blobs = [...blobs].sort();
+  inv.manifests = [...manifests].sort();
+}
+
+/** Inventories layouts (`oci:DIR`, or the store when the text is empty/`store`) and registry repositories. */
+export async function buildInventory(places: string[], o: InventoryOptions): Promise<Inventory> {
+  const inv: Inventory = { ferryInventory: 1, created: new Date().toISOString(), sources: [], blobs: [], manifests: [], tags: {} };
+  for (const place of places.length ? places : ['store']) {
+    if (place === 'store' || place.startsWith('oci:')) {
+      const dir = place === 'store' ? o.storeDir : place.slice(4);
+      const layout = await OciLayout.open(dir);
+      const roots = (await layout.entries()).map((e) => ({ name: e.name ?? e.tag ?? e.descriptor.digest, digest: e.descriptor.digest, ref: e.descriptor.digest }));
+      await collect(layout, roots, inv, o);
+      inv.sources.push(place === 'store' ? `store:${dir}` : place);
+    } else {
+      const ref = parseReference(place.replace(/^docker:\/\//, ''));
+      const repo = openRepository(ref, o.registry);
+      const tags = await repo.listTags({ signal: o.signal });
+      const roots = [];
+      for (const tag of tags) {
+        const digest = await repo.headDigest(tag, { signal: o.signal });
+        if (digest) roots.push({ name: `${repositoryName(ref)}:${tag}`, digest, ref: digest });
+      }
+      await collect(repo, roots, inv, o);
+      inv.sources.push(`docker://${repositoryName(ref)}`);
+    }
+  }
+  return inv;
+}
+
+/** Reads an inventory file: the set of digests a delta may leave out. */
+export async function readInventory(path: string): Promise<Set<Digest>> {
+  let doc: Partial<Inventory>;
+  try {
+    doc = JSON.parse(await readFile(path, 'utf8')) as Partial<Inventory>;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `inventory ${path} does not exist`);
+    throw new FerryError('INVALID_INPUT', `${path} is not an inventory (not JSON)`);
+  }
+  if (doc.ferryInventory !== 1 || !Array.isArray(doc.blobs)) {
+    throw new FerryError('INVALID_INPUT', `${path} is not a ferry inventory (write one with \`ferry inventory\`)`);
+  }
+  const out = new Set<Digest>();
+  for (const d of doc.blobs) {
+    if (!isDigest(d)) throw new FerryError('INVALID_INPUT', `${path}: invalid digest ${JSON.stringify(d)}`);
+    out.add(d);
+  }
+  return out;
+}

@@ -1,0 +1,61 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { readInventory } from '../src/sync/inventory.js';
+import { failure } from './helpers/assert.js';
+import { ferry } from './helpers/cli.js';
+import { testdataImages } from './helpers/expected-images.js';
+import { TESTDATA, tempDir } from './helpers/fs.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+describe('inventory', () => {
+  it('records every blob, manifest and tag of a store; a delta copy leaves those blobs out but keeps configs', async () => {
+    const exp = await testdataImages();
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:layers`, 'example.com/base:1'])).code).toBe(0);
+    const invPath = join(await tempDir(), 'inv.json');
+    const r = await ferry(['--store', store, 'inventory', '-o', invPath]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/4 blobs, 1 manifests, 1 tags/);
+    const inv = JSON.parse(await readFile(invPath, 'utf8'));
+    expect(inv.tags['example.com/base:1']).toBe(exp.layers.digest);
+    expect(inv.blobs).toContain(exp.layers.layers![0]!.digest);
+
+    const excluded = await readInventory(invPath);
+    const delta = await OciLayout.open(join(await tempDir(), 'delta'), { create: true });
+    const report = await copy(await OciLayout.open(TESTDATA), delta, [{ ref: 'layers', names: [{ tag: 'l' }] }], { exclude: excluded });
+    expect(report.blobs.copied).toBe(1); // the config only
+    const files = await readdir(join(delta.dir, 'blobs', 'sha256'));
+    expect(files).toContain((exp.layers.config as string).slice(7));
+    for (const l of exp.layers.layers!) expect(files).not.toContain(l.digest.slice(7));
+  });
+
+  it('refuses a file that is not an inventory', async () => {
+    const p = join(await tempDir(), 'x.json');
+    await (await import('node:fs/promises')).writeFile(p, '{"blobs": []}');
+    expect((await failure(readInventory(p))).code).toBe('INVALID_INPUT');
+    expect((await failure(readInventory(`${p}.missing`))).code).toBe('NOT_FOUND');
+  });
+});
+
+describe.skipIf(!hasTool('docker-registry'))('inventory of a registry repository', () => {
+  let reg: RunningRegistry;
+  beforeAll(async () => {
+    reg = await startDistribution();
+  });
+  afterAll(async () => reg?.stop());
+
+  it('lists the tags and every reachable blob', async () => {
+    const exp = await testdataImages();
+    expect((await ferry(['copy', `oci:${TESTDATA}:multi`, `docker://${reg.host}/inv/multi:1`])).code).toBe(0);
+    const r = await ferry(['inventory', `${reg.host}/inv/multi`]);
+    expect(r.code, r.stderr).toBe(0);
+    const inv = JSON.parse(r.stdout);
+    expect(inv.tags[`${reg.host}/inv/multi:1`]).toBe(exp.multi.digest);
+    expect(inv.manifests).toContain(exp.multi.digest);
+    expect(inv.manifests.length).toBe(4);
+  });
+});
