@@ -15,6 +15,8 @@ export interface RunOptions {
   input?: string;
   /** Wrap the command, e.g. ['setpriv', '--reuid=65534', ...] to run it as another user. */
   wrap?: string[];
+  /** Run this executable instead of bin/ferry (the single-file binary). */
+  binary?: string;
 }
 
 /** Runs the real CLI (bin/ferry -> dist) as a child process. */
@@ -25,9 +27,11 @@ export function ferry(args: string[], opts: RunOptions = {}): Promise<RunResult>
 }
 
 export function start(args: string[], opts: RunOptions = {}): ChildProcess {
-  const [cmd, ...pre] = opts.wrap ? [...opts.wrap, FERRY] : [FERRY];
+  const exe = opts.binary ?? FERRY;
+  const [cmd, ...pre] = opts.wrap ? [...opts.wrap, exe] : [exe];
+  // A binary run "with no node on PATH" must not inherit one either.
   return spawn(cmd!, [...pre, ...args], {
-    env: { ...process.env, ...opts.env },
+    env: opts.binary ? { ...opts.env } : { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
 }
