@@ -2,6 +2,10 @@ import type { CopyEvent } from '../copy.js';
 import { FerryError } from '../errors.js';
 import type { RegistrySettings } from '../locations/location.js';
 import { shortDigest } from '../oci/digest.js';
+import { humanSize } from '../progress/format.js';
+import { TtyProgress } from '../progress/tty.js';
+
+export { humanSize };
 
 /** Options every command accepts. */
 export interface GlobalArgs {
@@ -23,15 +27,27 @@ export function registrySettings(args: GlobalArgs): RegistrySettings {
   };
 }
 
-/** Docker-style per-blob status lines on stderr. */
-export function progressPrinter(args: GlobalArgs): (e: CopyEvent) => void {
-  return (e) => {
+/**
+ * Progress for copies: live bars on a terminal, one plain line per state change in logs, JSON
+ * lines with --json, nothing with --quiet. Call `done()` when the operation ends.
+ */
+export function progressPrinter(args: GlobalArgs): ((e: CopyEvent) => void) & { done: () => void } {
+  if (args.json) {
+    return Object.assign((e: CopyEvent) => {
+      if (e.type !== 'blob-progress') process.stdout.write(JSON.stringify({ event: e.type, ...e, type: undefined }) + '\n');
+    }, { done: () => {} });
+  }
+  if (!args.quiet && process.stderr.isTTY) {
+    const tty = new TtyProgress();
+    return Object.assign(tty.onEvent, { done: () => tty.finish() });
+  }
+  return Object.assign((e: CopyEvent) => {
     const id = 'digest' in e ? shortDigest(e.digest) : '';
     if (e.type === 'blob-skip') status(args, `${id}: Already exists`);
     else if (e.type === 'blob-mount') status(args, `${id}: Mounted from another repository`);
     else if (e.type === 'blob-done') status(args, `${id}: Complete (${humanSize(e.size)})`);
     else if (e.type === 'blob-retry') status(args, `${id}: Retrying (${e.reason})`);
-  };
+  }, { done: () => {} });
 }
 
 /** Aborted by SIGINT/SIGTERM; commands pass it to the library. */
@@ -46,20 +62,15 @@ export function status(args: GlobalArgs, line: string): void {
   if (!args.quiet && !args.json) process.stderr.write(line + '\n');
 }
 
+/** The last line of a --json run of a transfer command: `{"event":"result", …}` after the event lines. */
+export function printResult(value: object): void {
+  process.stdout.write(JSON.stringify({ event: 'result', ...value }) + '\n');
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
-export function humanSize(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return u === 0 ? `${n}B` : `${v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)}${units[u]}`;
-}
 
 export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -25,18 +25,19 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const platforms = args.all ? 'all' : args.platform ? parsePlatformSelection(args.platform) : 'all';
+    const progress = progressPrinter(args);
     const report = await copyImage({
       source: args.source,
       destination: args.destination,
       storeDir: args.store,
       platforms,
       signal: interrupt.signal,
-      onEvent: progressPrinter(args),
+      onEvent: progress,
       registry: registrySettings(args),
       jobs: args.jobs,
       referrers: args.referrers,
-    });
-    if (args.json) return printJson(report);
+    }).finally(() => progress.done());
+    if (args.json) return printResult(report);
     for (const i of report.images) {
       out(`Copied ${args.source} -> ${args.destination}`);
       out(`Digest: ${i.digest}`);

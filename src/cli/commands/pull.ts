@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -23,17 +23,18 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const { pullImage } = await import('../../registry-ops.js');
     status(args, `Pulling ${args.image}`);
+    const progress = progressPrinter(args);
     const report = await pullImage(args.image, {
       storeDir: args.store,
       platforms: args.platform ? parsePlatformSelection(args.platform) : undefined,
       allTags: args['all-tags'],
       registry: registrySettings(args),
       signal: interrupt.signal,
-      onEvent: progressPrinter(args),
+      onEvent: progress,
       jobs: args.jobs,
       referrers: args.referrers,
-    });
-    if (args.json) return printJson(report);
+    }).finally(() => progress.done());
+    if (args.json) return printResult(report);
     for (const i of report.images) {
       const name = i.names[0]?.name ?? `${report.reference}@${i.digest}`;
       out(`Digest: ${i.digest}`);

@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -21,17 +21,18 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const { pushImage } = await import('../../registry-ops.js');
+    const progress = progressPrinter(args);
     const report = await pushImage(args.image, {
       storeDir: args.store,
       destination: args.destination,
       allTags: args['all-tags'],
       registry: registrySettings(args),
       signal: interrupt.signal,
-      onEvent: progressPrinter(args),
+      onEvent: progress,
       jobs: args.jobs,
       referrers: args.referrers,
-    });
-    if (args.json) return printJson(report);
+    }).finally(() => progress.done());
+    if (args.json) return printResult(report);
     for (const i of report.images) {
       for (const n of i.names) out(`${n.tag}: digest: ${i.digest}`);
       if (i.names.length === 0) out(`pushed ${report.reference}@${i.digest}`);
