@@ -17,6 +17,8 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Copy an image between locations (oci:DIR[:TAG] or a store name), verifying every blob',
   builder: (y) =>
     y
+      .example('$0 copy oci:./usb/images:web-1.4 web:1.4', 'OCI layout -> store')
+      .example('$0 copy docker://ghcr.io/org/app:1 oci:/mnt/usb/layout:app-1', 'registry -> OCI layout')
       .positional('source', { type: 'string', demandOption: true })
       .positional('destination', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })

@@ -14,6 +14,7 @@ export const gcCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Delete blobs that no image references (and temp files of dead runs)',
   builder: (y) =>
     y
+      .example('$0 gc --dry-run', 'list what would be deleted')
       .positional('layout', { type: 'string', describe: 'an OCI layout directory (default: the store)' })
       .option('dry-run', { type: 'boolean', describe: 'only list what would be deleted' }),
   handler: async (args) => {

@@ -9,6 +9,9 @@ import { humanSize, out, printJson, table, type GlobalArgs } from '../context.js
 export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'images',
   describe: 'List the images in the store',
+  builder: (y) =>
+    y
+      .example('$0 images --json', 'machine-readable'),
   handler: async (args) => {
     const store = await openStore({ dir: args.store, write: false }).catch(async (e) => {
       if ((e as { code?: string }).code === 'NOT_FOUND') return undefined;

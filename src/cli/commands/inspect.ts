@@ -18,6 +18,7 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Show an image\'s manifest and config',
   builder: (y) =>
     y
+      .example('$0 inspect --raw alpine:3.20 | sha256sum', 'the manifest bytes')
       .positional('image', { type: 'string', demandOption: true, describe: 'store image name, digest, or oci:DIR[:TAG]' })
       .option('raw', { type: 'boolean', describe: 'print the manifest (or index) bytes exactly as stored' })
       .option('platform', { type: 'string', describe: 'for an index: show this platform\'s image (OS/ARCH[/VARIANT])' }),

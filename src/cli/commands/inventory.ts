@@ -13,6 +13,7 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Record what a store, layout or registry repository holds (for delta archives: save --exclude-from)',
   builder: (y) =>
     y
+      .example('$0 inventory -o have.json', 'what the store holds')
       .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR, or REGISTRY/REPOSITORY' })
       .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
   handler: async (args) => {

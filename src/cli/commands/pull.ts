@@ -15,6 +15,8 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Pull an image from a registry into the store (NAME[:TAG|@DIGEST])',
   builder: (y) =>
     y
+      .example('$0 pull alpine:3.20', 'the host platform')
+      .example('$0 pull --platform all ghcr.io/org/app:1', 'every platform')
       .positional('image', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: this host\'s)' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'pull every tag of the repository' })

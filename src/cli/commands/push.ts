@@ -14,6 +14,8 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Push a store image to its registry (or to DESTINATION)',
   builder: (y) =>
     y
+      .example('$0 push registry.internal:5000/team/api:2', 'to the registry in the name')
+      .example('$0 push alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'under another name')
       .positional('image', { type: 'string', demandOption: true, describe: 'store image, NAME[:TAG]' })
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })

@@ -16,6 +16,7 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Remove images from the store (untag, then delete blobs nothing else uses)',
   builder: (y) =>
     y
+      .example('$0 rmi example.com/team/api:1', 'untag and delete unused blobs')
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'names or digests' })
       .option('prune', { type: 'boolean', default: true, describe: 'delete blobs left unreferenced (--no-prune keeps them for `ferry gc`)' }),
   handler: async (args) => {

@@ -25,6 +25,8 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Mirror registry repositories into the store, an OCI layout or another registry, incrementally',
   builder: (y) =>
     y
+      .example("$0 sync docker.io/library/alpine --semver '>=3.18'", 'into the store')
+      .example('$0 sync --config sync.yaml --dry-run', 'plan only')
       .positional('source', { type: 'string', describe: 'REGISTRY/REPOSITORY (or use --config)' })
       .positional('destination', { type: 'string', describe: 'oci:DIR or docker://REGISTRY[/PREFIX] (default: the store)' })
       .option('config', { alias: 'c', type: 'string', describe: 'YAML or JSON file listing repositories' })

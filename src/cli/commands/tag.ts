@@ -14,6 +14,7 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Give a store image another name',
   builder: (y) =>
     y
+      .example('$0 tag alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'another name')
       .positional('source', { type: 'string', demandOption: true, describe: 'existing image (name or digest)' })
       .positional('target', { type: 'string', demandOption: true, describe: 'new name, NAME[:TAG]' }),
   handler: async (args) => {
