@@ -1,17 +1,18 @@
 /**
- * `npm run demo`: the main job on what ships with the repository. Copies the testdata images into
- * a fresh store, verifies every blob, lists the store and prints a short report. Exits non-zero if
- * any step fails or a digest differs.
+ * `npm run demo`: the main job, end to end, on nothing but this repository. Starts `ferry serve`
+ * on a free loopback port, seeds it from testdata, then pull -> save (.tar.zst) -> verify -> load
+ * into a fresh store -> push under a new name -> pull back by digest, and prints a short report.
+ * Exits non-zero if any step fails or any digest differs.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { copy } from '../copy.js';
-import { listImages } from '../images.js';
-import { OciLayout } from '../locations/layout.js';
-import { verifyLayout } from '../verify.js';
+import { createInterface } from 'node:readline';
 
-const TESTDATA = join(import.meta.dirname, '..', '..', 'testdata');
+const ROOT = join(import.meta.dirname, '..', '..');
+const FERRY = join(ROOT, 'bin', 'ferry');
+const TESTDATA = join(ROOT, 'testdata');
 
 interface Step {
   name: string;
@@ -19,51 +20,122 @@ interface Step {
   detail: string;
 }
 
-async function timed<T>(steps: Step[], name: string, fn: () => Promise<T>, detail: (r: T) => string): Promise<T> {
-  const t0 = performance.now();
-  const r = await fn();
-  steps.push({ name, ms: performance.now() - t0, detail: detail(r) });
-  return r;
+function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(FERRY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+async function must(args: string[]): Promise<string> {
+  const r = await ferry(args);
+  if (r.code !== 0) throw new Error(`ferry ${args.join(' ')} failed (exit ${r.code}):\n${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Starts `ferry serve` on a free port; resolves with host:port once it listens. */
+async function serve(store: string): Promise<{ host: string; stop: () => Promise<void> }> {
+  const child = spawn(FERRY, ['serve', '--store', store, '--addr', '127.0.0.1:0', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = createInterface({ input: child.stdout });
+  let log = '';
+  child.stderr.on('data', (c: Buffer) => (log += c.toString()));
+  const host = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`ferry serve did not start:\n${log}`)), 20_000);
+    lines.on('line', (line) => {
+      const m = /(127\.0\.0\.1:\d+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`ferry serve exited (${code}):\n${log}`)));
+  });
+  return {
+    host,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('close', r));
+    },
+  };
+}
+
+async function imagesIn(store: string): Promise<Array<{ name?: string; digest: string }>> {
+  return JSON.parse(await must(['--store', store, 'images', '--json'])) as Array<{ name?: string; digest: string }>;
 }
 
 async function main(): Promise<number> {
-  const expected = JSON.parse(await readFile(join(TESTDATA, 'expected.json'), 'utf8')) as {
-    images: Record<string, { name: string; digest: string }>;
-  };
+  const expected = JSON.parse(await readFile(join(TESTDATA, 'expected.json'), 'utf8')) as { images: Record<string, { digest: string }> };
   const tags = Object.keys(expected.images);
   const work = await mkdtemp(join(tmpdir(), 'ferry-demo-'));
   const steps: Step[] = [];
+  const step = async <T>(name: string, fn: () => Promise<T>, detail: (r: T) => string): Promise<T> => {
+    const t0 = performance.now();
+    const r = await fn();
+    steps.push({ name, ms: performance.now() - t0, detail: detail(r) });
+    return r;
+  };
+  let registry: Awaited<ReturnType<typeof serve>> | undefined;
+  const mismatches: string[] = [];
   try {
-    const src = await OciLayout.open(join(TESTDATA, 'layout'));
-    const store = await OciLayout.open(join(work, 'store'), { create: true });
-    const roots = tags.map((t) => ({ ref: t, names: [{ tag: t, name: expected.images[t]!.name }] }));
+    registry = await step('start ferry serve', () => serve(join(work, 'registry')), (r) => r.host);
+    const host = registry.host;
+    const name = (repo: string, tag: string) => `${host}/${repo}:${tag}`;
 
-    const report = await timed(steps, 'copy testdata -> fresh store', () => copy(src, store, roots),
-      (r) => `${r.images.length} images, ${r.blobs.copied} blobs, ${r.blobs.bytesCopied} bytes, ${r.manifests.copied} manifests`);
-    const rerun = await timed(steps, 'copy again (nothing to move)', () => copy(src, store, roots),
-      (r) => `${r.blobs.copied} blobs copied, ${r.blobs.skipped} already present`);
-    const verify = await timed(steps, 'verify every blob', () => verifyLayout(store),
-      (v) => `${v.blobs} blobs, ${v.bytes} bytes re-hashed, ${v.problems.length} problems`);
-    const images = await timed(steps, 'list the store', () => listImages(store), (l) => `${l.length} images`);
-    await store.close();
+    await step('seed it from testdata', async () => {
+      for (const t of tags) await must(['copy', '-q', `oci:${join(TESTDATA, 'layout')}:${t}`, `docker://${name('demo/testdata', t)}`]);
+    }, () => `${tags.length} images pushed`);
 
-    const same = report.images.every((i, n) => i.digest === expected.images[tags[n]!]!.digest);
-    const ok = same && rerun.blobs.copied === 0 && verify.problems.length === 0 && images.length === tags.length;
+    const pulled = join(work, 'pulled');
+    await step('pull every tag, every platform', () => must(['--store', pulled, 'pull', '-q', '-a', '--platform', 'all', `${host}/demo/testdata`]),
+      () => `${tags.length} images into a fresh store`);
 
-    console.log('ferry demo: copy -> verify -> list, on the testdata images\n');
-    for (const s of steps) console.log(`  ${s.name.padEnd(32)} ${s.ms.toFixed(0).padStart(5)} ms   ${s.detail}`);
-    console.log('\n  store contents:');
-    for (const i of images) console.log(`    ${(i.name ?? i.tag ?? '<none>').padEnd(40)} ${i.digest.slice(7, 19)}  ${i.platforms.join(',').padEnd(24)} ${i.size} B`);
-    for (const p of verify.problems) console.log(`  PROBLEM: ${p.message}`);
-    console.log(`\n  digests identical to the source: ${same ? 'yes' : 'NO'}`);
-    console.log(`  result: ${ok ? 'OK' : 'FAILED'}`);
-    return ok ? 0 : 1;
+    const archive = join(work, 'images.tar.zst');
+    await step('save to .tar.zst', () => must(['--store', pulled, 'save', '-q', '-o', archive, ...tags.map((t) => name('demo/testdata', t))]),
+      () => '');
+    steps.at(-1)!.detail = `${(await stat(archive)).size} bytes, docker-loadable OCI archive`;
+
+    await step('verify the archive', () => must(['verify', archive]), (out) => (out.trim().split('\n').pop() ?? '').replace(`${work}/`, ''));
+
+    const loaded = join(work, 'loaded');
+    await step('load into a fresh store', () => must(['--store', loaded, 'load', '-q', '-i', archive]), () => `${tags.length} images`);
+
+    await step('push under a new name', async () => {
+      for (const t of tags) await must(['--store', loaded, 'push', '-q', name('demo/testdata', t), name('demo/restored', t)]);
+    }, () => `${host}/demo/restored`);
+
+    const back = join(work, 'back');
+    await step('pull back by digest', async () => {
+      for (const t of tags) await must(['--store', back, 'pull', '-q', '--platform', 'all', `${host}/demo/restored@${expected.images[t]!.digest}`]);
+    }, () => `${tags.length} images`);
+
+    const byName = async (store: string) => new Map((await imagesIn(store)).map((i) => [i.name, i.digest]));
+    const [a, b] = await Promise.all([byName(pulled), byName(loaded)]);
+    const c = new Set((await imagesIn(back)).map((i) => i.digest));
+    for (const t of tags) {
+      const want = expected.images[t]!.digest;
+      const seen = [a.get(name('demo/testdata', t)), b.get(name('demo/testdata', t))];
+      if (seen.some((d) => d !== want) || !c.has(want)) mismatches.push(`${t}: expected ${want}, pulled ${seen[0]}, loaded ${seen[1]}`);
+    }
+    await must(['--store', back, 'verify']);
+  } catch (e) {
+    console.error(`ferry demo failed: ${(e as Error).message}`);
+    mismatches.push('a step failed');
   } finally {
+    await registry?.stop();
     await rm(work, { recursive: true, force: true });
   }
+
+  console.log('ferry demo: serve -> pull -> save .tar.zst -> verify -> load -> push -> pull by digest\n');
+  for (const s of steps) console.log(`  ${s.name.padEnd(26)} ${s.ms.toFixed(0).padStart(6)} ms   ${s.detail}`);
+  console.log(`\n  digests identical at every step: ${mismatches.length === 0 ? 'yes' : 'NO'}`);
+  for (const m of mismatches) console.log(`    ${m}`);
+  console.log(`  result: ${mismatches.length === 0 ? 'OK' : 'FAILED'}`);
+  return mismatches.length === 0 ? 0 : 1;
 }
 
-process.exitCode = await main().catch((e: unknown) => {
-  console.error(`ferry demo failed: ${(e as Error).message}`);
-  return 1;
-});
+process.exitCode = await main();
