@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { FerryError, toFerryError } from './errors.js';
 import { decompressor, peek, sniff } from './blob/compression.js';
-import { algorithmOf, isDigest, type Digest } from './oci/digest.js';
+import { algorithmOf, isDigest, type Algorithm, type Digest } from './oci/digest.js';
 import { isLayerType, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, type Descriptor } from './oci/manifest.js';
 import type { OciLayout } from './locations/layout.js';
@@ -124,7 +124,7 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
       problems.push({ kind: 'missing', digest, message: `blob ${digest} is referenced but missing` });
       return;
     }
-    const result = await hashBlob(path, exp?.diffId !== undefined).catch((e: unknown) => e as Error);
+    const result = await hashBlob(path, algorithmOf(digest), exp?.diffId !== undefined).catch((e: unknown) => e as Error);
     if (result instanceof Error) {
       problems.push({ kind: 'unreadable', digest, path, message: `blob ${digest}: ${toFerryError(result).message}` });
       return;
@@ -192,8 +192,8 @@ async function listBlobFiles(layout: OciLayout, problems: Problem[]): Promise<Ma
   return out;
 }
 
-async function hashBlob(path: string, withDiffId: boolean): Promise<{ digest: Digest; size: number; diffId?: Digest }> {
-  const alg = 'sha256';
+/** Hashes a blob with its own algorithm; diff_ids are always sha256 of the uncompressed tar. */
+async function hashBlob(path: string, alg: Algorithm, withDiffId: boolean): Promise<{ digest: Digest; size: number; diffId?: Digest }> {
   const outer = createHash(alg);
   let size = 0;
   const counter = new Transform({
@@ -210,21 +210,21 @@ async function hashBlob(path: string, withDiffId: boolean): Promise<{ digest: Di
   }
   const { head, stream } = await peek(file, 6);
   const compression = sniff(head);
-  if (compression === 'none') {
+  if (compression === 'none' && alg === 'sha256') {
     // An uncompressed layer is its own diff_id: one hash serves both checks.
     await pipeline(stream, counter, new Writable({ write: (_c, _e, cb) => cb() }));
     const digest = `${alg}:${outer.digest('hex')}` as Digest;
     return { digest, size, diffId: digest };
   }
-  const inner = createHash(alg);
+  const inner = createHash('sha256');
   let diffId: Digest | undefined;
   try {
     await pipeline(stream, counter, decompressor(compression), new Writable({ write: (c: Buffer, _e, cb) => { inner.update(c); cb(); } }));
-    diffId = `${alg}:${inner.digest('hex')}` as Digest;
+    diffId = `sha256:${inner.digest('hex')}` as Digest;
   } catch (e) {
     if (e instanceof FerryError) throw e;
     // Undecodable content: hash the raw bytes alone so the digest check still reports.
-    return hashBlob(path, false);
+    return hashBlob(path, alg, false);
   }
   return { digest: `${alg}:${outer.digest('hex')}` as Digest, size, diffId };
 }

@@ -1,10 +1,22 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe } from 'vitest';
 import { registrySuite } from './helpers/registry-suite.js';
 import { startDistribution } from './helpers/registry.js';
+import { startServe } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry');
 
+// One suite, two registries: ferry's client is held to the same behaviour against both.
 describe.skipIf(!distribution)('CNCF distribution registry', () => {
   registrySuite('distribution', () => startDistribution());
+});
+
+describe('ferry serve', () => {
+  registrySuite('ferry serve', async () => {
+    const served = await startServe(join(await mkdtemp(join(tmpdir(), 'ferry-serve-suite-')), 'store'));
+    return { host: served.host, stop: async () => void (await served.stop()) };
+  });
 });

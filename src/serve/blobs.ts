@@ -59,7 +59,7 @@ export async function deleteBlob(_ctx: ServeContext, _r: RepoRequest, ref: strin
  * ignored (the whole blob is sent, as HTTP allows); a start beyond the end is unsatisfiable.
  */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
-  if (!header) return undefined;
+  if (!header || size === 0) return undefined;
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!m || (m[1] === '' && m[2] === '')) return undefined;
   if (m[1] === '') {

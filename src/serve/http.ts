@@ -18,9 +18,13 @@ export function sendJson(req: IncomingMessage, res: ServerResponse, status: numb
   send(req, res, status, { 'Content-Type': 'application/json', ...headers }, JSON.stringify(value));
 }
 
+/** Bodies up to this size are read and dropped after an early error answer, so the client sees it. */
+const DRAIN_LIMIT = 16 * 1024 * 1024;
+
 /**
- * Answers an error. When the request body was not read (an upload refused before its data), the
- * connection is closed after the answer instead of reading and discarding a possibly huge body.
+ * Answers an error. A request body not read yet (a chunk refused before its data) is read and
+ * dropped when small, so the client gets the answer instead of a broken pipe; a larger one is
+ * not read: the connection is closed after the answer.
  */
 export function sendError(req: IncomingMessage, res: ServerResponse, err: RegistryError): void {
   if (res.headersSent) {
@@ -28,8 +32,22 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: Regist
     return;
   }
   const headers: Headers = { 'Content-Type': 'application/json', ...err.headers };
-  if (!req.complete) headers.Connection = 'close';
+  if (!req.complete) {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared <= DRAIN_LIMIT) drain(req);
+    else headers.Connection = 'close';
+  }
   send(req, res, err.status, headers, err.body());
+}
+
+function drain(req: IncomingMessage): void {
+  let n = 0;
+  req.on('data', (c: Buffer) => {
+    n += c.byteLength;
+    if (n > DRAIN_LIMIT) req.destroy();
+  });
+  req.on('error', () => {});
+  req.resume();
 }
 
 /** Reads a small body (a manifest) into memory; more than `cap` bytes is a 413. */

@@ -161,6 +161,16 @@ export class Uploads {
    * mismatch the session is deleted and nothing is published (DIGEST_INVALID).
    */
   async complete(s: Session, digest: Digest): Promise<void> {
+    // Bytes past the recorded offset (a crash between write and state update) are not part of it.
+    const fh = await open(s.data, 'r+');
+    try {
+      if ((await fh.stat()).size !== s.offset) {
+        await fh.truncate(s.offset);
+        await fh.sync();
+      }
+    } finally {
+      await fh.close();
+    }
     const alg = algorithmOf(digest);
     const actual = alg === 'sha256' ? `sha256:${(await this.syncHash(s)).copy().digest('hex')}` : await hashFile(s.data, alg);
     if (actual !== digest) {

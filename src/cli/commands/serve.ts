@@ -1,0 +1,55 @@
+import type { CommandModule } from 'yargs';
+import { FerryError } from '../../errors.js';
+import { startServer } from '../../serve/server.js';
+import { defaultStoreDir } from '../../store.js';
+import { interrupt, out, printJson, status, type GlobalArgs } from '../context.js';
+
+interface Args extends GlobalArgs {
+  addr: string;
+  'read-only'?: boolean;
+  htpasswd?: string;
+  'token-auth'?: boolean;
+  'tls-cert'?: string;
+  'tls-key'?: string;
+  grace: number;
+}
+
+export const serveCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'serve',
+  describe: 'Serve the store as an OCI distribution registry (push, pull, tags, referrers)',
+  builder: (y) =>
+    y
+      .option('addr', { type: 'string', default: '127.0.0.1:5000', describe: 'HOST:PORT to listen on (port 0: a free port, printed)' })
+      .option('read-only', { type: 'boolean', describe: 'refuse pushes and deletes (405)' })
+      .option('htpasswd', { type: 'string', describe: 'require users from this htpasswd file (bcrypt: htpasswd -B)' })
+      .option('token-auth', { type: 'boolean', describe: 'bearer tokens from this server\'s /token endpoint instead of Basic auth' })
+      .option('tls-cert', { type: 'string', describe: 'serve https with this certificate (PEM)' })
+      .option('tls-key', { type: 'string', describe: 'private key (PEM) for --tls-cert' })
+      .option('grace', { type: 'number', default: 10, describe: 'seconds to let requests finish on SIGTERM/SIGINT' }),
+  handler: async (args) => {
+    if (!Number.isFinite(args.grace) || args.grace < 0) throw new FerryError('USAGE', `--grace must be a number of seconds, got ${args.grace}`);
+    const storeDir = args.store ?? defaultStoreDir();
+    const server = await startServer({
+      storeDir,
+      addr: args.addr,
+      readOnly: args['read-only'],
+      htpasswd: args.htpasswd,
+      tokenAuth: args['token-auth'],
+      tlsCert: args['tls-cert'],
+      tlsKey: args['tls-key'],
+      accessLog: args.quiet ? undefined : (line) => process.stderr.write(`ferry serve: ${new Date().toISOString()} ${line}\n`),
+    });
+    if (args.json) printJson({ url: server.url, host: server.host, port: server.port, store: storeDir });
+    else out(`ferry serve: listening on ${server.url} (store ${storeDir}${args['read-only'] ? ', read-only' : ''})`);
+    await new Promise<void>((resolve) => {
+      if (interrupt.signal.aborted) resolve();
+      else interrupt.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    status(args, `ferry serve: stopping; waiting up to ${args.grace}s for requests in progress`);
+    const { forced } = await server.close(args.grace * 1000);
+    if (forced) {
+      throw new FerryError('ABORTED', 'requests were still running after the grace period; unfinished uploads were kept and can be resumed');
+    }
+    status(args, 'ferry serve: stopped');
+  },
+};
