@@ -34,6 +34,14 @@ describe('progress and machine-readable output', () => {
     expect(quiet.stdout).toContain('Digest: ');
   });
 
+  it('completion prints a shell script, and completes command names', async () => {
+    const script = await ferry(['completion']);
+    expect(script.code).toBe(0);
+    expect(script.stdout).toContain('ferry-completions');
+    const words = await ferry(['--get-yargs-completions', 'ferry', '']);
+    expect(words.stdout.split('\n')).toEqual(expect.arrayContaining(['pull', 'push', 'copy', 'verify', 'sync']));
+  });
+
   it.skipIf(!hasTool('tmux'))('on a terminal: live per-blob lines and a total line, redrawn in place (tmux)', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'big', layers: [48 << 20, 48 << 20] }]);
