@@ -7,7 +7,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 const ROOT = join(import.meta.dirname, '..');
-const FERRY = join(ROOT, 'bin', 'ferry');
+const FERRY = process.env.BENCH_FERRY ?? join(ROOT, 'bin', 'ferry');
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LAYER_MB = Number(process.env.BENCH_LAYER_MB ?? 256);
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 3);
@@ -131,20 +131,176 @@ async function serverWorkloads() {
   return rows;
 }
 
+/**
+ * Flattening a 3-layer image (~22k small files, 3 x 64 MiB files, whiteouts, an opaque directory,
+ * overwrites; gzip layers): ferry export -o (streams the result) beside umoci unpack + tar -c
+ * (writes the tree to disk first), and ferry export --dir beside umoci unpack alone.
+ */
+async function exportWorkloads() {
+  const { makeTarLayout, writeTarBlob, dir, file } = await import('../test/helpers/layers.ts');
+  const layout = join(work, 'fs-src');
+  const small = (i, j, v = 'v1') => file(`srv/d${i}/f${j}.txt`, `${v} ${i}/${j} `.repeat(1 + ((i * 7 + j) % 60)));
+  function* l1() {
+    yield dir('srv/');
+    for (let i = 0; i < 200; i++) {
+      yield dir(`srv/d${i}/`);
+      for (let j = 0; j < 100; j++) yield small(i, j);
+    }
+    yield dir('big/');
+    yield { name: 'big/a.bin', bigFile: 64 << 20, seed: 1 };
+    yield { name: 'big/b.bin', bigFile: 64 << 20, seed: 2 };
+  }
+  function* l2() {
+    for (let i = 0; i < 20; i++) yield file(`srv/d${i}/.wh..wh..opq`, '');
+    for (let i = 20; i < 40; i++) for (let j = 0; j < 50; j++) yield small(i, j, 'v2');
+    yield file('big/.wh.a.bin', '');
+    yield { name: 'big/c.bin', bigFile: 64 << 20, seed: 3 };
+  }
+  function* l3() {
+    yield dir('etc/');
+    for (let j = 0; j < 2000; j++) yield file(`etc/conf${j}`, `setting=${j}\n`);
+  }
+  const layers = [];
+  for (const gen of [l1, l2, l3]) {
+    const blob = await writeTarBlob(layout, gen(), { gzip: true });
+    layers.push({ file: blob, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+  }
+  await makeTarLayout(layout, [{ tag: 'bench', layers }]);
+  const mb = 192;
+  let n = 0;
+  const fresh = async () => {
+    if (n > 0) await rm(join(work, `fs-out-${n - 1}`), { recursive: true, force: true }).then(() => rm(join(work, `fs-out-${n - 1}.tar`), { force: true }));
+    return join(work, `fs-out-${n++}`);
+  };
+  const rows = [];
+  const tarTools = [['ferry', (out) => [FERRY, ['export', '-q', `oci:${layout}:bench`, '-o', `${out}.tar`]]]];
+  if (has('umoci')) tarTools.push(['umoci unpack + tar -c', (out) => ['sh', ['-c', `umoci unpack --image ${layout}:bench ${out} >/dev/null && tar -C ${out}/rootfs -cf ${out}.tar .`]]]);
+  rows.push(...(await workload('export 3 layers, 22k files + 3 x 64 MiB -> tar', fresh, tarTools)).map((r) => ({ ...r, mb })));
+  const dirTools = [['ferry', (out) => [FERRY, ['export', '-q', `oci:${layout}:bench`, '--dir', out]]]];
+  if (has('umoci')) dirTools.push(['umoci unpack', (out) => ['sh', ['-c', `umoci unpack --image ${layout}:bench ${out} >/dev/null`]]]);
+  rows.push(...(await workload('export 3 layers, 22k files + 3 x 64 MiB -> directory', fresh, dirTools)).map((r) => ({ ...r, mb })));
+  await fresh();
+  await rm(layout, { recursive: true, force: true });
+  return rows;
+}
+
+/**
+ * A layout with one gzip layer of `mb` MiB uncompressed, built by streaming. `random` data does not
+ * compress; `mixed` (each MiB: 256 KiB random + 768 KiB of repetitive text) compresses about 3:1,
+ * like real layers.
+ */
+async function makeGzipLayout(dir, mb, data = 'mixed') {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const { createWriteStream } = await import('node:fs');
+  const { mkdir, rename } = await import('node:fs/promises');
+  const { once } = await import('node:events');
+  const zlib = await import('node:zlib');
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  const tmp = join(dir, 'blobs', 'sha256', 'incoming');
+  const out = createWriteStream(tmp);
+  const gz = zlib.createGzip({ level: 1 });
+  const outer = createHash('sha256');
+  const inner = createHash('sha256');
+  let size = 0;
+  gz.on('data', (c) => { outer.update(c); size += c.length; if (!out.write(c)) { gz.pause(); out.once('drain', () => gz.resume()); } });
+  const block = randomBytes(1 << 20);
+  const text = Buffer.from(Array.from({ length: 40000 }, (_, i) => `line ${i % 977} of /usr/lib/x86_64-linux-gnu/lib${i % 31}.so.${i % 7}\n`).join(''));
+  for (let i = 0; i < mb; i++) {
+    if (data === 'mixed') {
+      randomBytes(1 << 18).copy(block, 0);
+      text.copy(block, 1 << 18, (i * 4099) % (text.length - (3 << 18)), (i * 4099) % (text.length - (3 << 18)) + (3 << 18));
+    }
+    block.writeUInt32LE(i, 0);
+    inner.update(block);
+    if (!gz.write(Buffer.from(block))) await once(gz, 'drain');
+  }
+  gz.end();
+  await once(gz, 'end');
+  out.end();
+  await once(out, 'finish');
+  const layer = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${outer.digest('hex')}`, size };
+  await rename(tmp, join(dir, 'blobs', 'sha256', layer.digest.slice(7)));
+  const put = async (body) => {
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), body);
+    return { digest, size: Buffer.byteLength(body) };
+  };
+  const config = { mediaType: 'application/vnd.oci.image.config.v1+json', ...(await put(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [`sha256:${inner.digest('hex')}`] } }))) };
+  const manifest = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await put(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: [layer] }))) };
+  await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'bench' } }] }));
+  return size;
+}
+
+/**
+ * Archives (one gzip layer of BENCH_ARCHIVE_LAYER_MB, default 512 MiB): save to an OCI archive and
+ * to a docker-loadable one beside skopeo, load of a legacy (skopeo-written) docker archive beside
+ * skopeo copying it to a layout, and a .tar.zst save beside `zstd -T2` compressing the same tar.
+ */
+async function archiveWorkloads() {
+  const mb = Number(process.env.BENCH_ARCHIVE_LAYER_MB ?? 512);
+  const data = process.env.BENCH_ARCHIVE_DATA ?? 'mixed';
+  const src = join(work, 'archive-src');
+  const gzMB = Math.round((await makeGzipLayout(src, mb, data)) / 2 ** 20);
+  let n = 0;
+  let last;
+  const fresh = (suffix) => async () => {
+    if (last) await rm(last, { recursive: true, force: true });
+    last = join(work, `arch-${n++}${suffix}`);
+    return last;
+  };
+  const rows = [];
+  // MiB/s: of the archive's bytes for saves (the gzip layer), of the uncompressed layer for the load.
+  const label = `1 gzip layer: ${mb} MiB, ${gzMB} MiB gzipped, ${data} data`;
+  const oci = [['ferry', (out) => [FERRY, ['save', '-q', '--format', 'oci', `oci:${src}:bench`, '-o', out]]]];
+  if (has('skopeo')) oci.push(['skopeo', (out) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci-archive:${out}:bench`]]]);
+  rows.push(...(await workload(`save -> OCI archive (${label})`, fresh('.tar'), oci)).map((r) => ({ ...r, mb: gzMB })));
+  const docker = [['ferry', (out) => [FERRY, ['save', '-q', `oci:${src}:bench`, '-o', out]]]];
+  if (has('skopeo')) docker.push(['skopeo', (out) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `docker-archive:${out}:bench/x:1`]]]);
+  rows.push(...(await workload(`save -> docker-loadable archive (${label})`, fresh('.tar'), docker)).map((r) => ({ ...r, mb: gzMB })));
+  if (has('skopeo')) {
+    const legacy = join(work, 'legacy.tar');
+    execFileSync('skopeo', ['copy', '-q', `oci:${src}:bench`, `docker-archive:${legacy}:bench/x:1`]);
+    const load = [
+      ['ferry', (dst) => [FERRY, ['--store', dst, 'load', '-q', '-i', legacy]]],
+      ['skopeo', (dst) => ['skopeo', ['copy', '-q', `docker-archive:${legacy}`, `oci:${dst}:bench`]]],
+    ];
+    rows.push(...(await workload(`load legacy docker archive -> store/layout (${mb} MiB uncompressed)`, fresh(''), load)).map((r) => ({ ...r, mb })));
+    await rm(legacy, { force: true });
+  }
+  const zst = [['ferry', (out) => [FERRY, ['save', '-q', `oci:${src}:bench`, '-o', out]]]];
+  if (has('zstd')) {
+    const plain = join(work, 'plain.tar');
+    execFileSync(FERRY, ['save', '-q', `oci:${src}:bench`, '-o', plain]);
+    zst.push(['zstd -T2 (of the same tar)', (out) => ['zstd', ['-q', '-T2', '-f', plain, '-o', out]]]);
+  }
+  rows.push(...(await workload(`save -> .tar.zst (${label})`, fresh('.tar.zst'), zst)).map((r) => ({ ...r, mb: gzMB })));
+  await rm(join(work, 'plain.tar'), { force: true });
+  if (last) await rm(last, { recursive: true, force: true });
+  await rm(src, { recursive: true, force: true });
+  return rows;
+}
+
 const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
-  const src = join(work, 'src');
-  await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => LAYER_MB << 20) }]);
-  const totalMB = LAYERS * LAYER_MB;
-  let n = 0;
-  const freshDst = async () => join(work, `dst-${n++}`);
   const rows = [];
-  const copyTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]];
-  if (has('skopeo')) copyTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]);
-  rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
-  rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
-  if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
-  if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
+  const onlyArchive = process.argv.includes('--only-archive');
+  const onlyExport = process.argv.includes('--only-export') || onlyArchive;
+  const totalMB = LAYERS * LAYER_MB;
+  if (!onlyExport) {
+    const src = join(work, 'src');
+    await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => LAYER_MB << 20) }]);
+    let n = 0;
+    const freshDst = async () => join(work, `dst-${n++}`);
+    const copyTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]];
+    if (has('skopeo')) copyTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]);
+    rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
+    rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
+    if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
+    if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
+  }
+  if (!process.argv.includes('--no-export') && !onlyArchive) rows.push(...(await exportWorkloads()));
+  if (!process.argv.includes('--no-archive') && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [

@@ -1,6 +1,7 @@
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
+import { ZstdDecompress } from './zstd-frames.js';
 
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'none';
 
@@ -46,15 +47,13 @@ export async function peek(body: Readable, n: number): Promise<{ head: Buffer; s
   return { head: head.subarray(0, n), stream: Readable.from(rest(), { objectMode: false }) };
 }
 
-/** 2^27 = 128 MiB, zstd's default maximum; a frame asking for more is refused before allocation. */
-const ZSTD_MAX_WINDOW_LOG = 27;
-
 export function decompressor(c: Compression): Transform {
   switch (c) {
     case 'gzip':
       return zlib.createGunzip({ chunkSize: 1 << 16 });
     case 'zstd':
-      return zlib.createZstdDecompress({ params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_MAX_WINDOW_LOG } });
+      // node:zlib's own stream stops after the first frame; this one reads them all (catalogue B4).
+      return new ZstdDecompress();
     case 'none':
       return new PassThrough({ highWaterMark: 1 << 20 });
     default:

@@ -12,6 +12,14 @@ const SKIPPABLE = 0x184d2a50;
 
 type State = 'magic' | 'fhd' | 'header' | 'block-header' | 'block' | 'checksum' | 'skip-size' | 'skip';
 
+export interface FrameRun {
+  bytes: Buffer;
+  /** First bytes of a new frame. */
+  start: boolean;
+  /** Last bytes of the current frame. */
+  end: boolean;
+}
+
 /**
  * Walks zstd framing (RFC 8878 §3.1) without decoding: reports where each compressed frame starts
  * and ends, drops skippable frames, and rejects bytes that are not a frame (trailing garbage).
@@ -19,151 +27,122 @@ type State = 'magic' | 'fhd' | 'header' | 'block-header' | 'block' | 'checksum' 
 export class ZstdFrameWalker {
   private state: State = 'magic';
   private need = 4;
-  private head = Buffer.alloc(4);
+  private readonly head = Buffer.alloc(4);
   private have = 0;
   private checksum = false;
+  private lastBlock = false;
   private frames = 0;
 
+  /** True when the data seen so far ends exactly at a frame boundary. */
   get betweenFrames(): boolean {
-    return this.state === 'magic' && this.have === 0;
+    return this.state === 'magic' && this.have === 0 && this.frames > 0;
   }
 
-  /** Splits `chunk` into runs of frame bytes; `start`/`end` mark frame boundaries. */
-  feed(chunk: Buffer): Array<{ bytes: Buffer; start: boolean; end: boolean }> {
-    const out: Array<{ bytes: Buffer; start: boolean; end: boolean }> = [];
-    let runStart = -1;
-    let startFlag = false;
-    const flush = (to: number, end: boolean) => {
-      if (runStart >= 0) out.push({ bytes: chunk.subarray(runStart, to), start: startFlag, end });
-      runStart = -1;
-      startFlag = false;
-    };
+  feed(chunk: Buffer): FrameRun[] {
+    const out: FrameRun[] = [];
+    const inFrame = () => this.state !== 'magic' && this.state !== 'skip-size' && this.state !== 'skip';
+    let runStart = inFrame() ? 0 : -1;
     let i = 0;
     while (i < chunk.length) {
-      const inFrame = this.state !== 'skip-size' && this.state !== 'skip' && !(this.state === 'magic');
-      if (this.state === 'block' || this.state === 'header' || this.state === 'checksum' || this.state === 'skip') {
-        const n = Math.min(this.need, chunk.length - i);
-        if (this.state !== 'skip' && runStart < 0) runStart = i;
-        i += n;
-        this.need -= n;
-        if (this.need === 0) {
-          const ended = this.advance(Buffer.alloc(0));
-          if (ended) flush(i, true);
-        }
-        continue;
-      }
-      // States whose bytes must be interpreted: collect them.
-      if (inFrame && runStart < 0) runStart = i;
-      if (this.state === 'magic' && this.have === 0) {
-        // The magic may be a real frame (kept) or a skippable one (dropped); decide once read.
-        runStart = -1;
-      }
-      this.head[this.have++] = chunk[i++]!;
-      if (this.have === this.need) {
-        const bytes = Buffer.from(this.head.subarray(0, this.have));
-        this.have = 0;
-        if (this.state === 'magic') {
-          const m = bytes.readUInt32LE(0);
-          if (m === MAGIC) {
-            // The 4 magic bytes may straddle chunks; re-emit them as the frame's first bytes.
-            const inChunk = Math.min(4, i);
-            const before = 4 - inChunk;
-            if (before > 0) out.push({ bytes: Buffer.from(bytes.subarray(0, before)), start: true, end: false });
-            runStart = i - inChunk;
-            startFlag = before === 0;
-            this.frames++;
-            this.state = 'fhd';
-            this.need = 1;
-          } else if (((m & SKIPPABLE_MASK) >>> 0) === SKIPPABLE) {
-            this.state = 'skip-size';
-            this.need = 4;
-          } else {
-            throw new FerryError('INTEGRITY', this.frames === 0 ? 'not a zstd stream' : `trailing garbage after zstd frame ${this.frames}`);
+      switch (this.state) {
+        case 'magic':
+        case 'skip-size':
+        case 'fhd':
+        case 'block-header': {
+          this.head[this.have++] = chunk[i++]!;
+          if (this.have < this.need) break;
+          const bytes = this.head.subarray(0, this.have);
+          this.have = 0;
+          if (this.state === 'magic') {
+            const m = bytes.readUInt32LE(0);
+            if (m === MAGIC) {
+              // The magic may straddle chunks: hand it over as its own run.
+              out.push({ bytes: Buffer.from(bytes), start: true, end: false });
+              this.frames++;
+              this.state = 'fhd';
+              this.need = 1;
+              runStart = i;
+            } else if ((m & SKIPPABLE_MASK) >>> 0 === SKIPPABLE) {
+              this.state = 'skip-size';
+              this.need = 4;
+            } else {
+              throw new FerryError('INTEGRITY', this.frames === 0 ? 'not a zstd stream' : `trailing garbage after zstd frame ${this.frames}`);
+            }
+          } else if (this.advance(bytes)) {
+            out.push({ bytes: chunk.subarray(runStart, i), start: false, end: true });
+            runStart = -1;
           }
-          continue;
+          break;
         }
-        const ended = this.advance(bytes);
-        if (ended) flush(i, true);
+        default: {
+          const n = Math.min(this.need, chunk.length - i);
+          i += n;
+          this.need -= n;
+          if (this.need === 0 && this.advance(EMPTY) && runStart >= 0) {
+            out.push({ bytes: chunk.subarray(runStart, i), start: false, end: true });
+            runStart = -1;
+          }
+        }
       }
     }
-    flush(chunk.length, false);
+    if (runStart >= 0 && runStart < chunk.length) out.push({ bytes: chunk.subarray(runStart), start: false, end: false });
     return out;
   }
 
-  /** Moves to the next state once `need` bytes were seen; returns true at the end of a frame. */
+  /** Moves on once `need` bytes were seen; true at the end of a frame. */
   private advance(bytes: Buffer): boolean {
     switch (this.state) {
       case 'fhd': {
         const fhd = bytes[0]!;
         if (fhd & 0x08) throw new FerryError('INTEGRITY', 'corrupt zstd frame header (reserved bit set)');
-        const fcsFlag = fhd >> 6;
         const single = (fhd >> 5) & 1;
         this.checksum = ((fhd >> 2) & 1) === 1;
         const did = [0, 1, 2, 4][fhd & 3]!;
-        const fcs = fcsFlag === 0 ? single : [0, 2, 4, 8][fcsFlag]!;
+        const fcs = [single, 2, 4, 8][fhd >> 6]!;
         const rest = (single ? 0 : 1) + did + fcs;
-        this.state = rest > 0 ? 'header' : 'block-header';
-        this.need = rest > 0 ? rest : 3;
-        return false;
+        return this.go(rest > 0 ? 'header' : 'block-header', rest > 0 ? rest : 3);
       }
       case 'header':
-        this.state = 'block-header';
-        this.need = 3;
-        return false;
+        return this.go('block-header', 3);
       case 'block-header': {
         const h = bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16);
-        const last = h & 1;
         const type = (h >> 1) & 3;
-        const size = h >>> 3;
         if (type === 3) throw new FerryError('INTEGRITY', 'corrupt zstd block (reserved block type)');
-        this.lastBlock = last === 1;
-        const body = type === 1 ? 1 : size;
-        if (body > 0) {
-          this.state = 'block';
-          this.need = body;
-          return false;
-        }
-        return this.afterBlock();
+        this.lastBlock = (h & 1) === 1;
+        const body = type === 1 ? 1 : h >>> 3;
+        return body > 0 ? this.go('block', body) : this.afterBlock();
       }
       case 'block':
         return this.afterBlock();
       case 'checksum':
-        this.state = 'magic';
-        this.need = 4;
+        this.go('magic', 4);
         return true;
       case 'skip-size': {
         const size = bytes.readUInt32LE(0);
-        this.state = size > 0 ? 'skip' : 'magic';
-        this.need = size > 0 ? size : 4;
-        return false;
+        return size > 0 ? this.go('skip', size) : this.go('magic', 4);
       }
       case 'skip':
-        this.state = 'magic';
-        this.need = 4;
-        return false;
+        return this.go('magic', 4);
       default:
         return false;
     }
   }
 
-  private lastBlock = false;
+  private go(state: State, need: number): false {
+    this.state = state;
+    this.need = need;
+    return false;
+  }
 
   private afterBlock(): boolean {
-    if (!this.lastBlock) {
-      this.state = 'block-header';
-      this.need = 3;
-      return false;
-    }
-    if (this.checksum) {
-      this.state = 'checksum';
-      this.need = 4;
-      return false;
-    }
-    this.state = 'magic';
-    this.need = 4;
+    if (!this.lastBlock) return this.go('block-header', 3);
+    if (this.checksum) return this.go('checksum', 4);
+    this.go('magic', 4);
     return true;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /**
  * zstd decoding that handles what node:zlib's stream does not: several frames (it stops after the
@@ -173,6 +152,7 @@ export class ZstdFrameWalker {
 export class ZstdDecompress extends Transform {
   private readonly walker = new ZstdFrameWalker();
   private dec?: zlib.ZstdDecompress;
+  private decError?: unknown;
   private wakeReader?: () => void;
 
   constructor() {
@@ -180,14 +160,12 @@ export class ZstdDecompress extends Transform {
   }
 
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    this.process(chunk).then(() => cb(), (e: unknown) => cb(e as Error));
+    this.process(chunk).then(() => cb(), (e: unknown) => cb(asIntegrity(e) as Error));
   }
 
   override _flush(cb: TransformCallback): void {
-    const finish = async () => {
-      if (!this.walker.betweenFrames || this.dec) throw new FerryError('INTEGRITY', 'truncated zstd stream (unexpected end of data)');
-    };
-    finish().then(() => cb(), (e: unknown) => cb(e as Error));
+    if (!this.walker.betweenFrames || this.dec) cb(new FerryError('INTEGRITY', 'truncated zstd stream (unexpected end of data)'));
+    else cb();
   }
 
   override _read(size: number): void {
@@ -199,14 +177,18 @@ export class ZstdDecompress extends Transform {
 
   override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
     this.dec?.destroy();
-    this.wakeReader?.();
+    const wake = this.wakeReader;
+    this.wakeReader = undefined;
+    wake?.();
     cb(err);
   }
 
   private async process(chunk: Buffer): Promise<void> {
     for (const run of this.walker.feed(chunk)) {
-      if (run.start || !this.dec) {
-        this.dec = zlib.createZstdDecompress({ params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_MAX_WINDOW_LOG } });
+      if (run.start) {
+        const dec = zlib.createZstdDecompress({ chunkSize: 1 << 17, params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_MAX_WINDOW_LOG } });
+        dec.on('error', (e) => (this.decError ??= e));
+        this.dec = dec;
       }
       await this.pump(run.bytes);
       if (run.end) {
@@ -228,11 +210,15 @@ export class ZstdDecompress extends Transform {
         if (!this.push(c)) await new Promise<void>((r) => (this.wakeReader = r));
         if (this.destroyed) return;
       }
-      if (accepted) return;
+      if (this.decError) throw this.decError;
+      // 'drain' may have fired while we waited for our reader: ask rather than wait for it.
+      if (accepted || (bytes !== null && !dec.writableNeedDrain)) return;
       if (bytes === null && dec.readableEnded) return;
-      const ev = await nextEvent(dec, bytes === null ? ['readable', 'end'] : ['readable', 'drain']);
+      const ev = await nextEvent(dec, bytes === null ? ['readable', 'end', 'close'] : ['readable', 'drain', 'close']);
+      if (this.decError) throw this.decError;
       if (ev === 'drain') accepted = true;
       if (ev === 'end') return;
+      if (ev === 'close') throw new FerryError('INTEGRITY', 'zstd decoder closed unexpectedly');
     }
   }
 }
@@ -241,16 +227,13 @@ async function nextEvent(em: NodeJS.EventEmitter, names: string[]): Promise<stri
   const ac = new AbortController();
   try {
     return await Promise.race(names.map((n) => once(em, n, { signal: ac.signal }).then(() => n)));
-  } catch (e) {
-    if ((e as Error).name === 'AbortError') return 'aborted';
-    throw mapZstdError(e);
   } finally {
     ac.abort();
   }
 }
 
-function mapZstdError(e: unknown): unknown {
+function asIntegrity(e: unknown): unknown {
   if (e instanceof FerryError) return e;
   const err = e as NodeJS.ErrnoException;
-  return new FerryError('INTEGRITY', `corrupt zstd data (${err.message})`, { cause: e });
+  return new FerryError('INTEGRITY', `corrupt zstd data (${err?.message ?? String(e)})`, { cause: e });
 }

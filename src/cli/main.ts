@@ -1,23 +1,58 @@
-import yargs from 'yargs';
+import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
 import { interrupt } from './context.js';
-import { copyCommand } from './commands/copy.js';
-import { catalogCommand, tagsCommand } from './commands/tags.js';
-import { loginCommand, logoutCommand } from './commands/login.js';
-import { pullCommand } from './commands/pull.js';
-import { pushCommand } from './commands/push.js';
-import { rmCommand } from './commands/rm.js';
-import { syncCommand } from './commands/sync.js';
-import { inventoryCommand } from './commands/inventory.js';
-import { gcCommand } from './commands/gc.js';
-import { imagesCommand } from './commands/images.js';
-import { inspectCommand } from './commands/inspect.js';
-import { rmiCommand } from './commands/rmi.js';
-import { tagCommand } from './commands/tag.js';
-import { verifyCommand } from './commands/verify.js';
 import { VERSION } from '../version.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
+
+type Loader = () => Promise<CommandModule<any, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/**
+ * Every command, loaded on demand: a run imports only the module of the command it runs (help and
+ * completion load them all), so `ferry images` does not pay for the HTTP stack or the tar code.
+ */
+const COMMANDS: Array<[string, Loader]> = [
+  ['images', async () => (await import('./commands/images.js')).imagesCommand],
+  ['inspect', async () => (await import('./commands/inspect.js')).inspectCommand],
+  ['tag', async () => (await import('./commands/tag.js')).tagCommand],
+  ['rmi', async () => (await import('./commands/rmi.js')).rmiCommand],
+  ['gc', async () => (await import('./commands/gc.js')).gcCommand],
+  ['verify', async () => (await import('./commands/verify.js')).verifyCommand],
+  ['save', async () => (await import('./commands/save.js')).saveCommand],
+  ['load', async () => (await import('./commands/load.js')).loadCommand],
+  ['serve', async () => (await import('./commands/serve.js')).serveCommand],
+  ['export', async () => (await import('./commands/export.js')).exportCommand],
+  ['import', async () => (await import('./commands/import.js')).importCommand],
+  ['copy', async () => (await import('./commands/copy.js')).copyCommand],
+  ['pull', async () => (await import('./commands/pull.js')).pullCommand],
+  ['push', async () => (await import('./commands/push.js')).pushCommand],
+  ['login', async () => (await import('./commands/login.js')).loginCommand],
+  ['logout', async () => (await import('./commands/login.js')).logoutCommand],
+  ['tags', async () => (await import('./commands/tags.js')).tagsCommand],
+  ['catalog', async () => (await import('./commands/tags.js')).catalogCommand],
+  ['rm', async () => (await import('./commands/rm.js')).rmCommand],
+  ['sync', async () => (await import('./commands/sync.js')).syncCommand],
+  ['inventory', async () => (await import('./commands/inventory.js')).inventoryCommand],
+];
+
+/** Global options that take a value, so that their value is not mistaken for the command. */
+const VALUED = new Set(['--store']);
+
+function commandWord(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (VALUED.has(a)) i++;
+    else if (!a.startsWith('-')) return a;
+  }
+  return undefined;
+}
+
+async function loadCommands(argv: string[]): Promise<CommandModule<any, any>[]> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const word = commandWord(argv);
+  const one = COMMANDS.find(([name]) => name === word);
+  const wanted = one && !argv.includes('--help') && !argv.includes('-h') ? [one] : COMMANDS;
+  return Promise.all(wanted.map(([, load]) => load()));
+}
 
 let signalled: NodeJS.Signals | undefined;
 
@@ -56,22 +91,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('debug', { type: 'boolean', global: true, describe: 'print request lines and stack traces (never secrets)' })
     .option('insecure', { type: 'boolean', global: true, describe: 'registries: skip TLS verification and allow plain http' })
     .option('plain-http', { type: 'boolean', global: true, describe: 'registries: allow plain http (loopback registries always may)' })
-    .command(imagesCommand)
-    .command(inspectCommand)
-    .command(tagCommand)
-    .command(rmiCommand)
-    .command(gcCommand)
-    .command(verifyCommand)
-    .command(copyCommand)
-    .command(pullCommand)
-    .command(pushCommand)
-    .command(loginCommand)
-    .command(logoutCommand)
-    .command(tagsCommand)
-    .command(catalogCommand)
-    .command(rmCommand)
-    .command(syncCommand)
-    .command(inventoryCommand)
+    .command(await loadCommands(argv))
+    .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))')
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()
     .version(VERSION)

@@ -51,7 +51,7 @@ function str(b: Buffer, off: number, len: number): string {
   let end = off;
   const stop = off + len;
   while (end < stop && b[end] !== 0) end++;
-  return b.latin1Slice(off, end);
+  return b.toString('latin1', off, end);
 }
 
 /**
@@ -80,40 +80,55 @@ export function parseNumeric(b: Buffer, off: number, len: number, field: string,
   for (let i = s; i < e; i++) {
     const c = b[i]!;
     if (c === 0) break; // Go parses up to the first NUL
-    if (c < 0x30 || c > 0x37) throw bad(at, `${field} field is not an octal number (${JSON.stringify(b.latin1Slice(off, off + len))})`);
+    if (c < 0x30 || c > 0x37) throw bad(at, `${field} field is not an octal number (${JSON.stringify(b.toString('latin1', off, off + len))})`);
     n = n * 8 + (c - 0x30);
   }
   if (n > Number.MAX_SAFE_INTEGER) throw bad(at, `${field} is out of range`);
   return n;
 }
 
+const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
+const GNU_MAGIC = Buffer.from('ustar ', 'latin1');
+
+function bytesAre(b: Buffer, off: number, want: Buffer): boolean {
+  for (let i = 0; i < want.length; i++) if (b[off + i] !== want[i]) return false;
+  return true;
+}
+
 function formatOf(b: Buffer, off: number): Format {
-  const magic = b.latin1Slice(off + 257, off + 263);
-  const version = b.latin1Slice(off + 263, off + 265);
-  if (magic === 'ustar\0' && b.latin1Slice(off + 508, off + 512) === 'tar\0') return 'star';
-  if (magic === 'ustar\0') return 'ustar';
-  if (magic === 'ustar ' && version === ' \0') return 'gnu';
+  if (bytesAre(b, off + 257, USTAR_MAGIC)) {
+    return b[off + 508] === 0x74 && b[off + 509] === 0x61 && b[off + 510] === 0x72 && b[off + 511] === 0 ? 'star' : 'ustar';
+  }
+  if (bytesAre(b, off + 257, GNU_MAGIC) && b[off + 263] === 0x20 && b[off + 264] === 0) return 'gnu';
   return 'v7';
 }
 
 /** Checks the header checksum, accepting the signed variant some old writers produce. */
 function checksumOk(b: Buffer, off: number, at: number): boolean {
-  const want = parseNumeric(b, off + 148, 8, 'checksum', at);
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const c = i >= 148 && i < 156 ? 0x20 : b[off + i]!;
-    unsigned += c;
+  let want: number;
+  try {
+    want = parseNumeric(b, off + 148, 8, 'checksum', at);
+  } catch {
+    return false;
+  }
+  let unsigned = 8 * 0x20;
+  for (let i = off; i < off + 148; i++) unsigned += b[i]!;
+  for (let i = off + 156; i < off + BLOCK; i++) unsigned += b[i]!;
+  if (want === unsigned) return true;
+  let signed = 8 * 0x20;
+  for (let i = off; i < off + BLOCK; i++) {
+    if (i >= off + 148 && i < off + 156) continue;
+    const c = b[i]!;
     signed += c > 127 ? c - 256 : c;
   }
-  return want === unsigned || want === signed;
+  return want === signed;
 }
 
 /** Decodes one header block; `at` is its byte offset in the stream, for messages. */
 export function decodeHeader(b: Buffer, off: number, at: number): RawHeader {
   if (!checksumOk(b, off, at)) throw bad(at, 'checksum mismatch (corrupt or not a tar archive)');
   const format = formatOf(b, off);
-  const typeflag = b.latin1Slice(off + 156, off + 157);
+  const typeflag = b.toString('latin1', off + 156, off + 157);
   let name = str(b, off, 100);
   const h: RawHeader = {
     name,
@@ -175,14 +190,14 @@ export function parsePax(body: Buffer, at: number): PaxRecord[] {
   while (p < body.length) {
     const sp = body.indexOf(0x20, p);
     if (sp < 0 || sp - p > 12) throw bad(at, 'malformed PAX record (no length)');
-    const lenText = body.latin1Slice(p, sp);
+    const lenText = body.toString('latin1', p, sp);
     if (!/^[0-9]+$/.test(lenText)) throw bad(at, `malformed PAX record length ${JSON.stringify(lenText)}`);
     const len = Number(lenText);
     const end = p + len;
     if (len < 5 || end > body.length || end <= sp + 1 || body[end - 1] !== 0x0a) throw bad(at, 'malformed PAX record (length does not match)');
     const eq = body.indexOf(0x3d, sp + 1);
     if (eq < 0 || eq >= end - 1 || eq === sp + 1) throw bad(at, 'malformed PAX record (no key)');
-    const key = body.latin1Slice(sp + 1, eq);
+    const key = body.toString('latin1', sp + 1, eq);
     const value = body.subarray(eq + 1, end - 1);
     if (key.includes('\0')) throw bad(at, 'PAX key contains NUL');
     if ((key === 'path' || key === 'linkpath' || key === 'uname' || key === 'gname') && value.includes(0)) {
@@ -200,7 +215,7 @@ export function paxRecord(key: string, value: Buffer): Buffer {
   let len = rest + String(rest).length;
   while (String(len).length + rest !== len) len = String(len).length + rest;
   const out = Buffer.allocUnsafe(len);
-  let o = out.latin1Write(`${len} ${key}=`, 0);
+  let o = out.write(`${len} ${key}=`, 0, 'latin1');
   o += value.copy(out, o);
   out[o] = 0x0a;
   return out;
@@ -208,7 +223,7 @@ export function paxRecord(key: string, value: Buffer): Buffer {
 
 /** A decimal PAX number ("123" or "-1.5" for times); refused when malformed. */
 export function paxNumber(v: Buffer, key: string, at: number, allowFraction = false): number {
-  const s = v.latin1Slice(0, v.length);
+  const s = v.toString('latin1', 0, v.length);
   const ok = allowFraction ? /^-?[0-9]+(\.[0-9]+)?$/.test(s) : /^[0-9]+$/.test(s);
   const n = Number(s);
   if (!ok || !Number.isFinite(n) || Math.abs(n) > Number.MAX_SAFE_INTEGER) throw bad(at, `invalid PAX ${key} ${JSON.stringify(s.slice(0, 40))}`);
@@ -218,7 +233,7 @@ export function paxNumber(v: Buffer, key: string, at: number, allowFraction = fa
 /** libarchive writes xattr names URL-encoded and values base64-encoded. */
 export function decodeLibarchiveXattr(key: string, value: Buffer): Xattr {
   const name = key.replace(/%([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
-  return { name, value: Buffer.from(value.latin1Slice(0, value.length), 'base64') };
+  return { name, value: Buffer.from(value.toString('latin1', 0, value.length), 'base64') };
 }
 
 // ---------------------------------------------------------------------------------- writing
@@ -231,7 +246,7 @@ function octal(b: Buffer, off: number, len: number, n: number): boolean {
     b[off + len - 1] = 0;
     return false;
   }
-  b.latin1Write(s.padStart(len - 1, '0'), off);
+  b.write(s.padStart(len - 1, '0'), off, 'latin1');
   b[off + len - 1] = 0;
   return true;
 }
@@ -256,24 +271,24 @@ export interface HeaderFields {
  * the exact values in a PAX header first (see needsPax).
  */
 export function encodeHeader(f: HeaderFields): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  b.latin1Write(f.name.slice(0, 100), 0);
+  const b = Buffer.allocUnsafe(BLOCK).fill(0);
+  b.write(f.name.slice(0, 100), 0, 'latin1');
   octal(b, 100, 8, f.mode & 0o7777);
   octal(b, 108, 8, f.uid);
   octal(b, 116, 8, f.gid);
   octal(b, 124, 12, f.size);
   octal(b, 136, 12, Math.max(0, Math.floor(f.mtime)));
-  b.latin1Write(f.typeflag, 156);
-  if (f.linkname) b.latin1Write(f.linkname.slice(0, 100), 157);
-  b.latin1Write('ustar\x0000', 257);
-  if (f.uname) b.latin1Write(f.uname.slice(0, 32), 265);
-  if (f.gname) b.latin1Write(f.gname.slice(0, 32), 297);
+  b.write(f.typeflag, 156, 'latin1');
+  if (f.linkname) b.write(f.linkname.slice(0, 100), 157, 'latin1');
+  b.write('ustar\x0000', 257, 'latin1');
+  if (f.uname) b.write(f.uname.slice(0, 32), 265, 'latin1');
+  if (f.gname) b.write(f.gname.slice(0, 32), 297, 'latin1');
   octal(b, 329, 8, f.devmajor ?? 0);
   octal(b, 337, 8, f.devminor ?? 0);
   b.fill(0x20, 148, 156);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  b.latin1Write(sum.toString(8).padStart(6, '0'), 148);
+  b.write(sum.toString(8).padStart(6, '0'), 148, 'latin1');
   b[154] = 0;
   b[155] = 0x20;
   return b;

@@ -1,15 +1,17 @@
 import { FerryError } from '../errors.js';
 import { layoutTransport, storeTransport } from './layout-transport.js';
 import { registryTransport } from './registry-transport.js';
+import { ociArchiveTransport } from './oci-archive.js';
+import { dockerArchiveTransport } from './docker-archive.js';
 import type { OpenedSink, OpenedSource, LocationContext, Transport } from './transport.js';
 
 export { splitPathRef } from './transport.js';
 export type { LocationContext, OpenedSink, OpenedSource, RegistrySettings, Transport } from './transport.js';
 
 /** The transports, tried by prefix; a location with no known prefix is a store image name. */
-const TRANSPORTS: Transport[] = [layoutTransport, registryTransport];
+const TRANSPORTS: Transport[] = [layoutTransport, registryTransport, ociArchiveTransport, dockerArchiveTransport];
 
-const PLANNED = ['oci-archive:', 'docker-archive:', 'dir:', 'containers-storage:', 'docker-daemon:'];
+const PLANNED = ['dir:', 'containers-storage:', 'docker-daemon:'];
 
 export function transportFor(text: string): { transport: Transport; rest: string } {
   const t = TRANSPORTS.find((x) => text.startsWith(x.prefix));

@@ -1,8 +1,10 @@
 import type { CommandModule } from 'yargs';
+import { FerryError } from '../../errors.js';
 import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
-  image: string;
+  image?: string;
+  from?: string;
   destination?: string;
   'all-tags'?: boolean;
   jobs?: number;
@@ -10,21 +12,25 @@ interface Args extends GlobalArgs {
 }
 
 export const pushCommand: CommandModule<GlobalArgs, Args> = {
-  command: 'push <image> [destination]',
+  command: 'push [image] [destination]',
   describe: 'Push a store image to its registry (or to DESTINATION)',
   builder: (y) =>
     y
       .example('$0 push registry.internal:5000/team/api:2', 'to the registry in the name')
       .example('$0 push alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'under another name')
-      .positional('image', { type: 'string', demandOption: true, describe: 'store image, NAME[:TAG]' })
+      .example('$0 push --from images.tar registry.internal:5000/mirror', 'every image of an archive, under a prefix')
+      .positional('image', { type: 'string', describe: 'store image, NAME[:TAG] (with --from: REGISTRY[/PREFIX] to push under)' })
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
+      .option('from', { type: 'string', describe: 'push every image of this archive (docker save, OCI, ferry save), read in place' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
       .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
+    if (args.from) return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
+    if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { pushImage } = await import('../../registry-ops.js');
     const progress = progressPrinter(args);
-    const report = await pushImage(args.image, {
+    const report = await pushImage(args.image!, {
       storeDir: args.store,
       destination: args.destination,
       allTags: args['all-tags'],

@@ -7,17 +7,25 @@ import { openStore } from '../../store.js';
 import { verifyLayout } from '../../verify.js';
 import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 import { openImage } from './shared.js';
+import { isArchiveFile, verifyArchiveFiles } from './verify-archive.js';
 
 interface Args extends GlobalArgs {
   target?: string;
+  more?: string[];
 }
 
 export const verifyCommand: CommandModule<GlobalArgs, Args> = {
-  command: 'verify [target]',
+  command: 'verify [target] [more..]',
   describe: 'Re-hash and check every blob of a layout or image; report every problem (exit 4 if any)',
-  builder: (y) => y.positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], or store image (default: the whole store)' }),
+  builder: (y) =>
+    y
+      .example('$0 verify /mnt/usb/layout', 'a whole layout')
+      .example('$0 verify alpine:3.20', 'one store image')
+      .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, or archive file (default: the whole store)' })
+      .positional('more', { type: 'string', array: true, describe: 'more archive files (e.g. every volume of a set)' }),
   handler: async (args) => {
     const target = args.target;
+    if (target && (args.more?.length || (await isArchiveFile(target)))) return verifyArchiveFiles(args, [target, ...(args.more ?? [])]);
     let report;
     let what: string;
     if (!target || (await isLayoutDir(target))) {

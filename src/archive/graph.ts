@@ -1,0 +1,433 @@
+import { Readable } from 'node:stream';
+import { ANNOTATION_SOURCE_INDEX } from '../copy.js';
+import { FerryError } from '../errors.js';
+import { MAX_INDEX_DEPTH, readDocument } from '../graph.js';
+import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from '../locations/layout.js';
+import { digestOf, type Digest } from '../oci/digest.js';
+import { isLayerType, isManifestLike, layerCompression, MediaType } from '../oci/mediatypes.js';
+import { parseConfig, parseJson, parseManifestDocument, plainDescriptor, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/manifest.js';
+import { formatPlatform, isAttestation, normalizePlatform } from '../oci/platform.js';
+import { formatReference, tryParseReference } from '../oci/reference.js';
+import type { Source, TagName } from '../types.js';
+import { kindOf, type Reporter } from './report.js';
+import { fileBytes, type IngestTarget, type ScannedFile, type ScanState } from './scan.js';
+import { linkTargetPath } from './tar.js';
+
+/** One image the archive names, as it will be stored. */
+export interface ArchiveRoot {
+  descriptor: Descriptor;
+  names: TagName[];
+  /** Where it was described: `index.json` or `manifest.json`. */
+  from: 'index.json' | 'manifest.json';
+  label: string;
+}
+
+export interface ArchiveGraph {
+  roots: ArchiveRoot[];
+  /** Content held in memory or built here (manifests for docker-save images), children first. */
+  writes: Array<{ descriptor: Descriptor; bytes: Buffer }>;
+}
+
+/** A runnable image found in the graph, to compare the two descriptions of one archive. */
+interface ImageFacts {
+  manifest: Descriptor;
+  config: Digest;
+  layers: Digest[];
+}
+
+interface Checked {
+  ok: boolean;
+  problems: FerryError[];
+  writes: ArchiveGraph['writes'];
+  images: ImageFacts[];
+  /** The descriptor to store (a subset index when platforms were missing). */
+  descriptor: Descriptor;
+}
+
+const CONFIG_TYPES = new Set<string>([MediaType.OciConfig, MediaType.DockerConfig]);
+const LAYER_TYPE = { none: MediaType.OciLayer, gzip: MediaType.OciLayerGzip, zstd: MediaType.OciLayerZstd } as Record<string, string>;
+
+/** The names an index.json entry carries (docker ≥ 25 style, or a full reference in ref.name). */
+export function entryNames(e: Descriptor): TagName[] {
+  const full = e.annotations?.[ANNOTATION_IMAGE_NAME];
+  const ref = e.annotations?.[ANNOTATION_REF_NAME];
+  const parsed = full ? tryParseReference(full) : ref && /[/:@]/.test(ref) ? tryParseReference(ref) : undefined;
+  if (parsed?.tag) return [{ tag: parsed.tag, name: formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag }) }];
+  return ref ? [{ tag: ref }] : [];
+}
+
+const sameName = (a: TagName, b: TagName) => (a.name ?? a.tag) === (b.name ?? b.tag);
+
+/**
+ * Turns what the scan saw into images: the OCI index (index.json) and the docker description
+ * (manifest.json) are each checked completely — every blob present with its size, diff_ids
+ * against the decompressed layers — then compared; where they disagree (docker 25 writer bugs),
+ * the consistent one wins with a warning, and verify lists the disagreement.
+ */
+export async function buildGraph(state: ScanState, target: IngestTarget, reporter: Reporter): Promise<ArchiveGraph> {
+  // A blob stored as a link to another blob entry (some writers dedupe that way) counts if its content is right.
+  for (const [path, link] of state.links) {
+    const m = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(path);
+    const to = m ? linkTargetPath(path, link.type, link.linkname) : undefined;
+    const f = to ? state.files.get(to) : undefined;
+    if (m && f && f.digest === `${m[1]}:${m[2]}` && !state.byDigest.has(f.digest)) state.byDigest.set(f.digest, f);
+  }
+  const ctx = new Context(state, target, reporter);
+  const indexBytes = state.meta.get('index.json');
+  const manifestBytes = state.meta.get('manifest.json');
+  if (!indexBytes && !manifestBytes) {
+    reporter.problem('invalid', 'INVALID_INPUT', `${state.where}: not an image archive (it has neither index.json nor manifest.json)`, {
+      hint: state.files.size === 0 ? 'the file is empty or not a tar archive' : 'docker archives from before Docker 1.10 (no manifest.json) are not supported',
+    });
+    return { roots: [], writes: [] };
+  }
+  const oci = indexBytes ? await ctx.fromIndex(indexBytes) : undefined;
+  const docker = manifestBytes ? await ctx.fromManifestJson(manifestBytes) : undefined;
+
+  const roots: ArchiveRoot[] = [];
+  const writes: ArchiveGraph['writes'] = [];
+  const add = (r: ArchiveRoot, w: ArchiveGraph['writes']) => {
+    roots.push(r);
+    writes.push(...w);
+  };
+
+  if (oci?.error && (!docker || docker.error)) reporter.error(oci.error, 'invalid', { path: 'index.json' });
+  if (docker?.error && (!oci || oci.error)) reporter.error(docker.error, 'invalid', { path: 'manifest.json' });
+  if (oci?.error && docker && !docker.error) reporter.inconsistency(`${state.where}: index.json is invalid (${oci.error.message}); images loaded from manifest.json`);
+  if (docker?.error && oci && !oci.error) reporter.inconsistency(`${state.where}: manifest.json is invalid (${docker.error.message}); images loaded from index.json`);
+
+  const ociRoots = oci && !oci.error ? oci.roots : [];
+  const dockerEntries = docker && !docker.error ? docker.entries : [];
+  const goodImages = ociRoots.filter((r) => r.checked.ok).flatMap((r) => r.checked.images.map((i) => ({ ...i, root: r })));
+
+  for (const r of ociRoots) {
+    if (r.checked.ok) {
+      add(r.root, r.checked.writes);
+      continue;
+    }
+    const covered = r.root.names.length > 0 && r.root.names.every((n) => dockerEntries.some((d) => d.checked.ok && d.root.names.some((m) => sameName(m, n))));
+    if (covered) reporter.inconsistency(`${state.where}: index.json entry ${r.root.label} is broken (${r.checked.problems[0]!.message}); loaded from manifest.json instead`);
+    else for (const p of r.checked.problems) reporter.error(p, kindOf(p));
+  }
+  for (const d of dockerEntries) {
+    const facts = d.checked.images[0];
+    const match = facts && goodImages.find((g) => g.config === facts.config && g.layers.join() === facts.layers.join());
+    if (match) {
+      // Same image in both descriptions: keep the OCI one (original digests); names only manifest.json has are added.
+      const known = roots.filter((r) => r.descriptor.digest === match.root.root.descriptor.digest || r.descriptor.digest === match.manifest.digest).flatMap((r) => r.names);
+      const missing = d.root.names.filter((n) => !known.some((k) => sameName(k, n)));
+      if (missing.length) {
+        reporter.inconsistency(`${state.where}: manifest.json names ${missing.map((n) => n.name ?? n.tag).join(', ')} but index.json does not; added`);
+        add({ descriptor: match.manifest, names: missing, from: 'index.json', label: d.root.label }, []);
+      }
+      continue;
+    }
+    if (!d.checked.ok) {
+      if (oci && !oci.error && d.root.names.length > 0 && d.root.names.every((n) => roots.some((r) => r.names.some((m) => sameName(m, n))))) {
+        reporter.inconsistency(`${state.where}: manifest.json entry ${d.root.label} is broken (${d.checked.problems[0]!.message}); index.json describes it`);
+      } else for (const p of d.checked.problems) reporter.error(p, kindOf(p));
+      continue;
+    }
+    if (oci && !oci.error) reporter.inconsistency(`${state.where}: index.json and manifest.json disagree about ${d.root.label}; loaded as manifest.json describes it`);
+    add(d.root, d.checked.writes);
+  }
+
+  const seen = new Set<Digest>();
+  return { roots, writes: writes.filter((w) => !seen.has(w.descriptor.digest) && !!seen.add(w.descriptor.digest)) };
+}
+
+class Context {
+  /** Reads documents for readDocument(): from memory, else back from the target. */
+  private readonly docs: Source;
+
+  constructor(private readonly state: ScanState, private readonly target: IngestTarget, private readonly reporter: Reporter) {
+    this.docs = {
+      resolve: async (ref) => {
+        throw new FerryError('INTERNAL', `resolve(${ref}) on an archive graph`);
+      },
+      fetch: async (d) => {
+        const bytes = await this.bytesOf(d);
+        if (!bytes) throw new FerryError('NOT_FOUND', `manifest ${d.digest} is not in the archive`);
+        return Readable.from([bytes]);
+      },
+      close: async () => {},
+    };
+  }
+
+  private async bytesOf(d: Descriptor): Promise<Buffer | undefined> {
+    const f = this.state.byDigest.get(d.digest);
+    if (f) return fileBytes(f, this.target);
+    return this.target.read?.(d);
+  }
+
+  private async present(d: Descriptor): Promise<'archive' | 'target' | undefined> {
+    if (this.state.byDigest.has(d.digest)) return 'archive';
+    return (await this.target.has(d)) ? 'target' : undefined;
+  }
+
+  // --- index.json ---
+
+  async fromIndex(bytes: Buffer): Promise<{ error?: FerryError; roots: Array<{ root: ArchiveRoot; checked: Checked }> }> {
+    const where = `${this.state.where}: index.json`;
+    let index: ImageIndex;
+    try {
+      const doc = parseJson(bytes, where) as { manifests?: unknown } | null;
+      if (!doc || typeof doc !== 'object' || !Array.isArray(doc.manifests)) {
+        throw new FerryError('INVALID_INPUT', `${where}: not an image index ("manifests" must be an array)`);
+      }
+      const parsed = parseManifestDocument(bytes, { where });
+      if (parsed.kind !== 'index') throw new FerryError('INVALID_INPUT', `${where}: not an image index`);
+      index = parsed.index;
+    } catch (e) {
+      if (e instanceof FerryError) return { error: e, roots: [] };
+      throw e;
+    }
+    const roots: Array<{ root: ArchiveRoot; checked: Checked }> = [];
+    for (const [i, e] of index.manifests.entries()) {
+      const names = entryNames(e);
+      const label = names[0]?.name ?? names[0]?.tag ?? `index.json entry ${i + 1} (${e.digest})`;
+      if (!isManifestLike(e.mediaType)) {
+        this.reporter.note(`${where}: entry ${label} is a ${e.mediaType}, not an image: skipped`);
+        continue;
+      }
+      const checked = await this.checkNode(e, 0, label);
+      roots.push({ root: { descriptor: checked.descriptor, names, from: 'index.json', label }, checked });
+    }
+    return { roots };
+  }
+
+  private async checkNode(d: Descriptor, depth: number, label: string): Promise<Checked> {
+    const out: Checked = { ok: true, problems: [], writes: [], images: [], descriptor: plainDescriptor(d) };
+    const fail = (e: FerryError) => {
+      out.ok = false;
+      out.problems.push(e);
+      return out;
+    };
+    if (depth > MAX_INDEX_DEPTH) return fail(new FerryError('TOO_LARGE', `${label}: index nesting exceeds limit of ${MAX_INDEX_DEPTH} levels`));
+    let doc;
+    try {
+      doc = await readDocument(this.docs, d);
+    } catch (e) {
+      if (!(e instanceof FerryError)) throw e;
+      if (e.code === 'NOT_FOUND') return fail(new FerryError('INTEGRITY', `${label}: manifest ${d.digest} is not in the archive`));
+      return fail(new FerryError(e.code, `${label}: ${e.message}`));
+    }
+    const own = this.memoryWrite(d);
+    if (doc.kind === 'manifest') {
+      await this.checkImage(d, doc.manifest, label, out);
+      if (own) out.writes.push(own);
+      return out;
+    }
+    const kept: Descriptor[] = [];
+    const dropped: Descriptor[] = [];
+    for (const c of doc.index.manifests) {
+      const sub = isManifestLike(c.mediaType) ? await this.checkNode(c, depth + 1, `${label} [${c.platform ? formatPlatform(normalizePlatform(c.platform)) : c.digest}]`) : await this.checkBlob(c, label);
+      if (sub.ok) {
+        kept.push(c);
+        out.writes.push(...sub.writes);
+        out.images.push(...sub.images);
+      } else if (depth === 0 && isManifestLike(c.mediaType) && sub.problems.every((p) => p.code === 'INTEGRITY' && /not in the archive/.test(p.message))) {
+        dropped.push(c);
+      } else {
+        out.ok = false;
+        out.problems.push(...sub.problems);
+      }
+    }
+    if (!out.ok) return out;
+    if (dropped.length > 0) {
+      // A partial export (containerd-store docker save): keep the platforms that are all here.
+      if (kept.filter((c) => !isAttestation(c)).length === 0) {
+        return fail(new FerryError('INTEGRITY', `${label}: the archive holds none of the images of index ${d.digest} (${dropped.map((c) => c.digest).join(', ')} not in the archive)`));
+      }
+      const subset = Buffer.from(JSON.stringify({ ...doc.index, manifests: kept }));
+      const sd: Descriptor = { mediaType: doc.mediaType, digest: digestOf(subset), size: subset.length };
+      this.reporter.note(
+        `${label}: the archive lacks ${dropped.length} of the ${doc.index.manifests.length} entries of index ${d.digest} (${dropped.map((c) => (c.platform ? formatPlatform(c.platform) : c.digest)).join(', ')}); loaded the rest as a new index`,
+      );
+      out.writes.push({ descriptor: sd, bytes: subset });
+      out.descriptor = { ...sd, annotations: { [ANNOTATION_SOURCE_INDEX]: d.digest } };
+      return out;
+    }
+    if (own) out.writes.push(own);
+    return out;
+  }
+
+  private async checkBlob(d: Descriptor, label: string): Promise<Checked> {
+    const out: Checked = { ok: true, problems: [], writes: [], images: [], descriptor: d };
+    const p = await this.blobProblem(d, label, 'blob');
+    if (p) {
+      out.ok = false;
+      out.problems.push(p);
+    }
+    const w = this.memoryWrite(d);
+    if (w) out.writes.push(w);
+    return out;
+  }
+
+  /** Missing, or present with another size. */
+  private async blobProblem(d: Descriptor, label: string, what: string): Promise<FerryError | undefined> {
+    const where = await this.present(d);
+    if (!where) return new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
+    const f = this.state.byDigest.get(d.digest);
+    if (f && f.size !== d.size) return new FerryError('SIZE_MISMATCH', `${label}: ${what} ${d.digest} is ${f.size} bytes in the archive, the manifest says ${d.size}`);
+    return undefined;
+  }
+
+  /** The bytes to write at commit for content held in memory (never written during the scan). */
+  private memoryWrite(d: Descriptor): { descriptor: Descriptor; bytes: Buffer } | undefined {
+    const f = this.state.byDigest.get(d.digest);
+    return f?.bytes && !f.stored ? { descriptor: plainDescriptor(d), bytes: f.bytes } : undefined;
+  }
+
+  private async checkImage(d: Descriptor, m: ImageManifest, label: string, out: Checked): Promise<void> {
+    const problems: FerryError[] = [];
+    const blobs = [m.config, ...m.layers];
+    for (const [i, b] of blobs.entries()) {
+      const p = await this.blobProblem(b, label, i === 0 ? 'config' : `layer ${i}`);
+      if (p) problems.push(p);
+      const w = this.memoryWrite(b);
+      if (w) out.writes.push(w);
+    }
+    let diffIds: Digest[] | undefined;
+    if (problems.length === 0 && CONFIG_TYPES.has(m.config.mediaType) && m.layers.every((l) => isLayerType(l.mediaType))) {
+      try {
+        const bytes = await this.bytesOf(m.config);
+        if (!bytes) throw new FerryError('INTEGRITY', `config ${m.config.digest} could not be read back`);
+        diffIds = parseConfig(bytes, `${label}: config ${m.config.digest}`).rootfs.diff_ids;
+      } catch (e) {
+        if (!(e instanceof FerryError)) throw e;
+        problems.push(e);
+      }
+      if (diffIds) problems.push(...this.checkLayers(m.layers.map((l) => ({ desc: l, file: this.state.byDigest.get(l.digest) })), diffIds, label));
+    }
+    if (problems.length) {
+      out.ok = false;
+      out.problems.push(...problems);
+      return;
+    }
+    out.images.push({ manifest: plainDescriptor(d), config: m.config.digest, layers: m.layers.map((l) => l.digest) });
+  }
+
+  /** diff_ids: one per layer, each the digest of the layer's decompressed content (catalogue B6). */
+  private checkLayers(layers: Array<{ desc?: Descriptor; file?: ScannedFile; path?: string }>, diffIds: Digest[], label: string): FerryError[] {
+    if (diffIds.length !== layers.length) {
+      return [new FerryError('INTEGRITY', `${label}: config lists ${diffIds.length} diff_ids for ${layers.length} layers`)];
+    }
+    const problems: FerryError[] = [];
+    layers.forEach(({ desc, file, path }, i) => {
+      if (!file) return; // already in the store, verified when it arrived
+      const what = `${label}: layer ${i + 1} (${path ?? file.digest})`;
+      if (file.diffError) {
+        problems.push(new FerryError(file.diffError.code, `${label}: layer ${i + 1}: ${file.diffError.message}`));
+        return;
+      }
+      if (file.diffId !== diffIds[i]) {
+        problems.push(new FerryError('INTEGRITY', `${what}: uncompressed content hashes to ${file.diffId}, the config says diff_id ${diffIds[i]}`));
+        return;
+      }
+      if (desc) {
+        const declared = layerCompression(desc.mediaType);
+        if (declared !== 'unknown' && declared !== file.compression && !desc.mediaType.includes('encrypted')) {
+          // Catalogue B5: docker and containerd sniff; the digest and diff_id are verified, so it is kept.
+          this.reporter.note(`${what}: media type ${desc.mediaType} says ${declared} but the bytes are ${file.compression}; kept as they are (digest and diff_id verified)`);
+        }
+      }
+    });
+    return problems;
+  }
+
+  // --- manifest.json ---
+
+  async fromManifestJson(bytes: Buffer): Promise<{ error?: FerryError; entries: Array<{ root: ArchiveRoot; checked: Checked }> }> {
+    const where = `${this.state.where}: manifest.json`;
+    let doc: unknown;
+    try {
+      doc = parseJson(bytes, where);
+      if (!Array.isArray(doc)) throw new FerryError('INVALID_INPUT', `${where}: must be a JSON array${doc === null ? ' (it is null)' : ''}`);
+    } catch (e) {
+      if (e instanceof FerryError) return { error: e, entries: [] };
+      throw e;
+    }
+    const entries: Array<{ root: ArchiveRoot; checked: Checked }> = [];
+    for (const [i, raw] of (doc as unknown[]).entries()) {
+      const e = raw as { Config?: unknown; RepoTags?: unknown; Layers?: unknown } | null;
+      const label0 = `manifest.json entry ${i + 1}`;
+      if (!e || typeof e !== 'object' || typeof e.Config !== 'string' || !Array.isArray(e.Layers) || e.Layers.some((l) => typeof l !== 'string')) {
+        return { error: new FerryError('INVALID_INPUT', `${where}: entry ${i + 1} needs "Config" (a path) and "Layers" (an array of paths)`), entries: [] };
+      }
+      if (e.RepoTags !== undefined && e.RepoTags !== null && (!Array.isArray(e.RepoTags) || e.RepoTags.some((t) => typeof t !== 'string'))) {
+        return { error: new FerryError('INVALID_INPUT', `${where}: entry ${i + 1}: "RepoTags" must be an array of strings`), entries: [] };
+      }
+      const names: TagName[] = [];
+      for (const t of (e.RepoTags as string[] | null | undefined) ?? []) {
+        const r = tryParseReference(t);
+        if (!r || !r.tag || r.digest) {
+          this.reporter.note(`${where}: entry ${i + 1}: "${t}" is not a NAME:TAG reference; ignored`);
+          continue;
+        }
+        names.push({ tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) });
+      }
+      const label = names[0]?.name ?? label0;
+      const checked = await this.checkDockerEntry(e.Config, e.Layers as string[], label);
+      entries.push({ root: { descriptor: checked.descriptor, names, from: 'manifest.json', label }, checked });
+    }
+    return { entries };
+  }
+
+  /**
+   * Finds the file an archive path names, following links that stay inside the archive
+   * (catalogue A16); `..` and absolute paths are refused before any lookup (A1).
+   */
+  private resolvePath(path: string, what: string, label: string): ScannedFile {
+    const bad = path.startsWith('/') || path.split('/').includes('..') || path.includes('\0');
+    if (bad) throw new FerryError('INVALID_INPUT', `${label}: ${what} path escapes archive: ${JSON.stringify(path)}`);
+    let p = path.split('/').filter((x) => x !== '' && x !== '.').join('/');
+    for (let hops = 0; hops <= 16; hops++) {
+      const f = this.state.files.get(p);
+      if (f) return f;
+      const link = this.state.links.get(p);
+      if (!link) throw new FerryError('INTEGRITY', `${label}: ${what} ${JSON.stringify(path)} is not in the archive`);
+      const next = linkTargetPath(p, link.type, link.linkname);
+      if (!next) {
+        throw new FerryError('INVALID_INPUT', `${label}: ${what} path escapes archive: ${JSON.stringify(p)} is a ${link.type} to ${JSON.stringify(link.linkname)}, outside the archive`);
+      }
+      p = next;
+    }
+    throw new FerryError('INVALID_INPUT', `${label}: ${what} ${JSON.stringify(path)}: too many levels of links`);
+  }
+
+  private async checkDockerEntry(configPath: string, layerPaths: string[], label: string): Promise<Checked> {
+    const out: Checked = { ok: false, problems: [], writes: [], images: [], descriptor: { mediaType: MediaType.OciManifest, digest: digestOf(''), size: 0 } };
+    try {
+      const cfg = this.resolvePath(configPath, 'config', label);
+      const layers = layerPaths.map((p) => ({ path: p, file: this.resolvePath(p, 'layer', label) }));
+      const cfgBytes = await fileBytes(cfg, this.target);
+      if (!cfgBytes) throw new FerryError('INTEGRITY', `${label}: config ${configPath} could not be read back`);
+      const config = parseConfig(cfgBytes, `${label}: config ${configPath}`);
+      const problems = this.checkLayers(layers, config.rootfs.diff_ids, label);
+      if (problems.length) {
+        out.problems.push(...problems);
+        return out;
+      }
+      // Docker ≥ 25's shape: OCI manifest, layers exactly as stored (uncompressed ones keep digest = diff_id).
+      const manifest = {
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, digest: cfg.digest, size: cfg.size },
+        layers: layers.map(({ file }) => ({ mediaType: LAYER_TYPE[file.compression] ?? MediaType.OciLayer, digest: file.digest, size: file.size })),
+      };
+      const bytes = Buffer.from(JSON.stringify(manifest));
+      out.descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length };
+      for (const f of [cfg, ...layers.map((l) => l.file)]) {
+        if (f.bytes && !f.stored) out.writes.push({ descriptor: { mediaType: 'application/octet-stream', digest: f.digest, size: f.size }, bytes: f.bytes });
+      }
+      out.writes.push({ descriptor: out.descriptor, bytes });
+      out.images.push({ manifest: out.descriptor, config: cfg.digest, layers: layers.map((l) => l.file.digest) });
+      out.ok = true;
+    } catch (e) {
+      if (!(e instanceof FerryError)) throw e;
+      out.problems.push(e);
+    }
+    return out;
+  }
+}

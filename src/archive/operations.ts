@@ -1,0 +1,227 @@
+import { dirname } from 'node:path';
+import { tmpdir } from 'node:os';
+import type { Writable } from 'node:stream';
+import { copy, type CopiedImage, type CopyEvent } from '../copy.js';
+import { FerryError, toFerryError } from '../errors.js';
+import { warn } from '../log.js';
+import { OciLayout } from '../locations/layout.js';
+import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
+import type { PlatformSelection } from '../oci/platform.js';
+import { defaultStoreDir, storeTagName } from '../store.js';
+import { buildGraph } from './graph.js';
+import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
+import { ArchiveOutput, compressionForPath, type ArchiveCompression } from './output.js';
+import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
+import { Reporter, type ArchiveProblem } from './report.js';
+import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput } from './scan.js';
+import { ArchiveSource } from './source.js';
+import { describeVolume, VolumeWriter } from './volumes.js';
+import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from './writer.js';
+
+export interface SaveOptions {
+  /** Locations: store names, `oci:DIR[:TAG]`, `docker://…`, other archives. */
+  images: string[];
+  /** A file, or `-` for `stdout`. */
+  output: string;
+  /** `docker` (default): also loadable by docker load. `oci`: a pure OCI archive. */
+  format?: ArchiveFormat;
+  /** Whole-archive compression; default from the output's suffix (none for `-`). */
+  compression?: ArchiveCompression;
+  level?: number;
+  /** Recompress layers (changes layer and manifest digests). */
+  compressLayers?: LayerCompressionTarget;
+  /** Cut the archive into volumes of at most this many bytes. */
+  volumeSize?: number;
+  force?: boolean;
+  platforms?: PlatformSelection;
+  storeDir?: string;
+  registry?: RegistrySettings;
+  signal?: AbortSignal;
+  onEvent?: (e: CopyEvent) => void;
+  /** Where `-` writes (default process.stdout). */
+  stdout?: Writable;
+}
+
+export interface SaveReport {
+  /** The files written (one, or the volumes), or `-`. */
+  files: string[];
+  images: CopiedImage[];
+  blobs: { count: number; bytes: number };
+}
+
+/**
+ * `ferry save`: copies images from any locations into one archive (or a set of volumes) through
+ * the copy engine, each blob streamed into the tar once. The archive appears only when complete.
+ */
+export async function saveImages(o: SaveOptions): Promise<SaveReport> {
+  if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
+  const compression = o.compression ?? (o.output === '-' ? 'none' : compressionForPath(o.output));
+  if (o.compressLayers) {
+    warn(`--compress-layers ${o.compressLayers}: layers are recompressed, so layer digests, manifest digests and image digests CHANGE (diff_ids do not); signatures and digest references will not match the saved images`);
+  }
+  const ctx = { storeDir: o.storeDir ?? defaultStoreDir(), signal: o.signal, registry: o.registry };
+  const opened: OpenedSource[] = [];
+  let sink: ArchiveSink | undefined;
+  try {
+    for (const image of o.images) {
+      const src = await openSource(image, ctx);
+      opened.push(src);
+      if (o.compressLayers) {
+        src.source = new RecompressSource(src.source, {
+          compression: o.compressLayers,
+          tempDir: o.output === '-' ? tmpdir() : dirname(o.output),
+          platforms: o.platforms,
+          signal: o.signal,
+        });
+      }
+    }
+    let writer: EntryWriter;
+    if (o.volumeSize !== undefined) {
+      writer = await VolumeWriter.create(o.output, { compression, level: o.level, force: o.force, volumeSize: o.volumeSize });
+    } else if (o.output === '-') {
+      writer = new SingleWriter(ArchiveOutput.toStream(o.stdout ?? process.stdout, { compression, level: o.level }));
+    } else {
+      writer = new SingleWriter(await ArchiveOutput.toFile(o.output, { compression, level: o.level, force: o.force }));
+    }
+    sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal });
+    const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 } };
+    for (const [i, src] of opened.entries()) {
+      const r = await copy(src.source, sink, [{ ref: src.ref, names: src.name ? [src.name] : [] }], {
+        platforms: o.platforms,
+        signal: o.signal,
+        onEvent: o.onEvent,
+      });
+      for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
+      report.blobs.count += r.blobs.copied + r.manifests.copied;
+      report.blobs.bytes += r.blobs.bytesCopied;
+    }
+    o.signal?.throwIfAborted();
+    await sink.close();
+    report.files = o.output === '-' ? ['-'] : sink.files;
+    return report;
+  } catch (e) {
+    await sink?.abort().catch(() => {});
+    throw e;
+  } finally {
+    for (const s of opened) await s.source.close().catch(() => {});
+  }
+}
+
+export interface LoadOptions {
+  /** One archive, `-` for stdin, or all the volumes of a set (any order). */
+  inputs: string[];
+  storeDir?: string;
+  /** NAME[:TAG] for the archive's only image. */
+  tag?: string;
+  signal?: AbortSignal;
+  onEvent?: (e: IngestEvent) => void;
+}
+
+/** `ferry load`: an archive of any supported format into the store, in one pass. */
+export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
+  const tag = o.tag ? storeTagName(o.tag) : undefined;
+  if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
+  const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
+  try {
+    return await ingestArchive({ inputs: o.inputs, sink: store, tag, signal: o.signal, onEvent: o.onEvent });
+  } finally {
+    await store.close();
+  }
+}
+
+export interface ArchiveVerifyReport {
+  /** What was verified: a file, or the volumes of a set. */
+  target: string;
+  files: string[];
+  problems: ArchiveProblem[];
+  notes: string[];
+  images: number;
+  blobs: number;
+  bytes: number;
+}
+
+/**
+ * `ferry verify FILE…` for archives: every blob's size and digest, diff_ids of layers, the graph's
+ * completeness, index.json against manifest.json, and for volumes each one against its own list.
+ * Every problem is reported. Several files: the volumes of one set, or independent archives.
+ */
+export async function verifyArchives(paths: string[], o: { signal?: AbortSignal } = {}): Promise<ArchiveVerifyReport[]> {
+  const groups: string[][] = [];
+  const sets = new Map<string, string[]>();
+  for (const p of paths) {
+    const v = paths.length > 1 ? await readVolumeHeader(p).catch(() => undefined) : undefined;
+    if (v) {
+      const list = sets.get(v.set);
+      if (list) list.push(p);
+      else {
+        const l = [p];
+        sets.set(v.set, l);
+        groups.push(l);
+      }
+    } else groups.push([p]);
+  }
+  const out: ArchiveVerifyReport[] = [];
+  for (const g of groups) out.push(await verifyOne(g, o.signal));
+  return out;
+}
+
+async function verifyOne(paths: string[], signal?: AbortSignal): Promise<ArchiveVerifyReport> {
+  const reporter = new Reporter('record');
+  const report: ArchiveVerifyReport = { target: paths.length === 1 ? paths[0]! : `${paths.length} volumes (${paths[0]} …)`, files: paths, problems: reporter.problems, notes: reporter.notes, images: 0, blobs: 0, bytes: 0 };
+  let inputs: ArchiveInput[];
+  let separate = false;
+  try {
+    inputs = await orderInputs(paths);
+  } catch (e) {
+    const err = toFerryError(e);
+    if (err.code !== 'INTEGRITY') throw e;
+    // A missing volume: say which, then check each present volume against its own list.
+    reporter.problem('volume', 'INTEGRITY', err.message);
+    separate = true;
+    inputs = [];
+    for (const p of paths) {
+      const v = await readVolumeHeader(p);
+      inputs.push({ path: p, where: v ? describeVolume(v.volume, undefined, p) : p, volume: v });
+    }
+    inputs.sort((a, b) => (a.volume?.volume ?? 0) - (b.volume?.volume ?? 0));
+  }
+  const target = new NullTarget();
+  try {
+    if (separate) {
+      for (const input of inputs) {
+        const st = await scanArchive([input], { target, reporter, signal, separateVolumes: true });
+        for (const f of st.files.values()) {
+          report.blobs++;
+          report.bytes += f.size;
+        }
+      }
+      return report;
+    }
+    const state = await scanArchive(inputs, { target, reporter, signal });
+    for (const f of state.files.values()) {
+      report.blobs++;
+      report.bytes += f.size;
+    }
+    const graph = await buildGraph(state, target, reporter);
+    report.images = graph.roots.length;
+  } catch (e) {
+    const err = toFerryError(e);
+    if (err.code === 'INTERNAL' || err.code === 'ABORTED' || err.code === 'IO' || err.code === 'NOT_FOUND') throw e;
+    reporter.problem(err.code === 'INTEGRITY' || err.code === 'DIGEST_MISMATCH' || err.code === 'SIZE_MISMATCH' ? 'digest' : 'invalid', err.code, `${err.message} (reading stopped here)`);
+  }
+  return report;
+}
+
+export interface OpenedArchive {
+  source: ArchiveSource;
+  images: Array<{ ref: string; names: import('../types.js').TagName[] }>;
+}
+
+/**
+ * An archive as a Source plus the list of its images, for pushing straight from it (`push --from`):
+ * a plain tar is read in place, blob by blob, by byte range.
+ */
+export async function openArchive(path: string, o: { signal?: AbortSignal } = {}): Promise<OpenedArchive> {
+  const source = await ArchiveSource.open(path, o);
+  return { source, images: source.images() };
+}

@@ -1,0 +1,502 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, stat, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import { FerryError } from '../errors.js';
+import { peek, sniff, type Compression } from '../blob/compression.js';
+import { readCapped, verifying } from '../blob/verify.js';
+import { tempPathFor } from '../blob/publish.js';
+import { ZstdDecompress } from '../blob/zstd-frames.js';
+import { OciLayout } from '../locations/layout.js';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
+import { MAX_JSON_BYTES, parseJson, type Descriptor } from '../oci/manifest.js';
+import type { Sink } from '../types.js';
+import { Reporter } from './report.js';
+import { EntryTap, type TapResult } from './tap.js';
+import { cleanPath, readTar } from './tar.js';
+import { describeVolume, parsePartName, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeEntry, type VolumeHeader, type VolumeTrailer } from './volumes.js';
+
+/** Files this small are kept in memory (configs, legacy json, tiny layers); so are JSON files up to 4 MiB. */
+const SMALL = 64 * 1024;
+/** Total bytes kept in memory; past it, everything goes to the target at once. */
+const KEEP_BUDGET = 256 * 1024 * 1024;
+const METADATA = new Set(['index.json', 'manifest.json', 'repositories', 'oci-layout']);
+const OCTET = 'application/octet-stream';
+
+/** One regular file of the archive, hashed on the way in. */
+export interface ScannedFile extends TapResult {
+  path: string;
+  /** Kept in memory (not yet written to the target). */
+  bytes?: Buffer;
+  /** Written to the target during the scan. */
+  stored: boolean;
+  /** Where it was read, for messages. */
+  where: string;
+}
+
+export interface ScanState {
+  /** Regular files by archive path. */
+  files: Map<string, ScannedFile>;
+  /** Symlinks and hardlinks by archive path: the raw target. */
+  links: Map<string, { type: 'symlink' | 'hardlink'; linkname: string }>;
+  /** Content by digest: `blobs/` entries (verified against their names) and hashed files. */
+  byDigest: Map<Digest, ScannedFile>;
+  /** index.json, manifest.json, repositories, oci-layout. */
+  meta: Map<string, Buffer>;
+  /** Paths of the archive's inputs, for messages. */
+  where: string;
+}
+
+/**
+ * Where scanned bytes go. `put` stores bytes of a known digest; `putComputed` stores bytes whose
+ * digest is learnt as they pass (legacy `layer.tar`, `<id>.json`); `read` gives stored bytes back.
+ */
+export interface IngestTarget {
+  has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean>;
+  put(d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void>;
+  putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void>;
+  read?(d: Descriptor): Promise<Buffer | undefined>;
+  /** Digests this ingest published (that were not there before). */
+  readonly created: Set<Digest>;
+}
+
+const drain = () => new Writable({ highWaterMark: 1 << 20, write: (_c, _e, cb) => cb() });
+
+/** Verification only: bytes are hashed and dropped. */
+export class NullTarget implements IngestTarget {
+  readonly created = new Set<Digest>();
+  async has(): Promise<boolean> {
+    return false;
+  }
+  async put(_d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    await pipeline(body, drain(), { signal });
+  }
+  async putComputed(body: Readable, _tap: EntryTap, signal?: AbortSignal): Promise<void> {
+    await pipeline(body, drain(), { signal });
+  }
+}
+
+/** An OCI layout (the store): blobs are published atomically into it; hashed files are renamed into place. */
+export class LayoutTarget implements IngestTarget {
+  readonly created = new Set<Digest>();
+  constructor(readonly layout: OciLayout) {}
+
+  has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean> {
+    return this.layout.has({ mediaType: OCTET, ...d });
+  }
+
+  async put(d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    await this.layout.put(d, body, { signal });
+    this.created.add(d.digest);
+  }
+
+  async putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void> {
+    const dir = join(this.layout.dir, 'blobs', 'sha256');
+    await mkdir(dir, { recursive: true });
+    const tmp = tempPathFor(join(dir, 'incoming'));
+    try {
+      await pipeline(body, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 }), { signal });
+      const r = tap.result();
+      if (await this.has(r)) await unlink(tmp);
+      else {
+        await rename(tmp, this.layout.blobPath(r.digest));
+        this.created.add(r.digest);
+      }
+    } catch (e) {
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
+  }
+
+  async read(d: Descriptor): Promise<Buffer | undefined> {
+    const path = this.layout.blobPath(d.digest);
+    const st = await stat(path).catch(() => undefined);
+    if (!st || st.size !== d.size || d.size > MAX_JSON_BYTES) return undefined;
+    return readCapped(verifying(createReadStream(path), d), d.size, `blob ${d.digest}`);
+  }
+}
+
+/** Any other Sink (a registry): hashed files are spooled to a temp file, then sent verified. */
+export class SinkTarget implements IngestTarget {
+  readonly created = new Set<Digest>();
+  private readonly seen = new Set<Digest>();
+  constructor(readonly sink: Sink) {}
+
+  async has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean> {
+    return this.seen.has(d.digest) || this.sink.has({ mediaType: OCTET, ...d });
+  }
+
+  async put(d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
+    await this.sink.put(d, body, { signal });
+    this.seen.add(d.digest);
+    this.created.add(d.digest);
+  }
+
+  async putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void> {
+    const tmp = tempPathFor(join(tmpdir(), 'ferry-spool'));
+    try {
+      await pipeline(body, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }), { signal });
+      const r = tap.result();
+      if (await this.has(r)) return;
+      const d: Descriptor = { mediaType: OCTET, digest: r.digest, size: r.size };
+      await this.put(d, verifying(createReadStream(tmp), d), signal);
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+  }
+
+  async read(d: Descriptor): Promise<Buffer | undefined> {
+    const s = this.sink as unknown as { fetch?: (d: Descriptor) => Promise<Readable> };
+    if (typeof s.fetch !== 'function' || d.size > MAX_JSON_BYTES) return undefined;
+    return readCapped(verifying(await s.fetch(d), d), d.size, `blob ${d.digest}`).catch(() => undefined);
+  }
+}
+
+export function targetFor(sink: Sink): IngestTarget {
+  return sink instanceof OciLayout ? new LayoutTarget(sink) : new SinkTarget(sink);
+}
+
+// --- inputs ---
+
+/** An archive file (or `-` for stdin), decompressed by magic bytes. */
+export interface ArchiveInput {
+  path: string;
+  /** How it is named in messages. */
+  where: string;
+  volume?: VolumeHeader;
+}
+
+function decodeError(e: unknown, c: Compression, where: string): unknown {
+  if (e instanceof FerryError) return new FerryError(e.code, `${where}: ${e.message}`, { cause: e, hint: e.hint });
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'Z_BUF_ERROR') return new FerryError('INTEGRITY', `${where}: truncated ${c} data (unexpected end of file)`, { cause: e, hint: 'the file was cut short: copy it again' });
+  if (typeof err?.code === 'string' && err.code.startsWith('Z_')) return new FerryError('INTEGRITY', `${where}: corrupt ${c} data (${err.message})`, { cause: e });
+  return e;
+}
+
+/** The decompressed bytes of an archive file or stdin. */
+export async function* archiveBytes(path: string, where: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  const raw: Readable = path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 1 << 20, signal });
+  const opened = await peek(raw, 6).catch((e: unknown) => {
+    throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
+  });
+  const c = sniff(opened.head);
+  if (c === 'bzip2' || c === 'xz') throw new FerryError('UNSUPPORTED', `${where}: ${c} compression is not supported (ferry reads plain, gzip and zstd archives)`);
+  if (c === 'none') {
+    yield* opened.stream;
+    return;
+  }
+  const dec = c === 'gzip' ? zlib.createGunzip({ chunkSize: 1 << 17 }) : new ZstdDecompress();
+  opened.stream.on('error', (e) => dec.destroy(e));
+  opened.stream.pipe(dec);
+  try {
+    for await (const chunk of dec) yield chunk as Buffer;
+  } catch (e) {
+    throw decodeError(e, c, where);
+  } finally {
+    opened.stream.destroy();
+  }
+}
+
+/** Reads the first entry of a file, if it is a volume header. */
+export async function readVolumeHeader(path: string): Promise<VolumeHeader | undefined> {
+  const where = path;
+  const it = readTar(archiveBytes(path, where), { where });
+  try {
+    const first = await it.next();
+    if (first.done || cleanPath(first.value.name) !== VOLUME_HEADER || first.value.size > 4096) return undefined;
+    const doc = parseJson(await readCapped(first.value.body(), 4096, where), `${where}: ${VOLUME_HEADER}`) as VolumeHeader;
+    if (doc?.ferryVolume !== 1 || typeof doc.set !== 'string' || !Number.isInteger(doc.volume) || doc.volume < 1) {
+      throw new FerryError('INVALID_INPUT', `${where}: invalid ${VOLUME_HEADER}`);
+    }
+    return doc;
+  } finally {
+    await it.return(undefined);
+  }
+}
+
+/**
+ * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
+ * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
+ */
+export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
+  if (paths.length === 0) throw new FerryError('USAGE', 'name an archive: -i FILE (or -i - for standard input)');
+  if (paths.length === 1) {
+    const p = paths[0]!;
+    const volume = p === '-' ? undefined : await readVolumeHeader(p);
+    return [{ path: p, where: volume ? describeVolume(volume.volume, undefined, p) : p === '-' ? 'standard input' : p, volume }];
+  }
+  if (paths.includes('-')) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files');
+  const vols: ArchiveInput[] = [];
+  for (const p of paths) {
+    const volume = await readVolumeHeader(p);
+    if (!volume) throw new FerryError('USAGE', `${p} is not a volume of a ferry archive set; give one archive, or all the volumes of one set`);
+    vols.push({ path: p, where: p, volume });
+  }
+  const set = vols[0]!.volume!.set;
+  const other = vols.find((v) => v.volume!.set !== set);
+  if (other) throw new FerryError('INVALID_INPUT', `${other.path} belongs to another volume set than ${vols[0]!.path}`);
+  vols.sort((a, b) => a.volume!.volume - b.volume!.volume);
+  const max = vols.at(-1)!.volume!.volume;
+  for (let n = 1; n <= max; n++) {
+    const hits = vols.filter((v) => v.volume!.volume === n);
+    if (hits.length > 1) throw new FerryError('USAGE', `volume ${n} given twice: ${hits.map((h) => h.path).join(', ')}`);
+    if (hits.length === 0) {
+      throw new FerryError('INTEGRITY', `volume ${n} of the set is missing (given: ${vols.map((v) => v.volume!.volume).join(', ')})`, {
+        hint: 'give every volume of the set on the command line',
+      });
+    }
+  }
+  return vols.map((v) => ({ ...v, where: describeVolume(v.volume!.volume, max, v.path) }));
+}
+
+// --- the scan ---
+
+export interface ScanOptions {
+  target: IngestTarget;
+  reporter: Reporter;
+  signal?: AbortSignal;
+  onBlob?: (e: { digest: Digest; size: number; skipped: boolean }) => void;
+  /** Volumes read on their own (verify, when others are missing): parts are checked, not joined. */
+  separateVolumes?: boolean;
+}
+
+interface PendingBlob {
+  info: PartInfo;
+  next: number;
+  feed: PassThrough;
+  done: Promise<void>;
+  failure?: unknown;
+}
+
+/**
+ * Reads the archive once. Every `blobs/<alg>/<hex>` entry streams into the target through a check
+ * against its name; every other file is hashed into the target under its computed digest (and
+ * small ones are kept in memory); layers' decompressed digests are computed on the way. Volume
+ * sets are read in order, parts of split blobs joined, and each volume checked against its list.
+ */
+export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promise<ScanState> {
+  const state: ScanState = {
+    files: new Map(),
+    links: new Map(),
+    byDigest: new Map(),
+    meta: new Map(),
+    where: inputs.length === 1 ? inputs[0]!.where : `${inputs[0]!.path} … (${inputs.length} volumes)`,
+  };
+  let kept = 0;
+  let pending: PendingBlob | undefined;
+  let lastTrailer: VolumeTrailer | undefined;
+  const { reporter, target, signal } = o;
+
+  try {
+    for (const input of inputs) {
+      const seen: VolumeEntry[] = [];
+      let trailer: VolumeTrailer | undefined;
+      const where = input.where;
+      for await (const e of readTar(archiveBytes(input.path, where, signal), { where, signal })) {
+        signal?.throwIfAborted();
+        if (e.type === 'dir' || e.type === 'other') continue;
+        const path = cleanPath(e.name);
+        if (!path) {
+          reporter.problem('invalid', 'INVALID_INPUT', `${where}: entry path escapes archive: ${JSON.stringify(e.name)}`, { path: e.name });
+          continue;
+        }
+        if (e.type === 'symlink' || e.type === 'hardlink') {
+          state.links.set(path, { type: e.type, linkname: e.linkname });
+          continue;
+        }
+        if (trailer) reporter.problem('volume', 'INVALID_INPUT', `${where}: entries after ${VOLUME_TRAILER}`);
+        if (input.volume && (path === VOLUME_HEADER || path === VOLUME_TRAILER)) {
+          const bytes = await readCapped(e.body(), 1 << 24, `${where}: ${path}`);
+          if (path === VOLUME_TRAILER) trailer = parseJson(bytes, `${where}: ${VOLUME_TRAILER}`) as VolumeTrailer;
+          continue;
+        }
+        if (METADATA.has(path)) {
+          const body = e.body();
+          try {
+            const bytes = await readCapped(body, MAX_JSON_BYTES, `${where}: ${path}`);
+            state.meta.set(path, bytes);
+            seen.push({ name: path, size: bytes.length, digest: digestOf(bytes) });
+          } catch (err) {
+            body.destroy();
+            reporter.error(err, 'invalid', { path });
+          }
+          continue;
+        }
+
+        const part = input.volume ? parsePartName(path) : undefined;
+        if (part && o.separateVolumes) {
+          const t = new EntryTap({ where: path });
+          await pipeline(e.body(), t, drain(), { signal });
+          seen.push({ name: path, size: t.result().size, digest: t.result().digest });
+          continue;
+        }
+        if (part) {
+          pending = await scanPart(part, e.body(), pending, { where, path, target, reporter, signal, seen, onBlob: o.onBlob, state });
+          if (pending?.failure) break;
+          continue;
+        }
+
+        const blob = /^blobs\/([^/]+)\/([^/]+)$/.exec(path);
+        let expected: { digest: Digest; size: number } | undefined;
+        if (blob) {
+          try {
+            expected = { digest: parseDigest(`${blob[1]}:${blob[2]}`, `${where}: entry ${path}`), size: e.size };
+          } catch (err) {
+            reporter.error(err, 'invalid', { path });
+          }
+        }
+        const label = expected ? `blob ${expected.digest} (${where})` : `${path} (${where})`;
+        const tap = new EntryTap({ expected, where: label, diff: true, mode: reporter.mode, size: e.size });
+        const body = e.body();
+        body.on('error', (err) => tap.destroy(err));
+        const tapped = body.pipe(tap);
+        let file: ScannedFile;
+        const keepable = e.size <= MAX_JSON_BYTES && kept + e.size <= KEEP_BUDGET;
+        if (keepable) {
+          const bytes = await readCapped(tapped, e.size, label);
+          const r = tap.result();
+          const keep = e.size <= SMALL || bytes[0] === 0x7b || bytes[0] === 0x5b;
+          file = { ...r, path, stored: false, where };
+          if (keep) {
+            file.bytes = bytes;
+            kept += bytes.length;
+          } else if (!r.mismatch && !(await target.has(r))) {
+            await target.put({ mediaType: OCTET, digest: r.digest, size: r.size }, Readable.from([bytes]), signal);
+            file.stored = true;
+          }
+        } else if (expected && (await target.has(expected))) {
+          await pipeline(tapped, drain(), { signal });
+          file = { ...tap.result(), path, stored: true, where };
+          o.onBlob?.({ digest: expected.digest, size: expected.size, skipped: true });
+        } else if (expected) {
+          await target.put({ mediaType: OCTET, ...expected }, tapped, signal);
+          file = { ...tap.result(), path, stored: true, where };
+          o.onBlob?.({ digest: expected.digest, size: expected.size, skipped: false });
+        } else {
+          await target.putComputed(tapped, tap, signal);
+          file = { ...tap.result(), path, stored: true, where };
+        }
+        if (file.mismatch) {
+          reporter.problem(file.mismatch.code === 'SIZE_MISMATCH' ? 'size' : 'digest', file.mismatch.code, file.mismatch.message, { digest: expected?.digest, path });
+        }
+        seen.push({ name: path, size: file.size, digest: file.digest });
+        state.files.set(path, file);
+        const known = expected ?? { digest: file.digest };
+        if (!file.mismatch && !state.byDigest.has(known.digest)) state.byDigest.set(known.digest, file);
+      }
+      if (pending?.failure) throw pending.failure;
+      if (input.volume) {
+        checkVolume(input, trailer, seen, reporter);
+        lastTrailer = trailer ?? lastTrailer;
+      }
+    }
+  } finally {
+    // Never leave a half-joined blob's temp file behind.
+    if (pending) {
+      pending.feed.destroy(new FerryError('INTEGRITY', `blob ${pending.info.blob} is incomplete`));
+      await pending.done.catch(() => {});
+    }
+  }
+  const lastInput = inputs.at(-1)!;
+  if (lastInput.volume && lastTrailer && lastTrailer.volumes === undefined && !o.separateVolumes) {
+    reporter.problem('volume', 'INTEGRITY', `volume ${lastInput.volume.volume + 1} and later of the set are missing: ${lastInput.path} is not the last volume`, {
+      hint: 'give every volume of the set on the command line',
+    });
+  }
+  if (pending && !o.separateVolumes) {
+    reporter.problem('volume', 'INTEGRITY', `${state.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`, { digest: pending.info.blob });
+  }
+  return state;
+}
+
+/** Feeds one part of a split blob into the blob's verifying stream, opened at part 1. */
+async function scanPart(
+  info: PartInfo,
+  body: Readable,
+  pending: PendingBlob | undefined,
+  c: { where: string; path: string; target: IngestTarget; reporter: Reporter; signal?: AbortSignal; seen: VolumeEntry[]; onBlob?: ScanOptions['onBlob']; state: ScanState },
+): Promise<PendingBlob | undefined> {
+  if (info.index === 1) {
+    if (pending) c.reporter.problem('volume', 'INTEGRITY', `${c.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`);
+    const feed = new PassThrough({ highWaterMark: 1 << 20 });
+    const tap = new EntryTap({ expected: { digest: info.blob, size: info.blobSize }, where: `blob ${info.blob} (split across volumes, ending in ${c.where})`, diff: true, mode: c.reporter.mode });
+    feed.on('error', (e) => tap.destroy(e));
+    const has = await c.target.has({ digest: info.blob, size: info.blobSize });
+    const tapped = feed.pipe(tap);
+    const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
+    p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
+      const r = tap.result();
+      if (r.mismatch) c.reporter.problem('digest', r.mismatch.code, r.mismatch.message, { digest: info.blob });
+      else {
+        const [alg, hex] = info.blob.split(':');
+        const file: ScannedFile = { ...r, path: `blobs/${alg}/${hex}`, stored: true, where: c.where };
+        c.state.files.set(file.path, file);
+        if (!c.state.byDigest.has(info.blob)) c.state.byDigest.set(info.blob, file);
+      }
+      c.onBlob?.({ digest: info.blob, size: info.blobSize, skipped: has });
+    });
+    p.done.catch((e: unknown) => (p.failure ??= e));
+    pending = p;
+  }
+  if (!pending || pending.info.blob !== info.blob || pending.next !== info.index) {
+    c.reporter.problem('volume', 'INTEGRITY', `${c.where}: part ${info.index} of blob ${info.blob} is out of order`, { digest: info.blob });
+    await pipeline(body, drain());
+    return pending;
+  }
+  const p = pending;
+  const partTap = new EntryTap({ where: c.path });
+  const into = new Writable({
+    highWaterMark: 1 << 20,
+    write: (chunk: Buffer, _e, cb) => {
+      if (p.feed.write(chunk)) cb();
+      else p.feed.once('drain', () => cb());
+    },
+  });
+  try {
+    await pipeline(body, partTap, into, { signal: c.signal });
+  } catch (e) {
+    p.failure ??= e;
+    p.feed.destroy(e as Error);
+    return p;
+  }
+  c.seen.push({ name: c.path, size: partTap.result().size, digest: partTap.result().digest });
+  p.next++;
+  if (info.index < info.count) return p;
+  p.feed.end();
+  await p.done.catch(() => {});
+  return p.failure ? p : undefined;
+}
+
+/** Compares what a volume held with the list its trailer gives. */
+function checkVolume(input: ArchiveInput, trailer: VolumeTrailer | undefined, seen: VolumeEntry[], reporter: Reporter): void {
+  const where = input.where;
+  if (!trailer) {
+    reporter.problem('volume', 'INTEGRITY', `${where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
+    return;
+  }
+  if (trailer.set !== input.volume!.set || trailer.volume !== input.volume!.volume || !Array.isArray(trailer.entries)) {
+    reporter.problem('volume', 'INVALID_INPUT', `${where}: ${VOLUME_TRAILER} does not match the volume's header`);
+    return;
+  }
+  const got = new Map(seen.map((s) => [s.name, s]));
+  for (const want of trailer.entries) {
+    const have = got.get(want.name);
+    const what = want.part ? `part ${want.part.index} of blob ${want.part.blob}` : /^blobs\//.test(want.name) ? `blob ${want.digest}` : want.name;
+    if (!have) reporter.problem('volume', 'INTEGRITY', `${where}: ${what} is missing`, { digest: want.digest, path: want.name });
+    else if (have.digest !== want.digest || have.size !== want.size) {
+      reporter.problem('volume', 'INTEGRITY', `${where}: ${what} corrupt (content hashes to ${have.digest}, ${have.size} bytes; expected ${want.digest}, ${want.size} bytes)`, { digest: want.digest, path: want.name });
+    }
+  }
+}
+
+/** Reads the bytes of a scanned file, from memory or back from the target. */
+export async function fileBytes(f: ScannedFile, target: IngestTarget): Promise<Buffer | undefined> {
+  if (f.bytes) return f.bytes;
+  if (f.size > MAX_JSON_BYTES) return undefined;
+  return target.read?.({ mediaType: OCTET, digest: f.digest, size: f.size });
+}
+

@@ -1,0 +1,269 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { FerryError } from '../errors.js';
+import { sniff } from '../blob/compression.js';
+import { tempPathFor } from '../blob/publish.js';
+import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
+import { MediaType } from '../oci/mediatypes.js';
+import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
+import { formatReference, tryParseReference } from '../oci/reference.js';
+import type { FetchOptions, Source, TagName } from '../types.js';
+import { entryNames } from './graph.js';
+import { archiveBytes } from './scan.js';
+import { EntryTap } from './tap.js';
+import { cleanPath, indexTar, linkTargetPath, type TarHeader } from './tar.js';
+
+/** One image an archive offers. */
+export interface ArchiveImage {
+  /** What resolve() takes to find it. */
+  ref: string;
+  names: TagName[];
+  from: 'index.json' | 'manifest.json';
+}
+
+interface DockerEntry {
+  Config: string;
+  RepoTags?: string[] | null;
+  Layers: string[];
+}
+
+const LAYER_TYPE: Record<string, string> = { none: MediaType.OciLayer, gzip: MediaType.OciLayerGzip, zstd: MediaType.OciLayerZstd };
+
+/**
+ * An archive read in place, as a Source: a plain tar is indexed once by its headers and every
+ * blob is then a byte range of the file — nothing is unpacked. A compressed archive cannot be
+ * seeked, so it is first decompressed to a temporary plain tar in $TMPDIR (removed by close()).
+ * `ferry load` does not use this: it reads any archive in a single pass instead.
+ */
+export class ArchiveSource implements Source {
+  private readonly files = new Map<string, TarHeader>();
+  private readonly links = new Map<string, TarHeader>();
+  private readonly docs = new Map<Digest, Buffer>();
+  /** Archive files that docker-save images use, by the digest they turned out to have. */
+  private readonly byDigest = new Map<Digest, TarHeader>();
+  private index?: Descriptor[];
+  private dockerEntries?: DockerEntry[];
+
+  private constructor(readonly path: string, private readonly fh: FileHandle, private readonly file: string, private readonly temp?: string) {}
+
+  static async open(path: string, o: { signal?: AbortSignal } = {}): Promise<ArchiveSource> {
+    let fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
+      throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
+    });
+    let file = path;
+    let temp: string | undefined;
+    try {
+      const head = Buffer.alloc(6);
+      await fh.read(head, 0, 6, 0);
+      if (sniff(head) !== 'none') {
+        await fh.close();
+        temp = tempPathFor(join(tmpdir(), 'ferry-archive.tar'));
+        await pipeline(Readable.from(archiveBytes(path, path, o.signal)), createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { signal: o.signal });
+        file = temp;
+        fh = await open(temp, 'r');
+      }
+      const src = new ArchiveSource(path, fh, file, temp);
+      await src.load(o.signal);
+      return src;
+    } catch (e) {
+      await fh.close().catch(() => {});
+      if (temp) await unlink(temp).catch(() => {});
+      throw e;
+    }
+  }
+
+  private async load(signal?: AbortSignal): Promise<void> {
+    for (const h of await indexTar(this.fh, this.path, signal)) {
+      const p = cleanPath(h.name);
+      if (!p) continue;
+      if (h.type === 'file') this.files.set(p, h);
+      else if (h.type === 'symlink' || h.type === 'hardlink') this.links.set(p, h);
+    }
+    const index = await this.small('index.json');
+    if (index) {
+      try {
+        const parsed = parseManifestDocument(index, { where: `${this.path}: index.json` });
+        if (parsed.kind === 'index') this.index = parsed.index.manifests;
+      } catch (e) {
+        if (!this.files.has('manifest.json')) throw e;
+      }
+    }
+    const manifest = await this.small('manifest.json');
+    if (manifest) {
+      const doc = parseJson(manifest, `${this.path}: manifest.json`);
+      if (!Array.isArray(doc)) throw new FerryError('INVALID_INPUT', `${this.path}: manifest.json must be a JSON array`);
+      this.dockerEntries = doc as DockerEntry[];
+    }
+    if (!this.index && !this.dockerEntries) {
+      throw new FerryError('INVALID_INPUT', `${this.path}: not an image archive (it has neither index.json nor manifest.json)`);
+    }
+  }
+
+  private async small(path: string): Promise<Buffer | undefined> {
+    const h = this.files.get(path);
+    if (!h) return undefined;
+    if (h.size > MAX_JSON_BYTES) throw new FerryError('TOO_LARGE', `${this.path}: ${path} of ${h.size} bytes exceeds limit of ${MAX_JSON_BYTES} bytes`);
+    return this.bytes(h);
+  }
+
+  private async bytes(h: TarHeader): Promise<Buffer> {
+    const b = Buffer.alloc(h.size);
+    await this.fh.read(b, 0, h.size, h.offset);
+    return b;
+  }
+
+  /** Every image: OCI index entries first, then docker-save entries not also in the index. */
+  images(): ArchiveImage[] {
+    const out: ArchiveImage[] = [];
+    for (const e of this.index ?? []) out.push({ ref: e.digest, names: entryNames(e), from: 'index.json' });
+    for (const [i, e] of (this.dockerEntries ?? []).entries()) {
+      const names = this.repoTags(e);
+      if (names.length > 0 && names.every((n) => out.some((o) => o.names.some((m) => m.name === n.name)))) continue;
+      out.push({ ref: `@${i}`, names, from: 'manifest.json' });
+    }
+    return out;
+  }
+
+  private repoTags(e: DockerEntry): TagName[] {
+    const out: TagName[] = [];
+    for (const t of Array.isArray(e.RepoTags) ? e.RepoTags : []) {
+      const r = typeof t === 'string' ? tryParseReference(t) : undefined;
+      if (r?.tag && !r.digest) out.push({ tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) });
+    }
+    return out;
+  }
+
+  /** The name an image has in the archive, for destinations that name none. */
+  nameOf(ref: string): TagName | undefined {
+    return this.images().find((i) => i.ref === ref)?.names[0];
+  }
+
+  /**
+   * Finds an image by tag, full name (normalised: `alpine` = docker.io/library/alpine:latest),
+   * digest, or `@N` (the Nth manifest.json entry, as skopeo numbers them). The OCI index is asked
+   * first, so digests from a registry survive.
+   */
+  async resolve(ref: string): Promise<Descriptor> {
+    const parsed = tryParseReference(ref);
+    const full = parsed?.tag ? formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag }) : undefined;
+    if (isDigest(ref)) {
+      const hit = (this.index ?? []).find((e) => e.digest === ref);
+      if (hit) return { mediaType: hit.mediaType, digest: hit.digest, size: hit.size };
+      const doc = this.docs.get(ref) ?? (this.fileFor(ref) ? await this.bytes(this.fileFor(ref)!) : undefined);
+      if (doc && doc.length <= MAX_JSON_BYTES) {
+        const p = parseManifestDocument(doc, { where: ref });
+        return { mediaType: p.mediaType, digest: ref, size: doc.length };
+      }
+    }
+    const index = this.index ?? [];
+    const tiers: Array<(e: Descriptor) => boolean> = [
+      (e) => entryNames(e).some((n) => n.tag === ref && !n.name) || e.annotations?.['org.opencontainers.image.ref.name'] === ref,
+      (e) => full !== undefined && entryNames(e).some((n) => n.name === full),
+    ];
+    for (const match of tiers) {
+      const hits = index.filter(match);
+      const digests = new Set(hits.map((h) => h.digest));
+      if (digests.size > 1) throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.path}: it names ${[...digests].join(', ')}`);
+      if (hits.length) return { mediaType: hits[0]!.mediaType, digest: hits[0]!.digest, size: hits[0]!.size };
+    }
+    const entries = this.dockerEntries ?? [];
+    let entry: DockerEntry | undefined;
+    if (/^@\d+$/.test(ref)) entry = entries[Number(ref.slice(1))];
+    else if (full) entry = entries.find((e) => this.repoTags(e).some((n) => n.name === full));
+    if (entry) return this.dockerManifest(entry);
+    const known = this.images().flatMap((i) => i.names.map((n) => n.name ?? n.tag));
+    throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}`, { hint: known.length ? `available: ${known.slice(0, 8).join(', ')}` : 'the archive has no named images' });
+  }
+
+  /** Resolves an archive path through links that stay inside it (A16); `..`/absolute refused (A1). */
+  private entryAt(path: string, what: string): TarHeader {
+    if (path.startsWith('/') || path.split('/').includes('..')) throw new FerryError('INVALID_INPUT', `${this.path}: ${what} path escapes archive: ${JSON.stringify(path)}`);
+    let p = cleanPath(path) ?? '';
+    for (let hops = 0; hops <= 16; hops++) {
+      const f = this.files.get(p);
+      if (f) return f;
+      const l = this.links.get(p);
+      if (!l) throw new FerryError('INTEGRITY', `${this.path}: ${what} ${JSON.stringify(path)} is not in the archive`);
+      const next = linkTargetPath(p, l.type as 'symlink' | 'hardlink', l.linkname);
+      if (!next) throw new FerryError('INVALID_INPUT', `${this.path}: ${what} path escapes archive: ${JSON.stringify(p)} links to ${JSON.stringify(l.linkname)}`);
+      p = next;
+    }
+    throw new FerryError('INVALID_INPUT', `${this.path}: ${what} ${JSON.stringify(path)}: too many levels of links`);
+  }
+
+  private async hashEntry(h: TarHeader, diff: boolean) {
+    const tap = new EntryTap({ where: `${this.path}: ${h.name}`, diff, size: h.size });
+    if (h.size === 0) {
+      await pipeline(Readable.from([]), tap, sinkAll());
+    } else {
+      await pipeline(createReadStream(this.file, { start: h.offset, end: h.offset + h.size - 1, highWaterMark: 1 << 20 }), tap, sinkAll());
+    }
+    return tap.result();
+  }
+
+  /**
+   * A docker-save entry as an OCI manifest (Docker ≥ 25's shape). Plain layers take their
+   * diff_id as digest, checked when they are read; compressed ones are hashed now, diff_id included.
+   */
+  private async dockerManifest(e: DockerEntry): Promise<Descriptor> {
+    if (typeof e.Config !== 'string' || !Array.isArray(e.Layers)) throw new FerryError('INVALID_INPUT', `${this.path}: manifest.json entry needs "Config" and "Layers"`);
+    const cfgH = this.entryAt(e.Config, 'config');
+    if (cfgH.size > MAX_JSON_BYTES) throw new FerryError('TOO_LARGE', `${this.path}: config ${e.Config} exceeds limit`);
+    const cfgBytes = await this.bytes(cfgH);
+    const cfgDigest = digestOf(cfgBytes);
+    this.byDigest.set(cfgDigest, cfgH);
+    const diffIds = parseConfig(cfgBytes, `${this.path}: ${e.Config}`).rootfs.diff_ids;
+    if (diffIds.length !== e.Layers.length) throw new FerryError('INTEGRITY', `${this.path}: config ${e.Config} lists ${diffIds.length} diff_ids for ${e.Layers.length} layers`);
+    const layers: Descriptor[] = [];
+    for (const [i, lp] of e.Layers.entries()) {
+      const h = this.entryAt(lp, 'layer');
+      const head = Buffer.alloc(Math.min(6, h.size));
+      await this.fh.read(head, 0, head.length, h.offset);
+      const c = sniff(head);
+      let digest: Digest;
+      if (c === 'none') digest = parseDigest(diffIds[i]);
+      else {
+        const r = await this.hashEntry(h, true);
+        if (r.diffError) throw r.diffError;
+        if (r.diffId !== diffIds[i]) throw new FerryError('INTEGRITY', `${this.path}: layer ${lp}: uncompressed content hashes to ${r.diffId}, the config says diff_id ${diffIds[i]}`);
+        digest = r.digest;
+      }
+      this.byDigest.set(digest, h);
+      layers.push({ mediaType: LAYER_TYPE[c] ?? MediaType.OciLayer, digest, size: h.size });
+    }
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: cfgDigest, size: cfgBytes.length }, layers }));
+    const d: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length };
+    this.docs.set(d.digest, bytes);
+    return d;
+  }
+
+  private fileFor(d: Digest): TarHeader | undefined {
+    const [alg, hex] = d.split(':');
+    const p = `blobs/${alg}/${hex}`;
+    if (this.files.has(p) || this.links.has(p)) return this.entryAt(p, 'blob');
+    return this.byDigest.get(d);
+  }
+
+  async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {
+    const doc = this.docs.get(d.digest);
+    if (doc) return Readable.from([doc.subarray(o.offset ?? 0)]);
+    const h = this.fileFor(d.digest);
+    if (!h) throw new FerryError('NOT_FOUND', `blob ${d.digest} is not in ${this.path}`);
+    const start = h.offset + (o.offset ?? 0);
+    if (h.size === 0 || start >= h.offset + h.size) return Readable.from([]);
+    return createReadStream(this.file, { start, end: h.offset + h.size - 1, highWaterMark: 1 << 20, signal: o.signal });
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => {});
+    if (this.temp) await unlink(this.temp).catch(() => {});
+  }
+}
+
+function sinkAll(): Writable {
+  return new Writable({ highWaterMark: 1 << 20, write: (_c, _e, cb) => cb() });
+}

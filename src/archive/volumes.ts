@@ -1,0 +1,279 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { basename } from 'node:path';
+import { FerryError } from '../errors.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
+import { ArchiveOutput, refuseExisting, type OutputOptions } from './output.js';
+import { BLOCK, entryBytes, END_OF_ARCHIVE } from './tar.js';
+import type { EntryWriter } from './writer.js';
+
+/**
+ * Volumes: one archive cut into files no larger than a limit (FAT32's 4 GiB, say). Each volume is
+ * a complete tar: it starts with `ferry-volume.json` (the set and its position), carries whole
+ * entries where they fit and parts of the blobs that do not (`ferry-parts/...`), and ends with
+ * `ferry-volume-end.json` listing the digest and size of everything inside it.
+ */
+export const VOLUME_HEADER = 'ferry-volume.json';
+export const VOLUME_TRAILER = 'ferry-volume-end.json';
+export const PARTS_DIR = 'ferry-parts';
+export const MIN_VOLUME_SIZE = 64 * 1024;
+
+export interface VolumeHeader {
+  ferryVolume: 1;
+  set: string;
+  volume: number;
+}
+
+export interface VolumeEntry {
+  name: string;
+  size: number;
+  digest: Digest;
+  /** For a part of a blob split across volumes. */
+  part?: { blob: Digest; blobSize: number; index: number; count: number };
+}
+
+export interface VolumeTrailer {
+  ferryVolume: 1;
+  set: string;
+  volume: number;
+  /** Set on the last volume: how many there are. */
+  volumes?: number;
+  entries: VolumeEntry[];
+}
+
+/** `ferry-parts/<alg>/<hex>/<blob size>/<k>-of-<n>`: the name says what the part belongs to. */
+export function partName(blob: Digest, blobSize: number, index: number, count: number): string {
+  const [alg, hex] = blob.split(':');
+  return `${PARTS_DIR}/${alg}/${hex}/${blobSize}/${index}-of-${count}`;
+}
+
+export interface PartInfo {
+  blob: Digest;
+  blobSize: number;
+  index: number;
+  count: number;
+}
+
+export function parsePartName(name: string): PartInfo | undefined {
+  const m = /^ferry-parts\/(sha256|sha512)\/([^/]+)\/(\d{1,16})\/(\d{1,6})-of-(\d{1,6})$/.exec(name);
+  if (!m) return undefined;
+  const index = Number(m[4]);
+  const count = Number(m[5]);
+  const blobSize = Number(m[3]);
+  if (!(index >= 1 && index <= count) || !Number.isSafeInteger(blobSize)) return undefined;
+  return { blob: parseDigest(`${m[1]}:${m[2]}`, name), blobSize, index, count };
+}
+
+/** `4G`, `700M`, `64k`, `1048576`: binary units. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
+  if (!m) throw new FerryError('USAGE', `invalid size "${text}": use a number with an optional K, M, G or T suffix, e.g. 4G`);
+  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
+}
+
+/** `out.tar.zst` -> `out.003.tar.zst`; `out` -> `out.003.tar`. */
+export function volumePath(base: string, n: number): string {
+  const m = /(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(basename(base));
+  const ext = m ? m[1]! : '';
+  const stem = base.slice(0, base.length - ext.length);
+  return `${stem}.${String(n).padStart(3, '0')}${ext || '.tar'}`;
+}
+
+const jsonBlock = (doc: unknown) => Buffer.from(JSON.stringify(doc));
+/** A worst-case JSON length for one trailer entry (digests have fixed length; sizes ≤ 16 digits). */
+const entryEstimate = (name: string) => Buffer.byteLength(name) + 400;
+const roundUp = (n: number) => Math.ceil(n / BLOCK) * BLOCK;
+
+interface OpenVolume {
+  n: number;
+  out: ArchiveOutput;
+  entries: VolumeEntry[];
+  /** Trailer JSON estimate so far (without the fixed part). */
+  estimate: number;
+}
+
+export interface VolumeWriterOptions extends OutputOptions {
+  /** Largest volume file, in bytes. */
+  volumeSize: number;
+}
+
+/**
+ * Writes entries into volumes of at most `volumeSize` bytes. Every volume is a temp file until the
+ * whole set is complete; then all are moved into place (so an interrupted save leaves nothing).
+ */
+export class VolumeWriter implements EntryWriter {
+  readonly set = randomUUID();
+  private cur?: OpenVolume;
+  private readonly done: ArchiveOutput[] = [];
+  private readonly capacity: number;
+
+  constructor(private readonly base: string, private readonly o: VolumeWriterOptions) {
+    if (o.volumeSize < MIN_VOLUME_SIZE) {
+      throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is too small (at least ${MIN_VOLUME_SIZE} bytes)`);
+    }
+    // Compression can grow incompressible data a little; keep a margin so files stay under the limit.
+    this.capacity = o.compression === 'none' ? o.volumeSize : Math.floor(o.volumeSize * 0.995) - 4096;
+  }
+
+  static async create(base: string, o: VolumeWriterOptions): Promise<VolumeWriter> {
+    if (base === '-') throw new FerryError('USAGE', 'volumes need a file name: -o NAME.tar, not -o -');
+    await refuseExisting(volumePath(base, 1), o.force);
+    return new VolumeWriter(base, o);
+  }
+
+  private trailerBytes(estimate: number): number {
+    return BLOCK + roundUp(200 + estimate) + END_OF_ARCHIVE.length;
+  }
+
+  /** Bytes of entry data that still fit in the open volume, if it also lists `name`. */
+  private room(v: OpenVolume | undefined, name: string): number {
+    if (!v) return 0;
+    const left = this.capacity - v.out.bytes - this.trailerBytes(v.estimate + entryEstimate(name)) - entryBytes(name, 0);
+    return Math.max(0, Math.floor(left / BLOCK) * BLOCK);
+  }
+
+  private emptyRoom(name: string): number {
+    const header = roundUp(JSON.stringify({ ferryVolume: 1, set: this.set, volume: 99999 }).length) + BLOCK;
+    const left = this.capacity - header - this.trailerBytes(entryEstimate(name)) - entryBytes(name, 0);
+    return Math.floor(left / BLOCK) * BLOCK;
+  }
+
+  private async open(): Promise<OpenVolume> {
+    const n = this.done.length + (this.cur ? 1 : 0) + 1;
+    if (this.cur) await this.close(false);
+    const out = await ArchiveOutput.toFile(volumePath(this.base, n), this.o);
+    const header: VolumeHeader = { ferryVolume: 1, set: this.set, volume: n };
+    await out.bytesEntry(VOLUME_HEADER, jsonBlock(header));
+    this.cur = { n, out, entries: [], estimate: 0 };
+    return this.cur;
+  }
+
+  private async close(last: boolean): Promise<void> {
+    const v = this.cur!;
+    const trailer: VolumeTrailer = { ferryVolume: 1, set: this.set, volume: v.n, ...(last ? { volumes: v.n } : {}), entries: v.entries };
+    await v.out.bytesEntry(VOLUME_TRAILER, jsonBlock(trailer));
+    await v.out.finish({ defer: true });
+    this.done.push(v.out);
+    this.cur = undefined;
+  }
+
+  private async volumeFor(name: string, size: number): Promise<OpenVolume> {
+    if (this.cur && this.room(this.cur, name) >= size) return this.cur;
+    const v = await this.open();
+    if (this.room(v, name) < size) throw new FerryError('USAGE', `--volume-size ${this.o.volumeSize} is too small for entry ${name}`);
+    return v;
+  }
+
+  async bytes(name: string, data: Buffer): Promise<void> {
+    const v = await this.volumeFor(name, data.length);
+    await v.out.bytesEntry(name, data);
+    this.record(v, { name, size: data.length, digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest });
+  }
+
+  async dir(name: string): Promise<void> {
+    // Directories are implied by the entries' paths; volumes carry files only.
+    void name;
+  }
+
+  private record(v: OpenVolume, e: VolumeEntry): void {
+    v.entries.push(e);
+    v.estimate += entryEstimate(e.name);
+  }
+
+  async file(name: string, size: number, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void> {
+    const blob = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(name);
+    if (size <= this.emptyRoom(name) || !blob) {
+      const v = await this.volumeFor(name, size);
+      // A blob's name is its digest (verified upstream); anything else is hashed on the way.
+      const h = blob ? undefined : createHash('sha256');
+      async function* hashed(): AsyncGenerator<Buffer> {
+        for await (const c of body) {
+          h?.update(c);
+          yield c;
+        }
+      }
+      await v.out.entry(name, size, hashed(), signal);
+      const digest = blob ? parseDigest(`${blob[1]}:${blob[2]}`, name) : (`sha256:${h!.digest('hex')}` as Digest);
+      this.record(v, { name, size, digest });
+      return;
+    }
+    // Larger than a volume: parts, the first filling what is left of the open volume.
+    const digest = parseDigest(`${blob[1]}:${blob[2]}`, name);
+    const probe = partName(digest, size, 999999, 999999);
+    const sizes: number[] = [];
+    let left = size;
+    const first = this.room(this.cur, probe);
+    const useOpen = first >= Math.min(left, 1 << 16);
+    if (useOpen) {
+      sizes.push(Math.min(first, left));
+      left -= sizes[0]!;
+    }
+    const full = this.emptyRoom(probe);
+    while (left > 0) {
+      sizes.push(Math.min(full, left));
+      left -= sizes.at(-1)!;
+    }
+    const it = chunks(body);
+    for (let i = 0; i < sizes.length; i++) {
+      const pname = partName(digest, size, i + 1, sizes.length);
+      const v = i === 0 && useOpen ? this.cur! : await this.open();
+      const h = createHash('sha256');
+      const want = sizes[i]!;
+      async function* part(): AsyncGenerator<Buffer> {
+        let got = 0;
+        while (got < want) {
+          const c = await it.next(want - got);
+          if (!c) return;
+          got += c.length;
+          h.update(c);
+          yield c;
+        }
+      }
+      await v.out.entry(pname, want, part(), signal);
+      this.record(v, { name: pname, size: want, digest: `sha256:${h.digest('hex')}` as Digest, part: { blob: digest, blobSize: size, index: i + 1, count: sizes.length } });
+    }
+    if (await it.next(1)) throw new FerryError('INTERNAL', `blob ${digest}: more than the declared ${size} bytes`);
+  }
+
+  async finish(): Promise<string[]> {
+    if (!this.cur) await this.open();
+    await this.close(true);
+    // Every name is checked before any volume appears, so a clash leaves no partial set.
+    for (const out of this.done) await refuseExisting(out.where, this.o.force);
+    const paths: string[] = [];
+    for (const out of this.done) {
+      await out.publish();
+      paths.push(out.where);
+    }
+    return paths;
+  }
+
+  async abort(): Promise<void> {
+    const all = [...this.done, ...(this.cur ? [this.cur.out] : [])];
+    this.cur = undefined;
+    for (const out of all) await out.abort();
+  }
+}
+
+/** Hands out a stream's bytes in pieces of at most `max`, splitting chunks where needed. */
+function chunks(body: AsyncIterable<Buffer>): { next(max: number): Promise<Buffer | undefined> } {
+  const it = body[Symbol.asyncIterator]();
+  let held: Buffer | undefined;
+  return {
+    async next(max: number) {
+      if (!held || held.length === 0) {
+        const r = await it.next();
+        if (r.done) return undefined;
+        held = r.value;
+      }
+      const out = held.subarray(0, max);
+      held = held.subarray(out.length);
+      return out;
+    },
+  };
+}
+
+/** Where a volume set's files are named in messages: "volume 3 of 5 (out.003.tar)". */
+export function describeVolume(n: number, total: number | undefined, path: string): string {
+  return `volume ${n}${total ? ` of ${total}` : ''} (${basename(path)})`;
+}

@@ -1,0 +1,40 @@
+import { open, stat } from 'node:fs/promises';
+import { FerryError } from '../../errors.js';
+import { sniff } from '../../blob/compression.js';
+import { humanSize, interrupt, out, printJson, type GlobalArgs } from '../context.js';
+
+/** A regular file that is a tar (ustar magic), gzip or zstd, or is named like an archive. */
+export async function isArchiveFile(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st?.isFile()) return false;
+  if (/\.(tar|tgz|tzst|tar\.gz|tar\.zst|tar\.zstd)$/i.test(path)) return true;
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(263);
+    const { bytesRead } = await fh.read(head, 0, 263, 0);
+    return sniff(head.subarray(0, bytesRead)) !== 'none' || head.toString('latin1', 257, 262) === 'ustar';
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `ferry verify FILE…` for archives: prints every problem; exit 4 (3 if only invalid input). */
+export async function verifyArchiveFiles(args: GlobalArgs, files: string[]): Promise<void> {
+  const { verifyArchives } = await import('../../archive/operations.js');
+  const reports = await verifyArchives(files, { signal: interrupt.signal });
+  if (args.json) printJson(reports.map((r) => ({ ...r, ok: r.problems.length === 0 })));
+  else {
+    for (const r of reports) {
+      for (const n of r.notes) out(`NOTE ${n}`);
+      for (const p of r.problems) out(`PROBLEM ${p.kind}: ${p.message}`);
+      out(`${r.target}: ${r.images} image(s), ${r.blobs} file(s), ${humanSize(r.bytes)} checked, ${r.problems.length} problem(s)`);
+    }
+  }
+  const problems = reports.flatMap((r) => r.problems);
+  if (problems.length) {
+    const onlyInvalid = problems.every((p) => p.code === 'INVALID_INPUT' || p.code === 'INVALID_DIGEST' || p.code === 'TOO_LARGE' || p.code === 'UNSUPPORTED');
+    throw new FerryError(onlyInvalid ? 'INVALID_INPUT' : 'INTEGRITY', `verify found ${problems.length} problem(s) in ${reports.map((r) => r.target).join(', ')}`, {
+      hint: 'the archive must be written again from its source',
+    });
+  }
+}

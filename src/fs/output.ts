@@ -1,0 +1,158 @@
+import { createWriteStream } from 'node:fs';
+import { lstat, rename, unlink } from 'node:fs/promises';
+import { PassThrough, type Transform, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { compressor } from '../blob/compression.js';
+import { tempPathFor } from '../blob/publish.js';
+import { FerryError } from '../errors.js';
+
+export type OutputCompression = 'gzip' | 'zstd' | 'none';
+
+/** .tar.gz/.tgz -> gzip, .tar.zst/.tar.zstd/.tzst -> zstd, anything else plain. */
+export function compressionForPath(path: string): OutputCompression {
+  const p = path.toLowerCase();
+  if (p.endsWith('.gz') || p.endsWith('.tgz')) return 'gzip';
+  if (p.endsWith('.zst') || p.endsWith('.zstd') || p.endsWith('.tzst')) return 'zstd';
+  return 'none';
+}
+
+/** Where a tar goes: write to `stream` (honouring backpressure), then commit or abort. */
+export interface TarOutput {
+  stream: Writable;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+function closed(out: Writable): Error {
+  return (out.errored as Error | null) ?? new FerryError('IO', 'the output was closed before the tar was complete');
+}
+
+/** Writes with backpressure: resolves at once or after 'drain'; rejects if the output fails. */
+export function writeTo(out: Writable, buf: Buffer): Promise<void> | undefined {
+  if (out.destroyed || out.writableEnded) throw closed(out);
+  if (out.write(buf)) return undefined;
+  return new Promise((resolve, reject) => {
+    const cleanup = () => {
+      out.off('drain', onDrain);
+      out.off('error', onError);
+      out.off('close', onClose);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onError = (e: Error) => {
+      cleanup();
+      reject(e);
+    };
+    const onClose = () => {
+      cleanup();
+      reject(closed(out));
+    };
+    out.on('drain', onDrain);
+    out.on('error', onError);
+    out.on('close', onClose);
+  });
+}
+
+/**
+ * A file written as a temp file beside `dest` (fsync on close), renamed into place by commit();
+ * abort() removes it. An existing `dest` is refused unless `force`.
+ */
+export async function openFileOutput(dest: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
+  const existing = await lstat(dest).catch(() => undefined);
+  if (existing && !o.force) {
+    throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
+  }
+  if (existing?.isDirectory()) throw new FerryError('USAGE', `${dest} is a directory`);
+  const tmp = tempPathFor(dest);
+  const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
+  await new Promise<void>((resolve, reject) => {
+    file.once('open', () => resolve());
+    file.once('error', reject);
+  });
+  const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : compressor(compression);
+  const done = pipeline(head, file);
+  done.catch(() => {});
+  return {
+    stream: head,
+    async commit() {
+      head.end();
+      await done;
+      await rename(tmp, dest);
+    },
+    async abort() {
+      head.destroy();
+      await done.catch(() => {});
+      await unlink(tmp).catch(() => {});
+    },
+  };
+}
+
+/** An already-open stream (stdout): never ended by us, errors such as EPIPE surface on write. */
+export function openStreamOutput(out: Writable, compression: OutputCompression): TarOutput {
+  let failure: Error | undefined;
+  const onError = (e: Error) => {
+    failure ??= e;
+  };
+  out.on('error', onError);
+  const flush = () =>
+    new Promise<void>((resolve, reject) => {
+      if (failure) return reject(failure);
+      out.write(Buffer.alloc(0), (e) => (e ? reject(e) : resolve()));
+    });
+  if (compression === 'none') {
+    return { stream: out, commit: flush, abort: async () => {} };
+  }
+  const head = compressor(compression);
+  head.pipe(out, { end: false });
+  out.on('error', (e) => head.destroy(e));
+  return {
+    stream: head,
+    async commit() {
+      const ended = new Promise<void>((resolve, reject) => {
+        head.once('end', resolve);
+        head.once('error', reject);
+      });
+      head.end();
+      await ended;
+      await flush();
+    },
+    async abort() {
+      head.unpipe(out);
+      head.destroy();
+    },
+  };
+}
+
+/**
+ * Gathers small writes (headers, small files, padding) into bigger ones: a stream write per
+ * 512-byte header would dominate the cost of exporting many small files. Big buffers go
+ * straight through.
+ */
+export class Batcher {
+  private parts: Buffer[] = [];
+  private size = 0;
+  constructor(
+    private readonly out: Writable,
+    private readonly limit = 256 << 10,
+  ) {}
+
+  put(b: Buffer): Promise<void> | undefined {
+    if (b.length >= 64 << 10) {
+      const p = this.flush();
+      return p ? p.then(() => writeTo(this.out, b)) : writeTo(this.out, b);
+    }
+    this.parts.push(b);
+    this.size += b.length;
+    return this.size >= this.limit ? this.flush() : undefined;
+  }
+
+  flush(): Promise<void> | undefined {
+    if (this.size === 0) return undefined;
+    const b = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
+    return writeTo(this.out, b);
+  }
+}

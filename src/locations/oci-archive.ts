@@ -1,0 +1,50 @@
+import { FerryError } from '../errors.js';
+import { ArchiveOutput, compressionForPath } from '../archive/output.js';
+import { ArchiveSource } from '../archive/source.js';
+import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
+import type { TagName } from '../types.js';
+import { splitPathRef, type OpenedSink, type OpenedSource, type Transport } from './transport.js';
+
+/** Opens an archive file as a Source; without a reference, an archive of one image needs none. */
+export async function openArchiveSource(path: string, ref: string | undefined, example: string, signal?: AbortSignal): Promise<OpenedSource> {
+  const source = await ArchiveSource.open(path, { signal });
+  try {
+    if (ref) {
+      const d = await source.resolve(ref);
+      const named = source.images().find((i) => i.ref === d.digest);
+      return { source, ref: d.digest, name: named?.names[0] };
+    }
+    const images = source.images();
+    if (images.length !== 1) {
+      throw new FerryError('USAGE', `${path} holds ${images.length} images; name one as ${example}`, {
+        hint: images.length ? `images: ${images.flatMap((i) => i.names.map((n) => n.name ?? n.tag)).slice(0, 8).join(', ')}` : undefined,
+      });
+    }
+    const d = await source.resolve(images[0]!.ref);
+    return { source, ref: d.digest, name: images[0]!.names[0] };
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+/** Opens an archive file for writing (compressed as its suffix says; an existing file is refused). */
+export async function openArchiveSink(path: string, format: ArchiveFormat, nameFor: OpenedSink['nameFor'], signal?: AbortSignal): Promise<OpenedSink> {
+  const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path) });
+  return { sink: new ArchiveSink(new SingleWriter(out), { format, signal }), nameFor };
+}
+
+/** `oci-archive:FILE[:TAG]` — an OCI image layout in a tar file (optionally .gz or .zst). */
+export const ociArchiveTransport: Transport = {
+  prefix: 'oci-archive:',
+  describe: 'oci-archive:FILE[:TAG]  an OCI layout in a tar file (.tar, .tar.gz, .tar.zst)',
+  async openSource(rest, ctx) {
+    const { path, ref } = splitPathRef(rest, 'oci-archive:FILE[:TAG]');
+    return openArchiveSource(path, ref, `oci-archive:${path}:TAG`, ctx.signal);
+  },
+  async openSink(rest, ctx) {
+    const { path, ref } = splitPathRef(rest, 'oci-archive:FILE[:TAG]');
+    // skopeo's convention: the given TAG becomes org.opencontainers.image.ref.name.
+    return openArchiveSink(path, 'oci', (src: TagName | undefined) => (ref ? { tag: ref } : src), ctx.signal);
+  },
+};

@@ -1,0 +1,714 @@
+import { cp, mkdir, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import zlib from 'node:zlib';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadArchive, verifyArchives } from '../src/archive/operations.js';
+import { readTar } from '../src/archive/tar.js';
+import { exitCodeFor, toFerryError } from '../src/errors.js';
+import { setWarningSink } from '../src/log.js';
+import { ociImage, legacyArchive, layerTar, sha, tarBytes, writeTar, type Entry } from './helpers/archives.js';
+import { failure } from './helpers/assert.js';
+import { ferry, finish, start, type RunResult } from './helpers/cli.js';
+import { blobDigests, indexEntries, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
+import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
+
+const REPO = 'example.com/ferry/testdata';
+let images: Record<Tag, ImageInfo>;
+let noStore: string;
+let fullStore: string;
+const warnings: string[] = [];
+setWarningSink((m) => warnings.push(m));
+
+function run(args: string[], store?: string): Promise<RunResult> {
+  return ferry(store ? ['--store', store, ...args] : args, { env: { FERRY_STORE: noStore } });
+}
+
+async function ok(args: string[], store?: string): Promise<RunResult> {
+  const r = await run(args, store);
+  expect(r.code, `ferry ${args.join(' ')}\n${r.stderr}`).toBe(0);
+  return r;
+}
+
+async function freshStore(): Promise<string> {
+  return join(await tempDir(), 'store');
+}
+
+/** The names and digests index.json of a store holds. */
+async function named(store: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await indexEntries(store)) out[e.annotations?.['io.containerd.image.name'] ?? e.annotations?.['org.opencontainers.image.ref.name'] ?? e.digest] = e.digest;
+  return out;
+}
+
+async function tarNames(file: string): Promise<string[]> {
+  const out: string[] = [];
+  const raw = await readFile(file);
+  const body = raw[0] === 0x1f ? zlib.gunzipSync(raw) : raw[0] === 0x28 ? zlib.zstdDecompressSync(raw) : raw;
+  for await (const e of readTar(Readable.from([body]), { where: file })) out.push(e.name);
+  return out;
+}
+
+async function tarFile(file: string, name: string): Promise<Buffer> {
+  for await (const e of readTar(Readable.from([await readFile(file)]), { where: file })) {
+    if (e.name === name) {
+      const parts: Buffer[] = [];
+      for await (const c of e.body()) parts.push(c as Buffer);
+      return Buffer.concat(parts);
+    }
+  }
+  throw new Error(`${name} not in ${file}`);
+}
+
+/** Loads in-process; on failure returns the exit code the CLI would give and the message. */
+async function loadFails(file: string | string[], env?: Record<string, string>): Promise<{ exit: number; message: string; store: string }> {
+  const store = await freshStore();
+  const saved = { ...process.env };
+  Object.assign(process.env, env ?? {});
+  try {
+    const err = toFerryError(await failure(loadArchive({ inputs: Array.isArray(file) ? file : [file], storeDir: store })));
+    return { exit: exitCodeFor(err), message: err.message, store };
+  } finally {
+    for (const k of Object.keys(env ?? {})) if (saved[k] === undefined) delete process.env[k];
+  }
+}
+
+/** Nothing named, no blob and no temp file left behind. */
+async function expectUntouched(store: string): Promise<void> {
+  expect((await indexEntries(store)).length).toBe(0);
+  expect(await blobDigests(store)).toEqual([]);
+  expect(await tempFilesIn(store)).toEqual([]);
+}
+
+beforeAll(async () => {
+  images = await testdataImages();
+  noStore = join(await tempDir(), 'no-default-store');
+  fullStore = await freshStore();
+  for (const tag of TAGS) await ok(['copy', '-q', `oci:${TESTDATA}:${tag}`, `${REPO}:${tag}`], fullStore);
+});
+
+describe('save and load', () => {
+  it('round trip: the five testdata images (the multi index included) keep every digest through save -> load', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'all.tar');
+    const saved = await ok(['save', ...TAGS.map((t) => `${REPO}:${t}`), '-o', file], fullStore);
+    expect(saved.stdout).toContain(`Wrote ${file}`);
+    const names = await tarNames(file);
+    // One OCI layout and one docker archive at once; shared blobs stored once.
+    expect(names).toEqual(expect.arrayContaining(['oci-layout', 'index.json', 'manifest.json', 'repositories']));
+    expect(new Set(names).size).toBe(names.length);
+    const index = JSON.parse((await tarFile(file, 'index.json')).toString());
+    expect(index.manifests.map((m: { annotations: Record<string, string> }) => m.annotations)).toEqual(
+      TAGS.map((t) => ({ 'org.opencontainers.image.ref.name': t, 'io.containerd.image.name': `${REPO}:${t}` })),
+    );
+    const manifest = JSON.parse((await tarFile(file, 'manifest.json')).toString());
+    expect(manifest.map((e: { RepoTags: string[] }) => e.RepoTags[0])).toEqual(TAGS.map((t) => `${REPO}:${t}`));
+    for (const e of manifest) for (const p of [e.Config, ...e.Layers]) expect(names).toContain(p);
+
+    const store = await freshStore();
+    const loaded = await ok(['load', '-i', file], store);
+    expect(loaded.stdout.trim().split('\n')).toEqual(TAGS.map((t) => `Loaded image: ${REPO}:${t}`));
+    const got = await named(store);
+    for (const t of TAGS) expect(got[`${REPO}:${t}`], t).toBe(images[t].digest);
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+    expect((await ok(['verify', file])).stdout).toMatch(/5 image\(s\).* 0 problem\(s\)/);
+  });
+
+  it('whole-archive compression by suffix or --compress/--level; load detects it by magic bytes', async () => {
+    const dir = await tempDir();
+    const cases: Array<[string, string[], number[]]> = [
+      ['a.tar.gz', [], [0x1f, 0x8b]],
+      ['a.tgz', ['--level', '1'], [0x1f, 0x8b]],
+      ['a.tar.zst', [], [0x28, 0xb5]],
+      ['a.tar', ['--compress', 'zstd', '--level', '3'], [0x28, 0xb5]],
+    ];
+    for (const [name, extra, magic] of cases) {
+      const file = join(dir, name);
+      await ok(['save', '-q', `${REPO}:layers`, `${REPO}:zstd`, '-o', file, ...extra], fullStore);
+      const head = Buffer.alloc(2);
+      const fh = await open(file);
+      await fh.read(head, 0, 2, 0);
+      await fh.close();
+      expect([...head], name).toEqual(magic);
+      const store = await freshStore();
+      await ok(['load', '-q', '-i', file], store);
+      expect(await named(store)).toEqual({ [`${REPO}:layers`]: images.layers.digest, [`${REPO}:zstd`]: images.zstd.digest });
+    }
+  });
+
+  it('--format oci writes a pure OCI archive; -o - writes stdout and load -i - reads stdin', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'oci.tar');
+    await ok(['save', '--format', 'oci', `${REPO}:multi`, '-o', file], fullStore);
+    const names = await tarNames(file);
+    expect(names).not.toContain('manifest.json');
+    expect(names).toContain('index.json');
+
+    const piped = join(dir, 'piped.tar.zst');
+    const r = await ferry(['--store', fullStore, 'save', `${REPO}:docker`, '--compress', 'zstd', '-o', '-'], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', `exec "$0" "$@" > ${piped}`] });
+    expect(r.code, r.stderr).toBe(0);
+    const store = await freshStore();
+    const l = await ferry(['--store', store, 'load'], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', `exec "$0" "$@" < ${piped}`] });
+    expect(l.code, l.stderr).toBe(0);
+    expect(l.stdout).toContain(`Loaded image: ${REPO}:docker`);
+    expect((await named(store))[`${REPO}:docker`]).toBe(images.docker.digest);
+  });
+
+  it('--tag renames the single image an archive holds, and is refused for several (nothing named)', async () => {
+    const dir = await tempDir();
+    const one = join(dir, 'one.tar');
+    const two = join(dir, 'two.tar');
+    await ok(['save', '-q', `${REPO}:plain`, '-o', one], fullStore);
+    await ok(['save', '-q', `${REPO}:plain`, `${REPO}:zstd`, '-o', two], fullStore);
+    const store = await freshStore();
+    const r = await ok(['load', '-i', one, '--tag', 'registry.local:5000/renamed:v2'], store);
+    expect(r.stdout.trim()).toBe('Loaded image: registry.local:5000/renamed:v2');
+    expect(await named(store)).toEqual({ 'registry.local:5000/renamed:v2': images.plain.digest });
+    const bad = await run(['load', '-i', two, '--tag', 'x:1'], store);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--tag names one image.*holds 2/);
+    expect(Object.keys(await named(store))).toEqual(['registry.local:5000/renamed:v2']);
+  });
+
+  it('E6: an existing output file is refused without --force and left intact; --force replaces it', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'precious.tar');
+    await writeFile(file, 'precious');
+    const r = await run(['save', `${REPO}:plain`, '-o', file], fullStore);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${file} already exists`);
+    expect(await readFile(file, 'utf8')).toBe('precious');
+    // A failing save with --force leaves the original alone too.
+    const failed = await run(['save', '--force', `${REPO}:plain`, `${REPO}:nope`, '-o', file], fullStore);
+    expect(failed.code).toBe(2);
+    expect(await readFile(file, 'utf8')).toBe('precious');
+    await ok(['save', '-q', '--force', `${REPO}:plain`, '-o', file], fullStore);
+    expect(await tarNames(file)).toContain('index.json');
+    expect((await readdir(dir)).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+  });
+
+  it('E7: save -o - into a pipe whose reader exits early fails (non-zero) with a message, no stack trace', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [24 << 20] }]);
+    const r = await ferry(['save', `oci:${src}:big`, '-o', '-'], {
+      env: { FERRY_STORE: noStore },
+      wrap: ['bash', '-c', 'set -o pipefail; "$0" "$@" | head -c 1000 > /dev/null'],
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/standard output was closed|EPIPE/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('--compress-layers gzip recompresses layers, says loudly that digests change, and keeps the diff_ids', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'gz.tar');
+    const r = await ok(['save', `${REPO}:plain`, '--compress-layers', 'gzip', '-o', file], fullStore);
+    expect(r.stderr).toMatch(/digests CHANGE/);
+    const store = await freshStore();
+    await ok(['load', '-q', '-i', file], store);
+    const digest = (await named(store))[`${REPO}:plain`]!;
+    expect(digest).not.toBe(images.plain.digest);
+    const m = JSON.parse((await ok(['inspect', '--raw', digest], store)).stdout);
+    expect(m.layers[0].mediaType).toBe('application/vnd.oci.image.layer.v1.tar+gzip');
+    expect(m.config.digest).toBe(images.plain.config);
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+  });
+
+  it('copy through the oci-archive: and docker-archive: transports (plain and compressed) keeps digests', async () => {
+    const dir = await tempDir();
+    await ok(['copy', '-q', `oci:${TESTDATA}:multi`, `oci-archive:${join(dir, 'm.tar.gz')}`]);
+    await ok(['copy', '-q', `oci-archive:${join(dir, 'm.tar.gz')}:multi`, `oci:${join(dir, 'out')}:m`]);
+    expect((await indexEntries(join(dir, 'out')))[0]!.digest).toBe(images.multi.digest);
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `docker-archive:${join(dir, 'd.tar')}:example.com/x/y:1`]);
+    const manifest = JSON.parse((await tarFile(join(dir, 'd.tar'), 'manifest.json')).toString());
+    expect(manifest[0].RepoTags).toEqual(['example.com/x/y:1']);
+    await ok(['copy', '-q', `docker-archive:${join(dir, 'd.tar')}:example.com/x/y:1`, `oci:${join(dir, 'out')}:l`]);
+    await ok(['copy', '-q', `oci-archive:${join(dir, 'd.tar')}`, `oci:${join(dir, 'out')}:l2`]);
+    const digests = (await indexEntries(join(dir, 'out'))).map((e) => e.digest);
+    expect(digests).toEqual([images.multi.digest, images.layers.digest, images.layers.digest]);
+    const exists = await run(['copy', `oci:${TESTDATA}:plain`, `oci-archive:${join(dir, 'd.tar')}`]);
+    expect(exists.code).toBe(2);
+    expect(exists.stderr).toContain('already exists');
+  });
+});
+
+describe('volumes', () => {
+  it('--volume-size cuts on blob boundaries, splits a larger blob, and every volume is a tar with its own list', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'v', layers: [3 << 20, 200_000, 50_000] }]);
+    const base = join(dir, 'set.tar');
+    const r = await ok(['save', `oci:${src}:v`, `${REPO}:plain`, '-o', base, '--volume-size', '1M'], fullStore);
+    const files = (await readdir(dir)).filter((n) => n.startsWith('set.')).sort();
+    expect(files.length).toBeGreaterThanOrEqual(4);
+    expect(files[0]).toBe('set.001.tar');
+    expect(r.stdout).toContain('set.001.tar');
+    for (const f of files) {
+      expect((await stat(join(dir, f))).size).toBeLessThanOrEqual(1 << 20);
+      const names = await tarNames(join(dir, f));
+      expect(names[0]).toBe('ferry-volume.json');
+      expect(names.at(-1)).toBe('ferry-volume-end.json');
+    }
+    const all = (await Promise.all(files.map((f) => tarNames(join(dir, f))))).flat();
+    expect(all.filter((n) => n.startsWith('ferry-parts/')).length).toBeGreaterThanOrEqual(3);
+    // The 200 kB blob fits a volume: it is never cut.
+    expect(all.some((n) => n.startsWith('ferry-parts/') && n.includes('/200000/'))).toBe(false);
+
+    const store = await freshStore();
+    const shuffled = [...files].reverse().map((f) => join(dir, f));
+    const loaded = await ok(['load', ...shuffled.flatMap((f) => ['-i', f])], store);
+    expect(loaded.stdout).toContain(`Loaded image: ${REPO}:plain`);
+    expect((await named(store))[`${REPO}:plain`]).toBe(images.plain.digest);
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+    expect((await ok(['verify', ...shuffled])).stdout).toMatch(/2 image\(s\).* 0 problem\(s\)/);
+
+    // Missing volume 2: named by verify and load; nothing loaded.
+    const without = shuffled.filter((f) => !f.endsWith('set.002.tar'));
+    const v = await run(['verify', ...without]);
+    expect(v.code).toBe(4);
+    expect(v.stdout).toContain('volume 2 of the set is missing');
+    const empty = await freshStore();
+    const l = await run(['load', ...without.flatMap((f) => ['-i', f])], empty);
+    expect(l.code).toBe(4);
+    expect(l.stderr).toContain('volume 2 of the set is missing');
+    // Last volume missing: the set is known to be incomplete.
+    const noLast = shuffled.filter((f) => !f.endsWith(files.at(-1)!));
+    const l2 = await run(['load', ...noLast.flatMap((f) => ['-i', f])], empty);
+    expect(l2.code).toBe(4);
+    expect(l2.stderr).toMatch(/is not the last volume/);
+    await expectUntouched(empty);
+
+    // One flipped byte in volume 3: verify says which volume and which blob.
+    const third = join(dir, files[2]!);
+    const bytes = await readFile(third);
+    bytes[4000] ^= 0xff;
+    await writeFile(third, bytes);
+    const bad = await run(['verify', ...shuffled]);
+    expect(bad.code).toBe(4);
+    expect(bad.stdout).toMatch(new RegExp(`volume 3 of ${files.length} \\(set.003.tar\\): (part \\d+ of )?blob sha256:[0-9a-f]{64} corrupt`));
+  });
+});
+
+describe('docker save generations', () => {
+  const L1 = layerTar('etc/one', 'one');
+  const L2 = layerTar('etc/two', 'two');
+
+  it('a legacy docker save (SPEC-NOTES §4.2, layer.tar symlinked to an identical layer) loads with digests = diff_ids', async () => {
+    const dir = await tempDir();
+    const legacy = legacyArchive({ layers: [L1, L2, L1], repoTag: 'example.com/legacy:1' });
+    for (const [name, z] of [['legacy.tar', undefined], ['legacy.tar.gz', 'gzip']] as const) {
+      const file = join(dir, name);
+      await writeTar(file, legacy.entries, z);
+      const store = await freshStore();
+      const r = await ok(['load', '-i', file], store);
+      expect(r.stdout.trim()).toBe('Loaded image: example.com/legacy:1');
+      const m = JSON.parse((await ok(['inspect', '--raw', 'example.com/legacy:1'], store)).stdout);
+      expect(m.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+      expect(m.layers.map((l: { digest: string }) => l.digest)).toEqual(legacy.diffIds);
+      expect(m.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual(Array(3).fill('application/vnd.oci.image.layer.v1.tar'));
+      expect(m.config.digest).toBe(legacy.configDigest);
+      expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+      // The v1 json/VERSION files are not kept.
+      expect((await blobDigests(store)).length).toBe(4);
+    }
+  });
+
+  /** A Docker 25 save: OCI layout with uncompressed layers + manifest.json into blobs/. */
+  function docker25(): { entries: Entry[]; manifestDigest: string } {
+    const img = ociImage({ layers: [{ data: L1 }, { data: L2 }], tag: '1', name: 'docker.io/library/app:1' });
+    const entries = [
+      ...img.entries,
+      { name: 'manifest.json', data: JSON.stringify([{ Config: `blobs/sha256/${img.config.digest.slice(7)}`, RepoTags: ['app:1'], Layers: img.layers.map((l) => `blobs/sha256/${l.digest.slice(7)}`) }]) },
+      { name: 'repositories', data: '{"app":{"1":"x"}}' },
+    ];
+    return { entries, manifestDigest: img.manifest.digest };
+  }
+
+  it('Docker >= 25 archives load from index.json; its known writer bugs fall back to manifest.json with a warning (pitfall 14)', async () => {
+    const dir = await tempDir();
+    const good = docker25();
+    await writeTar(join(dir, 'good.tar'), good.entries);
+    const s1 = await freshStore();
+    expect((await ok(['load', '-i', join(dir, 'good.tar')], s1)).stdout.trim()).toBe('Loaded image: app:1');
+    expect(await named(s1)).toEqual({ 'docker.io/library/app:1': good.manifestDigest });
+
+    const variants: Record<string, (e: Entry[]) => Entry[]> = {
+      // moby#47210: "manifests": null
+      'null-manifests': (e) => e.map((x) => (x.name === 'index.json' ? { ...x, data: '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}' } : x)),
+      // moby#51389: the entry for a tag is missing
+      'dropped-entry': (e) => e.map((x) => (x.name === 'index.json' ? { ...x, data: '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}' } : x)),
+    };
+    for (const [name, edit] of Object.entries(variants)) {
+      await writeTar(join(dir, `${name}.tar`), edit(good.entries));
+      const store = await freshStore();
+      const r = await ok(['load', '-i', join(dir, `${name}.tar`)], store);
+      expect(r.stdout.trim(), name).toBe('Loaded image: app:1');
+      expect(r.stderr, name).toMatch(/warning: .*(index\.json is invalid|index\.json does not|disagree)/);
+      expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+      const v = await run(['verify', join(dir, `${name}.tar`)]);
+      expect(v.code, name).toBe(4);
+      expect(v.stdout).toMatch(/PROBLEM inconsistent/);
+    }
+
+    // moby#47065: the generated manifest lists no layers; manifest.json has them.
+    const img = ociImage({ layers: [{ data: L1 }, { data: L2 }], tag: '1', name: 'docker.io/library/app:1' });
+    const emptyLayers = ociImage({ layers: [], diffIds: img.layers.map((l) => l.diffId), tag: '1', name: 'docker.io/library/app:1' });
+    const entries = [
+      ...emptyLayers.entries,
+      ...img.layers.map((l, i) => ({ name: `blobs/sha256/${l.digest.slice(7)}`, data: [L1, L2][i]! })),
+      { name: 'manifest.json', data: JSON.stringify([{ Config: `blobs/sha256/${emptyLayers.config.digest.slice(7)}`, RepoTags: ['app:1'], Layers: img.layers.map((l) => `blobs/sha256/${l.digest.slice(7)}`) }]) },
+    ];
+    await writeTar(join(dir, 'empty-layers.tar'), entries);
+    const s3 = await freshStore();
+    const r3 = await ok(['load', '-i', join(dir, 'empty-layers.tar')], s3);
+    expect(r3.stderr).toMatch(/index\.json entry .* is broken .*diff_ids.*loaded from manifest\.json/);
+    expect((await ok(['verify'], s3)).stdout).toContain('0 problem(s)');
+  });
+
+  it('a multi-image docker archive (skopeo/podman shape: <hex>.tar layers, shared layers) loads every image', async () => {
+    const dir = await tempDir();
+    const cfg = (ids: string[], arch: string) => Buffer.from(JSON.stringify({ architecture: arch, os: 'linux', rootfs: { type: 'layers', diff_ids: ids } }));
+    const c1 = cfg([sha(L1)], 'amd64');
+    const c2 = cfg([sha(L1), sha(L2)], 'arm64');
+    const entries: Entry[] = [
+      { name: `${sha(L1).slice(7)}.tar`, data: L1 },
+      { name: `${sha(L2).slice(7)}.tar`, data: L2 },
+      { name: `${sha(c1).slice(7)}.json`, data: c1 },
+      { name: `${sha(c2).slice(7)}.json`, data: c2 },
+      {
+        name: 'manifest.json',
+        data: JSON.stringify([
+          { Config: `${sha(c1).slice(7)}.json`, RepoTags: ['example.com/a:1'], Layers: [`${sha(L1).slice(7)}.tar`] },
+          { Config: `${sha(c2).slice(7)}.json`, RepoTags: ['example.com/b:2', 'example.com/b:latest'], Layers: [`${sha(L1).slice(7)}.tar`, `${sha(L2).slice(7)}.tar`] },
+        ]),
+      },
+    ];
+    await writeTar(join(dir, 'multi.tar'), entries);
+    const store = await freshStore();
+    const r = await ok(['load', '-i', join(dir, 'multi.tar')], store);
+    expect(r.stdout.trim().split('\n')).toEqual(['Loaded image: example.com/a:1', 'Loaded image: example.com/b:2', 'Loaded image: example.com/b:latest']);
+    const n = await named(store);
+    expect(n['example.com/b:2']).toBe(n['example.com/b:latest']);
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+  });
+});
+
+describe('bad archives are refused, nothing is left in the store', () => {
+  const L = layerTar('f', 'content');
+
+  it('A1: manifest.json Layers or Config paths with .. or absolute (exit 3 "layer path escapes archive")', async () => {
+    const dir = await tempDir();
+    for (const [i, mutate] of [
+      (s: { layerPaths?: string[]; configPath?: string }) => (s.layerPaths = ['../../etc/passwd']),
+      (s: { layerPaths?: string[] }) => (s.layerPaths = ['/etc/shadow']),
+      (s: { configPath?: string }) => (s.configPath = '../config.json'),
+    ].entries()) {
+      const spec: Parameters<typeof legacyArchive>[0] = { layers: [L], repoTag: 'example.com/evil:1' };
+      mutate(spec);
+      await writeTar(join(dir, `a1-${i}.tar`), legacyArchive(spec).entries);
+      const f = await loadFails(join(dir, `a1-${i}.tar`));
+      expect(f.exit).toBe(3);
+      expect(f.message).toMatch(/path escapes archive: "(\.\.\/\.\.\/etc\/passwd|\/etc\/shadow|\.\.\/config\.json)"/);
+      await expectUntouched(f.store);
+    }
+    // End to end once: the CLI's exit code and message.
+    const store = await freshStore();
+    const r = await run(['load', '-i', join(dir, 'a1-0.tar')], store);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('layer path escapes archive: "../../etc/passwd"');
+  });
+
+  it('A16: a layer.tar symlink to another layer inside is followed; one pointing outside is refused (exit 3)', async () => {
+    const dir = await tempDir();
+    const legacy = legacyArchive({ layers: [L], repoTag: 'example.com/evil:1' });
+    const entries = legacy.entries.map((e) => (e.name.endsWith('/layer.tar') ? { name: e.name, type: 'symlink' as const, link: '../../../etc/passwd' } : e));
+    await writeTar(join(dir, 'a16.tar'), entries);
+    const f = await loadFails(join(dir, 'a16.tar'));
+    expect(f.exit).toBe(3);
+    expect(f.message).toMatch(/layer path escapes archive: ".*layer\.tar" is a symlink to "\.\.\/\.\.\/\.\.\/etc\/passwd"/);
+    await expectUntouched(f.store);
+  });
+
+  it('A2: index.json digests like sha256:../../x, uppercase, short, or of an unknown algorithm (exit 3 "invalid digest")', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: L }] });
+    for (const [i, bad] of ['sha256:../../x', `sha256:${'A'.repeat(64)}`, 'sha256:abc', `md5:${'a'.repeat(32)}`].entries()) {
+      const index = { schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: bad, size: 10 }] };
+      await writeTar(join(dir, `a2-${i}.tar`), img.entries.map((e) => (e.name === 'index.json' ? { ...e, data: JSON.stringify(index) } : e)));
+      const f = await loadFails(join(dir, `a2-${i}.tar`));
+      expect(f.exit, bad).toBe(3);
+      expect(f.message).toMatch(/invalid digest/);
+      await expectUntouched(f.store);
+    }
+    // A blob file name that is not a digest.
+    await writeTar(join(dir, 'a2-name.tar'), [...img.entries.slice(0, 1), { name: 'blobs/sha256/../../x', data: 'x' }, ...img.entries.slice(1)]);
+    const f = await loadFails(join(dir, 'a2-name.tar'));
+    expect(f.exit).toBe(3);
+  });
+
+  it('A3/B1: a blob whose bytes differ from its name (one flipped byte) is refused with exit 4 naming both digests', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: zlib.gzipSync(L), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }] });
+    const layerName = `blobs/sha256/${img.layers[0]!.digest.slice(7)}`;
+    const flipped = img.entries.map((e) => {
+      if (e.name !== layerName) return e;
+      const b = Buffer.from(e.data as Buffer);
+      b[10] ^= 0xff;
+      return { ...e, data: b };
+    });
+    await writeTar(join(dir, 'b1.tar'), flipped);
+    const store = await freshStore();
+    const r = await run(['load', '-i', join(dir, 'b1.tar')], store);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(new RegExp(`digest mismatch for blob ${img.layers[0]!.digest}.*expected ${img.layers[0]!.digest}, got sha256:[0-9a-f]{64}`));
+    await expectUntouched(store);
+    const v = await run(['verify', join(dir, 'b1.tar')]);
+    expect(v.code).toBe(4);
+    expect(v.stdout).toContain(`PROBLEM digest: digest mismatch for blob ${img.layers[0]!.digest}`);
+  });
+
+  it('A17: a manifest with both manifests and layers, or whose mediaType disagrees with index.json, is refused (exit 3)', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: L }] });
+    const doc = JSON.parse(img.manifest.bytes.toString());
+    for (const [i, evil] of [{ ...doc, manifests: [] }, { ...doc, mediaType: 'application/vnd.oci.image.index.v1+json' }].entries()) {
+      const bytes = Buffer.from(JSON.stringify(evil));
+      const index = { schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha(bytes), size: bytes.length }] };
+      const entries = [...img.entries.filter((e) => e.name !== 'index.json'), { name: `blobs/sha256/${sha(bytes).slice(7)}`, data: bytes }, { name: 'index.json', data: JSON.stringify(index) }];
+      await writeTar(join(dir, `a17-${i}.tar`), entries);
+      const f = await loadFails(join(dir, `a17-${i}.tar`));
+      expect(f.exit).toBe(3);
+      expect(f.message).toMatch(/CVE-2021-41190|disagrees with the declared/);
+      await expectUntouched(f.store);
+    }
+  });
+
+  it('A18: a 5 GiB index.json entry and an index nested 1000 deep are refused (exit 3 "exceeds limit"), memory flat', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'a18.tar');
+    // A tar whose index.json claims 5 GiB; the file is sparse.
+    await writeFile(file, Buffer.concat([(await import('../src/archive/tar.js')).entryHeader('index.json', 5 * 2 ** 30)]));
+    await truncate(file, 512 + 5 * 2 ** 30 + 1024);
+    const store = await freshStore();
+    const r = await ferry(['--store', store, 'load', '-i', file], { env: { FERRY_STORE: noStore }, wrap: ['/usr/bin/time', '-f', 'maxrss=%M'] });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/index\.json: more than 4194304 bytes, exceeds limit/);
+    expect(Number(/maxrss=(\d+)/.exec(r.stderr)![1]) / 1024).toBeLessThan(256);
+
+    const img = ociImage({ layers: [{ data: L }] });
+    let child = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: img.manifest.digest, size: img.manifest.size };
+    const extra: Entry[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const b = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [child] }));
+      extra.push({ name: `blobs/sha256/${sha(b).slice(7)}`, data: b });
+      child = { mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha(b), size: b.length };
+    }
+    const deep = [...img.entries.filter((e) => e.name !== 'index.json'), ...extra, { name: 'index.json', data: JSON.stringify({ schemaVersion: 2, manifests: [child] }) }];
+    await writeTar(join(dir, 'deep.tar'), deep);
+    const f = await loadFails(join(dir, 'deep.tar'));
+    expect(f.exit).toBe(3);
+    expect(f.message).toMatch(/nesting exceeds limit/);
+    await expectUntouched(f.store);
+  });
+
+  it('B2: a truncated .tar.gz or .tar.zst archive, or a truncated gzip layer inside one, fails with exit 4 and names nothing', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: Buffer.alloc(300_000, 5) }] });
+    for (const z of ['gzip', 'zstd'] as const) {
+      const bytes = tarBytes(img.entries, z);
+      const file = join(dir, `cut.${z}`);
+      await writeFile(file, bytes.subarray(0, bytes.length - 40));
+      const store = await freshStore();
+      const r = await run(['load', '-i', file], store);
+      expect(r.code, z).toBe(4);
+      expect(r.stderr).toMatch(/truncated/);
+      await expectUntouched(store);
+    }
+    const gz = zlib.gzipSync(L);
+    const cutLayer = gz.subarray(0, gz.length - 6);
+    const bad = ociImage({ layers: [{ data: cutLayer, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha(L) }] });
+    await writeTar(join(dir, 'cut-layer.tar'), bad.entries);
+    const f = await loadFails(join(dir, 'cut-layer.tar'));
+    expect(f.exit).toBe(4);
+    expect(f.message).toMatch(/layer 1: .*truncated gzip/);
+    await expectUntouched(f.store);
+  });
+
+  it('B3: a zstd bomb layer stops at the decompression budget (exit 3), RSS flat; FERRY_MAX_LAYER_BYTES lowers it', async () => {
+    const dir = await tempDir();
+    const frame = zlib.zstdCompressSync(Buffer.alloc(128 << 20));
+    const bomb = Buffer.concat(Array(12).fill(frame)); // 1.5 GiB from a few kB
+    const img = ociImage({ layers: [{ data: bomb, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', diffId: sha('x') }] });
+    await writeTar(join(dir, 'bomb.tar'), img.entries);
+    const store = await freshStore();
+    // The default budget (1 GiB here) is checked in archive-unit; 256 MiB keeps this test quick.
+    const r = await ferry(['--store', store, 'load', '-i', join(dir, 'bomb.tar')], { env: { FERRY_STORE: noStore, FERRY_MAX_LAYER_BYTES: String(256 << 20) }, wrap: ['/usr/bin/time', '-f', 'maxrss=%M'] });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/layer 1: blob sha256:[0-9a-f]{64} .*decompressed data exceeds limit of 268435456 bytes/);
+    expect(Number(/maxrss=(\d+)/.exec(r.stderr)![1]) / 1024).toBeLessThan(256);
+    await expectUntouched(store);
+
+    const gz = ociImage({ layers: [{ data: zlib.gzipSync(Buffer.alloc(20 << 20)), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }] });
+    await writeTar(join(dir, 'gzbomb.tar'), gz.entries);
+    const f = await loadFails(join(dir, 'gzbomb.tar'), { FERRY_MAX_LAYER_BYTES: String(1 << 20) });
+    expect(f.exit).toBe(3);
+    expect(f.message).toMatch(/exceeds limit of 1048576 bytes/);
+  });
+
+  it('B5: a layer whose media type says gzip but whose bytes are plain is kept as is with a warning (docker and containerd sniff too)', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: L, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha(L) }] });
+    await writeTar(join(dir, 'b5.tar'), img.entries);
+    const store = await freshStore();
+    const r = await ok(['load', '-i', join(dir, 'b5.tar')], store);
+    expect(r.stderr).toMatch(/says gzip but the bytes are none; kept as they are/);
+    expect(Object.values(await named(store))).toEqual([img.manifest.digest]);
+  });
+
+  it('B6: a diff_id mismatch, or a diff_ids count different from the layers, is refused with exit 4 (OCI and legacy)', async () => {
+    const dir = await tempDir();
+    const cases: Array<[string, Entry[]]> = [
+      ['oci-diffid', ociImage({ layers: [{ data: L, diffId: sha('other') }] }).entries],
+      ['oci-count', ociImage({ layers: [{ data: L }], diffIds: [sha(L), sha(L)] }).entries],
+      ['legacy-diffid', legacyArchive({ layers: [L], repoTag: 'example.com/x:1', diffIds: [sha('other')] }).entries],
+      ['legacy-count', legacyArchive({ layers: [L], repoTag: 'example.com/x:1', diffIds: [] }).entries],
+    ];
+    for (const [name, entries] of cases) {
+      await writeTar(join(dir, `${name}.tar`), entries);
+      const f = await loadFails(join(dir, `${name}.tar`));
+      expect(f.exit, name).toBe(4);
+      expect(f.message, name).toMatch(/diff_id/);
+      await expectUntouched(f.store);
+    }
+  });
+
+  it('B7: a gzip layer with trailing garbage and an archive with garbage after its gzip stream fail (exit 4); multi-member gzip loads', async () => {
+    const dir = await tempDir();
+    const gz = Buffer.concat([zlib.gzipSync(L), Buffer.from('garbage')]);
+    await writeTar(join(dir, 'layer.tar'), ociImage({ layers: [{ data: gz, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha(L) }] }).entries);
+    const f = await loadFails(join(dir, 'layer.tar'));
+    expect(f.exit).toBe(4);
+    expect(f.message).toMatch(/corrupt gzip data/);
+
+    const img = ociImage({ layers: [{ data: L }] });
+    await writeFile(join(dir, 'outer.tar.gz'), Buffer.concat([tarBytes(img.entries, 'gzip'), Buffer.from('garbage')]));
+    const g = await loadFails(join(dir, 'outer.tar.gz'));
+    expect(g.exit).toBe(4);
+    await expectUntouched(g.store);
+
+    const half = Math.floor(L.length / 2);
+    const multi = Buffer.concat([zlib.gzipSync(L.subarray(0, half)), zlib.gzipSync(L.subarray(half))]);
+    await writeTar(join(dir, 'multi.tar'), ociImage({ layers: [{ data: multi, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: sha(L) }] }).entries);
+    const store = await freshStore();
+    await ok(['load', '-q', '-i', join(dir, 'multi.tar')], store);
+  });
+
+  it('an empty file, a random file and a tar without images are refused with exit 3 naming the file', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'empty.tar'), '');
+    await writeFile(join(dir, 'random.bin'), Buffer.alloc(2048, 'x'));
+    await writeTar(join(dir, 'none.tar'), [{ name: 'hello.txt', data: 'hi' }]);
+    for (const n of ['empty.tar', 'random.bin', 'none.tar']) {
+      const f = await loadFails(join(dir, n));
+      expect(f.exit, n).toBe(3);
+      expect(f.message).toContain(join(dir, n));
+    }
+  });
+});
+
+describe('interruption and concurrency', () => {
+  it('F1: SIGINT during save exits 130 and leaves no output and no temp file', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [128 << 20, 128 << 20] }]);
+    const out = join(dir, 'out');
+    await mkdir(out);
+    const child = start(['save', `oci:${src}:big`, '-o', join(out, 'big.tar.gz')], { env: { FERRY_STORE: noStore } });
+    const done = finish(child);
+    for (let i = 0; i < 2000; i++) {
+      if ((await readdir(out)).length > 0) break;
+      await sleep(5);
+    }
+    await sleep(100);
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    expect(r.stderr).toContain('interrupted');
+    expect(await readdir(out)).toEqual([]);
+  });
+
+  it('F1: SIGINT during load exits 130; index.json unchanged, no temp file, no blob left', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [128 << 20, 128 << 20] }]);
+    await ok(['save', '-q', `oci:${src}:big`, '-o', join(dir, 'big.tar')]);
+    const store = await freshStore();
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/keep:1'], store);
+    const before = await readFile(join(store, 'index.json'), 'utf8');
+    const blobsBefore = await blobDigests(store);
+    const child = start(['--store', store, 'load', '-i', join(dir, 'big.tar')], { env: { FERRY_STORE: noStore } });
+    const done = finish(child);
+    for (let i = 0; i < 2000; i++) {
+      if ((await tempFilesIn(join(store, 'blobs'))).length > 0) break;
+      await sleep(5);
+    }
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
+    expect(await tempFilesIn(store)).toEqual([]);
+    expect(await blobDigests(store)).toEqual(blobsBefore);
+  });
+
+  it('G3: save from the store while a copy writes into it gives a consistent archive', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [96 << 20, 96 << 20] }]);
+    const store = await freshStore();
+    await cp(fullStore, store, { recursive: true });
+    const writer = finish(start(['--store', store, 'copy', `oci:${src}:big`, 'example.com/incoming:1'], { env: { FERRY_STORE: noStore } }));
+    for (let i = 0; i < 2000; i++) {
+      if ((await tempFilesIn(join(store, 'blobs'))).length > 0) break;
+      await sleep(5);
+    }
+    const saved = await run(['save', '-q', ...TAGS.map((t) => `${REPO}:${t}`), '-o', join(dir, 'snap.tar')], store);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect((await writer).code).toBe(0);
+    expect((await ok(['verify', join(dir, 'snap.tar')])).stdout).toMatch(/5 image\(s\).* 0 problem\(s\)/);
+    const loaded = await freshStore();
+    await ok(['load', '-q', '-i', join(dir, 'snap.tar')], loaded);
+    for (const t of TAGS) expect((await named(loaded))[`${REPO}:${t}`]).toBe(images[t].digest);
+  });
+});
+
+describe('verify FILE', () => {
+  it('lists every problem of an archive (missing blob, diff_id, corrupt blob), with --json', async () => {
+    const dir = await tempDir();
+    const a = ociImage({ layers: [{ data: layerTar('a', 'A') }, { data: layerTar('b', 'B') }], tag: 'a' });
+    const b = ociImage({ layers: [{ data: layerTar('c', 'C') }], diffIds: [sha('wrong')], tag: 'b' });
+    const c = ociImage({ layers: [{ data: layerTar('d', 'D') }], tag: 'c' });
+    const index = (img: typeof a) => JSON.parse(img.entries.find((e) => e.name === 'index.json')!.data as string).manifests;
+    const corrupt = `blobs/sha256/${c.layers[0]!.digest.slice(7)}`;
+    const entries: Entry[] = [
+      ...a.entries.filter((e) => e.name !== `blobs/sha256/${a.layers[1]!.digest.slice(7)}` && e.name !== 'index.json'),
+      ...b.entries.filter((e) => e.name !== 'index.json' && e.name !== 'oci-layout'),
+      ...c.entries.filter((e) => e.name !== 'index.json' && e.name !== 'oci-layout').map((e) => (e.name === corrupt ? { ...e, data: layerTar('d', 'X') } : e)),
+      { name: 'index.json', data: JSON.stringify({ schemaVersion: 2, manifests: [...index(a), ...index(b), ...index(c)] }) },
+    ];
+    await writeTar(join(dir, 'bad.tar'), entries);
+    const text = await run(['verify', join(dir, 'bad.tar')]);
+    expect(text.code).toBe(4);
+    expect(text.stdout).toMatch(/PROBLEM missing: .*layer 2 sha256:[0-9a-f]{64} is not in the archive/);
+    expect(text.stdout).toMatch(/PROBLEM diff_id: .*the config says diff_id/);
+    expect(text.stdout).toContain(`PROBLEM digest: digest mismatch for blob ${c.layers[0]!.digest}`);
+    const r = await run(['verify', '--json', join(dir, 'bad.tar')]);
+    expect(r.code).toBe(4);
+    const [report] = JSON.parse(r.stdout);
+    expect(report.ok).toBe(false);
+    expect(report.problems.map((p: { kind: string }) => p.kind).sort()).toEqual(expect.arrayContaining(['diff_id', 'digest', 'missing']));
+    const reports = await verifyArchives([join(dir, 'bad.tar')]);
+    expect(reports[0]!.problems.length).toBeGreaterThanOrEqual(3);
+  });
+});
