@@ -87,7 +87,7 @@ async function syncWorkload(host) {
   const store = join(work, 'sync-store');
   const dir = join(work, 'sync-dir');
   const tools = [['ferry', () => [FERRY, ['--store', store, 'sync', '-q', `${host}/bench/tags`]]]];
-  if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '-q', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${host}/bench/tags`, dir]]]);
+  if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${host}/bench/tags`, dir]]]);
   // The first run of each tool populates; workload() discards it as the warm-up.
   return (await workload(`no-op sync of ${tags} tags`, async () => undefined, tools)).map((r) => ({ ...r, noThroughput: true }));
 }

@@ -16,7 +16,7 @@ describe('single-file binary (Node SEA)', () => {
     noNode = await tempDir('ferry-no-node-');
   }, 300_000);
 
-  it('runs with no node on PATH: copy, verify, and a round trip through an OCI layout', async () => {
+  it('runs with no node on PATH: copy into a store, save .tar.zst, verify, load, verify', async () => {
     expect((await stat(BINARY)).isFile()).toBe(true);
     const env = { PATH: noNode };
     const exp = await testdataImages();
@@ -25,10 +25,16 @@ describe('single-file binary (Node SEA)', () => {
     const store = join(await tempDir(), 'store');
     const copied = await run(['--store', store, 'copy', `oci:${TESTDATA}:multi`, 'example.com/sea/multi:1']);
     expect(copied.code, copied.stderr).toBe(0);
-    const out = join(await tempDir(), 'out');
-    const back = await run(['--store', store, 'copy', 'example.com/sea/multi:1', `oci:${out}:m`]);
-    expect(back.code, back.stderr).toBe(0);
-    expect(back.stdout).toContain(exp.multi.digest);
-    expect((await run(['verify', out])).code).toBe(0);
+    const archive = join(await tempDir(), 'images.tar.zst');
+    const saved = await run(['--store', store, 'save', '-o', archive, 'example.com/sea/multi:1']);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect((await run(['verify', archive])).code).toBe(0);
+    const loaded = join(await tempDir(), 'loaded');
+    const load = await run(['--store', loaded, 'load', '-i', archive]);
+    expect(load.code, load.stderr).toBe(0);
+    expect(load.stdout).toContain('Loaded image: example.com/sea/multi:1');
+    const images = JSON.parse((await run(['--store', loaded, 'images', '--json'])).stdout) as Array<{ digest: string }>;
+    expect(images.map((i) => i.digest)).toEqual([exp.multi.digest]);
+    expect((await run(['--store', loaded, 'verify'])).code).toBe(0);
   });
 });

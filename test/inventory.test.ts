@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
@@ -8,6 +8,7 @@ import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -31,6 +32,38 @@ describe('inventory', () => {
     const files = await readdir(join(delta.dir, 'blobs', 'sha256'));
     expect(files).toContain((exp.layers.config as string).slice(7));
     for (const l of exp.layers.layers!) expect(files).not.toContain(l.digest.slice(7));
+  });
+
+  it('a delta archive (save --exclude-from) carries only the new layers, loads where the base is, and is refused where it is not', async () => {
+    const dir = join(await tempDir(), 'src');
+    const base = Buffer.alloc(1 << 20, 7);
+    const [, v2] = await makeLayout(dir, [
+      { tag: 'base', layers: [base] },
+      { tag: 'v2', layers: [base, Buffer.from('the new layer')] },
+    ]);
+    const airgap = join(await tempDir(), 'airgap');
+    expect((await ferry(['--store', airgap, 'copy', '-q', `oci:${dir}:base`, 'example.com/app:base'])).code).toBe(0);
+    const inv = join(await tempDir(), 'have.json');
+    expect((await ferry(['--store', airgap, 'inventory', '-o', inv])).code).toBe(0);
+
+    const connected = join(await tempDir(), 'connected');
+    expect((await ferry(['--store', connected, 'copy', '-q', `oci:${dir}:v2`, 'example.com/app:v2'])).code).toBe(0);
+    const delta = join(await tempDir(), 'delta.tar');
+    const save = await ferry(['--store', connected, 'save', '--exclude-from', inv, '-o', delta, 'example.com/app:v2']);
+    expect(save.code, save.stderr).toBe(0);
+    expect((await stat(delta)).size).toBeLessThan(base.byteLength / 4);
+
+    const load = await ferry(['--store', airgap, 'load', '-i', delta]);
+    expect(load.code, load.stderr).toBe(0);
+    expect(load.stdout).toContain('Loaded image: example.com/app:v2');
+    expect((await ferry(['--store', airgap, 'verify'])).code).toBe(0);
+
+    const empty = join(await tempDir(), 'empty');
+    const refused = await ferry(['--store', empty, 'load', '-i', delta]);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain(v2!.layers[0]!.digest);
+    const images = await ferry(['--store', empty, 'images', '--json']);
+    expect(JSON.parse(images.stdout || '[]')).toEqual([]);
   });
 
   it('refuses a file that is not an inventory', async () => {

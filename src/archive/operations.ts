@@ -6,6 +6,7 @@ import { FerryError, toFerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { OciLayout } from '../locations/layout.js';
 import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
+import type { Digest } from '../oci/digest.js';
 import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir, storeTagName } from '../store.js';
 import { buildGraph } from './graph.js';
@@ -40,6 +41,8 @@ export interface SaveOptions {
   onEvent?: (e: CopyEvent) => void;
   /** Where `-` writes (default process.stdout). */
   stdout?: Writable;
+  /** Blobs the receiving side already has (from an inventory): left out of the archive; configs and manifests always go in. */
+  exclude?: ReadonlySet<Digest>;
 }
 
 export interface SaveReport {
@@ -90,6 +93,7 @@ export async function saveImages(o: SaveOptions): Promise<SaveReport> {
         platforms: o.platforms,
         signal: o.signal,
         onEvent: o.onEvent,
+        exclude: o.exclude,
       });
       for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
       report.blobs.count += r.blobs.copied + r.manifests.copied;

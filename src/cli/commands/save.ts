@@ -13,6 +13,7 @@ interface Args extends GlobalArgs {
   'volume-size'?: string;
   force?: boolean;
   platform?: string;
+  'exclude-from'?: string;
 }
 
 export const saveCommand: CommandModule<GlobalArgs, Args> = {
@@ -31,10 +32,13 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('compress-layers', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'recompress layers (CHANGES layer and image digests)' })
       .option('volume-size', { type: 'string', describe: 'cut into volumes of at most this size (e.g. 4G): NAME.001.tar, NAME.002.tar, …' })
       .option('force', { type: 'boolean', describe: 'replace an existing output file' })
-      .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' }),
+      .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
+      .option('exclude-from', { type: 'string', describe: 'a delta: leave out every blob this inventory lists (ferry inventory on the receiving side)' }),
   handler: async (args) => {
     const { saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
+    const { readInventory } = await import('../../sync/inventory.js');
+    const exclude = args['exclude-from'] ? await readInventory(args['exclude-from']) : undefined;
     if (args.output === '-' && process.stdout.isTTY) {
       throw new FerryError('USAGE', 'refusing to write an archive to a terminal', { hint: 'redirect standard output, or use -o FILE' });
     }
@@ -54,6 +58,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       registry: registrySettings(args),
       signal: interrupt.signal,
       onEvent: progress,
+      exclude,
     }).finally(() => progress.done());
     if (args.output === '-') {
       status(args, `Saved ${report.images.length} image(s), ${humanSize(report.blobs.bytes)}`);
