@@ -30,16 +30,24 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function workload(name, prepare, tools) {
   const results = [];
   for (const [tool, run] of tools) {
-    const times = [];
-    const rss = [];
-    for (let i = 0; i <= RUNS; i++) {
-      const args = await prepare();
-      const m = measure(...run(args));
-      if (i > 0) { times.push(m.secs); rss.push(m.rssMiB); } // run 0 warms the page cache
+    try {
+      results.push(await measureTool(name, tool, prepare, run));
+    } catch (e) {
+      console.error(`${name} / ${tool}: ${e.message.split('\n')[0]}`);
     }
-    results.push({ workload: name, tool, median: median(times), rss: Math.max(...rss) });
   }
   return results;
+}
+
+async function measureTool(name, tool, prepare, run) {
+  const times = [];
+  const rss = [];
+  for (let i = 0; i <= RUNS; i++) {
+    const args = await prepare();
+    const m = measure(...run(args));
+    if (i > 0) { times.push(m.secs); rss.push(m.rssMiB); } // run 0 warms the page cache
+  }
+  return { workload: name, tool, median: median(times), rss: Math.max(...rss) };
 }
 
 /** Push to and pull from Debian's distribution registry, ferry beside skopeo. */
@@ -84,11 +92,9 @@ async function syncWorkload(host) {
   const names = Array.from({ length: tags }, (_, i) => ({ tag: `t${i}` }));
   await copy(testdata, openRepository(parseReference(`${host}/bench/tags`)), [{ ref: 'plain', names }]);
   await closeRegistryClients();
-  const store = join(work, 'sync-store');
-  const dir = join(work, 'sync-dir');
-  const tools = [['ferry', () => [FERRY, ['--store', store, 'sync', '-q', `${host}/bench/tags`]]]];
-  if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', `${host}/bench/tags`, dir]]]);
-  // The first run of each tool populates; workload() discards it as the warm-up.
+  // Registry to registry for both: skopeo sync cannot re-run into a dir: destination.
+  const tools = [['ferry', () => [FERRY, ['sync', '-q', `${host}/bench/tags`, `docker://${host}/mirror-ferry`]]]];
+  if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '--src', 'docker', '--dest', 'docker', '--src-tls-verify=false', '--dest-tls-verify=false', `${host}/bench/tags`, `${host}/mirror-skopeo`]]]);
   return (await workload(`no-op sync of ${tags} tags`, async () => undefined, tools)).map((r) => ({ ...r, noThroughput: true }));
 }
 
@@ -309,7 +315,7 @@ try {
   ];
   for (const r of rows) {
     const base = rows.find((x) => x.workload === r.workload && x.tool === 'ferry');
-    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${r.noThroughput ? '–' : ((r.mb ?? totalMB) / r.median).toFixed(0)} | ${(r.median / base.median).toFixed(2)}x | ${r.rss.toFixed(0)} |`);
+    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${r.noThroughput ? '–' : ((r.mb ?? totalMB) / r.median).toFixed(0)} | ${base ? (r.median / base.median).toFixed(2) + "x" : "–"} | ${r.rss.toFixed(0)} |`);
   }
   const table = lines.join('\n');
   console.log(`\nmachine: ${machine}; ${RUNS} runs after one warm-up, medians\n\n${table}\n`);
