@@ -131,7 +131,7 @@ async function main(): Promise<number> {
   }
 
   console.log('ferry demo: serve -> pull -> save .tar.zst -> verify -> load -> push -> pull by digest\n');
-  for (const s of steps) console.log(`  ${s.name.padEnd(26)} ${s.ms.toFixed(0).padStart(6)} ms   ${s.detail}`);
+  for (const s of steps) console.log(`  ${s.name.padEnd(31)} ${s.ms.toFixed(0).padStart(6)} ms   ${s.detail}`);
   console.log(`\n  digests identical at every step: ${mismatches.length === 0 ? 'yes' : 'NO'}`);
   for (const m of mismatches) console.log(`    ${m}`);
   console.log(`  result: ${mismatches.length === 0 ? 'OK' : 'FAILED'}`);
