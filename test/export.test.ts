@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exitCodeFor, toFerryError } from '../src/errors.js';
 import { exportImage, type ExportTarOptions } from '../src/fs/export.js';
-import { layerBudget } from '../src/fs/layers.js';
+import { decompressBudget as layerBudget } from '../src/blob/compression.js';
 import { ferry, type RunResult } from './helpers/cli.js';
 import { blobFile, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { flipByte, TESTDATA, tempDir } from './helpers/fs.js';

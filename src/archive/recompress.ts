@@ -14,7 +14,7 @@ import { isLayerType, isManifestLike, layerCompression } from '../oci/mediatypes
 import { parseConfig, type Descriptor } from '../oci/manifest.js';
 import { selectPlatforms, type PlatformSelection } from '../oci/platform.js';
 import type { FetchOptions, Source } from '../types.js';
-import { decompressBudget } from './tap.js';
+import { decompressBudget } from '../blob/compression.js';
 
 export type LayerCompressionTarget = 'gzip' | 'zstd' | 'none';
 

@@ -3,25 +3,11 @@ import { once } from 'node:events';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
-import { ByteLimit, sniff, type Compression } from '../blob/compression.js';
+import { ByteLimit, decompressBudget, sniff, type Compression } from '../blob/compression.js';
 import { ZstdDecompress } from '../blob/zstd-frames.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
 import { streamed } from './memory.js';
 
-/**
- * The decompressed-size budget for one layer (catalogue B3): FERRY_MAX_LAYER_BYTES when set, else
- * max(1 GiB, 2048 x the compressed size) — the same policy as export. Deflate cannot exceed about
- * 1032:1, so only bombs reach it.
- */
-export function decompressBudget(compressedSize: number, env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.FERRY_MAX_LAYER_BYTES;
-  if (v !== undefined && v !== '') {
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n <= 0) throw new FerryError('USAGE', `FERRY_MAX_LAYER_BYTES must be a positive number of bytes, not ${JSON.stringify(v)}`);
-    return n;
-  }
-  return Math.max(2 ** 30, compressedSize * 2048);
-}
 
 export interface TapResult {
   digest: Digest;

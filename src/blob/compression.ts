@@ -88,3 +88,18 @@ export class ByteLimit extends Transform {
     else cb(null, chunk);
   }
 }
+
+/**
+ * The decompressed-size budget for one layer (catalogue B3): FERRY_MAX_LAYER_BYTES when set, else
+ * max(1 GiB, 2048 x the compressed size). Deflate cannot exceed about 1032:1, so only bombs (zstd,
+ * or a lying size) reach it. Used by load, verify FILE and export alike.
+ */
+export function decompressBudget(compressedSize: number, env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.FERRY_MAX_LAYER_BYTES;
+  if (v !== undefined && v !== '') {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n <= 0) throw new FerryError('USAGE', `FERRY_MAX_LAYER_BYTES must be a positive number of bytes, not ${JSON.stringify(v)}`);
+    return n;
+  }
+  return Math.max(2 ** 30, compressedSize * 2048);
+}

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
-import { decompress } from '../blob/compression.js';
+import { decompress, decompressBudget } from '../blob/compression.js';
 import { hashStream, verifying } from '../blob/verify.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { warn } from '../log.js';
@@ -23,20 +23,6 @@ export function layerWhere(l: LayerRef): string {
   return `layer ${l.index + 1}/${l.count} (${shortDigest(l.descriptor.digest)})`;
 }
 
-/**
- * The decompressed-size budget for one layer (catalogue B3): FERRY_MAX_LAYER_BYTES when set,
- * else max(1 GiB, 2048 x the compressed size). Deflate cannot exceed ~1032:1, so only bombs
- * (zstd, or a lying size) reach it.
- */
-export function layerBudget(compressedSize: number, env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.FERRY_MAX_LAYER_BYTES;
-  if (v !== undefined && v !== '') {
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n <= 0) throw new FerryError('USAGE', `FERRY_MAX_LAYER_BYTES must be a positive number of bytes, not ${JSON.stringify(v)}`);
-    return n;
-  }
-  return Math.max(2 ** 30, compressedSize * 2048);
-}
 
 export interface ReadLayerOptions {
   signal?: AbortSignal;
@@ -60,7 +46,7 @@ export interface LayerConsumer {
 export async function readLayer(src: Source, layer: LayerRef, consumer: LayerConsumer, o: ReadLayerOptions = {}): Promise<void> {
   const d = layer.descriptor;
   const where = layerWhere(layer);
-  const budget = layerBudget(d.size);
+  const budget = decompressBudget(d.size);
   const raw = await src.fetch(d, { signal: o.signal });
   let stream: Readable | undefined;
   try {
