@@ -2,30 +2,16 @@ import { createWriteStream } from 'node:fs';
 import { link, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { once } from 'node:events';
-import type { Transform, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import zlib from 'node:zlib';
+import { compressionForPath, compressor, type OutputCompression } from '../blob/compression.js';
 import { syncDir, tempPathFor } from '../blob/publish.js';
 import { streamed } from './memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
-export type ArchiveCompression = 'gzip' | 'zstd' | 'none';
-
-/** Compression implied by a file name: `.tar.gz`/`.tgz`, `.tar.zst`/`.tzst`, else none. */
-export function compressionForPath(path: string): ArchiveCompression {
-  const p = path.toLowerCase();
-  if (p.endsWith('.gz') || p.endsWith('.tgz')) return 'gzip';
-  if (p.endsWith('.zst') || p.endsWith('.tzst') || p.endsWith('.zstd')) return 'zstd';
-  return 'none';
-}
-
-/** Output chunks of 1 MiB: with node:zlib's default of 16 KiB, zstd runs three times slower. */
-function archiveCompressor(c: 'gzip' | 'zstd', level?: number): Transform {
-  const chunkSize = 1 << 20;
-  if (c === 'gzip') return zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
-  return zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
-}
+export type ArchiveCompression = OutputCompression;
+export { compressionForPath };
 
 export interface OutputOptions {
   compression: ArchiveCompression;
@@ -76,7 +62,7 @@ export class ArchiveOutput {
         sink.once('error', reject);
       });
     } else {
-      const c = archiveCompressor(o.compression, o.level);
+      const c = compressor(o.compression, o.level);
       this.head = c;
       this.flowing = pipeline(c, sink);
     }

@@ -61,9 +61,21 @@ export function decompressor(c: Compression): Transform {
   }
 }
 
+/** Output chunks of 1 MiB: with node:zlib's default of 16 KiB, zstd runs about three times slower. */
 export function compressor(c: 'gzip' | 'zstd', level?: number): Transform {
-  if (c === 'gzip') return zlib.createGzip(level === undefined ? {} : { level });
-  return zlib.createZstdCompress(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } });
+  const chunkSize = 1 << 20;
+  if (c === 'gzip') return zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
+  return zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
+}
+
+export type OutputCompression = 'gzip' | 'zstd' | 'none';
+
+/** Compression implied by a file name: `.tar.gz`/`.tgz` gzip, `.tar.zst`/`.tzst`/`.zstd` zstd, else none. */
+export function compressionForPath(path: string): OutputCompression {
+  const p = path.toLowerCase();
+  if (p.endsWith('.gz') || p.endsWith('.tgz')) return 'gzip';
+  if (p.endsWith('.zst') || p.endsWith('.zstd') || p.endsWith('.tzst')) return 'zstd';
+  return 'none';
 }
 
 /** Sniffs and decodes; returns the plain stream and what was detected. */

@@ -2,19 +2,11 @@ import { createWriteStream } from 'node:fs';
 import { lstat, rename, unlink } from 'node:fs/promises';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { compressor } from '../blob/compression.js';
+import { compressor, type OutputCompression } from '../blob/compression.js';
 import { tempPathFor } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
-export type OutputCompression = 'gzip' | 'zstd' | 'none';
-
-/** .tar.gz/.tgz -> gzip, .tar.zst/.tar.zstd/.tzst -> zstd, anything else plain. */
-export function compressionForPath(path: string): OutputCompression {
-  const p = path.toLowerCase();
-  if (p.endsWith('.gz') || p.endsWith('.tgz')) return 'gzip';
-  if (p.endsWith('.zst') || p.endsWith('.zstd') || p.endsWith('.tzst')) return 'zstd';
-  return 'none';
-}
+export { compressionForPath, type OutputCompression } from '../blob/compression.js';
 
 /** Where a tar goes: write to `stream` (honouring backpressure), then commit or abort. */
 export interface TarOutput {
