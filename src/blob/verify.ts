@@ -2,6 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
+import { streamed } from '../util/memory.js';
 
 export interface Expected {
   digest: Digest;
@@ -33,6 +34,7 @@ export class VerifyStream extends Transform {
     }
     this.hash.update(chunk);
     this.onBytes?.(this.received);
+    streamed(chunk.byteLength);
     cb(null, chunk);
   }
 

@@ -1,6 +1,8 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import Agent from 'undici/lib/dispatcher/agent.js';
+import api from 'undici/lib/api/index.js';
 import { FerryError, isFerryError } from '../../errors.js';
 
 export interface HttpRequest {
@@ -106,7 +108,9 @@ export class Http {
       const t0 = Date.now();
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(url, { method: req.method, headers, body: req.body, dispatcher: this.agent, signal: req.signal });
+        res = await api.request.call(this.agent, {
+          origin: url.origin, path: url.pathname + url.search, method: req.method, headers, body: req.body, signal: req.signal,
+        });
       } catch (e) {
         this.opts.debug?.(`${req.method} ${redact(url)} -> ${(e as { code?: string }).code ?? (e as Error).message}`);
         throw e;
