@@ -137,14 +137,14 @@ export async function logout(server: string | undefined): Promise<boolean> {
   return eraseCredential(serverDomain(server));
 }
 
-export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal } = {}): Promise<string[]> {
+export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
   const ref = parseReference(repository.replace(/^docker:\/\//, ''));
-  return openRepository(ref, o.registry).listTags({ signal: o.signal });
+  return openRepository(ref, o.registry).listTags({ signal: o.signal, pageSize: o.pageSize });
 }
 
-export async function listCatalog(server: string, o: { registry?: RegistrySettings; signal?: AbortSignal } = {}): Promise<string[]> {
+export async function listCatalog(server: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
   const client = registryClient(serverDomain(server), o.registry);
-  return paginate(client, '/v2/_catalog', ['registry:catalog:*'], 'repositories', { signal: o.signal });
+  return paginate(client, `/v2/_catalog${o.pageSize ? `?n=${o.pageSize}` : ''}`, ['registry:catalog:*'], 'repositories', { signal: o.signal });
 }
 
 /** Deletes a manifest (and with it every tag that points at it) from a registry. */

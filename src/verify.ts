@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { forEachLimited } from './util/limit.js';
+import { streamed } from './util/memory.js';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, Writable } from 'node:stream';
@@ -200,6 +201,7 @@ async function hashBlob(path: string, alg: Algorithm, withDiffId: boolean): Prom
     transform(chunk: Buffer, _e, cb) {
       outer.update(chunk);
       size += chunk.byteLength;
+      streamed(chunk.byteLength);
       cb(null, withDiffId ? chunk : undefined);
     },
   });

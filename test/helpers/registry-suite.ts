@@ -117,9 +117,18 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       for (let i = 0; i < 12; i++) expect((await ferry(['copy', `docker://${h}/suite/tags:plain`, `docker://${h}/suite/tags:t${i}`])).code).toBe(0);
       const tags = await ferry(['tags', '--json', `${h}/suite/tags`]);
       expect(JSON.parse(tags.stdout)).toHaveLength(13);
+      // Pages of 5: three requests following Link, the same 13 tags.
+      const paged = await ferry(['tags', '--json', '--page-size', '5', `${h}/suite/tags`]);
+      expect(paged.code, paged.stderr).toBe(0);
+      expect(JSON.parse(paged.stdout)).toEqual(JSON.parse(tags.stdout));
       const cat = await ferry(['catalog', h]);
       expect(cat.code, cat.stderr).toBe(0);
       expect(cat.stdout).toContain('suite/tags');
+      const catPaged = await ferry(['catalog', '--page-size', '1', h]);
+      expect(catPaged.stdout.split('\n').filter(Boolean).sort()).toEqual(cat.stdout.split('\n').filter(Boolean).sort());
+      const bad = await ferry(['tags', '--page-size', '0', `${h}/suite/tags`]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain('--page-size must be a whole number of at least 1');
     });
 
     it('push -a pushes every tag of a repository; pull -a brings every tag back', async () => {
