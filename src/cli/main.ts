@@ -1,7 +1,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
-import { interrupt } from './context.js';
+import { interrupt, printError } from './context.js';
 import { VERSION } from '../version.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
 
@@ -67,12 +67,16 @@ function trapSignals(): void {
   }
 }
 
-function report(e: unknown, debug: boolean): number {
+function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
-    return signalled === 'SIGTERM' ? 143 : 130;
+    const code = signalled === 'SIGTERM' ? 143 : 130;
+    if (flags.json) printError(new FerryError('ABORTED', `interrupted by ${signalled}`), code);
+    return code;
   }
+  if (flags.json) printError(err);
+  const debug = flags.debug;
   process.stderr.write(`ferry: error: ${err.message}\n`);
   if (err.hint) process.stderr.write(`ferry: hint: ${err.hint}\n`);
   if (debug || err.code === 'INTERNAL') process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
@@ -80,7 +84,7 @@ function report(e: unknown, debug: boolean): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const debug = argv.includes('--debug');
+  const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
   let failure: unknown;
   const cli = yargs(argv)
     .scriptName('ferry')
@@ -110,10 +114,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (failure === undefined) return 0;
   if (toFerryError(failure).code === 'USAGE') {
+    if (flags.json) printError(toFerryError(failure));
     process.stderr.write(`ferry: error: ${toFerryError(failure).message}\nRun 'ferry --help' for usage.\n`);
     return 2;
   }
-  return report(failure, debug);
+  return report(failure, flags);
 }
 
 export async function run(): Promise<void> {
