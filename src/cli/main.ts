@@ -35,6 +35,9 @@ const COMMANDS: Array<[string, Loader]> = [
   ['inventory', async () => (await import('./commands/inventory.js')).inventoryCommand],
 ];
 
+/** The name of every command (tests check that each has documented --json output). */
+export const COMMAND_NAMES: readonly string[] = COMMANDS.map(([name]) => name);
+
 /** Global options that take a value, so that their value is not mistaken for the command. */
 const VALUED = new Set(['--store']);
 
@@ -105,6 +108,8 @@ export async function main(argv: string[]): Promise<number> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       failure = err ?? new FerryError('USAGE', msg);
+      // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.
+      throw failure;
     })
     .exitProcess(false);
   try {
