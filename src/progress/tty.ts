@@ -108,19 +108,18 @@ export class TtyProgress {
     const totalLine = total === undefined
       ? `Total: ${humanSize(done)} ${humanSize(rate)}/s`
       : `Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(left)}`;
-    // Redrawing moves the cursor up; it cannot go above the screen, so finished rows at the top
-    // are printed one last time and left behind once the frame would not fit.
-    const height = Math.max(2, (this.out.rows ?? 24) - 1);
-    let leaving = 0;
-    while (this.live.length - leaving + 1 > height && leaving < this.live.length && FINAL.has(this.live[leaving]!.state)) leaving++;
-    const lines = this.live.map((r) => this.line(r));
-    this.live = this.live.slice(leaving);
+    // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
+    // fit, finished rows are printed one last time above the others and left behind.
+    const over = this.live.length + 1 - Math.max(2, (this.out.rows ?? 24) - 1);
+    const leaving = over > 0 ? this.live.filter((r) => FINAL.has(r.state)).slice(0, over) : [];
+    this.live = this.live.filter((r) => !leaving.includes(r));
+    const lines = [...leaving, ...this.live].map((r) => this.line(r));
     lines.push(totalLine);
     const width = this.out.columns ?? 120;
     let frame = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
     for (const l of lines) frame += `\x1b[2K${l.slice(0, width - 1)}\n`;
     this.out.write(frame);
-    this.drawn = lines.length - leaving;
+    this.drawn = this.live.length + 1;
   }
 
   /** Draws the final state and stops redrawing. */
