@@ -22,6 +22,8 @@ export interface Root {
 
 export type CopyEvent =
   | { type: 'resolved'; ref: string; digest: Digest; mediaType: string }
+  /** Once per copy, before any blob moves: what it will look at (progress totals and ETA). */
+  | { type: 'queued'; blobs: number; bytes: number }
   | { type: 'blob-skip'; digest: Digest; size: number }
   | { type: 'blob-start'; digest: Digest; size: number }
   | { type: 'blob-progress'; digest: Digest; bytes: number; size: number }
@@ -101,6 +103,7 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     uniqueBlobs.set(b.digest, b);
   }
   if (opts.dryRun) return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
+  emit({ type: 'queued', blobs: uniqueBlobs.size, bytes: [...uniqueBlobs.values()].reduce((n, d) => n + d.size, 0) });
   // A sink that writes one stream (an archive) takes blobs one at a time.
   await forEachLimited([...uniqueBlobs.values()], dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();

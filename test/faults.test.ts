@@ -220,7 +220,8 @@ describe.skipIf(!canMount)('filesystem faults', () => {
     const r = await ferry(['copy', '--json', `oci:${TESTDATA}:layers`, `oci:${join(mnt, 'dst')}:x`]);
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/EROFS|read-only/);
-    expect(r.stdout).toBe('');
+    // No event: nothing was copied; only the error line (docs/schemas: $defs/error).
+    expect(JSON.parse(r.stdout)).toMatchObject({ event: 'error', code: 'IO', exitCode: 7 });
   });
 
   it('E3: a destination without write permission fails with exit 7 (non-root user)', async () => {

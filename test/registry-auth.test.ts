@@ -212,4 +212,34 @@ describe.skipIf(!distribution)('registry authentication against the CNCF distrib
       expect(r.stderr).not.toMatch(/Bearer|Basic |eyJ[A-Za-z0-9_-]{10,}/);
     }
   });
+
+  it('D11: --debug on login, push, a refused login (with its stack trace) and an identity-token pull never prints a secret', async () => {
+    const WRONG = 'wrong-Secret-4711';
+    const secrets = [PASSWORD, WRONG, REFRESH_TOKEN, Buffer.from(`${USER}:${PASSWORD}`).toString('base64'), Buffer.from(`${USER}:${WRONG}`).toString('base64')];
+    const clean = (what: string, stderr: string) => {
+      for (const s of secrets) expect(stderr, `${what} printed a secret`).not.toContain(s);
+      expect(stderr, what).not.toMatch(/Bearer|Basic |eyJ[A-Za-z0-9_-]{10,}/);
+    };
+    for (const reg of [basic, token]) {
+      const env = { DOCKER_CONFIG: await tempDir() };
+      const refused = await ferry(['--debug', 'login', reg.host, '-u', USER, '--password-stdin'], { env, input: WRONG });
+      expect(refused.code, refused.stderr).toBe(5);
+      expect(refused.stderr).toMatch(/debug: GET http:\/\/127\.0\.0\.1:\d+\//);
+      expect(refused.stderr).toMatch(/\n\s+at /); // the stack trace
+      clean('refused login', refused.stderr);
+      const login = await ferry(['--debug', 'login', reg.host, '-u', USER, '--password-stdin'], { env, input: PASSWORD });
+      expect(login.code, login.stderr).toBe(0);
+      clean('login', login.stderr);
+      expect((await ferry(['--store', seeded, 'tag', 'example.com/auth/layers:1', `${reg.host}/auth/debug:1`])).code).toBe(0);
+      const push = await ferry(['--debug', '--store', seeded, 'push', `${reg.host}/auth/debug:1`], { env });
+      expect(push.code, push.stderr).toBe(0);
+      expect(push.stderr).toMatch(/debug: (PUT|POST|PATCH) http:/);
+      clean('push', push.stderr);
+    }
+    const cfg = await tempDir();
+    await writeFile(join(cfg, 'config.json'), JSON.stringify({ auths: { [token.host]: { auth: Buffer.from(`${USER}:`).toString('base64'), identitytoken: REFRESH_TOKEN } } }));
+    const pull = await ferry(['--debug', '--store', join(await tempDir(), 's'), 'pull', `${token.host}/auth/debug:1`], { env: { DOCKER_CONFIG: cfg } });
+    expect(pull.code, pull.stderr).toBe(0);
+    clean('identity-token pull', pull.stderr);
+  });
 });

@@ -10,11 +10,10 @@ import type { Descriptor } from '../oci/manifest.js';
 import type { Sink, TagName } from '../types.js';
 import { buildGraph, type ArchiveRoot } from './graph.js';
 import { Reporter } from './report.js';
-import { orderInputs, scanArchive, targetFor, type IngestTarget } from './scan.js';
+import { orderInputs, scanArchive, targetFor, type IngestTarget, type ScanEvent } from './scan.js';
 
-export type IngestEvent =
-  | { type: 'blob'; digest: Digest; size: number; skipped: boolean }
-  | { type: 'image'; digest: Digest; names: TagName[] };
+/** Blob progress as a copy reports it, archive bytes read, and each image once it is named. */
+export type IngestEvent = ScanEvent | { type: 'image'; digest: Digest; names: TagName[] };
 
 export interface IngestOptions {
   /** The archive: one file, `-` for stdin, or every volume of a set in any order. */
@@ -57,13 +56,13 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
       target,
       reporter: new Reporter('throw'),
       signal: o.signal,
-      onBlob: (e) => {
-        if (e.skipped) report.blobs.skipped++;
-        else {
+      onEvent: (e) => {
+        if (e.type === 'blob-skip') report.blobs.skipped++;
+        else if (e.type === 'blob-done') {
           report.blobs.stored++;
           report.blobs.bytesStored += e.size;
         }
-        o.onEvent?.({ type: 'blob', ...e });
+        o.onEvent?.(e);
       },
     });
     const graph = await buildGraph(state, target, new Reporter('throw'));

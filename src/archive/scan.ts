@@ -178,7 +178,7 @@ function decodeError(e: unknown, c: Compression, where: string): unknown {
 }
 
 /** The decompressed bytes of an archive file or stdin. */
-export async function* archiveBytes(path: string, where: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+export async function* archiveBytes(path: string, where: string, signal?: AbortSignal, onRead?: (bytes: number) => void): AsyncGenerator<Buffer> {
   const raw: Readable = path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 1 << 20, signal });
   const opened = await peek(raw, 6).catch((e: unknown) => {
     throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
@@ -186,11 +186,15 @@ export async function* archiveBytes(path: string, where: string, signal?: AbortS
   const c = sniff(opened.head);
   if (c === 'bzip2' || c === 'xz') throw new FerryError('UNSUPPORTED', `${where}: ${c} compression is not supported (ferry reads plain, gzip and zstd archives)`);
   if (c === 'none') {
-    yield* opened.stream;
+    for await (const chunk of opened.stream) {
+      onRead?.((chunk as Buffer).byteLength);
+      yield chunk as Buffer;
+    }
     return;
   }
   const dec = c === 'gzip' ? zlib.createGunzip({ chunkSize: 1 << 17 }) : new ZstdDecompress();
   opened.stream.on('error', (e) => dec.destroy(e));
+  if (onRead) opened.stream.on('data', (chunk: Buffer) => onRead(chunk.byteLength));
   opened.stream.pipe(dec);
   try {
     for await (const chunk of dec) yield chunk as Buffer;
@@ -199,6 +203,14 @@ export async function* archiveBytes(path: string, where: string, signal?: AbortS
   } finally {
     opened.stream.destroy();
   }
+}
+
+/** The bytes on disk of every input; undefined for standard input. */
+async function inputSize(inputs: ArchiveInput[]): Promise<number | undefined> {
+  if (inputs.some((i) => i.path === '-')) return undefined;
+  let n = 0;
+  for (const i of inputs) n += (await stat(i.path).catch(() => undefined))?.size ?? 0;
+  return n;
 }
 
 /** Reads the first entry of a file, if it is a volume header. */
@@ -255,11 +267,18 @@ export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
 
 // --- the scan ---
 
+/** What a scan reports as it goes: each blob (in the vocabulary of copies) and the archive bytes read. */
+export type ScanEvent =
+  | { type: 'blob-start' | 'blob-done' | 'blob-skip'; digest: Digest; size: number }
+  | { type: 'blob-progress'; digest: Digest; bytes: number; size: number }
+  /** Archive bytes read so far (compressed, as on disk), of `size` when known (not for stdin). */
+  | { type: 'read'; bytes: number; size?: number };
+
 export interface ScanOptions {
   target: IngestTarget;
   reporter: Reporter;
   signal?: AbortSignal;
-  onBlob?: (e: { digest: Digest; size: number; skipped: boolean }) => void;
+  onEvent?: (e: ScanEvent) => void;
   /** Volumes read on their own (verify, when others are missing): parts are checked, not joined. */
   separateVolumes?: boolean;
 }
@@ -290,13 +309,17 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
   let pending: PendingBlob | undefined;
   let lastTrailer: VolumeTrailer | undefined;
   const { reporter, target, signal } = o;
+  const emit = o.onEvent ?? (() => {});
+  const size = await inputSize(inputs);
+  let read = 0;
+  const onRead = o.onEvent ? (n: number) => emit({ type: 'read', bytes: (read += n), size }) : undefined;
 
   try {
     for (const input of inputs) {
       const seen: VolumeEntry[] = [];
       let trailer: VolumeTrailer | undefined;
       const where = input.where;
-      for await (const e of readTar(archiveBytes(input.path, where, signal), { where, signal })) {
+      for await (const e of readTar(archiveBytes(input.path, where, signal, onRead), { where, signal })) {
         signal?.throwIfAborted();
         if (e.type === 'dir' || e.type === 'other') continue;
         const path = cleanPath(e.name);
@@ -335,7 +358,7 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
           continue;
         }
         if (part) {
-          pending = await scanPart(part, e.body(), pending, { where, path, target, reporter, signal, seen, onBlob: o.onBlob, state });
+          pending = await scanPart(part, e.body(), pending, { where, path, target, reporter, signal, seen, emit, state });
           if (pending?.failure) break;
           continue;
         }
@@ -350,12 +373,14 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
           }
         }
         const label = expected ? `blob ${expected.digest} (${where})` : `${path} (${where})`;
-        const tap = new EntryTap({ expected, where: label, diff: true, mode: reporter.mode, size: e.size });
+        const keepable = e.size <= MAX_JSON_BYTES && kept + e.size <= KEEP_BUDGET;
+        const shown = expected && !keepable ? expected : undefined;
+        const onProgress = shown ? (bytes: number) => emit({ type: 'blob-progress', ...shown, bytes }) : undefined;
+        const tap = new EntryTap({ expected, where: label, diff: true, mode: reporter.mode, size: e.size, onProgress });
         const body = e.body();
         body.on('error', (err) => tap.destroy(err));
         const tapped = body.pipe(tap);
         let file: ScannedFile;
-        const keepable = e.size <= MAX_JSON_BYTES && kept + e.size <= KEEP_BUDGET;
         if (keepable) {
           const bytes = await readCapped(tapped, e.size, label);
           const r = tap.result();
@@ -367,15 +392,17 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
           } else if (!r.mismatch && !(await target.has(r))) {
             await target.put({ mediaType: OCTET, digest: r.digest, size: r.size }, Readable.from([bytes]), signal);
             file.stored = true;
-          }
+            if (expected) emit({ type: 'blob-done', ...expected });
+          } else if (expected && !r.mismatch) emit({ type: 'blob-skip', ...expected });
         } else if (expected && (await target.has(expected))) {
+          emit({ type: 'blob-skip', ...expected });
           await pipeline(tapped, drain(), { signal });
           file = { ...tap.result(), path, stored: true, where };
-          o.onBlob?.({ digest: expected.digest, size: expected.size, skipped: true });
         } else if (expected) {
+          emit({ type: 'blob-start', ...expected });
           await target.put({ mediaType: OCTET, ...expected }, tapped, signal);
           file = { ...tap.result(), path, stored: true, where };
-          o.onBlob?.({ digest: expected.digest, size: expected.size, skipped: false });
+          emit({ type: 'blob-done', ...expected });
         } else {
           await target.putComputed(tapped, tap, signal);
           file = { ...tap.result(), path, stored: true, where };
@@ -418,14 +445,22 @@ async function scanPart(
   info: PartInfo,
   body: Readable,
   pending: PendingBlob | undefined,
-  c: { where: string; path: string; target: IngestTarget; reporter: Reporter; signal?: AbortSignal; seen: VolumeEntry[]; onBlob?: ScanOptions['onBlob']; state: ScanState },
+  c: { where: string; path: string; target: IngestTarget; reporter: Reporter; signal?: AbortSignal; seen: VolumeEntry[]; emit: (e: ScanEvent) => void; state: ScanState },
 ): Promise<PendingBlob | undefined> {
   if (info.index === 1) {
     if (pending) c.reporter.problem('volume', 'INTEGRITY', `${c.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`);
     const feed = new PassThrough({ highWaterMark: 1 << 20 });
-    const tap = new EntryTap({ expected: { digest: info.blob, size: info.blobSize }, where: `blob ${info.blob} (split across volumes, ending in ${c.where})`, diff: true, mode: c.reporter.mode });
+    const blob = { digest: info.blob, size: info.blobSize };
+    const has = await c.target.has(blob);
+    const tap = new EntryTap({
+      expected: blob,
+      where: `blob ${info.blob} (split across volumes, ending in ${c.where})`,
+      diff: true,
+      mode: c.reporter.mode,
+      onProgress: has ? undefined : (bytes) => c.emit({ type: 'blob-progress', ...blob, bytes }),
+    });
     feed.on('error', (e) => tap.destroy(e));
-    const has = await c.target.has({ digest: info.blob, size: info.blobSize });
+    c.emit({ type: has ? 'blob-skip' : 'blob-start', ...blob });
     const tapped = feed.pipe(tap);
     const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
     p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
@@ -437,7 +472,7 @@ async function scanPart(
         c.state.files.set(file.path, file);
         if (!c.state.byDigest.has(info.blob)) c.state.byDigest.set(info.blob, file);
       }
-      c.onBlob?.({ digest: info.blob, size: info.blobSize, skipped: has });
+      if (!has) c.emit({ type: 'blob-done', ...blob });
     });
     p.done.catch((e: unknown) => (p.failure ??= e));
     pending = p;

@@ -32,6 +32,8 @@ export interface TapOptions {
   diff?: boolean;
   /** `throw` (default): a mismatch fails the stream. `record`: it is only reported in result(). */
   mode?: 'throw' | 'record';
+  /** Bytes received so far, after each chunk (progress). */
+  onProgress?: (received: number) => void;
 }
 
 function decodeError(e: unknown, c: Compression, where: string): FerryError {
@@ -71,6 +73,7 @@ export class EntryTap extends Transform {
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     this.received += chunk.length;
     streamed(chunk.length);
+    this.o.onProgress?.(this.received);
     const exp = this.o.expected;
     if (exp && this.received > exp.size && this.o.mode !== 'record') {
       cb(new FerryError('SIZE_MISMATCH', `size mismatch for ${this.o.where}: more than the expected ${exp.size} bytes`));

@@ -1,9 +1,8 @@
-import type { CopyEvent } from '../copy.js';
-import { FerryError } from '../errors.js';
+import { exitCodeFor, FerryError } from '../errors.js';
 import type { RegistrySettings } from '../locations/location.js';
 import { shortDigest } from '../oci/digest.js';
 import { humanSize } from '../progress/format.js';
-import { TtyProgress } from '../progress/tty.js';
+import { TtyProgress, type ProgressEvent } from '../progress/tty.js';
 
 export { humanSize };
 
@@ -27,21 +26,24 @@ export function registrySettings(args: GlobalArgs): RegistrySettings {
   };
 }
 
+export type ProgressPrinter = ((e: ProgressEvent) => void) & { done: () => void };
+
 /**
- * Progress for copies: live bars on a terminal, one plain line per state change in logs, JSON
- * lines with --json, nothing with --quiet. Call `done()` when the operation ends.
+ * Progress for copies and loads: live bars on a terminal, one plain line per state change in
+ * logs, JSON lines with --json (not the byte counts), nothing with --quiet. Call `done()` when the
+ * operation ends.
  */
-export function progressPrinter(args: GlobalArgs): ((e: CopyEvent) => void) & { done: () => void } {
+export function progressPrinter(args: GlobalArgs): ProgressPrinter {
   if (args.json) {
-    return Object.assign((e: CopyEvent) => {
-      if (e.type !== 'blob-progress') process.stdout.write(JSON.stringify({ event: e.type, ...e, type: undefined }) + '\n');
+    return Object.assign((e: ProgressEvent) => {
+      if (e.type !== 'blob-progress' && e.type !== 'read') process.stdout.write(JSON.stringify({ event: e.type, ...e, type: undefined }) + '\n');
     }, { done: () => {} });
   }
   if (!args.quiet && process.stderr.isTTY) {
     const tty = new TtyProgress();
     return Object.assign(tty.onEvent, { done: () => tty.finish() });
   }
-  return Object.assign((e: CopyEvent) => {
+  return Object.assign((e: ProgressEvent) => {
     const id = 'digest' in e ? shortDigest(e.digest) : '';
     if (e.type === 'blob-skip') status(args, `${id}: Already exists`);
     else if (e.type === 'blob-mount') status(args, `${id}: Mounted from another repository`);
@@ -62,13 +64,27 @@ export function status(args: GlobalArgs, line: string): void {
   if (!args.quiet && !args.json) process.stderr.write(line + '\n');
 }
 
+let resultPrinted = false;
+
 /** The last line of a --json run of a transfer command: `{"event":"result", …}` after the event lines. */
 export function printResult(value: object): void {
   process.stdout.write(JSON.stringify({ event: 'result', ...value }) + '\n');
+  resultPrinted = true;
 }
 
+/** The one JSON document of a --json run of any other command. */
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  resultPrinted = true;
+}
+
+/**
+ * A failed --json run ends with one error line on stdout, unless the command already printed its
+ * result (verify and sync report their problems there, then exit non-zero).
+ */
+export function printError(err: FerryError, exitCode = exitCodeFor(err)): void {
+  if (resultPrinted) return;
+  process.stdout.write(JSON.stringify({ event: 'error', code: err.code, exitCode, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }) + '\n');
 }
 
 

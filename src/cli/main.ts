@@ -1,7 +1,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
-import { interrupt } from './context.js';
+import { interrupt, printError } from './context.js';
 import { VERSION } from '../version.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
 
@@ -35,6 +35,9 @@ const COMMANDS: Array<[string, Loader]> = [
   ['inventory', async () => (await import('./commands/inventory.js')).inventoryCommand],
 ];
 
+/** The name of every command (tests check that each has documented --json output). */
+export const COMMAND_NAMES: readonly string[] = COMMANDS.map(([name]) => name);
+
 /** Global options that take a value, so that their value is not mistaken for the command. */
 const VALUED = new Set(['--store']);
 
@@ -67,12 +70,16 @@ function trapSignals(): void {
   }
 }
 
-function report(e: unknown, debug: boolean): number {
+function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
-    return signalled === 'SIGTERM' ? 143 : 130;
+    const code = signalled === 'SIGTERM' ? 143 : 130;
+    if (flags.json) printError(new FerryError('ABORTED', `interrupted by ${signalled}`), code);
+    return code;
   }
+  if (flags.json) printError(err);
+  const debug = flags.debug;
   process.stderr.write(`ferry: error: ${err.message}\n`);
   if (err.hint) process.stderr.write(`ferry: hint: ${err.hint}\n`);
   if (debug || err.code === 'INTERNAL') process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? err.stack}\n`);
@@ -80,7 +87,7 @@ function report(e: unknown, debug: boolean): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const debug = argv.includes('--debug');
+  const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
   let failure: unknown;
   const cli = yargs(argv)
     .scriptName('ferry')
@@ -101,6 +108,8 @@ export async function main(argv: string[]): Promise<number> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       failure = err ?? new FerryError('USAGE', msg);
+      // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.
+      throw failure;
     })
     .exitProcess(false);
   try {
@@ -110,10 +119,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (failure === undefined) return 0;
   if (toFerryError(failure).code === 'USAGE') {
+    if (flags.json) printError(toFerryError(failure));
     process.stderr.write(`ferry: error: ${toFerryError(failure).message}\nRun 'ferry --help' for usage.\n`);
     return 2;
   }
-  return report(failure, debug);
+  return report(failure, flags);
 }
 
 export async function run(): Promise<void> {

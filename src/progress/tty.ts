@@ -1,8 +1,13 @@
+import type { IngestEvent } from '../archive/ingest.js';
 import type { CopyEvent } from '../copy.js';
 import { shortDigest, type Digest } from '../oci/digest.js';
 import { humanSize } from './format.js';
 
+/** What the progress printers show: copies (pull, push, copy, save, sync) and archive loads. */
+export type ProgressEvent = CopyEvent | IngestEvent;
+
 type State = 'Waiting' | 'Copying' | 'Complete' | 'Already exists' | 'Mounted' | 'Retrying';
+const FINAL: ReadonlySet<State> = new Set(['Complete', 'Already exists', 'Mounted']);
 
 interface Row {
   id: string;
@@ -29,20 +34,34 @@ function eta(seconds: number): string {
 /**
  * Docker-style live progress on a terminal: one line per blob (`a803e7c4b030: Copying [==>  ]
  * 12.3MB/45.6MB`) and a total line with throughput and ETA, redrawn in place at most ten times a
- * second. Only for TTYs; logs get one plain line per state change instead.
+ * second. Only for TTYs; logs get one plain line per state change instead. The total is what the
+ * copies announced (`queued`), or the archive bytes read (`read`, for loads), else the blobs seen.
  */
 export class TtyProgress {
   private readonly rows = new Map<Digest, Row>();
+  /** Rows still redrawn; finished ones leave from the top when the screen is full. */
+  private live: Row[] = [];
   private drawn = 0;
   private timer?: NodeJS.Timeout;
   private readonly started = Date.now();
+  private queued = 0;
+  private read?: { bytes: number; size?: number };
 
   constructor(private readonly out: NodeJS.WriteStream = process.stderr) {}
 
-  readonly onEvent = (e: CopyEvent): void => {
-    if (!('digest' in e) || e.type === 'resolved' || e.type === 'manifest' || e.type === 'tagged') return;
-    const row = this.rows.get(e.digest) ?? { id: shortDigest(e.digest), state: 'Waiting' as State, bytes: 0, size: 'size' in e ? e.size : 0 };
-    this.rows.set(e.digest, row);
+  readonly onEvent = (e: ProgressEvent): void => {
+    if (e.type === 'queued' || e.type === 'read') {
+      if (e.type === 'queued') this.queued += e.bytes;
+      else this.read = { bytes: e.bytes, size: e.size };
+      return this.schedule();
+    }
+    if (!e.type.startsWith('blob-') || !('digest' in e)) return;
+    let row = this.rows.get(e.digest);
+    if (!row) {
+      row = { id: shortDigest(e.digest), state: 'Waiting', bytes: 0, size: 'size' in e ? e.size : 0 };
+      this.rows.set(e.digest, row);
+      this.live.push(row);
+    }
     switch (e.type) {
       case 'blob-start': row.state = 'Copying'; row.size = e.size; break;
       case 'blob-progress': row.bytes = e.bytes; row.size = e.size; break;
@@ -66,30 +85,47 @@ export class TtyProgress {
     return `${r.id}: ${r.state}${r.state === 'Complete' ? ` ${humanSize(r.size)}` : ''}`;
   }
 
-  private draw(): void {
-    const rows = [...this.rows.values()];
+  private totals(): { done: number; total?: number } {
+    if (this.read) return { done: this.read.bytes, total: this.read.size };
     let done = 0;
-    let total = 0;
-    for (const r of rows) {
-      if (r.state === 'Already exists' || r.state === 'Mounted') continue;
-      done += r.bytes;
-      total += r.size;
+    let seen = 0;
+    let present = 0;
+    for (const r of this.rows.values()) {
+      if (r.state === 'Already exists' || r.state === 'Mounted') present += r.size;
+      else {
+        done += r.bytes;
+        seen += r.size;
+      }
     }
+    return { done, total: Math.max(seen, this.queued - present) };
+  }
+
+  private draw(): void {
+    const { done, total } = this.totals();
     const secs = (Date.now() - this.started) / 1000;
     const rate = secs > 0 ? done / secs : 0;
-    const lines = rows.map((r) => this.line(r));
-    lines.push(`Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(rate > 0 ? (total - done) / rate : Infinity)}`);
+    const left = total !== undefined && rate > 0 ? (total - done) / rate : Infinity;
+    const totalLine = total === undefined
+      ? `Total: ${humanSize(done)} ${humanSize(rate)}/s`
+      : `Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(left)}`;
+    // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
+    // fit, finished rows are printed one last time above the others and left behind.
+    const over = this.live.length + 1 - Math.max(2, (this.out.rows ?? 24) - 1);
+    const leaving = over > 0 ? this.live.filter((r) => FINAL.has(r.state)).slice(0, over) : [];
+    this.live = this.live.filter((r) => !leaving.includes(r));
+    const lines = [...leaving, ...this.live].map((r) => this.line(r));
+    lines.push(totalLine);
     const width = this.out.columns ?? 120;
     let frame = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
     for (const l of lines) frame += `\x1b[2K${l.slice(0, width - 1)}\n`;
     this.out.write(frame);
-    this.drawn = lines.length;
+    this.drawn = this.live.length + 1;
   }
 
   /** Draws the final state and stops redrawing. */
   finish(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.rows.size) this.draw();
+    if (this.rows.size || this.read) this.draw();
   }
 }

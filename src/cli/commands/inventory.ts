@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { publishBytes } from '../../blob/publish.js';
 import { defaultStoreDir } from '../../store.js';
-import { interrupt, out, registrySettings, type GlobalArgs } from '../context.js';
+import { interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   places?: string[];
@@ -19,9 +19,9 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const { buildInventory } = await import('../../sync/inventory.js');
     const inv = await buildInventory(args.places ?? [], { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
-    const text = JSON.stringify(inv, null, 2) + '\n';
-    if (!args.output || args.output === '-') return void process.stdout.write(text);
-    await publishBytes(args.output, text);
-    if (!args.quiet) out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
+    if (!args.output || args.output === '-') return printJson(inv);
+    await publishBytes(args.output, JSON.stringify(inv, null, 2) + '\n');
+    if (args.json) printJson({ output: args.output, sources: inv.sources, blobs: inv.blobs.length, manifests: inv.manifests.length, tags: Object.keys(inv.tags).length });
+    else if (!args.quiet) out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
   },
 };

@@ -1,8 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
-import { shortDigest } from '../../oci/digest.js';
 import { familiarName, parseReference } from '../../oci/reference.js';
-import { humanSize, interrupt, out, printResult, status, type GlobalArgs } from '../context.js';
+import { interrupt, out, printResult, progressPrinter, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   input?: string[];
@@ -24,15 +23,14 @@ export const loadCommand: CommandModule<GlobalArgs, Args> = {
     if (!args.input?.length && process.stdin.isTTY) {
       throw new FerryError('USAGE', 'no archive given: use -i FILE, or pipe one into standard input');
     }
+    const progress = progressPrinter(args);
     const report = await loadArchive({
       inputs: args.input?.length ? args.input : ['-'],
       storeDir: args.store,
       tag: args.tag,
       signal: interrupt.signal,
-      onEvent: (e) => {
-        if (e.type === 'blob') status(args, `${shortDigest(e.digest)}: ${e.skipped ? 'Already exists' : `Loaded ${humanSize(e.size)}`}`);
-      },
-    });
+      onEvent: progress,
+    }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
       if (i.names.length === 0) out(`Loaded image ID: ${i.digest}`);

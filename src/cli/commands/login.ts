@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
-import { out, registrySettings, type GlobalArgs } from '../context.js';
+import { out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface LoginArgs extends GlobalArgs {
   server?: string;
@@ -34,7 +34,8 @@ export const loginCommand: CommandModule<GlobalArgs, LoginArgs> = {
     }
     if (!password) throw new FerryError('USAGE', 'ferry login needs a password: pipe it with --password-stdin');
     const where = await login(args.server, { username: args.username, secret: password }, { registry: registrySettings(args) });
-    out(`Login Succeeded (${serverDomain(args.server)}; saved in ${where})`);
+    if (args.json) printJson({ server: serverDomain(args.server), savedIn: where });
+    else out(`Login Succeeded (${serverDomain(args.server)}; saved in ${where})`);
   },
 };
 
@@ -45,6 +46,7 @@ export const logoutCommand: CommandModule<GlobalArgs, { server?: string } & Glob
   handler: async (args) => {
     const { logout, serverDomain } = await import('../../registry-ops.js');
     const removed = await logout(args.server);
-    out(removed ? `Removing login credentials for ${serverDomain(args.server)}` : `Not logged in to ${serverDomain(args.server)}`);
+    if (args.json) printJson({ server: serverDomain(args.server), removed });
+    else out(removed ? `Removing login credentials for ${serverDomain(args.server)}` : `Not logged in to ${serverDomain(args.server)}`);
   },
 };

@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { out, registrySettings, type GlobalArgs } from '../context.js';
+import { out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 export const rmCommand: CommandModule<GlobalArgs, { image: string } & GlobalArgs> = {
   command: 'rm <image>',
@@ -11,6 +11,7 @@ export const rmCommand: CommandModule<GlobalArgs, { image: string } & GlobalArgs
   handler: async (args) => {
     const { removeRemote } = await import('../../registry-ops.js');
     const digest = await removeRemote(args.image, { registry: registrySettings(args) });
-    out(`Deleted: ${digest}`);
+    if (args.json) printJson({ image: args.image, deleted: digest });
+    else out(`Deleted: ${digest}`);
   },
 };

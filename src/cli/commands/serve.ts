@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { startServer } from '../../serve/server.js';
 import { defaultStoreDir } from '../../store.js';
-import { interrupt, out, printJson, status, type GlobalArgs } from '../context.js';
+import { interrupt, out, printResult, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   addr: string;
@@ -39,7 +39,9 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       tlsKey: args['tls-key'],
       accessLog: args.quiet ? undefined : (line) => process.stderr.write(`ferry serve: ${new Date().toISOString()} ${line}\n`),
     });
-    if (args.json) printJson({ url: server.url, host: server.host, port: server.port, store: storeDir });
+    const where = { url: server.url, host: server.host, port: server.port, store: storeDir, readOnly: args['read-only'] === true };
+    // A line, not a document: whoever started the server reads it while the server runs.
+    if (args.json) out(JSON.stringify({ event: 'listening', ...where }));
     else out(`ferry serve: listening on ${server.url} (store ${storeDir}${args['read-only'] ? ', read-only' : ''})`);
     await new Promise<void>((resolve) => {
       if (interrupt.signal.aborted) resolve();
@@ -51,5 +53,6 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       throw new FerryError('ABORTED', 'requests were still running after the grace period; unfinished uploads were kept and can be resumed');
     }
     status(args, 'ferry serve: stopped');
+    if (args.json) printResult(where);
   },
 };

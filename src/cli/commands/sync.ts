@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printJson, registrySettings, status, type GlobalArgs } from '../context.js';
+import type { SyncEvent } from '../../sync/sync.js';
+import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs, type ProgressPrinter } from '../context.js';
 
 interface Args extends GlobalArgs {
   source?: string;
@@ -59,6 +60,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       j.prune ||= args.prune;
       j.referrers ||= args.referrers;
     }
+    const progress = tagProgress(args);
     const report = await sync(jobs, {
       storeDir: args.store,
       registry: registrySettings(args),
@@ -66,12 +68,14 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       dryRun: args['dry-run'],
       jobs: args.jobs,
       onEvent: (e) => {
+        if (e.type === 'copy') return progress(e);
+        progress.done();
         if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
         else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
       },
-    });
+    }).finally(() => progress.done());
     if (args.json) printJson(report);
     else {
       for (const j of report.jobs) {
@@ -88,3 +92,26 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     }
   },
 };
+
+/**
+ * Progress of a sync: the usual per-blob printer, a fresh one for each tag copied, after a line
+ * naming the tag. --json prints only the report (one document), so no events.
+ */
+function tagProgress(args: Args): ((e: Extract<SyncEvent, { type: 'copy' }>) => void) & { done: () => void } {
+  let current: { key: string; printer: ProgressPrinter } | undefined;
+  const done = () => {
+    current?.printer.done();
+    current = undefined;
+  };
+  const onCopy = (e: Extract<SyncEvent, { type: 'copy' }>) => {
+    if (args.json || args.quiet) return;
+    const key = `${e.source}:${e.tag}`;
+    if (current?.key !== key) {
+      done();
+      status(args, `${key}: copying`);
+      current = { key, printer: progressPrinter(args) };
+    }
+    current.printer(e.event);
+  };
+  return Object.assign(onCopy, { done });
+}

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { plainDescriptor } from '../../oci/manifest.js';
 import { openStore, storeTagName } from '../../store.js';
-import { status, type GlobalArgs } from '../context.js';
+import { printJson, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -25,6 +25,7 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
       if (!name) throw new FerryError('USAGE', `"${args.target}" has no tag; a tag target must be NAME[:TAG], not a digest`);
       await store.tag({ ...plainDescriptor(d), ...(d.annotations ? { annotations: d.annotations } : {}) }, name);
       await store.commit();
+      if (args.json) printJson({ digest: d.digest, name: name.name ?? name.tag });
       status(args, `Tagged ${d.digest} as ${name.name}`);
     } finally {
       await store.close();
