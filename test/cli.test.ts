@@ -1,7 +1,7 @@
 import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ferry, type RunResult } from './helpers/cli.js';
+import { ferry, finish, start, type RunResult } from './helpers/cli.js';
 import { flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
 import {
   blobDigests,
@@ -510,5 +510,17 @@ describe.concurrent('command line basics', () => {
     await ok(['verify'], store);
     expect(await exists(noStore)).toBe(false);
     expect(await readdir(store)).toEqual(expect.arrayContaining(['blobs', 'index.json', 'oci-layout']));
+  });
+});
+
+describe('a reader that leaves early (| head)', () => {
+  it('save -o - into a closed pipe exits 141 quietly, like a tool killed by SIGPIPE', async () => {
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:layers`, 'layers:1'])).code).toBe(0);
+    const child = start(['--store', store, 'save', 'layers:1', '-o', '-']);
+    child.stdout!.once('data', () => child.stdout!.destroy());
+    const r = await finish(child);
+    expect(r.code, r.stderr).toBe(141);
+    expect(r.stderr).not.toMatch(/EPIPE|Error:|at /);
   });
 });

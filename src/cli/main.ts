@@ -70,7 +70,28 @@ function trapSignals(): void {
   }
 }
 
+/** Exit status of a tool killed by SIGPIPE, which is what a shell expects after `| head`. */
+const CLOSED_STDOUT = 141;
+let stdoutClosed = false;
+
+/**
+ * `ferry images --json | head -1`: the reader left. Stop the way a tool killed by SIGPIPE would,
+ * quietly, but through the abort path so temporary files are still removed.
+ */
+function trapClosedStdout(): void {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    if (stdoutClosed) return;
+    stdoutClosed = true;
+    // Streams torn down by the abort can still report it with nobody listening; the reader is gone
+    // and there is no one left to tell.
+    process.on('uncaughtException', () => process.exit(CLOSED_STDOUT));
+    if (!interrupt.signal.aborted) interrupt.abort(new FerryError('ABORTED', 'standard output was closed'));
+  });
+}
+
 function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
+  if (stdoutClosed) return CLOSED_STDOUT;
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
@@ -128,7 +149,9 @@ export async function main(argv: string[]): Promise<number> {
 
 export async function run(): Promise<void> {
   trapSignals();
-  process.exitCode = await main(hideBin(process.argv));
+  trapClosedStdout();
+  const code = await main(hideBin(process.argv));
+  process.exitCode = stdoutClosed ? CLOSED_STDOUT : code;
   // Pooled keep-alive connections would hold the process open.
   await closeRegistryClients().catch(() => {});
 }
