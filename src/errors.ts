@@ -62,6 +62,12 @@ export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
 
 const IO_CODES = new Set(['ENOSPC', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT']);
 
+/** Connection-level failures (node and undici codes): the network or the server, not ferry. */
+export const NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ENOTFOUND',
+  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
+]);
+
 /** Turns whatever was thrown into a FerryError, so the CLI has one thing to print. */
 export function toFerryError(e: unknown): FerryError {
   if (e instanceof FerryError) return e;
@@ -77,6 +83,12 @@ export function toFerryError(e: unknown): FerryError {
         err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'choose a writable location or fix its permissions' :
         undefined;
       return new FerryError('IO', `${err.code}:${where} ${describeErrno(err.code)}`.trim(), { cause: e, hint });
+    }
+    if (typeof err.code === 'string' && NETWORK_CODES.has(err.code)) {
+      return new FerryError('NETWORK', `network failure: ${err.message} (${err.code})`, {
+        cause: e,
+        hint: 'check the link to the registry; on a slow link raise --timeout; the same command again resumes (complete blobs are kept)',
+      });
     }
   }
   const message = err && typeof err.message === 'string' ? err.message : String(e);

@@ -14,6 +14,13 @@ export interface GlobalArgs {
   debug?: boolean;
   insecure?: boolean;
   'plain-http'?: boolean;
+  timeout?: number;
+}
+
+function timeoutMs(seconds: number | undefined): number | undefined {
+  if (seconds === undefined) return undefined;
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new FerryError('USAGE', `--timeout must be a number of seconds above 0, not ${seconds}`);
+  return seconds * 1000;
 }
 
 /** Registry settings from the global flags. */
@@ -21,6 +28,7 @@ export function registrySettings(args: GlobalArgs): RegistrySettings {
   return {
     insecure: args.insecure,
     plainHttp: args['plain-http'],
+    timeoutMs: timeoutMs(args.timeout),
     debug: args.debug ? (line) => process.stderr.write(`ferry: debug: ${line}\n`) : undefined,
     onRetry: args.quiet || args.json ? undefined : (r) => process.stderr.write(`ferry: retrying ${r.url} in ${(r.delayMs / 1000).toFixed(1)} s (${r.reason}, attempt ${r.attempt})\n`),
   };

@@ -39,7 +39,7 @@ const COMMANDS: Array<[string, Loader]> = [
 export const COMMAND_NAMES: readonly string[] = COMMANDS.map(([name]) => name);
 
 /** Global options that take a value, so that their value is not mistaken for the command. */
-const VALUED = new Set(['--store']);
+const VALUED = new Set(['--store', '--timeout']);
 
 function commandWord(argv: string[]): string | undefined {
   for (let i = 0; i < argv.length; i++) {
@@ -119,6 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('debug', { type: 'boolean', global: true, describe: 'print request lines and stack traces (never secrets)' })
     .option('insecure', { type: 'boolean', global: true, describe: 'registries: skip TLS verification and allow plain http' })
     .option('plain-http', { type: 'boolean', global: true, describe: 'registries: allow plain http (loopback registries always may)' })
+    .option('timeout', { type: 'number', global: true, describe: 'registries: seconds a connection may stay silent before it is retried (default 60)' })
     .command(await loadCommands(argv))
     .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))')
     .demandCommand(1, 'name a command; see ferry --help')

@@ -15,6 +15,8 @@ export interface RegistrySettings {
   insecure?: boolean;
   /** Allow plain http for every registry (loopback registries may always use it). */
   plainHttp?: boolean;
+  /** Give up on a connection, or a response, that stays silent this long (default 60 s). */
+  timeoutMs?: number;
   /** Request lines for --debug (never headers or secrets). */
   debug?: (line: string) => void;
   onRetry?: (info: { url: string; attempt: number; delayMs: number; reason: string }) => void;

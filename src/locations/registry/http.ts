@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import Agent from 'undici/lib/dispatcher/agent.js';
 import api from 'undici/lib/api/index.js';
-import { FerryError, isFerryError } from '../../errors.js';
+import { FerryError, isFerryError, NETWORK_CODES } from '../../errors.js';
 
 export interface HttpRequest {
   method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -50,10 +50,8 @@ export function header(res: { headers: HttpResponse['headers'] }, name: string):
   return Array.isArray(v) ? v[0] : v;
 }
 
-const RETRYABLE_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
-  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED',
-]);
+// A request body cut by the server (EPIPE) is worth another try too; a name that does not resolve is not.
+const RETRYABLE_CODES = new Set([...NETWORK_CODES, 'EPIPE'].filter((c) => c !== 'ENOTFOUND'));
 
 export function isRetryableError(e: unknown): boolean {
   const code = (e as { code?: string } | undefined)?.code;

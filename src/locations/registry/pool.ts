@@ -9,9 +9,11 @@ let http: { key: string; http: Http } | undefined;
 
 /** One pooled HTTP layer and one client per registry for the whole process, so tokens are reused. */
 export function registryClient(domain: string, settings: RegistrySettings = {}): RegistryClient {
-  const key = JSON.stringify([!!settings.insecure, !!settings.plainHttp]);
+  const key = JSON.stringify([!!settings.insecure, !!settings.plainHttp, settings.timeoutMs]);
   if (!http || http.key !== key) {
-    http = { key, http: new Http({ insecureTls: settings.insecure, debug: settings.debug, onRetry: settings.onRetry }) };
+    const t = settings.timeoutMs;
+    const timeouts = t === undefined ? {} : { connectTimeoutMs: Math.min(t, 30_000), headersTimeoutMs: t, idleTimeoutMs: t };
+    http = { key, http: new Http({ insecureTls: settings.insecure, debug: settings.debug, onRetry: settings.onRetry, ...timeouts }) };
     clients.clear();
   }
   let c = clients.get(domain);

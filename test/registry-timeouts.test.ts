@@ -1,0 +1,65 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ferry } from './helpers/cli.js';
+import { tempDir } from './helpers/fs.js';
+
+// C11: servers that accept a connection and then say nothing, or almost nothing. ferry must give
+// up on each attempt after --timeout, retry, and end with a network error: never hang.
+const FAST = { FERRY_RETRY_BACKOFF_MS: '10' };
+const servers: Server[] = [];
+const sockets: Socket[] = [];
+
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+/** A TCP server on loopback that hands each connection to `onConnection` and counts them. */
+async function silentServer(onConnection: (s: Socket) => void): Promise<{ host: string; connections: () => number }> {
+  let n = 0;
+  const server = createServer((s) => {
+    n++;
+    sockets.push(s);
+    s.on('error', () => {});
+    onConnection(s);
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { host: `127.0.0.1:${(server.address() as { port: number }).port}`, connections: () => n };
+}
+
+describe('C11: slow and silent servers', () => {
+  it('C11: a server that never sends headers: each attempt times out, ferry retries, then exits 6', async () => {
+    const srv = await silentServer(() => {});
+    const store = join(await tempDir(), 'store');
+    const r = await ferry(['--store', store, '--timeout', '1', 'pull', `${srv.host}/quiet/app:1`], { env: FAST });
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain(srv.host);
+    expect(srv.connections()).toBeGreaterThan(1);
+  });
+
+  it('C11: slow loris, headers then one byte at a time: the idle timeout fires, ferry retries, then exits 6', async () => {
+    const srv = await silentServer((s) => {
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{');
+        const drip = setInterval(() => (s.destroyed ? clearInterval(drip) : s.write(' ')), 3000);
+        s.on('close', () => clearInterval(drip));
+      });
+    });
+    const store = join(await tempDir(), 'store');
+    const r = await ferry(['--store', store, '--timeout', '1', 'pull', `${srv.host}/drip/app:1`], { env: FAST });
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain('UND_ERR_BODY_TIMEOUT');
+    expect(r.stderr).toContain('raise --timeout');
+    expect(srv.connections()).toBeGreaterThan(1);
+  });
+
+  it('--timeout refuses zero and words', async () => {
+    for (const bad of ['0', 'soon']) {
+      const r = await ferry(['--timeout', bad, 'tags', '127.0.0.1:9/none/app']);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain('--timeout');
+    }
+  });
+});
