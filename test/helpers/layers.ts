@@ -40,6 +40,7 @@ const TYPEFLAGS: Record<string, string> = { file: '0', hardlink: '1', symlink: '
 export const MTIME = 1700000000;
 
 function octal(b: Buffer, off: number, len: number, n: number): void {
+  if (n >= 8 ** (len - 1)) throw new Error(`test tar: ${n} does not fit a ${len}-byte octal field`);
   b.write(n.toString(8).padStart(len - 1, '0').slice(-(len - 1)), off, 'latin1');
   b[off + len - 1] = 0;
 }
@@ -225,7 +226,9 @@ export async function writeTarBlob(
   };
   for (const e of entries) {
     if ('bigFile' in e) {
-      await write(header({ name: e.name, typeflag: '0', size: e.bigFile }));
+      // 8 GiB and up does not fit the 11 octal digits of the size field: a PAX size record, as GNU tar writes.
+      if (e.bigFile >= 8 ** 11) await write(special('x', paxRecord('size', String(e.bigFile)), 'PaxHeaders/x'));
+      await write(header({ name: e.name, typeflag: '0', size: e.bigFile >= 8 ** 11 ? 0 : e.bigFile }));
       const block = randomBytes(1 << 20);
       block[0] = (e.seed ?? 7) & 0xff;
       for (let left = e.bigFile, i = 0; left > 0; i++) {

@@ -55,9 +55,17 @@ const DOC = join(import.meta.dirname, '..', '..', 'docs', 'BENCHMARKS.md');
 const START = '<!-- soak:start -->';
 const END = '<!-- soak:end -->';
 
-/** Rewrites the soak section of docs/BENCHMARKS.md (between its markers) with these rows. */
-export async function writeSoakTable(rows: SoakRow[], machine: string): Promise<void> {
+/**
+ * Rewrites the soak section of docs/BENCHMARKS.md (between its markers): these rows replace rows
+ * of the same workload and the others stay, so a run of one test (-t) updates just its rows.
+ */
+export async function writeSoakTable(fresh: SoakRow[], machine: string): Promise<void> {
   const doc = await readFile(DOC, 'utf8');
+  const i = doc.indexOf(START);
+  const j = doc.indexOf(END);
+  const old = i >= 0 && j > i ? parseRows(doc.slice(i, j)) : [];
+  const names = new Set(fresh.map((r) => r.workload));
+  const rows = [...old.filter((r) => !names.has(r.workload)), ...fresh];
   const lines = [
     START,
     `Latest \`SOAK_WRITE=1 npm run test:soak\` (${new Date().toISOString().slice(0, 10)}, ${machine}).`,
@@ -68,8 +76,16 @@ export async function writeSoakTable(rows: SoakRow[], machine: string): Promise<
     END,
   ];
   const block = lines.join('\n');
-  const i = doc.indexOf(START);
-  const j = doc.indexOf(END);
   const next = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + END.length) : `${doc.trimEnd()}\n\n## Soak (huge inputs)\n\n${block}\n`;
   await writeFile(DOC, next);
+}
+
+function parseRows(section: string): SoakRow[] {
+  const rows: SoakRow[] = [];
+  for (const line of section.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length !== 6 || !/^\d/.test(cells[2]!)) continue;
+    rows.push({ workload: cells[1]!, seconds: Number(cells[2]), peakRssMiB: Number(cells[3]), limitMiB: cells[4] === '–' ? undefined : Number(cells[4]) });
+  }
+  return rows;
 }
