@@ -79,7 +79,7 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const plan = await ferry(['--store', s, 'sync', '--dry-run', `${proxy.host}/sync/app`]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(plan.stdout).toMatch(/1 would copy/);
-    expect(plan.stdout).toMatch(/plan: 4 blobs \(2\.18kB\) to move/);
+    expect(plan.stdout).toMatch(/blobs to move: +4 \(2\.18kB\) after deduplication/);
     expect(await readFile(join(s, 'index.json'), 'utf8')).toBe(before);
 
     expect((await ferry(['rm', `docker://${reg.host}/sync/app:${tagName(TAG_COUNT - 1)}`])).code).toBe(0);
