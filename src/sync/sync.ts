@@ -211,9 +211,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];
       await forEachLimited(selected, o.jobs ?? 4, async (tag) => {
-        const digest = await repo.headDigest(tag, { signal: o.signal });
+        // Both sides at once: a registry destination costs a second HEAD per tag, not a second wait.
+        const [digest, current] = await Promise.all([repo.headDigest(tag, { signal: o.signal }), target.currentDigest(tag)]);
         if (!digest) return; // deleted between the list and the HEAD
-        if ((await target.currentDigest(tag)) === digest) {
+        if (current === digest) {
           r.unchanged.push(tag);
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
