@@ -126,6 +126,9 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
       const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
         emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
       );
+      // put() reports the failure; a stream erroring after the sink stopped listening (SIGINT
+      // mid-upload aborts the source read) must not crash the process with an unhandled 'error'.
+      body.on('error', () => {});
       try {
         await dst.put(d, body, { signal: opts.signal, reopen });
         break;
