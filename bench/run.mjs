@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
 // Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -17,12 +17,31 @@ const { makeLayout } = await import('../test/helpers/images.ts');
 
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 
-/** Runs a command under /usr/bin/time; returns wall seconds and peak RSS in MiB. */
-function measure(cmd, args) {
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stderr}`);
-  const [secs, kb] = r.stderr.trim().split('\n').pop().split(' ').map(Number);
+/**
+ * Runs a command under /usr/bin/time; returns wall seconds and peak RSS in MiB. Asynchronous on
+ * purpose: the registries of these workloads are children of this process, and a blocked event
+ * loop stops draining their log pipes, so a chatty registry (404s during a sync) would stall.
+ */
+async function measure(cmd, args, timeoutMs = 15 * 60_000) {
+  const child = spawn('/usr/bin/time', ['-f', '%e %M', cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const status = await new Promise((resolve) => child.once('close', (code, signal) => resolve(code ?? signal)));
+  clearTimeout(timer);
+  if (status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${status}):\n${stderr.slice(-2000)}`);
+  const [secs, kb] = stderr.trim().split('\n').pop().split(' ').map(Number);
   return { secs, rssMiB: kb / 1024 };
+}
+
+/** execFileSync's job without blocking the event loop (see measure). */
+function runAsync(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c) => (stderr += c));
+    child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} failed (${code}):\n${stderr}`))));
+  });
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -44,7 +63,7 @@ async function measureTool(name, tool, prepare, run) {
   const rss = [];
   for (let i = 0; i <= RUNS; i++) {
     const args = await prepare();
-    const m = measure(...run(args));
+    const m = await measure(...run(args));
     if (i > 0) { times.push(m.secs); rss.push(m.rssMiB); } // run 0 warms the page cache
   }
   return { workload: name, tool, median: median(times), rss: Math.max(...rss) };
@@ -67,7 +86,7 @@ async function registryWorkloads(src, totalMB) {
     if (has('skopeo')) pushTools.push(['skopeo', (r) => ['skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${r}:1`]]]);
     rows.push(...(await workload(`push oci -> registry (${totalMB} MiB)`, repo, pushTools)));
     const seeded = `${reg.host}/bench/seed:1`;
-    execFileSync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}`]);
+    await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}`]);
     const pullTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `docker://${seeded}`, `oci:${dst}:bench`]]]];
     if (has('skopeo')) pullTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${seeded}`, `oci:${dst}:bench`]]]);
     rows.push(...(await workload(`pull registry -> oci (${totalMB} MiB)`, async () => {
@@ -125,7 +144,7 @@ async function serverWorkloads() {
         const src = join(work, `serve-src-${tool}-${i}`);
         await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => layerMB << 20) }]);
         await rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
-        const m = measure('skopeo', ['copy', '-q', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${server.host}/bench/r${i}:1`]);
+        const m = await measure('skopeo', ['copy', '-q', '--preserve-digests', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${server.host}/bench/r${i}:1`]);
         if (i > 0) times.push(m.secs);
         await rm(src, { recursive: true, force: true });
       }
@@ -291,9 +310,18 @@ const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
   const rows = [];
   const onlyArchive = process.argv.includes('--only-archive');
+  const onlySync = process.argv.includes('--only-sync');
   const onlyExport = process.argv.includes('--only-export') || onlyArchive;
   const totalMB = LAYERS * LAYER_MB;
-  if (!onlyExport) {
+  if (onlySync) {
+    const { startDistribution } = await import('../test/helpers/registry.ts');
+    const reg = await startDistribution();
+    try {
+      rows.push(...(await syncWorkload(reg.host)));
+    } finally {
+      await reg.stop();
+    }
+  } else if (!onlyExport) {
     const src = join(work, 'src');
     await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => LAYER_MB << 20) }]);
     let n = 0;
@@ -305,8 +333,8 @@ try {
     if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
     if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
   }
-  if (!process.argv.includes('--no-export') && !onlyArchive) rows.push(...(await exportWorkloads()));
-  if (!process.argv.includes('--no-archive') && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
+  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync) rows.push(...(await exportWorkloads()));
+  if (!process.argv.includes('--no-archive') && !onlySync && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [

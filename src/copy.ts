@@ -58,10 +58,15 @@ export interface CopiedImage {
   names: TagName[];
 }
 
+/** In a dry run, what would happen to each blob: sent, already at the destination, or left out (an inventory has it). */
+export type BlobFate = 'move' | 'present' | 'excluded';
+
 export interface CopyReport {
   images: CopiedImage[];
   blobs: { copied: number; skipped: number; mounted: number; bytesCopied: number; bytesSkipped: number };
   manifests: { copied: number; skipped: number };
+  /** Dry runs only: every blob and manifest once, with its fate (plan.ts merges these across copies). */
+  planned?: Array<{ digest: Digest; size: number; fate: BlobFate; manifest?: true }>;
 }
 
 interface Planned {
@@ -124,6 +129,9 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
       const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
         emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
       );
+      // put() reports the failure; a stream erroring after the sink stopped listening (SIGINT
+      // mid-upload aborts the source read) must not crash the process with an unhandled 'error'.
+      body.on('error', () => {});
       try {
         await dst.put(d, body, { signal: opts.signal, reopen });
         break;
@@ -158,18 +166,27 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     }
   }
 
+  await nameRoots(plans, dst, report, opts);
+  return report;
+}
+
+/** Names every root and commits: the last step, so a failure before it leaves nothing named. */
+async function nameRoots(plans: Planned[], dst: Sink, report: CopyReport, opts: CopyOptions): Promise<void> {
   for (const p of plans) {
     const names = p.root.names ?? [];
     if (names.length === 0) await dst.tag(p.target, undefined);
     for (const n of names) {
       await dst.tag(p.target, n);
-      emit({ type: 'tagged', name: n.name ?? n.tag, digest: p.target.digest });
+      opts.onEvent?.({ type: 'tagged', name: n.name ?? n.tag, digest: p.target.digest });
     }
-    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names });
+    report.images.push(copiedImage(p));
   }
   opts.signal?.throwIfAborted();
   await dst.commit();
-  return report;
+}
+
+function copiedImage(p: Planned): CopiedImage {
+  return { ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names: p.root.names ?? [] };
 }
 
 /** Reads every document of one root, applies platform selection and lists what must move. */
@@ -238,25 +255,39 @@ function excluded(opts: CopyOptions, d: Descriptor): boolean {
   return opts.exclude !== undefined && opts.exclude.has(d.digest) && !/\.config\.|container\.image\.v1\+json$/.test(d.mediaType);
 }
 
-/** What a copy would move: blobs and bytes to copy or skip, manifests, images; nothing is written. */
+/**
+ * What a copy would move: blobs and bytes to copy or skip, manifests, images; nothing is written.
+ * A sink that can measure (an archive being planned) is walked through the same steps, in the
+ * same order, as a real copy, with reserve() in place of put().
+ */
 async function dryRunReport(plans: Planned[], blobs: Descriptor[], dst: Sink, report: CopyReport, opts: CopyOptions): Promise<CopyReport> {
-  await forEachLimited(blobs, opts.concurrency ?? 4, async (d) => {
-    if (excluded(opts, d) || (await dst.has(d))) {
-      report.blobs.skipped++;
-      report.blobs.bytesSkipped += d.size;
-    } else {
+  const fates = new Map<Digest, BlobFate>();
+  await forEachLimited(blobs, dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
+    opts.signal?.throwIfAborted();
+    const fate: BlobFate = excluded(opts, d) ? 'excluded' : (await dst.has(d)) ? 'present' : 'move';
+    fates.set(d.digest, fate);
+    if (fate === 'move') {
       report.blobs.copied++;
       report.blobs.bytesCopied += d.size;
+      await dst.reserve?.(d);
+    } else {
+      report.blobs.skipped++;
+      report.blobs.bytesSkipped += d.size;
     }
   });
-  const docs = new Map(plans.flatMap((p) => p.documents.map((d) => [d.descriptor.digest, d.descriptor] as const)));
-  for (const d of docs.values()) {
-    if (await dst.has(d)) report.manifests.skipped++;
-    else report.manifests.copied++;
+  report.planned = blobs.map((d) => ({ digest: d.digest, size: d.size, fate: fates.get(d.digest)! }));
+  const docs = new Map(plans.flatMap((p) => p.documents.map((d) => [d.descriptor.digest, d] as const)));
+  for (const { descriptor, bytes } of docs.values()) {
+    const present = await dst.has(descriptor);
+    report.planned.push({ digest: descriptor.digest, size: descriptor.size, fate: present ? 'present' : 'move', manifest: true });
+    if (present) report.manifests.skipped++;
+    else {
+      report.manifests.copied++;
+      await dst.reserve?.(descriptor, bytes);
+    }
   }
-  for (const p of plans) {
-    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names: p.root.names ?? [] });
-  }
+  if (dst.reserve) await nameRoots(plans, dst, report, { ...opts, onEvent: undefined });
+  else report.images.push(...plans.map(copiedImage));
   return report;
 }
 

@@ -1,5 +1,6 @@
 import { copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
 import { FerryError } from './errors.js';
+import { PlanBuilder, type Plan } from './plan.js';
 import { OciLayout } from './locations/layout.js';
 import type { RegistrySettings } from './locations/location.js';
 import { openRepository, registryClient } from './locations/registry/pool.js';
@@ -67,6 +68,8 @@ export interface PushOptions extends TransferOptions {
   allTags?: boolean;
   /** Push under this name instead of the store name. */
   destination?: string;
+  /** Plan only: ask the registry what it has, upload nothing (see planPush). */
+  dryRun?: boolean;
 }
 
 /** `ferry push`: store -> registry; blobs the registry has are skipped, others mounted when possible. */
@@ -95,12 +98,20 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
   try {
     const report = await copy(store, repo, roots, {
       platforms: 'all', signal: o.signal, onEvent: o.onEvent, concurrency: o.jobs,
-      referrers: o.referrers, nameReferrerTag: (tag) => tagged(target, tag),
+      referrers: o.referrers, nameReferrerTag: (tag) => tagged(target, tag), dryRun: o.dryRun,
     });
     return { ...report, reference: repositoryName(target) };
   } finally {
     await store.close();
   }
+}
+
+/** `ferry push --dry-run`: what would be uploaded; blobs a mount could bring count as uploads. */
+export async function planPush(image: string, o: PushOptions = {}): Promise<Plan> {
+  const r = await pushImage(image, { ...o, dryRun: true });
+  const plan = new PlanBuilder();
+  plan.add(r.reference, image, r);
+  return plan.build('push');
 }
 
 function safeParse(name: string): Reference | undefined {

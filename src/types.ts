@@ -47,6 +47,12 @@ export interface Sink {
   put(d: Descriptor, body: Readable, o?: PutOptions): Promise<void>;
   /** Optional: makes a blob present without sending it (registry cross-repository mount). */
   mount?(d: Descriptor, o?: PutOptions): Promise<boolean>;
+  /**
+   * Optional, for dry runs: takes a blob's place as put() would, without its bytes (`bytes` are
+   * given for manifests). Only a sink that measures rather than writes has it; copy() then also
+   * names and commits on it.
+   */
+  reserve?(d: Descriptor, bytes?: Uint8Array): Promise<void>;
   /** Names a root; takes effect at commit(). */
   tag(root: Descriptor, name: TagName | undefined): Promise<void>;
   commit(): Promise<void>;

@@ -17,7 +17,9 @@ import { hasTool } from './helpers/tools.js';
 
 const SCHEMA_ID = 'urn:ferry:json-output:1';
 const ajv = new Ajv2020({ allErrors: true, strict: true });
-ajv.addSchema(JSON.parse(await readFile(join(import.meta.dirname, '..', 'docs', 'schemas', 'ferry-output.schema.json'), 'utf8')) as object);
+for (const file of ['plan.schema.json', 'ferry-output.schema.json']) {
+  ajv.addSchema(JSON.parse(await readFile(join(import.meta.dirname, '..', 'docs', 'schemas', file), 'utf8')) as object);
+}
 
 /** Commands in COMMANDS that print no JSON, and why. (`completion` is yargs', not in COMMANDS: it prints a shell script.) */
 const NO_JSON: Record<string, string> = {};
@@ -170,8 +172,9 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
       await lines('pull', ['--store', join(dir, 'pulled'), 'pull', `${reg.host}/json/app:1`]);
       expect(await doc('tags', ['tags', `${reg.host}/json/app`])).toEqual(['1']);
       expect(await doc('catalog', ['catalog', reg.host])).toContain('json/app');
-      const plan = await doc<{ jobs: Array<{ plan?: unknown }> }>('sync', ['sync', '--dry-run', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
-      expect(plan.jobs[0]!.plan).toBeDefined();
+      const plan = await doc<{ dryRun: boolean; jobs: unknown[] }>('plan', ['sync', '--dry-run', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
+      expect(plan.dryRun).toBe(true);
+      expect(plan.jobs).toHaveLength(1);
       await doc('sync', ['sync', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
       // A job that fails: the report says so, the exit code too, and no error line follows it.
       const failed = await doc<{ jobs: Array<{ failed: unknown[] }> }>('sync', ['sync', `${reg.host}/json/nothing`, `oci:${join(dir, 'mirror')}`], { code: 2 });

@@ -60,6 +60,20 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
   });
 
+  it('a no-op run into another registry costs the tag list and one HEAD per tag on each side', async () => {
+    const args = ['sync', '--include', '^t00[0-4]$', `${proxy.host}/sync/app`, `docker://${proxy.host}/noop`];
+    expect((await ferry(args)).code).toBe(0);
+    const mark = proxy.seen.length;
+    const again = await ferry(args);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('5 tags, 0 copied, 5 unchanged');
+    const reqs = since(mark).filter((q) => q.url !== '/v2/');
+    expect(reqs.filter((q) => q.url.includes('/tags/list')).map((q) => q.url.split('?')[0])).toEqual(['/v2/sync/app/tags/list']);
+    expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/sync/app/manifests/'))).toHaveLength(5);
+    expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/noop/sync/app/manifests/'))).toHaveLength(5);
+    expect(reqs).toHaveLength(11);
+  });
+
   it('after one tag changes, only that image moves', async () => {
     const s = await store;
     const exp = await testdataImages();
@@ -79,7 +93,7 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const plan = await ferry(['--store', s, 'sync', '--dry-run', `${proxy.host}/sync/app`]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(plan.stdout).toMatch(/1 would copy/);
-    expect(plan.stdout).toMatch(/plan: 4 blobs \(2\.18kB\) to move/);
+    expect(plan.stdout).toMatch(/blobs to move: +4 \(2\.18kB\) after deduplication/);
     expect(await readFile(join(s, 'index.json'), 'utf8')).toBe(before);
 
     expect((await ferry(['rm', `docker://${reg.host}/sync/app:${tagName(TAG_COUNT - 1)}`])).code).toBe(0);

@@ -1,7 +1,8 @@
 import { dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Writable } from 'node:stream';
-import { copy, type CopiedImage, type CopyEvent } from '../copy.js';
+import { copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
+import { archivePlan, checkMedia, PlanBuilder, type Plan } from '../plan.js';
 import { FerryError, toFerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { OciLayout } from '../locations/layout.js';
@@ -11,7 +12,7 @@ import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir, storeTagName } from '../store.js';
 import { buildGraph } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
-import { ArchiveOutput, compressionForPath, type ArchiveCompression } from './output.js';
+import { ArchiveOutput, compressionForPath, type ArchiveCompression, type MeasuredFile } from './output.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
 import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput } from './scan.js';
@@ -43,6 +44,8 @@ export interface SaveOptions {
   stdout?: Writable;
   /** Blobs the receiving side already has (from an inventory): left out of the archive; configs and manifests always go in. */
   exclude?: ReadonlySet<Digest>;
+  /** Size of the medium the archive is for: a save that would not fit is refused before writing. */
+  media?: number;
 }
 
 export interface SaveReport {
@@ -55,11 +58,44 @@ export interface SaveReport {
 /**
  * `ferry save`: copies images from any locations into one archive (or a set of volumes) through
  * the copy engine, each blob streamed into the tar once. The archive appears only when complete.
+ * With `media`, the save is planned first and refused if it would not fit.
  */
 export async function saveImages(o: SaveOptions): Promise<SaveReport> {
+  if (o.media !== undefined) checkMedia(await planSave(o));
+  const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 } };
+  await runSave(o, (i, r) => {
+    for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
+    report.blobs.count += r.blobs.copied + r.manifests.copied;
+    report.blobs.bytes += r.blobs.bytesCopied;
+  }, (files) => (report.files = files));
+  return report;
+}
+
+/**
+ * `ferry save --dry-run`: the same save, walked through the same archive writer, with outputs
+ * that only count. Reads manifests, never blobs; writes nothing. Volume count and sizes are those
+ * a real save produces (sizes as tar bytes before compression).
+ */
+export async function planSave(o: SaveOptions): Promise<Plan> {
+  if (o.compressLayers) {
+    throw new FerryError('USAGE', '--dry-run cannot plan --compress-layers: the new layer sizes are known only after recompressing them');
+  }
+  const measure: MeasuredFile[] = [];
+  const plan = new PlanBuilder();
+  const destination = o.output === '-' ? '-' : o.output;
+  await runSave({ ...o, measure }, (i, r) => plan.add(destination, o.images[i]!, r));
+  const compression = o.compression ?? (o.output === '-' ? 'none' : compressionForPath(o.output));
+  return plan.build('save', archivePlan(measure, { compression, volumeSize: o.volumeSize, media: o.media }));
+}
+
+async function runSave(
+  o: SaveOptions & { measure?: MeasuredFile[] },
+  onCopied: (image: number, r: CopyReport) => void,
+  onFiles?: (files: string[]) => void,
+): Promise<void> {
   if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
   const compression = o.compression ?? (o.output === '-' ? 'none' : compressionForPath(o.output));
-  if (o.compressLayers) {
+  if (o.compressLayers && !o.measure) {
     warn(`--compress-layers ${o.compressLayers}: layers are recompressed, so layer digests, manifest digests and image digests CHANGE (diff_ids do not); signatures and digest references will not match the saved images`);
   }
   const ctx = { storeDir: o.storeDir ?? defaultStoreDir(), signal: o.signal, registry: o.registry };
@@ -78,31 +114,29 @@ export async function saveImages(o: SaveOptions): Promise<SaveReport> {
         });
       }
     }
+    const out = { compression, level: o.level, force: o.force, measure: o.measure };
     let writer: EntryWriter;
     if (o.volumeSize !== undefined) {
-      writer = await VolumeWriter.create(o.output, { compression, level: o.level, force: o.force, volumeSize: o.volumeSize });
+      writer = await VolumeWriter.create(o.output, { ...out, volumeSize: o.volumeSize });
     } else if (o.output === '-') {
-      writer = new SingleWriter(ArchiveOutput.toStream(o.stdout ?? process.stdout, { compression, level: o.level }));
+      writer = new SingleWriter(o.measure ? ArchiveOutput.measuring('-', out) : ArchiveOutput.toStream(o.stdout ?? process.stdout, out));
     } else {
-      writer = new SingleWriter(await ArchiveOutput.toFile(o.output, { compression, level: o.level, force: o.force }));
+      writer = new SingleWriter(await ArchiveOutput.toFile(o.output, out));
     }
     sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal });
-    const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 } };
     for (const [i, src] of opened.entries()) {
       const r = await copy(src.source, sink, [{ ref: src.ref, names: src.name ? [src.name] : [] }], {
         platforms: o.platforms,
         signal: o.signal,
         onEvent: o.onEvent,
         exclude: o.exclude,
+        dryRun: o.measure !== undefined,
       });
-      for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
-      report.blobs.count += r.blobs.copied + r.manifests.copied;
-      report.blobs.bytes += r.blobs.bytesCopied;
+      onCopied(i, r);
     }
     o.signal?.throwIfAborted();
     await sink.close();
-    report.files = o.output === '-' ? ['-'] : sink.files;
-    return report;
+    onFiles?.(o.output === '-' ? ['-'] : sink.files);
   } catch (e) {
     await sink?.abort().catch(() => {});
     throw e;

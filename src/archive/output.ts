@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { link, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { once } from 'node:events';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { compressionForPath, compressor, type OutputCompression } from '../blob/compression.js';
@@ -18,6 +18,14 @@ export interface OutputOptions {
   level?: number;
   /** Replace an existing file (catalogue E6: refused otherwise). */
   force?: boolean;
+  /** A dry run: write nothing, only count; each finished file is added here with its size. */
+  measure?: MeasuredFile[];
+}
+
+export interface MeasuredFile {
+  path: string;
+  /** Tar bytes before compression (the compressed size is known only by compressing). */
+  bytes: number;
 }
 
 /** Refuses to overwrite `path` unless forced (E6). */
@@ -71,6 +79,7 @@ export class ArchiveOutput {
 
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
     await refuseExisting(dest, o.force);
+    if (o.measure) return ArchiveOutput.measuring(dest, o);
     const temp = tempPathFor(dest);
     const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
     await new Promise<void>((resolve, reject) => {
@@ -78,6 +87,12 @@ export class ArchiveOutput {
       file.once('error', (e) => reject(outputError(e, dest)));
     });
     return new ArchiveOutput(file, dest, temp, o);
+  }
+
+  /** Counts what would be written to `dest`; entry bodies may be left out (only their sizes count). */
+  static measuring(dest: string, o: OutputOptions): ArchiveOutput {
+    const discard = new Writable({ write: (_c, _e, cb) => cb() });
+    return new ArchiveOutput(discard, dest, undefined, { ...o, compression: 'none', measure: o.measure ?? [] });
   }
 
   static toStream(stream: Writable, o: OutputOptions): ArchiveOutput {
@@ -89,6 +104,10 @@ export class ArchiveOutput {
   }
 
   async write(chunk: Buffer): Promise<void> {
+    if (this.o.measure) {
+      this.bytes += chunk.length;
+      return;
+    }
     if (this.failure) throw this.failure;
     this.bytes += chunk.length;
     streamed(chunk.length);
@@ -105,6 +124,11 @@ export class ArchiveOutput {
   /** One tar entry: header, exactly `size` bytes of body, padding. */
   async entry(name: string, size: number, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void> {
     await this.write(entryHeader(name, size));
+    if (this.o.measure) {
+      for await (const chunk of body) void chunk; // manifests are read by the sink on their way
+      this.bytes += size;
+      return this.write(entryPadding(size));
+    }
     let n = 0;
     for await (const chunk of body) {
       signal?.throwIfAborted();
@@ -141,6 +165,7 @@ export class ArchiveOutput {
       await this.abort();
       throw this.failure;
     }
+    this.o.measure?.push({ path: this.dest, bytes: this.bytes });
     if (!this.temp || o.defer) return;
     await this.publish();
   }

@@ -1,9 +1,10 @@
-import { copy, type CopyEvent } from '../copy.js';
+import { copy, type CopyEvent, type CopyReport } from '../copy.js';
 import { FerryError } from '../errors.js';
 import type { RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { Digest } from '../oci/digest.js';
-import { formatReference, parseReference, type Reference } from '../oci/reference.js';
+import { formatReference, parseReference, repositoryName, type Reference } from '../oci/reference.js';
+import { PlanBuilder, type Plan } from '../plan.js';
 import { ArchiveSource } from './source.js';
 
 export interface PushArchiveOptions {
@@ -35,9 +36,22 @@ export function mapOntoPrefix(name: Reference, prefix: string | undefined): Refe
  * way, and every digest is kept, since the OCI side of the archive is pushed as it is.
  */
 export async function pushArchive(file: string, o: PushArchiveOptions = {}): Promise<PushedArchiveImage[]> {
+  const out: PushedArchiveImage[] = [];
+  await eachTarget(file, o, false, (name, r) => out.push({ reference: name, digest: r.images[0]!.digest }));
+  return out;
+}
+
+/** `ferry push --from FILE --dry-run`: what the push would send; reads manifests, asks the registry what it has, uploads nothing. */
+export async function planArchivePush(file: string, o: PushArchiveOptions = {}): Promise<Plan> {
+  const plan = new PlanBuilder();
+  await eachTarget(file, o, true, (name, r) => plan.add(repositoryName(parseReference(name)), name, r));
+  return plan.build('push');
+}
+
+/** Copies (or plans) every named image of the archive to where it goes. */
+async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, done: (name: string, r: CopyReport) => void): Promise<void> {
   const source = await ArchiveSource.open(file, { signal: o.signal });
   try {
-    const out: PushedArchiveImage[] = [];
     const images = source.images();
     if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
     for (const img of images) {
@@ -57,11 +71,11 @@ export async function pushArchive(file: string, o: PushArchiveOptions = {}): Pro
           signal: o.signal,
           onEvent: o.onEvent,
           concurrency: o.jobs,
+          dryRun,
         });
-        out.push({ reference: name, digest: r.images[0]!.digest });
+        done(name, r);
       }
     }
-    return out;
   } finally {
     await source.close();
   }

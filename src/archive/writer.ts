@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { algorithmOf, encodedOf, type Digest } from '../oci/digest.js';
@@ -133,6 +133,11 @@ export class ArchiveSink implements Sink {
       this.written.set(d.digest, d.size);
       if (keep) this.docs.set(d.digest, { mediaType: d.mediaType, bytes: Buffer.concat(keep) });
     });
+  }
+
+  /** Dry runs (the writer only measures): the entry as put() would write it, without the blob's bytes. */
+  reserve(d: Descriptor, bytes?: Uint8Array): Promise<void> {
+    return this.put(d, Readable.from(bytes ? [Buffer.from(bytes)] : []));
   }
 
   async tag(root: Descriptor, name: TagName | undefined): Promise<void> {

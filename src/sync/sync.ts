@@ -1,6 +1,6 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type CopyReport } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
-import { FerryError, toFerryError, type ErrorCode } from '../errors.js';
+import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
 import { OciLayout } from '../locations/layout.js';
 import { splitPathRef, type RegistrySettings } from '../locations/location.js';
@@ -11,6 +11,7 @@ import { parseReference, repositoryName, type Reference } from '../oci/reference
 import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
+import { PlanBuilder, type Plan } from '../plan.js';
 import { semverMatcher } from './semver.js';
 
 /** One repository to mirror. */
@@ -51,13 +52,15 @@ export interface SyncJobReport {
   unchanged: string[];
   pruned: string[];
   failed: Array<{ tag: string; code: ErrorCode; message: string }>;
-  /** With dryRun: what the copy would move. */
-  plan?: CopyReport;
+  /** With dryRun: what this job would move. */
+  plan?: Plan;
 }
 
 export interface SyncReport {
   jobs: SyncJobReport[];
   blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
+  /** With dryRun: every job's plan in one (blobs counted once per destination). */
+  plan?: Plan;
 }
 
 /** Where a job's images go, and what is already there. */
@@ -72,17 +75,27 @@ interface Target {
   close(): Promise<void>;
 }
 
-async function layoutTarget(dir: string, src: Reference): Promise<Target> {
-  const layout = await OciLayout.open(dir, { create: true });
+async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undefined): Promise<Target> {
   const repo = repositoryName(src);
+  const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
+  let layout: OciLayout;
+  try {
+    layout = await OciLayout.open(dir, { create: !dryRun });
+  } catch (e) {
+    // A dry run creates nothing: a layout that does not exist yet is planned as empty.
+    if (dryRun && isFerryError(e, 'NOT_FOUND')) return emptyTarget(dir, nameFor);
+    throw e;
+  }
   const mine = async () => (await layout.entries()).filter((e) => e.name?.startsWith(`${repo}:`));
+  // Read once, before any copy of this job: one parse of index.json for all the tags.
+  let current: Promise<Map<string, Digest>> | undefined;
   return {
     sink: layout,
     label: dir,
-    nameFor: (tag) => ({ tag, name: `${repo}:${tag}` }),
+    nameFor,
     async currentDigest(tag) {
-      const e = (await mine()).find((x) => x.name === `${repo}:${tag}`);
-      return (e?.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e?.descriptor.digest;
+      current ??= mine().then((es) => new Map(es.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest])));
+      return (await current).get(`${repo}:${tag}`);
     },
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
@@ -93,6 +106,22 @@ async function layoutTarget(dir: string, src: Reference): Promise<Target> {
       await collectGarbage(layout);
     },
     close: () => layout.close(),
+  };
+}
+
+/** A destination that does not exist yet, for dry runs: has nothing, accepts nothing. */
+function emptyTarget(label: string, nameFor: (tag: string) => TagName): Target {
+  const refuse = async () => {
+    throw new FerryError('INTERNAL', `a dry run tried to write to ${label}`);
+  };
+  return {
+    sink: { caps: { concurrent: true, indexes: true }, has: async () => false, put: refuse, tag: refuse, commit: refuse, close: async () => {} },
+    label,
+    nameFor,
+    currentDigest: async () => undefined,
+    tags: async () => [],
+    prune: refuse,
+    close: async () => {},
   };
 }
 
@@ -131,8 +160,8 @@ function registryTarget(text: string, src: Reference, settings?: RegistrySetting
 
 async function openTarget(job: SyncJob, src: Reference, o: SyncOptions): Promise<Target> {
   const dest = job.destination;
-  if (!dest) return layoutTarget(o.storeDir ?? defaultStoreDir(), src);
-  if (dest.startsWith('oci:')) return layoutTarget(splitPathRef(dest.slice(4), 'oci:DIR').path, src);
+  if (!dest) return layoutTarget(o.storeDir ?? defaultStoreDir(), src, o.dryRun);
+  if (dest.startsWith('oci:')) return layoutTarget(splitPathRef(dest.slice(4), 'oci:DIR').path, src, o.dryRun);
   if (dest.startsWith('docker://')) return registryTarget(dest, src, o.registry);
   throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR or docker://REGISTRY[/PREFIX]`);
 }
@@ -164,6 +193,7 @@ export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>):
  */
 export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncReport> {
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
+  const plan = new PlanBuilder();
   for (const job of jobs) {
     o.signal?.throwIfAborted();
     const src = parseReference(job.source);
@@ -181,9 +211,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];
       await forEachLimited(selected, o.jobs ?? 4, async (tag) => {
-        const digest = await repo.headDigest(tag, { signal: o.signal });
+        // Both sides at once: a registry destination costs a second HEAD per tag, not a second wait.
+        const [digest, current] = await Promise.all([repo.headDigest(tag, { signal: o.signal }), target.currentDigest(tag)]);
         if (!digest) return; // deleted between the list and the HEAD
-        if ((await target.currentDigest(tag)) === digest) {
+        if (current === digest) {
           r.unchanged.push(tag);
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
@@ -197,9 +228,14 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         nameReferrerTag: (t: string) => target.nameFor(t),
       };
       if (o.dryRun) {
-        r.plan = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)] })), { ...copyOpts, dryRun: true });
+        const c = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)] })), { ...copyOpts, dryRun: true });
+        const source = (i: CopiedImage) => `${r.source}:${i.names[0]?.tag}`;
+        const jobPlan = new PlanBuilder();
+        jobPlan.add(target.label, source, c);
+        plan.add(target.label, source, c);
+        r.plan = jobPlan.build('sync');
         r.copied.push(...todo.map((t) => t.tag));
-        addBlobs(report, r.plan);
+        addBlobs(report, c);
       } else {
         for (const t of todo) {
           try {
@@ -234,6 +270,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       await target.close();
     }
   }
+  if (o.dryRun) report.plan = plan.build('sync');
   return report;
 }
 

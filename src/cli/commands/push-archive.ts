@@ -1,16 +1,13 @@
-import { pushArchive } from '../../archive/push.js';
+import { planArchivePush, pushArchive } from '../../archive/push.js';
 import { interrupt, out, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { printPlan } from '../plan.js';
 
 /** `ferry push --from FILE [REGISTRY/PREFIX]`: every image of an archive, straight from it. */
-export async function pushFromArchive(args: GlobalArgs & { from: string; prefix?: string; jobs?: number }): Promise<void> {
+export async function pushFromArchive(args: GlobalArgs & { from: string; prefix?: string; jobs?: number; 'dry-run'?: boolean }): Promise<void> {
+  const options = { prefix: args.prefix, registry: registrySettings(args), signal: interrupt.signal, jobs: args.jobs };
+  if (args['dry-run']) return printPlan(args, await planArchivePush(args.from, options));
   const progress = progressPrinter(args);
-  const pushed = await pushArchive(args.from, {
-    prefix: args.prefix,
-    registry: registrySettings(args),
-    signal: interrupt.signal,
-    onEvent: progress,
-    jobs: args.jobs,
-  }).finally(() => progress.done());
+  const pushed = await pushArchive(args.from, { ...options, onEvent: progress }).finally(() => progress.done());
   if (args.json) return printResult({ images: pushed });
   for (const p of pushed) out(`${p.reference}: digest: ${p.digest}`);
 }

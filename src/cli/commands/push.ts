@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
   image?: string;
@@ -9,6 +10,7 @@ interface Args extends GlobalArgs {
   'all-tags'?: boolean;
   jobs?: number;
   referrers?: boolean;
+  'dry-run'?: boolean;
 }
 
 export const pushCommand: CommandModule<GlobalArgs, Args> = {
@@ -19,27 +21,30 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .example('$0 push registry.internal:5000/team/api:2', 'to the registry in the name')
       .example('$0 push alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'under another name')
       .example('$0 push --from images.tar registry.internal:5000/mirror', 'every image of an archive, under a prefix')
+      .example('$0 push --from images.tar registry.internal:5000/mirror --dry-run', 'what would be uploaded, and what the registry has')
       .positional('image', { type: 'string', describe: 'store image, NAME[:TAG] (with --from: REGISTRY[/PREFIX] to push under)' })
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
       .option('from', { type: 'string', describe: 'push every image of this archive (docker save, OCI, ferry save), read in place' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
       .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
-      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
+      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' })
+      .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
     if (args.from) return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
-    const { pushImage } = await import('../../registry-ops.js');
-    const progress = progressPrinter(args);
-    const report = await pushImage(args.image!, {
+    const { planPush, pushImage } = await import('../../registry-ops.js');
+    const options = {
       storeDir: args.store,
       destination: args.destination,
       allTags: args['all-tags'],
       registry: registrySettings(args),
       signal: interrupt.signal,
-      onEvent: progress,
       jobs: args.jobs,
       referrers: args.referrers,
-    }).finally(() => progress.done());
+    };
+    if (args['dry-run']) return printPlan(args, await planPush(args.image, options));
+    const progress = progressPrinter(args);
+    const report = await pushImage(args.image, { ...options, onEvent: progress }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
       for (const n of i.names) out(`${n.tag}: digest: ${i.digest}`);

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
   images: string[];
@@ -14,6 +15,8 @@ interface Args extends GlobalArgs {
   force?: boolean;
   platform?: string;
   'exclude-from'?: string;
+  'dry-run'?: boolean;
+  media?: string;
 }
 
 export const saveCommand: CommandModule<GlobalArgs, Args> = {
@@ -24,6 +27,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .example('$0 save alpine:3.20 example.com/team/api:2 -o images.tar', 'one archive that docker load and OCI tools both read')
       .example('$0 save docker://registry.internal:5000/app:1 -o app.tar.zst', 'straight from a registry, zstd-compressed')
       .example('$0 save app:1 -o /mnt/fat32/app.tar --volume-size 4G', 'app.001.tar, app.002.tar, …')
+      .example('$0 save app:1 db:2 -o /mnt/usb/set.tar --media 32G --dry-run', 'what would be written, and whether it fits')
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'store names, oci:DIR[:TAG], docker://NAME[:TAG], archives' })
       .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'archive file (.tar, .tar.gz/.tgz, .tar.zst), or - for stdout' })
       .option('format', { choices: ['docker', 'oci'] as const, default: 'docker' as const, describe: 'docker: OCI layout + manifest.json (docker load reads it); oci: OCI layout only' })
@@ -33,18 +37,15 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('volume-size', { type: 'string', describe: 'cut into volumes of at most this size (e.g. 4G): NAME.001.tar, NAME.002.tar, …' })
       .option('force', { type: 'boolean', describe: 'replace an existing output file' })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
-      .option('exclude-from', { type: 'string', describe: 'a delta: leave out every blob this inventory lists (ferry inventory on the receiving side)' }),
+      .option('exclude-from', { type: 'string', describe: 'a delta: leave out every blob this inventory lists (ferry inventory on the receiving side)' })
+      .option('dry-run', { type: 'boolean', describe: 'print what would be written (images, blobs, bytes, volumes); write nothing' })
+      .option('media', { type: 'string', describe: 'size of the medium (e.g. 32G): refuse, before writing, a save that would not fit' }),
   handler: async (args) => {
-    const { saveImages } = await import('../../archive/operations.js');
+    const { planSave, saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
     const { readInventory } = await import('../../sync/inventory.js');
     const exclude = args['exclude-from'] ? await readInventory(args['exclude-from']) : undefined;
-    if (args.output === '-' && process.stdout.isTTY) {
-      throw new FerryError('USAGE', 'refusing to write an archive to a terminal', { hint: 'redirect standard output, or use -o FILE' });
-    }
-    // With -o -, stdout carries the archive: progress goes to stderr only.
-    const progress = progressPrinter(args.output === '-' ? { ...args, json: false } : args);
-    const report = await saveImages({
+    const options = {
       images: args.images,
       output: args.output,
       format: args.format,
@@ -52,14 +53,21 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       level: args.level,
       compressLayers: args['compress-layers'],
       volumeSize: args['volume-size'] !== undefined ? parseSize(args['volume-size']) : undefined,
+      media: args.media !== undefined ? parseSize(args.media) : undefined,
       force: args.force,
-      platforms: args.platform ? parsePlatformSelection(args.platform) : 'all',
+      platforms: args.platform ? parsePlatformSelection(args.platform) : 'all' as const,
       storeDir: args.store,
       registry: registrySettings(args),
       signal: interrupt.signal,
-      onEvent: progress,
       exclude,
-    }).finally(() => progress.done());
+    };
+    if (args['dry-run']) return printPlan(args, await planSave(options));
+    if (args.output === '-' && process.stdout.isTTY) {
+      throw new FerryError('USAGE', 'refusing to write an archive to a terminal', { hint: 'redirect standard output, or use -o FILE' });
+    }
+    // With -o -, stdout carries the archive: progress goes to stderr only.
+    const progress = progressPrinter(args.output === '-' ? { ...args, json: false } : args);
+    const report = await saveImages({ ...options, onEvent: progress }).finally(() => progress.done());
     if (args.output === '-') {
       status(args, `Saved ${report.images.length} image(s), ${humanSize(report.blobs.bytes)}`);
       return;

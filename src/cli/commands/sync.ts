@@ -3,6 +3,7 @@ import { FerryError } from '../../errors.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import type { SyncEvent } from '../../sync/sync.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs, type ProgressPrinter } from '../context.js';
+import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
   source?: string;
@@ -76,14 +77,15 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
       },
     }).finally(() => progress.done());
-    if (args.json) printJson(report);
+    if (args['dry-run'] && report.plan) {
+      if (!args.json) for (const j of report.jobs) out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} would copy, ${j.unchanged.length} unchanged, ${j.pruned.length} would be pruned, ${j.failed.length} failed`);
+      printPlan(args, report.plan, { jobs: report.jobs });
+    } else if (args.json) printJson(report);
     else {
       for (const j of report.jobs) {
-        const verb = args['dry-run'] ? 'would copy' : 'copied';
-        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} ${verb}, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned, ${j.failed.length} failed`);
-        if (j.plan) out(`  plan: ${j.plan.blobs.copied} blobs (${humanSize(j.plan.blobs.bytesCopied)}) to move, ${j.plan.blobs.skipped} (${humanSize(j.plan.blobs.bytesSkipped)}) already there, ${j.plan.manifests.copied} manifests`);
+        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} copied, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned, ${j.failed.length} failed`);
       }
-      out(`${args['dry-run'] ? 'would move' : 'moved'} ${report.blobs.copied} blob(s), ${humanSize(report.blobs.bytesCopied)}; ${report.blobs.skipped} already present`);
+      out(`moved ${report.blobs.copied} blob(s), ${humanSize(report.blobs.bytesCopied)}; ${report.blobs.skipped} already present`);
     }
     const failures = report.jobs.flatMap((j) => j.failed.map((f) => ({ ...f, source: j.source })));
     if (failures.length) {
