@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { forEachLimited } from './util/limit.js';
+import { explainDiskFull } from './util/space.js';
 import { FerryError, isFerryError } from './errors.js';
 import { verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
@@ -23,7 +24,7 @@ export interface Root {
 export type CopyEvent =
   | { type: 'resolved'; ref: string; digest: Digest; mediaType: string }
   | { type: 'blob-skip'; digest: Digest; size: number }
-  | { type: 'blob-start'; digest: Digest; size: number }
+  | { type: 'blob-start'; digest: Digest; size: number; resumeAt?: number }
   | { type: 'blob-progress'; digest: Digest; bytes: number; size: number }
   | { type: 'blob-done'; digest: Digest; size: number }
   | { type: 'blob-mount'; digest: Digest; size: number }
@@ -101,8 +102,36 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     uniqueBlobs.set(b.digest, b);
   }
   if (opts.dryRun) return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
+  const mountedBytes = { n: 0 };
+  try {
+    await copyContent(src, dst, plans, [...uniqueBlobs.values()], report, mountedBytes, opts);
+  } catch (e) {
+    // A full disk: say how much more the rest of the copy needs (blobs not yet stored, documents).
+    let left = -(report.blobs.bytesCopied + report.blobs.bytesSkipped + mountedBytes.n);
+    for (const d of uniqueBlobs.values()) left += d.size;
+    for (const p of plans) for (const d of p.documents) left += d.bytes.byteLength;
+    throw await explainDiskFull(e, left);
+  }
+
+  for (const p of plans) {
+    const names = p.root.names ?? [];
+    if (names.length === 0) await dst.tag(p.target, undefined);
+    for (const n of names) {
+      await dst.tag(p.target, n);
+      emit({ type: 'tagged', name: n.name ?? n.tag, digest: p.target.digest });
+    }
+    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names });
+  }
+  opts.signal?.throwIfAborted();
+  await dst.commit();
+  return report;
+}
+
+/** Blobs (bounded concurrency, verified, continued where the sink kept a partial), then manifests bottom-up. */
+async function copyContent(src: Source, dst: Sink, plans: Planned[], blobs: Descriptor[], report: CopyReport, mounted: { n: number }, opts: CopyOptions): Promise<void> {
+  const emit = opts.onEvent ?? (() => {});
   // A sink that writes one stream (an archive) takes blobs one at a time.
-  await forEachLimited([...uniqueBlobs.values()], dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
+  await forEachLimited(blobs, dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();
     if (excluded(opts, d) || (await dst.has(d))) {
       report.blobs.skipped++;
@@ -112,21 +141,23 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     }
     if (dst.mount && (await dst.mount(d, { signal: opts.signal }))) {
       report.blobs.mounted++;
+      mounted.n += d.size;
       emit({ type: 'blob-mount', digest: d.digest, size: d.size });
       return;
     }
-    emit({ type: 'blob-start', digest: d.digest, size: d.size });
     const reopen = (offset: number) => src.fetch(d, { signal: opts.signal, offset });
     for (let attempt = 1; ; attempt++) {
-      const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
-        emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
-      );
+      // Bytes kept from an interrupted run are re-hashed by the sink; only the rest is fetched.
+      const prefix = await dst.resumable?.(d, { signal: opts.signal });
+      if (attempt === 1) emit({ type: 'blob-start', digest: d.digest, size: d.size, ...(prefix ? { resumeAt: prefix.offset } : {}) });
+      const onBytes = (bytes: number) => emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
+      const body = verifying(await src.fetch(d, { signal: opts.signal, offset: prefix?.offset }), d, `blob ${d.digest}`, onBytes, prefix);
       try {
-        await dst.put(d, body, { signal: opts.signal, reopen });
+        await dst.put(d, body, { signal: opts.signal, reopen, resumeFrom: prefix?.offset });
         break;
       } catch (e) {
-        // A transfer broken by the network is tried again from the start; wrong content once more
-        // (a flaky proxy), then it is an integrity failure.
+        // A transfer broken by the network is tried again (from what the sink kept); wrong content
+        // once more (a flaky proxy), then it is an integrity failure.
         const network = isFerryError(e, 'NETWORK');
         const integrity = isFerryError(e, 'DIGEST_MISMATCH') || isFerryError(e, 'SIZE_MISMATCH');
         if (opts.signal?.aborted || !(network || integrity) || attempt >= (network ? BLOB_ATTEMPTS : 2)) throw e;
@@ -154,19 +185,6 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
       emit({ type: 'manifest', digest: descriptor.digest, skipped: false });
     }
   }
-
-  for (const p of plans) {
-    const names = p.root.names ?? [];
-    if (names.length === 0) await dst.tag(p.target, undefined);
-    for (const n of names) {
-      await dst.tag(p.target, n);
-      emit({ type: 'tagged', name: n.name ?? n.tag, digest: p.target.digest });
-    }
-    report.images.push({ ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names });
-  }
-  opts.signal?.throwIfAborted();
-  await dst.commit();
-  return report;
 }
 
 /** Reads every document of one root, applies platform selection and lists what must move. */

@@ -41,7 +41,7 @@ export async function publishStream(dest: string, body: Readable, opts: PublishO
 }
 
 /** Write errors from streams carry no path; the user needs to know which file could not be written. */
-function withPath(e: unknown, path: string): unknown {
+export function withPath(e: unknown, path: string): unknown {
   const err = e as NodeJS.ErrnoException;
   if (err && typeof err === 'object' && typeof err.code === 'string' && err.path === undefined) err.path = path;
   return e;
