@@ -220,6 +220,7 @@ export class OciLayout implements Source, Sink {
       if (!st.isFile() || st.size !== d.size) return false;
       const now = new Date();
       await utimes(path, now, now).catch(() => {});
+      await this.dropPartial(d.digest);
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -262,6 +263,7 @@ export class OciLayout implements Source, Sink {
     const from = o.resumeFrom ?? 0;
     if (!usesPartial(d) || (from === 0 && this.writing.has(d.digest))) {
       await publishStream(path, body, { signal: o.signal });
+      await this.dropPartial(d.digest);
       return;
     }
     this.writing.add(d.digest);
@@ -271,6 +273,7 @@ export class OciLayout implements Source, Sink {
       const file = createWriteStream(partial, { flags: from > 0 ? 'r+' : 'w', start: from, mode: 0o644, flush: true, highWaterMark: 1 << 20 });
       await pipeline(body, file, { signal: o.signal });
       await rename(partial, path);
+      await this.dropPartial(d.digest);
     } catch (e) {
       // Keep what arrived when only the source failed; wrong content, a full disk or an interrupt
       // (SIGINT: temp files are removed) leave nothing behind.
@@ -280,6 +283,14 @@ export class OciLayout implements Source, Sink {
     } finally {
       this.writing.delete(d.digest);
     }
+  }
+
+  /** The blob is complete: a dead run's partial download of it has no more use. */
+  private async dropPartial(d: Digest): Promise<void> {
+    const path = this.partials.get(d);
+    if (path === undefined || (this.writing.has(d) && path === this.partialPath(d))) return;
+    this.partials.delete(d);
+    await unlink(path).catch(() => {});
   }
 
   private partialPath(d: Digest): string {
