@@ -1,9 +1,11 @@
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { bytesUnder, presentBlobs, runAndKill } from './helpers/crash.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { tempDir, tempFilesIn } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
 import { makeTarLayout, writeTarBlob, type BuiltImage } from './helpers/layers.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { listTar } from './helpers/tar-list.js';
@@ -153,5 +155,126 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect(files.map((f) => [f.name, f.size])).toEqual([1, 2, 3].map((i) => [`data/f${i}`, LAYER]));
       expect(await tempFilesIn(dir)).toEqual([]);
     });
+  });
+
+  describe('one big blob across restarts (partial downloads)', () => {
+    const BIG = 48 * MiB;
+    let layer: { digest: string; size: number };
+    beforeAll(async () => {
+      const src = join(await tempDir(), 'one');
+      const [made] = await makeLayout(src, [{ tag: 'one', layers: [BIG] }]);
+      layer = made!.layers[0]!;
+      expect((await ferry(['copy', `oci:${src}:one`, `docker://${reg.host}/crash/one:1`])).code).toBe(0);
+    }, 60_000);
+
+    const partialsIn = async (store: string) =>
+      (await readdir(join(store, 'blobs', 'sha256')).catch(() => [] as string[])).filter((n) => n.startsWith('.partial-'));
+
+    /** Pulls crash/one through the throttled proxy and kills the run at half the blob. */
+    const killHalfway = async (store: string) => {
+      const start = proxy.seen.length;
+      proxy.setRate(RATE);
+      try {
+        const first = await runAndKill(['--store', store, 'pull', `${proxy.host}/crash/one:1`], { progress: () => proxy.bytes(start).down, total: BIG, fraction: 0.5 });
+        expect(first.killed, first.result.stderr).toBe(true);
+      } finally {
+        proxy.setRate(undefined);
+      }
+      const [partial] = await partialsIn(store);
+      expect(partial, 'the killed run keeps its partial download').toMatch(new RegExp(`^\\.partial-\\d+-${layer.digest.slice(7)}$`));
+      const path = join(store, 'blobs', 'sha256', partial!);
+      return { path, size: (await stat(path)).size };
+    };
+
+    const blobGets = (since: number) => proxy.seen.slice(since).filter((q) => q.method === 'GET' && q.url.endsWith(`/blobs/${layer.digest}`));
+
+    it('F2: SIGKILL at 50 % of one blob; the rerun asks for Range: bytes=N- and downloads only the rest', async () => {
+      const store = join(await tempDir(), 'store');
+      const partial = await killHalfway(store);
+      expect(partial.size).toBeGreaterThan(0);
+      expect(partial.size).toBeLessThan(BIG);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const gets = blobGets(mark);
+      expect(gets.map((q) => q.headers.range)).toEqual([`bytes=${partial.size}-`]);
+      expect(gets[0]!.down).toBe(BIG - partial.size);
+      await verifyStore(store);
+    });
+
+    it('a server that ignores Range sends the whole blob again: the rerun still verifies and publishes it', async () => {
+      const store = join(await tempDir(), 'store');
+      await killHalfway(store);
+      const mark = proxy.seen.length;
+      proxy.setRule((q) => (q.url.endsWith(`/blobs/${layer.digest}`) ? { dropRequestHeaders: ['range'] } : undefined));
+      try {
+        const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+        expect(rerun.code, rerun.stderr).toBe(0);
+      } finally {
+        proxy.setRule(undefined);
+      }
+      expect(blobGets(mark)[0]!.down).toBe(BIG);
+      await verifyStore(store);
+    });
+
+    it('a partial download with a wrong byte fails the digest check, is deleted and fetched again whole', async () => {
+      const store = join(await tempDir(), 'store');
+      const partial = await killHalfway(store);
+      const bytes = await readFile(partial.path);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      await writeFile(partial.path, bytes);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(blobGets(mark).map((q) => q.headers.range)).toEqual([`bytes=${partial.size}-`, undefined]);
+      await verifyStore(store);
+    });
+
+    it('a network failure that outlasts the retries keeps the partial; the next run continues it', async () => {
+      const store = join(await tempDir(), 'store');
+      // The link breaks at 20 MiB and the registry then answers 503 until ferry gives up.
+      proxy.setRule((q, n) => (q.url.endsWith(`/blobs/${layer.digest}`) ? (n === 0 ? { resetAfter: 20 * MiB } : { status: 503 }) : undefined));
+      try {
+        const r = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`], { env: { FERRY_RETRY_BACKOFF_MS: '1' } });
+        expect(r.code, r.stderr).toBe(6);
+      } finally {
+        proxy.setRule(undefined);
+      }
+      expect(await partialsIn(store)).toHaveLength(1);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(blobGets(mark)).toHaveLength(1);
+      expect(blobGets(mark)[0]!.headers.range).toMatch(/^bytes=\d+-$/);
+      expect(blobGets(mark)[0]!.down).toBeLessThanOrEqual(BIG - 16 * MiB);
+      await verifyStore(store);
+    });
+  });
+});
+
+describe('gc and partial downloads', () => {
+  const hex = (c: string) => c.repeat(64);
+
+  it('gc deletes partials of dead runs that are a day old or whose blob is complete, and keeps the rest', async () => {
+    const store = join(await tempDir(), 'store');
+    const [made] = await makeLayout(store, [{ tag: 't', layers: [Buffer.from('complete layer')] }]);
+    const dir = join(store, 'blobs', 'sha256');
+    const dead = 999_999;
+    const old = join(dir, `.partial-${dead}-${hex('a')}`);
+    const recent = join(dir, `.partial-${dead}-${hex('b')}`);
+    const done = join(dir, `.partial-${dead}-${made!.layers[0]!.digest.slice(7)}`);
+    const live = join(dir, `.partial-${process.pid}-${hex('c')}`);
+    for (const p of [old, recent, done, live]) await writeFile(p, 'partial bytes');
+    const dayAgo = new Date(Date.now() - 25 * 3600_000);
+    await utimes(old, dayAgo, dayAgo);
+    await utimes(live, dayAgo, dayAgo);
+    const dry = await ferry(['gc', '--dry-run', '--json', store]);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ partials: 2, partialBytes: 26 });
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toHaveLength(4);
+    const r = await ferry(['gc', store]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('removed 2 abandoned partial download(s)');
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-')).sort()).toEqual([`.partial-${process.pid}-${hex('c')}`, `.partial-${dead}-${hex('b')}`].sort());
+    expect((await ferry(['verify', store])).code).toBe(0);
   });
 });
