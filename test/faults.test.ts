@@ -180,16 +180,23 @@ describe('concurrency', () => {
 });
 
 describe.skipIf(!canMount)('filesystem faults', () => {
-  it('E1: disk full mid-blob exits 7 naming the path; temp removed; rerun after freeing space succeeds', async () => {
+  it('E1: disk full mid-blob exits 7 naming the path and the space needed; temp removed; rerun after freeing space succeeds', async () => {
     const src = join(await tempDir(), 'src');
-    await makeLayout(src, [{ tag: 'big', layers: [3 << 20] }]);
+    const [img] = await makeLayout(src, [{ tag: 'big', layers: [3 << 20] }]);
     const mnt = await tmpfs('2m');
     const dst = join(mnt, 'dst');
     const r = await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/ENOSPC/);
-    expect(r.stderr).toContain(dst);
+    expect(r.stderr).toContain(join(dst, 'blobs', 'sha256', img!.layers[0]!.digest.slice(7)));
     expect(r.stderr).toMatch(/free some space/);
+    // "need about 1.1 MiB more on /tmp/ferry-tmpfs-x (free 916.0 KiB)": need + free = what is left to write.
+    const m = new RegExp(`need about ([\\d.]+) (B|KiB|MiB) more on ${mnt} \\(free ([\\d.]+) (B|KiB|MiB)\\)`).exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const bytes = (n: string, unit: string) => Number(n) * { B: 1, KiB: 1024, MiB: 1 << 20 }[unit]!;
+    const left = img!.layers[0]!.size + img!.config.size + img!.manifest.size;
+    expect(bytes(m![1]!, m![2]!) + bytes(m![3]!, m![4]!)).toBeGreaterThan(left - 128 * 1024);
+    expect(bytes(m![1]!, m![2]!) + bytes(m![3]!, m![4]!)).toBeLessThan(left + 128 * 1024);
     expect(await tempFilesIn(dst)).toEqual([]);
     expect((await ferry(['verify', dst])).code).toBe(0);
     execFileSync('mount', ['-o', 'remount,size=16m', mnt]);
