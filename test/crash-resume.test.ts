@@ -108,20 +108,20 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
   const isTemp = (name: string) => name.startsWith('.tmp-');
 
   describe.each(FRACTIONS)('killed at %s of the bytes', (fraction) => {
-    it('pull: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
+    it('F2: pull: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
       const store = join(await tempDir(), 'store');
       await killAndRerun(['--store', store, 'pull', '--jobs', '1', `${proxy.host}/crash/img:1`], 'down', fraction, () => layerBytesIn(store));
       await verifyStore(store);
     });
 
-    it('sync: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
+    it('F2: sync: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
       const store = join(await tempDir(), 'store');
       await killAndRerun(['--store', store, 'sync', '--jobs', '1', `${proxy.host}/crash/img`], 'down', fraction, () => layerBytesIn(store));
       await verifyStore(store);
       expect((await ferry(['--store', store, 'images'])).stdout).toContain('crash/img');
     });
 
-    it('push: rerun exits 0, the pushed image verifies, complete blobs are not uploaded again', async () => {
+    it('F2: push: rerun exits 0, the pushed image verifies, complete blobs are not uploaded again', async () => {
       const repo = `crash/push-${++repoCount}`;
       await killAndRerun(['--store', seed, 'push', '--jobs', '1', NAME, `${proxy.host}/${repo}:1`], 'up', fraction, () => layerBytesInRegistry(repo));
       const back = join(await tempDir(), 'back');
@@ -131,7 +131,7 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect(await tempFilesIn(seed)).toEqual([]);
     });
 
-    it('save: rerun exits 0, the archive verifies, no temp file is left beside it', async () => {
+    it('F2: save: rerun exits 0, the archive verifies, no temp file is left beside it', async () => {
       const dir = await tempDir();
       const out = join(dir, 'out.tar');
       await killLocalAndRerun(['--store', seed, 'save', NAME, '-o', out], fraction, () => bytesUnder(dir, isTemp));
@@ -140,14 +140,14 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect(await tempFilesIn(dir)).toEqual([]);
     });
 
-    it('load: rerun exits 0, verify is clean, no temp files', async () => {
+    it('F2: load: rerun exits 0, verify is clean, no temp files', async () => {
       const store = join(await tempDir(), 'store');
       await killLocalAndRerun(['--store', store, 'load', '-i', archive], fraction, () => bytesUnder(join(store, 'blobs')));
       await verifyStore(store);
       expect((await ferry(['--store', store, 'images'])).stdout).toContain('crash/img');
     });
 
-    it('export: rerun exits 0, the filesystem tar is complete, no temp file is left beside it', async () => {
+    it('F2: export: rerun exits 0, the filesystem tar is complete, no temp file is left beside it', async () => {
       const dir = await tempDir();
       const out = join(dir, 'rootfs.tar');
       await killLocalAndRerun(['--store', seed, 'export', NAME, '-o', out], fraction, () => bytesUnder(dir, isTemp));
@@ -202,7 +202,7 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       await verifyStore(store);
     });
 
-    it('a server that ignores Range sends the whole blob again: the rerun still verifies and publishes it', async () => {
+    it('C7: a server that ignores Range on the rerun sends the whole blob again: it still verifies and is published', async () => {
       const store = join(await tempDir(), 'store');
       await killHalfway(store);
       const mark = proxy.seen.length;
@@ -217,7 +217,7 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       await verifyStore(store);
     });
 
-    it('a partial download with a wrong byte fails the digest check, is deleted and fetched again whole', async () => {
+    it('B8: a partial download with a wrong byte fails the digest check, is deleted and fetched again whole', async () => {
       const store = join(await tempDir(), 'store');
       const partial = await killHalfway(store);
       const bytes = await readFile(partial.path);
@@ -230,7 +230,7 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       await verifyStore(store);
     });
 
-    it('a network failure that outlasts the retries keeps the partial; the next run continues it', async () => {
+    it('C6: a network failure that outlasts the retries (exit 6) keeps the partial; the next run continues it', async () => {
       const store = join(await tempDir(), 'store');
       // The link breaks at 20 MiB and the registry then answers 503 until ferry gives up.
       proxy.setRule((q, n) => (q.url.endsWith(`/blobs/${layer.digest}`) ? (n === 0 ? { resetAfter: 20 * MiB } : { status: 503 }) : undefined));
@@ -255,7 +255,7 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
 describe('gc and partial downloads', () => {
   const hex = (c: string) => c.repeat(64);
 
-  it('gc deletes partials of dead runs that are a day old or whose blob is complete, and keeps the rest', async () => {
+  it('F5: gc deletes partial downloads of dead runs that are a day old or whose blob is complete, and keeps the rest', async () => {
     const store = join(await tempDir(), 'store');
     const [made] = await makeLayout(store, [{ tag: 't', layers: [Buffer.from('complete layer')] }]);
     const dir = join(store, 'blobs', 'sha256');
