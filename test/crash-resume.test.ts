@@ -8,6 +8,7 @@ import { tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { makeTarLayout, writeTarBlob, type BuiltImage } from './helpers/layers.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { startServe } from './helpers/serve.js';
 import { listTar } from './helpers/tar-list.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -20,8 +21,8 @@ import { hasTool } from './helpers/tools.js';
 const distribution = hasTool('docker-registry');
 const MiB = 1 << 20;
 const LAYER = 16 * MiB;
-/** Registry traffic, both ways: a 48 MiB image takes about a second. */
-const RATE = 48 * MiB;
+/** Registry traffic, both ways: a 48 MiB image takes under a second. */
+const RATE = 64 * MiB;
 /** Manifests, configs and headers on top of layer bytes. */
 const SLACK = MiB;
 const NAME = 'example.com/crash/img:1';
@@ -248,6 +249,68 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect(blobGets(mark)[0]!.headers.range).toMatch(/^bytes=\d+-$/);
       expect(blobGets(mark)[0]!.down).toBeLessThanOrEqual(BIG - 16 * MiB);
       await verifyStore(store);
+    });
+  });
+
+  describe('a chunked push killed mid-blob (80 MiB: 32 MiB chunks)', () => {
+    const BIG = 80 * MiB;
+    let store: string;
+    let layer: string;
+    beforeAll(async () => {
+      const src = join(await tempDir(), 'up');
+      const [made] = await makeLayout(src, [{ tag: 'up', layers: [BIG] }]);
+      layer = made!.layers[0]!.digest;
+      store = join(await tempDir(), 'store');
+      expect((await ferry(['--store', store, 'copy', `oci:${src}:up`, 'example.com/crash/up:1'])).code).toBe(0);
+    }, 60_000);
+
+    /** Pushes through `via` (a fault proxy), kills at 60 %, reruns; returns what the rerun sent. */
+    const killAndRerunPush = async (via: FaultProxy, repo: string) => {
+      const state = await tempDir();
+      const env = { FERRY_STATE_DIR: state };
+      const args = ['--store', store, 'push', 'example.com/crash/up:1', `${via.host}/${repo}:1`];
+      const start = via.seen.length;
+      via.setRate(RATE);
+      try {
+        const first = await runAndKill(args, { progress: () => via.bytes(start).up, total: BIG, fraction: 0.6 }, { env });
+        expect(first.killed, first.result.stderr).toBe(true);
+      } finally {
+        via.setRate(undefined);
+      }
+      expect(await readdir(join(state, 'uploads')), 'the open upload is remembered').toHaveLength(1);
+      const mark = via.seen.length;
+      const rerun = await ferry(args, { env });
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(await readdir(join(state, 'uploads')), 'and forgotten once complete').toEqual([]);
+      const later = via.seen.slice(mark);
+      expect(later.some((q) => q.method === 'GET' && q.url.includes('/blobs/uploads/')), 'asks the registry for the upload offset').toBe(true);
+      return { later, up: via.bytes(mark).up };
+    };
+
+    it('F2: against ferry serve, the rerun continues the upload session from the offset the registry reports', async () => {
+      const served = await startServe(join(await tempDir(), 'served'));
+      const via = await startFaultProxy(served.host);
+      try {
+        const { later, up } = await killAndRerunPush(via, 'crash/up');
+        const firstPatch = later.find((q) => q.method === 'PATCH');
+        expect(Number(/^(\d+)-/.exec(String(firstPatch?.headers['content-range']))?.[1]), 'the first chunk sent continues the session').toBeGreaterThanOrEqual(32 * MiB);
+        expect(up).toBeLessThanOrEqual(BIG - 32 * MiB + SLACK);
+        const back = join(await tempDir(), 'back');
+        expect((await ferry(['copy', `docker://${served.host}/crash/up:1`, `oci:${back}:x`])).code).toBe(0);
+        expect((await ferry(['verify', back])).code).toBe(0);
+        expect((await stat(join(back, 'blobs', 'sha256', layer.slice(7)))).size).toBe(BIG);
+      } finally {
+        await via.stop();
+        await served.stop();
+      }
+    });
+
+    it('F2: against distribution, which refuses a session cut mid-chunk, the rerun starts a new upload and succeeds', async () => {
+      const { up } = await killAndRerunPush(proxy, 'crash/up');
+      expect(up).toBeGreaterThanOrEqual(BIG);
+      const back = join(await tempDir(), 'back');
+      expect((await ferry(['copy', `docker://${reg.host}/crash/up:1`, `oci:${back}:x`])).code).toBe(0);
+      expect((await ferry(['verify', back])).code).toBe(0);
     });
   });
 });
