@@ -110,7 +110,7 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     let left = -(report.blobs.bytesCopied + report.blobs.bytesSkipped + mountedBytes.n);
     for (const d of uniqueBlobs.values()) left += d.size;
     for (const p of plans) for (const d of p.documents) left += d.bytes.byteLength;
-    throw await explainDiskFull(e, left);
+    throw await explainDiskFull(e, { remaining: left });
   }
 
   for (const p of plans) {

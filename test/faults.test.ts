@@ -8,6 +8,7 @@ import { ferry, finish, start } from './helpers/cli.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { TAGS, testdataImages as expected } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
+import { makeTarLayout, writeTarBlob } from './helpers/layers.js';
 import { isRoot } from './helpers/tools.js';
 
 
@@ -202,6 +203,20 @@ describe.skipIf(!canMount)('filesystem faults', () => {
     execFileSync('mount', ['-o', 'remount,size=16m', mnt]);
     expect((await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`])).code).toBe(0);
     expect((await ferry(['verify', dst])).code).toBe(0);
+  });
+
+  it('E1: save and export onto a full disk exit 7 naming the output file, its filesystem and the free space; nothing is left', async () => {
+    const src = join(await tempDir(), 'src');
+    const layer = await writeTarBlob(src, [{ name: 'big', bigFile: 3 << 20 }]);
+    await makeTarLayout(src, [{ tag: 'big', layers: [{ file: layer }] }]);
+    const mnt = await tmpfs('2m');
+    const save = await ferry(['save', `oci:${src}:big`, '-o', join(mnt, 'x.tar')]);
+    expect(save.code, save.stderr).toBe(7);
+    expect(save.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'x.tar')}: need about [\\d.]+ (KiB|MiB) more on ${mnt} \\(free `));
+    const exported = await ferry(['export', `oci:${src}:big`, '-o', join(mnt, 'r.tar')]);
+    expect(exported.code, exported.stderr).toBe(7);
+    expect(exported.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'r.tar')}: on ${mnt} \\(free [\\d.]+ (B|KiB|MiB)\\)`));
+    expect(await readdir(mnt)).toEqual([]);
   });
 
   it('E2: disk full while writing index.json keeps the old index.json intact', async () => {

@@ -41,20 +41,22 @@ async function mountOf(path: string): Promise<{ dir: string; mount: string } | u
 }
 
 /**
- * A full disk (ENOSPC, EDQUOT) becomes an IO error (exit 7) that says where, and how much more
- * space the rest of the operation needs: `remaining` bytes still to write, less what is free now.
- * Anything else is returned unchanged.
+ * A full disk (ENOSPC, EDQUOT) becomes an IO error (exit 7) that says where, and, when the caller
+ * knows the bytes still to write (`remaining`), how much more space that needs beyond what is free
+ * now. `path` names the file when the error carries none. Anything else is returned unchanged.
  */
-export async function explainDiskFull(e: unknown, remaining: number): Promise<unknown> {
+export async function explainDiskFull(e: unknown, o: { remaining?: number; path?: string } = {}): Promise<unknown> {
   const err = errnoOf(e);
-  if (!err?.path) return e;
-  const where = await mountOf(err.path).catch(() => undefined);
+  const path = err?.path ?? o.path;
+  if (!err || !path) return e;
+  const where = await mountOf(path).catch(() => undefined);
   if (!where) return e;
   const fs = await statfs(where.dir).catch(() => undefined);
-  const free = fs ? fs.bavail * fs.bsize : 0;
-  const need = remaining > free ? remaining - free : remaining;
-  return new FerryError('IO', `${err.code}: no space left writing ${err.path}: need about ${binarySize(need)} more on ${where.mount} (free ${binarySize(free)})`, {
+  const free = binarySize(fs ? fs.bavail * fs.bsize : 0);
+  const need = o.remaining === undefined ? undefined : Math.max(o.remaining - (fs ? fs.bavail * fs.bsize : 0), 0) || o.remaining;
+  const space = need === undefined ? `on ${where.mount} (free ${free})` : `need about ${binarySize(need)} more on ${where.mount} (free ${free})`;
+  return new FerryError('IO', `${err.code}: no space left writing ${path}: ${space}`, {
     cause: e,
-    hint: 'free some space on that filesystem (or choose another destination) and run the same command again: complete blobs are kept',
+    hint: 'free some space on that filesystem (or choose another destination) and run the same command again',
   });
 }
