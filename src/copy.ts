@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { forEachLimited } from './util/limit.js';
+import { explainDiskFull } from './util/space.js';
 import { FerryError, isFerryError } from './errors.js';
 import { verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
@@ -109,8 +110,26 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
   }
   if (opts.dryRun) return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
   emit({ type: 'queued', blobs: uniqueBlobs.size, bytes: [...uniqueBlobs.values()].reduce((n, d) => n + d.size, 0) });
+  const mountedBytes = { n: 0 };
+  try {
+    await copyContent(src, dst, plans, [...uniqueBlobs.values()], report, mountedBytes, opts);
+  } catch (e) {
+    // A full disk: say how much more the rest of the copy needs (blobs not yet stored, documents).
+    let left = -(report.blobs.bytesCopied + report.blobs.bytesSkipped + mountedBytes.n);
+    for (const d of uniqueBlobs.values()) left += d.size;
+    for (const p of plans) for (const d of p.documents) left += d.bytes.byteLength;
+    throw await explainDiskFull(e, { remaining: left });
+  }
+
+  await nameRoots(plans, dst, report, opts);
+  return report;
+}
+
+/** Blobs (bounded concurrency, verified, continued where the sink kept a partial), then manifests bottom-up. */
+async function copyContent(src: Source, dst: Sink, plans: Planned[], blobs: Descriptor[], report: CopyReport, mounted: { n: number }, opts: CopyOptions): Promise<void> {
+  const emit = opts.onEvent ?? (() => {});
   // A sink that writes one stream (an archive) takes blobs one at a time.
-  await forEachLimited([...uniqueBlobs.values()], dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
+  await forEachLimited(blobs, dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();
     if (excluded(opts, d) || (await dst.has(d))) {
       report.blobs.skipped++;
@@ -120,24 +139,26 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     }
     if (dst.mount && (await dst.mount(d, { signal: opts.signal }))) {
       report.blobs.mounted++;
+      mounted.n += d.size;
       emit({ type: 'blob-mount', digest: d.digest, size: d.size });
       return;
     }
-    emit({ type: 'blob-start', digest: d.digest, size: d.size });
     const reopen = (offset: number) => src.fetch(d, { signal: opts.signal, offset });
     for (let attempt = 1; ; attempt++) {
-      const body = verifying(await src.fetch(d, { signal: opts.signal }), d, `blob ${d.digest}`, (bytes) =>
-        emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size }),
-      );
-      // put() reports the failure; a stream erroring after the sink stopped listening (SIGINT
-      // mid-upload aborts the source read) must not crash the process with an unhandled 'error'.
+      // Bytes kept from an interrupted run are re-hashed by the sink; only the rest is fetched.
+      const prefix = await dst.resumable?.(d, { signal: opts.signal });
+      if (attempt === 1) emit({ type: 'blob-start', digest: d.digest, size: d.size, ...(prefix ? { resumeAt: prefix.offset } : {}) });
+      const onBytes = (bytes: number) => emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
+      const body = verifying(await src.fetch(d, { signal: opts.signal, offset: prefix?.offset }), d, `blob ${d.digest}`, onBytes, prefix);
+      // A sink may read the body only later (a registry opens an upload first): an interrupt in
+      // between must not be an unhandled stream error. put() reports the failure.
       body.on('error', () => {});
       try {
-        await dst.put(d, body, { signal: opts.signal, reopen });
+        await dst.put(d, body, { signal: opts.signal, reopen, resumeFrom: prefix?.offset });
         break;
       } catch (e) {
-        // A transfer broken by the network is tried again from the start; wrong content once more
-        // (a flaky proxy), then it is an integrity failure.
+        // A transfer broken by the network is tried again (from what the sink kept); wrong content
+        // once more (a flaky proxy), then it is an integrity failure.
         const network = isFerryError(e, 'NETWORK');
         const integrity = isFerryError(e, 'DIGEST_MISMATCH') || isFerryError(e, 'SIZE_MISMATCH');
         if (opts.signal?.aborted || !(network || integrity) || attempt >= (network ? BLOB_ATTEMPTS : 2)) throw e;
@@ -165,10 +186,8 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
       emit({ type: 'manifest', digest: descriptor.digest, skipped: false });
     }
   }
-
-  await nameRoots(plans, dst, report, opts);
-  return report;
 }
+
 
 /** Names every root and commits: the last step, so a failure before it leaves nothing named. */
 async function nameRoots(plans: Planned[], dst: Sink, report: CopyReport, opts: CopyOptions): Promise<void> {

@@ -12,6 +12,9 @@ export interface GcReport {
   /** Unreferenced blobs spared because another ferry process was writing when they appeared. */
   spared: number;
   temps: number;
+  /** Partial downloads of dead runs deleted: their blob is complete, or no rerun came for a day. */
+  partials: number;
+  partialBytes: number;
 }
 
 export interface GcOptions {
@@ -23,8 +26,11 @@ export interface GcOptions {
  * read: without its children list, live layers would look unreferenced.
  */
 export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): Promise<GcReport> {
-  const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0 };
+  const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0 };
   if (!opts.dryRun) report.temps = await layout.removeDeadTemps();
+  const partials = await layout.removeStalePartials({ dryRun: opts.dryRun });
+  report.partials = partials.count;
+  report.partialBytes = partials.bytes;
   await layout.withIndexLock(async () => {
     const manifests = await layout.readIndex();
     const live = new Set<Digest>();

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { Prefix } from './blob/verify.js';
 import type { Descriptor } from './oci/manifest.js';
 
 /** How a root should be named at the destination: the tag plus, for stores, the full image name. */
@@ -34,6 +35,8 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** Re-reads the blob's source bytes from an offset, so a sink can resume an interrupted upload. */
   reopen?: (offset: number) => Promise<Readable>;
+  /** The body starts at this byte: the sink appends it to the prefix its resumable() offered. */
+  resumeFrom?: number;
 }
 
 /** Where images go. */
@@ -45,6 +48,11 @@ export interface Sink {
    * behind, and it must publish only once the body has ended cleanly.
    */
   put(d: Descriptor, body: Readable, o?: PutOptions): Promise<void>;
+  /**
+   * Optional: bytes of `d` kept from an interrupted earlier transfer (a crash, a broken link), with
+   * their hash, so the engine fetches only the rest. Claimed by the caller: pass resumeFrom to put().
+   */
+  resumable?(d: Descriptor, o?: { signal?: AbortSignal }): Promise<Prefix | undefined>;
   /** Optional: makes a blob present without sending it (registry cross-repository mount). */
   mount?(d: Descriptor, o?: PutOptions): Promise<boolean>;
   /**

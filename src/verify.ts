@@ -181,7 +181,7 @@ async function listBlobFiles(layout: OciLayout, problems: Problem[]): Promise<Ma
   const root = join(layout.dir, 'blobs');
   for (const alg of await readdir(root).catch(() => [] as string[])) {
     for (const name of await readdir(join(root, alg)).catch(() => [] as string[])) {
-      if (name.startsWith('.tmp-')) continue;
+      if (name.startsWith('.tmp-') || name.startsWith('.partial-')) continue; // temp files, partial downloads
       const digest = `${alg}:${name}`;
       if (!isDigest(digest)) {
         problems.push({ kind: 'invalid', path: join(root, alg, name), message: `${join(root, alg, name)}: file name is not a valid digest` });

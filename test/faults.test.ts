@@ -8,6 +8,7 @@ import { ferry, finish, start } from './helpers/cli.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { TAGS, testdataImages as expected } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
+import { makeTarLayout, writeTarBlob } from './helpers/layers.js';
 import { isRoot } from './helpers/tools.js';
 
 
@@ -180,21 +181,42 @@ describe('concurrency', () => {
 });
 
 describe.skipIf(!canMount)('filesystem faults', () => {
-  it('E1: disk full mid-blob exits 7 naming the path; temp removed; rerun after freeing space succeeds', async () => {
+  it('E1: disk full mid-blob exits 7 naming the path and the space needed; temp removed; rerun after freeing space succeeds', async () => {
     const src = join(await tempDir(), 'src');
-    await makeLayout(src, [{ tag: 'big', layers: [3 << 20] }]);
+    const [img] = await makeLayout(src, [{ tag: 'big', layers: [3 << 20] }]);
     const mnt = await tmpfs('2m');
     const dst = join(mnt, 'dst');
     const r = await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
     expect(r.code).toBe(7);
     expect(r.stderr).toMatch(/ENOSPC/);
-    expect(r.stderr).toContain(dst);
+    expect(r.stderr).toContain(join(dst, 'blobs', 'sha256', img!.layers[0]!.digest.slice(7)));
     expect(r.stderr).toMatch(/free some space/);
+    // "need about 1.1 MiB more on /tmp/ferry-tmpfs-x (free 916.0 KiB)": need + free = what is left to write.
+    const m = new RegExp(`need about ([\\d.]+) (B|KiB|MiB) more on ${mnt} \\(free ([\\d.]+) (B|KiB|MiB)\\)`).exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const bytes = (n: string, unit: string) => Number(n) * { B: 1, KiB: 1024, MiB: 1 << 20 }[unit]!;
+    const left = img!.layers[0]!.size + img!.config.size + img!.manifest.size;
+    expect(bytes(m![1]!, m![2]!) + bytes(m![3]!, m![4]!)).toBeGreaterThan(left - 128 * 1024);
+    expect(bytes(m![1]!, m![2]!) + bytes(m![3]!, m![4]!)).toBeLessThan(left + 128 * 1024);
     expect(await tempFilesIn(dst)).toEqual([]);
     expect((await ferry(['verify', dst])).code).toBe(0);
     execFileSync('mount', ['-o', 'remount,size=16m', mnt]);
     expect((await ferry(['copy', `oci:${src}:big`, `oci:${dst}:big`])).code).toBe(0);
     expect((await ferry(['verify', dst])).code).toBe(0);
+  });
+
+  it('E1: save and export onto a full disk exit 7 naming the output file, its filesystem and the free space; nothing is left', async () => {
+    const src = join(await tempDir(), 'src');
+    const layer = await writeTarBlob(src, [{ name: 'big', bigFile: 3 << 20 }]);
+    await makeTarLayout(src, [{ tag: 'big', layers: [{ file: layer }] }]);
+    const mnt = await tmpfs('2m');
+    const save = await ferry(['save', `oci:${src}:big`, '-o', join(mnt, 'x.tar')]);
+    expect(save.code, save.stderr).toBe(7);
+    expect(save.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'x.tar')}: need about [\\d.]+ (KiB|MiB) more on ${mnt} \\(free `));
+    const exported = await ferry(['export', `oci:${src}:big`, '-o', join(mnt, 'r.tar')]);
+    expect(exported.code, exported.stderr).toBe(7);
+    expect(exported.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'r.tar')}: on ${mnt} \\(free [\\d.]+ (B|KiB|MiB)\\)`));
+    expect(await readdir(mnt)).toEqual([]);
   });
 
   it('E2: disk full while writing index.json keeps the old index.json intact', async () => {

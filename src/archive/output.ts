@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { compressionForPath, compressor, type OutputCompression } from '../blob/compression.js';
-import { syncDir, tempPathFor } from '../blob/publish.js';
+import { removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { streamed } from './memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
@@ -80,6 +80,7 @@ export class ArchiveOutput {
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
     await refuseExisting(dest, o.force);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
+    await removeDeadTempsOf(dest);
     const temp = tempPathFor(dest);
     const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
     await new Promise<void>((resolve, reject) => {

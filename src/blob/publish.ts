@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { warn } from '../log.js';
+import { processAlive } from '../locations/lock.js';
 
 /** Temp names carry the pid so a later run can tell a dead writer's leftovers from a live one's. */
 export const TEMP_PREFIX = '.tmp-';
@@ -16,6 +18,17 @@ export function tempOwnerPid(name: string): number | undefined {
   if (!name.startsWith(TEMP_PREFIX)) return undefined;
   const pid = Number(name.slice(TEMP_PREFIX.length).split('-')[0]);
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** Deletes temp files of `dest` that dead runs (SIGKILL, power loss) left beside it. */
+export async function removeDeadTempsOf(dest: string): Promise<void> {
+  const suffix = `-${basename(dest)}`;
+  for (const name of await readdir(dirname(dest)).catch(() => [] as string[])) {
+    const pid = tempOwnerPid(name);
+    if (pid === undefined || !name.endsWith(suffix) || processAlive(pid)) continue;
+    await unlink(join(dirname(dest), name)).catch(() => {});
+    warn(`removed ${join(dirname(dest), name)}, left by an interrupted run`);
+  }
 }
 
 export interface PublishOptions {
@@ -41,7 +54,7 @@ export async function publishStream(dest: string, body: Readable, opts: PublishO
 }
 
 /** Write errors from streams carry no path; the user needs to know which file could not be written. */
-function withPath(e: unknown, path: string): unknown {
+export function withPath(e: unknown, path: string): unknown {
   const err = e as NodeJS.ErrnoException;
   if (err && typeof err === 'object' && typeof err.code === 'string' && err.path === undefined) err.path = path;
   return e;

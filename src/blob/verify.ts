@@ -9,6 +9,12 @@ export interface Expected {
   size: number;
 }
 
+/** Bytes already held (a partial file from an earlier run) and the hash of exactly those bytes. */
+export interface Prefix {
+  offset: number;
+  hash: Hash;
+}
+
 /**
  * Passes bytes through unchanged while counting and hashing them. It fails as soon as more than
  * `size` bytes arrive, and at the end if fewer arrived or the digest differs: a consumer that
@@ -16,14 +22,17 @@ export interface Expected {
  */
 export class VerifyStream extends Transform {
   private readonly hash: Hash;
-  private received = 0;
+  private received: number;
   constructor(
     private readonly expected: Expected,
     private readonly where: string = expected.digest,
     private readonly onBytes?: (total: number) => void,
+    prefix?: Prefix,
   ) {
     super({ highWaterMark: 1 << 20 });
-    this.hash = createHash(algorithmOf(expected.digest));
+    // Resuming: the body carries only the bytes after the prefix; size and digest still cover the whole.
+    this.hash = prefix ? prefix.hash.copy() : createHash(algorithmOf(expected.digest));
+    this.received = prefix?.offset ?? 0;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -52,8 +61,8 @@ export class VerifyStream extends Transform {
   }
 }
 
-export function verifying(body: Readable, expected: Expected, where?: string, onBytes?: (total: number) => void): Readable {
-  const v = new VerifyStream(expected, where, onBytes);
+export function verifying(body: Readable, expected: Expected, where?: string, onBytes?: (total: number) => void, prefix?: Prefix): Readable {
+  const v = new VerifyStream(expected, where, onBytes, prefix);
   body.on('error', (e) => v.destroy(e));
   return body.pipe(v);
 }

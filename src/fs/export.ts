@@ -6,6 +6,7 @@ import { outMode, scan, streamCarriers, type FlattenOptions, type Scanned } from
 import { Batcher, compressionForPath, openFileOutput, openStreamOutput, type OutputCompression, type TarOutput } from './output.js';
 import { contentPadding, encodeEntry, END_OF_ARCHIVE, type OutEntry } from './tar-writer.js';
 import type { Meta, Node } from './tree.js';
+import { explainDiskFull } from '../util/space.js';
 
 export type ExportOptions = FlattenOptions;
 export type { ExportEvent } from './flatten.js';
@@ -96,7 +97,7 @@ export async function exportImage(o: ExportTarOptions): Promise<ExportReport> {
     if (err?.code === 'EPIPE' || err?.code === 'ERR_STREAM_DESTROYED') {
       throw new FerryError('IO', `${target === '-' ? 'stdout' : target}: the reader went away before the export finished (${err.code})`, { cause: e });
     }
-    throw e;
+    throw await explainDiskFull(e, { path: typeof o.output === 'string' && o.output !== '-' ? o.output : undefined });
   } finally {
     await scanned.cleanup();
   }

@@ -3,7 +3,7 @@ import { lstat, rename, unlink } from 'node:fs/promises';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { compressor, type OutputCompression } from '../blob/compression.js';
-import { tempPathFor } from '../blob/publish.js';
+import { removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
 export { compressionForPath, type OutputCompression } from '../blob/compression.js';
@@ -57,6 +57,7 @@ export async function openFileOutput(dest: string, compression: OutputCompressio
     throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
   }
   if (existing?.isDirectory()) throw new FerryError('USAGE', `${dest} is a directory`);
+  await removeDeadTempsOf(dest);
   const tmp = tempPathFor(dest);
   const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
   await new Promise<void>((resolve, reject) => {

@@ -1,13 +1,15 @@
-import { createReadStream } from 'node:fs';
-import { access, constants, mkdir, readdir, readFile, stat, unlink, utimes } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { access, constants, mkdir, readdir, readFile, rename, stat, truncate, unlink, utimes } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { FerryError } from '../errors.js';
+import { pipeline } from 'node:stream/promises';
+import { FerryError, isFerryError } from '../errors.js';
 import { warn } from '../log.js';
-import { publishBytes, publishStream, tempOwnerPid } from '../blob/publish.js';
-import { readCapped } from '../blob/verify.js';
+import { publishBytes, publishStream, tempOwnerPid, withPath } from '../blob/publish.js';
+import { readCapped, type Prefix } from '../blob/verify.js';
 import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
-import { MediaType } from '../oci/mediatypes.js';
+import { isManifestLike, MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
@@ -40,6 +42,10 @@ export class OciLayout implements Source, Sink {
   readonly caps = { concurrent: true, indexes: true };
   private readonly edits: IndexEdit[] = [];
   private writerMarker?: string;
+  /** Partial downloads this process may continue: left by a dead run, or by its own failed attempt. */
+  private readonly partials = new Map<Digest, string>();
+  /** Partial files this process is writing now: never two writers on one file. */
+  private readonly writing = new Set<Digest>();
 
   private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
 
@@ -214,6 +220,7 @@ export class OciLayout implements Source, Sink {
       if (!st.isFile() || st.size !== d.size) return false;
       const now = new Date();
       await utimes(path, now, now).catch(() => {});
+      await this.dropPartial(d.digest);
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -221,10 +228,73 @@ export class OciLayout implements Source, Sink {
     }
   }
 
+  /**
+   * Big blobs are written to `.partial-<pid>-<hex>` beside their final name. A run that dies
+   * (SIGKILL, power loss) or loses its source (network) leaves that file; the next run claims it
+   * by renaming it to its own pid (atomic: one claimant wins), re-hashes it, and continues from its
+   * end. The engine's verifying stream still checks the whole blob before it is published.
+   */
+  async resumable(d: Descriptor, o: { signal?: AbortSignal } = {}): Promise<Prefix | undefined> {
+    const found = this.partials.get(d.digest);
+    if (!found || this.writing.has(d.digest) || !usesPartial(d)) return undefined;
+    this.partials.delete(d.digest);
+    const mine = this.partialPath(d.digest);
+    if (found !== mine && !(await rename(found, mine).then(() => true, () => false))) return undefined;
+    const size = (await stat(mine).catch(() => undefined))?.size ?? 0;
+    if (size === 0 || size >= d.size) {
+      await unlink(mine).catch(() => {});
+      return undefined;
+    }
+    this.writing.add(d.digest);
+    try {
+      const hash = createHash(algorithmOf(d.digest));
+      for await (const chunk of createReadStream(mine, { end: size - 1, highWaterMark: 1 << 20, signal: o.signal })) hash.update(chunk as Buffer);
+      return { offset: size, hash };
+    } catch (e) {
+      this.writing.delete(d.digest);
+      this.partials.set(d.digest, mine);
+      throw e;
+    }
+  }
+
   async put(d: Descriptor, body: Readable, o: PutOptions = {}): Promise<void> {
     const path = this.blobPath(d.digest);
     await mkdir(join(this.dir, 'blobs', algorithmOf(d.digest)), { recursive: true });
-    await publishStream(path, body, { signal: o.signal });
+    const from = o.resumeFrom ?? 0;
+    if (!usesPartial(d) || (from === 0 && this.writing.has(d.digest))) {
+      await publishStream(path, body, { signal: o.signal });
+      await this.dropPartial(d.digest);
+      return;
+    }
+    this.writing.add(d.digest);
+    const partial = this.partialPath(d.digest);
+    try {
+      if (from > 0) await truncate(partial, from);
+      const file = createWriteStream(partial, { flags: from > 0 ? 'r+' : 'w', start: from, mode: 0o644, flush: true, highWaterMark: 1 << 20 });
+      await pipeline(body, file, { signal: o.signal });
+      await rename(partial, path);
+      await this.dropPartial(d.digest);
+    } catch (e) {
+      // Keep what arrived when only the source failed; wrong content, a full disk or an interrupt
+      // (SIGINT: temp files are removed) leave nothing behind.
+      if (!o.signal?.aborted && sourceFailed(e)) this.partials.set(d.digest, partial);
+      else await unlink(partial).catch(() => {});
+      throw withPath(e, path);
+    } finally {
+      this.writing.delete(d.digest);
+    }
+  }
+
+  /** The blob is complete: a dead run's partial download of it has no more use. */
+  private async dropPartial(d: Digest): Promise<void> {
+    const path = this.partials.get(d);
+    if (path === undefined || (this.writing.has(d) && path === this.partialPath(d))) return;
+    this.partials.delete(d);
+    await unlink(path).catch(() => {});
+  }
+
+  private partialPath(d: Digest): string {
+    return join(this.dir, 'blobs', algorithmOf(d), `${PARTIAL_PREFIX}${process.pid}-${encodedOf(d)}`);
   }
 
   async tag(root: Descriptor, name: TagName | undefined): Promise<void> {
@@ -265,21 +335,56 @@ export class OciLayout implements Source, Sink {
     return withLock(join(this.dir, 'index.json.lock'), fn, { timeoutMs: this.lockTimeoutMs });
   }
 
-  /** Deletes temp files whose writer process is gone (left by a crash or SIGKILL). */
+  /**
+   * Deletes temp files whose writer process is gone (left by a crash or SIGKILL). Partial
+   * downloads of dead runs are kept and remembered, for resumable().
+   */
   async removeDeadTemps(): Promise<number> {
     let removed = 0;
-    const dirs = [this.dir, ...(await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])).map((a) => join(this.dir, 'blobs', a))];
-    for (const dir of dirs) {
+    for (const dir of [this.dir, ...(await this.blobDirs())]) {
       for (const name of await readdir(dir).catch(() => [] as string[])) {
         const pid = tempOwnerPid(name);
         if (pid !== undefined && !processAlive(pid)) {
           await unlink(join(dir, name)).catch(() => {});
           removed++;
         }
+        const partial = parsePartial(dir, name);
+        if (partial && !processAlive(partial.pid)) this.partials.set(partial.digest, join(dir, name));
       }
     }
     if (removed) warn(`removed ${removed} temporary file(s) left by an interrupted run in ${this.dir}`);
     return removed;
+  }
+
+  /**
+   * Deletes partial downloads of dead runs that no rerun will continue: their blob is complete,
+   * or they are older than `maxAgeMs`. Returns how many (and their bytes); dry runs only count.
+   */
+  async removeStalePartials(o: { maxAgeMs?: number; dryRun?: boolean } = {}): Promise<{ count: number; bytes: number }> {
+    const out = { count: 0, bytes: 0 };
+    const cutoff = Date.now() - (o.maxAgeMs ?? PARTIAL_MAX_AGE_MS);
+    for (const dir of await this.blobDirs()) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const partial = parsePartial(dir, name);
+        if (!partial || processAlive(partial.pid)) continue;
+        const path = join(dir, name);
+        const st = await stat(path).catch(() => undefined);
+        if (!st) continue;
+        const complete = await stat(this.blobPath(partial.digest)).then(() => true, () => false);
+        if (!complete && st.mtimeMs >= cutoff) continue;
+        if (!o.dryRun) {
+          await unlink(path).catch(() => {});
+          this.partials.delete(partial.digest);
+        }
+        out.count++;
+        out.bytes += st.size;
+      }
+    }
+    return out;
+  }
+
+  private async blobDirs(): Promise<string[]> {
+    return (await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])).map((a) => join(this.dir, 'blobs', a));
   }
 
   /**
@@ -313,6 +418,32 @@ export class OciLayout implements Source, Sink {
 }
 
 const WRITER_PREFIX = '.ferry-writer-';
+const PARTIAL_PREFIX = '.partial-';
+/** Smaller blobs are cheaper to fetch again than to track. */
+const PARTIAL_MIN_BYTES = 1 << 20;
+/** gc deletes a dead run's partial download after this long without a rerun continuing it. */
+export const PARTIAL_MAX_AGE_MS = 24 * 3600_000;
+
+function usesPartial(d: Descriptor): boolean {
+  return d.size >= PARTIAL_MIN_BYTES && !isManifestLike(d.mediaType);
+}
+
+/** `.partial-<pid>-<encoded>` in `blobs/<alg>`: whose it is and which blob it holds the start of. */
+function parsePartial(dir: string, name: string): { pid: number; digest: Digest } | undefined {
+  const m = /^\.partial-(\d+)-([a-f0-9]+)$/.exec(name);
+  if (!m) return undefined;
+  const digest = `${basename(dir)}:${m[2]}`;
+  return isDigest(digest) ? { pid: Number(m[1]), digest } : undefined;
+}
+
+const SOURCE_ERRNO = /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH|UND_ERR_\w+)$/;
+
+/** A failure of the source of the bytes (the network), not of their content or of this disk. */
+function sourceFailed(e: unknown): boolean {
+  if (isFerryError(e)) return e.code === 'NETWORK';
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && SOURCE_ERRNO.test(code);
+}
 
 /** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */
 function lockTimeoutFromEnv(): number {

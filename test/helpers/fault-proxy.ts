@@ -4,6 +4,9 @@ export interface SeenRequest {
   method: string;
   url: string;
   headers: IncomingMessage['headers'];
+  /** Body bytes sent up (request) and down (response) so far. */
+  up: number;
+  down: number;
 }
 
 /**
@@ -35,6 +38,13 @@ export interface FaultProxy {
   seen: SeenRequest[];
   /** Replace the rule; `count` is how often the rule has matched so far (per rule). */
   setRule(rule: FaultRule | undefined): void;
+  /**
+   * Body bytes through the proxy, both ways, of the requests seen since `since` (an index into
+   * `seen`; default: all). Counting by request keeps a killed client's late bytes out of a rerun's.
+   */
+  bytes(since?: number): { up: number; down: number };
+  /** Limit body bytes (both ways together) to this many per second; undefined: unlimited. */
+  setRate(bytesPerSecond: number | undefined): void;
   stop(): Promise<void>;
 }
 
@@ -44,8 +54,20 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const seen: SeenRequest[] = [];
   let rule: FaultRule | undefined;
   let matched = 0;
+  let rate: number | undefined;
+  let nextFree = 0;
+  /** Pauses `from` long enough that bytes leave at no more than `rate` per second. */
+  const pace = (from: { pause(): unknown; resume(): unknown }, n: number) => {
+    if (!rate) return;
+    const now = Date.now();
+    nextFree = Math.max(nextFree, now) + (n / rate) * 1000;
+    if (nextFree - now > 2) {
+      from.pause();
+      setTimeout(() => from.resume(), nextFree - now);
+    }
+  };
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const s: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers };
+    const s: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, up: 0, down: 0 };
     seen.push(s);
     const fault = rule?.(s, matched);
     if (fault) matched++;
@@ -73,6 +95,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         return;
       }
       res.writeHead(ures.statusCode ?? 502, outHeaders);
+      // A client that went away (killed) stops the transfer: no bytes are counted for nobody.
+      res.on('close', () => ures.destroy());
       let sent = 0;
       ures.on('data', (chunk: Buffer) => {
         let c = chunk;
@@ -87,12 +111,20 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           return;
         }
         sent += c.byteLength;
+        s.down += c.byteLength;
         res.write(c);
+        pace(ures, c.byteLength);
       });
       ures.on('end', () => res.end());
     });
     up.on('error', () => res.destroy());
-    req.pipe(up);
+    req.on('data', (c: Buffer) => {
+      s.up += c.byteLength;
+      up.write(c);
+      pace(req, c.byteLength);
+    });
+    req.on('end', () => up.end());
+    req.on('error', () => up.destroy());
   });
   const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
   const proxyHost = `127.0.0.1:${port}`;
@@ -102,6 +134,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     setRule(r) {
       rule = r;
       matched = 0;
+    },
+    bytes: (since = 0) => seen.slice(since).reduce((t, q) => ({ up: t.up + q.up, down: t.down + q.down }), { up: 0, down: 0 }),
+    setRate(r) {
+      rate = r;
+      nextFree = 0;
     },
     stop: () => new Promise((r) => {
       server.closeAllConnections();

@@ -24,11 +24,11 @@ export async function testdataCopy(): Promise<string> {
   return d;
 }
 
-/** Every file under `dir` whose name marks it as a temp file. */
+/** Every file under `dir` whose name marks it as a temp file or a partial download. */
 export async function tempFilesIn(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (e.name.startsWith('.tmp-')) out.push(join(e.parentPath, e.name));
+    if (e.name.startsWith('.tmp-') || e.name.startsWith('.partial-')) out.push(join(e.parentPath, e.name));
   }
   return out;
 }

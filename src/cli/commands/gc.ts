@@ -26,7 +26,8 @@ export const gcCommand: CommandModule<GlobalArgs, Args> = {
       for (const b of r.removed) out(`${verb}: ${b.digest} (${humanSize(b.size)})`);
       out(`${verb} ${r.removed.length} blob(s), ${humanSize(r.bytes)}; kept ${r.kept}` +
         (r.spared ? `; spared ${r.spared} written by a running ferry` : '') +
-        (r.temps ? `; removed ${r.temps} stale temp file(s)` : ''));
+        (r.temps ? `; removed ${r.temps} stale temp file(s)` : '') +
+        (r.partials ? `; ${args['dry-run'] ? 'would remove' : 'removed'} ${r.partials} abandoned partial download(s), ${humanSize(r.partialBytes)}` : ''));
     } finally {
       await layout.close();
     }

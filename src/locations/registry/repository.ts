@@ -8,6 +8,7 @@ import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageIndex
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../../types.js';
 import { errorDetail, type RegistryClient } from './client.js';
 import { header, isRetryableError, type HttpResponse } from './http.js';
+import { forgetUpload, loadUpload, saveUpload } from './upload-sessions.js';
 
 export interface RepositoryOptions {
   /** Other repositories of the same registry to try cross-repository mounts from. */
@@ -210,19 +211,46 @@ export class RegistryRepository implements Source, Sink {
       if (subject && !recorded) await this.addToReferrersTag(subject.digest, d, doc);
       return;
     }
-    const start = await this.client.request({
-      method: 'POST', path: `/v2/${this.path}/blobs/uploads/`, scopes: this.push(), headers: { 'content-length': '0' }, signal: o.signal,
-    });
-    await expectStatus(start, [202], `start upload to ${this.name}`);
-    await start.body.dump();
-    let loc = location(start);
+    const chunked = d.size > this.monolithicMax;
+    const saved = chunked && o.reopen ? await this.savedUpload(d, o) : undefined;
+    let loc: URL;
+    if (saved) loc = saved.loc;
+    else {
+      const start = await this.client.request({
+        method: 'POST', path: `/v2/${this.path}/blobs/uploads/`, scopes: this.push(), headers: { 'content-length': '0' }, signal: o.signal,
+      });
+      await expectStatus(start, [202], `start upload to ${this.name}`);
+      await start.body.dump();
+      loc = location(start);
+      if (chunked) await saveUpload(this.name, d.digest, { location: loc.href, size: d.size });
+    }
     try {
-      loc = d.size <= this.monolithicMax ? await this.putWhole(loc, d, body, o) : await this.putChunks(loc, d, body, o);
+      loc = chunked ? await this.putChunks(loc, d, body, o, saved?.offset ?? 0) : await this.putWhole(loc, d, body, o);
+      if (chunked) await forgetUpload(this.name, d.digest);
     } catch (e) {
       body.destroy();
+      // A chunked upload cut off by the network stays open for the next run; anything else ends it.
+      if (chunked && !o.signal?.aborted && (isRetryableError(e) || isRetryableCause(e))) throw e;
       await this.cancel(loc);
+      if (chunked) await forgetUpload(this.name, d.digest);
       throw e;
     }
+  }
+
+  /** An upload of `d` that an earlier run left open (killed mid-blob): where and from which byte it continues. */
+  private async savedUpload(d: Descriptor, o: PutOptions): Promise<{ loc: URL; offset: number } | undefined> {
+    const saved = await loadUpload(this.name, d.digest);
+    if (!saved || saved.size !== d.size || !URL.canParse(saved.location)) return undefined;
+    const status = await this.client.request({ method: 'GET', path: new URL(saved.location), scopes: this.push(), signal: o.signal }).catch(() => undefined);
+    if (!status) return undefined;
+    await status.body.dump();
+    const end = /(\d+)-(\d+)/.exec(header(status, 'range') ?? '');
+    const offset = end ? Number(end[2]) + 1 : 0;
+    if (status.status !== 204 || offset > d.size) {
+      await forgetUpload(this.name, d.digest);
+      return undefined;
+    }
+    return { loc: location(status, new URL(saved.location)), offset };
   }
 
   private async putWhole(loc: URL, d: Descriptor, body: Readable, o: PutOptions): Promise<URL> {
@@ -242,12 +270,20 @@ export class RegistryRepository implements Source, Sink {
    * with the running hash restored to that point so the whole blob is still verified before the
    * closing PUT.
    */
-  private async putChunks(loc: URL, d: Descriptor, body: Readable, o: PutOptions): Promise<URL> {
+  private async putChunks(loc: URL, d: Descriptor, body: Readable, o: PutOptions, from = 0): Promise<URL> {
     let source = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     let pending: Buffer | undefined;
     let offset = 0;
     let hash: Hash = createHash('sha256');
-    let acked = { offset: 0, hash: hash.copy() };
+    if (from > 0) {
+      // Continuing a session from an earlier run: the registry holds `from` bytes; hash them again
+      // from the source (whatever the registry kept, it got from there), then send the rest.
+      hash = await hashPrefix(await o.reopen!(0), from);
+      body.destroy();
+      source = (await o.reopen!(from))[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      offset = from;
+    }
+    let acked = { offset, hash: hash.copy() };
     let failures = 0;
     while (offset < d.size) {
       const size = Math.min(this.chunkSize, d.size - offset);
@@ -277,6 +313,7 @@ export class RegistryRepository implements Source, Sink {
         loc = location(res, loc);
         offset += size;
         acked = { offset, hash: hash.copy() };
+        await saveUpload(this.name, d.digest, { location: loc.href, size: d.size });
       } catch (e) {
         if (o.signal?.aborted || !o.reopen || ++failures > 5 || !(isRetryableError(e) || isRetryableCause(e))) throw e;
         const status = await this.client.request({ method: 'GET', path: loc, scopes: this.push() });
@@ -449,6 +486,21 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
 export function referrersTag(d: Digest): string {
   const [alg, enc] = d.split(':') as [string, string];
   return `${alg.slice(0, 32)}-${enc.slice(0, 64)}`;
+}
+
+/** The sha256 state of the first `n` bytes of `body` (then closed). */
+async function hashPrefix(body: Readable, n: number): Promise<Hash> {
+  const hash = createHash('sha256');
+  let left = n;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const c = chunk.byteLength > left ? chunk.subarray(0, left) : chunk;
+    hash.update(c);
+    left -= c.byteLength;
+    if (left === 0) break;
+  }
+  body.destroy();
+  if (left > 0) throw new FerryError('SIZE_MISMATCH', `the source ended ${left} bytes before the ${n} the registry already holds`);
+  return hash;
 }
 
 function isRetryableCause(e: unknown): boolean {

@@ -1,0 +1,344 @@
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ferry } from './helpers/cli.js';
+import { bytesUnder, presentBlobs, runAndKill } from './helpers/crash.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { tempDir, tempFilesIn } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
+import { makeTarLayout, writeTarBlob, type BuiltImage } from './helpers/layers.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { startServe } from './helpers/serve.js';
+import { listTar } from './helpers/tar-list.js';
+import { hasTool } from './helpers/tools.js';
+
+/**
+ * Catalogue F (SIGKILL at 10/50/90 % of the bytes, then rerun) for every operation that moves
+ * bytes. Registry traffic goes through the fault proxy, throttled so the kill lands mid-transfer,
+ * and its byte counters show what the rerun sent again.
+ */
+
+const distribution = hasTool('docker-registry');
+const MiB = 1 << 20;
+const LAYER = 16 * MiB;
+/** Registry traffic, both ways: a 48 MiB image takes under a second. */
+const RATE = 64 * MiB;
+/** Manifests, configs and headers on top of layer bytes. */
+const SLACK = MiB;
+const NAME = 'example.com/crash/img:1';
+const FRACTIONS = [0.1, 0.5, 0.9] as const;
+
+describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the bytes, then the same command again (catalogue F2, I7)', () => {
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  let img: BuiltImage;
+  let total: number;
+  let seed: string;
+  let archive: string;
+  let repoCount = 0;
+
+  beforeAll(async () => {
+    reg = await startDistribution();
+    proxy = await startFaultProxy(reg.host);
+    const src = join(await tempDir(), 'src');
+    const files = [];
+    for (let i = 1; i <= 3; i++) files.push({ file: await writeTarBlob(src, [{ name: `data/f${i}`, bigFile: LAYER, seed: i }]) });
+    [img] = await makeTarLayout(src, [{ tag: 'img', layers: files }]);
+    total = img!.layers.reduce((n, l) => n + l.size, 0);
+    seed = join(await tempDir(), 'seed');
+    expect((await ferry(['--store', seed, 'copy', `oci:${src}:img`, NAME])).code).toBe(0);
+    expect((await ferry(['copy', `oci:${src}:img`, `docker://${reg.host}/crash/img:1`])).code).toBe(0);
+    archive = join(await tempDir(), 'img.tar');
+    expect((await ferry(['--store', seed, 'save', NAME, '-o', archive])).code).toBe(0);
+  }, 120_000);
+  afterAll(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  /**
+   * Kills the run at `fraction` of the proxy's bytes (direction `dir`), asks `completed()` how many
+   * layer bytes the killed run finished, reruns the same command, and checks the rerun sent at most
+   * the rest again.
+   */
+  const killAndRerun = async (args: string[], dir: 'up' | 'down', fraction: number, completed: () => Promise<number>) => {
+    const start = proxy.seen.length;
+    proxy.setRate(RATE);
+    try {
+      const first = await runAndKill(args, { progress: () => proxy.bytes(start)[dir], total, fraction });
+      expect(first.killed, `the run ended before ${fraction * 100} %: ${first.result.stderr}`).toBe(true);
+      const done = await completed();
+      const mark = proxy.seen.length;
+      const rerun = await ferry(args);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const again = proxy.bytes(mark)[dir];
+      expect(again, `rerun moved ${again} bytes; the killed run had completed ${done} of ${total}`).toBeLessThanOrEqual(total - done + SLACK);
+      return { killedAt: first.at, completed: done, again };
+    } finally {
+      proxy.setRate(undefined);
+    }
+  };
+
+  /** Kills a local run once `progress()` reaches `fraction` of the layer bytes, then reruns it. */
+  const killLocalAndRerun = async (args: string[], fraction: number, progress: () => Promise<number>) => {
+    const first = await runAndKill(args, { progress, total, fraction });
+    expect(first.killed, `the run ended before ${fraction * 100} %: ${first.result.stderr}`).toBe(true);
+    const rerun = await ferry(args);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    return rerun;
+  };
+
+  const verifyStore = async (store: string) => {
+    const v = await ferry(['--store', store, 'verify']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toContain('0 problem(s)');
+    expect(await tempFilesIn(store)).toEqual([]);
+  };
+
+  const layerBytesIn = async (store: string) => (await presentBlobs(store, img.layers)).reduce((n, b) => n + b.size, 0);
+
+  const layerBytesInRegistry = async (repo: string) => {
+    let n = 0;
+    for (const l of img.layers) {
+      const r = await fetch(`http://${reg.host}/v2/${repo}/blobs/${l.digest}`, { method: 'HEAD' });
+      if (r.status === 200) n += l.size;
+    }
+    return n;
+  };
+
+  const isTemp = (name: string) => name.startsWith('.tmp-');
+
+  describe.each(FRACTIONS)('killed at %s of the bytes', (fraction) => {
+    it('F2: pull: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
+      const store = join(await tempDir(), 'store');
+      await killAndRerun(['--store', store, 'pull', '--jobs', '1', `${proxy.host}/crash/img:1`], 'down', fraction, () => layerBytesIn(store));
+      await verifyStore(store);
+    });
+
+    it('F2: sync: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
+      const store = join(await tempDir(), 'store');
+      await killAndRerun(['--store', store, 'sync', '--jobs', '1', `${proxy.host}/crash/img`], 'down', fraction, () => layerBytesIn(store));
+      await verifyStore(store);
+      expect((await ferry(['--store', store, 'images'])).stdout).toContain('crash/img');
+    });
+
+    it('F2: push: rerun exits 0, the pushed image verifies, complete blobs are not uploaded again', async () => {
+      const repo = `crash/push-${++repoCount}`;
+      await killAndRerun(['--store', seed, 'push', '--jobs', '1', NAME, `${proxy.host}/${repo}:1`], 'up', fraction, () => layerBytesInRegistry(repo));
+      const back = join(await tempDir(), 'back');
+      expect((await ferry(['copy', `docker://${reg.host}/${repo}:1`, `oci:${back}:x`])).code).toBe(0);
+      const v = await ferry(['verify', back]);
+      expect(v.code, v.stdout).toBe(0);
+      expect(await tempFilesIn(seed)).toEqual([]);
+    });
+
+    it('F2: save: rerun exits 0, the archive verifies, no temp file is left beside it', async () => {
+      const dir = await tempDir();
+      const out = join(dir, 'out.tar');
+      await killLocalAndRerun(['--store', seed, 'save', NAME, '-o', out], fraction, () => bytesUnder(dir, isTemp));
+      const v = await ferry(['verify', out]);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      expect(await tempFilesIn(dir)).toEqual([]);
+    });
+
+    it('F2: load: rerun exits 0, verify is clean, no temp files', async () => {
+      const store = join(await tempDir(), 'store');
+      await killLocalAndRerun(['--store', store, 'load', '-i', archive], fraction, () => bytesUnder(join(store, 'blobs')));
+      await verifyStore(store);
+      expect((await ferry(['--store', store, 'images'])).stdout).toContain('crash/img');
+    });
+
+    it('F2: export: rerun exits 0, the filesystem tar is complete, no temp file is left beside it', async () => {
+      const dir = await tempDir();
+      const out = join(dir, 'rootfs.tar');
+      await killLocalAndRerun(['--store', seed, 'export', NAME, '-o', out], fraction, () => bytesUnder(dir, isTemp));
+      const files = (await listTar(out)).filter((e) => e.type === 'file');
+      expect(files.map((f) => [f.name, f.size])).toEqual([1, 2, 3].map((i) => [`data/f${i}`, LAYER]));
+      expect(await tempFilesIn(dir)).toEqual([]);
+    });
+  });
+
+  describe('one big blob across restarts (partial downloads)', () => {
+    const BIG = 48 * MiB;
+    let layer: { digest: string; size: number };
+    beforeAll(async () => {
+      const src = join(await tempDir(), 'one');
+      const [made] = await makeLayout(src, [{ tag: 'one', layers: [BIG] }]);
+      layer = made!.layers[0]!;
+      expect((await ferry(['copy', `oci:${src}:one`, `docker://${reg.host}/crash/one:1`])).code).toBe(0);
+    }, 60_000);
+
+    const partialsIn = async (store: string) =>
+      (await readdir(join(store, 'blobs', 'sha256')).catch(() => [] as string[])).filter((n) => n.startsWith('.partial-'));
+
+    /** Pulls crash/one through the throttled proxy and kills the run at half the blob. */
+    const killHalfway = async (store: string) => {
+      const start = proxy.seen.length;
+      proxy.setRate(RATE);
+      try {
+        const first = await runAndKill(['--store', store, 'pull', `${proxy.host}/crash/one:1`], { progress: () => proxy.bytes(start).down, total: BIG, fraction: 0.5 });
+        expect(first.killed, first.result.stderr).toBe(true);
+      } finally {
+        proxy.setRate(undefined);
+      }
+      const [partial] = await partialsIn(store);
+      expect(partial, 'the killed run keeps its partial download').toMatch(new RegExp(`^\\.partial-\\d+-${layer.digest.slice(7)}$`));
+      const path = join(store, 'blobs', 'sha256', partial!);
+      return { path, size: (await stat(path)).size };
+    };
+
+    const blobGets = (since: number) => proxy.seen.slice(since).filter((q) => q.method === 'GET' && q.url.endsWith(`/blobs/${layer.digest}`));
+
+    it('F2: SIGKILL at 50 % of one blob; the rerun asks for Range: bytes=N- and downloads only the rest', async () => {
+      const store = join(await tempDir(), 'store');
+      const partial = await killHalfway(store);
+      expect(partial.size).toBeGreaterThan(0);
+      expect(partial.size).toBeLessThan(BIG);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      const gets = blobGets(mark);
+      expect(gets.map((q) => q.headers.range)).toEqual([`bytes=${partial.size}-`]);
+      expect(gets[0]!.down).toBe(BIG - partial.size);
+      await verifyStore(store);
+    });
+
+    it('C7: a server that ignores Range on the rerun sends the whole blob again: it still verifies and is published', async () => {
+      const store = join(await tempDir(), 'store');
+      await killHalfway(store);
+      const mark = proxy.seen.length;
+      proxy.setRule((q) => (q.url.endsWith(`/blobs/${layer.digest}`) ? { dropRequestHeaders: ['range'] } : undefined));
+      try {
+        const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+        expect(rerun.code, rerun.stderr).toBe(0);
+      } finally {
+        proxy.setRule(undefined);
+      }
+      expect(blobGets(mark)[0]!.down).toBe(BIG);
+      await verifyStore(store);
+    });
+
+    it('B8: a partial download with a wrong byte fails the digest check, is deleted and fetched again whole', async () => {
+      const store = join(await tempDir(), 'store');
+      const partial = await killHalfway(store);
+      const bytes = await readFile(partial.path);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      await writeFile(partial.path, bytes);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(blobGets(mark).map((q) => q.headers.range)).toEqual([`bytes=${partial.size}-`, undefined]);
+      await verifyStore(store);
+    });
+
+    it('C6: a network failure that outlasts the retries (exit 6) keeps the partial; the next run continues it', async () => {
+      const store = join(await tempDir(), 'store');
+      // The link breaks at 20 MiB and the registry then answers 503 until ferry gives up.
+      proxy.setRule((q, n) => (q.url.endsWith(`/blobs/${layer.digest}`) ? (n === 0 ? { resetAfter: 20 * MiB } : { status: 503 }) : undefined));
+      try {
+        const r = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`], { env: { FERRY_RETRY_BACKOFF_MS: '1' } });
+        expect(r.code, r.stderr).toBe(6);
+      } finally {
+        proxy.setRule(undefined);
+      }
+      const kept = await partialsIn(store);
+      expect(kept).toHaveLength(1);
+      const size = (await stat(join(store, 'blobs', 'sha256', kept[0]!))).size;
+      expect(size).toBeGreaterThan(0);
+      const mark = proxy.seen.length;
+      const rerun = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(blobGets(mark).map((q) => [q.headers.range, q.down])).toEqual([[`bytes=${size}-`, BIG - size]]);
+      await verifyStore(store);
+    });
+  });
+
+  describe('a chunked push killed mid-blob (80 MiB: 32 MiB chunks)', () => {
+    const BIG = 80 * MiB;
+    let store: string;
+    let layer: string;
+    beforeAll(async () => {
+      const src = join(await tempDir(), 'up');
+      const [made] = await makeLayout(src, [{ tag: 'up', layers: [BIG] }]);
+      layer = made!.layers[0]!.digest;
+      store = join(await tempDir(), 'store');
+      expect((await ferry(['--store', store, 'copy', `oci:${src}:up`, 'example.com/crash/up:1'])).code).toBe(0);
+    }, 60_000);
+
+    /** Pushes through `via` (a fault proxy), kills at 60 %, reruns; returns what the rerun sent. */
+    const killAndRerunPush = async (via: FaultProxy, repo: string) => {
+      const state = await tempDir();
+      const env = { FERRY_STATE_DIR: state };
+      const args = ['--store', store, 'push', 'example.com/crash/up:1', `${via.host}/${repo}:1`];
+      const start = via.seen.length;
+      via.setRate(RATE);
+      try {
+        const first = await runAndKill(args, { progress: () => via.bytes(start).up, total: BIG, fraction: 0.6 }, { env });
+        expect(first.killed, first.result.stderr).toBe(true);
+      } finally {
+        via.setRate(undefined);
+      }
+      expect(await readdir(join(state, 'uploads')), 'the open upload is remembered').toHaveLength(1);
+      const mark = via.seen.length;
+      const rerun = await ferry(args, { env });
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect(await readdir(join(state, 'uploads')), 'and forgotten once complete').toEqual([]);
+      const later = via.seen.slice(mark);
+      expect(later.some((q) => q.method === 'GET' && q.url.includes('/blobs/uploads/')), 'asks the registry for the upload offset').toBe(true);
+      return { later, up: via.bytes(mark).up };
+    };
+
+    it('F2: against ferry serve, the rerun continues the upload session from the offset the registry reports', async () => {
+      const served = await startServe(join(await tempDir(), 'served'));
+      const via = await startFaultProxy(served.host);
+      try {
+        const { later, up } = await killAndRerunPush(via, 'crash/up');
+        const firstPatch = later.find((q) => q.method === 'PATCH');
+        expect(Number(/^(\d+)-/.exec(String(firstPatch?.headers['content-range']))?.[1]), 'the first chunk sent continues the session').toBeGreaterThanOrEqual(32 * MiB);
+        expect(up).toBeLessThanOrEqual(BIG - 32 * MiB + SLACK);
+        const back = join(await tempDir(), 'back');
+        expect((await ferry(['copy', `docker://${served.host}/crash/up:1`, `oci:${back}:x`])).code).toBe(0);
+        expect((await ferry(['verify', back])).code).toBe(0);
+        expect((await stat(join(back, 'blobs', 'sha256', layer.slice(7)))).size).toBe(BIG);
+      } finally {
+        await via.stop();
+        await served.stop();
+      }
+    });
+
+    it('F2: against distribution, which refuses a session cut mid-chunk, the rerun starts a new upload and succeeds', async () => {
+      const { up } = await killAndRerunPush(proxy, 'crash/up');
+      expect(up).toBeGreaterThanOrEqual(BIG);
+      const back = join(await tempDir(), 'back');
+      expect((await ferry(['copy', `docker://${reg.host}/crash/up:1`, `oci:${back}:x`])).code).toBe(0);
+      expect((await ferry(['verify', back])).code).toBe(0);
+    });
+  });
+});
+
+describe('gc and partial downloads', () => {
+  const hex = (c: string) => c.repeat(64);
+
+  it('F5: gc deletes partial downloads of dead runs that are a day old or whose blob is complete, and keeps the rest', async () => {
+    const store = join(await tempDir(), 'store');
+    const [made] = await makeLayout(store, [{ tag: 't', layers: [Buffer.from('complete layer')] }]);
+    const dir = join(store, 'blobs', 'sha256');
+    const dead = 999_999;
+    const old = join(dir, `.partial-${dead}-${hex('a')}`);
+    const recent = join(dir, `.partial-${dead}-${hex('b')}`);
+    const done = join(dir, `.partial-${dead}-${made!.layers[0]!.digest.slice(7)}`);
+    const live = join(dir, `.partial-${process.pid}-${hex('c')}`);
+    for (const p of [old, recent, done, live]) await writeFile(p, 'partial bytes');
+    const dayAgo = new Date(Date.now() - 25 * 3600_000);
+    await utimes(old, dayAgo, dayAgo);
+    await utimes(live, dayAgo, dayAgo);
+    const dry = await ferry(['gc', '--dry-run', '--json', store]);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ partials: 2, partialBytes: 26 });
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toHaveLength(4);
+    const r = await ferry(['gc', store]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('removed 2 abandoned partial download(s)');
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-')).sort()).toEqual([`.partial-${process.pid}-${hex('c')}`, `.partial-${dead}-${hex('b')}`].sort());
+    expect((await ferry(['verify', store])).code).toBe(0);
+  });
+});
