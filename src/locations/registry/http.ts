@@ -147,8 +147,7 @@ export class Http {
         if (res) return res;
         throw wrapNetwork(error, req.url, attempt);
       }
-      let delay = Math.min(this.opts.backoffMs * 2 ** (attempt - 1), 30_000);
-      delay = delay / 2 + Math.random() * (delay / 2);
+      let delay = this.backoff(attempt);
       if (res) {
         const after = retryAfterMs(header(res, 'retry-after'));
         await res.body.dump().catch(() => {});
@@ -165,6 +164,30 @@ export class Http {
       this.opts.onRetry?.({ url: redact(req.url), attempt, delayMs: delay, reason });
       await sleep(delay, undefined, { signal: req.signal });
     }
+  }
+
+  /**
+   * Runs a whole exchange again when the network breaks it after the headers arrived (a manifest
+   * or a tag list cut mid-body, a slow loris): the retries of sendRetrying() end with the headers.
+   */
+  async retryingRead<T>(url: URL, exchange: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await exchange();
+      } catch (e) {
+        if (isFerryError(e) || !isRetryableError(e) || signal?.aborted) throw e;
+        if (attempt >= this.opts.attempts) throw wrapNetwork(e, url, attempt);
+        const delay = this.backoff(attempt);
+        this.opts.onRetry?.({ url: redact(url), attempt, delayMs: delay, reason: String((e as { code?: string }).code ?? e) });
+        await sleep(delay, undefined, { signal });
+      }
+    }
+  }
+
+  /** Exponential backoff with jitter: half the step fixed, half random. */
+  private backoff(attempt: number): number {
+    const step = Math.min(this.opts.backoffMs * 2 ** (attempt - 1), 30_000);
+    return step / 2 + Math.random() * (step / 2);
   }
 
   async close(): Promise<void> {

@@ -58,6 +58,14 @@ export class RegistryRepository implements Source, Sink {
   // ---- Source ----
 
   async resolve(ref: string, o: FetchOptions = {}): Promise<Descriptor> {
+    return this.client.http.retryingRead(this.url(`manifests/${ref}`), () => this.resolveOnce(ref, o), o.signal);
+  }
+
+  private url(rest: string): URL {
+    return new URL(`https://${this.client.domain}/v2/${this.path}/${rest}`);
+  }
+
+  private async resolveOnce(ref: string, o: FetchOptions): Promise<Descriptor> {
     const res = await this.client.request({
       method: 'GET',
       path: `/v2/${this.path}/manifests/${ref}`,
@@ -111,15 +119,19 @@ export class RegistryRepository implements Source, Sink {
     const cached = this.manifests.get(d.digest);
     if (cached && !o.offset) return Readable.from([cached]);
     if (isManifestLike(d.mediaType)) {
-      const res = await this.client.request({
-        method: 'GET', path: `/v2/${this.path}/manifests/${d.digest}`, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal: o.signal,
-      });
-      if (res.status === 404) {
-        await res.body.dump();
-        throw new FerryError('NOT_FOUND', `manifest ${this.name}@${d.digest} not found`);
-      }
-      await expectStatus(res, [200], `GET manifest ${this.name}@${d.digest}`);
-      return res.body;
+      // Read whole (at most 4 MiB), so a body the network cuts is simply asked for again.
+      const bytes = await this.client.http.retryingRead(this.url(`manifests/${d.digest}`), async () => {
+        const res = await this.client.request({
+          method: 'GET', path: `/v2/${this.path}/manifests/${d.digest}`, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal: o.signal,
+        });
+        if (res.status === 404) {
+          await res.body.dump();
+          throw new FerryError('NOT_FOUND', `manifest ${this.name}@${d.digest} not found`);
+        }
+        await expectStatus(res, [200], `GET manifest ${this.name}@${d.digest}`);
+        return readCapped(res.body, MAX_JSON_BYTES, `manifest ${this.name}@${d.digest}`);
+      }, o.signal);
+      return Readable.from([bytes]);
     }
     return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal));
   }
@@ -465,13 +477,17 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
     const key = String(next);
     if (seen.has(key)) throw new FerryError('NETWORK', `${client.domain}: pagination loops back to ${key}`);
     seen.add(key);
-    const res = await client.request({ method: 'GET', path: next, scopes, signal: o.signal });
-    if (res.status === 404) {
-      await res.body.dump();
-      throw new FerryError('NOT_FOUND', `${client.domain}${typeof first === 'string' ? first : ''}: not found`);
-    }
-    await expectStatus(res, [200], `list ${field} of ${client.domain}`);
-    const doc = (await readCapped(res.body, 16 * MiB, `${field} list`).then((b) => JSON.parse(b.toString('utf8')))) as Record<string, unknown>;
+    const path: string | URL = next;
+    const { res, doc }: { res: HttpResponse; doc: Record<string, unknown> } = await client.http.retryingRead(new URL(path, `https://${client.domain}`), async () => {
+      const reply: HttpResponse = await client.request({ method: 'GET', path, scopes, signal: o.signal });
+      if (reply.status === 404) {
+        await reply.body.dump();
+        throw new FerryError('NOT_FOUND', `${client.domain}${typeof first === 'string' ? first : ''}: not found`);
+      }
+      await expectStatus(reply, [200], `list ${field} of ${client.domain}`);
+      const body = (await readCapped(reply.body, 16 * MiB, `${field} list`).then((b) => JSON.parse(b.toString('utf8')))) as Record<string, unknown>;
+      return { res: reply, doc: body };
+    }, o.signal);
     const items = doc[field];
     if (items !== null && items !== undefined && !Array.isArray(items)) throw new FerryError('INVALID_INPUT', `${client.domain}: "${field}" is not a list`);
     out.push(...((items as string[] | null) ?? []));
