@@ -4,6 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
+import { makeLayout } from './helpers/images.js';
 import { startDistribution } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -89,6 +90,58 @@ describe.skipIf(!hasTool('docker-registry'))('documents cut mid-body are asked f
       expect(pulled.stderr).toContain('retrying');
       expect(cut.size).toBeGreaterThanOrEqual(3);
       expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+    } finally {
+      await proxy.stop();
+      await reg.stop();
+    }
+  });
+});
+
+describe.skipIf(!hasTool('docker-registry'))('C7: resumed downloads answered with the wrong Content-Range', () => {
+  async function setup() {
+    const reg = await startDistribution();
+    const proxy = await startFaultProxy(reg.host);
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [1 << 20] }]);
+    expect((await ferry(['copy', '-q', `oci:${src}:big`, `docker://${reg.host}/range/app:1`])).code).toBe(0);
+    return { reg, proxy, store: join(await tempDir(), 'store') };
+  }
+  const isBlob = (url: string) => /\/blobs\/sha256:/.test(url);
+
+  it('C7: a wrong Content-Range once: the blob starts over and the pull succeeds', async () => {
+    const { reg, proxy, store } = await setup();
+    try {
+      let lied = false;
+      proxy.setRule((req) => {
+        if (req.method !== 'GET' || !isBlob(req.url) || lied) return undefined;
+        if (req.headers.range) {
+          lied = true;
+          return { setHeaders: { 'content-range': 'bytes 1-99/100' } };
+        }
+        return { resetAfter: 300_000 };
+      });
+      const r = await ferry(['--store', store, 'pull', `${proxy.host}/range/app:1`], { env: FAST });
+      expect(r.code, r.stderr).toBe(0);
+      expect(lied).toBe(true);
+      expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+    } finally {
+      await proxy.stop();
+      await reg.stop();
+    }
+  });
+
+  it('C7: a wrong Content-Range every time: attempts are capped, exit 6, nothing stored', async () => {
+    const { reg, proxy, store } = await setup();
+    try {
+      proxy.setRule((req) => {
+        if (req.method !== 'GET' || !isBlob(req.url)) return undefined;
+        return req.headers.range ? { setHeaders: { 'content-range': 'bytes 1-99/100' } } : { resetAfter: 300_000 };
+      });
+      const r = await ferry(['--store', store, 'pull', `${proxy.host}/range/app:1`], { env: FAST });
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stderr).toContain('wrong offset');
+      expect(proxy.seen.filter((s) => isBlob(s.url)).length).toBeLessThan(100);
+      expect((await ferry(['--store', store, 'images', '--json'])).stdout.trim()).toBe('[]');
     } finally {
       await proxy.stop();
       await reg.stop();
