@@ -210,6 +210,43 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect((await ferry(['verify', back])).code).toBe(0);
   });
 
+  it('C15: a PATCH answered 416 makes ferry ask the registry for its offset and resume from there', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [3 << 20] }]);
+    let patches = 0;
+    proxy.setRule((q) => (q.method === 'PATCH' && ++patches === 3 ? { status: 416, headers: { range: '0-0' } } : undefined));
+    try {
+      const repo = new RegistryRepository(registryClient(proxy.host), 'faults/c15-416', { monolithicMax: 1 << 20, chunkSize: 512 << 10 });
+      const r = await copy(await OciLayout.open(src), repo, [{ ref: 't', names: [{ tag: '1' }] }]);
+      expect(r.images[0]!.digest).toBe(img!.manifest.digest);
+    } finally {
+      proxy.setRule(undefined);
+      await closeRegistryClients();
+    }
+    // The refused chunk was followed by a status GET of the upload, then the chunk again.
+    const afterRefusal = proxy.seen.filter((q) => q.url.includes('/faults/c15-416/blobs/uploads/'));
+    expect(afterRefusal.some((q) => q.method === 'GET')).toBe(true);
+    const back = join(await tempDir(), 'back');
+    expect((await ferry(['copy', `docker://${reg.host}/faults/c15-416:1`, `oci:${back}:x`])).code).toBe(0);
+    expect((await ferry(['verify', back])).code).toBe(0);
+  });
+
+  it('C15: an upload the registry refuses with DIGEST_INVALID exits 4 and tags nothing', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 't', layers: [64 << 10] }]);
+    const invalid = JSON.stringify({ errors: [{ code: 'DIGEST_INVALID', message: 'provided digest did not match uploaded content' }] });
+    proxy.setRule((q) => (q.method === 'PUT' && q.url.includes('/blobs/uploads/') ? { status: 400, headers: { 'content-type': 'application/json' }, body: invalid } : undefined));
+    try {
+      const r = await ferry(['copy', `oci:${src}:t`, `docker://${proxy.host}/faults/c15-invalid:1`], { env: FAST });
+      expect(r.code, r.stderr).toBe(4);
+      expect(r.stderr).toContain('does not match its digest');
+    } finally {
+      proxy.setRule(undefined);
+    }
+    const tags = await ferry(['tags', `${reg.host}/faults/c15-invalid`]);
+    expect(tags.stdout.trim()).toBe('');
+  });
+
   it('F4: a push interrupted by SIGINT exits 130; the rerun skips the blobs already there and pushes the manifest last', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'f4', layers: [24 << 20, 24 << 20, 24 << 20] }]);
