@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { compressionForPath, compressor, type OutputCompression } from '../blob/compression.js';
+import { compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { syncDir, tempPathFor } from '../blob/publish.js';
 import { streamed } from './memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
@@ -62,7 +62,7 @@ export class ArchiveOutput {
         sink.once('error', reject);
       });
     } else {
-      const c = compressor(o.compression, o.level);
+      const c = new ParallelCompress(o.compression, { level: o.level });
       this.head = c;
       this.flowing = pipeline(c, sink);
     }

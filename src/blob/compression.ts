@@ -1,4 +1,6 @@
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { availableParallelism } from 'node:os';
+import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
 import { ZstdDecompress } from './zstd-frames.js';
@@ -67,6 +69,97 @@ export function compressor(c: 'gzip' | 'zstd', level?: number): Transform {
   if (c === 'gzip') return zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
   return zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
 }
+
+/** How much of the input goes into one independently compressed gzip member or zstd frame. */
+export const PARALLEL_CHUNK = 2 << 20;
+
+export interface ParallelOptions {
+  level?: number;
+  /** Input bytes per member/frame (default 2 MiB); fixed, so the output is deterministic. */
+  chunk?: number;
+  /** Chunks being compressed at once (default: cores + 1). */
+  inFlight?: number;
+}
+
+/**
+ * Compresses on the libuv pool, several chunks at a time (pigz-style): the input is cut into
+ * fixed-size chunks, each becomes one gzip member or zstd frame, and they are emitted in order.
+ * Concatenated members (RFC 1952 §2.2) and frames (RFC 8878 §3.1) are one valid stream for gzip,
+ * zstd, Go's readers and ours. Memory: about inFlight x (chunk + its output).
+ */
+export class ParallelCompress extends Transform {
+  private readonly chunkBytes: number;
+  private readonly inFlight: number;
+  private readonly one: (input: Buffer) => Promise<Buffer>;
+  private buf: Buffer;
+  private filled = 0;
+  private readonly queue: Array<Promise<Buffer>> = [];
+  private readonly spare: Buffer[] = [];
+  private emitted = false;
+
+  constructor(c: 'gzip' | 'zstd', o: ParallelOptions = {}) {
+    super({ highWaterMark: 1 << 20 });
+    this.chunkBytes = o.chunk ?? PARALLEL_CHUNK;
+    this.inFlight = o.inFlight ?? availableParallelism() + 1;
+    this.buf = Buffer.allocUnsafe(this.chunkBytes);
+    // Room for a whole chunk's output (incompressible data grows a little): one round trip to the
+    // pool per chunk, one output buffer.
+    const chunkSize = this.chunkBytes + (this.chunkBytes >> 6) + 4096;
+    const level = o.level;
+    if (c === 'gzip') {
+      const opts: zlib.ZlibOptions = { chunkSize, ...(level === undefined ? {} : { level }) };
+      // The header's OS byte depends on how zlib was built: pin it (3, Unix) so output is the same everywhere.
+      this.one = (input) => gzipAsync(input, opts).then((out) => ((out[9] = 3), out));
+    } else {
+      const opts: zlib.ZstdOptions = { chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) };
+      this.one = (input) => zstdAsync(input, opts);
+    }
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.collect(chunk).then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    // An empty input still becomes one (empty) member or frame: a valid compressed file.
+    const last = this.filled > 0 || (!this.emitted && this.queue.length === 0);
+    if (last) this.dispatch();
+    this.drainAll().then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  private async collect(chunk: Buffer): Promise<void> {
+    let at = 0;
+    while (at < chunk.length) {
+      const n = Math.min(this.chunkBytes - this.filled, chunk.length - at);
+      chunk.copy(this.buf, this.filled, at, at + n);
+      this.filled += n;
+      at += n;
+      if (this.filled === this.chunkBytes) {
+        this.dispatch();
+        while (this.queue.length >= this.inFlight) this.push(await this.queue.shift()!);
+      }
+    }
+  }
+
+  private dispatch(): void {
+    const buf = this.buf;
+    const p = this.one(this.filled === this.chunkBytes ? buf : buf.subarray(0, this.filled));
+    // The chunk belongs to the codec until it completes; then it is filled again (fewer large
+    // allocations waiting for the garbage collector, so a lower peak RSS).
+    p.then(() => this.spare.push(buf), () => {}); // a failure surfaces when awaited in order
+    this.queue.push(p);
+    this.emitted = true;
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(this.chunkBytes);
+    this.filled = 0;
+  }
+
+  private async drainAll(): Promise<void> {
+    while (this.queue.length > 0) this.push(await this.queue.shift()!);
+  }
+}
+
+const gzipAsync = promisify(zlib.gzip) as (b: Buffer, o: zlib.ZlibOptions) => Promise<Buffer>;
+const zstdAsync = promisify(zlib.zstdCompress) as (b: Buffer, o: zlib.ZstdOptions) => Promise<Buffer>;
 
 export type OutputCompression = 'gzip' | 'zstd' | 'none';
 
