@@ -37,8 +37,8 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const { saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
-    const { readInventory } = await import('../../sync/inventory.js');
-    const exclude = args['exclude-from'] ? await readInventory(args['exclude-from']) : undefined;
+    // Only on demand: the inventory code loads the registry client (undici), a slow import.
+    const exclude = args['exclude-from'] ? await (await import('../../sync/inventory.js')).readInventory(args['exclude-from']) : undefined;
     if (args.output === '-' && process.stdout.isTTY) {
       throw new FerryError('USAGE', 'refusing to write an archive to a terminal', { hint: 'redirect standard output, or use -o FILE' });
     }
