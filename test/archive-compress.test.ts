@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { EarlySync } from '../src/archive/early-sync.js';
 import { decompressor, ParallelCompress } from '../src/blob/compression.js';
 import { ZstdFrameWalker } from '../src/blob/zstd-frames.js';
 import { sha } from './helpers/archives.js';
@@ -129,4 +131,19 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
       expect(await readFile(join(loaded, 'blobs', 'sha256', sha(layer).slice(7)))).toEqual(layer);
     });
   }
+});
+
+describe('EarlySync (background flushes of an archive file being written)', () => {
+  it('passes every byte through unchanged across several background flushes', async () => {
+    const file = join(await tempDir(), 'out.bin');
+    const data = randomBytes(1 << 20);
+    const pieces = function* () {
+      for (let i = 0; i < 70; i++) yield data;
+    };
+    const out = createWriteStream(file, { flush: true });
+    await pipeline(Readable.from(pieces()), new EarlySync(out).counter(), out);
+    const back = await readFile(file);
+    expect(back.length).toBe(70 << 20);
+    expect(sha(back)).toBe(sha(Buffer.concat(Array.from({ length: 70 }, () => data))));
+  });
 });
