@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -108,6 +108,16 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
     store = join(dir, 'store');
     layer = mixed(6 << 20);
     await makeLayout(store, [{ tag: 'big', layers: [layer] }]);
+  });
+
+  it('a --level the codec does not have is a usage error (exit 2), and nothing is written', async () => {
+    for (const [name, level] of [['x.tar.gz', '12'], ['x.tar.zst', '99'], ['x.tar.zst', '0']]) {
+      const out = await tempDir();
+      const r = await ferry(['save', '-q', 'big', '-o', join(out, name!), '--level', level!], { env: { FERRY_STORE: store } });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/--level .*levels are 1 to (9|22)/);
+      expect(await readdir(out)).toEqual([]);
+    }
   });
 
   for (const [suffix, tool] of [['tar.zst', 'zstd'], ['tar.gz', 'gzip']] as const) {

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import type { Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
+import { checkLevel, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from './early-sync.js';
 import { streamed } from './memory.js';
@@ -75,6 +75,7 @@ export class ArchiveOutput {
   }
 
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
+    if (o.compression !== 'none') checkLevel(o.compression, o.level);
     await refuseExisting(dest, o.force);
     const temp = tempPathFor(dest);
     const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });

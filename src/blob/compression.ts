@@ -101,6 +101,7 @@ export class ParallelCompress extends Transform {
     super({ highWaterMark: 1 << 20 });
     this.chunkBytes = o.chunk ?? PARALLEL_CHUNK;
     this.buf = Buffer.allocUnsafe(this.chunkBytes);
+    checkLevel(c, o.level);
     const n = o.inFlight ?? availableParallelism() + 1;
     this.slots = Array.from({ length: n }, () => new CodecSlot(c, o.level));
   }
@@ -207,6 +208,15 @@ class CodecSlot {
 
   close(): void {
     this.engine.destroy();
+  }
+}
+
+/** Levels node:zlib accepts for whole-archive compression: gzip 1-9, zstd 1-22. */
+export function checkLevel(c: 'gzip' | 'zstd', level: number | undefined): void {
+  if (level === undefined) return;
+  const max = c === 'gzip' ? 9 : 22;
+  if (!Number.isInteger(level) || level < 1 || level > max) {
+    throw new FerryError('USAGE', `--level ${level}: ${c} levels are 1 to ${max}`);
   }
 }
 
