@@ -54,6 +54,7 @@ function zstdFrames(data: Buffer): number {
 }
 
 const tools = { zstd: hasTool('zstd'), gzip: hasTool('gzip') };
+const skopeo = hasTool('skopeo');
 
 describe('parallel whole-archive compression (ParallelCompress)', () => {
   const data = mixed(700_000);
@@ -135,6 +136,13 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
       const plain = await decode(tool, bytes);
       expect(plain.includes(layer.subarray(0, 1 << 20))).toBe(true);
       if (tools[tool]) expect(execFileSync(tool, ['-d', '-c', a], { maxBuffer: 1 << 26 }).equals(plain)).toBe(true);
+      // GNU tar detects the compression itself; skopeo reads a zstd docker-archive (it reads no
+      // gzip one at all, single-stream or not).
+      if (tools[tool]) expect(execFileSync('tar', ['-tf', a]).toString()).toContain('manifest.json');
+      if (tool === 'zstd' && skopeo) {
+        const info = JSON.parse(execFileSync('skopeo', ['inspect', `docker-archive:${a}`]).toString()) as { Layers: string[] };
+        expect(info.Layers).toEqual([sha(layer)]);
+      }
       const loaded = join(dir, `loaded-${tool}`);
       const l = await ferry(['--store', loaded, 'load', '-i', a], { env });
       expect(l.code, l.stderr).toBe(0);
