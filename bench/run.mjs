@@ -271,6 +271,9 @@ async function archiveWorkloads() {
   let last;
   const fresh = (suffix) => async () => {
     if (last) await rm(last, { recursive: true, force: true });
+    // ferry fsyncs what it writes, skopeo does not: write back the last run's pages now, or the
+    // next run (often ferry's) waits for them.
+    execFileSync('sync');
     last = join(work, `arch-${n++}${suffix}`);
     return last;
   };

@@ -514,13 +514,14 @@ describe.concurrent('command line basics', () => {
 });
 
 describe('a reader that leaves early (| head)', () => {
-  it('save -o - into a closed pipe exits 141 quietly, like a tool killed by SIGPIPE', async () => {
+  it('save -o - into a closed pipe exits 141, like a tool killed by SIGPIPE, with one line and no stack', async () => {
     const store = join(await tempDir(), 'store');
     expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:layers`, 'layers:1'])).code).toBe(0);
     const child = start(['--store', store, 'save', 'layers:1', '-o', '-']);
     child.stdout!.once('data', () => child.stdout!.destroy());
     const r = await finish(child);
     expect(r.code, r.stderr).toBe(141);
-    expect(r.stderr).not.toMatch(/EPIPE|Error:|at /);
+    expect(r.stderr).toContain('standard output was closed');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });

@@ -1,13 +1,14 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { link, lstat, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { once } from 'node:events';
-import { Writable } from 'node:stream';
+import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { compressionForPath, compressor, type OutputCompression } from '../blob/compression.js';
+import { checkLevel, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
-import { streamed } from './memory.js';
+import { EarlySync } from './early-sync.js';
+import { streamed } from '../util/memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
 export type ArchiveCompression = OutputCompression;
@@ -63,21 +64,26 @@ export class ArchiveOutput {
     private readonly temp: string | undefined,
     private readonly o: OutputOptions,
   ) {
-    if (o.compression === 'none') {
+    // A file of ours: its pages go to disk while the archive is written (EarlySync), and it is
+    // done only once closed, that is after its final fsync. A stream we were handed: once flushed.
+    const stages: Writable[] = [];
+    if (o.compression !== 'none') stages.push(new ParallelCompress(o.compression, { level: o.level }));
+    if (temp) stages.push(new EarlySync(sink as WriteStream).counter());
+    if (stages.length === 0) {
       this.head = sink;
       this.flowing = new Promise<void>((resolve, reject) => {
         sink.once('finish', resolve);
         sink.once('error', reject);
       });
     } else {
-      const c = compressor(o.compression, o.level);
-      this.head = c;
-      this.flowing = pipeline(c, sink);
+      this.head = stages[0]!;
+      this.flowing = pipeline([...(stages as Transform[]), sink]);
     }
     this.flowing.catch((e: unknown) => (this.failure ??= outputError(e, dest)));
   }
 
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
+    if (o.compression !== 'none') checkLevel(o.compression, o.level);
     await refuseExisting(dest, o.force);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
     await removeDeadTempsOf(dest);

@@ -14,6 +14,7 @@ import { OciLayout } from '../locations/layout.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_JSON_BYTES, parseJson, type Descriptor } from '../oci/manifest.js';
 import type { Sink } from '../types.js';
+import { EarlySync } from './early-sync.js';
 import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';
@@ -98,7 +99,8 @@ export class LayoutTarget implements IngestTarget {
     await mkdir(dir, { recursive: true });
     const tmp = tempPathFor(join(dir, 'incoming'));
     try {
-      await pipeline(body, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 }), { signal });
+      const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
+      await pipeline(body, new EarlySync(file).counter(), file, { signal });
       const r = tap.result();
       if (await this.has(r)) await unlink(tmp);
       else {

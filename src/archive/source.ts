@@ -129,12 +129,7 @@ export class ArchiveSource implements Source {
   }
 
   private repoTags(e: DockerEntry): TagName[] {
-    const out: TagName[] = [];
-    for (const t of Array.isArray(e.RepoTags) ? e.RepoTags : []) {
-      const r = typeof t === 'string' ? tryParseReference(t) : undefined;
-      if (r?.tag && !r.digest) out.push({ tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) });
-    }
-    return out;
+    return repoTagNames(e.RepoTags);
   }
 
   /** The name an image has in the archive, for destinations that name none. */
@@ -262,6 +257,16 @@ export class ArchiveSource implements Source {
     await this.fh.close().catch(() => {});
     if (this.temp) await unlink(this.temp).catch(() => {});
   }
+}
+
+/** The full names a manifest.json entry's `RepoTags` gives (anything unparsable is ignored). */
+export function repoTagNames(tags: unknown): TagName[] {
+  const out: TagName[] = [];
+  for (const t of Array.isArray(tags) ? tags : []) {
+    const r = typeof t === 'string' ? tryParseReference(t) : undefined;
+    if (r?.tag && !r.digest) out.push({ tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) });
+  }
+  return out;
 }
 
 function sinkAll(): Writable {

@@ -6,7 +6,7 @@ import { FerryError } from '../errors.js';
 import { ByteLimit, decompressBudget, sniff, type Compression } from '../blob/compression.js';
 import { ZstdDecompress } from '../blob/zstd-frames.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
-import { streamed } from './memory.js';
+import { streamed } from '../util/memory.js';
 
 
 export interface TapResult {

@@ -1,4 +1,5 @@
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { availableParallelism } from 'node:os';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
 import { ZstdDecompress } from './zstd-frames.js';
@@ -66,6 +67,167 @@ export function compressor(c: 'gzip' | 'zstd', level?: number): Transform {
   const chunkSize = 1 << 20;
   if (c === 'gzip') return zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
   return zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
+}
+
+/** How much of the input goes into one independently compressed gzip member or zstd frame. */
+export const PARALLEL_CHUNK = 2 << 20;
+
+export interface ParallelOptions {
+  level?: number;
+  /** Input bytes per member/frame (default 2 MiB); fixed, so the output is deterministic. */
+  chunk?: number;
+  /** Chunks being compressed at once (default: cores + 1). */
+  inFlight?: number;
+}
+
+/**
+ * Compresses on the libuv pool, several chunks at a time (pigz-style): the input is cut into
+ * fixed-size chunks, each becomes one gzip member or zstd frame, and they are emitted in order.
+ * Concatenated members (RFC 1952 §2.2) and frames (RFC 8878 §3.1) are one valid stream for gzip,
+ * zstd, Go's readers and ours. Memory: inFlight codec contexts, kept for the whole stream (a fresh
+ * one per chunk left its buffers to the garbage collector: 60 MiB more peak RSS), and about
+ * inFlight x (chunk + its output).
+ */
+export class ParallelCompress extends Transform {
+  private readonly chunkBytes: number;
+  private readonly slots: CodecSlot[];
+  private buf: Buffer;
+  private filled = 0;
+  private dispatched = 0;
+  private readonly queue: Array<Promise<Buffer[]>> = [];
+  private readonly spare: Buffer[] = [];
+
+  constructor(c: 'gzip' | 'zstd', o: ParallelOptions = {}) {
+    super({ highWaterMark: 1 << 20 });
+    this.chunkBytes = o.chunk ?? PARALLEL_CHUNK;
+    this.buf = Buffer.allocUnsafe(this.chunkBytes);
+    checkLevel(c, o.level);
+    const n = o.inFlight ?? availableParallelism() + 1;
+    this.slots = Array.from({ length: n }, () => new CodecSlot(c, o.level));
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.collect(chunk).then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    // An empty input still becomes one (empty) member or frame: a valid compressed file.
+    if (this.filled > 0 || this.dispatched === 0) this.dispatch();
+    this.drainAll().then(
+      () => {
+        for (const s of this.slots) s.close();
+        cb();
+      },
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
+    for (const s of this.slots) s.close();
+    cb(err);
+  }
+
+  private async collect(chunk: Buffer): Promise<void> {
+    let at = 0;
+    while (at < chunk.length) {
+      const n = Math.min(this.chunkBytes - this.filled, chunk.length - at);
+      chunk.copy(this.buf, this.filled, at, at + n);
+      this.filled += n;
+      at += n;
+      if (this.filled === this.chunkBytes) {
+        this.dispatch();
+        while (this.queue.length >= this.slots.length) this.pushAll(await this.queue.shift()!);
+      }
+    }
+  }
+
+  private dispatch(): void {
+    const buf = this.buf;
+    const slot = this.slots[this.dispatched++ % this.slots.length]!;
+    const p = slot.compress(this.filled === this.chunkBytes ? buf : buf.subarray(0, this.filled));
+    // The chunk belongs to the codec until it completes; then it is filled again.
+    p.then(() => this.spare.push(buf), () => {}); // a failure surfaces when awaited in order
+    this.queue.push(p);
+    this.buf = this.spare.pop() ?? Buffer.allocUnsafe(this.chunkBytes);
+    this.filled = 0;
+  }
+
+  private pushAll(parts: Buffer[]): void {
+    for (const b of parts) this.push(b);
+  }
+
+  private async drainAll(): Promise<void> {
+    while (this.queue.length > 0) this.pushAll(await this.queue.shift()!);
+  }
+}
+
+/** One long-lived codec stream that turns each input it is given into one member or frame. */
+class CodecSlot {
+  private readonly engine: zlib.Gzip | zlib.ZstdCompress;
+  private readonly end: number;
+  private parts: Buffer[] = [];
+  private failure?: Error;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly c: 'gzip' | 'zstd', level: number | undefined) {
+    const chunkSize = 1 << 20;
+    if (c === 'gzip') {
+      this.engine = zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
+      this.end = zlib.constants.Z_FINISH;
+    } else {
+      this.engine = zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
+      this.end = zlib.constants.ZSTD_e_end;
+    }
+    this.engine.on('data', (d: Buffer) => this.parts.push(d));
+    this.engine.on('error', (e) => (this.failure ??= e));
+  }
+
+  compress(input: Buffer): Promise<Buffer[]> {
+    const run = this.tail.then(() => this.one(input));
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  private async one(input: Buffer): Promise<Buffer[]> {
+    const e = this.engine;
+    if (this.failure) throw this.failure;
+    e.write(input);
+    await new Promise<void>((resolve) => e.flush(this.end, () => resolve()));
+    // Output pushed while the flush completed may still be on its way to 'data'.
+    while (e.readableLength > 0 && !this.failure) await new Promise((r) => setImmediate(r));
+    if (this.failure) throw this.failure;
+    const out = this.parts;
+    this.parts = [];
+    if (this.c === 'gzip') {
+      // The header's OS byte depends on how zlib was built: pin it (3, Unix) so output is the same everywhere.
+      pinByte(out, 9, 3);
+      (e as zlib.Gzip & zlib.ZlibReset).reset();
+    }
+    return out;
+  }
+
+  close(): void {
+    this.engine.destroy();
+  }
+}
+
+/** Levels node:zlib accepts for whole-archive compression: gzip 1-9, zstd 1-22. */
+export function checkLevel(c: 'gzip' | 'zstd', level: number | undefined): void {
+  if (level === undefined) return;
+  const max = c === 'gzip' ? 9 : 22;
+  if (!Number.isInteger(level) || level < 1 || level > max) {
+    throw new FerryError('USAGE', `--level ${level}: ${c} levels are 1 to ${max}`);
+  }
+}
+
+function pinByte(parts: Buffer[], at: number, value: number): void {
+  for (const p of parts) {
+    if (at < p.length) {
+      p[at] = value;
+      return;
+    }
+    at -= p.length;
+  }
 }
 
 export type OutputCompression = 'gzip' | 'zstd' | 'none';

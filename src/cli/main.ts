@@ -57,6 +57,10 @@ async function loadCommands(argv: string[]): Promise<CommandModule<any, any>[]> 
   return Promise.all(wanted.map(([, load]) => load()));
 }
 
+function wantsHelp(argv: string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h') || commandWord(argv) === undefined;
+}
+
 let signalled: NodeJS.Signals | undefined;
 
 /** First signal: abort cleanly (temp files removed, locks released). Second: leave at once. */
@@ -75,8 +79,8 @@ const CLOSED_STDOUT = 141;
 let stdoutClosed = false;
 
 /**
- * `ferry images --json | head -1`: the reader left. Stop the way a tool killed by SIGPIPE would,
- * quietly, but through the abort path so temporary files are still removed.
+ * `ferry save -o - | head -c 1000`: the reader left. Stop with the status of a tool killed by
+ * SIGPIPE, through the abort path so temporary files are still removed, with one line (no stack).
  */
 function trapClosedStdout(): void {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -91,7 +95,10 @@ function trapClosedStdout(): void {
 }
 
 function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
-  if (stdoutClosed) return CLOSED_STDOUT;
+  if (stdoutClosed) {
+    process.stderr.write('ferry: error: standard output was closed before the output was complete (EPIPE)\n');
+    return CLOSED_STDOUT;
+  }
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
@@ -127,7 +134,9 @@ export async function main(argv: string[]): Promise<number> {
     .version(VERSION)
     .help()
     .alias('h', 'help')
-    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    // yargs renders the help text on every run (kept for failures); wrapping it cost 60 ms of
+    // each command's start, so it is wrapped only when it is asked for.
+    .wrap(wantsHelp(argv) ? Math.min(110, process.stdout.columns ?? 100) : null)
     .fail((msg, err) => {
       failure = err ?? new FerryError('USAGE', msg);
       // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.

@@ -32,7 +32,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'archive file (.tar, .tar.gz/.tgz, .tar.zst), or - for stdout' })
       .option('format', { choices: ['docker', 'oci'] as const, default: 'docker' as const, describe: 'docker: OCI layout + manifest.json (docker load reads it); oci: OCI layout only' })
       .option('compress', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'compress the whole archive (default: from the -o suffix)' })
-      .option('level', { type: 'number', describe: 'compression level (gzip 1-9, zstd 1-19)' })
+      .option('level', { type: 'number', describe: 'compression level (gzip 1-9, zstd 1-22)' })
       .option('compress-layers', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'recompress layers (CHANGES layer and image digests)' })
       .option('volume-size', { type: 'string', describe: 'cut into volumes of at most this size (e.g. 4G): NAME.001.tar, NAME.002.tar, …' })
       .option('force', { type: 'boolean', describe: 'replace an existing output file' })
@@ -43,8 +43,8 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const { planSave, saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
-    const { readInventory } = await import('../../sync/inventory.js');
-    const exclude = args['exclude-from'] ? await readInventory(args['exclude-from']) : undefined;
+    // Only on demand: the inventory code loads the registry client (undici), a slow import.
+    const exclude = args['exclude-from'] ? await (await import('../../sync/inventory.js')).readInventory(args['exclude-from']) : undefined;
     const options = {
       images: args.images,
       output: args.output,

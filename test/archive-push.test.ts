@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { layerTar, legacyArchive, ociImage, writeTar } from './helpers/archives.js';
+import { ferry, finish, start, type RunResult } from './helpers/cli.js';
+import { indexEntries } from './helpers/expected-images.js';
+import { tempDir } from './helpers/fs.js';
+import { makeLayout } from './helpers/images.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const registryTool = hasTool('docker-registry');
+/** Two repositories: app (two tags sharing a layer) and tool (sharing it too: mounted, not re-sent). */
+const NAMES = ['example.com/team/app:1', 'example.com/team/app:2', 'example.com/other/tool:1'];
+
+let registry: RunningRegistry | undefined;
+let noStore: string;
+let store: string;
+const digests: Record<string, string> = {};
+
+async function ok(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  const r = await ferry(args, { env: { FERRY_STORE: noStore, ...env } });
+  expect(r.code, `ferry ${args.join(' ')}\n${r.stderr}`).toBe(0);
+  return r;
+}
+
+async function named(s: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await indexEntries(s)) out[e.annotations?.['io.containerd.image.name'] ?? e.digest] = e.digest;
+  return out;
+}
+
+/**
+ * Runs `push --from` with its own TMPDIR, watching it meanwhile: returns the result and the largest
+ * file seen there (a temporary plain tar of the archive would show up as one).
+ */
+async function pushWatched(args: string[]): Promise<{ r: RunResult; largest: number; left: string[] }> {
+  const tmp = await tempDir();
+  const child = start(args, { env: { FERRY_STORE: noStore, TMPDIR: tmp } });
+  let largest = 0;
+  let running = true;
+  const watch = (async () => {
+    while (running) {
+      for (const f of await readdir(tmp).catch(() => [] as string[])) {
+        const st = await stat(join(tmp, f)).catch(() => undefined);
+        if (st) largest = Math.max(largest, st.size);
+      }
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  })();
+  const r = await finish(child);
+  running = false;
+  await watch;
+  return { r, largest, left: await readdir(tmp) };
+}
+
+beforeAll(async () => {
+  noStore = join(await tempDir(), 'no-default-store');
+  const src = join(await tempDir(), 'src');
+  const shared = randomBytes(6 << 20);
+  await makeLayout(src, [
+    { tag: 'a1', layers: [shared, 4096] },
+    { tag: 'a2', layers: [shared, 8192] },
+    { tag: 't1', layers: [shared] },
+  ]);
+  store = join(await tempDir(), 'store');
+  for (const [i, tag] of ['a1', 'a2', 't1'].entries()) await ok(['--store', store, 'copy', '-q', `oci:${src}:${tag}`, NAMES[i]!]);
+  Object.assign(digests, await named(store));
+  if (registryTool) registry = await startDistribution();
+});
+
+afterAll(async () => {
+  await registry?.stop();
+});
+
+describe.skipIf(!registryTool)('push --from an archive into docker-registry', () => {
+  for (const suffix of ['tar', 'tar.gz', 'tar.zst']) {
+    it(`.${suffix}: every image of a multi-image archive, digests kept, no temporary copy of the archive`, async () => {
+      const host = registry!.host;
+      const file = join(await tempDir(), `all.${suffix}`);
+      await ok(['--store', store, 'save', '-q', ...NAMES, '-o', file]);
+      const prefix = `${host}/${suffix.replace('.', '-')}`;
+      const { r, largest, left } = await pushWatched(['push', '--from', file, prefix]);
+      expect(r.code, r.stderr).toBe(0);
+      for (const n of NAMES) {
+        const target = `${prefix}/${n.slice('example.com/'.length)}`;
+        expect(r.stdout).toContain(`${target}: digest: ${digests[n]}`);
+      }
+      // Nothing the size of a blob, let alone of the archive, was written to $TMPDIR; nothing is left.
+      expect(largest).toBeLessThan(1 << 20);
+      expect(left).toEqual([]);
+      const back = join(await tempDir(), 'back');
+      for (const n of NAMES) await ok(['--store', back, 'pull', '-q', `${prefix}/${n.slice('example.com/'.length)}`]);
+      const got = await named(back);
+      for (const n of NAMES) expect(got[`${prefix}/${n.slice('example.com/'.length)}`], n).toBe(digests[n]);
+    });
+  }
+
+  it('a compressed legacy docker archive: layers keep digest = diff_id; only one layer at a time is spooled', async () => {
+    const host = registry!.host;
+    const layers = [layerTar('etc/a', 'one'), layerTar('etc/b', 'two')];
+    const legacy = legacyArchive({ layers, repoTag: 'example.com/legacy/app:7' });
+    const file = join(await tempDir(), 'legacy.tar.zst');
+    await writeTar(file, legacy.entries, 'zstd');
+    const { r, left } = await pushWatched(['push', '--from', file, `${host}/old`]);
+    expect(r.code, r.stderr).toBe(0);
+    const digest = /old\/legacy\/app:7: digest: (sha256:[0-9a-f]{64})/.exec(r.stdout)?.[1];
+    expect(digest).toBeDefined();
+    expect(left).toEqual([]);
+    const back = join(await tempDir(), 'back');
+    await ok(['--store', back, 'pull', '-q', `${host}/old/legacy/app:7`]);
+    expect((await named(back))[`${host}/old/legacy/app:7`]).toBe(digest);
+    const manifest = JSON.parse((await readFile(join(back, 'blobs', 'sha256', digest!.slice(7)))).toString()) as { config: { digest: string }; layers: Array<{ digest: string }> };
+    expect(manifest.layers.map((l) => l.digest)).toEqual(legacy.diffIds);
+    expect(manifest.config.digest).toBe(legacy.configDigest);
+  });
+
+  it('refuses an archive image without a repository name before sending anything (exit 2)', async () => {
+    const host = registry!.host;
+    const img = ociImage({ layers: [{ data: layerTar('x', 'y') }], tag: 'onlytag' });
+    const file = join(await tempDir(), 'unnamed.tar.gz');
+    await writeTar(file, img.entries, 'gzip');
+    const r = await ferry(['push', '--from', file, `${host}/unnamed`], { env: { FERRY_STORE: noStore } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/has no repository name to push it under/);
+    const res = await fetch(`http://${host}/v2/_catalog`);
+    expect(((await res.json()) as { repositories: string[] }).repositories.filter((x) => x.startsWith('unnamed'))).toEqual([]);
+  });
+
+  it('a truncated .tar.zst fails with exit 4 and pushes no tag', async () => {
+    const host = registry!.host;
+    const dir = await tempDir();
+    const file = join(dir, 'all.tar.zst');
+    await ok(['--store', store, 'save', '-q', NAMES[0]!, '-o', file]);
+    const bytes = await readFile(file);
+    const cut = join(dir, 'cut.tar.zst');
+    await writeFile(cut, bytes.subarray(0, bytes.length - 4096));
+    const r = await ferry(['push', '--from', cut, `${host}/cut`], { env: { FERRY_STORE: noStore } });
+    expect(r.code, r.stderr).toBe(4);
+    const res = await fetch(`http://${host}/v2/cut/team/app/manifests/1`, { method: 'HEAD' });
+    expect(res.status).toBe(404);
+  });
+
+  it('a missing archive is exit 2 (not found)', async () => {
+    const r = await ferry(['push', '--from', join(await tempDir(), 'nope.tar.zst'), `${registry!.host}/x`], { env: { FERRY_STORE: noStore } });
+    expect(r.stderr).toMatch(/no such file/);
+    expect(r.code).toBe(2);
+  });
+});
