@@ -351,8 +351,13 @@ try {
   const table = lines.join('\n');
   console.log(`\nmachine: ${machine}; ${RUNS} runs after one warm-up, medians\n\n${table}\n`);
   if (process.argv.includes('--write')) {
-    const doc = `# Benchmarks\n\nLatest run of \`npm run bench\` (${new Date().toISOString().slice(0, 10)}).\n\nMachine: ${machine}. ${RUNS} runs after one warm-up; medians; peak RSS is the largest of the runs (\`/usr/bin/time\`). "vs ferry" is the peer's time divided by ferry's: above 1 means ferry is faster.\n\n${table}\n`;
-    await writeFile(join(ROOT, 'docs', 'BENCHMARKS.md'), doc);
+    // Only the marked block is rewritten: the targets table, the notes and the soak figures stay.
+    const block = `<!-- bench:start -->\nLatest run of \`npm run bench\` (${new Date().toISOString().slice(0, 10)}).\n\nMachine: ${machine}. ${RUNS} runs after one warm-up; medians; peak RSS is the largest of the runs (\`/usr/bin/time\`). "vs ferry" is the peer's time divided by ferry's: above 1 means ferry is faster.\n\n${table}\n<!-- bench:end -->`;
+    const path = join(ROOT, 'docs', 'BENCHMARKS.md');
+    const old = await readFile(path, 'utf8').catch(() => '# Benchmarks\n\n<!-- bench:start --><!-- bench:end -->\n');
+    const [i, j] = [old.indexOf('<!-- bench:start -->'), old.indexOf('<!-- bench:end -->')];
+    const doc = i >= 0 && j > i ? old.slice(0, i) + block + old.slice(j + '<!-- bench:end -->'.length) : `${old.trimEnd()}\n\n${block}\n`;
+    await writeFile(path, doc);
   }
 } finally {
   await rm(work, { recursive: true, force: true });
