@@ -1,6 +1,7 @@
 import { stat, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { FerryError } from '../errors.js';
+import { binarySize } from '../progress/format.js';
 
 /** The errno of `e` or of the error it wraps. */
 function errnoOf(e: unknown): { code?: string; path?: string } | undefined {
@@ -8,18 +9,6 @@ function errnoOf(e: unknown): { code?: string; path?: string } | undefined {
   if (!err || typeof err !== 'object') return undefined;
   if (err.code === 'ENOSPC' || err.code === 'EDQUOT') return err;
   return err.cause ? errnoOf(err.cause) : undefined;
-}
-
-/** 1.2 GiB, 3.1 MiB: binary units, as df -h shows them. */
-export function binarySize(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
 }
 
 /** The nearest existing directory at or above `path`, and the mount point it lives on. */
