@@ -1,6 +1,6 @@
 // Huge inputs, kept out of `npm test`: run with `npm run test:soak` (SOAK_WRITE=1 to record the
 // figures in docs/BENCHMARKS.md). Sizes shrink for a quick try: SOAK_LAYER_GB, SOAK_FILES,
-// SOAK_MANIFESTS, SOAK_TAGS.
+// SOAK_MANIFESTS, SOAK_TAGS, SOAK_LAYERS.
 import { execFileSync } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/fs.js';
 import { makeLayout } from '../helpers/images.js';
-import { makeTarLayout, writeTarBlob, type TEntry } from '../helpers/layers.js';
+import { makeTarLayout, tarOf, writeTarBlob, type TEntry } from '../helpers/layers.js';
 import { startDistribution, type RunningRegistry } from '../helpers/registry.js';
 import { hasTool } from '../helpers/tools.js';
 import { measureFerry, writeSoakTable, type Measured, type SoakRow } from './measure.js';
@@ -17,6 +17,7 @@ const LAYER_GB = Number(process.env.SOAK_LAYER_GB ?? 8);
 const FILES = Number(process.env.SOAK_FILES ?? 1_000_000);
 const MANIFESTS = Number(process.env.SOAK_MANIFESTS ?? 1000);
 const TAGS = Number(process.env.SOAK_TAGS ?? 1000);
+const LAYERS = Number(process.env.SOAK_LAYERS ?? 500);
 /** The issue's bound for streaming a huge layer through any verb. */
 const HUGE_RSS_MIB = 150;
 const HOUR = 3_600_000;
@@ -41,8 +42,8 @@ afterAll(async () => {
 });
 
 /** Runs ferry, expects success, records the row. */
-async function step(workload: string, args: string[], o: { limitMiB?: number; discardStdout?: boolean } = {}): Promise<Measured> {
-  const m = await measureFerry(args, { discardStdout: o.discardStdout });
+async function step(workload: string, args: string[], o: { limitMiB?: number; discardStdout?: boolean; pipeTo?: string[] } = {}): Promise<Measured> {
+  const m = await measureFerry(args, { discardStdout: o.discardStdout, pipeTo: o.pipeTo });
   expect(m.code, `${workload}: ferry ${args.join(' ')}\n${m.stderr}`).toBe(0);
   rows.push({ workload, seconds: m.seconds, peakRssMiB: m.peakRssMiB, limitMiB: o.limitMiB });
   if (o.limitMiB) expect(m.peakRssMiB, `${workload}: peak RSS`).toBeLessThanOrEqual(o.limitMiB);
@@ -53,7 +54,9 @@ describe.runIf(haveRegistry)(`a ${LAYER_GB} GiB layer, streamed through every ve
   it('push, pull, export, save, load and verify keep peak RSS flat', async () => {
     const gib = `${LAYER_GB} GiB layer`;
     const src = join(work, 'huge-src');
-    const blob = await writeTarBlob(src, [{ name: 'huge.bin', bigFile: LAYER_GB * 2 ** 30 }]);
+    // A little over the size: from 8 GiB on, a tar header needs a PAX size record (catalogue H3).
+    const fileSize = Math.round(LAYER_GB * 2 ** 30) + 1536;
+    const blob = await writeTarBlob(src, [{ name: 'huge.bin', bigFile: fileSize }]);
     await makeTarLayout(src, [{ tag: 'soak', layers: [{ file: blob, mediaType: 'application/vnd.oci.image.layer.v1.tar' }] }]);
     const remote = `docker://${reg.host}/soak/huge:1`;
     await step(`push ${gib} (oci -> registry)`, ['copy', '-q', `oci:${src}:soak`, remote], { limitMiB: HUGE_RSS_MIB });
@@ -61,7 +64,9 @@ describe.runIf(haveRegistry)(`a ${LAYER_GB} GiB layer, streamed through every ve
 
     const pulled = join(work, 'huge-pulled');
     await step(`pull ${gib} (registry -> oci)`, ['copy', '-q', remote, `oci:${pulled}:soak`], { limitMiB: HUGE_RSS_MIB });
-    await step(`export ${gib} (-o -, to /dev/null)`, ['export', '-q', `oci:${pulled}:soak`, '-o', '-'], { limitMiB: HUGE_RSS_MIB, discardStdout: true });
+    // Streamed into GNU tar, which must read the whole file back at its exact size.
+    const listed = await step(`export ${gib} (-o -, into tar -tv)`, ['export', '-q', `oci:${pulled}:soak`, '-o', '-'], { limitMiB: HUGE_RSS_MIB, pipeTo: ['tar', '-tvf', '-'] });
+    expect(listed.stdout).toMatch(new RegExp(`\\s${fileSize}\\s.*huge\\.bin`));
 
     const archive = join(work, 'huge.tar');
     await step(`save ${gib} (docker-loadable .tar)`, ['save', '-q', `oci:${pulled}:soak`, '-o', archive], { limitMiB: HUGE_RSS_MIB });
@@ -120,6 +125,24 @@ describe.runIf(haveRegistry)(`an index of ${MANIFESTS} manifests`, () => {
     expect(top.manifests[0]!.digest).toBe(digest);
     await rm(src, { recursive: true, force: true });
     await rm(back, { recursive: true, force: true });
+  }, HOUR);
+});
+
+describe.runIf(haveRegistry)(`an image of ${LAYERS} layers`, () => {
+  it('pushes, pulls, saves, loads and exports', async () => {
+    const src = join(work, 'layers-src');
+    const layers = Array.from({ length: LAYERS }, (_, i) => tarOf([{ name: `l${i}/file`, type: 'file', content: `layer ${i}\n` }]));
+    await makeTarLayout(src, [{ tag: 'soak', layers }]);
+    const remote = `docker://${reg.host}/soak/layers:1`;
+    await step(`push an image of ${LAYERS} layers`, ['copy', '-q', `oci:${src}:soak`, remote]);
+    const back = join(work, 'layers-back');
+    await step(`pull an image of ${LAYERS} layers`, ['copy', '-q', remote, `oci:${back}:soak`]);
+    const archive = join(work, 'layers.tar');
+    await step(`save an image of ${LAYERS} layers`, ['save', '-q', `oci:${back}:soak`, '-o', archive]);
+    await step(`load an image of ${LAYERS} layers`, ['--store', join(work, 'layers-store'), 'load', '-q', '-i', archive]);
+    const flat = await step(`export an image of ${LAYERS} layers`, ['export', '-q', `oci:${back}:soak`, '-o', '-'], { pipeTo: ['tar', '-tf', '-'] });
+    expect(flat.stdout.split('\n').filter((l) => l.endsWith('/file'))).toHaveLength(LAYERS);
+    for (const d of [src, back, archive, join(work, 'layers-store')]) await rm(d, { recursive: true, force: true });
   }, HOUR);
 });
 

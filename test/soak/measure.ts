@@ -16,13 +16,17 @@ export interface Measured {
  * exits. bin/ferry execs node, so the pid is ferry's own; no /usr/bin/time needed.
  * With `discardStdout`, standard output goes to /dev/null (export -o -).
  */
-export function measureFerry(args: string[], o: { discardStdout?: boolean; env?: Record<string, string> } = {}): Promise<Measured> {
+export function measureFerry(args: string[], o: { discardStdout?: boolean; pipeTo?: string[]; env?: Record<string, string> } = {}): Promise<Measured> {
   const t0 = process.hrtime.bigint();
   const child = spawn(FERRY, args, { env: { ...process.env, ...o.env }, stdio: ['ignore', o.discardStdout ? 'ignore' : 'pipe', 'pipe'] });
+  // `pipeTo`: ferry's output goes straight into this command (e.g. tar -tv), whose output is returned.
+  const consumer = o.pipeTo ? spawn(o.pipeTo[0]!, o.pipeTo.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] }) : undefined;
+  if (consumer) child.stdout!.pipe(consumer.stdin!);
+  const consumed = consumer ? new Promise<void>((r) => consumer.on('close', () => r())) : Promise.resolve();
   let peakKiB = 0;
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (c: Buffer) => (stdout += c.toString()));
+  (consumer?.stdout ?? child.stdout)?.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)));
   const sample = async () => {
     try {
@@ -39,7 +43,7 @@ export function measureFerry(args: string[], o: { discardStdout?: boolean; env?:
     child.on('exit', () => clearInterval(timer));
     child.on('close', (code) => {
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      resolve({ code, stdout, stderr, seconds, peakRssMiB: peakKiB / 1024 });
+      void consumed.then(() => resolve({ code, stdout, stderr, seconds, peakRssMiB: peakKiB / 1024 }));
     });
   });
 }
