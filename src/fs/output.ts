@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs';
 import { lstat, rename, unlink } from 'node:fs/promises';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { compressor, type OutputCompression } from '../blob/compression.js';
+import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
@@ -64,7 +64,8 @@ export async function openFileOutput(dest: string, compression: OutputCompressio
     file.once('open', () => resolve());
     file.once('error', reject);
   });
-  const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : compressor(compression);
+  // Compressed as save compresses archives: independent frames on every core, in order.
+  const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);
   const done = pipeline(head, file);
   done.catch(() => {});
   return {
@@ -97,7 +98,7 @@ export function openStreamOutput(out: Writable, compression: OutputCompression):
   if (compression === 'none') {
     return { stream: out, commit: flush, abort: async () => {} };
   }
-  const head = compressor(compression);
+  const head = new ParallelCompress(compression);
   head.pipe(out, { end: false });
   out.on('error', (e) => head.destroy(e));
   return {
