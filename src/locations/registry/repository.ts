@@ -58,33 +58,12 @@ export class RegistryRepository implements Source, Sink {
   // ---- Source ----
 
   async resolve(ref: string, o: FetchOptions = {}): Promise<Descriptor> {
-    return this.client.http.retryingRead(this.url(`manifests/${ref}`), () => this.resolveOnce(ref, o), o.signal);
-  }
-
-  private url(rest: string): URL {
-    return new URL(`https://${this.client.domain}/v2/${this.path}/${rest}`);
-  }
-
-  private async resolveOnce(ref: string, o: FetchOptions): Promise<Descriptor> {
-    const res = await this.client.request({
-      method: 'GET',
-      path: `/v2/${this.path}/manifests/${ref}`,
-      scopes: this.pull(),
-      headers: { accept: MANIFEST_ACCEPT },
-      signal: o.signal,
-    });
     const where = `${this.name}:${ref}`;
-    if (res.status === 404) {
-      await res.body.dump();
-      throw new FerryError('NOT_FOUND', `manifest ${where} not found`);
-    }
-    await expectStatus(res, [200], `GET manifest ${where}`);
+    const { res, bytes } = await this.getManifest(ref, where, o.signal);
     const contentType = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
     if (/text\/html/i.test(contentType)) {
-      await res.body.dump();
       throw new FerryError('INVALID_INPUT', `${where}: unexpected content type ${contentType} (a captive portal or proxy page instead of a manifest?)`);
     }
-    const bytes = await readCapped(res.body, MAX_JSON_BYTES, `manifest ${where}`);
     const digest = digestOf(bytes);
     if (isDigest(ref) && ref !== digest) {
       throw new FerryError('DIGEST_MISMATCH', `manifest ${where}: digest mismatch, expected ${ref}, got ${digest}`);
@@ -97,6 +76,23 @@ export class RegistryRepository implements Source, Sink {
     const doc = parseManifestDocument(bytes, { declared, where: `manifest ${where}` });
     this.manifests.set(digest, bytes);
     return { mediaType: doc.mediaType, digest, size: bytes.byteLength };
+  }
+
+  /**
+   * GET of a manifest, read whole (at most 4 MiB): a body the network cuts or stalls is asked for
+   * again, as the request itself would be.
+   */
+  private async getManifest(ref: string, where: string, signal?: AbortSignal): Promise<{ res: HttpResponse; bytes: Buffer }> {
+    const path = `/v2/${this.path}/manifests/${ref}`;
+    return this.client.http.retryingRead(new URL(path, await this.client.baseUrl(signal)), async () => {
+      const res = await this.client.request({ method: 'GET', path, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal });
+      if (res.status === 404) {
+        await res.body.dump();
+        throw new FerryError('NOT_FOUND', `manifest ${where} not found`);
+      }
+      await expectStatus(res, [200], `GET manifest ${where}`);
+      return { res, bytes: await readCapped(res.body, MAX_JSON_BYTES, `manifest ${where}`) };
+    }, signal);
   }
 
   /**
@@ -119,18 +115,7 @@ export class RegistryRepository implements Source, Sink {
     const cached = this.manifests.get(d.digest);
     if (cached && !o.offset) return Readable.from([cached]);
     if (isManifestLike(d.mediaType)) {
-      // Read whole (at most 4 MiB), so a body the network cuts is simply asked for again.
-      const bytes = await this.client.http.retryingRead(this.url(`manifests/${d.digest}`), async () => {
-        const res = await this.client.request({
-          method: 'GET', path: `/v2/${this.path}/manifests/${d.digest}`, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal: o.signal,
-        });
-        if (res.status === 404) {
-          await res.body.dump();
-          throw new FerryError('NOT_FOUND', `manifest ${this.name}@${d.digest} not found`);
-        }
-        await expectStatus(res, [200], `GET manifest ${this.name}@${d.digest}`);
-        return readCapped(res.body, MAX_JSON_BYTES, `manifest ${this.name}@${d.digest}`);
-      }, o.signal);
+      const { bytes } = await this.getManifest(d.digest, `${this.name}@${d.digest}`, o.signal);
       return Readable.from([bytes]);
     }
     return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal));
@@ -478,7 +463,7 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
     if (seen.has(key)) throw new FerryError('NETWORK', `${client.domain}: pagination loops back to ${key}`);
     seen.add(key);
     const path: string | URL = next;
-    const { res, doc }: { res: HttpResponse; doc: Record<string, unknown> } = await client.http.retryingRead(new URL(path, `https://${client.domain}`), async () => {
+    const { res, doc }: { res: HttpResponse; doc: Record<string, unknown> } = await client.http.retryingRead(new URL(path, await client.baseUrl(o.signal)), async () => {
       const reply: HttpResponse = await client.request({ method: 'GET', path, scopes, signal: o.signal });
       if (reply.status === 404) {
         await reply.body.dump();
