@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/fs.js';
 import { makeLayout } from '../helpers/images.js';
-import { makeTarLayout, tarOf, writeTarBlob, type TEntry } from '../helpers/layers.js';
+import { makeTarLayout, sha256, tarOf, writeTarBlob, type TEntry } from '../helpers/layers.js';
 import { startDistribution, type RunningRegistry } from '../helpers/registry.js';
 import { hasTool } from '../helpers/tools.js';
 import { measureFerry, writeSoakTable, type Measured, type SoakRow } from './measure.js';
@@ -109,8 +109,7 @@ describe.runIf(haveRegistry)(`an index of ${MANIFESTS} manifests`, () => {
     const made = await makeLayout(src, Array.from({ length: MANIFESTS }, (_, i) => ({ tag: `m${i}`, layers: [Buffer.from(`layer ${i}\n`)] })));
     const manifests = made.map((m, i) => ({ ...m.manifest, platform: { os: 'linux', architecture: 'amd64', variant: `v${i}` } }));
     const index = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests });
-    const { createHash } = await import('node:crypto');
-    const digest = `sha256:${createHash('sha256').update(index).digest('hex')}`;
+    const digest = sha256(index);
     await writeFile(join(src, 'blobs', 'sha256', digest.slice(7)), index);
     await writeFile(join(src, 'index.json'), JSON.stringify({
       schemaVersion: 2,
