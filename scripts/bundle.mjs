@@ -1,19 +1,24 @@
 #!/usr/bin/env node
-// Bundles the CLI into dist/ferry.mjs, which bin/ferry runs. One file instead of ~150 modules
-// starts faster (no per-module resolution) and keeps about 8 MiB less resident; the library
-// (dist/index.js) stays unbundled for programs that import it.
+// Bundles the CLI into dist/bundle/ (run.js plus one chunk per lazily loaded command group), which
+// bin/ferry runs. Against the ~150 modules tsc writes it resolves far fewer files at start and
+// keeps 2-5 MiB less resident; splitting keeps each command's code out of the others' runs (one
+// single-file bundle costs every command ~8 MiB more). The library (dist/index.js) stays unbundled.
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 
 const root = join(import.meta.dirname, '..');
+const outdir = join(root, 'dist', 'bundle');
+await rm(outdir, { recursive: true, force: true });
 await build({
   entryPoints: [join(root, 'src', 'cli', 'run.ts')],
   bundle: true,
+  splitting: true,
   platform: 'node',
   format: 'esm',
   target: 'node22',
-  outfile: join(root, 'dist', 'ferry.mjs'),
-  // CommonJS dependencies (yargs' helpers, undici) call require(); give the bundle one.
+  outdir,
+  // CommonJS dependencies (yargs' helpers, undici) call require(); give each chunk one.
   banner: { js: "import { createRequire as __ferryRequire } from 'node:module'; const require = __ferryRequire(import.meta.url);" },
   legalComments: 'none',
   logLevel: 'warning',
