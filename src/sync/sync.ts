@@ -219,7 +219,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
       });
-      todo.sort((a, b) => a.tag.localeCompare(b.tag));
+      // Code-unit order: the same on every host, and no ICU collation data mapped in.
+      todo.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
       const copyOpts = {
         platforms: job.platforms ?? 'all',
         referrers: job.referrers,
