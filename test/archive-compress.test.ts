@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { EarlySync } from '../src/archive/early-sync.js';
+import { EarlySync } from '../src/blob/early-sync.js';
 import { decompressor, ParallelCompress } from '../src/blob/compression.js';
 import { ZstdFrameWalker } from '../src/blob/zstd-frames.js';
 import { sha } from './helpers/archives.js';

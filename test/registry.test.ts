@@ -1,7 +1,6 @@
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe } from 'vitest';
+import { tempDir } from './helpers/fs.js';
 import { registrySuite } from './helpers/registry-suite.js';
 import { startDistribution } from './helpers/registry.js';
 import { startServe } from './helpers/serve.js';
@@ -16,7 +15,7 @@ describe.skipIf(!distribution)('CNCF distribution registry', () => {
 
 describe('ferry serve', () => {
   registrySuite('ferry serve', async () => {
-    const served = await startServe(join(await mkdtemp(join(tmpdir(), 'ferry-serve-suite-')), 'store'));
+    const served = await startServe(join(await tempDir('ferry-serve-suite-'), 'store'));
     return { host: served.host, stop: async () => void (await served.stop()) };
   });
 });

@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { checkLevel, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
-import { EarlySync } from './early-sync.js';
+import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 

@@ -14,7 +14,7 @@ import { OciLayout } from '../locations/layout.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_JSON_BYTES, parseJson, type Descriptor } from '../oci/manifest.js';
 import type { Sink } from '../types.js';
-import { EarlySync } from './early-sync.js';
+import { EarlySync } from '../blob/early-sync.js';
 import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';

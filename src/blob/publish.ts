@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { warn } from '../log.js';
+import { EarlySync } from './early-sync.js';
 import { processAlive } from '../locations/lock.js';
 
 /** Temp names carry the pid so a later run can tell a dead writer's leftovers from a live one's. */
@@ -45,7 +46,7 @@ export async function publishStream(dest: string, body: Readable, opts: PublishO
   try {
     // flush: fsync before close, so the rename never exposes a file whose data is not on disk.
     const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
-    await pipeline(body, file, { signal: opts.signal });
+    await pipeline(body, new EarlySync(file).counter(), file, { signal: opts.signal });
     await rename(tmp, dest);
   } catch (e) {
     await unlink(tmp).catch(() => {});

@@ -14,6 +14,7 @@ import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } fro
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
 import { processAlive, withLock } from './lock.js';
+import { EarlySync } from '../blob/early-sync.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
@@ -271,7 +272,7 @@ export class OciLayout implements Source, Sink {
     try {
       if (from > 0) await truncate(partial, from);
       const file = createWriteStream(partial, { flags: from > 0 ? 'r+' : 'w', start: from, mode: 0o644, flush: true, highWaterMark: 1 << 20 });
-      await pipeline(body, file, { signal: o.signal });
+      await pipeline(body, new EarlySync(file).counter(), file, { signal: o.signal });
       await rename(partial, path);
       await this.dropPartial(d.digest);
     } catch (e) {

@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createTcpServer } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID, sign, createPrivateKey } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,9 +163,13 @@ async function startTokenServer(dir: string, o: { user: string; password: string
   };
 }
 
-/** A DOCKER_CONFIG directory holding credentials for `host`. */
+const configDirs: string[] = [];
+
+/** A DOCKER_CONFIG directory holding credentials for `host`, removed when the process exits. */
 export async function dockerConfigWith(host: string, user = USER, password = PASSWORD): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-docker-config-'));
+  // Not vitest's afterAll: bench/ imports this file too.
+  if (configDirs.push(dir) === 1) process.once('exit', () => configDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
   await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString('base64') } } }));
   return dir;
 }

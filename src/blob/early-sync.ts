@@ -33,8 +33,9 @@ export class EarlySync {
 
   /** A pass-through stage for the bytes written to the file (pipelines). */
   counter(): Transform {
+    // Holds about one chunk: the file stream behind it already buffers a megabyte.
     return new Transform({
-      highWaterMark: 1 << 20,
+      highWaterMark: 64 << 10,
       transform: (chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) => {
         this.wrote(chunk.length);
         cb(null, chunk);
