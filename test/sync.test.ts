@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
@@ -60,18 +60,70 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
   });
 
-  it('a no-op run into another registry costs the tag list and one HEAD per tag on each side', async () => {
+  it('a no-op run into another registry costs both tag lists and one HEAD per tag at the source: the state file stands in for the destination HEADs', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
     const args = ['sync', '--include', '^t00[0-4]$', `${proxy.host}/sync/app`, `docker://${proxy.host}/noop`];
-    expect((await ferry(args)).code).toBe(0);
-    const mark = proxy.seen.length;
-    const again = await ferry(args);
+    expect((await ferry(args, { env })).code).toBe(0);
+    const [file] = await readdir(join(env.FERRY_STATE_DIR, 'sync'));
+    const statePath = join(env.FERRY_STATE_DIR, 'sync', file!);
+    expect((await stat(statePath)).mode & 0o777).toBe(0o600);
+    const state = JSON.parse(await readFile(statePath, 'utf8'));
+    expect(state.destination).toBe(`docker://${proxy.host}/noop/sync/app`);
+    expect(Object.keys(state.tags)).toEqual(['t000', 't001', 't002', 't003', 't004']);
+
+    let mark = proxy.seen.length;
+    const again = await ferry(args, { env });
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('5 tags, 0 copied, 5 unchanged');
-    const reqs = since(mark).filter((q) => q.url !== '/v2/');
-    expect(reqs.filter((q) => q.url.includes('/tags/list')).map((q) => q.url.split('?')[0])).toEqual(['/v2/sync/app/tags/list']);
+    let reqs = since(mark).filter((q) => q.url !== '/v2/');
+    expect(reqs.filter((q) => q.url.includes('/tags/list')).map((q) => q.url.split('?')[0]).sort()).toEqual(['/v2/noop/sync/app/tags/list', '/v2/sync/app/tags/list']);
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/sync/app/manifests/'))).toHaveLength(5);
+    expect(reqs).toHaveLength(7);
+
+    // --no-state: every tag is checked at the destination again, as on a first run.
+    mark = proxy.seen.length;
+    const full = await ferry([...args, '--no-state'], { env });
+    expect(full.code, full.stderr).toBe(0);
+    expect(full.stdout).toContain('5 tags, 0 copied, 5 unchanged');
+    reqs = since(mark).filter((q) => q.url !== '/v2/');
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/noop/sync/app/manifests/'))).toHaveLength(5);
+    expect(reqs.filter((q) => q.url.startsWith('/v2/noop/sync/app/tags/list'))).toEqual([]);
     expect(reqs).toHaveLength(11);
+
+    // A damaged state file is set aside with a warning; the run checks every tag instead.
+    await writeFile(statePath, '{"destination": 5');
+    mark = proxy.seen.length;
+    const damaged = await ferry(args, { env });
+    expect(damaged.code, damaged.stderr).toBe(0);
+    expect(damaged.stderr).toContain('ignoring the sync state');
+    expect(damaged.stdout).toContain('5 tags, 0 copied, 5 unchanged');
+    expect(since(mark).filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/noop/sync/app/manifests/'))).toHaveLength(5);
+    expect(JSON.parse(await readFile(statePath, 'utf8')).tags).toEqual(state.tags);
+  });
+
+  it('a tag deleted at the destination is copied again although the state remembers it', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const args = ['sync', '--include', '^t01[0-2]$', `${proxy.host}/sync/app`, `docker://${reg.host}/gone`];
+    expect((await ferry(args, { env })).stdout).toContain('3 tags, 3 copied');
+    // One manifest behind all three tags: deleting it removes them all at the destination.
+    expect((await ferry(['rm', `docker://${reg.host}/gone/sync/app:t010`])).code).toBe(0);
+    const left = (await ferry(['tags', `${reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean);
+    const r = await ferry(args, { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`3 tags, ${3 - left.length} copied, ${left.length} unchanged`);
+    expect((await ferry(['tags', `${reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean).sort()).toEqual(['t010', 't011', 't012']);
+  });
+
+  it('a sync narrowed by --platform into a registry is a no-op the second time (its digests differ from the source)', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(reg.host, 'sync/multi', 'multi', ['1']);
+    const args = ['sync', '--platform', 'linux/amd64', `${proxy.host}/sync/multi`, `docker://${reg.host}/narrow`];
+    expect((await ferry(args, { env })).stdout).toContain('1 tags, 1 copied');
+    const mark = proxy.seen.length;
+    const again = await ferry(args, { env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged');
+    expect(since(mark).filter((q) => q.url.includes('/blobs/') || q.method === 'GET' && q.url.includes('/manifests/'))).toEqual([]);
   });
 
   it('after one tag changes, only that image moves', async () => {

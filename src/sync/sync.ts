@@ -13,6 +13,7 @@ import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
 import { semverMatcher } from './semver.js';
+import { SyncState } from './state.js';
 
 /** One repository to mirror. */
 export interface SyncJob {
@@ -35,6 +36,11 @@ export interface SyncOptions {
   signal?: AbortSignal;
   dryRun?: boolean;
   jobs?: number;
+  /**
+   * Registry destinations: trust the state file (default) or, with false, HEAD every tag there as
+   * if it were empty; either way it is rewritten with what this run found.
+   */
+  state?: boolean;
   onEvent?: (e: SyncEvent) => void;
 }
 
@@ -70,6 +76,8 @@ interface Target {
   nameFor(tag: string): TagName;
   /** The source digest the destination holds for a tag (a narrowed copy records its index). */
   currentDigest(tag: string): Promise<Digest | undefined>;
+  /** The destination now holds (a copy of) source digest `digest` at `tag`. */
+  remember(tag: string, digest: Digest): void;
   tags(): Promise<string[]>;
   prune(tags: string[]): Promise<void>;
   close(): Promise<void>;
@@ -97,6 +105,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
       current ??= mine().then((es) => new Map(es.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest])));
       return (await current).get(`${repo}:${tag}`);
     },
+    remember: () => {},
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
     },
@@ -119,29 +128,44 @@ function emptyTarget(label: string, nameFor: (tag: string) => TagName): Target {
     label,
     nameFor,
     currentDigest: async () => undefined,
+    remember: () => {},
     tags: async () => [],
     prune: refuse,
     close: async () => {},
   };
 }
 
-function registryTarget(text: string, src: Reference, settings?: RegistrySettings): Target {
+async function registryTarget(text: string, src: Reference, o: SyncOptions): Promise<Target> {
   const rest = text.slice('docker://'.length).replace(/\/+$/, '');
   const slash = rest.indexOf('/');
   const domain = slash < 0 ? rest : rest.slice(0, slash);
   const prefix = slash < 0 ? '' : rest.slice(slash + 1);
   const path = prefix ? `${prefix}/${src.path}` : src.path;
   const ref = parseReference(`${domain}/${path}`);
-  const repo: RegistryRepository = openRepository(ref, settings);
+  const repo: RegistryRepository = openRepository(ref, o.registry);
+  const label = `docker://${domain}/${path}`;
+  const state = await SyncState.open(label);
+  const tags = () => repo.listTags({ signal: o.signal }).catch((e: unknown) => {
+    if (toFerryError(e).code === 'NOT_FOUND') return [];
+    throw e;
+  });
+  // Listed once, and only when the state vouches for some tag: a tag deleted at the destination
+  // must be copied again even though the state remembers it.
+  let listed: Promise<Set<string>> | undefined;
   return {
     sink: repo,
-    label: `docker://${domain}/${path}`,
+    label,
     nameFor: (tag) => ({ tag, name: `${domain}/${path}:${tag}` }),
-    currentDigest: (tag) => repo.headDigest(tag),
-    tags: () => repo.listTags().catch((e: unknown) => {
-      if (toFerryError(e).code === 'NOT_FOUND') return [];
-      throw e;
-    }),
+    async currentDigest(tag) {
+      const known = o.state === false ? undefined : state.get(tag);
+      if (known === undefined) return repo.headDigest(tag, { signal: o.signal });
+      listed ??= tags().then((ts) => new Set(ts));
+      if ((await listed).has(tag)) return known;
+      state.delete(tag);
+      return undefined;
+    },
+    remember: (tag, digest) => state.set(tag, digest),
+    tags,
     async prune(tags) {
       const keep = new Set<Digest>();
       for (const t of (await repo.listTags()).filter((x) => !tags.includes(x))) {
@@ -152,9 +176,12 @@ function registryTarget(text: string, src: Reference, settings?: RegistrySetting
         const d = await repo.headDigest(t);
         // Deleting a manifest removes every tag on it: only when no kept tag shares it.
         if (d && !keep.has(d)) await repo.deleteManifest(d);
+        state.delete(t);
       }
     },
-    close: async () => {},
+    close: async () => {
+      if (!o.dryRun) await state.save();
+    },
   };
 }
 
@@ -162,7 +189,7 @@ async function openTarget(job: SyncJob, src: Reference, o: SyncOptions): Promise
   const dest = job.destination;
   if (!dest) return layoutTarget(o.storeDir ?? defaultStoreDir(), src, o.dryRun);
   if (dest.startsWith('oci:')) return layoutTarget(splitPathRef(dest.slice(4), 'oci:DIR').path, src, o.dryRun);
-  if (dest.startsWith('docker://')) return registryTarget(dest, src, o.registry);
+  if (dest.startsWith('docker://')) return registryTarget(dest, src, o);
   throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR or docker://REGISTRY[/PREFIX]`);
 }
 
@@ -215,6 +242,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         const [digest, current] = await Promise.all([repo.headDigest(tag, { signal: o.signal }), target.currentDigest(tag)]);
         if (!digest) return; // deleted between the list and the HEAD
         if (current === digest) {
+          target.remember(tag, digest);
           r.unchanged.push(tag);
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
@@ -245,6 +273,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
               onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag: t.tag, event }),
             });
             addBlobs(report, c);
+            target.remember(t.tag, t.digest);
             r.copied.push(t.tag);
             o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
           } catch (e) {

@@ -17,6 +17,7 @@ interface Args extends GlobalArgs {
   referrers?: boolean;
   'dry-run'?: boolean;
   jobs?: number;
+  state?: boolean;
 }
 
 /** A repeatable option: one value, several, or none. */
@@ -39,6 +40,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       .option('prune', { type: 'boolean', describe: 'remove tags that disappeared upstream' })
       .option('referrers', { type: 'boolean', describe: 'also carry signatures, SBOMs and attestations' })
       .option('dry-run', { type: 'boolean', describe: 'print what would move; change nothing' })
+      .option('state', { type: 'boolean', default: true, describe: 'registry destinations: trust what the last run recorded (--no-state: HEAD every tag there)' })
       .option('jobs', { type: 'number', describe: 'parallel requests and blob transfers (default 4)' }),
   handler: async (args) => {
     const { sync } = await import('../../sync/sync.js');
@@ -68,6 +70,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       signal: interrupt.signal,
       dryRun: args['dry-run'],
       jobs: args.jobs,
+      state: args.state,
       onEvent: (e) => {
         if (e.type === 'copy') return progress(e);
         progress.done();

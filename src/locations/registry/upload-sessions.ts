@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, unlink } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { publishBytes } from '../../blob/publish.js';
+import { stateDir } from '../../util/state-dir.js';
 
 /**
  * Open chunked uploads, one small file per repository and blob, so that a push killed mid-blob
@@ -12,12 +12,6 @@ import { publishBytes } from '../../blob/publish.js';
 export interface UploadRecord {
   location: string;
   size: number;
-}
-
-/** $FERRY_STATE_DIR, else $XDG_STATE_HOME/ferry, else ~/.local/state/ferry. */
-export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.FERRY_STATE_DIR) return env.FERRY_STATE_DIR;
-  return join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'ferry');
 }
 
 function recordPath(repository: string, digest: string): string {

@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { publishBytes } from '../blob/publish.js';
+import { warn } from '../log.js';
+import type { Digest } from '../oci/digest.js';
+import { stateDir } from '../util/state-dir.js';
+
+const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+
+/**
+ * What sync last put into a registry destination: for each tag, the source digest it copied (or
+ * found already there). With it, a run where nothing changed needs no HEAD at the destination,
+ * only its tag list, which still catches a tag deleted there. One small file per destination
+ * repository under $FERRY_STATE_DIR/sync; losing it only costs the HEADs again.
+ */
+export class SyncState {
+  private changed = false;
+
+  private constructor(
+    private readonly path: string,
+    private readonly destination: string,
+    private readonly tags: Map<string, Digest>,
+  ) {}
+
+  static async open(destination: string): Promise<SyncState> {
+    const key = createHash('sha256').update(destination).digest('hex');
+    const path = join(stateDir(), 'sync', `${key}.json`);
+    const tags = new Map<string, Digest>();
+    let text: string | undefined;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch {
+      // never synced here, or no state directory: every tag is checked with a HEAD
+    }
+    if (text !== undefined) {
+      try {
+        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown> };
+        if (doc.destination !== destination || typeof doc.tags !== 'object' || doc.tags === null) throw new Error('not a sync state file');
+        for (const [tag, d] of Object.entries(doc.tags)) if (typeof d === 'string' && DIGEST.test(d)) tags.set(tag, d as Digest);
+      } catch (e) {
+        warn(`ignoring the sync state ${path} (${(e as Error).message}); every tag is checked at the destination`);
+      }
+    }
+    return new SyncState(path, destination, tags);
+  }
+
+  /** The source digest last copied to (or confirmed at) `tag`. */
+  get(tag: string): Digest | undefined {
+    return this.tags.get(tag);
+  }
+
+  set(tag: string, digest: Digest): void {
+    if (this.tags.get(tag) === digest) return;
+    this.tags.set(tag, digest);
+    this.changed = true;
+  }
+
+  delete(tag: string): void {
+    if (this.tags.delete(tag)) this.changed = true;
+  }
+
+  /** Best effort, like the upload notes: a sync never fails because its state could not be kept. */
+  async save(): Promise<void> {
+    if (!this.changed) return;
+    try {
+      await mkdir(join(stateDir(), 'sync'), { recursive: true, mode: 0o700 });
+      const tags = Object.fromEntries([...this.tags].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      await publishBytes(this.path, JSON.stringify({ destination: this.destination, tags }, null, 1) + '\n', { mode: 0o600 });
+      this.changed = false;
+    } catch (e) {
+      warn(`could not keep the sync state in ${this.path}: ${(e as Error).message}; the next run checks every tag at the destination`);
+    }
+  }
+}

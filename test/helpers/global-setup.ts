@@ -1,0 +1,13 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * One private FERRY_STATE_DIR for the whole run (the workers and the ferry processes they start
+ * inherit it): sync state and upload notes never leak into ~/.local/state or between runs.
+ */
+export default async function setup(): Promise<() => Promise<void>> {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-state-'));
+  process.env.FERRY_STATE_DIR = dir;
+  return () => rm(dir, { recursive: true, force: true });
+}
