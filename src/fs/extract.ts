@@ -4,6 +4,7 @@ import { link, lchown, lstat, lutimes, mkdir, open, readdir, realpath, rm, symli
 import { promisify } from 'node:util';
 import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
+import { streamed } from '../util/memory.js';
 import type { ExportDirOptions } from './export.js';
 import { outMode, streamCarriers, type Scanned } from './flatten.js';
 import { display } from './tar-format.js';
@@ -68,6 +69,8 @@ export async function extractPlan(s: Scanned, o: ExportDirOptions): Promise<{ en
             bytes += inode.size;
           },
           data: async (chunk) => {
+            // Small files are written slowly and V8 sees little allocation: free their buffers.
+            streamed(chunk.length);
             let off = 0;
             while (off < chunk.length) off += (await fh!.write(chunk, off, chunk.length - off)).bytesWritten;
           },
