@@ -9,7 +9,7 @@ import { RegistryRepository } from '../src/locations/registry/repository.js';
 import { finish, ferry, start } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
+import { flipByte, TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { dockerConfigWith, startDistribution, type RunningRegistry, type TokenServer } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
@@ -208,6 +208,31 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     const pulled = await ferry(['copy', `docker://${reg.host}/faults/chunked:1`, `oci:${back}:x`]);
     expect(pulled.code, pulled.stderr).toBe(0);
     expect((await ferry(['verify', back])).code).toBe(0);
+  });
+
+  it('a chunked push of a blob damaged in the source is refused before the closing PUT, with and without a resumed chunk', async () => {
+    for (const failOne of [false, true]) {
+      const src = join(await tempDir(), 'src');
+      const [img] = await makeLayout(src, [{ tag: 't', layers: [3 << 20] }]);
+      const layer = img!.layers[0]!;
+      await flipByte(join(src, 'blobs', 'sha256', layer.digest.slice(7)), (2 << 20) + 5);
+      let patches = 0;
+      const finals: string[] = [];
+      proxy.setRule((q) => {
+        if (q.method === 'PUT' && q.url.includes('/blobs/uploads/')) finals.push(q.url);
+        return failOne && q.method === 'PATCH' && ++patches === 2 ? { status: 500 } : undefined;
+      });
+      const repo = new RegistryRepository(registryClient(proxy.host), `faults/damaged-${failOne}`, { monolithicMax: 1 << 20, chunkSize: 512 << 10 });
+      try {
+        await expect(copy(await OciLayout.open(src), repo, [{ ref: 't', names: [{ tag: '1' }] }])).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+        expect(await repo.has(layer)).toBe(false);
+      } finally {
+        proxy.setRule(undefined);
+        await closeRegistryClients();
+      }
+      expect(finals.filter((u) => u.includes(layer.digest.slice(7)))).toEqual([]);
+      if (failOne) expect(patches).toBeGreaterThan(2);
+    }
   });
 
   it('C15: a PATCH answered 416 makes ferry ask the registry for its offset and resume from there', async () => {
