@@ -76,7 +76,7 @@ export interface ParallelOptions {
   level?: number;
   /** Input bytes per member/frame (default 2 MiB); fixed, so the output is deterministic. */
   chunk?: number;
-  /** Chunks being compressed at once (default: cores + 1). */
+  /** Chunks being compressed at once (default: cores + 1 for gzip, cores for zstd). */
   inFlight?: number;
 }
 
@@ -102,7 +102,10 @@ export class ParallelCompress extends Transform {
     this.chunkBytes = o.chunk ?? PARALLEL_CHUNK;
     this.buf = Buffer.allocUnsafe(this.chunkBytes);
     checkLevel(c, o.level);
-    const n = o.inFlight ?? availableParallelism() + 1;
+    // gzip is slow enough that a chunk more than cores keeps them busy while this thread works
+    // (1 GiB: 18.5 s vs 20.2 s); zstd keeps up with one per core, and each of its contexts costs
+    // ~4 MiB (peak RSS of a .tar.zst save 105 -> 98 MiB with one fewer, no slower).
+    const n = o.inFlight ?? availableParallelism() + (c === 'gzip' ? 1 : 0);
     this.slots = Array.from({ length: n }, () => new CodecSlot(c, o.level));
   }
 

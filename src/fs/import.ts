@@ -18,7 +18,7 @@ import { defaultStoreDir, storeTagName } from '../store.js';
 import type { Source, TagName } from '../types.js';
 import { applyChanges, type ContainerConfig } from './changes.js';
 import { tarDirectory } from './dir-tar.js';
-import { TarParser, type TarEntry } from './tar-reader.js';
+import { TarParser } from './tar-reader.js';
 import { Tree } from './tree.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
@@ -169,9 +169,21 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
   try {
     const { stream: input, label } = await openInput(o);
     const layerPath = join(spool, 'layer');
-    const entries: TarEntry[] = [];
-    const parser = new TarParser({ entry: (e) => void entries.push(e) });
     const where = `import of ${label}`;
+    // The same checks export applies (paths, whiteouts, links, limits), entry by entry; the first
+    // problem is reported once the whole input has been read, like a wrong size or digest.
+    const tree = new Tree();
+    let refused: unknown;
+    const parser = new TarParser({
+      entry: (e) => {
+        if (refused !== undefined) return;
+        try {
+          tree.applyBaseEntry(e, where);
+        } catch (err) {
+          refused = err;
+        }
+      },
+    });
     const plain = new Tap((c) => parser.write(c));
     const packed = new Tap();
     try {
@@ -186,8 +198,7 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
       throw e;
     }
     if (plain.size === 0) throw new FerryError('INVALID_INPUT', `${where}: the input is empty`, { hint: 'import needs a tar archive of a root filesystem' });
-    // The same checks export applies: paths, whiteouts, links, limits.
-    new Tree().applyLayer(entries, 0, where);
+    if (refused !== undefined) throw refused;
 
     const diffId = plain.digest();
     const layer: Descriptor = { mediaType: LAYER_TYPES[compression], digest: packed.digest(), size: packed.size };

@@ -112,6 +112,16 @@ export class Tree {
     for (const { e, parts } of kept) this.apply(e, parts, layer, where);
   }
 
+  /**
+   * One entry of a single layer over nothing (import), as it streams past, so the layer's entries
+   * need not be held. Whiteouts and opaque markers are checked but hide nothing: below the first
+   * layer there is nothing, which is also why applying in archive order gives the same tree.
+   */
+  applyBaseEntry(e: TarEntry, where: string): void {
+    const c = classify(e.name, where);
+    if (c.kind === 'entry') this.apply(e, c.parts, 0, where);
+  }
+
   private bump(where: string): void {
     if (++this.count > MAX_ENTRIES) throw new FerryError('TOO_LARGE', `${where}: the image has more than ${MAX_ENTRIES} filesystem entries, exceeds limit`);
   }
