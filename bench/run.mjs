@@ -46,6 +46,22 @@ function runAsync(cmd, args) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/**
+ * A new output directory per run, the previous one deleted first. Kept outputs made every run
+ * write to never-used disk blocks, which this VM's disk serves far slower than reused ones: a
+ * 1 GiB copy took 2.4 s into freed space and 5.7 s once earlier outputs were kept, and the
+ * penalty hit the tool that fsyncs (ferry) hardest.
+ */
+function freshDirs(prefix) {
+  let n = 0;
+  let last;
+  return async () => {
+    if (last) await rm(last, { recursive: true, force: true });
+    last = join(work, `${prefix}-${n++}`);
+    return last;
+  };
+}
+
 async function workload(name, prepare, tools) {
   const results = [];
   for (const [tool, run] of tools) {
@@ -63,6 +79,9 @@ async function measureTool(name, tool, prepare, run) {
   const rss = [];
   for (let i = 0; i <= RUNS; i++) {
     const args = await prepare();
+    // Start every run with no dirty pages: ferry fsyncs its output, most peers do not, and the
+    // previous run's write-back would otherwise land on whichever run comes next.
+    await runAsync('sync', []);
     const m = await measure(...run(args));
     if (i > 0) { times.push(m.secs); rss.push(m.rssMiB); } // run 0 warms the page cache
   }
@@ -89,9 +108,10 @@ async function registryWorkloads(src, totalMB) {
     await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}`]);
     const pullTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `docker://${seeded}`, `oci:${dst}:bench`]]]];
     if (has('skopeo')) pullTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${seeded}`, `oci:${dst}:bench`]]]);
+    const pullDst = freshDirs('pull');
     rows.push(...(await workload(`pull registry -> oci (${totalMB} MiB)`, async () => {
       await cold();
-      return join(work, `pull-${n++}`);
+      return pullDst();
     }, pullTools)));
     rows.push(...(await syncWorkload(reg.host)));
   } finally {
@@ -330,8 +350,7 @@ try {
   } else if (!onlyExport) {
     const src = join(work, 'src');
     await makeLayout(src, [{ tag: 'bench', layers: Array.from({ length: LAYERS }, () => LAYER_MB << 20) }]);
-    let n = 0;
-    const freshDst = async () => join(work, `dst-${n++}`);
+    const freshDst = freshDirs('dst');
     const copyTools = [['ferry', (dst) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]];
     if (has('skopeo')) copyTools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', `oci:${src}:bench`, `oci:${dst}:bench`]]]);
     rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));

@@ -118,7 +118,8 @@ export class RegistryRepository implements Source, Sink {
       const { bytes } = await this.getManifest(d.digest, `${this.name}@${d.digest}`, o.signal);
       return Readable.from([bytes]);
     }
-    return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal));
+    // A byte stream, not objectMode's default of 16 chunks buffered.
+    return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal), { objectMode: false, highWaterMark: 1 << 20 });
   }
 
   /**
@@ -310,7 +311,7 @@ export class RegistryRepository implements Source, Sink {
       };
       try {
         const res = await this.client.request({
-          method: 'PATCH', path: loc, scopes: this.push(), body: Readable.from(piece()), signal: o.signal,
+          method: 'PATCH', path: loc, scopes: this.push(), body: Readable.from(piece(), { objectMode: false, highWaterMark: 1 << 20 }), signal: o.signal,
           headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + size - 1}`, 'content-length': String(size) },
         });
         await expectStatus(res, [202, 201, 204], `upload chunk of ${d.digest} to ${this.name}`);
