@@ -58,8 +58,26 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
     if (!local && image.layers.length > 0) spoolDir = await mkdtemp(join(tmpdir(), 'ferry-export-'));
     const tree = new Tree();
     for (const layer of image.layers) {
+      const where = layerWhere(layer);
+      // The first layer lies over nothing, so its entries can go into the tree as they stream
+      // (a 1M-file layer need not be held); later ones are applied whole, whiteouts first. A
+      // refusal is reported after the read, which verifies the layer's digest first.
+      const streamed = layer.index === 0;
       const entries: TarEntry[] = [];
-      const parser = new TarParser({ entry: (e) => void entries.push(e) });
+      let count = 0;
+      let refused: unknown;
+      const parser = new TarParser({
+        entry: (e) => {
+          count++;
+          if (!streamed) return void entries.push(e);
+          if (refused !== undefined) return;
+          try {
+            tree.applyBaseEntry(e, where);
+          } catch (err) {
+            refused = err;
+          }
+        },
+      });
       const spoolTo = spoolDir && !spooled.has(layer.descriptor.digest) ? join(spoolDir, `${layer.index}`) : undefined;
       await readLayer(
         image.source,
@@ -68,8 +86,9 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
         { signal: o.signal, spoolTo, warnMismatch: true },
       );
       if (spoolTo) spooled.set(layer.descriptor.digest, spoolTo);
-      tree.applyLayer(entries, layer.index, layerWhere(layer));
-      o.onEvent?.({ type: 'layer-scanned', index: layer.index, digest: layer.descriptor.digest, entries: entries.length });
+      if (refused !== undefined) throw refused;
+      if (!streamed) tree.applyLayer(entries, layer.index, where);
+      o.onEvent?.({ type: 'layer-scanned', index: layer.index, digest: layer.descriptor.digest, entries: count });
     }
     const source = spooled.size > 0 ? withSpool(image.source, spooled) : image.source;
     return { image, source, tree, plan: tree.plan(image.layers.length), cleanup };

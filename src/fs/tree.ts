@@ -113,9 +113,10 @@ export class Tree {
   }
 
   /**
-   * One entry of a single layer over nothing (import), as it streams past, so the layer's entries
-   * need not be held. Whiteouts and opaque markers are checked but hide nothing: below the first
-   * layer there is nothing, which is also why applying in archive order gives the same tree.
+   * One entry of the first layer (over an empty tree: import, and export's bottom layer), as it
+   * streams past, so the layer's entries need not be held. Whiteouts and opaque markers are
+   * checked but hide nothing: below the first layer there is nothing, which is also why applying
+   * in archive order gives the same tree as applyLayer.
    */
   applyBaseEntry(e: TarEntry, where: string): void {
     const c = classify(e.name, where);
