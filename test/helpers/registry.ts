@@ -164,12 +164,19 @@ async function startTokenServer(dir: string, o: { user: string; password: string
 }
 
 const configDirs: string[] = [];
+// After each test file under vitest, whose workers are stopped without an 'exit' event; bench/
+// imports this file too, outside vitest, and cleans up at exit.
+if (process.env.VITEST) {
+  const { afterAll } = await import('vitest');
+  afterAll(async () => {
+    for (const d of configDirs.splice(0)) await rm(d, { recursive: true, force: true });
+  });
+} else process.once('exit', () => configDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-/** A DOCKER_CONFIG directory holding credentials for `host`, removed when the process exits. */
+/** A DOCKER_CONFIG directory holding credentials for `host`, removed after the test file. */
 export async function dockerConfigWith(host: string, user = USER, password = PASSWORD): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-docker-config-'));
-  // Not vitest's afterAll: bench/ imports this file too.
-  if (configDirs.push(dir) === 1) process.once('exit', () => configDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  configDirs.push(dir);
   await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [host]: { auth: Buffer.from(`${user}:${password}`).toString('base64') } } }));
   return dir;
 }
