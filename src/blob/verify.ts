@@ -87,6 +87,21 @@ export async function readVerified(body: Readable, expected: Expected, where?: s
   return readCapped(verifying(body, expected, where), expected.size, where ?? expected.digest);
 }
 
+/** The hash state of the first `n` bytes of `body` (then closed): where a resumed transfer continues. */
+export async function hashPrefix(body: Readable, n: number, alg: 'sha256' | 'sha512' = 'sha256'): Promise<Hash> {
+  const hash = createHash(alg);
+  let left = n;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const c = chunk.byteLength > left ? chunk.subarray(0, left) : chunk;
+    hash.update(c);
+    left -= c.byteLength;
+    if (left === 0) break;
+  }
+  body.destroy();
+  if (left > 0) throw new FerryError('SIZE_MISMATCH', `the source ended ${left} bytes short of the ${n} already transferred`);
+  return hash;
+}
+
 export async function hashStream(body: Readable, alg: 'sha256' | 'sha512' = 'sha256'): Promise<{ digest: Digest; size: number }> {
   const h = createHash(alg);
   let size = 0;

@@ -59,23 +59,16 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
     const tree = new Tree();
     for (const layer of image.layers) {
       const where = layerWhere(layer);
-      // The first layer lies over nothing, so its entries can go into the tree as they stream
-      // (a 1M-file layer need not be held); later ones are applied whole, whiteouts first. A
-      // refusal is reported after the read, which verifies the layer's digest first.
-      const streamed = layer.index === 0;
+      // The first layer lies over nothing, so its entries go into the tree as they stream (a
+      // 1M-file layer need not be held); later ones are applied whole, whiteouts first.
+      const feed = layer.index === 0 ? tree.baseLayerFeed(where) : undefined;
       const entries: TarEntry[] = [];
       let count = 0;
-      let refused: unknown;
       const parser = new TarParser({
         entry: (e) => {
           count++;
-          if (!streamed) return void entries.push(e);
-          if (refused !== undefined) return;
-          try {
-            tree.applyBaseEntry(e, where);
-          } catch (err) {
-            refused = err;
-          }
+          if (feed) feed.add(e);
+          else entries.push(e);
         },
       });
       const spoolTo = spoolDir && !spooled.has(layer.descriptor.digest) ? join(spoolDir, `${layer.index}`) : undefined;
@@ -86,8 +79,8 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
         { signal: o.signal, spoolTo, warnMismatch: true },
       );
       if (spoolTo) spooled.set(layer.descriptor.digest, spoolTo);
-      if (refused !== undefined) throw refused;
-      if (!streamed) tree.applyLayer(entries, layer.index, where);
+      if (feed) feed.check();
+      else tree.applyLayer(entries, layer.index, where);
       o.onEvent?.({ type: 'layer-scanned', index: layer.index, digest: layer.descriptor.digest, entries: count });
     }
     const source = spooled.size > 0 ? withSpool(image.source, spooled) : image.source;

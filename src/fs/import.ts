@@ -172,18 +172,8 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
     const where = `import of ${label}`;
     // The same checks export applies (paths, whiteouts, links, limits), entry by entry; the first
     // problem is reported once the whole input has been read, like a wrong size or digest.
-    const tree = new Tree();
-    let refused: unknown;
-    const parser = new TarParser({
-      entry: (e) => {
-        if (refused !== undefined) return;
-        try {
-          tree.applyBaseEntry(e, where);
-        } catch (err) {
-          refused = err;
-        }
-      },
-    });
+    const feed = new Tree().baseLayerFeed(where);
+    const parser = new TarParser({ entry: (e) => feed.add(e) });
     const plain = new Tap((c) => parser.write(c));
     const packed = new Tap();
     try {
@@ -198,7 +188,7 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
       throw e;
     }
     if (plain.size === 0) throw new FerryError('INVALID_INPUT', `${where}: the input is empty`, { hint: 'import needs a tar archive of a root filesystem' });
-    if (refused !== undefined) throw refused;
+    feed.check();
 
     const diffId = plain.digest();
     const layer: Descriptor = { mediaType: LAYER_TYPES[compression], digest: packed.digest(), size: packed.size };

@@ -113,14 +113,28 @@ export class Tree {
   }
 
   /**
-   * One entry of the first layer (over an empty tree: import, and export's bottom layer), as it
-   * streams past, so the layer's entries need not be held. Whiteouts and opaque markers are
-   * checked but hide nothing: below the first layer there is nothing, which is also why applying
-   * in archive order gives the same tree as applyLayer.
+   * Takes the first layer (over an empty tree: import, and export's bottom layer) entry by entry
+   * as it streams past, so its entries need not be held. Whiteouts and opaque markers are checked
+   * but hide nothing: below the first layer there is nothing, which is also why archive order
+   * gives the same tree as applyLayer. The first refusal is kept rather than thrown, so the input
+   * is still read to its end (and its digest checked) first; `check()` throws it.
    */
-  applyBaseEntry(e: TarEntry, where: string): void {
-    const c = classify(e.name, where);
-    if (c.kind === 'entry') this.apply(e, c.parts, 0, where);
+  baseLayerFeed(where: string): { add(e: TarEntry): void; check(): void } {
+    let refused: unknown;
+    return {
+      add: (e) => {
+        if (refused !== undefined) return;
+        try {
+          const c = classify(e.name, where);
+          if (c.kind === 'entry') this.apply(e, c.parts, 0, where);
+        } catch (err) {
+          refused = err;
+        }
+      },
+      check: () => {
+        if (refused !== undefined) throw refused;
+      },
+    };
   }
 
   private bump(where: string): void {

@@ -1,13 +1,12 @@
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { access, constants, mkdir, readdir, readFile, rename, stat, truncate, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError, isFerryError } from '../errors.js';
+import { FerryError, isFerryError, NETWORK_CODES } from '../errors.js';
 import { warn } from '../log.js';
 import { publishBytes, publishStream, tempOwnerPid, withPath } from '../blob/publish.js';
-import { readCapped, type Prefix } from '../blob/verify.js';
+import { hashPrefix, readCapped, type Prefix } from '../blob/verify.js';
 import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike, MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
@@ -248,8 +247,7 @@ export class OciLayout implements Source, Sink {
     }
     this.writing.add(d.digest);
     try {
-      const hash = createHash(algorithmOf(d.digest));
-      for await (const chunk of createReadStream(mine, { end: size - 1, highWaterMark: 1 << 20, signal: o.signal })) hash.update(chunk as Buffer);
+      const hash = await hashPrefix(createReadStream(mine, { end: size - 1, highWaterMark: 1 << 20, signal: o.signal }), size, algorithmOf(d.digest));
       return { offset: size, hash };
     } catch (e) {
       this.writing.delete(d.digest);
@@ -437,13 +435,12 @@ function parsePartial(dir: string, name: string): { pid: number; digest: Digest 
   return isDigest(digest) ? { pid: Number(m[1]), digest } : undefined;
 }
 
-const SOURCE_ERRNO = /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH|UND_ERR_\w+)$/;
-
 /** A failure of the source of the bytes (the network), not of their content or of this disk. */
 function sourceFailed(e: unknown): boolean {
   if (isFerryError(e)) return e.code === 'NETWORK';
   const code = (e as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && SOURCE_ERRNO.test(code);
+  // The shared network codes, plus what a body cut mid-stream raises: any of undici's, a reset pipe.
+  return typeof code === 'string' && (NETWORK_CODES.has(code) || /^(ECONNABORTED|EPIPE|UND_ERR_\w+)$/.test(code));
 }
 
 /** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */

@@ -3,10 +3,8 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { publishBytes } from '../blob/publish.js';
 import { warn } from '../log.js';
-import type { Digest } from '../oci/digest.js';
+import { isDigest, type Digest } from '../oci/digest.js';
 import { stateDir } from '../util/state-dir.js';
-
-const DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
 /**
  * What sync last put into a registry destination: for each tag, the source digest it copied (or
@@ -37,7 +35,7 @@ export class SyncState {
       try {
         const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown> };
         if (doc.destination !== destination || typeof doc.tags !== 'object' || doc.tags === null) throw new Error('not a sync state file');
-        for (const [tag, d] of Object.entries(doc.tags)) if (typeof d === 'string' && DIGEST.test(d)) tags.set(tag, d as Digest);
+        for (const [tag, d] of Object.entries(doc.tags)) if (isDigest(d)) tags.set(tag, d);
       } catch (e) {
         warn(`ignoring the sync state ${path} (${(e as Error).message}); every tag is checked at the destination`);
       }
@@ -65,7 +63,7 @@ export class SyncState {
     if (!this.changed) return;
     try {
       await mkdir(join(stateDir(), 'sync'), { recursive: true, mode: 0o700 });
-      const tags = Object.fromEntries([...this.tags].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      const tags = Object.fromEntries([...this.tags.keys()].sort().map((t) => [t, this.tags.get(t)]));
       await publishBytes(this.path, JSON.stringify({ destination: this.destination, tags }, null, 1) + '\n', { mode: 0o600 });
       this.changed = false;
     } catch (e) {

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../../errors.js';
-import { readCapped } from '../../blob/verify.js';
+import { hashPrefix, readCapped } from '../../blob/verify.js';
 import { digestOf, isDigest, type Digest } from '../../oci/digest.js';
 import { isManifestLike, MANIFEST_ACCEPT, MediaType } from '../../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageIndex, type ParsedDocument } from '../../oci/manifest.js';
@@ -286,8 +286,7 @@ export class RegistryRepository implements Source, Sink {
     if (from > 0) {
       // Continuing a session from an earlier run: the registry holds `from` bytes (whatever it
       // kept, it got from this source), then send the rest.
-      await reread(from);
-      body.destroy();
+      await reread(from); // closes the body
     }
     let acked = offset;
     let failures = 0;
@@ -499,21 +498,6 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
 export function referrersTag(d: Digest): string {
   const [alg, enc] = d.split(':') as [string, string];
   return `${alg.slice(0, 32)}-${enc.slice(0, 64)}`;
-}
-
-/** The sha256 state of the first `n` bytes of `body` (then closed). */
-async function hashPrefix(body: Readable, n: number): Promise<Hash> {
-  const hash = createHash('sha256');
-  let left = n;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    const c = chunk.byteLength > left ? chunk.subarray(0, left) : chunk;
-    hash.update(c);
-    left -= c.byteLength;
-    if (left === 0) break;
-  }
-  body.destroy();
-  if (left > 0) throw new FerryError('SIZE_MISMATCH', `the source ended ${left} bytes before the ${n} the registry already holds`);
-  return hash;
 }
 
 function isRetryableCause(e: unknown): boolean {
