@@ -53,7 +53,10 @@ function commandWord(argv: string[]): string | undefined {
 async function loadCommands(argv: string[]): Promise<CommandModule<any, any>[]> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const word = commandWord(argv);
   const one = COMMANDS.find(([name]) => name === word);
-  const wanted = one && !argv.includes('--help') && !argv.includes('-h') ? [one] : COMMANDS;
+  const help = argv.includes('--help') || argv.includes('-h');
+  // `ferry --version` needs no command; loading them all cost ~0.2 s.
+  if (!word && !help && argv.includes('--version')) return [];
+  const wanted = one && !help ? [one] : COMMANDS;
   return Promise.all(wanted.map(([, load]) => load()));
 }
 
