@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import { forEachLimited } from './util/limit.js';
 import { explainDiskFull } from './util/space.js';
 import { FerryError, isFerryError } from './errors.js';
+import { warn } from './log.js';
 import { verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
@@ -216,6 +217,7 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   const documents: Planned['documents'] = [];
   const blobs: Descriptor[] = [];
   const platforms = new Set<string>();
+  const foreign = new Set<Digest>();
   let topSelection: Descriptor[] | undefined;
 
   const choose = (n: GraphNode): Descriptor[] => {
@@ -241,6 +243,11 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
       },
       onBlob: (d) => {
         blobs.push(d);
+      },
+      onForeign: (d) => {
+        if (foreign.has(d.digest)) return;
+        foreign.add(d.digest);
+        warn(`${root.ref}: layer ${d.digest} is a foreign layer (downloaded from ${urlHost(d.urls![0]!)} by whoever runs the image): the manifest is copied, the layer is not`);
       },
     },
     { signal: opts.signal },
@@ -333,3 +340,11 @@ async function planReferrers(src: Source, plans: Planned[], opts: CopyOptions): 
   }
 }
 
+/** Only the host of a foreign layer's URL is printed: the rest may carry a signed token. */
+function urlHost(u: string): string {
+  try {
+    return new URL(u).host || 'its URL';
+  } catch {
+    return 'its URL';
+  }
+}

@@ -1,6 +1,6 @@
 import { FerryError, isFerryError } from './errors.js';
 import { readVerified } from './blob/verify.js';
-import { isManifestLike } from './oci/mediatypes.js';
+import { isForeignLayer, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ParsedDocument } from './oci/manifest.js';
 import type { FetchOptions, Source } from './types.js';
 
@@ -35,6 +35,8 @@ export async function walk(
     choose?: (n: GraphNode) => Descriptor[];
     /** When given, a missing manifest is reported here and its subtree skipped instead of failing. */
     onMissing?: (d: Descriptor) => void;
+    /** When given, foreign layers (isForeignLayer) are reported here instead of through onBlob. */
+    onForeign?: (d: Descriptor, parent: GraphNode) => void;
   },
   o: FetchOptions = {},
 ): Promise<void> {
@@ -60,7 +62,10 @@ export async function walk(
       }
     } else {
       await visit.onBlob?.(doc.manifest.config, node);
-      for (const l of doc.manifest.layers) await visit.onBlob?.(l, node);
+      for (const l of doc.manifest.layers) {
+        if (visit.onForeign && isForeignLayer(l)) visit.onForeign(l, node);
+        else await visit.onBlob?.(l, node);
+      }
     }
   };
   await go(root, 0);

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { FerryError, toFerryError } from './errors.js';
 import { decompressor, peek, sniff } from './blob/compression.js';
 import { algorithmOf, isDigest, type Algorithm, type Digest } from './oci/digest.js';
-import { isLayerType, isManifestLike } from './oci/mediatypes.js';
+import { isForeignLayer, isLayerType, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, type Descriptor } from './oci/manifest.js';
 import type { OciLayout } from './locations/layout.js';
 
@@ -33,6 +33,8 @@ interface Expectation {
   size: number;
   mediaType: string;
   diffId?: Digest;
+  /** Only foreign layers: absent is not a problem. */
+  optional?: boolean;
 }
 
 export interface VerifyOptions {
@@ -67,7 +69,9 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
     if (prev && prev.size !== d.size) {
       problems.push({ kind: 'size', digest: d.digest, message: `${d.digest} is referenced with sizes ${prev.size} and ${d.size}` });
     }
-    expected.set(d.digest, { size: d.size, mediaType: d.mediaType, diffId: diffId ?? prev?.diffId });
+    // A foreign layer may be absent (copies leave it behind); when present it is checked like any blob.
+    const optional = isForeignLayer(d) && (prev?.optional ?? true);
+    expected.set(d.digest, { size: d.size, mediaType: d.mediaType, diffId: diffId ?? prev?.diffId, optional });
   };
 
   // Manifests and configs hashed while reading them, with their sizes.
@@ -122,7 +126,7 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
     const exp = expected.get(digest);
     const path = onDisk.get(digest);
     if (!path) {
-      problems.push({ kind: 'missing', digest, message: `blob ${digest} is referenced but missing` });
+      if (!exp?.optional) problems.push({ kind: 'missing', digest, message: `blob ${digest} is referenced but missing` });
       return;
     }
     const result = await hashBlob(path, algorithmOf(digest), exp?.diffId !== undefined).catch((e: unknown) => e as Error);

@@ -4,7 +4,7 @@ import { FerryError } from '../errors.js';
 import { MAX_INDEX_DEPTH, readDocument } from '../graph.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from '../locations/layout.js';
 import { digestOf, type Digest } from '../oci/digest.js';
-import { isLayerType, isManifestLike, layerCompression, MediaType } from '../oci/mediatypes.js';
+import { isForeignLayer, isLayerType, isManifestLike, layerCompression, MediaType } from '../oci/mediatypes.js';
 import { parseConfig, parseJson, parseManifestDocument, plainDescriptor, type Descriptor, type ImageIndex, type ImageManifest } from '../oci/manifest.js';
 import { formatPlatform, isAttestation, normalizePlatform } from '../oci/platform.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
@@ -267,7 +267,7 @@ class Context {
   /** Missing, or present with another size. */
   private async blobProblem(d: Descriptor, label: string, what: string): Promise<FerryError | undefined> {
     const where = await this.present(d);
-    if (!where) return new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
+    if (!where) return isForeignLayer(d) ? undefined : new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
     const f = this.state.byDigest.get(d.digest);
     if (f && f.size !== d.size) return new FerryError('SIZE_MISMATCH', `${label}: ${what} ${d.digest} is ${f.size} bytes in the archive, the manifest says ${d.size}`);
     return undefined;

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { algorithmOf, encodedOf, type Digest } from '../oci/digest.js';
-import { isLayerType, isManifestLike, layerCompression, MediaType } from '../oci/mediatypes.js';
+import { isForeignLayer, isLayerType, isManifestLike, layerCompression, MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageManifest } from '../oci/manifest.js';
 import { hostPlatform, isAttestation, samePlatform } from '../oci/platform.js';
 import { familiarName, parseReference } from '../oci/reference.js';
@@ -191,7 +191,8 @@ export class ArchiveSink implements Sink {
     for (const { root, name } of this.committed) {
       const picked = this.pickImage(root);
       if (!picked) {
-        warn(`${name?.name ?? name?.tag ?? root.digest} is not a container image: written to the OCI index only, docker load will not see it`);
+        const what = this.lacksForeignLayer(root) ? 'needs a foreign layer that is not in the archive' : 'is not a container image';
+        warn(`${name?.name ?? name?.tag ?? root.digest} ${what}: written to the OCI index only, docker load will not see it`);
         continue;
       }
       const { digest, manifest } = picked;
@@ -213,6 +214,15 @@ export class ArchiveSink implements Sink {
       }
     }
     return { entries: [...byManifest.values()], repositories };
+  }
+
+  /** Whether the root (or an image of its index) names a foreign layer the archive does not hold. */
+  private lacksForeignLayer(root: Descriptor): boolean {
+    const doc = this.docs.get(root.digest);
+    if (!doc) return false;
+    const parsed = parseManifestDocument(doc.bytes, { declared: doc.mediaType, where: root.digest });
+    if (parsed.kind === 'manifest') return parsed.manifest.layers.some((l) => isForeignLayer(l) && !this.written.has(l.digest));
+    return parsed.index.manifests.some((c) => c.digest !== root.digest && this.lacksForeignLayer(c));
   }
 
   private pickImage(root: Descriptor): { digest: Digest; manifest: ImageManifest } | undefined {

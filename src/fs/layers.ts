@@ -8,7 +8,7 @@ import { FerryError, isFerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { algorithmOf, shortDigest, type Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/manifest.js';
-import { layerCompression } from '../oci/mediatypes.js';
+import { isForeignLayer, layerCompression } from '../oci/mediatypes.js';
 import type { Source } from '../types.js';
 
 export interface LayerRef {
@@ -47,7 +47,12 @@ export async function readLayer(src: Source, layer: LayerRef, consumer: LayerCon
   const d = layer.descriptor;
   const where = layerWhere(layer);
   const budget = decompressBudget(d.size);
-  const raw = await src.fetch(d, { signal: o.signal });
+  const raw = await src.fetch(d, { signal: o.signal }).catch((e: unknown) => {
+    if (!isForeignLayer(d) || !isFerryError(e, 'NOT_FOUND')) throw e;
+    throw new FerryError('NOT_FOUND', `${where}: ${d.digest} is a foreign layer and is not here; ferry does not download foreign layers from their URLs`, {
+      hint: 'fetch it from its URL yourself, check its digest, and put it in the layout as blobs/sha256/<hex>',
+    });
+  });
   let stream: Readable | undefined;
   try {
     let body = verifying(raw, d, `${where} blob ${d.digest}`);

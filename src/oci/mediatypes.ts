@@ -46,3 +46,13 @@ export function layerCompression(mediaType: string): LayerCompression {
 export function isLayerType(mediaType: string): boolean {
   return mediaType.startsWith('application/vnd.oci.image.layer.') || mediaType.startsWith('application/vnd.docker.image.rootfs.');
 }
+
+/**
+ * A foreign (Windows base) or non-distributable layer: its descriptor names `urls` to download it
+ * from, and registries need not hold it. ferry never downloads it (the URLs are outside any
+ * registry's origin and trust) and never requires it: copies carry the manifest and leave the
+ * blob behind, as docker and skopeo do, and a missing one is not a defect.
+ */
+export function isForeignLayer(d: { mediaType: string; urls?: string[] }): boolean {
+  return (d.urls?.length ?? 0) > 0 && /\.foreign\.|\.nondistributable\./.test(d.mediaType);
+}

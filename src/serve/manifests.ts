@@ -4,7 +4,7 @@ import { publishBytes } from '../blob/publish.js';
 import { isFerryError } from '../errors.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, addRoot } from '../locations/layout.js';
 import { algorithmOf, digestOf, type Digest } from '../oci/digest.js';
-import { isManifestLike, isSchema1Type } from '../oci/mediatypes.js';
+import { isForeignLayer, isManifestLike, isSchema1Type } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, childrenOf, parseManifestDocument, type Descriptor, type ParsedDocument } from '../oci/manifest.js';
 import { isValidTag } from '../oci/reference.js';
 import { digestParam } from './blobs.js';
@@ -64,7 +64,7 @@ export async function getManifest(ctx: ServeContext, r: RepoRequest, text: strin
 
 /** Blobs a document needs in the store: children, config, layers; not `subject`, not foreign layers with URLs. */
 function requiredBlobs(doc: ParsedDocument): Descriptor[] {
-  return childrenOf(doc).filter((d) => !(d.urls?.length && /foreign|nondistributable/.test(d.mediaType)));
+  return childrenOf(doc).filter((d) => !isForeignLayer(d));
 }
 
 /** PUT /v2/<name>/manifests/<reference> */

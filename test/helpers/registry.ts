@@ -31,6 +31,8 @@ export interface DistributionOptions {
   password?: string;
   /** Token lifetime in seconds (token auth). */
   tokenTtl?: number;
+  /** Extra top-level lines of the registry's config.yml. */
+  config?: string[];
 }
 
 export const USER = 'ferry';
@@ -77,6 +79,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     `storage: {filesystem: {rootdirectory: ${join(dir, 'data')}}, delete: {enabled: true}}`,
     `http: {addr: 127.0.0.1:${port}, secret: test-secret}`,
     auth,
+    ...(opts.config ?? []),
   ].join('\n');
   await writeFile(join(dir, 'config.yml'), config + '\n');
   const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
