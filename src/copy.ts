@@ -129,8 +129,9 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
 /** Blobs (bounded concurrency, verified, continued where the sink kept a partial), then manifests bottom-up. */
 async function copyContent(src: Source, dst: Sink, plans: Planned[], blobs: Descriptor[], report: CopyReport, mounted: { n: number }, opts: CopyOptions): Promise<void> {
   const emit = opts.onEvent ?? (() => {});
-  // A sink that writes one stream (an archive) takes blobs one at a time.
-  await forEachLimited(blobs, dst.caps.concurrent ? (opts.concurrency ?? 4) : 1, async (d) => {
+  // A sink that writes one stream (an archive) takes blobs one at a time; a source read as one
+  // stream (a compressed archive) gives them one at a time.
+  await forEachLimited(blobs, dst.caps.concurrent && !src.sequential ? (opts.concurrency ?? 4) : 1, async (d) => {
     opts.signal?.throwIfAborted();
     if (excluded(opts, d) || (await dst.has(d))) {
       report.blobs.skipped++;

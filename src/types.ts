@@ -22,6 +22,8 @@ export interface Source {
   fetch(d: Descriptor, o?: FetchOptions): Promise<Readable>;
   /** Optional: manifests whose `subject` is `d` (and, for registries, cosign-style tags naming it). */
   referrers?(d: Descriptor, o?: FetchOptions): Promise<Referrer[]>;
+  /** Set when blobs are best fetched one at a time, in order (a compressed archive read as it streams). */
+  readonly sequential?: boolean;
   close(): Promise<void>;
 }
 

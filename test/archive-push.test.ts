@@ -1,14 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { layerTar, legacyArchive, ociImage, writeTar } from './helpers/archives.js';
-import { ferry, finish, start, type RunResult } from './helpers/cli.js';
+import { ferry, type RunResult } from './helpers/cli.js';
 import { indexEntries } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
+import { runWatchingTmp } from './helpers/watch-tmp.js';
 
 const registryTool = hasTool('docker-registry');
 /** Two repositories: app (two tags sharing a layer) and tool (sharing it too: mounted, not re-sent). */
@@ -31,29 +32,8 @@ async function named(s: string): Promise<Record<string, string>> {
   return out;
 }
 
-/**
- * Runs `push --from` with its own TMPDIR, watching it meanwhile: returns the result and the largest
- * file seen there (a temporary plain tar of the archive would show up as one).
- */
-async function pushWatched(args: string[]): Promise<{ r: RunResult; largest: number; left: string[] }> {
-  const tmp = await tempDir();
-  const child = start(args, { env: { FERRY_STORE: noStore, TMPDIR: tmp } });
-  let largest = 0;
-  let running = true;
-  const watch = (async () => {
-    while (running) {
-      for (const f of await readdir(tmp).catch(() => [] as string[])) {
-        const st = await stat(join(tmp, f)).catch(() => undefined);
-        if (st) largest = Math.max(largest, st.size);
-      }
-      await new Promise((res) => setTimeout(res, 5));
-    }
-  })();
-  const r = await finish(child);
-  running = false;
-  await watch;
-  return { r, largest, left: await readdir(tmp) };
-}
+/** `push --from` with its own TMPDIR, watched (see runWatchingTmp). */
+const pushWatched = (args: string[]) => runWatchingTmp(args, { FERRY_STORE: noStore });
 
 beforeAll(async () => {
   noStore = join(await tempDir(), 'no-default-store');

@@ -67,7 +67,7 @@ export async function planArchivePush(file: string, o: PushArchiveOptions = {}):
   return plan.build('push');
 }
 
-/** Copies (or plans) every named image of the archive, read in place (a compressed one through a temporary plain tar). */
+/** Copies (or plans) every named image of the archive, read in place (a compressed one by decompressing it again as blobs are read). */
 async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, done: (name: string, r: CopyReport) => void): Promise<void> {
   const source = await ArchiveSource.open(file, { signal: o.signal });
   try {

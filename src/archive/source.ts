@@ -1,21 +1,17 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { open } from 'node:fs/promises';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { sniff } from '../blob/compression.js';
-import { tempPathFor } from '../blob/publish.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, Source, TagName } from '../types.js';
+import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.js';
 import { entryNames } from './graph.js';
-import { archiveBytes } from './scan.js';
 import { EntryTap } from './tap.js';
-import { cleanPath, indexTar, linkTargetPath, type TarHeader } from './tar.js';
+import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
 
 /** One image an archive offers. */
 export interface ArchiveImage {
@@ -35,9 +31,10 @@ const LAYER_TYPE: Record<string, string> = { none: MediaType.OciLayer, gzip: Med
 
 /**
  * An archive read in place, as a Source: a plain tar is indexed once by its headers and every
- * blob is then a byte range of the file — nothing is unpacked. A compressed archive cannot be
- * seeked, so it is first decompressed to a temporary plain tar in $TMPDIR (removed by close()).
- * `ferry load` does not use this: it reads any archive in a single pass instead.
+ * blob is then a byte range of the file. A compressed archive cannot be seeked: a first pass
+ * decompresses it to learn its entries, and blobs are then read by decompressing again, in order
+ * (see CompressedBacking); nothing is written to disk either way. `ferry load` does not use this:
+ * it reads any archive in a single pass instead.
  */
 export class ArchiveSource implements Source {
   private readonly files = new Map<string, TarHeader>();
@@ -48,36 +45,39 @@ export class ArchiveSource implements Source {
   private index?: Descriptor[];
   private dockerEntries?: DockerEntry[];
 
-  private constructor(readonly path: string, private readonly fh: FileHandle, private readonly file: string, private readonly temp?: string) {}
+  private constructor(readonly path: string, private readonly backing: ArchiveBacking) {}
+
+  /** Blobs of a compressed archive come fastest one at a time, in archive order. */
+  get sequential(): boolean {
+    return this.backing.sequential;
+  }
 
   static async open(path: string, o: { signal?: AbortSignal } = {}): Promise<ArchiveSource> {
-    let fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
+    const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
       throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
     });
-    let file = path;
-    let temp: string | undefined;
+    let backing: ArchiveBacking | undefined;
     try {
       const head = Buffer.alloc(6);
-      await fh.read(head, 0, 6, 0);
-      if (sniff(head) !== 'none') {
+      const { bytesRead } = await fh.read(head, 0, 6, 0);
+      if (sniff(head.subarray(0, bytesRead)) !== 'none') {
         await fh.close();
-        temp = tempPathFor(join(tmpdir(), 'ferry-archive.tar'));
-        await pipeline(Readable.from(archiveBytes(path, path, o.signal)), createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { signal: o.signal });
-        file = temp;
-        fh = await open(temp, 'r');
+        backing = await CompressedBacking.open(path, o.signal);
+      } else {
+        backing = await PlainBacking.open(fh, path, path, o.signal);
       }
-      const src = new ArchiveSource(path, fh, file, temp);
-      await src.load(o.signal);
+      const src = new ArchiveSource(path, backing);
+      await src.load();
       return src;
     } catch (e) {
       await fh.close().catch(() => {});
-      if (temp) await unlink(temp).catch(() => {});
+      await backing?.close();
       throw e;
     }
   }
 
-  private async load(signal?: AbortSignal): Promise<void> {
-    for (const h of await indexTar(this.fh, this.path, signal)) {
+  private async load(): Promise<void> {
+    for (const h of this.backing.headers) {
       const p = cleanPath(h.name);
       if (!p) continue;
       if (h.type === 'file') this.files.set(p, h);
@@ -110,10 +110,8 @@ export class ArchiveSource implements Source {
     return this.bytes(h);
   }
 
-  private async bytes(h: TarHeader): Promise<Buffer> {
-    const b = Buffer.alloc(h.size);
-    await this.fh.read(b, 0, h.size, h.offset);
-    return b;
+  private bytes(h: TarHeader): Promise<Buffer> {
+    return this.backing.read(h);
   }
 
   /** Every image: OCI index entries first, then docker-save entries not also in the index. */
@@ -192,11 +190,7 @@ export class ArchiveSource implements Source {
 
   private async hashEntry(h: TarHeader, diff: boolean) {
     const tap = new EntryTap({ where: `${this.path}: ${h.name}`, diff, size: h.size });
-    if (h.size === 0) {
-      await pipeline(Readable.from([]), tap, sinkAll());
-    } else {
-      await pipeline(createReadStream(this.file, { start: h.offset, end: h.offset + h.size - 1, highWaterMark: 1 << 20 }), tap, sinkAll());
-    }
+    await pipeline(await this.backing.stream(h, 0), tap, sinkAll());
     return tap.result();
   }
 
@@ -216,9 +210,7 @@ export class ArchiveSource implements Source {
     const layers: Descriptor[] = [];
     for (const [i, lp] of e.Layers.entries()) {
       const h = this.entryAt(lp, 'layer');
-      const head = Buffer.alloc(Math.min(6, h.size));
-      await this.fh.read(head, 0, head.length, h.offset);
-      const c = sniff(head);
+      const c = sniff(await this.backing.read(h, 6));
       let digest: Digest;
       if (c === 'none') digest = parseDigest(diffIds[i]);
       else {
@@ -248,14 +240,11 @@ export class ArchiveSource implements Source {
     if (doc) return Readable.from([doc.subarray(o.offset ?? 0)]);
     const h = this.fileFor(d.digest);
     if (!h) throw new FerryError('NOT_FOUND', `blob ${d.digest} is not in ${this.path}`);
-    const start = h.offset + (o.offset ?? 0);
-    if (h.size === 0 || start >= h.offset + h.size) return Readable.from([]);
-    return createReadStream(this.file, { start, end: h.offset + h.size - 1, highWaterMark: 1 << 20, signal: o.signal });
+    return this.backing.stream(h, o.offset ?? 0, o.signal);
   }
 
   async close(): Promise<void> {
-    await this.fh.close().catch(() => {});
-    if (this.temp) await unlink(this.temp).catch(() => {});
+    await this.backing.close();
   }
 }
 

@@ -1,0 +1,109 @@
+// A compressed archive as a copy source: read by decompressing it again, in order, never by
+// unpacking it into $TMPDIR (it used to be decompressed whole to a temporary plain tar there,
+// which on a tmpfs /tmp could not hold a USB stick's worth of images).
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ArchiveSource } from '../src/archive/source.js';
+import { readVerified } from '../src/blob/verify.js';
+import { parseManifestDocument } from '../src/oci/manifest.js';
+import { layerTar, legacyArchive, writeTar } from './helpers/archives.js';
+import { ferry } from './helpers/cli.js';
+import { indexEntries } from './helpers/expected-images.js';
+import { tempDir } from './helpers/fs.js';
+import { makeLayout, type MadeImage } from './helpers/images.js';
+import { runWatchingTmp } from './helpers/watch-tmp.js';
+
+let src: string;
+let made: MadeImage[];
+const archives: Record<string, string> = {};
+
+const watched = (args: string[]) => runWatchingTmp(args);
+
+beforeAll(async () => {
+  const work = await tempDir('ferry-archive-source-');
+  src = join(work, 'src');
+  const shared = randomBytes(3 << 20);
+  made = await makeLayout(src, [
+    { tag: 'a', layers: [shared, 5 << 20, 1 << 20] },
+    { tag: 'b', layers: [shared, 2 << 20] },
+  ]);
+  for (const suffix of ['tar.gz', 'tar.zst']) {
+    archives[suffix] = join(work, `both.${suffix}`);
+    const r = await ferry(['save', '-q', `oci:${src}:a`, `oci:${src}:b`, '-o', archives[suffix]!]);
+    expect(r.code, r.stderr).toBe(0);
+  }
+});
+
+describe('copy from a compressed archive', () => {
+  for (const suffix of ['tar.gz', 'tar.zst']) {
+    it(`.${suffix}: one image of several, digests kept, nothing written to $TMPDIR`, async () => {
+      const dst = join(await tempDir(), 'dst');
+      const { r, largest, left } = await watched(['copy', '-q', `oci-archive:${archives[suffix]}:b`, `oci:${dst}:b`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(largest).toBe(0);
+      expect(left).toEqual([]);
+      const entries = await indexEntries(dst);
+      expect(entries.map((e) => e.digest)).toEqual([made[1]!.manifest.digest]);
+      // Only image b's blobs came over: the 5 MiB and 1 MiB layers of a did not.
+      const blobs = await readdir(join(dst, 'blobs', 'sha256'));
+      expect(blobs.sort()).toEqual([made[1]!.manifest, made[1]!.config, ...made[1]!.layers].map((d) => d.digest.slice(7)).sort());
+      const v = await ferry(['verify', `oci:${dst}`]);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+    });
+  }
+
+  it('a gzip-compressed legacy docker-save archive: layers keep digest = diff_id, nothing written to $TMPDIR', async () => {
+    const dir = await tempDir();
+    const layers = [layerTar('etc/a', 'one'), layerTar('etc/b', 'two')];
+    const legacy = legacyArchive({ layers, repoTag: 'example.com/legacy/app:7' });
+    await writeTar(join(dir, 'legacy.tar'), legacy.entries);
+    await writeTar(join(dir, 'legacy.tar.gz'), legacy.entries, 'gzip');
+    const digests: string[] = [];
+    for (const file of ['legacy.tar', 'legacy.tar.gz']) {
+      const dst = join(dir, `out-${file}`);
+      const { r, largest } = await watched(['copy', '-q', `docker-archive:${join(dir, file)}`, `oci:${dst}:app`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(largest).toBe(0);
+      const [entry] = await indexEntries(dst);
+      digests.push(entry!.digest);
+      const manifest = parseManifestDocument(await readFile(join(dst, 'blobs', 'sha256', entry!.digest.slice(7))), { where: 'test' });
+      if (manifest.kind !== 'manifest') throw new Error('expected a manifest');
+      expect(manifest.manifest.layers.map((l) => l.digest)).toEqual(legacy.diffIds);
+    }
+    expect(digests[1]).toBe(digests[0]);
+  });
+
+  it('blobs asked for out of archive order, and from an offset, still come back whole and verified', async () => {
+    const source = await ArchiveSource.open(archives['tar.zst']!);
+    try {
+      expect(source.sequential).toBe(true);
+      const [l1, l2, l3] = made[0]!.layers;
+      // Last layer first, then the first (behind the cursor: a new pass), then the middle one.
+      const whole = new Map<string, Buffer>();
+      for (const d of [l3!, l1!, l2!]) whole.set(d.digest, await readVerified(await source.fetch(d), d, d.digest));
+      for (const d of [l1!, l2!, l3!]) expect(whole.get(d.digest)!.length).toBe(d.size);
+      // A resumed read: the bytes from an offset are exactly the blob's tail.
+      const offset = 1000;
+      const chunks: Buffer[] = [];
+      for await (const c of await source.fetch(l2!, { offset })) chunks.push(c as Buffer);
+      expect(Buffer.concat(chunks).equals(whole.get(l2!.digest)!.subarray(offset))).toBe(true);
+    } finally {
+      await source.close();
+    }
+  });
+
+  it('a compressed archive cut short is refused and nothing is named at the destination', async () => {
+    const dir = await tempDir();
+    const cut = join(dir, 'cut.tar.zst');
+    const bytes = await readFile(archives['tar.zst']!);
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(cut, bytes);
+    await truncate(cut, Math.floor(bytes.length / 2));
+    const dst = join(dir, 'dst');
+    const r = await ferry(['copy', `oci-archive:${cut}:b`, `oci:${dst}:b`]);
+    expect([3, 4]).toContain(r.code);
+    expect(await indexEntries(dst).catch(() => [])).toEqual([]);
+  });
+});
