@@ -4,7 +4,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { readCapped } from '../blob/verify.js';
 import { MAX_JSON_BYTES } from '../oci/manifest.js';
-import { archiveBytes } from './scan.js';
+import { skimmedArchiveBytes } from './scan.js';
 import { indexTar, readTar, type TarEntry, type TarHeader } from './tar.js';
 
 /** The bytes of an archive's entries, however the archive is stored. */
@@ -79,7 +79,7 @@ export class CompressedBacking implements ArchiveBacking {
   static async open(path: string, signal?: AbortSignal): Promise<CompressedBacking> {
     const b = new CompressedBacking(path, signal);
     let heldBytes = 0;
-    for await (const e of readTar(archiveBytes(path, path, signal), { where: path, signal })) {
+    for await (const e of readTar(skimmedArchiveBytes(path, path, signal), { where: path, signal })) {
       b.headers.push({ name: e.name, type: e.type, size: e.size, linkname: e.linkname, offset: e.offset });
       if (e.type !== 'file' || e.size === 0) continue;
       if (e.size <= HOLD_EACH && heldBytes + e.size <= HOLD_TOTAL) {
@@ -144,7 +144,7 @@ class Cursor {
     private readonly path: string,
     signal?: AbortSignal,
   ) {
-    this.entries = readTar(archiveBytes(path, path, signal), { where: path, signal });
+    this.entries = readTar(skimmedArchiveBytes(path, path, signal), { where: path, signal });
   }
 
   async seek(h: TarHeader): Promise<Readable> {

@@ -12,7 +12,7 @@ import { PlanBuilder, type Plan } from '../plan.js';
 import type { TagName } from '../types.js';
 import { entryNames, type ArchiveRoot } from './graph.js';
 import { ingestArchive } from './ingest.js';
-import { archiveBytes } from './scan.js';
+import { skimmedArchiveBytes } from './scan.js';
 import { ArchiveSource, repoTagNames, type ArchiveImage } from './source.js';
 import { cleanPath, readTar } from './tar.js';
 
@@ -175,7 +175,7 @@ async function pushCompressed(file: string, o: PushArchiveOptions): Promise<Push
  */
 async function describedImages(file: string, signal?: AbortSignal): Promise<ArchiveImage[]> {
   const meta = new Map<string, Buffer>();
-  for await (const e of readTar(archiveBytes(file, file, signal), { where: file, signal })) {
+  for await (const e of readTar(skimmedArchiveBytes(file, file, signal), { where: file, signal })) {
     const path = e.type === 'file' ? cleanPath(e.name) : undefined;
     if (path === 'index.json' || path === 'manifest.json') meta.set(path, await readCapped(e.body(), MAX_JSON_BYTES, `${file}: ${path}`));
   }

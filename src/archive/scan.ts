@@ -15,6 +15,7 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_JSON_BYTES, parseJson, type Descriptor } from '../oci/manifest.js';
 import type { Sink } from '../types.js';
 import { EarlySync } from '../blob/early-sync.js';
+import { streamed } from '../util/memory.js';
 import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';
@@ -177,6 +178,18 @@ function decodeError(e: unknown, c: Compression, where: string): unknown {
   if (err?.code === 'Z_BUF_ERROR') return new FerryError('INTEGRITY', `${where}: truncated ${c} data (unexpected end of file)`, { cause: e, hint: 'the file was cut short: copy it again' });
   if (typeof err?.code === 'string' && err.code.startsWith('Z_')) return new FerryError('INTEGRITY', `${where}: corrupt ${c} data (${err.message})`, { cause: e });
   return e;
+}
+
+/**
+ * archiveBytes for a pass that mostly skips what it reads (indexing an archive, looking for its
+ * names): no verifying stream sees those bytes, so they are reported here for the GC pacing
+ * (memory.ts), or every decompressed buffer would wait for V8's own collection (+30 MiB).
+ */
+export async function* skimmedArchiveBytes(path: string, where: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  for await (const chunk of archiveBytes(path, where, signal)) {
+    streamed(chunk.length);
+    yield chunk;
+  }
 }
 
 /** The decompressed bytes of an archive file or stdin. */

@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
@@ -223,13 +222,23 @@ export class ZstdDecompress extends Transform {
   }
 }
 
-async function nextEvent(em: NodeJS.EventEmitter, names: string[]): Promise<string> {
-  const ac = new AbortController();
-  try {
-    return await Promise.race(names.map((n) => once(em, n, { signal: ac.signal }).then(() => n)));
-  } finally {
-    ac.abort();
-  }
+/**
+ * The first of `names` (or 'error') that `em` emits. Plain listeners, removed as soon as one
+ * fires: events.once() with an AbortSignal to drop the losers built an AbortError and a
+ * DOMException, stack traces and all, for each of them: ~0.5 s of CPU per GiB decoded.
+ */
+function nextEvent(em: NodeJS.EventEmitter, names: string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const all = [...names, 'error'];
+    const handlers = all.map((n) => {
+      const h = (): void => {
+        all.forEach((m, i) => em.removeListener(m, handlers[i]!));
+        resolve(n);
+      };
+      return h;
+    });
+    all.forEach((n, i) => em.on(n, handlers[i]!));
+  });
 }
 
 function asIntegrity(e: unknown): unknown {
