@@ -54,9 +54,12 @@ describe('copy from a compressed archive', () => {
     });
   }
 
-  it('a gzip-compressed legacy docker-save archive: layers keep digest = diff_id, nothing written to $TMPDIR', async () => {
+  it('a gzip-compressed legacy docker-save archive (a repeated layer as a symlink): layers keep digest = diff_id, nothing written to $TMPDIR', async () => {
     const dir = await tempDir();
-    const layers = [layerTar('etc/a', 'one'), layerTar('etc/b', 'two')];
+    // Larger than what the indexing pass keeps, so they are read back from the archive; the
+    // repeated one is a layer.tar symlink to the first.
+    const big = layerTar('srv/big', `${randomBytes(400_000).toString('hex')}`);
+    const layers = [big, layerTar('etc/b', 'two'), big];
     const legacy = legacyArchive({ layers, repoTag: 'example.com/legacy/app:7' });
     await writeTar(join(dir, 'legacy.tar'), legacy.entries);
     await writeTar(join(dir, 'legacy.tar.gz'), legacy.entries, 'gzip');
