@@ -2,7 +2,7 @@
 // unpacking it into $TMPDIR (it used to be decompressed whole to a temporary plain tar there,
 // which on a tmpfs /tmp could not hold a USB stick's worth of images).
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, truncate } from 'node:fs/promises';
+import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
@@ -101,7 +101,6 @@ describe('copy from a compressed archive', () => {
     const dir = await tempDir();
     const cut = join(dir, 'cut.tar.zst');
     const bytes = await readFile(archives['tar.zst']!);
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(cut, bytes);
     await truncate(cut, Math.floor(bytes.length / 2));
     const dst = join(dir, 'dst');

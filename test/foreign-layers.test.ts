@@ -3,7 +3,7 @@
 // that counts requests), plus one ordinary layer. Copies carry the manifest and leave the foreign
 // blob behind; verify accepts its absence; export says why it cannot go on.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,7 +98,6 @@ describe('D4: foreign layers between layouts and archives', () => {
     expect(bad.stdout + bad.stderr).toContain(made.foreignDigest);
     const dir2 = join(work, 'missing-ordinary');
     const made2 = await makeForeignLayout(dir2);
-    const { unlink } = await import('node:fs/promises');
     await unlink(blobPath(dir2, made2.layerDigest));
     const missing = await ferry(['verify', `oci:${dir2}`]);
     expect(missing.code).not.toBe(0);

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
+import { peek } from '../blob/compression.js';
 import { readCapped } from '../blob/verify.js';
 import { MAX_JSON_BYTES } from '../oci/manifest.js';
 import { skimmedArchiveBytes } from './scan.js';
@@ -118,7 +119,10 @@ export class CompressedBacking implements ArchiveBacking {
       this.cursor = c;
     }
     const body = await c.seek(h);
-    return start > 0 ? body.pipe(skipping(start)) : body;
+    if (start === 0) return body;
+    const tail = skipping(start);
+    body.on('error', (e) => tail.destroy(e));
+    return body.pipe(tail);
   }
 
   private drop(c: Cursor): void {
@@ -182,17 +186,11 @@ class Cursor {
   }
 }
 
-/** Reads up to `n` bytes of a stream, then lets the rest go. */
+/** The first `n` bytes of a stream; the rest is let go. */
 async function firstBytes(body: Readable, n: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let got = 0;
-  for await (const chunk of body) {
-    chunks.push(chunk as Buffer);
-    got += (chunk as Buffer).length;
-    if (got >= n) break;
-  }
+  const { head } = await peek(body, n);
   body.destroy();
-  return Buffer.concat(chunks).subarray(0, n);
+  return head;
 }
 
 /** Drops the first `n` bytes (a resumed read of an entry). */

@@ -146,8 +146,10 @@ export class ArchiveSource implements Source {
     if (isDigest(ref)) {
       const hit = (this.index ?? []).find((e) => e.digest === ref);
       if (hit) return { mediaType: hit.mediaType, digest: hit.digest, size: hit.size };
-      const doc = this.docs.get(ref) ?? (this.fileFor(ref) ? await this.bytes(this.fileFor(ref)!) : undefined);
-      if (doc && doc.length <= MAX_JSON_BYTES) {
+      const h = this.fileFor(ref);
+      // Only a document-sized file can be a manifest: a layer's digest is not read into memory.
+      const doc = this.docs.get(ref) ?? (h && h.size <= MAX_JSON_BYTES ? await this.bytes(h) : undefined);
+      if (doc) {
         const p = parseManifestDocument(doc, { where: ref });
         return { mediaType: p.mediaType, digest: ref, size: doc.length };
       }
