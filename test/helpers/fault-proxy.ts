@@ -36,6 +36,8 @@ export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
 export interface FaultProxy {
   host: string;
   seen: SeenRequest[];
+  /** TCP connections clients have opened to the proxy so far. */
+  connections(): number;
   /** Replace the rule; `count` is how often the rule has matched so far (per rule). */
   setRule(rule: FaultRule | undefined): void;
   /**
@@ -126,11 +128,14 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     req.on('end', () => up.end());
     req.on('error', () => up.destroy());
   });
+  let connections = 0;
+  server.on('connection', () => connections++);
   const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
   const proxyHost = `127.0.0.1:${port}`;
   return {
     host: proxyHost,
     seen,
+    connections: () => connections,
     setRule(r) {
       rule = r;
       matched = 0;

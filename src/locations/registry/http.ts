@@ -108,6 +108,10 @@ export class Http {
       try {
         res = await api.request.call(this.agent, {
           origin: url.origin, path: url.pathname + url.search, method: req.method, headers, body: req.body, signal: req.signal,
+          // undici closes the connection after every HEAD (a guard against servers that send a body
+          // anyway) unless told not to. Registries answer HEAD properly, and a fresh connection
+          // per HEAD doubled the client CPU of a no-op sync (200 tag HEADs: ~0.55 -> ~0.44 s).
+          reset: req.method === 'HEAD' ? false : undefined,
         });
       } catch (e) {
         this.opts.debug?.(`${req.method} ${redact(url)} -> ${(e as { code?: string }).code ?? (e as Error).message}`);
