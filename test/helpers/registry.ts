@@ -1,6 +1,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createTcpServer } from 'node:net';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, get as httpGet, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { randomUUID, sign, createPrivateKey } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -22,6 +23,8 @@ export async function freePort(): Promise<number> {
 export interface RunningRegistry {
   /** host:port, as used in image references. */
   host: string;
+  /** With `tls`: the self-signed certificate (for 127.0.0.1) clients must trust. */
+  caPath?: string;
   stop(): Promise<void>;
 }
 
@@ -33,6 +36,8 @@ export interface DistributionOptions {
   tokenTtl?: number;
   /** Extra top-level lines of the registry's config.yml. */
   config?: string[];
+  /** Serve https with a fresh self-signed certificate (Go then offers HTTP/2 as well). */
+  tls?: boolean;
 }
 
 export const USER = 'ferry';
@@ -40,13 +45,23 @@ export const PASSWORD = 's3cret-pass';
 /** The identity token the test token server accepts on its OAuth2 POST endpoint. */
 export const REFRESH_TOKEN = 'refresh-token-for-ferry';
 
+/** Status of a GET, over https without checking the certificate (only readiness is asked). */
+function probe(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsGet : httpGet)(url, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+  });
+}
+
 async function waitReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`registry exited: ${log()}`);
     try {
-      const r = await fetch(url);
-      await r.body?.cancel();
-      if (r.status === 200 || r.status === 401) return;
+      const status = await probe(url);
+      if (status === 200 || status === 401) return;
     } catch {
       // not listening yet
     }
@@ -73,11 +88,18 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     auth = `auth: {token: {realm: "${tokenServer.realm}", service: ${tokenServer.service}, issuer: ${tokenServer.issuer}, rootcertbundle: ${tokenServer.certPath}}}`;
   }
   await mkdir(join(dir, 'data'));
+  let tls = '';
+  const caPath = opts.tls ? join(dir, 'tls.crt') : undefined;
+  if (caPath) {
+    const keyPath = join(dir, 'tls.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', keyPath, '-out', caPath], { stdio: 'ignore' });
+    tls = `, tls: {certificate: ${caPath}, key: ${keyPath}}`;
+  }
   const config = [
     'version: 0.1',
     'log: {level: error, accesslog: {disabled: true}}',
     `storage: {filesystem: {rootdirectory: ${join(dir, 'data')}}, delete: {enabled: true}}`,
-    `http: {addr: 127.0.0.1:${port}, secret: test-secret}`,
+    `http: {addr: 127.0.0.1:${port}, secret: test-secret${tls}}`,
     auth,
     ...(opts.config ?? []),
   ].join('\n');
@@ -86,9 +108,10 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
   let log = '';
   child.stdout!.on('data', (c: Buffer) => (log += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
-  await waitReady(`http://127.0.0.1:${port}/v2/`, child, () => log);
+  await waitReady(`${caPath ? 'https' : 'http'}://127.0.0.1:${port}/v2/`, child, () => log);
   return {
     host: `127.0.0.1:${port}`,
+    caPath,
     tokenServer,
     async stop() {
       child.kill('SIGTERM');

@@ -1,7 +1,7 @@
 import { FerryError } from '../../errors.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { lookupCredential, type Credential } from './credentials.js';
-import { header, Http, redact, type HttpRequest, type HttpResponse } from './http.js';
+import { header, Http, isCertificateError, redact, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
 
 export interface ClientOptions {
   /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
@@ -69,6 +69,9 @@ export class RegistryClient {
         return https;
       } catch (e) {
         if ((e as { name?: string }).name === 'AbortError') throw e;
+        // A certificate it does not trust means the registry does speak TLS: falling back to
+        // http would only earn a puzzling 400 ("HTTP request to an HTTPS server").
+        if (isCertificateError(e)) throw wrapNetwork(e, https);
         return new URL(`http://${this.apiHost}/`);
       }
     })();

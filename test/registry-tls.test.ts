@@ -1,0 +1,73 @@
+import { readFile } from 'node:fs/promises';
+import { createSecureServer } from 'node:http2';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ferry } from './helpers/cli.js';
+import { testdataImages } from './helpers/expected-images.js';
+import { TESTDATA, tempDir } from './helpers/fs.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { hasTool } from './helpers/tools.js';
+
+const openssl = hasTool('openssl');
+const distribution = hasTool('docker-registry');
+
+describe.skipIf(!distribution || !openssl)('distribution over https', () => {
+  let reg: RunningRegistry;
+  beforeAll(async () => {
+    reg = await startDistribution({ tls: true });
+  }, 60_000);
+  afterAll(async () => {
+    await reg?.stop();
+  });
+
+  it('push and pull keep every digest once the certificate is trusted; an untrusted one is refused with a hint', async () => {
+    const images = await testdataImages();
+    const refused = await ferry(['copy', `oci:${TESTDATA}:layers`, `docker://${reg.host}/tls/app:1`]);
+    expect(refused.code, refused.stderr).toBe(6);
+    expect(refused.stderr).toMatch(/TLS error talking to 127\.0\.0\.1:\d+/);
+    expect(refused.stderr).toContain('--insecure');
+
+    const env = { NODE_EXTRA_CA_CERTS: reg.caPath };
+    for (const tag of ['layers', 'multi'] as const) {
+      const pushed = await ferry(['copy', `oci:${TESTDATA}:${tag}`, `docker://${reg.host}/tls/${tag}:1`], { env });
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const back = await tempDir();
+      const pulled = await ferry(['copy', `docker://${reg.host}/tls/${tag}:1`, `oci:${back}:${tag}`], { env });
+      expect(pulled.code, pulled.stderr).toBe(0);
+      const index = JSON.parse(await readFile(join(back, 'index.json'), 'utf8'));
+      expect(index.manifests[0].digest).toBe(images[tag].digest);
+      expect((await ferry(['verify', `oci:${back}`])).code).toBe(0);
+    }
+
+    // --insecure skips verification instead.
+    const skipped = await ferry(['--insecure', 'tags', `${reg.host}/tls/layers`]);
+    expect(skipped.code, skipped.stderr).toBe(0);
+    expect(skipped.stdout.trim()).toBe('1');
+  });
+});
+
+describe.skipIf(!openssl)('HTTP version over TLS', () => {
+  it('speaks HTTP/1.1 to a registry that offers h2 (undici would pick h2 and its small flow-control windows)', async () => {
+    const dir = await tempDir();
+    const [key, cert] = [join(dir, 'k.pem'), join(dir, 'c.pem')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    const versions: string[] = [];
+    const server = createSecureServer({ key: await readFile(key), cert: await readFile(cert), allowHTTP1: true }, (req, res) => {
+      versions.push(req.httpVersion);
+      if (req.url?.startsWith('/v2/h2/app/tags/list')) {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ name: 'h2/app', tags: ['a', 'b'] }));
+      } else res.writeHead(req.url === '/v2/' ? 200 : 404).end();
+    });
+    const port = await new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as { port: number }).port)));
+    try {
+      const r = await ferry(['tags', `127.0.0.1:${port}/h2/app`], { env: { NODE_EXTRA_CA_CERTS: cert } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.split('\n').filter(Boolean)).toEqual(['a', 'b']);
+      expect(versions.length).toBeGreaterThan(0);
+      expect(new Set(versions)).toEqual(new Set(['1.1']));
+    } finally {
+      server.close();
+    }
+  });
+});
