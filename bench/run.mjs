@@ -2,7 +2,7 @@
 // ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
 // Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -135,6 +135,56 @@ async function syncWorkload(host) {
   const tools = [['ferry', () => [FERRY, ['sync', '-q', `${host}/bench/tags`, `docker://${host}/mirror-ferry`]]]];
   if (has('skopeo')) tools.push(['skopeo', () => ['skopeo', ['sync', '--src', 'docker', '--dest', 'docker', '--src-tls-verify=false', '--dest-tls-verify=false', `${host}/bench/tags`, `${host}/mirror-skopeo`]]]);
   return (await workload(`no-op sync of ${tags} tags`, async () => undefined, tools)).map((r) => ({ ...r, noThroughput: true }));
+}
+
+/** A TCP proxy that holds every chunk `ms` in each direction: a link with 2 x `ms` of round trip. */
+async function startDelayProxy(upstream, ms) {
+  const { createServer, connect } = await import('node:net');
+  const [host, port] = upstream.split(':');
+  const server = createServer((client) => {
+    const up = connect(Number(port), host);
+    const relay = (from, to) => {
+      from.on('data', (c) => setTimeout(() => to.write(c), ms));
+      from.on('end', () => setTimeout(() => to.end(), ms));
+      from.on('error', () => to.destroy());
+    };
+    relay(client, up);
+    relay(up, client);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { host: `127.0.0.1:${server.address().port}`, stop: () => new Promise((r) => server.close(r)) };
+}
+
+/**
+ * A pull from distribution over https through a 40 ms round trip, as from a registry across a
+ * WAN. Loopback hides what round trips and HTTP/2 flow-control windows cost; this row does not
+ * (over h2, ferry took 10.5 s here instead of 1.1 s).
+ */
+async function wanWorkload() {
+  const { startDistribution } = await import('../test/helpers/registry.ts');
+  const reg = await startDistribution({ tls: true });
+  const delay = await startDelayProxy(reg.host, 20);
+  const mb = 64;
+  const saved = process.env.NODE_EXTRA_CA_CERTS;
+  try {
+    // ferry (Node) trusts the registry's certificate through this; skopeo through --src-cert-dir.
+    process.env.NODE_EXTRA_CA_CERTS = reg.caPath;
+    const certs = join(work, 'wan-certs');
+    await mkdir(certs);
+    await copyFile(reg.caPath, join(certs, 'ca.crt'));
+    const src = join(work, 'wan-src');
+    await makeLayout(src, [{ tag: 'bench', layers: [(mb / 2) << 20, (mb / 2) << 20] }]);
+    await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${reg.host}/wan/app:1`]);
+    const ref = `docker://${delay.host}/wan/app:1`;
+    const tools = [['ferry', (dst) => [FERRY, ['copy', '-q', ref, `oci:${dst}:bench`]]]];
+    if (has('skopeo')) tools.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', '--src-cert-dir', certs, ref, `oci:${dst}:bench`]]]);
+    return (await workload(`pull over https, 40 ms round trip (${mb} MiB)`, freshDirs('wan'), tools)).map((r) => ({ ...r, mb }));
+  } finally {
+    if (saved === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+    else process.env.NODE_EXTRA_CA_CERTS = saved;
+    await delay.stop();
+    await reg.stop();
+  }
 }
 
 /** Peak RSS (VmHWM) in MiB of the process listening on a loopback port. */
@@ -337,9 +387,12 @@ try {
   const rows = [];
   const onlyArchive = process.argv.includes('--only-archive');
   const onlySync = process.argv.includes('--only-sync');
+  const onlyWan = process.argv.includes('--only-wan');
   const onlyExport = process.argv.includes('--only-export') || onlyArchive;
   const totalMB = LAYERS * LAYER_MB;
-  if (onlySync) {
+  if (onlyWan) {
+    rows.push(...(await wanWorkload()));
+  } else if (onlySync) {
     const { startDistribution } = await import('../test/helpers/registry.ts');
     const reg = await startDistribution();
     try {
@@ -356,10 +409,11 @@ try {
     rows.push(...(await workload(`copy oci -> oci (${LAYERS} x ${LAYER_MB} MiB)`, freshDst, copyTools)));
     rows.push(...(await workload(`verify layout (${totalMB} MiB)`, async () => src, [['ferry', (dir) => [FERRY, ['verify', dir]]]])));
     if (has('docker-registry')) rows.push(...(await registryWorkloads(src, totalMB)));
+    if (has('docker-registry') && has('openssl')) rows.push(...(await wanWorkload()));
     if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
   }
-  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync) rows.push(...(await exportWorkloads()));
-  if (!process.argv.includes('--no-archive') && !onlySync && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
+  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync && !onlyWan) rows.push(...(await exportWorkloads()));
+  if (!process.argv.includes('--no-archive') && !onlySync && !onlyWan && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [
