@@ -1,0 +1,13 @@
+import { readFileSync } from 'node:fs';
+const Agent = (await import('undici/lib/dispatcher/agent.js')).default;
+const api = (await import('undici/lib/api/index.js')).default;
+const a = new Agent({ connections: 16, allowH2: false });
+const hwm = () => (readFileSync('/proc/self/status', 'utf8').match(/VmHWM:\s+(\d+)/)[1] / 1024).toFixed(1);
+console.log('start', hwm());
+const n = Number(process.argv[3]);
+const go = async () => { const r = await api.request.call(a, { origin: `http://${process.argv[2]}`, path: '/v2/', method: 'GET' }); await r.body.dump(); };
+await go();
+console.log('after 1', hwm());
+await Promise.all(Array.from({ length: n }, go));
+console.log(`after ${n} parallel`, hwm());
+await a.close();
