@@ -38,6 +38,8 @@ export interface DistributionOptions {
   config?: string[];
   /** Serve https with a fresh self-signed certificate (Go then offers HTTP/2 as well). */
   tls?: boolean;
+  /** Names besides 127.0.0.1 the certificate is valid for (a name a test proxy resolves). */
+  tlsNames?: string[];
 }
 
 export const USER = 'ferry';
@@ -92,7 +94,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
   const caPath = opts.tls ? join(dir, 'tls.crt') : undefined;
   if (caPath) {
     const keyPath = join(dir, 'tls.key');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', keyPath, '-out', caPath], { stdio: 'ignore' });
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', `subjectAltName=${['IP:127.0.0.1', ...(opts.tlsNames ?? []).map((n) => `DNS:${n}`)].join(',')}`, '-days', '2', '-keyout', keyPath, '-out', caPath], { stdio: 'ignore' });
     tls = `, tls: {certificate: ${caPath}, key: ${keyPath}}`;
   }
   const config = [

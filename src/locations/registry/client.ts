@@ -1,7 +1,7 @@
 import { FerryError } from '../../errors.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { lookupCredential, type Credential } from './credentials.js';
-import { header, Http, isCertificateError, redact, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
+import { header, Http, isCertificateError, isLoopback, redact, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
 
 export interface ClientOptions {
   /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
@@ -27,11 +27,6 @@ export interface ClientRequest {
 interface Token {
   value: string;
   expires: number;
-}
-
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\./.test(h);
 }
 
 /**

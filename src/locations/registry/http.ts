@@ -1,7 +1,8 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Dispatcher } from 'undici';
 import Agent from 'undici/lib/dispatcher/agent.js';
+import Dispatcher from 'undici/lib/dispatcher/dispatcher.js';
+import EnvHttpProxyAgent from 'undici/lib/dispatcher/env-http-proxy-agent.js';
 import api from 'undici/lib/api/index.js';
 import { FerryError, isFerryError, NETWORK_CODES } from '../../errors.js';
 
@@ -71,8 +72,44 @@ export function retryAfterMs(value: string | undefined, now = Date.now()): numbe
  * hangs, manual redirects that never carry credentials to another origin or downgrade to http,
  * and retries with exponential backoff and jitter. Bodies are never decoded (identity only).
  */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\./.test(h);
+}
+
+/** The proxy settings in the environment, as docker, skopeo and curl read them (lower case first). */
+export function proxyEnvironment(env: NodeJS.ProcessEnv = process.env): { http?: string; https?: string; noProxy: string } | undefined {
+  const http = env.http_proxy || env.HTTP_PROXY || undefined;
+  const https = env.https_proxy || env.HTTPS_PROXY || undefined;
+  if (!http && !https) return undefined;
+  // Loopback never goes through a proxy (as in Go's ProxyFromEnvironment): a proxy cannot reach it.
+  const noProxy = [env.no_proxy ?? env.NO_PROXY ?? '', 'localhost', '127.0.0.1', '::1'].filter(Boolean).join(',');
+  return { http, https, noProxy };
+}
+
+/** A proxy URL for messages: scheme, host and port only (it may carry credentials). */
+export function redactProxy(uri: string): string {
+  try {
+    const u = new URL(uri);
+    return `${u.protocol}//${u.host}`;
+  } catch {
+    return '(unparsable proxy URL)';
+  }
+}
+
+/**
+ * undici's package entry mixes its API (`connect`, `request` …) into every dispatcher; ferry loads
+ * the files without that entry, and the proxy agent opens its CONNECT tunnels with `connect`.
+ */
+function proxyAgent(opts: ConstructorParameters<typeof EnvHttpProxyAgent>[0]): EnvHttpProxyAgent {
+  const proto = Dispatcher.prototype as unknown as Record<string, unknown>;
+  if (typeof proto.connect !== 'function') Object.assign(proto, api);
+  return new EnvHttpProxyAgent(opts);
+}
+
 export class Http {
-  private readonly agent: Agent;
+  private readonly agent: Agent | EnvHttpProxyAgent;
+  private readonly proxy: ReturnType<typeof proxyEnvironment>;
   readonly opts: Required<Omit<HttpOptions, 'debug' | 'onRetry'>> & Pick<HttpOptions, 'debug' | 'onRetry'>;
 
   constructor(opts: HttpOptions = {}) {
@@ -88,7 +125,7 @@ export class Http {
       debug: opts.debug,
       onRetry: opts.onRetry,
     };
-    this.agent = new Agent({
+    const common = {
       connectTimeout: this.opts.connectTimeoutMs,
       headersTimeout: this.opts.headersTimeoutMs,
       bodyTimeout: this.opts.idleTimeoutMs,
@@ -98,7 +135,18 @@ export class Http {
       // trip a 64 MiB pull took 10.5 s against 1.1 s, and on loopback a 1 GiB pull ~40 % longer.
       allowH2: false,
       connect: { rejectUnauthorized: !this.opts.insecureTls },
-    });
+    };
+    this.proxy = proxyEnvironment();
+    for (const uri of [this.proxy?.http, this.proxy?.https]) {
+      if (uri && !URL.canParse(uri)) {
+        throw new FerryError('USAGE', `the proxy ${JSON.stringify(redactProxy(uri))} in HTTP(S)_PROXY is not a URL`, { hint: 'write it as http://HOST:PORT (or http://USER:PASSWORD@HOST:PORT)' });
+      }
+    }
+    // Through a proxy, TLS to the registry runs inside the CONNECT tunnel: `requestTls` carries
+    // the verification setting there (`connect` then only concerns the proxy's own socket).
+    this.agent = this.proxy
+      ? proxyAgent({ ...common, httpProxy: this.proxy.http, httpsProxy: this.proxy.https, noProxy: this.proxy.noProxy, requestTls: { rejectUnauthorized: !this.opts.insecureTls } })
+      : new Agent(common);
   }
 
   /** One exchange, following redirects (GET/HEAD only). */
@@ -119,7 +167,7 @@ export class Http {
         });
       } catch (e) {
         this.opts.debug?.(`${req.method} ${redact(url)} -> ${(e as { code?: string }).code ?? (e as Error).message}`);
-        throw e;
+        throw this.proxyFailure(e, url) ?? e;
       }
       this.opts.debug?.(`${req.method} ${redact(url)} -> ${res.statusCode} (${Date.now() - t0} ms)`);
       const location = header({ headers: res.headers }, 'location');
@@ -146,14 +194,14 @@ export class Http {
       try {
         res = await this.send(req);
       } catch (e) {
-        if (isFerryError(e) || !isRetryableError(e)) throw wrapNetwork(e, req.url);
+        if (isFerryError(e) || !isRetryableError(e)) throw wrapNetwork(e, req.url, undefined, this.proxyHint(req.url));
         error = e;
       }
       const retryable = res === undefined || res.status === 408 || res.status === 429 || res.status >= 500;
       if (!retryable) return res!;
       if (attempt >= this.opts.attempts) {
         if (res) return res;
-        throw wrapNetwork(error, req.url, attempt);
+        throw wrapNetwork(error, req.url, attempt, this.proxyHint(req.url));
       }
       let delay = this.backoff(attempt);
       if (res) {
@@ -184,12 +232,32 @@ export class Http {
         return await exchange();
       } catch (e) {
         if (isFerryError(e) || !isRetryableError(e) || signal?.aborted) throw e;
-        if (attempt >= this.opts.attempts) throw wrapNetwork(e, url, attempt);
+        if (attempt >= this.opts.attempts) throw wrapNetwork(e, url, attempt, this.proxyHint(url));
         const delay = this.backoff(attempt);
         this.opts.onRetry?.({ url: redact(url), attempt, delayMs: delay, reason: String((e as { code?: string }).code ?? e) });
         await sleep(delay, undefined, { signal });
       }
     }
+  }
+
+  /** A tunnel the proxy refused (undici reports only "Proxy response (407) !== 200"), said plainly. */
+  private proxyFailure(e: unknown, url: URL): FerryError | undefined {
+    const status = /Proxy response \((\d+)\)/.exec((e as Error)?.message ?? '')?.[1];
+    if (!status || !this.proxy) return undefined;
+    const proxy = redactProxy((url.protocol === 'https:' ? this.proxy.https ?? this.proxy.http : this.proxy.http) ?? '');
+    return new FerryError('NETWORK', `the proxy ${proxy} refused to open a tunnel to ${url.host}: HTTP ${status}`, {
+      cause: e,
+      hint: status === '407'
+        ? 'the proxy wants credentials: put them in the proxy URL (http://USER:PASSWORD@HOST:PORT)'
+        : `if ${url.hostname} is reachable without the proxy, add it to NO_PROXY`,
+    });
+  }
+
+  /** With a proxy set, a connection failure may be the proxy's: say which proxy was in the way. */
+  private proxyHint(url: URL): string | undefined {
+    const uri = url.protocol === 'https:' ? this.proxy?.https ?? this.proxy?.http : this.proxy?.http;
+    if (!uri || isLoopback(url.host)) return undefined;
+    return `requests go through the proxy ${redactProxy(uri)} (${url.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY'}) unless NO_PROXY lists ${url.hostname}`;
   }
 
   /** Exponential backoff with jitter: half the step fixed, half random. */
@@ -209,7 +277,7 @@ export function isCertificateError(e: unknown): boolean {
   return typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code);
 }
 
-export function wrapNetwork(e: unknown, url: URL, attempts?: number): unknown {
+export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: string): unknown {
   if (isFerryError(e) || (e as { name?: string }).name === 'AbortError') return e;
   const code = (e as { code?: string }).code ?? '';
   const msg = (e as Error).message ?? String(e);
@@ -220,7 +288,7 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number): unknown {
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';
-  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e });
+  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e, hint });
 }
 
 /** A URL for logs and messages: no user info, no query values (upload state, tokens). */
