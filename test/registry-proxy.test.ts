@@ -18,6 +18,8 @@ const NO_PROXY_ENV = { http_proxy: undefined, https_proxy: undefined, HTTP_PROXY
 
 describe.skipIf(!distribution || !openssl)('registries behind an HTTP proxy (HTTPS_PROXY, NO_PROXY)', () => {
   let reg: RunningRegistry;
+  let plain: RunningRegistry;
+  let plainRemote: string;
   let proxy: ConnectProxy;
   let remote: string;
   let env: Record<string, string | undefined>;
@@ -25,15 +27,18 @@ describe.skipIf(!distribution || !openssl)('registries behind an HTTP proxy (HTT
   beforeAll(async () => {
     reg = await startDistribution({ tls: true, tlsNames: [NAME] });
     remote = `${NAME}:${reg.host.split(':')[1]}`;
-    proxy = await startConnectProxy({ hosts: { [remote]: reg.host }, credentials: { user: PROXY_USER, password: PROXY_PASSWORD } });
+    plain = await startDistribution();
+    plainRemote = `plain.${NAME}:${plain.host.split(':')[1]}`;
+    proxy = await startConnectProxy({ hosts: { [remote]: reg.host, [plainRemote]: plain.host }, credentials: { user: PROXY_USER, password: PROXY_PASSWORD } });
     env = { ...NO_PROXY_ENV, NODE_EXTRA_CA_CERTS: reg.caPath, HTTPS_PROXY: proxy.url };
   }, 60_000);
   afterAll(async () => {
     await proxy?.stop();
     await reg?.stop();
+    await plain?.stop();
   });
 
-  it('push and pull through the proxy keep every digest; the proxy only tunnels, with its credentials, which ferry never prints', async () => {
+  it('push and pull through the proxy keep every digest: https in CONNECT tunnels, plain http forwarded; the proxy gets its credentials and ferry never prints them', async () => {
     const images = await testdataImages();
     const pushed = await ferry(['--debug', 'copy', `oci:${TESTDATA}:layers`, `docker://${remote}/px/app:1`], { env });
     expect(pushed.code, pushed.stderr).toBe(0);
@@ -48,6 +53,13 @@ describe.skipIf(!distribution || !openssl)('registries behind an HTTP proxy (HTT
     const basic = `Basic ${Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')}`;
     expect(proxy.tunnels.every((t) => t.authorization === basic)).toBe(true);
     expect(proxy.forwarded).toEqual([]);
+
+    // A plain-http registry elsewhere (--plain-http) goes through HTTP_PROXY as forwarded requests.
+    const plainEnv = { ...env, HTTPS_PROXY: undefined, HTTP_PROXY: proxy.url };
+    const viaHttp = await ferry(['--plain-http', 'copy', `oci:${TESTDATA}:layers`, `docker://${plainRemote}/px/app:1`], { env: plainEnv });
+    expect(viaHttp.code, viaHttp.stderr).toBe(0);
+    expect((await ferry(['--plain-http', 'tags', `${plainRemote}/px/app`], { env: plainEnv })).stdout.trim()).toBe('1');
+    expect(proxy.forwarded.some((u) => u.startsWith(`http://${plainRemote}/v2/px/app/blobs/uploads/`))).toBe(true);
     for (const out of [pushed.stdout, pushed.stderr, pulled.stdout, pulled.stderr]) {
       expect(out).not.toContain(PROXY_PASSWORD);
       expect(out).not.toContain(encodeURIComponent(PROXY_PASSWORD));

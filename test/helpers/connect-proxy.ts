@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 
 export interface ConnectProxy {
@@ -6,13 +6,14 @@ export interface ConnectProxy {
   url: string;
   /** Every CONNECT target asked for, with the Proxy-Authorization it carried. */
   tunnels: Array<{ target: string; authorization?: string }>;
-  /** Requests that came as plain proxy requests (absolute URLs) instead of tunnels. */
+  /** Requests that came as plain proxy requests (absolute URLs: plain http) instead of tunnels. */
   forwarded: string[];
   stop(): Promise<void>;
 }
 
 /**
- * An HTTP proxy that only tunnels (CONNECT), like a corporate egress proxy. It resolves the names
+ * An HTTP proxy like a corporate egress proxy: CONNECT tunnels, and plain http requests forwarded.
+ * It resolves the names
  * in `hosts` itself (name:port -> 127.0.0.1:port), so a registry "elsewhere" stays on loopback,
  * and with `credentials` it answers 407 to a tunnel request without them.
  */
@@ -21,9 +22,29 @@ export async function startConnectProxy(o: { hosts: Record<string, string>; cred
   const forwarded: string[] = [];
   const sockets = new Set<Socket>();
   const expected = o.credentials ? `Basic ${Buffer.from(`${o.credentials.user}:${o.credentials.password}`).toString('base64')}` : undefined;
+  // Plain http through a proxy comes as absolute URLs ("GET http://host:port/path"), not tunnels.
   const server = createServer((req, res) => {
     forwarded.push(req.url ?? '');
-    res.writeHead(405).end('this proxy only tunnels');
+    const url = new URL(req.url ?? '/', 'http://invalid');
+    const mapped = o.hosts[url.host];
+    if (url.protocol !== 'http:' || !mapped) {
+      res.writeHead(502).end();
+      return;
+    }
+    if (expected && req.headers['proxy-authorization'] !== expected) {
+      res.writeHead(407, { 'proxy-authenticate': 'Basic realm="test"' }).end();
+      return;
+    }
+    const [host, port] = mapped.split(':');
+    const headers = { ...req.headers };
+    delete headers['proxy-authorization'];
+    delete headers['proxy-connection'];
+    const up = httpRequest({ host, port: Number(port), method: req.method, path: url.pathname + url.search, headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
   });
   server.on('connect', (req: IncomingMessage, client: Socket, head: Buffer) => {
     const target = req.url ?? '';
