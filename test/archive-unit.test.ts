@@ -226,3 +226,22 @@ describe('names and sizes', () => {
     expect(compressionForPath('a.tar')).toBe('none');
   });
 });
+
+describe('GC pacing of saves', () => {
+  it('counts each byte of a plain save once (twice made minors so frequent that read buffers waited for majors); a compressed save also counts what it compresses', async () => {
+    const { saveImages } = await import('../src/archive/operations.js');
+    const { streamedTotal } = await import('../src/util/memory.js');
+    const { makeLayout } = await import('./helpers/images.js');
+    const dir = await tempDir();
+    const layer = 8 << 20;
+    await makeLayout(join(dir, 'src'), [{ tag: 'x', layers: [layer] }]);
+    let before = streamedTotal();
+    await saveImages({ images: [`oci:${join(dir, 'src')}:x`], output: join(dir, 'x.tar') });
+    const plain = streamedTotal() - before;
+    expect(plain).toBeGreaterThanOrEqual(layer);
+    expect(plain).toBeLessThan(layer * 1.1);
+    before = streamedTotal();
+    await saveImages({ images: [`oci:${join(dir, 'src')}:x`], output: join(dir, 'x.tar.zst') });
+    expect(streamedTotal() - before).toBeGreaterThanOrEqual(2 * layer);
+  });
+});

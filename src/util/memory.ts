@@ -32,8 +32,16 @@ function collector(): Gc | null {
   return collect;
 }
 
+let total = 0;
+
+/** Bytes reported so far: each byte a command moves should be counted once (see ArchiveOutput). */
+export function streamedTotal(): number {
+  return total;
+}
+
 /** Counts streamed bytes; now and then frees the buffers they came in. */
 export function streamed(bytes: number): void {
+  total += bytes;
   sinceMinor += bytes;
   if (sinceMinor < MINOR) return;
   sinceMinor = 0;
