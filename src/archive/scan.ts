@@ -194,7 +194,9 @@ export async function* skimmedArchiveBytes(path: string, where: string, signal?:
 
 /** The decompressed bytes of an archive file or stdin. */
 export async function* archiveBytes(path: string, where: string, signal?: AbortSignal, onRead?: (bytes: number) => void): AsyncGenerator<Buffer> {
-  const raw: Readable = path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 1 << 20, signal });
+  // 256 KiB reads: 1 MiB chunks outlived two minor GCs on their way into the store and waited for
+  // majors (~30 per GiB loaded, 2 now; a 1 GiB load: user CPU 1.91 -> 1.45 s, RSS 86 -> 78 MiB).
+  const raw: Readable = path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 256 << 10, signal });
   const opened = await peek(raw, 6).catch((e: unknown) => {
     throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
   });
