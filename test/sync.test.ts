@@ -63,6 +63,20 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
     // The HEADs share a few kept-alive connections (undici closes after each HEAD by default).
     expect(proxy.connections() - connected).toBeLessThan(20);
+
+    // Tag checks overlap four per --jobs: what a far registry's round trips cost is divided by 16.
+    proxy.setRule((q) => (q.method === 'HEAD' ? { delayMs: 40 } : undefined));
+    try {
+      proxy.peakInFlight();
+      const far = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+      expect(far.code, far.stderr).toBe(0);
+      expect(proxy.peakInFlight()).toBe(16);
+      const gentle = await ferry(['--store', s, 'sync', '--jobs', '1', `${proxy.host}/sync/app`]);
+      expect(gentle.code, gentle.stderr).toBe(0);
+      expect(proxy.peakInFlight()).toBe(4);
+    } finally {
+      proxy.setRule(undefined);
+    }
   });
 
   it('a no-op run into another registry costs both tag lists and one HEAD per tag at the source: the state file stands in for the destination HEADs', async () => {

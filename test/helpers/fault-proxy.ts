@@ -18,6 +18,7 @@ export interface SeenRequest {
  * - replaceBody: forward the status and headers but send this body instead
  * - setHeaders: forward, overriding these response headers
  * - dropRequestHeaders: forward without these request headers (e.g. ignore Range)
+ * - delayMs: forward only after this long (a registry far away)
  */
 export interface Fault {
   status?: number;
@@ -29,6 +30,7 @@ export interface Fault {
   replaceBody?: Buffer;
   setHeaders?: Record<string, string>;
   dropRequestHeaders?: string[];
+  delayMs?: number;
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -38,6 +40,8 @@ export interface FaultProxy {
   seen: SeenRequest[];
   /** TCP connections clients have opened to the proxy so far. */
   connections(): number;
+  /** The most requests in progress at once since the last call (then counting starts again). */
+  peakInFlight(): number;
   /** Replace the rule; `count` is how often the rule has matched so far (per rule). */
   setRule(rule: FaultRule | undefined): void;
   /**
@@ -68,11 +72,19 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       setTimeout(() => from.resume(), nextFree - now);
     }
   };
+  let inFlight = 0;
+  let peak = 0;
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const s: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, up: 0, down: 0 };
     seen.push(s);
+    peak = Math.max(peak, ++inFlight);
+    res.on('close', () => inFlight--);
     const fault = rule?.(s, matched);
     if (fault) matched++;
+    if (fault?.delayMs) setTimeout(() => respond(req, res, s, fault), fault.delayMs);
+    else respond(req, res, s, fault);
+  });
+  const respond = (req: IncomingMessage, res: ServerResponse, s: SeenRequest, fault: Fault | undefined) => {
     if (fault?.status !== undefined) {
       req.resume();
       res.writeHead(fault.status, fault.headers ?? {}).end(fault.body ?? '');
@@ -127,7 +139,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     });
     req.on('end', () => up.end());
     req.on('error', () => up.destroy());
-  });
+  };
   let connections = 0;
   server.on('connection', () => connections++);
   const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
@@ -136,6 +148,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     host: proxyHost,
     seen,
     connections: () => connections,
+    peakInFlight: () => {
+      const p = peak;
+      peak = inFlight;
+      return p;
+    },
     setRule(r) {
       rule = r;
       matched = 0;
