@@ -53,6 +53,7 @@ describe.skipIf(!distribution || !openssl)('registries behind an HTTP proxy (HTT
     const basic = `Basic ${Buffer.from(`${PROXY_USER}:${PROXY_PASSWORD}`).toString('base64')}`;
     expect(proxy.tunnels.every((t) => t.authorization === basic)).toBe(true);
     expect(proxy.forwarded).toEqual([]);
+    expect(pulled.stderr).toMatch(/debug: proxy: https http:\/\/127\.0\.0\.1:\d+, http direct; direct: localhost,127\.0\.0\.1,::1/);
 
     // A plain-http registry elsewhere (--plain-http) goes through HTTP_PROXY as forwarded requests.
     const plainEnv = { ...env, HTTPS_PROXY: undefined, HTTP_PROXY: proxy.url };

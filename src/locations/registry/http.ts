@@ -142,6 +142,10 @@ export class Http {
         throw new FerryError('USAGE', `the proxy ${JSON.stringify(redactProxy(uri))} in HTTP(S)_PROXY is not a URL`, { hint: 'write it as http://HOST:PORT (or http://USER:PASSWORD@HOST:PORT)' });
       }
     }
+    if (this.proxy) {
+      const via = (uri: string | undefined) => (uri ? redactProxy(uri) : 'direct');
+      this.opts.debug?.(`proxy: https ${via(this.proxy.https ?? this.proxy.http)}, http ${via(this.proxy.http)}; direct: ${this.proxy.noProxy}`);
+    }
     // Through a proxy, TLS to the registry runs inside the CONNECT tunnel: `requestTls` carries
     // the verification setting there (`connect` then only concerns the proxy's own socket).
     this.agent = this.proxy
