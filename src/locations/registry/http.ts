@@ -67,11 +67,6 @@ export function retryAfterMs(value: string | undefined, now = Date.now()): numbe
   return Number.isNaN(t) ? undefined : Math.max(0, t - now);
 }
 
-/**
- * The HTTP layer every registry request goes through: pooled connections, timeouts so nothing
- * hangs, manual redirects that never carry credentials to another origin or downgrade to http,
- * and retries with exponential backoff and jitter. Bodies are never decoded (identity only).
- */
 export function isLoopback(host: string): boolean {
   const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -107,6 +102,11 @@ function proxyAgent(opts: ConstructorParameters<typeof EnvHttpProxyAgent>[0]): E
   return new EnvHttpProxyAgent(opts);
 }
 
+/**
+ * The HTTP layer every registry request goes through: pooled connections, timeouts so nothing
+ * hangs, manual redirects that never carry credentials to another origin or downgrade to http,
+ * and retries with exponential backoff and jitter. Bodies are never decoded (identity only).
+ */
 export class Http {
   private readonly agent: Agent | EnvHttpProxyAgent;
   private readonly proxy: ReturnType<typeof proxyEnvironment>;
@@ -165,8 +165,8 @@ export class Http {
         res = await api.request.call(this.agent, {
           origin: url.origin, path: url.pathname + url.search, method: req.method, headers, body: req.body, signal: req.signal,
           // undici closes the connection after every HEAD (a guard against servers that send a body
-          // anyway) unless told not to. Registries answer HEAD properly, and a fresh connection
-          // per HEAD doubled the client CPU of a no-op sync (200 tag HEADs: ~0.55 -> ~0.44 s).
+          // anyway) unless told not to. Registries answer HEAD properly; a fresh connection per
+          // HEAD took a no-op sync of 200 tags from 0.60 to 0.76 s.
           reset: req.method === 'HEAD' ? false : undefined,
         });
       } catch (e) {
