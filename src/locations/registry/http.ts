@@ -155,6 +155,10 @@ export class Http {
 
   /** One exchange, following redirects (GET/HEAD only). */
   async send(req: HttpRequest): Promise<HttpResponse> {
+    // undici's pool counts a connection as free again only a tick after its last response ended,
+    // so a request sent straight after one (the manifest after the ping) opened a new connection:
+    // over a WAN, one more TLS handshake, two round trips.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     let url = req.url;
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'ferry', ...req.headers };

@@ -1,0 +1,34 @@
+import { createServer } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { Http } from '../src/locations/registry/http.js';
+
+/** A loopback HTTP server that answers everything with `{}` and counts connections. */
+async function countingServer(): Promise<{ url: (path: string) => URL; connections: () => number; close: () => void }> {
+  let n = 0;
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': '2' });
+    res.end(req.method === 'HEAD' ? undefined : '{}');
+  });
+  server.on('connection', () => n++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return { url: (path) => new URL(`http://127.0.0.1:${port}${path}`), connections: () => n, close: () => server.close() };
+}
+
+describe('registry HTTP connections', () => {
+  it('requests sent one after another share one connection, HEADs included (undici closes after a HEAD and frees a connection a tick late)', async () => {
+    const server = await countingServer();
+    const http = new Http();
+    try {
+      for (const method of ['GET', 'HEAD', 'GET', 'HEAD', 'HEAD', 'GET'] as const) {
+        const res = await http.send({ method, url: server.url('/v2/') });
+        expect(res.status).toBe(200);
+        await res.body.dump();
+      }
+      expect(server.connections()).toBe(1);
+    } finally {
+      await http.close();
+      server.close();
+    }
+  });
+});
