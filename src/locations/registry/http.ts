@@ -73,7 +73,7 @@ export function isLoopback(host: string): boolean {
 }
 
 /** The proxy settings in the environment, as docker, skopeo and curl read them (lower case first). */
-export function proxyEnvironment(env: NodeJS.ProcessEnv = process.env): { http?: string; https?: string; noProxy: string } | undefined {
+function proxyEnvironment(env: NodeJS.ProcessEnv = process.env): { http?: string; https?: string; noProxy: string } | undefined {
   const http = env.http_proxy || env.HTTP_PROXY || undefined;
   const https = env.https_proxy || env.HTTPS_PROXY || undefined;
   if (!http && !https) return undefined;
@@ -83,7 +83,7 @@ export function proxyEnvironment(env: NodeJS.ProcessEnv = process.env): { http?:
 }
 
 /** A proxy URL for messages: scheme, host and port only (it may carry credentials). */
-export function redactProxy(uri: string): string {
+function redactProxy(uri: string): string {
   try {
     const u = new URL(uri);
     return `${u.protocol}//${u.host}`;
@@ -143,8 +143,11 @@ export class Http {
       }
     }
     if (this.proxy) {
-      const via = (uri: string | undefined) => (uri ? redactProxy(uri) : 'direct');
-      this.opts.debug?.(`proxy: https ${via(this.proxy.https ?? this.proxy.http)}, http ${via(this.proxy.http)}; direct: ${this.proxy.noProxy}`);
+      const via = (protocol: string) => {
+        const uri = this.proxyFor(protocol);
+        return uri ? redactProxy(uri) : 'direct';
+      };
+      this.opts.debug?.(`proxy: https ${via('https:')}, http ${via('http:')}; direct: ${this.proxy.noProxy}`);
     }
     // Through a proxy, TLS to the registry runs inside the CONNECT tunnel: `requestTls` carries
     // the verification setting there (`connect` then only concerns the proxy's own socket).
@@ -248,11 +251,16 @@ export class Http {
     }
   }
 
+  /** The proxy a URL of this scheme goes through, as EnvHttpProxyAgent picks it (NO_PROXY aside). */
+  private proxyFor(protocol: string): string | undefined {
+    return protocol === 'https:' ? this.proxy?.https ?? this.proxy?.http : this.proxy?.http;
+  }
+
   /** A tunnel the proxy refused (undici reports only "Proxy response (407) !== 200"), said plainly. */
   private proxyFailure(e: unknown, url: URL): FerryError | undefined {
     const status = /Proxy response \((\d+)\)/.exec((e as Error)?.message ?? '')?.[1];
     if (!status || !this.proxy) return undefined;
-    const proxy = redactProxy((url.protocol === 'https:' ? this.proxy.https ?? this.proxy.http : this.proxy.http) ?? '');
+    const proxy = redactProxy(this.proxyFor(url.protocol) ?? '');
     return new FerryError('NETWORK', `the proxy ${proxy} refused to open a tunnel to ${url.host}: HTTP ${status}`, {
       cause: e,
       hint: status === '407'
@@ -263,7 +271,7 @@ export class Http {
 
   /** With a proxy set, a connection failure may be the proxy's: say which proxy was in the way. */
   private proxyHint(url: URL): string | undefined {
-    const uri = url.protocol === 'https:' ? this.proxy?.https ?? this.proxy?.http : this.proxy?.http;
+    const uri = this.proxyFor(url.protocol);
     if (!uri || isLoopback(url.host)) return undefined;
     return `requests go through the proxy ${redactProxy(uri)} (${url.protocol === 'https:' ? 'HTTPS_PROXY' : 'HTTP_PROXY'}) unless NO_PROXY lists ${url.hostname}`;
   }
