@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -11,7 +10,7 @@ import { closeRegistryClients } from '../src/locations/registry/pool.js';
 import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
-import { dockerConfigWith, PASSWORD, REFRESH_TOKEN, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { dockerConfigWith, PASSWORD, selfSignedCert, REFRESH_TOKEN, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry') && hasTool('htpasswd') && hasTool('openssl');
@@ -33,7 +32,7 @@ describe('WWW-Authenticate parsing', () => {
 describe.skipIf(!hasTool('openssl'))('redirects over TLS (D2)', () => {
   it('D2: a redirect from https to http is refused and the credentials never travel', async () => {
     const dir = await tempDir();
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem')], { stdio: 'ignore' });
+    selfSignedCert(join(dir, 'k.pem'), join(dir, 'c.pem'));
     const seen: Array<string | undefined> = [];
     const plain = createHttpServer((req, res) => {
       seen.push(req.headers.authorization);

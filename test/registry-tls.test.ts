@@ -1,12 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { createSecureServer } from 'node:http2';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
-import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { selfSignedCert, startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
 const openssl = hasTool('openssl');
@@ -51,7 +50,7 @@ describe.skipIf(!openssl)('HTTP version over TLS', () => {
   it('speaks HTTP/1.1 to a registry that offers h2 (undici would pick h2 and its small flow-control windows)', async () => {
     const dir = await tempDir();
     const [key, cert] = [join(dir, 'k.pem'), join(dir, 'c.pem')];
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    selfSignedCert(key, cert);
     const versions: string[] = [];
     const server = createSecureServer({ key: await readFile(key), cert: await readFile(cert), allowHTTP1: true }, (req, res) => {
       versions.push(req.httpVersion);

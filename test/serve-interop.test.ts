@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { indexEntries, mustRun, runTool, sha256, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
+import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -156,7 +157,7 @@ describe.skipIf(!openssl)('skopeo over https (--tls-cert/--tls-key)', () => {
     await mkdir(certs);
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    selfSignedCert(key, cert);
     await copyFile(cert, join(certs, 'ca.crt'));
     const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
     try {

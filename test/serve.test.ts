@@ -14,6 +14,7 @@ import { repoKeyFor, repositoryFor } from '../src/serve/names.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
+import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -828,7 +829,7 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
     const dir = await tempDir();
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    selfSignedCert(key, cert);
     const s = await startServe(await seededStore(['layers']), ['--tls-cert', cert, '--tls-key', key]);
     expect(s.url).toMatch(/^https:\/\//);
     const dispatcher = new Agent({ connect: { ca: await readFile(cert) } });

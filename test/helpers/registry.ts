@@ -47,6 +47,12 @@ export const PASSWORD = 's3cret-pass';
 /** The identity token the test token server accepts on its OAuth2 POST endpoint. */
 export const REFRESH_TOKEN = 'refresh-token-for-ferry';
 
+/** Writes a fresh self-signed EC key and certificate (PEM) for 127.0.0.1 and any other `names`. */
+export function selfSignedCert(keyPath: string, certPath: string, names: string[] = []): void {
+  const san = ['IP:127.0.0.1', ...names.map((n) => `DNS:${n}`)].join(',');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', `subjectAltName=${san}`, '-days', '2', '-keyout', keyPath, '-out', certPath], { stdio: 'ignore' });
+}
+
 /** Status of a GET, over https without checking the certificate (only readiness is asked). */
 function probe(url: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -94,7 +100,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
   const caPath = opts.tls ? join(dir, 'tls.crt') : undefined;
   if (caPath) {
     const keyPath = join(dir, 'tls.key');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', `subjectAltName=${['IP:127.0.0.1', ...(opts.tlsNames ?? []).map((n) => `DNS:${n}`)].join(',')}`, '-days', '2', '-keyout', keyPath, '-out', caPath], { stdio: 'ignore' });
+    selfSignedCert(keyPath, caPath, opts.tlsNames);
     tls = `, tls: {certificate: ${caPath}, key: ${keyPath}}`;
   }
   const config = [
