@@ -160,6 +160,22 @@ describe.concurrent('inspect', () => {
   });
 });
 
+describe.concurrent('store names', () => {
+  it('a name missing from the store says how to read it from its registry instead (save, copy, export)', async () => {
+    const store = await storeWithAll();
+    const out = join(await tempDir(), 'x.tar');
+    for (const args of [['save', '127.0.0.1:5999/team/app:2', '-o', out], ['copy', 'registry.example/app:1', `oci:${out}.d`], ['export', 'nginx:1.27', '-o', out]]) {
+      const r = await run(args, store);
+      expect(r.code, args.join(' ')).toBe(2);
+      const name = args[1]!;
+      expect(r.stderr).toContain(`image "${name}" not found in ${store}`);
+      expect(r.stderr).toMatch(new RegExp(`hint: available: .*; to read it straight from its registry, write docker://${name.replace(/[.]/g, '\\.')}`));
+    }
+    expect(await exists(out)).toBe(false);
+    expect(await exists(`${out}.d`)).toBe(false);
+  });
+});
+
 describe.concurrent('tag', () => {
   it('tag gives an image a new name that images shows with the same digest', async () => {
     const store = await storeWithAll();

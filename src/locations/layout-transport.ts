@@ -1,4 +1,5 @@
 import { FerryError } from '../errors.js';
+import { tryParseReference } from '../oci/reference.js';
 import { storeTagName } from '../store.js';
 import type { TagName } from '../types.js';
 import { OciLayout, type LayoutEntry } from './layout.js';
@@ -41,13 +42,25 @@ export const layoutTransport: Transport = {
   },
 };
 
+/**
+ * A plain name is looked up in the store, as docker does; people who meant the registry (`ferry
+ * save registry.example/app:1`) are told how to say so.
+ */
+function notInStore(e: unknown, rest: string): unknown {
+  if (!(e instanceof FerryError) || e.code !== 'NOT_FOUND' || tryParseReference(rest) === undefined) return e;
+  const registry = `to read it straight from its registry, write docker://${rest}`;
+  return new FerryError(e.code, e.message, { cause: e.cause, hint: e.hint ? `${e.hint}; ${registry}` : registry });
+}
+
 /** A plain image name: the local store, named the way docker names images. */
 export const storeTransport: Transport = {
   prefix: '',
   describe: 'NAME[:TAG]  an image in the local store',
   async openSource(rest, ctx) {
     const layout = await OciLayout.open(ctx.storeDir);
-    const resolved = await layout.resolve(rest);
+    const resolved = await layout.resolve(rest).catch((e: unknown) => {
+      throw notInStore(e, rest);
+    });
     const entry = (await layout.entries()).find((e) => e.descriptor.digest === resolved.digest && e.name !== undefined);
     return { source: layout, ref: resolved.digest, name: storeTagName(rest) ?? (entry ? entryTagName(entry) : undefined) };
   },
