@@ -100,6 +100,9 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(reqs.filter((q) => q.url.includes('/tags/list')).map((q) => q.url.split('?')[0]).sort()).toEqual(['/v2/noop/sync/app/tags/list', '/v2/sync/app/tags/list']);
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/sync/app/manifests/'))).toHaveLength(5);
     expect(reqs).toHaveLength(7);
+    // The destination's list is asked for beside the source's, not after the first tag check.
+    const order = reqs.map((q) => (q.method === 'HEAD' ? 'HEAD' : q.url.split('?')[0]));
+    expect(order.indexOf('/v2/noop/sync/app/tags/list')).toBeLessThan(order.indexOf('HEAD'));
 
     // --no-state: every tag is checked at the destination again, as on a first run.
     mark = proxy.seen.length;

@@ -44,6 +44,11 @@ export class SyncState {
   }
 
   /** The source digest last copied to (or confirmed at) `tag`. */
+  /** Tags remembered. */
+  get size(): number {
+    return this.tags.size;
+  }
+
   get(tag: string): Digest | undefined {
     return this.tags.get(tag);
   }

@@ -150,8 +150,10 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions): Pro
     throw e;
   });
   // Listed once, and only when the state vouches for some tag: a tag deleted at the destination
-  // must be copied again even though the state remembers it.
-  let listed: Promise<Set<string>> | undefined;
+  // must be copied again even though the state remembers it. Asked for now, beside the source's
+  // tag list: left until the first tag check, it waited behind that check's HEADs.
+  let listed: Promise<Set<string>> | undefined = o.state !== false && state.size > 0 ? tags().then((ts) => new Set(ts)) : undefined;
+  listed?.catch(() => {});
   return {
     sink: repo,
     label,
