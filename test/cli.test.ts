@@ -173,6 +173,12 @@ describe.concurrent('store names', () => {
     }
     expect(await exists(out)).toBe(false);
     expect(await exists(`${out}.d`)).toBe(false);
+    // A digest or a short id names no repository: no such hint.
+    for (const id of [`sha256:${'ab'.repeat(32)}`, 'abcdef012345']) {
+      const r = await run(['save', id, '-o', out], store);
+      expect(r.code, id).toBe(2);
+      expect(r.stderr).not.toContain('docker://');
+    }
   });
 });
 

@@ -47,7 +47,8 @@ export const layoutTransport: Transport = {
  * save registry.example/app:1`) are told how to say so.
  */
 function notInStore(e: unknown, rest: string): unknown {
-  if (!(e instanceof FerryError) || e.code !== 'NOT_FOUND' || tryParseReference(rest) === undefined) return e;
+  // Not for digests and short ids (what `ferry images` shows): they name no repository.
+  if (!(e instanceof FerryError) || e.code !== 'NOT_FOUND' || /^([a-z0-9]+:)?[0-9a-f]{12,}$/.test(rest) || tryParseReference(rest) === undefined) return e;
   const registry = `to read it straight from its registry, write docker://${rest}`;
   return new FerryError(e.code, e.message, { cause: e.cause, hint: e.hint ? `${e.hint}; ${registry}` : registry });
 }
