@@ -514,6 +514,17 @@ describe.concurrent('command line basics', () => {
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
+  it('the bundle builds string-width\'s Intl.Segmenter and RGI_Emoji regex on first use, not at every start', async () => {
+    // scripts/bundle.mjs rewrites them (~2.7 MiB of ICU data and 33 ms); a new string-width that no
+    // longer matches its patterns would silently bring both back.
+    const dir = join(import.meta.dirname, '..', 'dist', 'bundle');
+    const text = (await Promise.all((await readdir(dir)).filter((f) => f.endsWith('.js')).map((f) => readFile(join(dir, f), 'utf8')))).join('\n');
+    expect(text).not.toMatch(/=\s*new Intl\.Segmenter\(\)\s*;/);
+    expect(text).not.toMatch(/rgiEmojiRegex = (new RegExp|\/)/);
+    expect(text).toContain('__ferrySegmenter ??=');
+    expect(text).toContain('__ferryRgiEmoji ??=');
+  });
+
   it('ferry nosuchcommand exits 2', async () => {
     const r = await run(['nosuchcommand']);
     expect(r.code).toBe(2);
