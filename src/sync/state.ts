@@ -43,12 +43,12 @@ export class SyncState {
     return new SyncState(path, destination, tags);
   }
 
-  /** The source digest last copied to (or confirmed at) `tag`. */
   /** Tags remembered. */
   get size(): number {
     return this.tags.size;
   }
 
+  /** The source digest last copied to (or confirmed at) `tag`. */
   get(tag: string): Digest | undefined {
     return this.tags.get(tag);
   }
