@@ -1,3 +1,6 @@
+import { dirname } from 'node:path';
+import { destinationOf } from './blob/temp-names.js';
+
 /**
  * One error class for everything ferry reports to a user. `code` is stable (scripts and tests
  * match on it); the exit code a CLI run ends with is derived from it in exitCodeFor, and only there.
@@ -77,7 +80,15 @@ export function toFerryError(e: unknown): FerryError {
       return new FerryError('ABORTED', 'interrupted', { cause: e });
     }
     if (typeof err.code === 'string' && IO_CODES.has(err.code)) {
-      const where = err.path ? ` ${err.path}` : '';
+      const path = err.path === undefined ? undefined : destinationOf(err.path);
+      if (err.code === 'ENOENT' && path !== undefined && path !== err.path) {
+        // Creating the temp file beside the output failed: the output's directory is missing.
+        return new FerryError('IO', `cannot write ${path}: the directory ${dirname(path)} does not exist`, {
+          cause: e,
+          hint: 'create the directory first, or write somewhere else',
+        });
+      }
+      const where = path ? ` ${path}` : '';
       const hint =
         err.code === 'ENOSPC' ? 'free some space on that filesystem and run the same command again' :
         err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'choose a writable location or fix its permissions' :
@@ -102,6 +113,9 @@ function describeErrno(code: string): string {
     case 'EACCES': case 'EPERM': return '(permission denied)';
     case 'ENOENT': return '(no such file or directory)';
     case 'EDQUOT': return '(disk quota exceeded)';
+    case 'EISDIR': return '(is a directory)';
+    case 'ENOTDIR': return '(not a directory)';
+    case 'EEXIST': return '(already exists)';
     default: return '';
   }
 }

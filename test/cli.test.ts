@@ -182,6 +182,43 @@ describe.concurrent('store names', () => {
   });
 });
 
+describe.concurrent('paths that are not what the command needs', () => {
+  it('a directory given as an archive, a file given as a layout, a missing output directory, an existing output, garbage to verify', async () => {
+    const store = await storeWithAll();
+    const dir = await tempDir();
+    const file = join(dir, 'a-file');
+    await writeFile(file, 'not a layout');
+    for (const args of [['load', '-i', dir], ['push', '--from', dir, '127.0.0.1:1/x'], ['push', '--from', dir, '--dry-run', '127.0.0.1:1/x']]) {
+      const r = await run(args, store);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toContain(`${dir} is a directory, not an archive`);
+      expect(r.stderr).toContain(`hint: name a .tar, .tar.gz or .tar.zst file`);
+    }
+    const layout = await run(['copy', `${REPO}:plain`, `oci:${file}:x`], store);
+    expect(layout.code).toBe(2);
+    expect(layout.stderr).toContain(`${file} exists and is not a directory: an OCI image layout is a directory`);
+    expect(await readFile(file, 'utf8')).toBe('not a layout');
+
+    const missing = join(dir, 'no', 'such', 'x.tar');
+    const nowhere = await run(['save', `${REPO}:plain`, '-o', missing], store);
+    expect(nowhere.code).toBe(7);
+    expect(nowhere.stderr).toContain(`cannot write ${missing}: the directory ${join(dir, 'no', 'such')} does not exist`);
+    expect(nowhere.stderr).not.toContain('.tmp-');
+
+    // A command's own usage errors carry their hint (they used to end with only "Run 'ferry --help'").
+    const existing = await run(['save', `${REPO}:plain`, '-o', file], store);
+    expect(existing.code).toBe(2);
+    expect(existing.stderr).toContain('hint: pass --force to replace it, or choose another name');
+    expect(existing.stderr).not.toContain('ferry --help');
+
+    const garbage = join(dir, 'garbage.bin');
+    await writeFile(garbage, Buffer.alloc(3000, 7));
+    const checked = await run(['verify', garbage], store);
+    expect(checked.code).toBe(3);
+    expect(checked.stderr).toContain('not a tar archive');
+  });
+});
+
 describe.concurrent('tag', () => {
   it('tag gives an image a new name that images shows with the same digest', async () => {
     const store = await storeWithAll();

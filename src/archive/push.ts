@@ -12,7 +12,7 @@ import { PlanBuilder, type Plan } from '../plan.js';
 import type { TagName } from '../types.js';
 import { entryNames, type ArchiveRoot } from './graph.js';
 import { ingestArchive } from './ingest.js';
-import { skimmedArchiveBytes } from './scan.js';
+import { refuseDirectory, skimmedArchiveBytes } from './scan.js';
 import { ArchiveSource, repoTagNames, type ArchiveImage } from './source.js';
 import { cleanPath, readTar } from './tar.js';
 
@@ -108,6 +108,7 @@ async function copyInto(
 }
 
 async function isCompressed(file: string): Promise<boolean> {
+  await refuseDirectory(file);
   const fh = await open(file, 'r').catch((e: NodeJS.ErrnoException) => {
     throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${file}: no such file`) : e;
   });

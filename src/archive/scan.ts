@@ -247,12 +247,22 @@ export async function readVolumeHeader(path: string): Promise<VolumeHeader | und
   }
 }
 
+/** An archive is a file: a directory given instead (often an OCI layout) gets told so, not EISDIR. */
+export async function refuseDirectory(path: string): Promise<void> {
+  if ((await stat(path).catch(() => undefined))?.isDirectory()) {
+    throw new FerryError('USAGE', `${path} is a directory, not an archive`, {
+      hint: `name a .tar, .tar.gz or .tar.zst file (or - for standard input); an OCI layout directory is read as oci:${path}[:TAG], e.g. with ferry copy`,
+    });
+  }
+}
+
 /**
  * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
  * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
  */
 export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
   if (paths.length === 0) throw new FerryError('USAGE', 'name an archive: -i FILE (or -i - for standard input)');
+  for (const p of paths) if (p !== '-') await refuseDirectory(p);
   if (paths.length === 1) {
     const p = paths[0]!;
     const volume = p === '-' ? undefined : await readVolumeHeader(p);

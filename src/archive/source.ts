@@ -12,6 +12,7 @@ import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.
 import { entryNames } from './graph.js';
 import { EntryTap } from './tap.js';
 import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
+import { refuseDirectory } from './scan.js';
 
 /** One image an archive offers. */
 export interface ArchiveImage {
@@ -53,6 +54,7 @@ export class ArchiveSource implements Source {
   }
 
   static async open(path: string, o: { signal?: AbortSignal } = {}): Promise<ArchiveSource> {
+    await refuseDirectory(path);
     const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
       throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
     });

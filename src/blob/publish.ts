@@ -7,18 +7,12 @@ import { pipeline } from 'node:stream/promises';
 import { warn } from '../log.js';
 import { EarlySync } from './early-sync.js';
 import { processAlive } from '../locations/lock.js';
+import { tempOwnerPid, tempPathWith } from './temp-names.js';
 
-/** Temp names carry the pid so a later run can tell a dead writer's leftovers from a live one's. */
-export const TEMP_PREFIX = '.tmp-';
+export { TEMP_PREFIX, tempOwnerPid } from './temp-names.js';
 
 export function tempPathFor(dest: string): string {
-  return join(dirname(dest), `${TEMP_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}-${basename(dest)}`);
-}
-
-export function tempOwnerPid(name: string): number | undefined {
-  if (!name.startsWith(TEMP_PREFIX)) return undefined;
-  const pid = Number(name.slice(TEMP_PREFIX.length).split('-')[0]);
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  return tempPathWith(dest, process.pid, randomBytes(4).toString('hex'));
 }
 
 /** Deletes temp files of `dest` that dead runs (SIGKILL, power loss) left beside it. */

@@ -158,9 +158,12 @@ export async function main(argv: string[]): Promise<number> {
     failure ??= e;
   }
   if (failure === undefined) return 0;
-  if (toFerryError(failure).code === 'USAGE') {
-    if (flags.json) printError(toFerryError(failure));
-    process.stderr.write(`ferry: error: ${toFerryError(failure).message}\nRun 'ferry --help' for usage.\n`);
+  const refused = toFerryError(failure);
+  if (refused.code === 'USAGE') {
+    if (flags.json) printError(refused);
+    // A command's own usage error says what to do; yargs' parsing errors point at --help.
+    const next = refused.hint ? `ferry: hint: ${refused.hint}` : "Run 'ferry --help' for usage.";
+    process.stderr.write(`ferry: error: ${refused.message}\n${next}\n`);
     return 2;
   }
   return report(failure, flags);

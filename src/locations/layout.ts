@@ -60,6 +60,9 @@ export class OciLayout implements Source, Sink {
       if (!opts.create) {
         throw new FerryError('NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`);
       }
+      if ((await stat(dir).catch(() => undefined))?.isDirectory() === false) {
+        throw new FerryError('USAGE', `${dir} exists and is not a directory: an OCI image layout is a directory`, { hint: 'choose another path' });
+      }
       await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });

@@ -3,11 +3,13 @@ import { FerryError } from '../../errors.js';
 import { sniff } from '../../blob/compression.js';
 import { humanSize, interrupt, out, printJson, type GlobalArgs } from '../context.js';
 
-/** A regular file that is a tar (ustar magic), gzip or zstd, or is named like an archive. */
+/** A regular file given by a path or named like an archive, or whose bytes are a tar (ustar magic), gzip or zstd. */
 export async function isArchiveFile(path: string): Promise<boolean> {
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) return false;
-  if (/\.(tar|tgz|tzst|tar\.gz|tar\.zst|tar\.zstd)$/i.test(path)) return true;
+  // A path to an existing file is an archive to check, whatever its bytes (a damaged one should be
+  // reported as such, not as a missing image); a bare word may still be a store name.
+  if (path.includes('/') || /\.(tar|tgz|tzst|tar\.gz|tar\.zst|tar\.zstd)$/i.test(path)) return true;
   const fh = await open(path, 'r');
   try {
     const head = Buffer.alloc(263);
