@@ -25,6 +25,14 @@ describe('inventory', () => {
     expect(inv.tags['example.com/base:1']).toBe(exp.layers.digest);
     expect(inv.blobs).toContain(exp.layers.layers![0]!.digest);
 
+    // The store named by its path, as people write it for a USB stick; a missing one is named.
+    const byPath = await ferry(['inventory', store]);
+    expect(byPath.code, byPath.stderr).toBe(0);
+    expect(JSON.parse(byPath.stdout).sources).toEqual([`oci:${store}`]);
+    const gone = await ferry(['inventory', join(store, 'nope')]);
+    expect(gone.code).toBe(2);
+    expect(gone.stderr).toContain(`${join(store, 'nope')} is not an OCI image layout`);
+
     const excluded = await readInventory(invPath);
     const delta = await OciLayout.open(join(await tempDir(), 'delta'), { create: true });
     const report = await copy(await OciLayout.open(TESTDATA), delta, [{ ref: 'layers', names: [{ tag: 'l' }] }], { exclude: excluded });

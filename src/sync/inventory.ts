@@ -44,16 +44,18 @@ async function collect(src: Source, roots: Array<{ name: string; digest: Digest;
   inv.manifests = [...manifests].sort();
 }
 
-/** Inventories layouts (`oci:DIR`, or the store when the text is empty/`store`) and registry repositories. */
+/** Inventories layouts (`oci:DIR` or a path, or the store when the text is empty/`store`) and registry repositories. */
 export async function buildInventory(places: string[], o: InventoryOptions): Promise<Inventory> {
   const inv: Inventory = { ferryInventory: 1, created: new Date().toISOString(), sources: [], blobs: [], manifests: [], tags: {} };
   for (const place of places.length ? places : ['store']) {
-    if (place === 'store' || place.startsWith('oci:')) {
-      const dir = place === 'store' ? o.storeDir : place.slice(4);
+    // A path (`/mnt/usb/store`, `./layout`) is a store or layout like `oci:PATH`: no registry name starts so.
+    const path = /^(\/|\.\.?(\/|$)|~\/)/.test(place);
+    if (place === 'store' || place.startsWith('oci:') || path) {
+      const dir = place === 'store' ? o.storeDir : path ? place : place.slice(4);
       const layout = await OciLayout.open(dir);
       const roots = (await layout.entries()).map((e) => ({ name: e.name ?? e.tag ?? e.descriptor.digest, digest: e.descriptor.digest, ref: e.descriptor.digest }));
       await collect(layout, roots, inv, o);
-      inv.sources.push(place === 'store' ? `store:${dir}` : place);
+      inv.sources.push(place === 'store' ? `store:${dir}` : path ? `oci:${dir}` : place);
     } else {
       const ref = parseReference(place.replace(/^docker:\/\//, ''));
       const repo = openRepository(ref, o.registry);

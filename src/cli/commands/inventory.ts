@@ -14,7 +14,7 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .example('$0 inventory -o have.json', 'what the store holds')
-      .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR, or REGISTRY/REPOSITORY' })
+      .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR or a directory path, or REGISTRY/REPOSITORY' })
       .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
   handler: async (args) => {
     const { buildInventory } = await import('../../sync/inventory.js');
