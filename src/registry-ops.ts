@@ -155,7 +155,10 @@ export async function listTags(repository: string, o: { registry?: RegistrySetti
 
 export async function listCatalog(server: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
   const client = registryClient(serverDomain(server), o.registry);
-  return paginate(client, `/v2/_catalog${o.pageSize ? `?n=${o.pageSize}` : ''}`, ['registry:catalog:*'], 'repositories', { signal: o.signal });
+  return paginate(client, `/v2/_catalog${o.pageSize ? `?n=${o.pageSize}` : ''}`, ['registry:catalog:*'], 'repositories', {
+    signal: o.signal,
+    notFound: `${client.domain} offers no catalog (GET /v2/_catalog: 404); list a repository's tags with ferry tags instead`,
+  });
 }
 
 /** Deletes a manifest (and with it every tag that points at it) from a registry. */

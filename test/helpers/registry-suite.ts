@@ -129,6 +129,9 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       const bad = await ferry(['tags', '--page-size', '0', `${h}/suite/tags`]);
       expect(bad.code).toBe(2);
       expect(bad.stderr).toContain('--page-size must be a whole number of at least 1');
+      const none = await ferry(['tags', `${h}/suite/no-such-repo`]);
+      expect(none.code).toBe(2);
+      expect(none.stderr).toContain(`repository ${h}/suite/no-such-repo not found`);
     });
 
     it('push -a pushes every tag of a repository; pull -a brings every tag back', async () => {

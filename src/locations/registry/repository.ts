@@ -447,7 +447,7 @@ export class RegistryRepository implements Source, Sink {
   }
 
   async listTags(o: { signal?: AbortSignal; pageSize?: number; maxPages?: number } = {}): Promise<string[]> {
-    return paginate(this.client, `/v2/${this.path}/tags/list${o.pageSize ? `?n=${o.pageSize}` : ''}`, this.pull(), 'tags', o);
+    return paginate(this.client, `/v2/${this.path}/tags/list${o.pageSize ? `?n=${o.pageSize}` : ''}`, this.pull(), 'tags', { ...o, notFound: `repository ${this.name} not found` });
   }
 
   async deleteManifest(digest: Digest): Promise<void> {
@@ -467,7 +467,7 @@ export class RegistryRepository implements Source, Sink {
 }
 
 /** Follows `Link: <…>; rel="next"` until it stops; a loop or too many pages is an error. */
-export async function paginate(client: RegistryClient, first: string, scopes: string[], field: 'tags' | 'repositories', o: { signal?: AbortSignal; maxPages?: number } = {}): Promise<string[]> {
+export async function paginate(client: RegistryClient, first: string, scopes: string[], field: 'tags' | 'repositories', o: { signal?: AbortSignal; maxPages?: number; notFound?: string } = {}): Promise<string[]> {
   const out: string[] = [];
   const seen = new Set<string>();
   let next: string | URL | undefined = first;
@@ -481,7 +481,7 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
       const reply: HttpResponse = await client.request({ method: 'GET', path, scopes, signal: o.signal });
       if (reply.status === 404) {
         await reply.body.dump();
-        throw new FerryError('NOT_FOUND', `${client.domain}${typeof first === 'string' ? first : ''}: not found`);
+        throw new FerryError('NOT_FOUND', o.notFound ?? `${client.domain}${first}: not found`);
       }
       await expectStatus(reply, [200], `list ${field} of ${client.domain}`);
       const body = (await readCapped(reply.body, 16 * MiB, `${field} list`).then((b) => JSON.parse(b.toString('utf8')))) as Record<string, unknown>;
