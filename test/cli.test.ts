@@ -183,7 +183,7 @@ describe.concurrent('store names', () => {
 });
 
 describe.concurrent('paths that are not what the command needs', () => {
-  it('a directory given as an archive, a file given as a layout, a missing output directory, an existing output, garbage to verify', async () => {
+  it('a directory given as an archive, a file given as a layout, a missing output directory, an existing output, a name against --compress, garbage to verify', async () => {
     const store = await storeWithAll();
     const dir = await tempDir();
     const file = join(dir, 'a-file');
@@ -210,6 +210,15 @@ describe.concurrent('paths that are not what the command needs', () => {
     expect(existing.code).toBe(2);
     expect(existing.stderr).toContain('hint: pass --force to replace it, or choose another name');
     expect(existing.stderr).not.toContain('ferry --help');
+
+    // A name that says one compression and --compress another: refused before anything is written.
+    for (const cmd of ['save', 'export']) {
+      const mixed = await run([cmd, `${REPO}:plain`, '-o', join(dir, 'x.tar.gz'), '--compress', 'zstd'], store);
+      expect(mixed.code, cmd).toBe(2);
+      expect(mixed.stderr).toContain(`-o ${join(dir, 'x.tar.gz')} says gzip, but --compress zstd was given`);
+      expect(mixed.stderr).toContain('hint: name the file .tar.zst, or leave out --compress');
+      expect(await exists(join(dir, 'x.tar.gz'))).toBe(false);
+    }
 
     const garbage = join(dir, 'garbage.bin');
     await writeFile(garbage, Buffer.alloc(3000, 7));

@@ -12,7 +12,8 @@ import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir, storeTagName } from '../store.js';
 import { buildGraph } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
-import { ArchiveOutput, compressionForPath, type ArchiveCompression, type MeasuredFile } from './output.js';
+import { ArchiveOutput, type ArchiveCompression, type MeasuredFile } from './output.js';
+import { outputCompression } from '../blob/compression.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
 import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput } from './scan.js';
@@ -84,7 +85,7 @@ export async function planSave(o: SaveOptions): Promise<Plan> {
   const plan = new PlanBuilder();
   const destination = o.output === '-' ? '-' : o.output;
   await runSave({ ...o, measure }, (i, r) => plan.add(destination, o.images[i]!, r));
-  const compression = o.compression ?? (o.output === '-' ? 'none' : compressionForPath(o.output));
+  const compression = outputCompression(o.output, o.compression);
   return plan.build('save', archivePlan(measure, { compression, volumeSize: o.volumeSize, media: o.media }));
 }
 
@@ -94,7 +95,7 @@ async function runSave(
   onFiles?: (files: string[]) => void,
 ): Promise<void> {
   if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
-  const compression = o.compression ?? (o.output === '-' ? 'none' : compressionForPath(o.output));
+  const compression = outputCompression(o.output, o.compression);
   if (o.compressLayers && !o.measure) {
     warn(`--compress-layers ${o.compressLayers}: layers are recompressed, so layer digests, manifest digests and image digests CHANGE (diff_ids do not); signatures and digest references will not match the saved images`);
   }

@@ -243,6 +243,18 @@ export function compressionForPath(path: string): OutputCompression {
   return 'none';
 }
 
+/**
+ * An output's compression: `--compress` when given, else what the name's suffix says. A name that
+ * says another compression than `--compress` is refused: a .tar.gz holding zstd fools every tool
+ * (and person) that trusts the name.
+ */
+export function outputCompression(output: string, explicit: OutputCompression | undefined): OutputCompression {
+  const named = output === '-' ? 'none' : compressionForPath(output);
+  if (explicit === undefined || named === 'none' || named === explicit) return explicit ?? named;
+  const suffix = explicit === 'gzip' ? '.tar.gz' : explicit === 'zstd' ? '.tar.zst' : '.tar';
+  throw new FerryError('USAGE', `-o ${output} says ${named}, but --compress ${explicit} was given`, { hint: `name the file ${suffix}, or leave out --compress` });
+}
+
 /** Sniffs and decodes; returns the plain stream and what was detected. */
 export async function decompress(body: Readable): Promise<{ compression: Compression; stream: Readable }> {
   const { head, stream } = await peek(body, 6);

@@ -3,7 +3,8 @@ import { FerryError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { extractPlan } from './extract.js';
 import { outMode, scan, streamCarriers, type FlattenOptions, type Scanned } from './flatten.js';
-import { Batcher, compressionForPath, openFileOutput, openStreamOutput, type OutputCompression, type TarOutput } from './output.js';
+import { outputCompression } from '../blob/compression.js';
+import { Batcher, openFileOutput, openStreamOutput, type OutputCompression, type TarOutput } from './output.js';
 import { contentPadding, encodeEntry, END_OF_ARCHIVE, type OutEntry } from './tar-writer.js';
 import type { Meta, Node } from './tree.js';
 import { explainDiskFull } from '../util/space.js';
@@ -79,12 +80,12 @@ export function nodeEntry(path: string, node: Node, noSetuid: boolean | undefine
  * it. Memory holds metadata only.
  */
 export async function exportImage(o: ExportTarOptions): Promise<ExportReport> {
+  const compression = typeof o.output === 'string' ? outputCompression(o.output, o.compression) : (o.compression ?? 'none');
   const scanned = await scan(o);
   const target = typeof o.output === 'string' ? o.output : '(stream)';
   let out: TarOutput | undefined;
   try {
     const toStdout = o.output === '-';
-    const compression = o.compression ?? (typeof o.output === 'string' && !toStdout ? compressionForPath(o.output) : 'none');
     if (typeof o.output !== 'string') out = openStreamOutput(o.output, compression);
     else if (toStdout) out = openStreamOutput(process.stdout, compression);
     else out = await openFileOutput(o.output, compression, { force: o.force });
