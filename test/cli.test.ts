@@ -334,6 +334,18 @@ describe.concurrent('gc', () => {
     }
   });
 
+  it('gc of a directory that is not a layout refuses, creates nothing and deletes nothing', async () => {
+    const dir = await tempDir();
+    const blob = join(dir, 'blobs', 'sha256', 'ab'.repeat(32));
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(blob, 'someone else\'s bytes');
+    const r = await run(['gc', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${dir} is not an OCI image layout`);
+    expect(await readFile(blob, 'utf8')).toBe('someone else\'s bytes');
+    expect((await readdir(dir)).sort()).toEqual(['blobs']);
+  });
+
   it('gc --dry-run lists the unreferenced blob but deletes nothing', async () => {
     const store = await storeWithAll();
     const stray = await dropStray(store);

@@ -28,6 +28,8 @@ export interface LayoutEntry {
 export interface OpenLayoutOptions {
   /** Create the layout if it does not exist (and check it is writable). */
   create?: boolean;
+  /** With `create`: open for writing, but refuse a directory that is not a layout already. */
+  existing?: boolean;
   lockTimeoutMs?: number;
 }
 
@@ -57,7 +59,7 @@ export class OciLayout implements Source, Sink {
       throw e;
     });
     if (!exists) {
-      if (!opts.create) {
+      if (!opts.create || opts.existing) {
         throw new FerryError('NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`);
       }
       if ((await stat(dir).catch(() => undefined))?.isDirectory() === false) {

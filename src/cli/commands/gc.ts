@@ -18,7 +18,9 @@ export const gcCommand: CommandModule<GlobalArgs, Args> = {
       .positional('layout', { type: 'string', describe: 'an OCI layout directory (default: the store)' })
       .option('dry-run', { type: 'boolean', describe: 'only list what would be deleted' }),
   handler: async (args) => {
-    const layout = args.layout ? await OciLayout.open(args.layout, { create: true }) : await openStore({ dir: args.store, write: true });
+    // Never a new layout: on a directory that is not one yet, an empty index would make every blob
+    // already there garbage.
+    const layout = args.layout ? await OciLayout.open(args.layout, { create: true, existing: true }) : await openStore({ dir: args.store, write: true });
     try {
       const r = await collectGarbage(layout, { dryRun: args['dry-run'] });
       if (args.json) return printJson(r);
