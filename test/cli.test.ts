@@ -94,9 +94,13 @@ describe.concurrent('copy into the store, then images', () => {
     await ok(['verify', dest]);
   });
 
-  it('images on a store that does not exist yet prints only the header', async () => {
+  it('images on a store that does not exist yet prints only the header; on a path that is something else it says so', async () => {
     const r = await ok(['images'], join(await tempDir(), 'absent'));
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
+    const notStore = await tempDir();
+    const wrong = await run(['images'], notStore);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toContain(`${notStore} is not an OCI image layout`);
   });
 });
 

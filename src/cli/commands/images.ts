@@ -1,8 +1,9 @@
 import type { CommandModule } from 'yargs';
+import { stat } from 'node:fs/promises';
 import { listImages } from '../../images.js';
 import { shortDigest } from '../../oci/digest.js';
 import { familiarName, tryParseReference } from '../../oci/reference.js';
-import { openStore } from '../../store.js';
+import { defaultStoreDir, openStore } from '../../store.js';
 import { warn } from '../../log.js';
 import { humanSize, out, printJson, table, type GlobalArgs } from '../context.js';
 
@@ -13,8 +14,10 @@ export const imagesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
     y
       .example('$0 images --json', 'machine-readable'),
   handler: async (args) => {
-    const store = await openStore({ dir: args.store, write: false }).catch(async (e) => {
-      if ((e as { code?: string }).code === 'NOT_FOUND') return undefined;
+    const dir = args.store ?? defaultStoreDir();
+    const store = await openStore({ dir, write: false }).catch(async (e) => {
+      // A store not created yet holds no images; a path that is something else is a mistake to report.
+      if ((e as { code?: string }).code === 'NOT_FOUND' && !(await stat(dir).then(() => true, () => false))) return undefined;
       throw e;
     });
     const images = store ? await listImages(store) : [];
