@@ -165,6 +165,15 @@ describe.concurrent('inspect', () => {
 });
 
 describe.concurrent('store names', () => {
+  it('a location with a scheme ferry does not know (https://, a typo) is a usage error, not a missing store image', async () => {
+    for (const where of ['https://registry.example/app:1', 'dokcer://registry.example/app:1']) {
+      const r = await run(['copy', where, 'x/y:1']);
+      expect(r.code, where).toBe(2);
+      expect(r.stderr).toContain(`unknown location type ${where.split(':')[0]}:// in "${where}"`);
+      expect(r.stderr).toContain('hint: an image in a registry is docker://HOST/NAME[:TAG]');
+    }
+  });
+
   it('a name missing from the store says how to read it from its registry instead (save, copy, export)', async () => {
     const store = await storeWithAll();
     const out = join(await tempDir(), 'x.tar');

@@ -21,6 +21,14 @@ export function transportFor(text: string): { transport: Transport; rest: string
     const known = TRANSPORTS.map((x) => x.prefix).join(', ');
     throw new FerryError('USAGE', `the ${later.replace(/:\/*$/, '')} transport is not supported yet (supported: ${known} and store image names)`);
   }
+  // No image name contains "://": this is a transport ferry does not know (http://, a typo).
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
+  if (scheme) {
+    const known = TRANSPORTS.map((x) => x.prefix).join(', ');
+    throw new FerryError('USAGE', `unknown location type ${scheme[1]}:// in "${text}" (ferry reads ${known} and store image names)`, {
+      hint: 'an image in a registry is docker://HOST/NAME[:TAG], with no http:// or https://',
+    });
+  }
   return { transport: storeTransport, rest: text };
 }
 
