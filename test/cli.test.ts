@@ -305,6 +305,21 @@ describe.concurrent('rmi', () => {
     await ok(['inspect', 'example.com/alias:1'], store);
   });
 
+  it('rmi of a digest that two names share refuses without --force (as docker does), and removes both with it', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:plain`, 'example.com/alias:1'], store);
+    const before = await blobDigests(store);
+    const refused = await run(['rmi', images.plain.digest], store);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${images.plain.digest} has 2 names: ${REPO}:plain, example.com/alias:1`);
+    expect(refused.stderr).toContain('hint: remove the names one at a time, or pass --force');
+    expect(await blobDigests(store)).toEqual(before);
+    const forced = await ok(['rmi', '--force', images.plain.digest], store);
+    expect(forced.stdout).toContain(`Untagged: ${REPO}:plain`);
+    expect(forced.stdout).toContain('Untagged: example.com/alias:1');
+    expect((await run(['inspect', 'example.com/alias:1'], store)).code).toBe(2);
+  });
+
   it('rmi of an unknown name exits 2 and deletes nothing', async () => {
     const store = await storeWithAll();
     const before = await blobDigests(store);

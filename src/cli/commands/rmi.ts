@@ -9,6 +9,7 @@ import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 interface Args extends GlobalArgs {
   images: string[];
   prune: boolean;
+  force?: boolean;
 }
 
 export const rmiCommand: CommandModule<GlobalArgs, Args> = {
@@ -18,10 +19,20 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
     y
       .example('$0 rmi example.com/team/api:1', 'untag and delete unused blobs')
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'names or digests' })
-      .option('prune', { type: 'boolean', default: true, describe: 'delete blobs left unreferenced (--no-prune keeps them for `ferry gc`)' }),
+      .option('prune', { type: 'boolean', default: true, describe: 'delete blobs left unreferenced (--no-prune keeps them for `ferry gc`)' })
+      .option('force', { alias: 'f', type: 'boolean', describe: 'remove an image named by digest even when it has several names (all of them go)' }),
   handler: async (args) => {
     const store = await openStore({ dir: args.store, write: true });
     try {
+      // As docker does: a digest that several names share removes them all only when asked to.
+      // Checked for every argument before anything is untagged.
+      for (const image of args.images.filter((i) => isDigest(i) && !args.force)) {
+        const d = await store.resolve(image);
+        const names = (await store.entries()).filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
+        if (names.length > 1) {
+          throw new FerryError('USAGE', `${image} has ${names.length} names: ${names.join(', ')}`, { hint: 'remove the names one at a time, or pass --force to remove them all' });
+        }
+      }
       const untagged: string[] = [];
       for (const image of args.images) {
         const d = await store.resolve(image);
