@@ -190,9 +190,16 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const sem = await ferry(['--store', s, 'sync', '--semver', '>=1.2 <2', `${proxy.host}/sync/versions`]);
     expect(sem.code, sem.stderr).toBe(0);
     expect(sem.stdout).toContain('1 tags, 1 copied');
+    const mark = proxy.seen.length;
     const bad = await ferry(['--store', s, 'sync', '--include', '(', `${proxy.host}/sync/versions`]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('invalid --include pattern');
+    const range = await ferry(['--store', s, 'sync', '--semver', 'nonsense', `${proxy.host}/sync/versions`]);
+    expect(range.code).toBe(2);
+    expect(range.stderr).toContain('invalid version range "nonsense"');
+    // Refused as the command's mistake, before any request and without a per-image failure.
+    expect(range.stderr).not.toContain('FAILED');
+    expect(proxy.seen.slice(mark)).toEqual([]);
   });
 
   it('a YAML config syncs several repositories to a layout and to another registry prefix', async () => {

@@ -221,6 +221,8 @@ export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>):
  * stop the rest. Tags that disappeared upstream are removed with `prune`.
  */
 export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncReport> {
+  // A bad pattern or range is the command's mistake, not one image's failure: refused before any request.
+  for (const job of jobs) tagFilter(job);
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   for (const job of jobs) {
