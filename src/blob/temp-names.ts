@@ -16,6 +16,9 @@ export function tempOwnerPid(name: string): number | undefined {
 
 /** The path a temp file stands for, for messages: users named `dest`, never the temp name. */
 export function destinationOf(path: string): string {
-  const m = /^\.tmp-\d+-[0-9a-f]+-(.+)$/.exec(basename(path));
-  return m ? join(dirname(path), m[1]!) : path;
+  const name = basename(path);
+  if (tempOwnerPid(name) === undefined) return path;
+  // Past the prefix: <pid>-<random>-<name>, and the name may hold dashes of its own.
+  const [, , ...rest] = name.slice(TEMP_PREFIX.length).split('-');
+  return rest.length > 0 ? join(dirname(path), rest.join('-')) : path;
 }

@@ -13,19 +13,18 @@ const TRANSPORTS: Transport[] = [layoutTransport, registryTransport, ociArchiveT
 
 const PLANNED = ['dir:', 'containers-storage:', 'docker-daemon:'];
 
+/** What messages list as readable: every transport prefix, and store image names. */
+const KNOWN = `${TRANSPORTS.map((x) => x.prefix).join(', ')} and store image names`;
+
 export function transportFor(text: string): { transport: Transport; rest: string } {
   const t = TRANSPORTS.find((x) => text.startsWith(x.prefix));
   if (t) return { transport: t, rest: text.slice(t.prefix.length) };
   const later = PLANNED.find((p) => text.startsWith(p));
-  if (later) {
-    const known = TRANSPORTS.map((x) => x.prefix).join(', ');
-    throw new FerryError('USAGE', `the ${later.replace(/:\/*$/, '')} transport is not supported yet (supported: ${known} and store image names)`);
-  }
+  if (later) throw new FerryError('USAGE', `the ${later.replace(/:\/*$/, '')} transport is not supported yet (supported: ${KNOWN})`);
   // No image name contains "://": this is a transport ferry does not know (http://, a typo).
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text);
   if (scheme) {
-    const known = TRANSPORTS.map((x) => x.prefix).join(', ');
-    throw new FerryError('USAGE', `unknown location type ${scheme[1]}:// in "${text}" (ferry reads ${known} and store image names)`, {
+    throw new FerryError('USAGE', `unknown location type ${scheme[1]}:// in "${text}" (ferry reads ${KNOWN})`, {
       hint: 'an image in a registry is docker://HOST/NAME[:TAG], with no http:// or https://',
     });
   }

@@ -222,7 +222,7 @@ export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>):
  */
 export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncReport> {
   // A bad pattern or range is the command's mistake, not one image's failure: refused before any request.
-  for (const job of jobs) tagFilter(job);
+  const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   for (const job of jobs) {
@@ -237,7 +237,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     report.jobs.push(r);
     try {
       const upstream = await repo.listTags({ signal: o.signal });
-      const selected = upstream.filter(tagFilter(job));
+      const selected = upstream.filter(filters.get(job)!);
       r.tags = selected.length;
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];

@@ -26,9 +26,11 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
     try {
       // As docker does: a digest that several names share removes them all only when asked to.
       // Checked for every argument before anything is untagged.
-      for (const image of args.images.filter((i) => isDigest(i) && !args.force)) {
+      const byDigest = args.force ? [] : args.images.filter((i) => isDigest(i));
+      const entries = byDigest.length > 0 ? await store.entries() : [];
+      for (const image of byDigest) {
         const d = await store.resolve(image);
-        const names = (await store.entries()).filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
+        const names = entries.filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
         if (names.length > 1) {
           throw new FerryError('USAGE', `${image} has ${names.length} names: ${names.join(', ')}`, { hint: 'remove the names one at a time, or pass --force to remove them all' });
         }
