@@ -20,6 +20,8 @@ export interface Root {
   ref: string;
   /** Names to give the copied root at the destination (none: stored untagged). */
   names?: TagName[];
+  /** Annotations for the root's entry at the destination (what an earlier copy recorded there). */
+  annotations?: Record<string, string>;
 }
 
 export type CopyEvent =
@@ -274,6 +276,7 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
       target = { ...d, annotations: { [ANNOTATION_SOURCE_INDEX]: resolved.digest } };
     }
   }
+  if (root.annotations) target = { ...target, annotations: { ...root.annotations, ...target.annotations } };
   return { root, target, documents, blobs, platforms: [...platforms] };
 }
 

@@ -122,6 +122,15 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect((await ferry(['--store', store, 'images'])).stdout).toContain('crash/img');
     });
 
+    it('F2: sync into an archive: the rerun reuses what the staging layout completed; the archive verifies, nothing is left beside it', async () => {
+      const dir = await tempDir();
+      const out = join(dir, 'img.tar');
+      await killAndRerun(['sync', '--jobs', '1', `${proxy.host}/crash/img`, out], 'down', fraction, () => layerBytesIn(join(dir, '.img.tar.ferry-sync')));
+      const v = await ferry(['verify', out]);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      expect(await readdir(dir)).toEqual(['img.tar']);
+    });
+
     it('F2: push: rerun exits 0, the pushed image verifies, complete blobs are not uploaded again', async () => {
       const repo = `crash/push-${++repoCount}`;
       await killAndRerun(['--store', seed, 'push', '--jobs', '1', NAME, `${proxy.host}/${repo}:1`], 'up', fraction, () => layerBytesInRegistry(repo));

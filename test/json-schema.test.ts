@@ -176,6 +176,8 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
       expect(plan.dryRun).toBe(true);
       expect(plan.jobs).toHaveLength(1);
       await doc('sync', ['sync', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
+      const archived = await doc<{ jobs: Array<{ rewritten?: boolean }> }>('sync', ['sync', `${reg.host}/json/app`, join(dir, 'mirror.tar')]);
+      expect(archived.jobs[0]!.rewritten).toBe(true);
       // A job that fails: the report says so, the exit code too, and no error line follows it.
       const failed = await doc<{ jobs: Array<{ failed: unknown[] }> }>('sync', ['sync', `${reg.host}/json/nothing`, `oci:${join(dir, 'mirror')}`], { code: 2 });
       expect(failed.jobs[0]!.failed).toHaveLength(1);

@@ -1,58 +1,38 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { copy } from '../src/copy.js';
-import { OciLayout } from '../src/locations/layout.js';
-import { closeRegistryClients, openRepository } from '../src/locations/registry/pool.js';
-import { parseReference } from '../src/oci/reference.js';
+import { describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
-import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { TESTDATA, tempDir } from './helpers/fs.js';
-import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { tempDir } from './helpers/fs.js';
+import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry');
 const TAG_COUNT = 200;
 const tagName = (i: number) => `t${String(i).padStart(3, '0')}`;
 
-/** Pushes testdata image `image` to host/repo under every tag given, in one copy. */
-async function publish(host: string, repo: string, image: string, tags: string[]): Promise<void> {
-  const dst = openRepository(parseReference(`${host}/${repo}`));
-  await copy(await OciLayout.open(TESTDATA), dst, [{ ref: image, names: tags.map((tag) => ({ tag })) }]);
-}
-
 describe.skipIf(!distribution)('ferry sync against the CNCF distribution registry', () => {
-  let reg: RunningRegistry;
-  let proxy: FaultProxy;
   const store = tempDir().then((d) => join(d, 'store'));
 
-  beforeAll(async () => {
-    reg = await startDistribution();
-    proxy = await startFaultProxy(reg.host);
-    await publish(reg.host, 'sync/app', 'plain', Array.from({ length: TAG_COUNT - 1 }, (_, i) => tagName(i)));
-    await publish(reg.host, 'sync/app', 'docker', [tagName(TAG_COUNT - 1)]);
-    await publish(reg.host, 'sync/versions', 'zstd', ['1.0.0', '1.2.0', '2.0.0', 'latest']);
-  }, 120_000);
-  afterAll(async () => {
-    await closeRegistryClients();
-    await proxy?.stop();
-    await reg?.stop();
+  const fx = proxiedRegistry(async (host) => {
+    await publish(host, 'sync/app', 'plain', Array.from({ length: TAG_COUNT - 1 }, (_, i) => tagName(i)));
+    await publish(host, 'sync/app', 'docker', [tagName(TAG_COUNT - 1)]);
+    await publish(host, 'sync/versions', 'zstd', ['1.0.0', '1.2.0', '2.0.0', 'latest']);
   });
 
-  const since = (n: number) => proxy.seen.slice(n);
+  const { since } = fx;
 
   it(`syncs a repository with ${TAG_COUNT} tags; a second run moves no blob and GETs no manifest`, async () => {
     const s = await store;
-    const first = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+    const first = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`]);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain(`${TAG_COUNT} tags, ${TAG_COUNT} copied, 0 unchanged`);
     const images = (await ferry(['--store', s, 'images', '--json'])).stdout;
     expect(JSON.parse(images)).toHaveLength(TAG_COUNT);
 
-    const mark = proxy.seen.length;
-    const connected = proxy.connections();
-    const second = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`], { wrap: ['/usr/bin/time', '-f', 'maxrss=%M'] });
+    const mark = fx.proxy.seen.length;
+    const connected = fx.proxy.connections();
+    const second = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`], { wrap: ['/usr/bin/time', '-f', 'maxrss=%M'] });
     expect(second.code, second.stderr).toBe(0);
     // ~76 MiB here; 90 when V8 still optimised undici's wasm HTTP parser with TurboFan.
     expect(Number(/maxrss=(\d+)/.exec(second.stderr)![1]) / 1024).toBeLessThan(84);
@@ -62,37 +42,37 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(reqs.filter((q) => q.url.includes('/blobs/'))).toEqual([]);
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
     // The HEADs share a few kept-alive connections (undici closes after each HEAD by default).
-    expect(proxy.connections() - connected).toBeLessThan(20);
+    expect(fx.proxy.connections() - connected).toBeLessThan(20);
 
     // Tag checks overlap four per --jobs: what a far registry's round trips cost is divided by 16.
-    proxy.setRule((q) => (q.method === 'HEAD' ? { delayMs: 40 } : undefined));
+    fx.proxy.setRule((q) => (q.method === 'HEAD' ? { delayMs: 40 } : undefined));
     try {
-      proxy.peakInFlight();
-      const far = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+      fx.proxy.peakInFlight();
+      const far = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`]);
       expect(far.code, far.stderr).toBe(0);
-      const peak = proxy.peakInFlight();
+      const peak = fx.proxy.peakInFlight();
       expect(peak).toBeGreaterThanOrEqual(12);
       expect(peak).toBeLessThanOrEqual(16);
-      const gentle = await ferry(['--store', s, 'sync', '--jobs', '1', `${proxy.host}/sync/app`]);
+      const gentle = await ferry(['--store', s, 'sync', '--jobs', '1', `${fx.proxy.host}/sync/app`]);
       expect(gentle.code, gentle.stderr).toBe(0);
-      expect(proxy.peakInFlight()).toBeLessThanOrEqual(4);
+      expect(fx.proxy.peakInFlight()).toBeLessThanOrEqual(4);
     } finally {
-      proxy.setRule(undefined);
+      fx.proxy.setRule(undefined);
     }
   });
 
   it('a no-op run into another registry costs both tag lists and one HEAD per tag at the source: the state file stands in for the destination HEADs', async () => {
     const env = { FERRY_STATE_DIR: await tempDir() };
-    const args = ['sync', '--include', '^t00[0-4]$', `${proxy.host}/sync/app`, `docker://${proxy.host}/noop`];
+    const args = ['sync', '--include', '^t00[0-4]$', `${fx.proxy.host}/sync/app`, `docker://${fx.proxy.host}/noop`];
     expect((await ferry(args, { env })).code).toBe(0);
     const [file] = await readdir(join(env.FERRY_STATE_DIR, 'sync'));
     const statePath = join(env.FERRY_STATE_DIR, 'sync', file!);
     expect((await stat(statePath)).mode & 0o777).toBe(0o600);
     const state = JSON.parse(await readFile(statePath, 'utf8'));
-    expect(state.destination).toBe(`docker://${proxy.host}/noop/sync/app`);
+    expect(state.destination).toBe(`docker://${fx.proxy.host}/noop/sync/app`);
     expect(Object.keys(state.tags)).toEqual(['t000', 't001', 't002', 't003', 't004']);
 
-    let mark = proxy.seen.length;
+    let mark = fx.proxy.seen.length;
     const again = await ferry(args, { env });
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('5 tags, 0 copied, 5 unchanged');
@@ -105,7 +85,7 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(order.indexOf('/v2/noop/sync/app/tags/list')).toBeLessThan(order.indexOf('HEAD'));
 
     // --no-state: every tag is checked at the destination again, as on a first run.
-    mark = proxy.seen.length;
+    mark = fx.proxy.seen.length;
     const full = await ferry([...args, '--no-state'], { env });
     expect(full.code, full.stderr).toBe(0);
     expect(full.stdout).toContain('5 tags, 0 copied, 5 unchanged');
@@ -116,7 +96,7 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
 
     // A damaged state file is set aside with a warning; the run checks every tag instead.
     await writeFile(statePath, '{"destination": 5');
-    mark = proxy.seen.length;
+    mark = fx.proxy.seen.length;
     const damaged = await ferry(args, { env });
     expect(damaged.code, damaged.stderr).toBe(0);
     expect(damaged.stderr).toContain('ignoring the sync state');
@@ -127,23 +107,23 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
 
   it('a tag deleted at the destination is copied again although the state remembers it', async () => {
     const env = { FERRY_STATE_DIR: await tempDir() };
-    const args = ['sync', '--include', '^t01[0-2]$', `${proxy.host}/sync/app`, `docker://${reg.host}/gone`];
+    const args = ['sync', '--include', '^t01[0-2]$', `${fx.proxy.host}/sync/app`, `docker://${fx.reg.host}/gone`];
     expect((await ferry(args, { env })).stdout).toContain('3 tags, 3 copied');
     // One manifest behind all three tags: deleting it removes them all at the destination.
-    expect((await ferry(['rm', `docker://${reg.host}/gone/sync/app:t010`])).code).toBe(0);
-    const left = (await ferry(['tags', `${reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean);
+    expect((await ferry(['rm', `docker://${fx.reg.host}/gone/sync/app:t010`])).code).toBe(0);
+    const left = (await ferry(['tags', `${fx.reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean);
     const r = await ferry(args, { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`3 tags, ${3 - left.length} copied, ${left.length} unchanged`);
-    expect((await ferry(['tags', `${reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean).sort()).toEqual(['t010', 't011', 't012']);
+    expect((await ferry(['tags', `${fx.reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean).sort()).toEqual(['t010', 't011', 't012']);
   });
 
   it('a sync narrowed by --platform into a registry is a no-op the second time (its digests differ from the source)', async () => {
     const env = { FERRY_STATE_DIR: await tempDir() };
-    await publish(reg.host, 'sync/multi', 'multi', ['1']);
-    const args = ['sync', '--platform', 'linux/amd64', `${proxy.host}/sync/multi`, `docker://${reg.host}/narrow`];
+    await publish(fx.reg.host, 'sync/multi', 'multi', ['1']);
+    const args = ['sync', '--platform', 'linux/amd64', `${fx.proxy.host}/sync/multi`, `docker://${fx.reg.host}/narrow`];
     expect((await ferry(args, { env })).stdout).toContain('1 tags, 1 copied');
-    const mark = proxy.seen.length;
+    const mark = fx.proxy.seen.length;
     const again = await ferry(args, { env });
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged');
@@ -153,9 +133,9 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
   it('after one tag changes, only that image moves', async () => {
     const s = await store;
     const exp = await testdataImages();
-    await publish(reg.host, 'sync/app', 'zstd', [tagName(7)]);
-    const mark = proxy.seen.length;
-    const r = await ferry(['--store', s, 'sync', `${proxy.host}/sync/app`]);
+    await publish(fx.reg.host, 'sync/app', 'zstd', [tagName(7)]);
+    const mark = fx.proxy.seen.length;
+    const r = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`1 copied, ${TAG_COUNT - 1} unchanged`);
     const blobGets = since(mark).filter((q) => q.method === 'GET' && q.url.includes('/blobs/')).map((q) => q.url.split('/').pop());
@@ -164,16 +144,16 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
 
   it('--dry-run plans the bytes and changes nothing; --prune removes a tag deleted upstream', async () => {
     const s = await store;
-    await publish(reg.host, 'sync/app', 'layers', [tagName(8)]);
+    await publish(fx.reg.host, 'sync/app', 'layers', [tagName(8)]);
     const before = await readFile(join(s, 'index.json'), 'utf8');
-    const plan = await ferry(['--store', s, 'sync', '--dry-run', `${proxy.host}/sync/app`]);
+    const plan = await ferry(['--store', s, 'sync', '--dry-run', `${fx.proxy.host}/sync/app`]);
     expect(plan.code, plan.stderr).toBe(0);
     expect(plan.stdout).toMatch(/1 would copy/);
     expect(plan.stdout).toMatch(/blobs to move: +4 \(2\.18kB\) after deduplication/);
     expect(await readFile(join(s, 'index.json'), 'utf8')).toBe(before);
 
-    expect((await ferry(['rm', `docker://${reg.host}/sync/app:${tagName(TAG_COUNT - 1)}`])).code).toBe(0);
-    const pruned = await ferry(['--store', s, 'sync', '--prune', `${proxy.host}/sync/app`]);
+    expect((await ferry(['rm', `docker://${fx.reg.host}/sync/app:${tagName(TAG_COUNT - 1)}`])).code).toBe(0);
+    const pruned = await ferry(['--store', s, 'sync', '--prune', `${fx.proxy.host}/sync/app`]);
     expect(pruned.code, pruned.stderr).toBe(0);
     expect(pruned.stdout).toContain('1 pruned');
     const names = JSON.parse((await ferry(['--store', s, 'images', '--json'])).stdout).map((i: { tag: string }) => i.tag);
@@ -184,22 +164,22 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
 
   it('filters: --include/--exclude regexes and --semver ranges', async () => {
     const s = join(await tempDir(), 'filtered');
-    const inc = await ferry(['--store', s, 'sync', '--include', '^t00', '--exclude', '5$', `${proxy.host}/sync/app`]);
+    const inc = await ferry(['--store', s, 'sync', '--include', '^t00', '--exclude', '5$', `${fx.proxy.host}/sync/app`]);
     expect(inc.code, inc.stderr).toBe(0);
     expect(inc.stdout).toContain('9 tags, 9 copied');
-    const sem = await ferry(['--store', s, 'sync', '--semver', '>=1.2 <2', `${proxy.host}/sync/versions`]);
+    const sem = await ferry(['--store', s, 'sync', '--semver', '>=1.2 <2', `${fx.proxy.host}/sync/versions`]);
     expect(sem.code, sem.stderr).toBe(0);
     expect(sem.stdout).toContain('1 tags, 1 copied');
-    const mark = proxy.seen.length;
-    const bad = await ferry(['--store', s, 'sync', '--include', '(', `${proxy.host}/sync/versions`]);
+    const mark = fx.proxy.seen.length;
+    const bad = await ferry(['--store', s, 'sync', '--include', '(', `${fx.proxy.host}/sync/versions`]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('invalid --include pattern');
-    const range = await ferry(['--store', s, 'sync', '--semver', 'nonsense', `${proxy.host}/sync/versions`]);
+    const range = await ferry(['--store', s, 'sync', '--semver', 'nonsense', `${fx.proxy.host}/sync/versions`]);
     expect(range.code).toBe(2);
     expect(range.stderr).toContain('invalid version range "nonsense"');
     // Refused as the command's mistake, before any request and without a per-image failure.
     expect(range.stderr).not.toContain('FAILED');
-    expect(proxy.seen.slice(mark)).toEqual([]);
+    expect(fx.proxy.seen.slice(mark)).toEqual([]);
   });
 
   it('a YAML config syncs several repositories to a layout and to another registry prefix', async () => {
@@ -207,18 +187,18 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const cfg = join(dir, 'sync.yaml');
     await writeFile(cfg, [
       `repositories:`,
-      `  - source: ${proxy.host}/sync/versions`,
+      `  - source: ${fx.proxy.host}/sync/versions`,
       `    semver: "^1"`,
       `    destination: oci:${join(dir, 'layout')}`,
-      `  - source: ${proxy.host}/sync/versions`,
+      `  - source: ${fx.proxy.host}/sync/versions`,
       `    include: ['^latest$']`,
-      `    destination: docker://${reg.host}/mirror`,
+      `    destination: docker://${fx.reg.host}/mirror`,
     ].join('\n'));
     const r = await ferry(['sync', '--config', cfg]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('2 tags, 2 copied');
-    expect(r.stdout).toContain(`-> docker://${reg.host}/mirror/sync/versions: 1 tags, 1 copied`);
-    expect((await ferry(['tags', `${reg.host}/mirror/sync/versions`])).stdout.trim()).toBe('latest');
+    expect(r.stdout).toContain(`-> docker://${fx.reg.host}/mirror/sync/versions: 1 tags, 1 copied`);
+    expect((await ferry(['tags', `${fx.reg.host}/mirror/sync/versions`])).stdout.trim()).toBe('latest');
     expect((await ferry(['verify', join(dir, 'layout')])).code).toBe(0);
     await writeFile(cfg, 'repositories: 5\n');
     const bad = await ferry(['sync', '--config', cfg]);
@@ -230,13 +210,13 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const s = join(await tempDir(), 'partial');
     const exp = await testdataImages();
     const zstdLayer = exp.zstd.layers![0]!.digest;
-    proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith(`/blobs/${zstdLayer}`) ? { flipByte: 3 } : undefined));
-    const r = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${proxy.host}/sync/app`]);
-    proxy.setRule(undefined);
+    fx.proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith(`/blobs/${zstdLayer}`) ? { flipByte: 3 } : undefined));
+    const r = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${fx.proxy.host}/sync/app`]);
+    fx.proxy.setRule(undefined);
     expect(r.code).toBe(4);
     expect(r.stdout).toContain('5 tags, 4 copied, 0 unchanged, 0 pruned, 1 failed');
     expect(r.stderr).toMatch(/sync: 1 image\(s\) failed; first: .*sync\/app:t007: digest mismatch/);
-    const rerun = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${proxy.host}/sync/app`]);
+    const rerun = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${fx.proxy.host}/sync/app`]);
     expect(rerun.code, rerun.stderr).toBe(0);
     expect(rerun.stdout).toContain('5 tags, 1 copied, 4 unchanged');
   });

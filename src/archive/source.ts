@@ -20,6 +20,8 @@ export interface ArchiveImage {
   ref: string;
   names: TagName[];
   from: 'index.json' | 'manifest.json';
+  /** The index.json entry's annotations. */
+  annotations?: Record<string, string>;
 }
 
 interface DockerEntry {
@@ -119,7 +121,7 @@ export class ArchiveSource implements Source {
   /** Every image: OCI index entries first, then docker-save entries not also in the index. */
   images(): ArchiveImage[] {
     const out: ArchiveImage[] = [];
-    for (const e of this.index ?? []) out.push({ ref: e.digest, names: entryNames(e), from: 'index.json' });
+    for (const e of this.index ?? []) out.push({ ref: e.digest, names: entryNames(e), from: 'index.json', annotations: e.annotations });
     for (const [i, e] of (this.dockerEntries ?? []).entries()) {
       const names = this.repoTags(e);
       if (names.length > 0 && names.every((n) => out.some((o) => o.names.some((m) => m.name === n.name)))) continue;
@@ -237,6 +239,16 @@ export class ArchiveSource implements Source {
     const p = `blobs/${alg}/${hex}`;
     if (this.files.has(p) || this.links.has(p)) return this.entryAt(p, 'blob');
     return this.byDigest.get(d);
+  }
+
+  /** Whether the archive holds a blob of this digest and size (its content is checked when read). */
+  has(d: Descriptor): boolean {
+    if (this.docs.has(d.digest)) return this.docs.get(d.digest)!.length === d.size;
+    try {
+      return this.fileFor(d.digest)?.size === d.size;
+    } catch {
+      return false; // a link leading outside the archive: not a blob it holds
+    }
   }
 
   async fetch(d: Descriptor, o: FetchOptions = {}): Promise<Readable> {

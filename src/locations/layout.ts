@@ -12,7 +12,7 @@ import { isManifestLike, MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
-import { processAlive, withLock } from './lock.js';
+import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
 import { EarlySync } from '../blob/early-sync.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
@@ -446,12 +446,6 @@ function sourceFailed(e: unknown): boolean {
   const code = (e as { code?: unknown } | undefined)?.code;
   // The shared network codes, plus what a body cut mid-stream raises: any of undici's, a reset pipe.
   return typeof code === 'string' && (NETWORK_CODES.has(code) || /^(ECONNABORTED|EPIPE|UND_ERR_\w+)$/.test(code));
-}
-
-/** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */
-function lockTimeoutFromEnv(): number {
-  const s = Number(process.env.FERRY_LOCK_TIMEOUT);
-  return Number.isFinite(s) && s >= 0 && process.env.FERRY_LOCK_TIMEOUT !== '' ? s * 1000 : 60_000;
 }
 
 function normalized(name: string | undefined): string | undefined {

@@ -16,6 +16,12 @@ export interface LockOptions {
   signal?: AbortSignal;
 }
 
+/** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */
+export function lockTimeoutFromEnv(): number {
+  const s = Number(process.env.FERRY_LOCK_TIMEOUT);
+  return Number.isFinite(s) && s >= 0 && process.env.FERRY_LOCK_TIMEOUT !== '' ? s * 1000 : 60_000;
+}
+
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -60,10 +66,10 @@ async function holder(path: string): Promise<string> {
 }
 
 /**
- * Runs `fn` holding an exclusive lock file (created with O_EXCL). Locks left by killed processes
- * are broken with a warning; a live holder is waited for, up to the timeout.
+ * Takes an exclusive lock file (created with O_EXCL) and returns its release. Locks left by killed
+ * processes are broken with a warning; a live holder is waited for, up to the timeout.
  */
-export async function withLock<T>(path: string, fn: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+export async function acquireLock(path: string, opts: LockOptions = {}): Promise<() => Promise<void>> {
   const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
   let delay = 20;
   for (;;) {
@@ -73,7 +79,7 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, opts: Lock
       const owner: Owner = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
       await fh.writeFile(JSON.stringify(owner));
       await fh.close();
-      break;
+      return () => unlink(path).catch(() => {});
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -98,9 +104,14 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, opts: Lock
     await sleep(delay);
     delay = Math.min(delay * 2, 250);
   }
+}
+
+/** Runs `fn` holding the lock file `path` (see acquireLock). */
+export async function withLock<T>(path: string, fn: () => Promise<T>, opts: LockOptions = {}): Promise<T> {
+  const release = await acquireLock(path, opts);
   try {
     return await fn();
   } finally {
-    await unlink(path).catch(() => {});
+    await release();
   }
 }

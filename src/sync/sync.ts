@@ -12,6 +12,7 @@ import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
+import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
 import { semverMatcher } from './semver.js';
 import { SyncState } from './state.js';
 
@@ -19,7 +20,7 @@ import { SyncState } from './state.js';
 export interface SyncJob {
   /** REGISTRY/REPOSITORY, e.g. docker.io/library/alpine. */
   source: string;
-  /** The store (default), `oci:DIR`, or `docker://REGISTRY[/PREFIX]`. */
+  /** The store (default), `oci:DIR`, `docker://REGISTRY[/PREFIX]`, or an archive file (FILE.tar[.gz|.zst], `oci-archive:FILE`, `docker-archive:FILE`). */
   destination?: string;
   include?: string[];
   exclude?: string[];
@@ -48,6 +49,8 @@ export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
+  /** An archive destination was written anew. */
+  | { type: 'written'; source: string; path: string }
   | { type: 'copy'; source: string; tag: string; event: CopyEvent };
 
 export interface SyncJobReport {
@@ -58,6 +61,8 @@ export interface SyncJobReport {
   unchanged: string[];
   pruned: string[];
   failed: Array<{ tag: string; code: ErrorCode; message: string }>;
+  /** Archive destinations: whether this run wrote the archive anew (false: left untouched). */
+  rewritten?: boolean;
   /** With dryRun: what this job would move. */
   plan?: Plan;
 }
@@ -70,7 +75,7 @@ export interface SyncReport {
 }
 
 /** Where a job's images go, and what is already there. */
-interface Target {
+export interface Target {
   sink: Sink;
   label: string;
   nameFor(tag: string): TagName;
@@ -80,6 +85,8 @@ interface Target {
   remember(tag: string, digest: Digest): void;
   tags(): Promise<string[]>;
   prune(tags: string[]): Promise<void>;
+  /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
+  finish?(r: SyncJobReport): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -187,12 +194,26 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions): Pro
   };
 }
 
-async function openTarget(job: SyncJob, src: Reference, o: SyncOptions): Promise<Target> {
-  const dest = job.destination;
-  if (!dest) return layoutTarget(o.storeDir ?? defaultStoreDir(), src, o.dryRun);
-  if (dest.startsWith('oci:')) return layoutTarget(splitPathRef(dest.slice(4), 'oci:DIR').path, src, o.dryRun);
-  if (dest.startsWith('docker://')) return registryTarget(dest, src, o);
-  throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR or docker://REGISTRY[/PREFIX]`);
+type Destination =
+  | { kind: 'layout'; dir: string }
+  | { kind: 'registry'; text: string }
+  | { kind: 'archive'; archive: ArchiveDestination };
+
+function parseDestination(dest: string | undefined, o: SyncOptions): Destination {
+  if (!dest) return { kind: 'layout', dir: o.storeDir ?? defaultStoreDir() };
+  if (dest.startsWith('oci:')) return { kind: 'layout', dir: splitPathRef(dest.slice(4), 'oci:DIR').path };
+  if (dest.startsWith('docker://')) return { kind: 'registry', text: dest };
+  const archive = archiveDestination(dest);
+  if (archive) return { kind: 'archive', archive };
+  throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR, docker://REGISTRY[/PREFIX] or an archive file`, {
+    hint: 'an archive is a path ending in .tar, .tar.gz or .tar.zst, or oci-archive:FILE / docker-archive:FILE',
+  });
+}
+
+function openTarget(dest: Destination, src: Reference, o: SyncOptions): Promise<Target> {
+  if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun);
+  if (dest.kind === 'registry') return registryTarget(dest.text, src, o);
+  return archiveTarget(dest.archive, src, o);
 }
 
 export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>): (tag: string) => boolean {
@@ -221,8 +242,10 @@ export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>):
  * stop the rest. Tags that disappeared upstream are removed with `prune`.
  */
 export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncReport> {
-  // A bad pattern or range is the command's mistake, not one image's failure: refused before any request.
+  // A bad pattern, range or destination is the command's mistake, not one image's failure: refused
+  // before any request.
   const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
+  const destinations = new Map(jobs.map((job) => [job, parseDestination(job.destination, o)]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   for (const job of jobs) {
@@ -232,10 +255,22 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       throw new FerryError('USAGE', `sync source "${job.source}" must be a repository, without a tag or digest`);
     }
     const repo = openRepository(src, o.registry);
-    const target = await openTarget(job, src, o);
-    const r: SyncJobReport = { source: repositoryName(src), destination: target.label, tags: 0, copied: [], unchanged: [], pruned: [], failed: [] };
+    const dest = destinations.get(job)!;
+    const r: SyncJobReport = {
+      source: repositoryName(src),
+      destination: dest.kind === 'layout' ? dest.dir : dest.kind === 'archive' ? dest.archive.path : dest.text,
+      tags: 0,
+      copied: [],
+      unchanged: [],
+      pruned: [],
+      failed: [],
+    };
     report.jobs.push(r);
+    let opened: Target | undefined;
     try {
+      // Opened inside the job: a destination that cannot be read (a damaged archive) fails this job only.
+      const target = (opened = await openTarget(dest, src, o));
+      r.destination = target.label;
       const upstream = await repo.listTags({ signal: o.signal });
       const selected = upstream.filter(filters.get(job)!);
       r.tags = selected.length;
@@ -297,13 +332,17 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         r.pruned.push(...gone);
         for (const tag of gone) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
+      if (!o.dryRun && target.finish) {
+        await target.finish(r);
+        if (r.rewritten) o.onEvent?.({ type: 'written', source: r.source, path: target.label });
+      }
     } catch (e) {
       if (o.signal?.aborted) throw e;
       const err = toFerryError(e);
       r.failed.push({ tag: '*', code: err.code, message: err.message });
       o.onEvent?.({ type: 'failed', source: r.source, tag: '*', message: err.message });
     } finally {
-      await target.close();
+      await opened?.close();
     }
   }
   if (o.dryRun) report.plan = plan.build('sync');

@@ -25,13 +25,14 @@ const list = (v: string | string[] | undefined): string[] | undefined => (v === 
 
 export const syncCommand: CommandModule<GlobalArgs, Args> = {
   command: 'sync [source] [destination]',
-  describe: 'Mirror registry repositories into the store, an OCI layout or another registry, incrementally',
+  describe: 'Mirror registry repositories into the store, an OCI layout, an archive or another registry, incrementally',
   builder: (y) =>
     y
       .example("$0 sync docker.io/library/alpine --semver '>=3.18'", 'into the store')
+      .example('$0 sync ghcr.io/org/app /backup/app.tar.zst --prune', 'into an archive, rewritten only when a tag changed')
       .example('$0 sync --config sync.yaml --dry-run', 'plan only')
       .positional('source', { type: 'string', describe: 'REGISTRY/REPOSITORY (or use --config)' })
-      .positional('destination', { type: 'string', describe: 'oci:DIR or docker://REGISTRY[/PREFIX] (default: the store)' })
+      .positional('destination', { type: 'string', describe: 'oci:DIR, docker://REGISTRY[/PREFIX], or an archive FILE.tar[.gz|.zst] (default: the store)' })
       .option('config', { alias: 'c', type: 'string', describe: 'YAML or JSON file listing repositories' })
       .option('include', { type: 'string', describe: 'only tags matching this regex (repeatable)' })
       .option('exclude', { type: 'string', describe: 'skip tags matching this regex (repeatable)' })
@@ -78,6 +79,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
+        else if (e.type === 'written') status(args, `${e.source}: wrote ${e.path}`);
       },
     }).finally(() => progress.done());
     if (args['dry-run'] && report.plan) {

@@ -1,0 +1,207 @@
+import { access, constants, rm, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ANNOTATION_SOURCE_INDEX, copy, type Root } from '../copy.js';
+import { FerryError, isFerryError, toFerryError } from '../errors.js';
+import { ArchiveOutput, compressionForPath } from '../archive/output.js';
+import { ArchiveSource } from '../archive/source.js';
+import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
+import { syncDir } from '../blob/publish.js';
+import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout } from '../locations/layout.js';
+import { acquireLock, lockTimeoutFromEnv } from '../locations/lock.js';
+import { splitPathRef } from '../locations/transport.js';
+import type { Digest } from '../oci/digest.js';
+import type { Descriptor } from '../oci/manifest.js';
+import { isManifestLike } from '../oci/mediatypes.js';
+import { repositoryName, type Reference } from '../oci/reference.js';
+import type { Sink, Source, TagName } from '../types.js';
+import type { SyncJobReport, SyncOptions, Target } from './sync.js';
+
+/** An archive file a sync writes: `docker` is the dual OCI + docker-load format that save writes. */
+export interface ArchiveDestination {
+  path: string;
+  format: ArchiveFormat;
+}
+
+const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
+
+/**
+ * A sync destination that names an archive: `oci-archive:FILE`, `docker-archive:FILE`, or a path
+ * ending in .tar, .tar.gz/.tgz or .tar.zst. Undefined for anything else.
+ */
+export function archiveDestination(text: string): ArchiveDestination | undefined {
+  const named = (path: string, format: ArchiveFormat, ref: string | undefined): ArchiveDestination => {
+    if (ref !== undefined) {
+      throw new FerryError('USAGE', `sync destination "${text}": an archive is named by its path alone`, {
+        hint: 'every image keeps its source name (REGISTRY/REPOSITORY:TAG) in the archive',
+      });
+    }
+    return { path, format };
+  };
+  if (text.startsWith('oci-archive:')) {
+    const { path, ref } = splitPathRef(text.slice('oci-archive:'.length), 'oci-archive:FILE');
+    return named(path, 'oci', ref);
+  }
+  if (text.startsWith('docker-archive:')) {
+    const rest = text.slice('docker-archive:'.length);
+    if (rest === '') throw new FerryError('USAGE', 'location needs a path: docker-archive:FILE');
+    const i = rest.indexOf(':');
+    return named(i < 0 ? rest : rest.slice(0, i), 'docker', i < 0 ? undefined : rest.slice(i + 1));
+  }
+  return ARCHIVE_SUFFIX.test(text) ? { path: text, format: 'docker' } : undefined;
+}
+
+/** Annotations an entry carries besides its names (the source index of a narrowed copy). */
+function carried(a: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (!a) return undefined;
+  const rest = { ...a };
+  delete rest[ANNOTATION_REF_NAME];
+  delete rest[ANNOTATION_IMAGE_NAME];
+  return Object.keys(rest).length ? rest : undefined;
+}
+
+/**
+ * A sync into an archive file. The archive itself says what the last run wrote (its index.json
+ * names and digests), so a run where nothing changed upstream reads it, HEADs each tag, and writes
+ * nothing. Otherwise changed images are first copied into a staging layout beside the archive
+ * (`.NAME.ferry-sync/`), each on its own, so one that fails leaves the others and the old version
+ * of itself; blobs the old archive holds are not downloaded again. The archive is then written
+ * anew (kept images from the old archive, changed ones from the staging layout; every blob
+ * verified on the way) and renamed over the old one. A lock file beside it keeps two runs apart.
+ */
+export async function archiveTarget(dest: ArchiveDestination, src: Reference, o: SyncOptions): Promise<Target> {
+  const { path } = dest;
+  const repo = repositoryName(src);
+  const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
+  const dir = dirname(path);
+  const stageDir = join(dir, `.${basename(path)}.ferry-sync`);
+  let release: (() => Promise<void>) | undefined;
+  if (!o.dryRun) {
+    await access(dir, constants.W_OK).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
+      throw new FerryError('IO', `cannot write ${path}: ${dir} is not writable (${e.code})`);
+    });
+    release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
+  }
+  let old: ArchiveSource | undefined;
+  try {
+    old = await ArchiveSource.open(path, { signal: o.signal });
+  } catch (e) {
+    if (!isFerryError(e, 'NOT_FOUND')) {
+      await release?.();
+      throw e;
+    }
+  }
+  const images = old?.images() ?? [];
+  // This repository's tags in the archive, and the source digest each was copied from (an entry
+  // only in a docker manifest.json has no digest to compare: it is copied again, once).
+  const present = new Set<string>();
+  const current = new Map<string, Digest>();
+  for (const img of images) {
+    for (const n of img.names) {
+      if (!n.name?.startsWith(`${repo}:`)) continue;
+      present.add(n.tag);
+      if (img.from === 'index.json') current.set(n.tag, (img.annotations?.[ANNOTATION_SOURCE_INDEX] ?? img.ref) as Digest);
+    }
+  }
+
+  let staging: Promise<OciLayout> | undefined;
+  const stage = () =>
+    (staging ??= (async () => {
+      const layout = await OciLayout.open(stageDir, { create: true });
+      // Names left by an interrupted run are dropped (they may be stale); its blobs are reused.
+      await layout.untag(() => true);
+      return layout;
+    })());
+  const inArchive = (d: Descriptor) => !isManifestLike(d.mediaType) && old?.has(d) === true;
+  const refuse = async () => {
+    throw new FerryError('INTERNAL', `a dry run tried to write to ${path}`);
+  };
+  const sink: Sink = o.dryRun
+    ? { caps: { concurrent: true, indexes: true }, has: async (d) => inArchive(d), put: refuse, tag: refuse, commit: refuse, close: async () => {} }
+    : {
+        caps: { concurrent: true, indexes: true },
+        // A blob the archive holds is not downloaded again: the rewrite takes it from there.
+        has: async (d) => inArchive(d) || (await stage()).has(d),
+        put: async (d, body, po) => (await stage()).put(d, body, po),
+        resumable: async (d, ro) => (await stage()).resumable(d, ro),
+        tag: async (root, name) => (await stage()).tag(root, name),
+        commit: async () => (await stage()).commit(),
+        close: async () => {},
+      };
+
+  const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined) => {
+    const fresh = layout ? await layout.entries() : [];
+    if (fresh.length === 0 && r.pruned.length === 0) return false;
+    const replaced = new Set([...fresh.flatMap((e) => (e.name ? [e.name] : [])), ...r.pruned.map((t) => nameFor(t).name!)]);
+    const kept: Root[] = [];
+    for (const img of images) {
+      const names = img.names.filter((n) => !n.name || !replaced.has(n.name));
+      if (img.names.length > 0 && names.length === 0) continue;
+      kept.push({ ref: img.ref, names, annotations: carried(img.annotations) });
+    }
+    const added: Root[] = fresh.map((e) => ({
+      ref: e.descriptor.digest,
+      names: e.tag ? [{ tag: e.tag, name: e.name }] : [],
+      annotations: carried(e.descriptor.annotations),
+    }));
+    if (kept.length + added.length === 0) {
+      // Every image was pruned: an archive cannot be empty, so there is none.
+      await unlink(path).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+      await syncDir(dir);
+      return true;
+    }
+    const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
+    const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
+    try {
+      // Kept images first, in the old archive's order: a compressed archive is read in one pass.
+      if (kept.length) await copy(old!, archive, kept, { signal: o.signal });
+      if (added.length) await copy(stagedSource(layout!, old), archive, added, { signal: o.signal });
+      await archive.close();
+    } catch (e) {
+      await archive.abort().catch(() => {});
+      throw e;
+    }
+    return true;
+  };
+
+  return {
+    sink,
+    label: path,
+    nameFor,
+    currentDigest: async (tag) => current.get(tag),
+    remember: () => {},
+    tags: async () => [...present],
+    // Dropped by finish(), which writes the archive without them.
+    prune: async () => {},
+    async finish(r) {
+      const layout = staging ? await staging : undefined;
+      try {
+        r.rewritten = await rewrite(r, layout);
+      } catch (e) {
+        const err = toFerryError(e);
+        // Nothing of this run reached the archive: say so rather than count the tags as copied.
+        r.copied.length = 0;
+        r.pruned.length = 0;
+        throw new FerryError(err.code, `${path} was left as it was: ${err.message}`, { cause: e, hint: err.hint });
+      }
+    },
+    async close() {
+      await old?.close();
+      const layout = await staging?.catch(() => undefined);
+      await layout?.close();
+      if (!o.dryRun) await rm(stageDir, { recursive: true, force: true });
+      await release?.();
+    },
+  };
+}
+
+/** The staging layout's images, with blobs it left to the old archive read from there. */
+function stagedSource(layout: OciLayout, old: ArchiveSource | undefined): Source {
+  return {
+    resolve: (ref) => layout.resolve(ref),
+    fetch: async (d, fo) => (old?.has(d) && !(await layout.has(d)) ? old.fetch(d, fo) : layout.fetch(d, fo)),
+    close: async () => {},
+  };
+}

@@ -1,0 +1,209 @@
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ArchiveSource } from '../src/archive/source.js';
+import { ferry } from './helpers/cli.js';
+import { testdataImages } from './helpers/expected-images.js';
+import { tempDir } from './helpers/fs.js';
+import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
+import { hasTool } from './helpers/tools.js';
+
+const distribution = hasTool('docker-registry');
+
+/** name -> digest of every named image in an archive. */
+async function archived(path: string): Promise<Record<string, string>> {
+  const src = await ArchiveSource.open(path);
+  try {
+    const out: Record<string, string> = {};
+    for (const i of src.images()) for (const n of i.names) out[n.name ?? n.tag] = i.ref;
+    return out;
+  } finally {
+    await src.close();
+  }
+}
+
+describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution registry)', () => {
+  const fx = proxiedRegistry(async (host) => {
+    await publish(host, 'arch/app', 'plain', ['1.0', '1.1']);
+    await publish(host, 'arch/app', 'layers', ['2.0']);
+    await publish(host, 'arch/other', 'docker', ['latest']);
+    await publish(host, 'arch/multi', 'multi', ['1']);
+  });
+
+  const { since } = fx;
+  const blobGets = (n: number) => since(n).filter((q) => q.method === 'GET' && q.url.includes('/blobs/')).map((q) => q.url.split('/').pop());
+
+  it('a first run writes a loadable, verified archive; a second run reads it and writes nothing', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'app.tar.zst');
+    const exp = await testdataImages();
+    const first = await ferry(['sync', `${fx.proxy.host}/arch/app`, file]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain(`-> ${file}: 3 tags, 3 copied, 0 unchanged`);
+    expect(first.stderr).toContain(`wrote ${file}`);
+    expect(await readdir(dir)).toEqual(['app.tar.zst']); // no staging layout or lock left behind
+    expect(await archived(file)).toEqual({
+      [`${fx.proxy.host}/arch/app:1.0`]: exp.plain.digest,
+      [`${fx.proxy.host}/arch/app:1.1`]: exp.plain.digest,
+      [`${fx.proxy.host}/arch/app:2.0`]: exp.layers.digest,
+    });
+    expect((await ferry(['verify', file])).code).toBe(0);
+    const store = join(dir, 'store');
+    const loaded = await ferry(['--store', store, 'load', '-i', file]);
+    expect(loaded.code, loaded.stderr).toBe(0);
+    expect(loaded.stdout).toContain(`Loaded image: ${fx.proxy.host}/arch/app:2.0`);
+
+    const before = (await stat(file)).mtimeMs;
+    const mark = fx.proxy.seen.length;
+    const again = await ferry(['sync', `${fx.proxy.host}/arch/app`, file]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('3 tags, 0 copied, 3 unchanged');
+    expect(again.stderr).not.toContain('wrote');
+    expect((await stat(file)).mtimeMs).toBe(before);
+    expect(since(mark).filter((q) => q.url.includes('/blobs/') || (q.method === 'GET' && q.url.includes('/manifests/')))).toEqual([]);
+    expect(await readdir(dir)).toEqual(['app.tar.zst', 'store']);
+  });
+
+  it('after one tag moves only its new blobs are fetched; --prune drops a deleted tag, which stays without it', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'app.tar');
+    const exp = await testdataImages();
+    await publish(fx.reg.host, 'arch/moving', 'plain', ['a', 'b']);
+    await publish(fx.reg.host, 'arch/moving', 'layers', ['c']);
+    expect((await ferry(['sync', `${fx.proxy.host}/arch/moving`, file])).code).toBe(0);
+
+    await publish(fx.reg.host, 'arch/moving', 'zstd', ['b']);
+    let mark = fx.proxy.seen.length;
+    const moved = await ferry(['sync', `${fx.proxy.host}/arch/moving`, file]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout).toContain('3 tags, 1 copied, 2 unchanged');
+    expect(blobGets(mark).sort()).toEqual([exp.zstd.config as string, ...exp.zstd.layers!.map((l) => l.digest)].sort());
+    const names = await archived(file);
+    expect(names[`${fx.proxy.host}/arch/moving:b`]).toBe(exp.zstd.digest);
+    expect(names[`${fx.proxy.host}/arch/moving:a`]).toBe(exp.plain.digest);
+    expect((await ferry(['verify', file])).code).toBe(0);
+
+    // A new tag on blobs the archive holds already: nothing but its manifest is fetched.
+    await publish(fx.reg.host, 'arch/moving', 'layers', ['d']);
+    mark = fx.proxy.seen.length;
+    const same = await ferry(['sync', `${fx.proxy.host}/arch/moving`, file]);
+    expect(same.stdout).toContain('4 tags, 1 copied, 3 unchanged');
+    expect(blobGets(mark)).toEqual([]);
+
+    expect((await ferry(['rm', `docker://${fx.reg.host}/arch/moving:a`])).code).toBe(0);
+    const before = (await stat(file)).mtimeMs;
+    const kept = await ferry(['sync', `${fx.proxy.host}/arch/moving`, file]);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toContain('3 tags, 0 copied, 3 unchanged, 0 pruned');
+    expect((await stat(file)).mtimeMs).toBe(before);
+    expect(Object.keys(await archived(file))).toContain(`${fx.proxy.host}/arch/moving:a`);
+
+    const plan = await ferry(['sync', '--prune', '--dry-run', `${fx.proxy.host}/arch/moving`, file]);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toContain('1 would be pruned');
+    expect((await stat(file)).mtimeMs).toBe(before);
+
+    const pruned = await ferry(['sync', '--prune', `${fx.proxy.host}/arch/moving`, file]);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout).toContain('1 pruned');
+    expect(Object.keys(await archived(file)).sort()).toEqual(['b', 'c', 'd'].map((t) => `${fx.proxy.host}/arch/moving:${t}`));
+    expect((await ferry(['verify', file])).code).toBe(0);
+  });
+
+  it('a changed image that fails keeps its old version; the others are written', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'partial.tar.gz');
+    const exp = await testdataImages();
+    await publish(fx.reg.host, 'arch/flaky', 'plain', ['1', '2']);
+    expect((await ferry(['sync', `${fx.proxy.host}/arch/flaky`, file])).code).toBe(0);
+    await publish(fx.reg.host, 'arch/flaky', 'zstd', ['1']);
+    await publish(fx.reg.host, 'arch/flaky', 'layers', ['2', '3']);
+    const zstdLayer = exp.zstd.layers![0]!.digest;
+    fx.proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith(`/blobs/${zstdLayer}`) ? { flipByte: 3 } : undefined));
+    const r = await ferry(['sync', `${fx.proxy.host}/arch/flaky`, file]);
+    fx.proxy.setRule(undefined);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toContain('3 tags, 2 copied, 0 unchanged, 0 pruned, 1 failed');
+    expect(r.stderr).toMatch(/arch\/flaky:1: digest mismatch/);
+    expect(await archived(file)).toEqual({
+      [`${fx.proxy.host}/arch/flaky:1`]: exp.plain.digest,
+      [`${fx.proxy.host}/arch/flaky:2`]: exp.layers.digest,
+      [`${fx.proxy.host}/arch/flaky:3`]: exp.layers.digest,
+    });
+    expect((await ferry(['verify', file])).code).toBe(0);
+    expect(await readdir(dir)).toEqual(['partial.tar.gz']);
+    const rerun = await ferry(['sync', `${fx.proxy.host}/arch/flaky`, file]);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    expect(rerun.stdout).toContain('3 tags, 1 copied, 2 unchanged');
+  });
+
+  it('--dry-run plans what a new archive would take and creates nothing', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'new.tar');
+    const r = await ferry(['sync', '--dry-run', `${fx.proxy.host}/arch/app`, file]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`-> ${file}: 3 tags, 3 would copy`);
+    expect(r.stdout).toMatch(/blobs to move: +\d+ /);
+    const json = JSON.parse((await ferry(['sync', '--dry-run', '--json', `${fx.proxy.host}/arch/app`, file])).stdout);
+    expect(json.jobs[0].destination).toBe(file);
+    expect(json.blobs.count).toBeGreaterThan(0);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a config file can send several repositories into one archive; a --platform narrowed image is a no-op the second time', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'all.tar');
+    const cfg = join(dir, 'sync.yaml');
+    await writeFile(cfg, [
+      `destination: ${file}`,
+      `platform: linux/amd64`,
+      `repositories:`,
+      `  - ${fx.proxy.host}/arch/app`,
+      `  - ${fx.proxy.host}/arch/multi`,
+      // Written after the narrowed image: its rewrite must keep what that copy recorded.
+      `  - ${fx.proxy.host}/arch/other`,
+      `  - source: ${fx.proxy.host}/arch/other`,
+      `    destination: oci-archive:${join(dir, 'other.tar')}`,
+    ].join('\n'));
+    const r = await ferry(['sync', '--config', cfg]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(Object.keys(await archived(file)).sort()).toEqual([
+      `${fx.proxy.host}/arch/app:1.0`, `${fx.proxy.host}/arch/app:1.1`, `${fx.proxy.host}/arch/app:2.0`,
+      `${fx.proxy.host}/arch/multi:1`, `${fx.proxy.host}/arch/other:latest`,
+    ]);
+    expect(Object.keys(await archived(join(dir, 'other.tar')))).toEqual([`${fx.proxy.host}/arch/other:latest`]);
+    expect((await ferry(['verify', file])).code).toBe(0);
+    const before = (await stat(file)).mtimeMs;
+    const mark = fx.proxy.seen.length;
+    const again = await ferry(['sync', '--config', cfg]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).not.toMatch(/[1-9]\d* copied/);
+    expect((await stat(file)).mtimeMs).toBe(before);
+    expect(since(mark).filter((q) => q.url.includes('/blobs/') || (q.method === 'GET' && q.url.includes('/manifests/')))).toEqual([]);
+  });
+
+  it('bad destinations are refused clearly and leave what is there alone', async () => {
+    const dir = await tempDir();
+    const missing = await ferry(['sync', `${fx.proxy.host}/arch/other`, join(dir, 'nope', 'x.tar')]);
+    expect(missing.code).toBe(7);
+    expect(missing.stderr).toContain(`the directory ${join(dir, 'nope')} does not exist`);
+
+    const named = await ferry(['sync', `${fx.proxy.host}/arch/other`, `docker-archive:${join(dir, 'x.tar')}:app:1`]);
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain('an archive is named by its path alone');
+
+    const plainDir = await ferry(['sync', `${fx.proxy.host}/arch/other`, dir]);
+    expect(plainDir.code).toBe(2);
+    expect(plainDir.stderr).toContain('or an archive file');
+
+    const garbage = join(dir, 'garbage.tar');
+    await writeFile(garbage, 'this is not a tar archive\n'.repeat(40));
+    const mark = fx.proxy.seen.length;
+    const bad = await ferry(['sync', `${fx.proxy.host}/arch/other`, garbage]);
+    expect(bad.code).toBe(3);
+    expect(bad.stderr).toContain(garbage);
+    expect((await stat(garbage)).size).toBe(26 * 40);
+    expect(since(mark).filter((q) => q.url.includes('/blobs/'))).toEqual([]);
+    expect((await readdir(dir)).sort()).toEqual(['garbage.tar']);
+  });
+});
