@@ -1,4 +1,4 @@
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
@@ -71,6 +71,7 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     await publish(fx.reg.host, 'arch/moving', 'plain', ['a', 'b']);
     await publish(fx.reg.host, 'arch/moving', 'layers', ['c']);
     expect((await ferry(['sync', `${fx.proxy.host}/arch/moving`, file])).code).toBe(0);
+    await copyFile(file, `${file}.v1`);
 
     await publish(fx.reg.host, 'arch/moving', 'zstd', ['b']);
     let mark = fx.proxy.seen.length;
@@ -82,6 +83,21 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect(names[`${fx.proxy.host}/arch/moving:b`]).toBe(exp.zstd.digest);
     expect(names[`${fx.proxy.host}/arch/moving:a`]).toBe(exp.plain.digest);
     expect((await ferry(['verify', file])).code).toBe(0);
+
+    // The state file vouches for the archive it describes, so the archive is not read again ...
+    const trusted = await ferry(['--debug', 'sync', `${fx.proxy.host}/arch/moving`, file]);
+    expect(trusted.stdout).toContain('3 tags, 0 copied, 3 unchanged');
+    expect(trusted.stderr).toContain(`${file}: unchanged since the last run`);
+    const untrusted = await ferry(['--debug', 'sync', '--no-state', `${fx.proxy.host}/arch/moving`, file]);
+    expect(untrusted.stdout).toContain('3 tags, 0 copied, 3 unchanged');
+    expect(untrusted.stderr).not.toContain('unchanged since the last run');
+    // ... but only that one: an older copy put in its place is read, and b is brought up to date.
+    await copyFile(`${file}.v1`, file);
+    const restored = await ferry(['--debug', 'sync', `${fx.proxy.host}/arch/moving`, file]);
+    expect(restored.stderr).not.toContain('unchanged since the last run');
+    expect(restored.stdout).toContain('3 tags, 1 copied, 2 unchanged');
+    expect((await archived(file))[`${fx.proxy.host}/arch/moving:b`]).toBe(exp.zstd.digest);
+    await unlink(`${file}.v1`);
 
     // A new tag on blobs the archive holds already: nothing but its manifest is fetched.
     await publish(fx.reg.host, 'arch/moving', 'layers', ['d']);

@@ -1,5 +1,5 @@
-import { access, constants, rm, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { access, constants, rm, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ANNOTATION_SOURCE_INDEX, copy, type Root } from '../copy.js';
 import { FerryError, isFerryError, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
@@ -14,6 +14,7 @@ import type { Descriptor } from '../oci/manifest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
 import { repositoryName, type Reference } from '../oci/reference.js';
 import type { Sink, Source, TagName } from '../types.js';
+import { SyncState } from './state.js';
 import type { SyncJobReport, SyncOptions, Target } from './sync.js';
 
 /** An archive file a sync writes: `docker` is the dual OCI + docker-load format that save writes. */
@@ -61,8 +62,8 @@ function carried(a: Record<string, string> | undefined): Record<string, string> 
 
 /**
  * A sync into an archive file. The archive itself says what the last run wrote (its index.json
- * names and digests), so a run where nothing changed upstream reads it, HEADs each tag, and writes
- * nothing. Otherwise changed images are first copied into a staging layout beside the archive
+ * names and digests; the state file keeps a copy, trusted while the file is unchanged), so a run
+ * where nothing changed upstream HEADs each tag and writes nothing. Otherwise changed images are first copied into a staging layout beside the archive
  * (`.NAME.ferry-sync/`), each on its own, so one that fails leaves the others and the old version
  * of itself; blobs the old archive holds are not downloaded again. The archive is then written
  * anew (kept images from the old archive, changed ones from the staging layout; every blob
@@ -82,26 +83,34 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     });
     release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
   }
-  let old: ArchiveSource | undefined;
-  try {
-    old = await ArchiveSource.open(path, { signal: o.signal });
-  } catch (e) {
-    if (!isFerryError(e, 'NOT_FOUND')) {
+  // Opened when needed: a run that trusts the state file and finds nothing changed never reads it.
+  let opening: Promise<ArchiveSource | undefined> | undefined;
+  const openOld = () =>
+    (opening ??= ArchiveSource.open(path, { signal: o.signal }).catch((e: unknown) => {
+      if (isFerryError(e, 'NOT_FOUND')) return undefined;
+      throw e;
+    }));
+  // The archive's tags of this repository and the source digest each was copied from, as the
+  // last run recorded them, if the file is still the one it wrote or read (same inode, size,
+  // mtime and ctime). Reading them from the archive means decompressing a compressed one whole.
+  const state = await SyncState.open(`archive:${resolve(path)}#${repo}`);
+  const stamp = await stampOf(path);
+  const trusted = o.state !== false && stamp !== undefined && state.stamp === stamp;
+  let current: Map<string, Digest>;
+  let present: Set<string>;
+  if (trusted) {
+    current = new Map(state.all());
+    present = new Set(current.keys());
+    o.registry?.debug?.(`${path}: unchanged since the last run (state ${state.stamp}); its index is not read`);
+  } else {
+    let old: ArchiveSource | undefined;
+    try {
+      old = await openOld();
+    } catch (e) {
       await release?.();
       throw e;
     }
-  }
-  const images = old?.images() ?? [];
-  // This repository's tags in the archive, and the source digest each was copied from (an entry
-  // only in a docker manifest.json has no digest to compare: it is copied again, once).
-  const present = new Set<string>();
-  const current = new Map<string, Digest>();
-  for (const img of images) {
-    for (const n of img.names) {
-      if (!n.name?.startsWith(`${repo}:`)) continue;
-      present.add(n.tag);
-      if (img.from === 'index.json') current.set(n.tag, (img.annotations?.[ANNOTATION_SOURCE_INDEX] ?? img.ref) as Digest);
-    }
+    ({ current, present } = archiveTags(old, repo));
   }
 
   let staging: Promise<OciLayout> | undefined;
@@ -112,16 +121,16 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await layout.untag(() => true);
       return layout;
     })());
-  const inArchive = (d: Descriptor) => !isManifestLike(d.mediaType) && old?.has(d) === true;
+  const inArchive = async (d: Descriptor) => !isManifestLike(d.mediaType) && (await openOld())?.has(d) === true;
   const refuse = async () => {
     throw new FerryError('INTERNAL', `a dry run tried to write to ${path}`);
   };
   const sink: Sink = o.dryRun
-    ? { caps: { concurrent: true, indexes: true }, has: async (d) => inArchive(d), put: refuse, tag: refuse, commit: refuse, close: async () => {} }
+    ? { caps: { concurrent: true, indexes: true }, has: inArchive, put: refuse, tag: refuse, commit: refuse, close: async () => {} }
     : {
         caps: { concurrent: true, indexes: true },
         // A blob the archive holds is not downloaded again: the rewrite takes it from there.
-        has: async (d) => inArchive(d) || (await stage()).has(d),
+        has: async (d) => (await inArchive(d)) || (await stage()).has(d),
         put: async (d, body, po) => (await stage()).put(d, body, po),
         resumable: async (d, ro) => (await stage()).resumable(d, ro),
         tag: async (root, name) => (await stage()).tag(root, name),
@@ -132,6 +141,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined) => {
     const fresh = layout ? await layout.entries() : [];
     if (fresh.length === 0 && r.pruned.length === 0) return false;
+    const old = await openOld();
+    const images = old?.images() ?? [];
     const replaced = new Set([...fresh.flatMap((e) => (e.name ? [e.name] : [])), ...r.pruned.map((t) => nameFor(t).name!)]);
     const kept: Root[] = [];
     for (const img of images) {
@@ -179,6 +190,21 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       const layout = staging ? await staging : undefined;
       try {
         r.rewritten = await rewrite(r, layout);
+        if (r.rewritten) {
+          for (const t of r.pruned) current.delete(t);
+          for (const e of layout ? await layout.entries() : []) {
+            if (e.tag && e.name === nameFor(e.tag).name) current.set(e.tag, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] ?? e.descriptor.digest) as Digest);
+          }
+          for (const t of r.pruned) present.delete(t);
+          for (const t of current.keys()) present.add(t);
+        }
+        // Recorded only when every tag has its digest (an image known only from a docker
+        // manifest.json has none until the archive is written anew): else the archive is read again.
+        if (r.rewritten || !trusted) {
+          const complete = [...present].every((t) => current.has(t));
+          state.reset(current, complete ? await stampOf(path) : undefined);
+          await state.save();
+        }
       } catch (e) {
         const err = toFerryError(e);
         // Nothing of this run reached the archive: say so rather than count the tags as copied.
@@ -188,13 +214,36 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       }
     },
     async close() {
-      await old?.close();
+      await (await opening?.catch(() => undefined))?.close();
       const layout = await staging?.catch(() => undefined);
       await layout?.close();
       if (!o.dryRun) await rm(stageDir, { recursive: true, force: true });
       await release?.();
     },
   };
+}
+
+/** An archive file's identity: a rewrite, a copy put in its place or an edit all change it. */
+async function stampOf(path: string): Promise<string | undefined> {
+  const st = await stat(path, { bigint: true }).catch(() => undefined);
+  return st?.isFile() ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : undefined;
+}
+
+/**
+ * This repository's tags in an archive, and the source digest each was copied from (an entry only
+ * in a docker manifest.json has no digest to compare: it is copied again, once).
+ */
+function archiveTags(old: ArchiveSource | undefined, repo: string): { current: Map<string, Digest>; present: Set<string> } {
+  const present = new Set<string>();
+  const current = new Map<string, Digest>();
+  for (const img of old?.images() ?? []) {
+    for (const n of img.names) {
+      if (!n.name?.startsWith(`${repo}:`)) continue;
+      present.add(n.tag);
+      if (img.from === 'index.json') current.set(n.tag, (img.annotations?.[ANNOTATION_SOURCE_INDEX] ?? img.ref) as Digest);
+    }
+  }
+  return { current, present };
 }
 
 /** The staging layout's images, with blobs it left to the old archive read from there. */

@@ -10,7 +10,8 @@ import { stateDir } from '../util/state-dir.js';
  * What sync last put into a registry destination: for each tag, the source digest it copied (or
  * found already there). With it, a run where nothing changed needs no HEAD at the destination,
  * only its tag list, which still catches a tag deleted there. One small file per destination
- * repository under $FERRY_STATE_DIR/sync; losing it only costs the HEADs again.
+ * repository under $FERRY_STATE_DIR/sync; losing it only costs the HEADs again. An archive
+ * destination also records a stamp of the file it describes (see archive-target.ts).
  */
 export class SyncState {
   private changed = false;
@@ -19,12 +20,14 @@ export class SyncState {
     private readonly path: string,
     private readonly destination: string,
     private readonly tags: Map<string, Digest>,
+    private stampText: string | undefined,
   ) {}
 
   static async open(destination: string): Promise<SyncState> {
     const key = createHash('sha256').update(destination).digest('hex');
     const path = join(stateDir(), 'sync', `${key}.json`);
     const tags = new Map<string, Digest>();
+    let stamp: string | undefined;
     let text: string | undefined;
     try {
       text = await readFile(path, 'utf8');
@@ -33,19 +36,38 @@ export class SyncState {
     }
     if (text !== undefined) {
       try {
-        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown> };
+        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown>; stamp?: unknown };
         if (doc.destination !== destination || typeof doc.tags !== 'object' || doc.tags === null) throw new Error('not a sync state file');
         for (const [tag, d] of Object.entries(doc.tags)) if (isDigest(d)) tags.set(tag, d);
+        if (typeof doc.stamp === 'string') stamp = doc.stamp;
       } catch (e) {
         warn(`ignoring the sync state ${path} (${(e as Error).message}); every tag is checked at the destination`);
       }
     }
-    return new SyncState(path, destination, tags);
+    return new SyncState(path, destination, tags, stamp);
+  }
+
+  /** What the destination looked like when the tags were recorded (archives: the file's identity). */
+  get stamp(): string | undefined {
+    return this.stampText;
+  }
+
+  /** Replaces every tag and the stamp. */
+  reset(tags: Map<string, Digest>, stamp: string | undefined): void {
+    this.tags.clear();
+    for (const [t, d] of tags) this.tags.set(t, d);
+    this.stampText = stamp;
+    this.changed = true;
   }
 
   /** Tags remembered. */
   get size(): number {
     return this.tags.size;
+  }
+
+  /** Every tag remembered, with its source digest. */
+  all(): ReadonlyMap<string, Digest> {
+    return this.tags;
   }
 
   /** The source digest last copied to (or confirmed at) `tag`. */
@@ -69,7 +91,8 @@ export class SyncState {
     try {
       await mkdir(join(stateDir(), 'sync'), { recursive: true, mode: 0o700 });
       const tags = Object.fromEntries([...this.tags.keys()].sort().map((t) => [t, this.tags.get(t)]));
-      await publishBytes(this.path, JSON.stringify({ destination: this.destination, tags }, null, 1) + '\n', { mode: 0o600 });
+      const doc = { destination: this.destination, tags, ...(this.stampText === undefined ? {} : { stamp: this.stampText }) };
+      await publishBytes(this.path, JSON.stringify(doc, null, 1) + '\n', { mode: 0o600 });
       this.changed = false;
     } catch (e) {
       warn(`could not keep the sync state in ${this.path}: ${(e as Error).message}; the next run checks every tag at the destination`);

@@ -41,7 +41,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       .option('prune', { type: 'boolean', describe: 'remove tags that disappeared upstream' })
       .option('referrers', { type: 'boolean', describe: 'also carry signatures, SBOMs and attestations' })
       .option('dry-run', { type: 'boolean', describe: 'print what would move; change nothing' })
-      .option('state', { type: 'boolean', default: true, describe: 'registry destinations: trust what the last run recorded (--no-state: HEAD every tag there)' })
+      .option('state', { type: 'boolean', default: true, describe: 'registry and archive destinations: trust what the last run recorded (--no-state: HEAD every tag there, read the archive)' })
       .option('jobs', { type: 'number', describe: 'blob transfers at once (default 4); tag checks run 4 x this' }),
   handler: async (args) => {
     const { sync } = await import('../../sync/sync.js');
