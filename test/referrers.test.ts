@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ArchiveSource } from '../src/archive/source.js';
 import { ferry } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 import { makeLayout, type MadeImage } from './helpers/images.js';
@@ -63,6 +64,25 @@ describe.skipIf(!distribution)('referrers (--referrers)', () => {
     const names = index.manifests.map((m: { annotations?: Record<string, string> }) => m.annotations?.['io.containerd.image.name']);
     expect(names).toContain(`${reg.host}/ref/app:${sig}`);
     expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+  });
+
+  it('sync --referrers into an archive carries the referrer and the .sig tag; the next run leaves the archive alone', async () => {
+    const { dir, image, referrer, sig } = await signedLayout();
+    expect((await ferry(['copy', '--referrers', `oci:${dir}:app`, `docker://${reg.host}/ref/arch:1`])).code).toBe(0);
+    const file = join(await tempDir(), 'signed.tar');
+    const args = ['sync', '--referrers', '--include', '^1$', `${reg.host}/ref/arch`, file];
+    const first = await ferry(args);
+    expect(first.code, first.stderr).toBe(0);
+    const src = await ArchiveSource.open(file);
+    const images = src.images();
+    await src.close();
+    expect(images.map((i) => i.ref)).toEqual(expect.arrayContaining([image.manifest.digest, referrer]));
+    expect(images.flatMap((i) => i.names.map((n) => n.name))).toContain(`${reg.host}/ref/arch:${sig}`);
+    expect((await ferry(['verify', file])).code).toBe(0);
+    const before = (await stat(file)).mtimeMs;
+    const again = await ferry(args);
+    expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged');
+    expect((await stat(file)).mtimeMs).toBe(before);
   });
 
   it('without --referrers nothing but the image moves', async () => {
