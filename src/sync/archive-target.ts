@@ -6,7 +6,7 @@ import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
 import { syncDir } from '../blob/publish.js';
-import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout } from '../locations/layout.js';
+import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout, type LayoutEntry } from '../locations/layout.js';
 import { acquireLock, lockTimeoutFromEnv } from '../locations/lock.js';
 import { splitPathRef } from '../locations/transport.js';
 import type { Digest } from '../oci/digest.js';
@@ -63,9 +63,10 @@ function carried(a: Record<string, string> | undefined): Record<string, string> 
 /**
  * A sync into an archive file. The archive itself says what the last run wrote (its index.json
  * names and digests; the state file keeps a copy, trusted while the file is unchanged), so a run
- * where nothing changed upstream HEADs each tag and writes nothing. Otherwise changed images are first copied into a staging layout beside the archive
- * (`.NAME.ferry-sync/`), each on its own, so one that fails leaves the others and the old version
- * of itself; blobs the old archive holds are not downloaded again. The archive is then written
+ * where nothing changed upstream HEADs each tag and writes nothing. Otherwise changed images are
+ * first copied into a staging layout beside the archive (`.NAME.ferry-sync/`), each on its own,
+ * so one that fails leaves the others and the old version of itself; blobs the old archive holds
+ * are not downloaded again. The archive is then written
  * anew (kept images from the old archive, changed ones from the staging layout; every blob
  * verified on the way) and renamed over the old one. A lock file beside it keeps two runs apart.
  */
@@ -138,9 +139,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         close: async () => {},
       };
 
-  const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined) => {
-    const fresh = layout ? await layout.entries() : [];
-    if (fresh.length === 0 && r.pruned.length === 0) return false;
+  /** Writes the archive anew without the pruned tags and with what was staged (`fresh`). */
+  const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined, fresh: LayoutEntry[]) => {
     const old = await openOld();
     const images = old?.images() ?? [];
     const replaced = new Set([...fresh.flatMap((e) => (e.name ? [e.name] : [])), ...r.pruned.map((t) => nameFor(t).name!)]);
@@ -161,7 +161,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         if (e.code !== 'ENOENT') throw e;
       });
       await syncDir(dir);
-      return true;
+      return;
     }
     const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
     const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
@@ -174,7 +174,6 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await archive.abort().catch(() => {});
       throw e;
     }
-    return true;
   };
 
   return {
@@ -189,10 +188,12 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     async finish(r) {
       const layout = staging ? await staging : undefined;
       try {
-        r.rewritten = await rewrite(r, layout);
+        const fresh = layout ? await layout.entries() : [];
+        r.rewritten = fresh.length > 0 || r.pruned.length > 0;
         if (r.rewritten) {
+          await rewrite(r, layout, fresh);
           for (const t of r.pruned) current.delete(t);
-          for (const e of layout ? await layout.entries() : []) {
+          for (const e of fresh) {
             if (e.tag && e.name === nameFor(e.tag).name) current.set(e.tag, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] ?? e.descriptor.digest) as Digest);
           }
           for (const t of r.pruned) present.delete(t);
@@ -210,6 +211,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         // Nothing of this run reached the archive: say so rather than count the tags as copied.
         r.copied.length = 0;
         r.pruned.length = 0;
+        r.rewritten = false;
         throw new FerryError(err.code, `${path} was left as it was: ${err.message}`, { cause: e, hint: err.hint });
       }
     },
