@@ -189,6 +189,23 @@ describe('save and load', () => {
     expect((await readdir(dir)).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
   });
 
+  it('a blob that rotted in the store fails save with exit 4 naming it, after one retry; no archive is written', async () => {
+    const store = await freshStore();
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `${REPO}:plain`], store);
+    const layer = images.plain.layers![0]!.digest;
+    const fh = await open(join(store, 'blobs', 'sha256', layer.slice(7)), 'r+');
+    await fh.write(Buffer.from([0xff]), 0, 1, 40);
+    await fh.close();
+    const dir = await tempDir();
+    const r = await run(['save', `${REPO}:plain`, '-o', join(dir, 'out.tar')], store);
+    // The retry used to meet the archive the first attempt had broken: "archive is no longer open
+    // for writing", exit 1, with a stack trace.
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`digest mismatch for blob ${layer}`);
+    expect(r.stderr).not.toContain('no longer open');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('E7: save -o - into a pipe whose reader exits early fails (non-zero) with a message, no stack trace', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'big', layers: [24 << 20] }]);

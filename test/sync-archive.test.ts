@@ -1,4 +1,4 @@
-import { copyFile, readdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
@@ -151,6 +151,31 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     const rerun = await ferry(['sync', `${fx.proxy.host}/arch/flaky`, file]);
     expect(rerun.code, rerun.stderr).toBe(0);
     expect(rerun.stdout).toContain('3 tags, 1 copied, 2 unchanged');
+  });
+
+  it('a damaged old archive is reported when it is rewritten, and left exactly as it was', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'rot.tar');
+    const exp = await testdataImages();
+    await publish(fx.reg.host, 'arch/rot', 'plain', ['1']);
+    await publish(fx.reg.host, 'arch/rot', 'layers', ['2']);
+    expect((await ferry(['sync', `${fx.proxy.host}/arch/rot`, file])).code).toBe(0);
+    // Bit rot in the body of a kept image's layer (the tar header is 512 bytes before it).
+    const bytes = await readFile(file);
+    const layer = exp.plain.layers![0]!.digest.replace(':', '/');
+    const header = bytes.indexOf(`blobs/${layer}`);
+    expect(header).toBeGreaterThan(0);
+    bytes[header + 512 + 40] ^= 0xff;
+    await writeFile(file, bytes);
+
+    await publish(fx.reg.host, 'arch/rot', 'zstd', ['3']);
+    const r = await ferry(['sync', `${fx.proxy.host}/arch/rot`, file]);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`${file} was left as it was`);
+    expect(r.stderr).toContain(exp.plain.layers![0]!.digest);
+    expect(r.stdout).toContain('0 copied');
+    expect(Buffer.compare(await readFile(file), bytes)).toBe(0);
+    expect(await readdir(dir)).toEqual(['rot.tar']);
   });
 
   it('--dry-run plans what a new archive would take and creates nothing', async () => {

@@ -79,6 +79,8 @@ export class ArchiveSink implements Sink {
   private queue: Promise<unknown> = Promise.resolve();
   private started = false;
   private state: 'open' | 'failed' | 'done' = 'open';
+  /** What broke the archive: every later write reports it (the engine's retry of a corrupt blob included). */
+  private failure?: unknown;
   files: string[] = [];
 
   constructor(private readonly writer: EntryWriter, private readonly o: ArchiveSinkOptions) {}
@@ -86,11 +88,12 @@ export class ArchiveSink implements Sink {
   /** Runs `fn` after every earlier write: the tar is one sequential stream. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(async () => {
-      if (this.state !== 'open') throw new FerryError('INTERNAL', 'archive is no longer open for writing');
+      if (this.state !== 'open') throw this.failure ?? new FerryError('INTERNAL', 'archive is no longer open for writing');
       try {
         return await fn();
       } catch (e) {
         this.state = 'failed';
+        this.failure ??= e;
         throw e;
       }
     });
