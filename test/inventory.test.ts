@@ -74,6 +74,36 @@ describe('inventory', () => {
     expect(JSON.parse(images.stdout || '[]')).toEqual([]);
   });
 
+  it('an archive carried over earlier is an inventory too: the next delta leaves out what it held', async () => {
+    const dir = join(await tempDir(), 'src');
+    const base = Buffer.alloc(1 << 20, 9);
+    await makeLayout(dir, [
+      { tag: 'base', layers: [base] },
+      { tag: 'v2', layers: [base, Buffer.from('another new layer')] },
+    ]);
+    const store = join(await tempDir(), 'store');
+    for (const t of ['base', 'v2']) expect((await ferry(['--store', store, 'copy', '-q', `oci:${dir}:${t}`, `example.com/app:${t}`])).code).toBe(0);
+    const week1 = join(await tempDir(), 'week1.tar.gz');
+    expect((await ferry(['--store', store, 'save', '-q', '-o', week1, 'example.com/app:base'])).code).toBe(0);
+
+    const inv = join(await tempDir(), 'have.json');
+    const r = await ferry(['inventory', week1, '-o', inv]);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(await readFile(inv, 'utf8'));
+    expect(doc.sources).toEqual([`archive:${week1}`]);
+    expect(Object.keys(doc.tags)).toEqual(['example.com/app:base']);
+    const fromStore = JSON.parse((await ferry(['--store', store, 'inventory'])).stdout);
+    expect(doc.blobs.every((b: string) => fromStore.blobs.includes(b))).toBe(true);
+
+    const delta = join(await tempDir(), 'week2.tar');
+    expect((await ferry(['--store', store, 'save', '-q', '--exclude-from', inv, '-o', delta, 'example.com/app:v2'])).code).toBe(0);
+    expect((await stat(delta)).size).toBeLessThan(base.byteLength / 4);
+
+    const missing = await ferry(['inventory', join(dir, 'gone.tar')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`${join(dir, 'gone.tar')}: no such file`);
+  });
+
   it('refuses a file that is not an inventory', async () => {
     const p = join(await tempDir(), 'x.json');
     await (await import('node:fs/promises')).writeFile(p, '{"blobs": []}');

@@ -23,7 +23,8 @@ export interface ArchiveDestination {
   format: ArchiveFormat;
 }
 
-const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
+/** Names that say "archive file": .tar, .tar.gz/.tgz, .tar.zst/.tzst. */
+export const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
 
 /**
  * A sync destination that names an archive: `oci-archive:FILE`, `docker-archive:FILE`, or a path

@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { ArchiveSource } from '../archive/source.js';
+import { ARCHIVE_SUFFIX } from './archive-target.js';
 import { FerryError } from '../errors.js';
 import { walk } from '../graph.js';
 import { OciLayout } from '../locations/layout.js';
@@ -44,10 +46,39 @@ async function collect(src: Source, roots: Array<{ name: string; digest: Digest;
   inv.manifests = [...manifests].sort();
 }
 
-/** Inventories layouts (`oci:DIR` or a path, or the store when the text is empty/`store`) and registry repositories. */
+/** An archive file named as a place: `oci-archive:FILE`, `docker-archive:FILE`, or a path to a file. */
+async function archivePlace(place: string): Promise<string | undefined> {
+  const m = /^(oci|docker)-archive:(.+)$/.exec(place);
+  if (m) return m[2];
+  // An archive's name is enough (a missing one is then reported as a missing file).
+  if (ARCHIVE_SUFFIX.test(place)) return place;
+  return (await stat(place).catch(() => undefined))?.isFile() ? place : undefined;
+}
+
+/**
+ * Inventories layouts (`oci:DIR` or a path, or the store when the text is empty/`store`), archive
+ * files (what an earlier USB run carried over) and registry repositories.
+ */
 export async function buildInventory(places: string[], o: InventoryOptions): Promise<Inventory> {
   const inv: Inventory = { ferryInventory: 1, created: new Date().toISOString(), sources: [], blobs: [], manifests: [], tags: {} };
   for (const place of places.length ? places : ['store']) {
+    const file = await archivePlace(place);
+    if (file !== undefined) {
+      const archive = await ArchiveSource.open(file, { signal: o.signal });
+      try {
+        const roots = [];
+        for (const image of archive.images()) {
+          const { digest } = await archive.resolve(image.ref);
+          const names = image.names.length ? image.names.map((n) => n.name ?? n.tag) : [digest];
+          for (const name of names) roots.push({ name, digest, ref: image.ref });
+        }
+        await collect(archive, roots, inv, o);
+      } finally {
+        await archive.close();
+      }
+      inv.sources.push(`archive:${file}`);
+      continue;
+    }
     // A path (`/mnt/usb/store`, `./layout`) is a store or layout like `oci:PATH`: no registry name starts so.
     const path = /^(\/|\.\.?(\/|$)|~\/)/.test(place);
     if (place === 'store' || place.startsWith('oci:') || path) {

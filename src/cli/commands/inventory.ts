@@ -10,11 +10,12 @@ interface Args extends GlobalArgs {
 
 export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
   command: 'inventory [places..]',
-  describe: 'Record what a store, layout or registry repository holds (for delta archives: save --exclude-from)',
+  describe: 'Record what a store, layout, archive or registry repository holds (for delta archives: save --exclude-from)',
   builder: (y) =>
     y
       .example('$0 inventory -o have.json', 'what the store holds')
-      .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR or a directory path, or REGISTRY/REPOSITORY' })
+      .example('$0 inventory /mnt/usb/base.tar -o have.json', 'what an archive already carried over')
+      .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR or a directory path, an archive file, or REGISTRY/REPOSITORY' })
       .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
   handler: async (args) => {
     const { buildInventory } = await import('../../sync/inventory.js');
