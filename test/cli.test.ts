@@ -595,6 +595,21 @@ describe.concurrent('copy errors', () => {
 });
 
 describe.concurrent('command line basics', () => {
+  it('a sync config is checked whole before any job runs: a tagged source in its last job, a bad platform named by where it is', async () => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'sync.yaml');
+    // The first job would take seconds of retries against a closed port if it ran.
+    await writeFile(cfg, 'repositories: [127.0.0.1:1/first, "a.example/last:1"]\n');
+    const tagged = await run(['sync', '--config', cfg]);
+    expect(tagged.code).toBe(2);
+    expect(tagged.stderr).toContain('sync source "a.example/last:1" must be a repository');
+    expect(tagged.stderr).not.toContain('retrying');
+    await writeFile(cfg, 'repositories: [{source: a.example/x, platform: "linux//"}]\n');
+    const platform = await run(['sync', '--config', cfg]);
+    expect(platform.code).toBe(2);
+    expect(platform.stderr).toContain(`${cfg}: repositories[0].platform: invalid platform "linux//"`);
+  });
+
   it('ferry --version prints a version and exits 0', async () => {
     const r = await ok(['--version']);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);

@@ -61,13 +61,20 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     const source = str('source');
     if (!source) throw bad(`${where} needs a "source"`);
     const platform = str('platform');
+    const platformsAt = (text: string) => {
+      try {
+        return parsePlatformSelection(text);
+      } catch (e) {
+        throw bad(`${where}.platform: ${(e as Error).message}`);
+      }
+    };
     return {
       source,
       destination: str('destination'),
       include: list('include'),
       exclude: list('exclude'),
       semver: str('semver'),
-      platforms: platform ? parsePlatformSelection(platform) : undefined,
+      platforms: platform ? platformsAt(platform) : undefined,
       prune: bool('prune'),
       referrers: bool('referrers'),
     };

@@ -210,6 +210,14 @@ function parseDestination(dest: string | undefined, o: SyncOptions): Destination
   });
 }
 
+function parseSource(text: string): Reference {
+  const src = parseReference(text);
+  if (src.digest || /:[\w][\w.-]*$/.test(text.split('/').pop() ?? '')) {
+    throw new FerryError('USAGE', `sync source "${text}" must be a repository, without a tag or digest`);
+  }
+  return src;
+}
+
 function openTarget(dest: Destination, src: Reference, o: SyncOptions): Promise<Target> {
   if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun);
   if (dest.kind === 'registry') return registryTarget(dest.text, src, o);
@@ -246,14 +254,12 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   // before any request.
   const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
   const destinations = new Map(jobs.map((job) => [job, parseDestination(job.destination, o)]));
+  const sources = new Map(jobs.map((job) => [job, parseSource(job.source)]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   for (const job of jobs) {
     o.signal?.throwIfAborted();
-    const src = parseReference(job.source);
-    if (src.digest || /:[\w][\w.-]*$/.test(job.source.split('/').pop() ?? '')) {
-      throw new FerryError('USAGE', `sync source "${job.source}" must be a repository, without a tag or digest`);
-    }
+    const src = sources.get(job)!;
     const repo = openRepository(src, o.registry);
     const dest = destinations.get(job)!;
     const r: SyncJobReport = {
