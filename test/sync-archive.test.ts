@@ -1,4 +1,5 @@
 import { copyFile, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
@@ -221,6 +222,22 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect(again.stdout).not.toMatch(/[1-9]\d* copied/);
     expect((await stat(file)).mtimeMs).toBe(before);
     expect(since(mark).filter((q) => q.url.includes('/blobs/') || (q.method === 'GET' && q.url.includes('/manifests/')))).toEqual([]);
+  });
+
+  it('two runs into one archive take turns: a live holder of the lock is waited for, then named (exit 8); a dead one is broken', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'locked.tar');
+    const lock = join(dir, '.locked.tar.ferry-sync.lock');
+    await writeFile(lock, JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() }));
+    const held = await ferry(['sync', `${fx.proxy.host}/arch/other`, file], { env: { FERRY_LOCK_TIMEOUT: '1' } });
+    expect(held.code).toBe(8);
+    expect(held.stderr).toContain(`${lock} is locked by process ${process.pid}`);
+    expect(await readdir(dir)).toEqual(['.locked.tar.ferry-sync.lock']);
+    await writeFile(lock, JSON.stringify({ pid: 2 ** 22 + 1, host: hostname(), since: new Date().toISOString() }));
+    const stale = await ferry(['sync', `${fx.proxy.host}/arch/other`, file], { env: { FERRY_LOCK_TIMEOUT: '1' } });
+    expect(stale.code, stale.stderr).toBe(0);
+    expect(stale.stderr).toContain('broke a stale lock');
+    expect(await readdir(dir)).toEqual(['locked.tar']);
   });
 
   it('bad destinations are refused clearly and leave what is there alone', async () => {
