@@ -127,6 +127,20 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect((await ferry(['verify', file])).code).toBe(0);
   });
 
+  it('--prune that leaves an archive with no image removes it, and says so', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'last.tar');
+    await publish(fx.reg.host, 'arch/last', 'plain', ['only']);
+    await publish(fx.reg.host, 'arch/last', 'layers', ['keep']);
+    expect((await ferry(['sync', '--include', '^only$', `${fx.proxy.host}/arch/last`, file])).code).toBe(0);
+    expect((await ferry(['rm', `docker://${fx.reg.host}/arch/last:only`])).code).toBe(0);
+    const r = await ferry(['sync', '--prune', '--include', '^only$', `${fx.proxy.host}/arch/last`, file]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('0 tags, 0 copied, 0 unchanged, 1 pruned');
+    expect(r.stderr).toContain(`removed ${file} (every image in it was pruned)`);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('a changed image that fails keeps its old version; the others are written', async () => {
     const dir = await tempDir();
     const file = join(dir, 'partial.tar.gz');

@@ -140,7 +140,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         close: async () => {},
       };
 
-  /** Writes the archive anew without the pruned tags and with what was staged (`fresh`). */
+  /** Writes the archive anew without the pruned tags and with what was staged (`fresh`); true if that left nothing. */
   const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined, fresh: LayoutEntry[]) => {
     const old = await openOld();
     const images = old?.images() ?? [];
@@ -162,7 +162,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         if (e.code !== 'ENOENT') throw e;
       });
       await syncDir(dir);
-      return;
+      return true;
     }
     const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
     const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
@@ -175,6 +175,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await archive.abort().catch(() => {});
       throw e;
     }
+    return false;
   };
 
   return {
@@ -192,7 +193,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         const fresh = layout ? await layout.entries() : [];
         r.rewritten = fresh.length > 0 || r.pruned.length > 0;
         if (r.rewritten) {
-          await rewrite(r, layout, fresh);
+          const removed = await rewrite(r, layout, fresh);
+          o.onEvent?.({ type: 'written', source: repo, path, removed });
           for (const t of r.pruned) current.delete(t);
           for (const e of fresh) {
             if (e.tag && e.name === nameFor(e.tag).name) current.set(e.tag, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] ?? e.descriptor.digest) as Digest);

@@ -49,8 +49,8 @@ export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
-  /** An archive destination was written anew. */
-  | { type: 'written'; source: string; path: string }
+  /** An archive destination was written anew (or removed: --prune dropped every image). */
+  | { type: 'written'; source: string; path: string; removed: boolean }
   | { type: 'copy'; source: string; tag: string; event: CopyEvent };
 
 export interface SyncJobReport {
@@ -338,10 +338,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         r.pruned.push(...gone);
         for (const tag of gone) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
-      if (!o.dryRun && target.finish) {
-        await target.finish(r);
-        if (r.rewritten) o.onEvent?.({ type: 'written', source: r.source, path: target.label });
-      }
+      if (!o.dryRun) await target.finish?.(r);
     } catch (e) {
       if (o.signal?.aborted) throw e;
       const err = toFerryError(e);
