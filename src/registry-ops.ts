@@ -8,7 +8,7 @@ import { RegistryClient } from './locations/registry/client.js';
 import { saveCredential, eraseCredential, type Credential } from './locations/registry/credentials.js';
 import { Http } from './locations/registry/http.js';
 import { paginate } from './locations/registry/repository.js';
-import { formatReference, parseReference, repositoryName, type Reference } from './oci/reference.js';
+import { formatReference, parseReference, parseRepository, repositoryName, type Reference } from './oci/reference.js';
 import { hostPlatform, type PlatformSelection } from './oci/platform.js';
 import type { Digest } from './oci/digest.js';
 import { defaultStoreDir } from './store.js';
@@ -149,11 +149,15 @@ export async function logout(server: string | undefined): Promise<boolean> {
 }
 
 export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
-  const ref = parseReference(repository.replace(/^docker:\/\//, ''));
+  const ref = parseRepository(repository, 'ferry tags:');
   return openRepository(ref, o.registry).listTags({ signal: o.signal, pageSize: o.pageSize });
 }
 
 export async function listCatalog(server: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
+  // serverDomain drops any path (login takes https://index.docker.io/v1/); a repository here is a mistake.
+  if (!/^([a-z]+:\/\/)?[^/]+(\/(v[12]\/?)?)?$/i.test(server)) {
+    throw new FerryError('USAGE', `ferry catalog takes a registry, not a repository: "${server}"`, { hint: `ferry tags ${server.replace(/^[a-z]+:\/\//i, '')} lists that repository's tags` });
+  }
   const client = registryClient(serverDomain(server), o.registry);
   return paginate(client, `/v2/_catalog${o.pageSize ? `?n=${o.pageSize}` : ''}`, ['registry:catalog:*'], 'repositories', {
     signal: o.signal,

@@ -595,6 +595,20 @@ describe.concurrent('copy errors', () => {
 });
 
 describe.concurrent('command line basics', () => {
+  it('tags and catalog given the other one\'s argument say so, before any request', async () => {
+    const tags = await run(['tags', '127.0.0.1:1']);
+    expect(tags.code).toBe(2);
+    expect(tags.stderr).toContain('"127.0.0.1:1" names a registry, not a repository');
+    // It used to ask Docker Hub for the tags of library/127.0.0.1.
+    expect(tags.stderr).not.toContain('docker.io');
+    expect(tags.stderr).toContain('ferry catalog 127.0.0.1:1');
+    const catalog = await run(['catalog', '127.0.0.1:1/team/app']);
+    expect(catalog.code).toBe(2);
+    expect(catalog.stderr).toContain('ferry catalog takes a registry, not a repository');
+    expect(catalog.stderr).toContain('ferry tags 127.0.0.1:1/team/app');
+    expect((await run(['tags', 'alpine:3'])).stderr).toContain('must be a repository, without a tag or digest');
+  });
+
   it('a sync config is checked whole before any job runs: a tagged source in its last job, a bad platform named by where it is', async () => {
     const dir = await tempDir();
     const cfg = join(dir, 'sync.yaml');

@@ -8,6 +8,7 @@ import {
   apiHost,
   isValidTag,
   isValidRepositoryPath,
+  parseRepository,
 } from '../src/oci/reference.js';
 
 const SHA = 'sha256:' + 'a'.repeat(64);
@@ -163,6 +164,26 @@ describe('digest errors', () => {
     const e = thrown(() => parseReference(`x@md5:${'a'.repeat(32)}`)) as Error & { code: string };
     expect(e.code).toBe('INVALID_REFERENCE');
     expect((e.cause as { code: string }).code).toBe('INVALID_DIGEST');
+  });
+});
+
+describe('parseRepository (tags, sync sources)', () => {
+  it('takes repositories, with or without a registry or docker://', () => {
+    expect(repositoryName(parseRepository('alpine', 'x'))).toBe('docker.io/library/alpine');
+    expect(repositoryName(parseRepository('ghcr.io/org/app', 'x'))).toBe('ghcr.io/org/app');
+    expect(repositoryName(parseRepository('docker://localhost:5000/team/app', 'x'))).toBe('localhost:5000/team/app');
+  });
+
+  it('refuses a registry where a repository belongs, saying so', () => {
+    for (const r of ['127.0.0.1:5000', 'localhost', 'localhost:5000', 'registry.example.com', 'myreg:5000', 'docker://reg.example:443']) {
+      expect(() => parseRepository(r, 'x'), r).toThrow(/names a registry, not a repository/);
+    }
+  });
+
+  it('refuses a tag or digest; short numeric tags stay tags (node:20 is not a registry)', () => {
+    for (const r of ['alpine:3', 'node:20', 'python:3.12', 'my.image:1.0', 'ghcr.io/org/app:v1', `ghcr.io/org/app@sha256:${'a'.repeat(64)}`]) {
+      expect(() => parseRepository(r, 'x'), r).toThrow(/must be a repository, without a tag or digest/);
+    }
   });
 });
 

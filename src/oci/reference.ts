@@ -2,6 +2,26 @@ import { FerryError } from '../errors.js';
 import { parseDigest, type Digest } from './digest.js';
 
 /**
+ * A repository named without tag or digest, for commands that take one (`tags`, `sync`). A bare
+ * `HOST:PORT` or `registry.example.com` would otherwise be read as a Docker Hub image (docker
+ * reads `localhost:5000` as image localhost, tag 5000): that is refused as naming a registry (a
+ * name with a dot, localhost, or a 4-5 digit port; `node:20` stays an image with a tag).
+ */
+export function parseRepository(input: string, what: string): Reference {
+  const bare = input.replace(/^docker:\/\//, '');
+  if (!bare.includes('/') && /^(localhost|[^:@]*\.[^:@]*)(:\d+)?$|^[^:@]+:\d{4,5}$/.test(bare)) {
+    throw new FerryError('USAGE', `${what} "${input}" names a registry, not a repository: write REGISTRY/REPOSITORY, e.g. ${bare}/team/app`, {
+      hint: `ferry catalog ${bare} lists its repositories`,
+    });
+  }
+  const r = parseReference(bare);
+  if (r.digest || /:[\w][\w.-]*$/.test(bare.split('/').pop() ?? '')) {
+    throw new FerryError('USAGE', `${what} "${input}" must be a repository, without a tag or digest`);
+  }
+  return r;
+}
+
+/**
  * An image reference, normalised the way docker does it: Docker Hub is always 'docker.io',
  * official images get 'library/', and 'latest' is filled in only when no tag or digest was given.
  */

@@ -7,7 +7,7 @@ import { splitPathRef, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
-import { parseReference, repositoryName, type Reference } from '../oci/reference.js';
+import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
@@ -210,14 +210,6 @@ function parseDestination(dest: string | undefined, o: SyncOptions): Destination
   });
 }
 
-function parseSource(text: string): Reference {
-  const src = parseReference(text);
-  if (src.digest || /:[\w][\w.-]*$/.test(text.split('/').pop() ?? '')) {
-    throw new FerryError('USAGE', `sync source "${text}" must be a repository, without a tag or digest`);
-  }
-  return src;
-}
-
 function openTarget(dest: Destination, src: Reference, o: SyncOptions): Promise<Target> {
   if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun);
   if (dest.kind === 'registry') return registryTarget(dest.text, src, o);
@@ -254,7 +246,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   // before any request.
   const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
   const destinations = new Map(jobs.map((job) => [job, parseDestination(job.destination, o)]));
-  const sources = new Map(jobs.map((job) => [job, parseSource(job.source)]));
+  const sources = new Map(jobs.map((job) => [job, parseRepository(job.source, 'sync source')]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   for (const job of jobs) {
