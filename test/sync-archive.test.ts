@@ -4,12 +4,13 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
 import { ferry } from './helpers/cli.js';
-import { testdataImages } from './helpers/expected-images.js';
+import { mustRun, testdataImages } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
 import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry');
+const skopeo = hasTool('skopeo');
 
 /** name -> digest of every named image in an archive. */
 async function archived(path: string): Promise<Record<string, string>> {
@@ -236,6 +237,20 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect(again.stdout).not.toMatch(/[1-9]\d* copied/);
     expect((await stat(file)).mtimeMs).toBe(before);
     expect(since(mark).filter((q) => q.url.includes('/blobs/') || (q.method === 'GET' && q.url.includes('/manifests/')))).toEqual([]);
+  });
+
+  it.skipIf(!skopeo)('skopeo reads every image of an archive that sync rewrote, by its docker name and from its OCI index', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'mixed.tar');
+    expect((await ferry(['sync', '--platform', 'linux/arm64', `${fx.proxy.host}/arch/multi`, file])).code).toBe(0);
+    expect((await ferry(['sync', `${fx.proxy.host}/arch/app`, file])).code).toBe(0); // rewrites it, keeping arch/multi
+    const names = Object.keys(await archived(file));
+    expect(names).toHaveLength(4);
+    for (const [i, name] of names.entries()) {
+      await mustRun('skopeo', ['copy', '-q', `docker-archive:${file}:${name}`, `oci:${join(dir, 'out')}:d${i}`]);
+    }
+    await mustRun('skopeo', ['copy', '-q', `oci-archive:${file}:1`, `oci:${join(dir, 'out')}:multi`]);
+    expect((await ferry(['verify', join(dir, 'out')])).code).toBe(0);
   });
 
   it('two runs into one archive take turns: a live holder of the lock is waited for, then named (exit 8); a dead one is broken', async () => {
