@@ -292,5 +292,14 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect((await stat(garbage)).size).toBe(26 * 40);
     expect(since(mark).filter((q) => q.url.includes('/blobs/'))).toEqual([]);
     expect((await readdir(dir)).sort()).toEqual(['garbage.tar']);
+
+    // In a config, that is one job's failure: the next job still runs.
+    const cfg = join(dir, 'sync.yaml');
+    await writeFile(cfg, `repositories:\n  - {source: ${fx.proxy.host}/arch/other, destination: ${garbage}}\n  - {source: ${fx.proxy.host}/arch/other, destination: ${join(dir, 'good.tar')}}\n`);
+    const both = await ferry(['sync', '--config', cfg]);
+    expect(both.code).toBe(3);
+    expect(both.stdout).toContain(`-> ${garbage}: 0 tags, 0 copied, 0 unchanged, 0 pruned, 1 failed`);
+    expect(both.stdout).toContain(`-> ${join(dir, 'good.tar')}: 1 tags, 1 copied`);
+    expect((await stat(garbage)).size).toBe(26 * 40);
   });
 });
