@@ -9,6 +9,7 @@ import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { TAGS, testdataImages as expected } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
 import { makeTarLayout, writeTarBlob } from './helpers/layers.js';
+import { startServe } from './helpers/serve.js';
 import { isRoot } from './helpers/tools.js';
 
 
@@ -217,6 +218,29 @@ describe.skipIf(!canMount)('filesystem faults', () => {
     expect(exported.code, exported.stderr).toBe(7);
     expect(exported.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'r.tar')}: on ${mnt} \\(free [\\d.]+ (B|KiB|MiB)\\)`));
     expect(await readdir(mnt)).toEqual([]);
+  });
+
+  it('E1: sync into an archive that no longer fits exits 7; the old archive is left byte for byte, nothing beside it', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'small', layers: [Buffer.from('a small layer')] }, { tag: 'big', layers: [1200 << 10] }]);
+    const served = await startServe(join(await tempDir(), 'serve'), ['-q']);
+    try {
+      expect((await ferry(['copy', '-q', `oci:${src}:small`, `docker://${served.host}/fault/app:1`])).code).toBe(0);
+      const mnt = await tmpfs('2m');
+      const file = join(mnt, 'app.tar');
+      expect((await ferry(['sync', `${served.host}/fault/app`, file])).code).toBe(0);
+      const before = await readFile(file);
+      // The staged layer fits; the archive written anew beside it does not.
+      expect((await ferry(['copy', '-q', `oci:${src}:big`, `docker://${served.host}/fault/app:2`])).code).toBe(0);
+      const r = await ferry(['sync', `${served.host}/fault/app`, file]);
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stderr).toContain(`${file} was left as it was`);
+      expect(r.stderr).toMatch(/ENOSPC/);
+      expect(Buffer.compare(await readFile(file), before)).toBe(0);
+      expect(await readdir(mnt)).toEqual(['app.tar']);
+    } finally {
+      await served.stop();
+    }
   });
 
   it('E2: disk full while writing index.json keeps the old index.json intact', async () => {
