@@ -1,8 +1,9 @@
 /**
  * `npm run demo`: the main job, end to end, on nothing but this repository. Starts `ferry serve`
  * on a free loopback port, seeds it from testdata, then pull -> save (.tar.zst) -> verify -> load
- * into a fresh store -> push under a new name -> pull back by digest, and prints a short report.
- * Exits non-zero if any step fails or any digest differs.
+ * into a fresh store -> push under a new name -> pull back by digest, then the nightly backup: sync
+ * the repository into a .tar.zst, twice (the second run must leave it untouched). Prints a short
+ * report; exits non-zero if any step fails or any digest differs.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -20,9 +21,12 @@ interface Step {
   detail: string;
 }
 
+/** Sync state of the demo's runs stays in its work directory (set by main). */
+const env = { ...process.env };
+
 function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(FERRY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(FERRY, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -64,6 +68,22 @@ async function serve(store: string): Promise<{ host: string; stop: () => Promise
   };
 }
 
+/** "5 tags, 5 copied, 0 unchanged" out of a sync's summary line. */
+function summary(out: string): string {
+  return /: (\d+ tags, \d+ copied, \d+ unchanged)/.exec(out)?.[1] ?? out.trim();
+}
+
+/** Image name -> digest, from an archive's index.json. */
+async function readArchiveDigests(file: string): Promise<Map<string, string>> {
+  const { ArchiveSource } = await import('../archive/source.js');
+  const src = await ArchiveSource.open(file);
+  try {
+    return new Map(src.images().flatMap((i) => i.names.map((n) => [n.name ?? n.tag, i.ref] as [string, string])));
+  } finally {
+    await src.close();
+  }
+}
+
 async function imagesIn(store: string): Promise<Array<{ name?: string; digest: string }>> {
   return JSON.parse(await must(['--store', store, 'images', '--json'])) as Array<{ name?: string; digest: string }>;
 }
@@ -72,6 +92,7 @@ async function main(): Promise<number> {
   const expected = JSON.parse(await readFile(join(TESTDATA, 'expected.json'), 'utf8')) as { images: Record<string, { digest: string }> };
   const tags = Object.keys(expected.images);
   const work = await mkdtemp(join(tmpdir(), 'ferry-demo-'));
+  env.FERRY_STATE_DIR = join(work, 'state');
   const steps: Step[] = [];
   const step = async <T>(name: string, fn: () => Promise<T>, detail: (r: T) => string): Promise<T> => {
     const t0 = performance.now();
@@ -122,6 +143,19 @@ async function main(): Promise<number> {
       if (seen.some((d) => d !== want) || !c.has(want)) mismatches.push(`${t}: expected ${want}, pulled ${seen[0]}, loaded ${seen[1]}`);
     }
     await must(['--store', back, 'verify']);
+
+    const backup = join(work, 'backup.tar.zst');
+    await step('nightly sync into .tar.zst', () => must(['sync', `${host}/demo/testdata`, backup]), (out) => summary(out));
+    await must(['verify', backup]);
+    const archived = await readArchiveDigests(backup);
+    for (const t of tags) {
+      if (archived.get(name('demo/testdata', t)) !== expected.images[t]!.digest) mismatches.push(`${t}: the backup holds ${archived.get(name('demo/testdata', t))}`);
+    }
+    const before = (await stat(backup)).mtimeMs;
+    await step('the same sync the next night', () => must(['sync', `${host}/demo/testdata`, backup]), (out) => summary(out));
+    const untouched = (await stat(backup)).mtimeMs === before;
+    steps.at(-1)!.detail += untouched ? '; archive untouched' : '; ARCHIVE REWRITTEN';
+    if (!untouched) mismatches.push('the second sync rewrote an archive nothing had changed in');
   } catch (e) {
     console.error(`ferry demo failed: ${(e as Error).message}`);
     mismatches.push('a step failed');
@@ -130,7 +164,7 @@ async function main(): Promise<number> {
     await rm(work, { recursive: true, force: true });
   }
 
-  console.log('ferry demo: serve -> pull -> save .tar.zst -> verify -> load -> push -> pull by digest\n');
+  console.log('ferry demo: serve -> pull -> save .tar.zst -> verify -> load -> push -> pull by digest -> sync into .tar.zst, twice\n');
   for (const s of steps) console.log(`  ${s.name.padEnd(31)} ${s.ms.toFixed(0).padStart(6)} ms   ${s.detail}`);
   console.log(`\n  digests identical at every step: ${mismatches.length === 0 ? 'yes' : 'NO'}`);
   for (const m of mismatches) console.log(`    ${m}`);
