@@ -6,6 +6,7 @@ import { ArchiveSource } from '../src/archive/source.js';
 import { ferry } from './helpers/cli.js';
 import { mustRun, testdataImages } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
+import { listTar } from './helpers/tar-list.js';
 import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -229,6 +230,9 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
       `${fx.proxy.host}/arch/multi:1`, `${fx.proxy.host}/arch/other:latest`,
     ]);
     expect(Object.keys(await archived(join(dir, 'other.tar')))).toEqual([`${fx.proxy.host}/arch/other:latest`]);
+    // oci-archive: is a pure OCI archive; a plain path is also docker-loadable.
+    expect((await listTar(join(dir, 'other.tar'))).map((e) => e.name)).not.toContain('manifest.json');
+    expect((await listTar(file)).map((e) => e.name)).toContain('manifest.json');
     expect((await ferry(['verify', file])).code).toBe(0);
     const before = (await stat(file)).mtimeMs;
     const mark = fx.proxy.seen.length;
