@@ -43,6 +43,7 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     const first = await ferry(['sync', `${fx.proxy.host}/arch/app`, file]);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain(`-> ${file}: 3 tags, 3 copied, 0 unchanged`);
+    expect(first.stderr).toContain(`writing ${file} anew (0 image(s) kept from it, 3 new)`);
     expect(first.stderr).toContain(`wrote ${file}`);
     expect(await readdir(dir)).toEqual(['app.tar.zst']); // no staging layout or lock left behind
     expect(await archived(file)).toEqual({

@@ -164,6 +164,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await syncDir(dir);
       return true;
     }
+    o.onEvent?.({ type: 'writing', source: repo, path, kept: kept.length, added: added.length });
     const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
     const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
     try {

@@ -49,6 +49,8 @@ export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
+  /** An archive destination is being written anew: `kept` images from it, `added` from this run. */
+  | { type: 'writing'; source: string; path: string; kept: number; added: number }
   /** An archive destination was written anew (or removed: --prune dropped every image). */
   | { type: 'written'; source: string; path: string; removed: boolean }
   | { type: 'copy'; source: string; tag: string; event: CopyEvent };

@@ -79,6 +79,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
+        else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
         else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}`);
       },
     }).finally(() => progress.done());
