@@ -1,4 +1,4 @@
-import { copyFile, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -297,6 +297,16 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect((await stat(garbage)).size).toBe(26 * 40);
     expect(since(mark).filter((q) => q.url.includes('/blobs/'))).toEqual([]);
     expect((await readdir(dir)).sort()).toEqual(['garbage.tar']);
+
+    // A directory of ours by name but not ours by content is neither used nor deleted.
+    const squatter = join(dir, '.squat.tar.ferry-sync');
+    await mkdir(squatter);
+    await writeFile(join(squatter, 'notes.txt'), 'mine');
+    const squat = await ferry(['sync', `${fx.proxy.host}/arch/other`, join(dir, 'squat.tar')]);
+    expect(squat.code).toBe(2);
+    expect(squat.stderr).toContain(`${squatter} exists and is not ferry's staging layout`);
+    expect(await readFile(join(squatter, 'notes.txt'), 'utf8')).toBe('mine');
+    await rm(squatter, { recursive: true });
 
     // In a config, that is one job's failure: the next job still runs.
     const cfg = join(dir, 'sync.yaml');

@@ -1,4 +1,4 @@
-import { access, constants, rm, stat, unlink } from 'node:fs/promises';
+import { access, constants, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ANNOTATION_SOURCE_INDEX, copy, type Root } from '../copy.js';
 import { FerryError, isFerryError, toFerryError } from '../errors.js';
@@ -118,6 +118,9 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   let staging: Promise<OciLayout> | undefined;
   const stage = () =>
     (staging ??= (async () => {
+      if ((await stat(stageDir).catch(() => undefined)) && !(await isLayout(stageDir))) {
+        throw new FerryError('USAGE', `${stageDir} exists and is not ferry's staging layout for ${path}`, { hint: 'move it away: sync stages changed images there' });
+      }
       const layout = await OciLayout.open(stageDir, { create: true });
       // Names left by an interrupted run are dropped (they may be stale); its blobs are reused.
       await layout.untag(() => true);
@@ -223,10 +226,18 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await (await opening?.catch(() => undefined))?.close();
       const layout = await staging?.catch(() => undefined);
       await layout?.close();
-      if (!o.dryRun) await rm(stageDir, { recursive: true, force: true });
+      // Only a layout: whatever else has this name is not ours to delete.
+      if (!o.dryRun && (await isLayout(stageDir))) await rm(stageDir, { recursive: true, force: true });
       await release?.();
     },
   };
+}
+
+/** A layout, or one whose creation was cut short (only its blobs/ directory made). */
+async function isLayout(dir: string): Promise<boolean> {
+  if ((await stat(join(dir, 'oci-layout')).catch(() => undefined))?.isFile()) return true;
+  const names = await readdir(dir).catch(() => undefined);
+  return names !== undefined && names.every((n) => n === 'blobs');
 }
 
 /** An archive file's identity: a rewrite, a copy put in its place or an edit all change it. */
