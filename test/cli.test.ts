@@ -174,6 +174,18 @@ describe.concurrent('store names', () => {
     }
   });
 
+  it('a bare path as a location is a usage error that names the transport to write (it was "invalid reference")', async () => {
+    const dir = await tempDir();
+    const archive = await run(['copy', `oci:${TESTDATA}:plain`, join(dir, 'x.tar.gz')]);
+    expect(archive.code).toBe(2);
+    expect(archive.stderr).toContain(`"${join(dir, 'x.tar.gz')}" is a path: say what it is`);
+    expect(archive.stderr).toContain(`hint: an archive is docker-archive:${join(dir, 'x.tar.gz')}`);
+    const layout = await run(['save', './some/layout', '-o', join(dir, 'y.tar')]);
+    expect(layout.code).toBe(2);
+    expect(layout.stderr).toContain('hint: a layout directory is oci:./some/layout');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('a name missing from the store says how to read it from its registry instead (save, copy, export)', async () => {
     const store = await storeWithAll();
     const out = join(await tempDir(), 'x.tar');

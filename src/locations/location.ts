@@ -28,6 +28,13 @@ export function transportFor(text: string): { transport: Transport; rest: string
       hint: 'an image in a registry is docker://HOST/NAME[:TAG], with no http:// or https://',
     });
   }
+  // No image name starts so: a path, written without the transport that says what it is.
+  if (/^(\/|\.\.?\/|~\/)/.test(text)) {
+    const archive = /\.(tar|tgz|tzst)(\.(gz|zst|zstd))?$/i.test(text);
+    throw new FerryError('USAGE', `"${text}" is a path: say what it is (ferry reads ${KNOWN})`, {
+      hint: archive ? `an archive is docker-archive:${text} (also docker-loadable) or oci-archive:${text}` : `a layout directory is oci:${text}`,
+    });
+  }
   return { transport: storeTransport, rest: text };
 }
 
