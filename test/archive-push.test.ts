@@ -122,6 +122,20 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(res.status).toBe(404);
   });
 
+  it('the destination may be written docker://REGISTRY/PREFIX; a tag or digest on it is refused before the archive is read', async () => {
+    const host = registry!.host;
+    const file = join(await tempDir(), 'one.tar');
+    await ok(['--store', store, 'save', '-q', NAMES[2]!, '-o', file]);
+    const r = await ok(['push', '--from', file, `docker://${host}/scheme`]);
+    expect(r.stdout).toContain(`${host}/scheme/${NAMES[2]!.slice('example.com/'.length)}: digest: ${digests[NAMES[2]!]}`);
+    for (const bad of [`${host}/pfx:tag`, `${host}/pfx@sha256:${'a'.repeat(64)}`]) {
+      // A missing archive: the destination is refused first.
+      const refused = await ferry(['push', '--from', join(await tempDir(), 'nope.tar'), bad], { env: { FERRY_STORE: noStore } });
+      expect(refused.code, bad).toBe(2);
+      expect(refused.stderr).toContain(`"${bad}" must be REGISTRY[/PREFIX], without a tag or digest`);
+    }
+  });
+
   it('a missing archive is exit 2 (not found)', async () => {
     const r = await ferry(['push', '--from', join(await tempDir(), 'nope.tar.zst'), `${registry!.host}/x`], { env: { FERRY_STORE: noStore } });
     expect(r.stderr).toMatch(/no such file/);

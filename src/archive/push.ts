@@ -32,10 +32,22 @@ export interface PushedArchiveImage {
 
 /** Where an archive image named `name` goes under `prefix` (docker.io/library/alpine:3 -> PREFIX/library/alpine:3). */
 export function mapOntoPrefix(name: Reference, prefix: string | undefined): Reference {
-  if (!prefix) return name;
-  const p = prefix.replace(/\/+$/, '');
-  const target = parseReference(`${p}/${name.path}:${name.tag ?? 'latest'}`);
-  return target;
+  const p = prefixOf(prefix);
+  if (!p) return name;
+  return parseReference(`${p}/${name.path}:${name.tag ?? 'latest'}`);
+}
+
+/** REGISTRY[/PREFIX] as given (docker:// allowed), checked: a tag or digest there is a mistake. */
+function prefixOf(prefix: string | undefined): string | undefined {
+  if (!prefix) return undefined;
+  const p = prefix.replace(/^docker:\/\//, '').replace(/\/+$/, '');
+  const slash = p.indexOf('/');
+  if (p === '' || (slash >= 0 && /[:@]/.test(p.slice(slash + 1)))) {
+    throw new FerryError('USAGE', `push --from: "${prefix}" must be REGISTRY[/PREFIX], without a tag or digest`, {
+      hint: 'each image keeps its own name and tag under it: REGISTRY/PREFIX/NAME:TAG',
+    });
+  }
+  return p;
 }
 
 function noName(file: string, ref: string): FerryError {
@@ -54,6 +66,7 @@ const fullName = (r: Reference) => formatReference({ domain: r.domain, path: r.p
  * compressed one cannot be seeked, so it is streamed (see pushCompressed): nothing is unpacked.
  */
 export async function pushArchive(file: string, o: PushArchiveOptions = {}): Promise<PushedArchiveImage[]> {
+  prefixOf(o.prefix); // refused before the archive is read
   if (await isCompressed(file)) return pushCompressed(file, o);
   const out: PushedArchiveImage[] = [];
   await eachTarget(file, o, false, (name, r) => out.push({ reference: name, digest: r.images[0]!.digest }));
@@ -62,6 +75,7 @@ export async function pushArchive(file: string, o: PushArchiveOptions = {}): Pro
 
 /** `ferry push --from FILE --dry-run`: what the push would send; reads manifests, asks the registry what it has, uploads nothing. */
 export async function planArchivePush(file: string, o: PushArchiveOptions = {}): Promise<Plan> {
+  prefixOf(o.prefix);
   const plan = new PlanBuilder();
   await eachTarget(file, o, true, (name, r) => plan.add(repositoryName(parseReference(name)), name, r));
   return plan.build('push');
