@@ -36,7 +36,8 @@ function tagged(r: Reference, tag: string) {
 
 /** `ferry pull`: registry -> store, by tag, by digest (verified against the bytes), or every tag. */
 export async function pullImage(image: string, o: PullOptions = {}): Promise<CopyReport & { reference: string }> {
-  const ref = parseReference(image);
+  // Every tag: a tag or digest given too would be ignored, so it is refused (as docker does).
+  const ref = o.allTags ? parseRepository(image, 'pull --all-tags:') : parseReference(image);
   const repo = openRepository(ref, o.registry);
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   try {
@@ -74,9 +75,9 @@ export interface PushOptions extends TransferOptions {
 
 /** `ferry push`: store -> registry; blobs the registry has are skipped, others mounted when possible. */
 export async function pushImage(image: string, o: PushOptions = {}): Promise<CopyReport & { reference: string }> {
+  const ref = o.allTags ? parseRepository(image, 'push --all-tags:') : parseReference(image);
+  const target = o.destination ? (o.allTags ? parseRepository(o.destination, 'push --all-tags: destination') : parseReference(o.destination)) : ref;
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
-  const ref = parseReference(image);
-  const target = o.destination ? parseReference(o.destination) : ref;
   const entries = await store.entries();
   let roots: Root[];
   if (o.allTags) {

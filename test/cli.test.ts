@@ -621,6 +621,16 @@ describe.concurrent('command line basics', () => {
     expect((await run(['tags', 'alpine:3'])).stderr).toContain('must be a repository, without a tag or digest');
   });
 
+  it('--all-tags with a tag or digest is refused, as docker refuses it (the tag was ignored)', async () => {
+    const pull = await run(['pull', '-a', '127.0.0.1:1/app:1']);
+    expect(pull.code).toBe(2);
+    expect(pull.stderr).toContain('pull --all-tags: "127.0.0.1:1/app:1" must be a repository, without a tag or digest');
+    expect(pull.stderr).not.toContain('retrying');
+    const push = await run(['push', '--all-tags', 'example.com/app', '127.0.0.1:1/x:2']);
+    expect(push.code).toBe(2);
+    expect(push.stderr).toContain('destination "127.0.0.1:1/x:2" must be a repository');
+  });
+
   it('a sync config is checked whole before any job runs: a tagged source in its last job, a bad platform named by where it is', async () => {
     const dir = await tempDir();
     const cfg = join(dir, 'sync.yaml');
