@@ -235,6 +235,9 @@ function pinByte(parts: Buffer[], at: number, value: number): void {
 
 export type OutputCompression = 'gzip' | 'zstd' | 'none';
 
+/** Names that say "archive file": .tar, .tar.gz/.tgz, .tar.zst/.tzst. */
+export const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
+
 /** Compression implied by a file name: `.tar.gz`/`.tgz` gzip, `.tar.zst`/`.tzst`/`.zstd` zstd, else none. */
 export function compressionForPath(path: string): OutputCompression {
   const p = path.toLowerCase();

@@ -1,3 +1,4 @@
+import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
 import { layoutTransport, storeTransport } from './layout-transport.js';
 import { registryTransport } from './registry-transport.js';
@@ -30,7 +31,7 @@ export function transportFor(text: string): { transport: Transport; rest: string
   }
   // No image name starts so: a path, written without the transport that says what it is.
   if (/^(\/|\.\.?\/|~\/)/.test(text)) {
-    const archive = /\.(tar|tgz|tzst)(\.(gz|zst|zstd))?$/i.test(text);
+    const archive = ARCHIVE_SUFFIX.test(text);
     throw new FerryError('USAGE', `"${text}" is a path: say what it is (ferry reads ${KNOWN})`, {
       hint: archive ? `an archive is docker-archive:${text} (also docker-loadable) or oci-archive:${text}` : `a layout directory is oci:${text}`,
     });

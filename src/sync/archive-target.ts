@@ -5,6 +5,7 @@ import { FerryError, isFerryError, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
+import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { syncDir } from '../blob/publish.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout, type LayoutEntry } from '../locations/layout.js';
 import { acquireLock, lockTimeoutFromEnv } from '../locations/lock.js';
@@ -22,9 +23,6 @@ export interface ArchiveDestination {
   path: string;
   format: ArchiveFormat;
 }
-
-/** Names that say "archive file": .tar, .tar.gz/.tgz, .tar.zst/.tzst. */
-export const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
 
 /**
  * A sync destination that names an archive: `oci-archive:FILE`, `docker-archive:FILE`, or a path

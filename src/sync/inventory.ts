@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { ArchiveSource } from '../archive/source.js';
-import { ARCHIVE_SUFFIX } from './archive-target.js';
+import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
 import { walk } from '../graph.js';
 import { OciLayout } from '../locations/layout.js';
