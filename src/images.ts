@@ -5,6 +5,7 @@ import type { Digest } from './oci/digest.js';
 import { parseConfig, type Descriptor, type ImageConfig } from './oci/manifest.js';
 import { formatPlatform, isAttestation, normalizePlatform } from './oci/platform.js';
 import type { LayoutEntry, OciLayout } from './locations/layout.js';
+import type { Source } from './types.js';
 
 export interface ImageSummary {
   name?: string;
@@ -18,9 +19,9 @@ export interface ImageSummary {
   damaged?: string;
 }
 
-export async function readConfig(layout: OciLayout, d: Descriptor): Promise<ImageConfig> {
+export async function readConfig(src: Source, d: Descriptor): Promise<ImageConfig> {
   if (d.size > 4 * 1024 * 1024) throw new FerryError('TOO_LARGE', `config ${d.digest} exceeds limit`);
-  const bytes = await readVerified(await layout.fetch(d), d, `config ${d.digest}`);
+  const bytes = await readVerified(await src.fetch(d), d, `config ${d.digest}`);
   return parseConfig(bytes, `config ${d.digest}`);
 }
 

@@ -157,6 +157,17 @@ describe.concurrent('inspect', () => {
     expect(r.stderr).toContain('example.com/nothing:here');
   });
 
+  it('inspect reads archives in place: docker-archive: and oci-archive:', async () => {
+    const file = join(await tempDir(), 'one.tar.gz');
+    await ok(['save', '-q', `oci:${TESTDATA}:layers`, '-o', file]);
+    for (const where of [`docker-archive:${file}`, `oci-archive:${file}`]) {
+      const r = await ok(['inspect', where]);
+      const doc = JSON.parse(r.stdout);
+      expect(doc.digest, where).toBe(images.layers.digest);
+      expect(doc.config.rootfs.diff_ids).toHaveLength(images.layers.layers!.length);
+    }
+  });
+
   it('inspect reads an oci: location directly', async () => {
     const doc = JSON.parse((await ok(['inspect', `oci:${TESTDATA}:zstd`])).stdout) as { digest: string; manifest: { layers: Array<{ mediaType: string }> } };
     expect(doc.digest).toBe(images.zstd.digest);

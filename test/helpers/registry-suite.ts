@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -60,6 +61,22 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(JSON.parse(inspect.stdout).config.architecture).toBe('arm64');
       const def = await ferry(['--store', join(await tempDir(), 's2'), 'pull', `${h}/suite/multi:multi`]);
       expect(def.code, def.stderr).toBe(0);
+    });
+
+    it('inspect docker:// reads the index, one platform, and the exact bytes, without pulling', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('multi', 'suite/inspect');
+      const index = JSON.parse((await ferry(['inspect', `docker://${h}/suite/inspect:multi`])).stdout);
+      expect(index.digest).toBe(exp.multi.digest);
+      expect(index.name).toBe(`${h}/suite/inspect:multi`);
+      const arm = await ferry(['inspect', '--platform', 'linux/arm64', `docker://${h}/suite/inspect:multi`]);
+      expect(arm.code, arm.stderr).toBe(0);
+      expect(JSON.parse(arm.stdout).config.architecture).toBe('arm64');
+      const raw = await ferry(['inspect', '--raw', `docker://${h}/suite/inspect:multi`]);
+      expect(createHash('sha256').update(raw.stdout).digest('hex')).toBe(exp.multi.digest.slice(7));
+      const missing = await ferry(['inspect', `docker://${h}/suite/inspect:nope`]);
+      expect(missing.code).toBe(2);
     });
 
     it('a second pull downloads nothing ("Already exists"); a second push uploads nothing', async () => {

@@ -4,7 +4,11 @@ import { readConfig } from '../../images.js';
 import { FerryError } from '../../errors.js';
 import { formatPlatform, normalizePlatform, parsePlatform, samePlatform, selectPlatforms } from '../../oci/platform.js';
 import { openStore } from '../../store.js';
-import { printJson, type GlobalArgs } from '../context.js';
+import { defaultStoreDir } from '../../store.js';
+import { openSource, transportFor } from '../../locations/location.js';
+import type { Descriptor } from '../../oci/manifest.js';
+import type { Source } from '../../types.js';
+import { interrupt, printJson, registrySettings, type GlobalArgs } from '../context.js';
 import { openImage } from './shared.js';
 
 interface Args extends GlobalArgs {
@@ -19,39 +23,66 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
   builder: (y) =>
     y
       .example('$0 inspect --raw alpine:3.20 | sha256sum', 'the manifest bytes')
-      .positional('image', { type: 'string', demandOption: true, describe: 'store image name, digest, or oci:DIR[:TAG]' })
+      .example('$0 inspect docker://ghcr.io/org/app:1 --platform linux/arm64', 'an image in a registry, nothing downloaded but its manifests and config')
+      .positional('image', { type: 'string', demandOption: true, describe: 'store image name, digest, oci:DIR[:TAG], docker://NAME, or an archive (oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG])' })
       .option('raw', { type: 'boolean', describe: 'print the manifest (or index) bytes exactly as stored' })
       .option('platform', { type: 'string', describe: 'for an index: show this platform\'s image (OS/ARCH[/VARIANT])' }),
   handler: async (args) => {
-    const { layout, descriptor } = await openImage(args.image, () => openStore({ dir: args.store }));
-    let d = descriptor;
-    let doc = await readDocument(layout, d);
-    if (doc.kind === 'index' && args.platform) {
-      d = selectPlatforms(doc.index.manifests, [parsePlatform(args.platform)], args.image)[0]!;
-      doc = await readDocument(layout, d);
-    } else if (doc.kind === 'manifest' && args.platform) {
-      const c = await readConfig(layout, doc.manifest.config);
-      const has = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
-      if (!samePlatform(has, parsePlatform(args.platform))) {
-        throw new FerryError('NOT_FOUND', `${args.image} is a single-platform image for ${formatPlatform(normalizePlatform(has))}, not ${args.platform}`);
-      }
+    const { source, descriptor, name, close } = await open(args);
+    try {
+      await show(args, source, descriptor, name);
+    } finally {
+      await close();
     }
-    if (args.raw) {
-      process.stdout.write(doc.bytes);
-      return;
-    }
-    const entry = (await layout.entries()).find((e) => e.descriptor.digest === descriptor.digest);
-    const result: Record<string, unknown> = {
-      name: entry?.name ?? entry?.tag,
-      digest: d.digest,
-      mediaType: doc.mediaType,
-      size: d.size,
-    };
-    if (doc.kind === 'index') result.index = doc.index;
-    else {
-      result.manifest = doc.manifest;
-      result.config = await readConfig(layout, doc.manifest.config);
-    }
-    printJson(result);
   },
 };
+
+/** The image to show: from the store or a layout (named as index.json names it), a registry or an archive. */
+async function open(args: Args): Promise<{ source: Source; descriptor: Descriptor; name: string | undefined; close: () => Promise<void> }> {
+  const { transport } = transportFor(args.image);
+  if (transport.prefix === '' || transport.prefix === 'oci:') {
+    const { layout, descriptor } = await openImage(args.image, () => openStore({ dir: args.store }));
+    const entry = (await layout.entries()).find((e) => e.descriptor.digest === descriptor.digest);
+    return { source: layout, descriptor, name: entry?.name ?? entry?.tag, close: async () => {} };
+  }
+  const opened = await openSource(args.image, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
+  try {
+    const descriptor = await opened.source.resolve(opened.ref);
+    return { source: opened.source, descriptor, name: opened.name?.name ?? opened.name?.tag, close: () => opened.source.close() };
+  } catch (e) {
+    await opened.source.close();
+    throw e;
+  }
+}
+
+/** The manifest (or index, or one platform of it) and its config, as JSON; with --raw the exact bytes. */
+async function show(args: Args, src: Source, descriptor: Descriptor, name: string | undefined): Promise<void> {
+  let d = descriptor;
+  let doc = await readDocument(src, d);
+  if (doc.kind === 'index' && args.platform) {
+    d = selectPlatforms(doc.index.manifests, [parsePlatform(args.platform)], args.image)[0]!;
+    doc = await readDocument(src, d);
+  } else if (doc.kind === 'manifest' && args.platform) {
+    const c = await readConfig(src, doc.manifest.config);
+    const has = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
+    if (!samePlatform(has, parsePlatform(args.platform))) {
+      throw new FerryError('NOT_FOUND', `${args.image} is a single-platform image for ${formatPlatform(normalizePlatform(has))}, not ${args.platform}`);
+    }
+  }
+  if (args.raw) {
+    process.stdout.write(doc.bytes);
+    return;
+  }
+  const result: Record<string, unknown> = {
+    name,
+    digest: d.digest,
+    mediaType: doc.mediaType,
+    size: d.size,
+  };
+  if (doc.kind === 'index') result.index = doc.index;
+  else {
+    result.manifest = doc.manifest;
+    result.config = await readConfig(src, doc.manifest.config);
+  }
+  printJson(result);
+}
