@@ -171,6 +171,7 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
       await lines('push', [...s, 'push', '--from', join(dir, 'app.tar'), `${reg.host}/from`]);
       await lines('pull', ['--store', join(dir, 'pulled'), 'pull', `${reg.host}/json/app:1`]);
       expect(await doc('tags', ['tags', `${reg.host}/json/app`])).toEqual(['1']);
+      await doc('inspect', ['inspect', `docker://${reg.host}/json/app:1`]);
       expect(await doc('catalog', ['catalog', reg.host])).toContain('json/app');
       const plan = await doc<{ dryRun: boolean; jobs: unknown[] }>('plan', ['sync', '--dry-run', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
       expect(plan.dryRun).toBe(true);
