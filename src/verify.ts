@@ -1,9 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { forEachLimited } from './util/limit.js';
 import { streamed } from './util/memory.js';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, Writable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { FerryError, toFerryError } from './errors.js';
@@ -12,6 +12,8 @@ import { algorithmOf, isDigest, type Algorithm, type Digest } from './oci/digest
 import { isForeignLayer, isLayerType, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, type Descriptor } from './oci/manifest.js';
 import type { OciLayout } from './locations/layout.js';
+import { readCapped } from './blob/verify.js';
+import type { Source } from './types.js';
 
 export type ProblemKind = 'missing' | 'size' | 'digest' | 'diff_id' | 'invalid' | 'unreadable';
 
@@ -50,9 +52,6 @@ export interface VerifyOptions {
  */
 export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const problems: Problem[] = [];
-  const expected = new Map<Digest, Expectation>();
-  const report: VerifyReport = { problems, blobs: 0, bytes: 0, images: 0 };
-
   let roots = opts.roots;
   if (!roots) {
     try {
@@ -62,7 +61,51 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
       roots = [];
     }
   }
-  report.images = roots.length;
+  const access: BlobAccess = {
+    path: (d) => layout.blobPath(d),
+    async open(d) {
+      const path = layout.blobPath(d.digest);
+      if (!(await stat(path).catch(() => undefined))) return undefined;
+      return createReadStream(path, { highWaterMark: 1 << 20 });
+    },
+    // Every blob file, referenced or not, unless only some images are checked.
+    list: opts.roots ? undefined : () => listBlobFiles(layout, problems),
+  };
+  return verifyGraph(access, roots, problems, opts.signal);
+}
+
+/**
+ * Checks images in any Source (a registry) the same way: every blob of their graphs is fetched
+ * and hashed, diff_ids included, and nothing is stored. Every problem is collected.
+ */
+export async function verifySource(src: Source, roots: Descriptor[], opts: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
+  const access: BlobAccess = {
+    path: () => undefined,
+    async open(d) {
+      try {
+        return await src.fetch(d, { signal: opts.signal });
+      } catch (e) {
+        if (toFerryError(e).code === 'NOT_FOUND') return undefined;
+        throw e;
+      }
+    },
+  };
+  return verifyGraph(access, roots, [], opts.signal);
+}
+
+/** How verification reads blobs: a layout's files, or a Source's fetches. */
+interface BlobAccess {
+  /** Where a blob lives, for messages. */
+  path(d: Digest): string | undefined;
+  /** Its bytes, or undefined when it is not there. */
+  open(d: Descriptor): Promise<Readable | undefined>;
+  /** Every blob present, where there is such a list (a layout's blob files). */
+  list?(): Promise<Map<Digest, string>>;
+}
+
+async function verifyGraph(access: BlobAccess, roots: Descriptor[], problems: Problem[], signal: AbortSignal | undefined): Promise<VerifyReport> {
+  const expected = new Map<Digest, Expectation>();
+  const report: VerifyReport = { problems, blobs: 0, bytes: 0, images: roots.length };
 
   const expect = (d: Descriptor, diffId?: Digest) => {
     const prev = expected.get(d.digest);
@@ -75,14 +118,14 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
   };
 
   // Manifests and configs hashed while reading them, with their sizes.
-  const small = new Map<Digest, number>();
+  const small = new Map<Digest, SmallBlob>();
   const visited = new Set<Digest>();
   const visit = async (d: Descriptor, depth: number): Promise<void> => {
-    opts.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     expect(d);
     if (visited.has(d.digest) || depth > 16) return;
     visited.add(d.digest);
-    const doc = await readSmall(layout, d, problems, small);
+    const doc = await readSmall(access, d, problems, small);
     if (!doc) return;
     let parsed;
     try {
@@ -100,7 +143,7 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
     }
     const { config, layers } = parsed.manifest;
     expect(config);
-    const configBytes = await readSmall(layout, config, problems, small);
+    const configBytes = await readSmall(access, config, problems, small);
     let diffIds: Digest[] | undefined;
     // Artifacts (attestations, signatures) carry non-layer blobs that have no diff_ids.
     if (configBytes && isImageConfig(config.mediaType) && layers.every((l) => isLayerType(l.mediaType))) {
@@ -118,20 +161,26 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
   };
   for (const r of roots) await visit(r, 0);
 
-  const onDisk = await listBlobFiles(layout, problems);
-  const toCheck = opts.roots ? [...expected.keys()] : [...new Set([...onDisk.keys(), ...expected.keys()])];
+  const present = await access.list?.();
+  const toCheck = present ? [...new Set([...present.keys(), ...expected.keys()])] : [...expected.keys()];
   const pending = toCheck.filter((d) => !small.has(d));
   await forEachLimited(pending, 2, async (digest) => {
-    opts.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     const exp = expected.get(digest);
-    const path = onDisk.get(digest);
-    if (!path) {
+    const path = access.path(digest);
+    const d: Descriptor = { digest, size: exp?.size ?? 0, mediaType: exp?.mediaType ?? 'application/octet-stream' };
+    const open = () => access.open(d);
+    const first = present && !present.has(digest) ? undefined : await open().catch((e: unknown) => e as Error);
+    if (first === undefined) {
       if (!exp?.optional) problems.push({ kind: 'missing', digest, message: `blob ${digest} is referenced but missing` });
       return;
     }
-    const result = await hashBlob(path, algorithmOf(digest), exp?.diffId !== undefined).catch((e: unknown) => e as Error);
+    const result = first instanceof Error ? first : await hashBlob(first, open, algorithmOf(digest), exp?.diffId !== undefined).catch((e: unknown) => e as Error);
     if (result instanceof Error) {
-      problems.push({ kind: 'unreadable', digest, path, message: `blob ${digest}: ${toFerryError(result).message}` });
+      // A registry says "not found" only once the body is asked for.
+      if (toFerryError(result).code === 'NOT_FOUND') {
+        if (!exp?.optional) problems.push({ kind: 'missing', digest, message: `blob ${digest} is referenced but missing` });
+      } else problems.push({ kind: 'unreadable', digest, path, message: `blob ${digest}: ${toFerryError(result).message}` });
       return;
     }
     report.blobs++;
@@ -145,7 +194,7 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
       problems.push({ kind: 'diff_id', digest, path, message: `layer ${digest}: uncompressed content hashes to ${result.diffId ?? '(not decodable)'}, config says diff_id ${exp.diffId}` });
     }
   });
-  for (const size of small.values()) {
+  for (const { size } of small.values()) {
     report.blobs++;
     report.bytes += size;
   }
@@ -156,27 +205,41 @@ function isImageConfig(mediaType: string): boolean {
   return mediaType === 'application/vnd.oci.image.config.v1+json' || mediaType === 'application/vnd.docker.container.image.v1+json';
 }
 
+/** A manifest or config read and checked: its size (0: missing) and, when its digest held, its bytes. */
+interface SmallBlob {
+  size: number;
+  bytes?: Buffer;
+}
+
 /** Reads a manifest or config, recording problems instead of throwing. */
-async function readSmall(layout: OciLayout, d: Descriptor, problems: Problem[], checked: Map<Digest, number>): Promise<Buffer | undefined> {
-  if (checked.has(d.digest)) return checked.get(d.digest) ? readFile(layout.blobPath(d.digest)) : undefined;
-  const path = layout.blobPath(d.digest);
-  const st = await stat(path).catch(() => undefined);
-  if (!st) {
-    problems.push({ kind: 'missing', digest: d.digest, message: `blob ${d.digest} is referenced but missing` });
-    checked.set(d.digest, 0);
-    return undefined;
+async function readSmall(access: BlobAccess, d: Descriptor, problems: Problem[], checked: Map<Digest, SmallBlob>): Promise<Buffer | undefined> {
+  if (checked.has(d.digest)) return checked.get(d.digest)!.bytes;
+  const path = access.path(d.digest);
+  if (d.size > MAX_JSON_BYTES) return undefined; // hashed with the large blobs
+  let bytes: Buffer;
+  try {
+    const body = await access.open(d);
+    if (!body) {
+      problems.push({ kind: 'missing', digest: d.digest, message: `blob ${d.digest} is referenced but missing` });
+      checked.set(d.digest, { size: 0 });
+      return undefined;
+    }
+    bytes = await readCapped(body, MAX_JSON_BYTES, `blob ${d.digest}`);
+  } catch (e) {
+    // Larger than any document may be, or unreadable: left to the large blobs' check, which says which.
+    if (toFerryError(e).code === 'TOO_LARGE') return undefined;
+    throw e;
   }
-  if (st.size > MAX_JSON_BYTES) return undefined; // hashed with the large blobs
-  const bytes = await readFile(path);
-  checked.set(d.digest, bytes.byteLength);
   const actual = `${algorithmOf(d.digest)}:${createHash(algorithmOf(d.digest)).update(bytes).digest('hex')}`;
   if (bytes.byteLength !== d.size) {
     problems.push({ kind: 'size', digest: d.digest, path, message: `blob ${d.digest}: size ${bytes.byteLength}, expected ${d.size}` });
   }
   if (actual !== d.digest) {
     problems.push({ kind: 'digest', digest: d.digest, path, message: `digest mismatch for blob ${d.digest}: content hashes to ${actual}` });
+    checked.set(d.digest, { size: bytes.byteLength });
     return undefined;
   }
+  checked.set(d.digest, { size: bytes.byteLength, bytes });
   return bytes;
 }
 
@@ -198,7 +261,7 @@ async function listBlobFiles(layout: OciLayout, problems: Problem[]): Promise<Ma
 }
 
 /** Hashes a blob with its own algorithm; diff_ids are always sha256 of the uncompressed tar. */
-async function hashBlob(path: string, alg: Algorithm, withDiffId: boolean): Promise<{ digest: Digest; size: number; diffId?: Digest }> {
+async function hashBlob(file: Readable, reopen: () => Promise<Readable | undefined>, alg: Algorithm, withDiffId: boolean): Promise<{ digest: Digest; size: number; diffId?: Digest }> {
   const outer = createHash(alg);
   let size = 0;
   const counter = new Transform({
@@ -209,7 +272,6 @@ async function hashBlob(path: string, alg: Algorithm, withDiffId: boolean): Prom
       cb(null, withDiffId ? chunk : undefined);
     },
   });
-  const file = createReadStream(path, { highWaterMark: 1 << 20 });
   if (!withDiffId) {
     await pipeline(file, counter, new Writable({ write: (_c, _e, cb) => cb() }));
     return { digest: `${alg}:${outer.digest('hex')}` as Digest, size };
@@ -230,7 +292,9 @@ async function hashBlob(path: string, alg: Algorithm, withDiffId: boolean): Prom
   } catch (e) {
     if (e instanceof FerryError) throw e;
     // Undecodable content: hash the raw bytes alone so the digest check still reports.
-    return hashBlob(path, alg, false);
+    const again = await reopen();
+    if (!again) throw new FerryError('NOT_FOUND', 'the blob went away while it was read');
+    return hashBlob(again, reopen, alg, false);
   }
   return { digest: `${alg}:${outer.digest('hex')}` as Digest, size, diffId };
 }

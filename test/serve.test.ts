@@ -627,6 +627,33 @@ describe('ferry serve: the distribution API', () => {
   });
 });
 
+describe('verify docker://: a registry image checked where it is', () => {
+  it('fetches and hashes every blob (diff_ids too), stores nothing, and reports a corrupt and a missing blob (exit 4)', async () => {
+    const store = await seededStore(['layers', 'multi']);
+    const s = await startServe(store, ['-q']);
+    try {
+      const empty = join(await tempDir(), 'untouched');
+      const good = await ferry(['--store', empty, 'verify', `docker://${s.host}/example.com/ferry/testdata:multi`]);
+      expect(good.code, good.stderr).toBe(0);
+      expect(good.stdout).toMatch(/\(sha256:[0-9a-f]{64}\): 10 blob\(s\), [\d.]+kB checked, 0 problem\(s\)/);
+      await expect(readdir(empty)).rejects.toThrow(); // no store was made
+
+      const [first, second] = images.layers.layers!;
+      const corrupt = blobFile(store, first!.digest);
+      const bytes = await readFile(corrupt);
+      bytes[bytes.length - 1] ^= 0xff;
+      await writeFile(corrupt, bytes);
+      await rm(blobFile(store, second!.digest));
+      const bad = await ferry(['verify', '--json', `docker://${s.host}/example.com/ferry/testdata:layers`]);
+      expect(bad.code).toBe(4);
+      const report = JSON.parse(bad.stdout);
+      expect(report.problems.map((p: { kind: string; digest: string }) => [p.kind, p.digest]).sort()).toEqual([['digest', first!.digest], ['missing', second!.digest]].sort());
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
 describe('ferry serve: lifecycle', () => {
   it('prints the address it listens on; a busy port or bad --addr is an error naming it', async () => {
     const store = join(await tempDir(), 'store');

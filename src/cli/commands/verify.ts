@@ -4,8 +4,10 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { OciLayout } from '../../locations/layout.js';
 import { openStore } from '../../store.js';
-import { verifyLayout } from '../../verify.js';
-import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
+import { verifyLayout, verifySource } from '../../verify.js';
+import { openSource } from '../../locations/location.js';
+import { defaultStoreDir } from '../../store.js';
+import { humanSize, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 import { openImage } from './shared.js';
 import { isArchiveFile, verifyArchiveFiles } from './verify-archive.js';
 
@@ -21,14 +23,24 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
     y
       .example('$0 verify /mnt/usb/layout', 'a whole layout')
       .example('$0 verify alpine:3.20', 'one store image')
-      .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, or archive file (default: the whole store)' })
+      .example('$0 verify docker://mirror.internal:5000/team/app:1', 'an image in a registry: every blob fetched and checked, nothing stored')
+      .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, docker://NAME, or archive file (default: the whole store)' })
       .positional('more', { type: 'string', array: true, describe: 'more archive files (e.g. every volume of a set)' }),
   handler: async (args) => {
     const target = args.target;
     if (target && (args.more?.length || (await isArchiveFile(target)))) return verifyArchiveFiles(args, [target, ...(args.more ?? [])]);
     let report;
     let what: string;
-    if (!target || (await isLayoutDir(target))) {
+    if (target?.startsWith('docker://')) {
+      const { source, ref } = await openSource(target, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
+      try {
+        const descriptor = await source.resolve(ref);
+        what = `${target} (${descriptor.digest})`;
+        report = await verifySource(source, [descriptor], { signal: interrupt.signal });
+      } finally {
+        await source.close();
+      }
+    } else if (!target || (await isLayoutDir(target))) {
       const layout = target ? await OciLayout.open(target) : await openStore({ dir: args.store });
       what = layout.dir;
       report = await verifyLayout(layout, { signal: undefined });
