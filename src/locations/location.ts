@@ -17,6 +17,11 @@ const PLANNED = ['dir:', 'containers-storage:', 'docker-daemon:'];
 /** What messages list as readable: every transport prefix, and store image names. */
 const KNOWN = `${TRANSPORTS.map((x) => x.prefix).join(', ')} and store image names`;
 
+/** A file-system path as people write one (`/…`, `./…`, `../…`, `~/…`, `.`, `..`): no image name starts so. */
+export function isPathLike(text: string): boolean {
+  return /^(\/|\.\.?(\/|$)|~\/)/.test(text);
+}
+
 export function transportFor(text: string): { transport: Transport; rest: string } {
   const t = TRANSPORTS.find((x) => text.startsWith(x.prefix));
   if (t) return { transport: t, rest: text.slice(t.prefix.length) };
@@ -29,8 +34,8 @@ export function transportFor(text: string): { transport: Transport; rest: string
       hint: 'an image in a registry is docker://HOST/NAME[:TAG], with no http:// or https://',
     });
   }
-  // No image name starts so: a path, written without the transport that says what it is.
-  if (/^(\/|\.\.?\/|~\/)/.test(text)) {
+  // A path, written without the transport that says what it is.
+  if (isPathLike(text)) {
     const archive = ARCHIVE_SUFFIX.test(text);
     throw new FerryError('USAGE', `"${text}" is a path: say what it is (ferry reads ${KNOWN})`, {
       hint: archive ? `an archive is docker-archive:${text} (also docker-loadable) or oci-archive:${text}` : `a layout directory is oci:${text}`,

@@ -15,6 +15,7 @@ import type { Descriptor } from '../oci/manifest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
 import { repositoryName, type Reference } from '../oci/reference.js';
 import type { Sink, Source, TagName } from '../types.js';
+import { dryRunSink } from './dry-run-sink.js';
 import { SyncState } from './state.js';
 import type { SyncJobReport, SyncOptions, Target } from './sync.js';
 
@@ -125,11 +126,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       return layout;
     })());
   const inArchive = async (d: Descriptor) => !isManifestLike(d.mediaType) && (await openOld())?.has(d) === true;
-  const refuse = async () => {
-    throw new FerryError('INTERNAL', `a dry run tried to write to ${path}`);
-  };
   const sink: Sink = o.dryRun
-    ? { caps: { concurrent: true, indexes: true }, has: inArchive, put: refuse, tag: refuse, commit: refuse, close: async () => {} }
+    ? dryRunSink(path, inArchive)
     : {
         caps: { concurrent: true, indexes: true },
         // A blob the archive holds is not downloaded again: the rewrite takes it from there.

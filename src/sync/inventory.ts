@@ -4,7 +4,7 @@ import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
 import { walk } from '../graph.js';
 import { OciLayout } from '../locations/layout.js';
-import type { RegistrySettings } from '../locations/location.js';
+import { isPathLike, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
@@ -79,8 +79,8 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
       inv.sources.push(`archive:${file}`);
       continue;
     }
-    // A path (`/mnt/usb/store`, `./layout`) is a store or layout like `oci:PATH`: no registry name starts so.
-    const path = /^(\/|\.\.?(\/|$)|~\/)/.test(place);
+    // A path (`/mnt/usb/store`, `./layout`) is a store or layout like `oci:PATH`.
+    const path = isPathLike(place);
     if (place === 'store' || place.startsWith('oci:') || path) {
       const dir = place === 'store' ? o.storeDir : path ? place : place.slice(4);
       const layout = await OciLayout.open(dir);

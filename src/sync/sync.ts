@@ -13,6 +13,7 @@ import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
 import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
+import { dryRunSink, refuseWrite } from './dry-run-sink.js';
 import { semverMatcher } from './semver.js';
 import { SyncState } from './state.js';
 
@@ -129,17 +130,14 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
 
 /** A destination that does not exist yet, for dry runs: has nothing, accepts nothing. */
 function emptyTarget(label: string, nameFor: (tag: string) => TagName): Target {
-  const refuse = async () => {
-    throw new FerryError('INTERNAL', `a dry run tried to write to ${label}`);
-  };
   return {
-    sink: { caps: { concurrent: true, indexes: true }, has: async () => false, put: refuse, tag: refuse, commit: refuse, close: async () => {} },
+    sink: dryRunSink(label),
     label,
     nameFor,
     currentDigest: async () => undefined,
     remember: () => {},
     tags: async () => [],
-    prune: refuse,
+    prune: refuseWrite(label),
     close: async () => {},
   };
 }

@@ -3,13 +3,12 @@ import { readDocument } from '../../graph.js';
 import { readConfig } from '../../images.js';
 import { FerryError } from '../../errors.js';
 import { formatPlatform, normalizePlatform, parsePlatform, samePlatform, selectPlatforms } from '../../oci/platform.js';
-import { openStore } from '../../store.js';
-import { defaultStoreDir } from '../../store.js';
-import { openSource, transportFor } from '../../locations/location.js';
+import { defaultStoreDir, openStore } from '../../store.js';
+import { transportFor } from '../../locations/location.js';
 import type { Descriptor } from '../../oci/manifest.js';
 import type { Source } from '../../types.js';
 import { interrupt, printJson, registrySettings, type GlobalArgs } from '../context.js';
-import { openImage } from './shared.js';
+import { openImage, openResolved } from './shared.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -45,14 +44,7 @@ async function open(args: Args): Promise<{ source: Source; descriptor: Descripto
     const entry = (await layout.entries()).find((e) => e.descriptor.digest === descriptor.digest);
     return { source: layout, descriptor, name: entry?.name ?? entry?.tag, close: async () => {} };
   }
-  const opened = await openSource(args.image, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
-  try {
-    const descriptor = await opened.source.resolve(opened.ref);
-    return { source: opened.source, descriptor, name: opened.name?.name ?? opened.name?.tag, close: () => opened.source.close() };
-  } catch (e) {
-    await opened.source.close();
-    throw e;
-  }
+  return openResolved(args.image, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
 }
 
 /** The manifest (or index, or one platform of it) and its config, as JSON; with --raw the exact bytes. */

@@ -2,7 +2,8 @@ import { FerryError } from '../../errors.js';
 import type { Descriptor } from '../../oci/manifest.js';
 import { OciLayout } from '../../locations/layout.js';
 import { openLayoutSource } from '../../locations/layout-transport.js';
-import { splitPathRef, transportFor } from '../../locations/location.js';
+import { openSource, splitPathRef, transportFor, type LocationContext } from '../../locations/location.js';
+import type { Source } from '../../types.js';
 
 /** An image named on the command line for local inspection: a store name or digest, or `oci:DIR[:TAG]`. */
 export async function openImage(text: string, store: () => Promise<OciLayout>): Promise<{ layout: OciLayout; descriptor: Descriptor; ref: string }> {
@@ -15,4 +16,16 @@ export async function openImage(text: string, store: () => Promise<OciLayout>): 
   if (transport.prefix !== '') throw new FerryError('USAGE', `${transport.prefix} locations cannot be used here yet; use a store name or oci:DIR[:TAG]`);
   const layout = await store();
   return { layout, descriptor: await layout.resolve(rest), ref: rest };
+}
+
+/** Any location (a registry, an archive, …) opened and resolved to its root; close() when done. */
+export async function openResolved(text: string, ctx: LocationContext): Promise<{ source: Source; descriptor: Descriptor; name: string | undefined; close: () => Promise<void> }> {
+  const opened = await openSource(text, ctx);
+  try {
+    const descriptor = await opened.source.resolve(opened.ref);
+    return { source: opened.source, descriptor, name: opened.name?.name ?? opened.name?.tag, close: () => opened.source.close() };
+  } catch (e) {
+    await opened.source.close();
+    throw e;
+  }
 }

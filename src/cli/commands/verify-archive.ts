@@ -1,6 +1,6 @@
 import { open, stat } from 'node:fs/promises';
 import { FerryError } from '../../errors.js';
-import { sniff } from '../../blob/compression.js';
+import { ARCHIVE_SUFFIX, sniff } from '../../blob/compression.js';
 import { humanSize, interrupt, out, printJson, type GlobalArgs } from '../context.js';
 
 /** A regular file given by a path or named like an archive, or whose bytes are a tar (ustar magic), gzip or zstd. */
@@ -9,7 +9,7 @@ export async function isArchiveFile(path: string): Promise<boolean> {
   if (!st?.isFile()) return false;
   // A path to an existing file is an archive to check, whatever its bytes (a damaged one should be
   // reported as such, not as a missing image); a bare word may still be a store name.
-  if (path.includes('/') || /\.(tar|tgz|tzst|tar\.gz|tar\.zst|tar\.zstd)$/i.test(path)) return true;
+  if (path.includes('/') || ARCHIVE_SUFFIX.test(path)) return true;
   const fh = await open(path, 'r');
   try {
     const head = Buffer.alloc(263);

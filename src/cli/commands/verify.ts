@@ -3,12 +3,10 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { OciLayout } from '../../locations/layout.js';
-import { openStore } from '../../store.js';
+import { defaultStoreDir, openStore } from '../../store.js';
 import { verifyLayout, verifySource } from '../../verify.js';
-import { openSource } from '../../locations/location.js';
-import { defaultStoreDir } from '../../store.js';
 import { humanSize, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
-import { openImage } from './shared.js';
+import { openImage, openResolved } from './shared.js';
 import { isArchiveFile, verifyArchiveFiles } from './verify-archive.js';
 
 interface Args extends GlobalArgs {
@@ -32,13 +30,12 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
     let report;
     let what: string;
     if (target?.startsWith('docker://')) {
-      const { source, ref } = await openSource(target, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
+      const { source, descriptor, close } = await openResolved(target, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
       try {
-        const descriptor = await source.resolve(ref);
         what = `${target} (${descriptor.digest})`;
         report = await verifySource(source, [descriptor], { signal: interrupt.signal });
       } finally {
-        await source.close();
+        await close();
       }
     } else if (!target || (await isLayoutDir(target))) {
       const layout = target ? await OciLayout.open(target) : await openStore({ dir: args.store });
