@@ -180,6 +180,26 @@ describe('ferry serve: the distribution API', () => {
     expect(Number(head.headers['content-length'])).toBe(images.layers.size);
   });
 
+  it('If-None-Match naming the current digest is answered 304 without a body; another digest gets the manifest', async () => {
+    const url = `${base}/v2/example.com/ferry/testdata/manifests/layers`;
+    const etag = `"${images.layers.digest}"`;
+    for (const inm of [etag, `W/${etag}`, `"sha256:${'0'.repeat(64)}", ${etag}`, '*']) {
+      for (const method of ['HEAD', 'GET']) {
+        const r = await call(url, { method, headers: { accept: ALL_MANIFESTS, 'if-none-match': inm } });
+        expect(r.status, `${method} ${inm}`).toBe(304);
+        expect(r.body.length).toBe(0);
+        expect(r.headers['docker-content-digest']).toBe(images.layers.digest);
+        expect(r.headers.etag).toBe(etag);
+      }
+    }
+    const moved = await call(url, { headers: { accept: ALL_MANIFESTS, 'if-none-match': `"sha256:${'0'.repeat(64)}"` } });
+    expect(moved.status).toBe(200);
+    expect(sha256(moved.body)).toBe(images.layers.digest);
+    // Content negotiation still comes first: a type the client cannot read is not "not modified".
+    const refused = await call(url, { method: 'HEAD', headers: { accept: DOCKER_MANIFEST, 'if-none-match': etag } });
+    expect(refused.status).toBe(404);
+  });
+
   it('serves an index and its children by digest in the same repository', async () => {
     const idx = await call(`${base}/v2/example.com/ferry/testdata/manifests/multi`, { headers: { accept: ALL_MANIFESTS } });
     expect(idx.headers['content-type']).toBe(OCI_INDEX);

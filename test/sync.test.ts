@@ -40,9 +40,24 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const reqs = since(mark);
     expect(reqs.filter((q) => q.method === 'GET' && q.url.includes('/manifests/'))).toEqual([]);
     expect(reqs.filter((q) => q.url.includes('/blobs/'))).toEqual([]);
-    expect(reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'))).toHaveLength(TAG_COUNT);
+    const heads = reqs.filter((q) => q.method === 'HEAD' && q.url.includes('/manifests/'));
+    expect(heads).toHaveLength(TAG_COUNT);
+    // Each HEAD names the digest the store holds; distribution answers 304 without reading the manifest.
+    expect(heads.every((q) => /^"sha256:[0-9a-f]{64}"$/.test(String(q.headers['if-none-match'])))).toBe(true);
+    expect(heads.filter((q) => q.status !== 304)).toEqual([]);
     // The HEADs share a few kept-alive connections (undici closes after each HEAD by default).
     expect(fx.proxy.connections() - connected).toBeLessThan(20);
+
+    // A registry (or proxy) that ignores If-None-Match answers 200 with the digest: still a no-op.
+    fx.proxy.setRule((q) => (q.method === 'HEAD' ? { dropRequestHeaders: ['if-none-match'] } : undefined));
+    try {
+      const m = fx.proxy.seen.length;
+      const plain = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`]);
+      expect(plain.stdout).toContain(`${TAG_COUNT} tags, 0 copied, ${TAG_COUNT} unchanged`);
+      expect(since(m).filter((q) => q.method === 'HEAD' && q.status === 200)).toHaveLength(TAG_COUNT);
+    } finally {
+      fx.proxy.setRule(undefined);
+    }
 
     // Tag checks overlap four per --jobs: what a far registry's round trips cost is divided by 16.
     fx.proxy.setRule((q) => (q.method === 'HEAD' ? { delayMs: 40 } : undefined));
@@ -138,6 +153,10 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const r = await ferry(['--store', s, 'sync', `${fx.proxy.host}/sync/app`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`1 copied, ${TAG_COUNT - 1} unchanged`);
+    // The moved tag's HEAD named the old digest, and the registry answered with the new one.
+    const moved = since(mark).find((q) => q.method === 'HEAD' && q.url.endsWith(`/manifests/${tagName(7)}`))!;
+    expect(moved.headers['if-none-match']).toMatch(/^"sha256:/);
+    expect(moved.status).toBe(200);
     const blobGets = since(mark).filter((q) => q.method === 'GET' && q.url.includes('/blobs/')).map((q) => q.url.split('/').pop());
     expect(blobGets.sort()).toEqual([exp.zstd.config as string, ...exp.zstd.layers!.map((l) => l.digest)].sort());
   });

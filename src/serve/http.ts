@@ -8,7 +8,7 @@ export function send(req: IncomingMessage, res: ServerResponse, status: number, 
   const bytes = body === undefined ? undefined : typeof body === 'string' ? Buffer.from(body) : body;
   res.statusCode = status;
   for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-  if (status === 204) res.removeHeader('Content-Length');
+  if (status === 204 || status === 304) res.removeHeader('Content-Length');
   else if (!res.hasHeader('Content-Length')) res.setHeader('Content-Length', bytes?.byteLength ?? 0);
   if (req.method === 'HEAD' || !bytes) res.end();
   else res.end(bytes);

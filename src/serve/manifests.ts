@@ -53,10 +53,25 @@ function negotiate(r: RepoRequest, info: ManifestInfo, ref: string): void {
   throw manifestUnknown(r.name, ref, `it is a ${info.mediaType}, which the request's Accept header does not list`);
 }
 
+/** If-None-Match (RFC 9110 13.1.2): `*`, or a list of entity tags compared weakly. */
+function etagListed(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((t) => {
+    const v = t.trim();
+    return v === '*' || v.replace(/^W\//, '') === etag;
+  });
+}
+
 /** GET/HEAD /v2/<name>/manifests/<reference> */
 export async function getManifest(ctx: ServeContext, r: RepoRequest, text: string): Promise<void> {
   const info = await locate(ctx, r, parseRef(text));
   negotiate(r, info, text);
+  const etag = `"${info.digest}"`;
+  if (etagListed(r.req.headers['if-none-match'], etag)) {
+    // Unchanged since the client's copy (a sync's tag check): the manifest is not read.
+    send(r.req, r.res, 304, { 'Docker-Content-Digest': info.digest, ETag: etag });
+    return;
+  }
   const bytes = await ctx.view.readBytes(info.digest);
   if (!bytes) throw manifestUnknown(r.name, text, 'its manifest is missing from the store');
   send(r.req, r.res, 200, { 'Content-Type': info.mediaType, 'Docker-Content-Digest': info.digest, ETag: `"${info.digest}"` }, bytes);

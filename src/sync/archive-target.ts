@@ -183,6 +183,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     label: path,
     nameFor,
     currentDigest: async (tag) => current.get(tag),
+    expected: (tag) => current.get(tag),
     remember: () => {},
     tags: async () => [...present],
     // Dropped by finish(), which writes the archive without them.

