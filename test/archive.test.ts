@@ -297,6 +297,33 @@ describe('volumes', () => {
     expect(l2.stderr).toMatch(/is not the last volume/);
     await expectUntouched(empty);
 
+    // One volume alone, not the first: the ones before it are named, not a part "out of order".
+    const second = join(dir, 'set.002.tar');
+    const alone = await run(['load', '-i', second], empty);
+    expect(alone.code).toBe(4);
+    expect(alone.stderr).toContain('volume 1 of the set is missing (given: 2)');
+    expect(alone.stderr).toContain('hint: give every volume of the set: -i set.001.tar -i set.002.tar');
+    expect(alone.stderr).not.toContain('out of order');
+    const lastTwo = await run(['load', '-i', join(dir, files.at(-1)!), '-i', join(dir, files.at(-2)!)], empty);
+    expect(lastTwo.stderr).toContain(`volumes ${files.length === 4 ? '1, 2' : `1-${files.length - 2}`} of the set are missing`);
+    // verify of a partial set: only what is missing, and a hint that fits.
+    for (const partial of [[second], [join(dir, 'set.001.tar')]]) {
+      const pv = await run(['verify', ...partial]);
+      expect(pv.code).toBe(4);
+      expect(pv.stdout).toMatch(/1 problem\(s\)/);
+      expect(pv.stderr).toContain('give every volume of the set');
+      expect(pv.stderr).not.toContain('must be written again');
+    }
+    // Volumes piped in (one, or all of them concatenated) are refused with what to do instead.
+    for (const input of [[join(dir, 'set.001.tar')], files.map((f) => join(dir, f))]) {
+      const bytes = Buffer.concat(await Promise.all(input.map((f) => readFile(f))));
+      const piped = await ferry(['--store', empty, 'load'], { env: { FERRY_STORE: noStore }, input: bytes });
+      expect(piped.code).toBe(2);
+      expect(piped.stderr).toContain('standard input is volume 1 of a ferry volume set');
+      expect(piped.stderr).toContain('-i NAME.001.tar');
+    }
+    await expectUntouched(empty);
+
     // One flipped byte in volume 3: verify says which volume and which blob.
     const third = join(dir, files[2]!);
     const bytes = await readFile(third);

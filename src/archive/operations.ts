@@ -177,6 +177,8 @@ export interface ArchiveVerifyReport {
   images: number;
   blobs: number;
   bytes: number;
+  /** Volumes of the set were not given: the problems may be only that. */
+  incomplete?: boolean;
 }
 
 /**
@@ -216,6 +218,7 @@ async function verifyOne(paths: string[], signal?: AbortSignal): Promise<Archive
     if (err.code !== 'INTEGRITY') throw e;
     // A missing volume: say which, then check each present volume against its own list.
     reporter.problem('volume', 'INTEGRITY', err.message);
+    report.incomplete = true;
     separate = true;
     inputs = [];
     for (const p of paths) {
@@ -240,6 +243,11 @@ async function verifyOne(paths: string[], signal?: AbortSignal): Promise<Archive
     for (const f of state.files.values()) {
       report.blobs++;
       report.bytes += f.size;
+    }
+    if (state.laterVolumesMissing) {
+      // The images are described in the last volume: nothing more to check without it.
+      report.incomplete = true;
+      return report;
     }
     const graph = await buildGraph(state, target, reporter);
     report.images = graph.roots.length;

@@ -1,7 +1,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
@@ -19,7 +19,7 @@ import { streamed } from '../util/memory.js';
 import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';
-import { describeVolume, parsePartName, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeEntry, type VolumeHeader, type VolumeTrailer } from './volumes.js';
+import { describeVolume, listNumbers, parsePartName, siblingVolume, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeEntry, type VolumeHeader, type VolumeTrailer } from './volumes.js';
 
 /** Files this small are kept in memory (configs, legacy json, tiny layers); so are JSON files up to 4 MiB. */
 const SMALL = 64 * 1024;
@@ -50,6 +50,8 @@ export interface ScanState {
   meta: Map<string, Buffer>;
   /** Paths of the archive's inputs, for messages. */
   where: string;
+  /** The last volume given is not the set's last: the archive was not read whole. */
+  laterVolumesMissing?: boolean;
 }
 
 /**
@@ -260,18 +262,20 @@ export async function refuseDirectory(path: string): Promise<void> {
  * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
  * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
  */
+function everyVolumeHint(path: string): string {
+  const [a, b] = [siblingVolume(basename(path), 1), siblingVolume(basename(path), 2)];
+  return `give every volume of the set${a && b ? `: -i ${a} -i ${b} … (any order)` : ' on the command line'}`;
+}
+
 export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
   if (paths.length === 0) throw new FerryError('USAGE', 'name an archive: -i FILE (or -i - for standard input)');
   for (const p of paths) if (p !== '-') await refuseDirectory(p);
-  if (paths.length === 1) {
-    const p = paths[0]!;
-    const volume = p === '-' ? undefined : await readVolumeHeader(p);
-    return [{ path: p, where: volume ? describeVolume(volume.volume, undefined, p) : p === '-' ? 'standard input' : p, volume }];
-  }
-  if (paths.includes('-')) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files');
+  if (paths.length > 1 && paths.includes('-')) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files');
+  if (paths.length === 1 && paths[0] === '-') return [{ path: '-', where: 'standard input' }];
   const vols: ArchiveInput[] = [];
   for (const p of paths) {
     const volume = await readVolumeHeader(p);
+    if (!volume && paths.length === 1) return [{ path: p, where: p }];
     if (!volume) throw new FerryError('USAGE', `${p} is not a volume of a ferry archive set; give one archive, or all the volumes of one set`);
     vols.push({ path: p, where: p, volume });
   }
@@ -280,14 +284,17 @@ export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
   if (other) throw new FerryError('INVALID_INPUT', `${other.path} belongs to another volume set than ${vols[0]!.path}`);
   vols.sort((a, b) => a.volume!.volume - b.volume!.volume);
   const max = vols.at(-1)!.volume!.volume;
+  const missing: number[] = [];
   for (let n = 1; n <= max; n++) {
     const hits = vols.filter((v) => v.volume!.volume === n);
     if (hits.length > 1) throw new FerryError('USAGE', `volume ${n} given twice: ${hits.map((h) => h.path).join(', ')}`);
-    if (hits.length === 0) {
-      throw new FerryError('INTEGRITY', `volume ${n} of the set is missing (given: ${vols.map((v) => v.volume!.volume).join(', ')})`, {
-        hint: 'give every volume of the set on the command line',
-      });
-    }
+    if (hits.length === 0) missing.push(n);
+  }
+  if (missing.length) {
+    const which = missing.length === 1 ? `volume ${missing[0]} of the set is` : `volumes ${listNumbers(missing)} of the set are`;
+    throw new FerryError('INTEGRITY', `${which} missing (given: ${listNumbers(vols.map((v) => v.volume!.volume))})`, {
+      hint: everyVolumeHint(vols[0]!.path),
+    });
   }
   return vols.map((v) => ({ ...v, where: describeVolume(v.volume!.volume, max, v.path) }));
 }
@@ -359,6 +366,13 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
           continue;
         }
         if (trailer) reporter.problem('volume', 'INVALID_INPUT', `${where}: entries after ${VOLUME_TRAILER}`);
+        if (!input.volume && path === VOLUME_HEADER) {
+          // Only standard input gets here: files are recognised as volumes before the scan.
+          const head = parseJson(await readCapped(e.body(), 4096, `${where}: ${path}`), `${where}: ${path}`) as Partial<VolumeHeader>;
+          throw new FerryError('USAGE', `${where} is volume ${Number(head.volume) || '?'} of a ferry volume set; a set is read from its files, not from a stream`, {
+            hint: 'give every volume of the set as a file: -i NAME.001.tar -i NAME.002.tar … (any order)',
+          });
+        }
         if (input.volume && (path === VOLUME_HEADER || path === VOLUME_TRAILER)) {
           const bytes = await readCapped(e.body(), 1 << 24, `${where}: ${path}`);
           if (path === VOLUME_TRAILER) trailer = parseJson(bytes, `${where}: ${VOLUME_TRAILER}`) as VolumeTrailer;
@@ -457,11 +471,13 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
   }
   const lastInput = inputs.at(-1)!;
   if (lastInput.volume && lastTrailer && lastTrailer.volumes === undefined && !o.separateVolumes) {
-    reporter.problem('volume', 'INTEGRITY', `volume ${lastInput.volume.volume + 1} and later of the set are missing: ${lastInput.path} is not the last volume`, {
-      hint: 'give every volume of the set on the command line',
+    state.laterVolumesMissing = true;
+    reporter.problem('volume', 'INTEGRITY', `volume ${lastInput.volume.volume + 1} and later of the set are missing: ${basename(lastInput.path)} is not the last volume`, {
+      hint: everyVolumeHint(lastInput.path),
     });
   }
-  if (pending && !o.separateVolumes) {
+  // A blob cut off by the missing volumes says nothing more.
+  if (pending && !o.separateVolumes && !state.laterVolumesMissing) {
     reporter.problem('volume', 'INTEGRITY', `${state.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`, { digest: pending.info.blob });
   }
   return state;

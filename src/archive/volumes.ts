@@ -273,6 +273,24 @@ function chunks(body: AsyncIterable<Buffer>): { next(max: number): Promise<Buffe
   };
 }
 
+/** The file name volume `n` has when named like `path` (`app.003.tar` -> `app.001.tar`), if it is. */
+export function siblingVolume(path: string, n: number): string | undefined {
+  const m = /\.(\d{3,})(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(path);
+  return m ? `${path.slice(0, m.index)}.${String(n).padStart(m[1]!.length, '0')}${m[2]}` : undefined;
+}
+
+/** `1, 2, 3, 5` -> `1-3, 5`. */
+export function listNumbers(ns: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < ns.length; ) {
+    let j = i;
+    while (j + 1 < ns.length && ns[j + 1] === ns[j]! + 1) j++;
+    parts.push(j > i + 1 ? `${ns[i]}-${ns[j]}` : ns.slice(i, j + 1).join(', '));
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
 /** Where a volume set's files are named in messages: "volume 3 of 5 (out.003.tar)". */
 export function describeVolume(n: number, total: number | undefined, path: string): string {
   return `volume ${n}${total ? ` of ${total}` : ''} (${basename(path)})`;

@@ -12,7 +12,7 @@ export interface RunResult {
 
 export interface RunOptions {
   env?: Record<string, string | undefined>;
-  input?: string;
+  input?: string | Buffer;
   /** Wrap the command, e.g. ['setpriv', '--reuid=65534', ...] to run it as another user. */
   wrap?: string[];
   /** Run this executable instead of bin/ferry (the single-file binary). */
