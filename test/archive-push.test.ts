@@ -122,6 +122,15 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(res.status).toBe(404);
   });
 
+  it('a volume of a set is refused (exit 3) with the way to push it: load the set first', async () => {
+    const dir = await tempDir();
+    await ok(['--store', store, 'save', '-q', NAMES[0]!, '-o', join(dir, 'set.tar'), '--volume-size', '64k']);
+    const r = await ferry(['push', '--from', join(dir, 'set.001.tar'), `${registry!.host}/vol`], { env: { FERRY_STORE: noStore } });
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain('set.001.tar is one volume of a ferry volume set');
+    expect(r.stderr).toContain('hint: load the set into the store first');
+  });
+
   it('the destination may be written docker://REGISTRY/PREFIX; a tag or digest on it is refused before the archive is read', async () => {
     const host = registry!.host;
     const file = join(await tempDir(), 'one.tar');

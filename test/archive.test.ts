@@ -323,6 +323,13 @@ describe('volumes', () => {
       expect(piped.stderr).toContain('-i NAME.001.tar');
     }
     await expectUntouched(empty);
+    // Commands that read one archive file say what a volume is, not "not an image archive".
+    for (const args of [['inspect', `oci-archive:${second}`], ['copy', `docker-archive:${second}`, `oci:${join(dir, 'l')}`], ['inventory', second, '-o', join(dir, 'inv.json')]]) {
+      const one = await run(args, empty);
+      expect(one.code, args.join(' ')).toBe(3);
+      expect(one.stderr).toContain('set.002.tar is one volume of a ferry volume set');
+      expect(one.stderr).toContain('hint: load the set into the store first');
+    }
 
     // One flipped byte in volume 3: verify says which volume and which blob.
     const third = join(dir, files[2]!);

@@ -15,6 +15,7 @@ import { ingestArchive } from './ingest.js';
 import { refuseDirectory, skimmedArchiveBytes } from './scan.js';
 import { ArchiveSource, repoTagNames, type ArchiveImage } from './source.js';
 import { cleanPath, readTar } from './tar.js';
+import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
 
 export interface PushArchiveOptions {
   /** `REGISTRY[/PATH]`: images go to PREFIX/<their repository path>; default: their own names. */
@@ -190,9 +191,11 @@ async function pushCompressed(file: string, o: PushArchiveOptions): Promise<Push
  */
 async function describedImages(file: string, signal?: AbortSignal): Promise<ArchiveImage[]> {
   const meta = new Map<string, Buffer>();
+  let volume = false;
   for await (const e of readTar(skimmedArchiveBytes(file, file, signal), { where: file, signal })) {
     const path = e.type === 'file' ? cleanPath(e.name) : undefined;
     if (path === 'index.json' || path === 'manifest.json') meta.set(path, await readCapped(e.body(), MAX_JSON_BYTES, `${file}: ${path}`));
+    if (path === VOLUME_HEADER) volume = true;
   }
   const out: ArchiveImage[] = [];
   const index = meta.get('index.json');
@@ -207,6 +210,6 @@ async function describedImages(file: string, signal?: AbortSignal): Promise<Arch
     if (names.length > 0 && names.every((n) => out.some((x) => x.names.some((m) => m.name === n.name)))) continue;
     out.push({ ref: `@${i}`, names, from: 'manifest.json' });
   }
-  if (!index && !manifest) throw new FerryError('INVALID_INPUT', `${file}: not an image archive (it has neither index.json nor manifest.json)`);
+  if (!index && !manifest) throw notAnImageArchive(file, volume);
   return out;
 }

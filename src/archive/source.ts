@@ -13,6 +13,7 @@ import { entryNames } from './graph.js';
 import { EntryTap } from './tap.js';
 import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
 import { refuseDirectory } from './scan.js';
+import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
 
 /** One image an archive offers. */
 export interface ArchiveImage {
@@ -103,7 +104,7 @@ export class ArchiveSource implements Source {
       this.dockerEntries = doc as DockerEntry[];
     }
     if (!this.index && !this.dockerEntries) {
-      throw new FerryError('INVALID_INPUT', `${this.path}: not an image archive (it has neither index.json nor manifest.json)`);
+      throw notAnImageArchive(this.path, this.files.has(VOLUME_HEADER));
     }
   }
 
