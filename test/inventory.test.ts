@@ -31,7 +31,11 @@ describe('inventory', () => {
     expect(JSON.parse(byPath.stdout).sources).toEqual([`oci:${store}`]);
     const gone = await ferry(['inventory', join(store, 'nope')]);
     expect(gone.code).toBe(2);
-    expect(gone.stderr).toContain(`${join(store, 'nope')} is not an OCI image layout`);
+    expect(gone.stderr).toContain(`${join(store, 'nope')} does not exist`);
+    // A directory that is there but holds no layout is told apart from one that is not there.
+    const notLayout = await ferry(['inventory', await tempDir()]);
+    expect(notLayout.code).toBe(2);
+    expect(notLayout.stderr).toContain('is not an OCI image layout (no oci-layout file)');
 
     const excluded = await readInventory(invPath);
     const delta = await OciLayout.open(join(await tempDir(), 'delta'), { create: true });

@@ -60,7 +60,8 @@ export class OciLayout implements Source, Sink {
     });
     if (!exists) {
       if (!opts.create || opts.existing) {
-        throw new FerryError('NOT_FOUND', `${dir} is not an OCI image layout (no oci-layout file)`);
+        const there = await stat(dir).then(() => true, () => false);
+        throw new FerryError('NOT_FOUND', there ? `${dir} is not an OCI image layout (no oci-layout file)` : `${dir} does not exist`);
       }
       if ((await stat(dir).catch(() => undefined))?.isDirectory() === false) {
         throw new FerryError('USAGE', `${dir} exists and is not a directory: an OCI image layout is a directory`, { hint: 'choose another path' });
