@@ -442,6 +442,19 @@ describe.concurrent('verify', () => {
     expect(r.stdout).toMatch(new RegExp(`missing.*${gone}|${gone}.*missing`));
   });
 
+  it('oci:DIR:NAME:TAG writes into DIR under NAME:TAG (it went to a new directory DIR:NAME), and reads back from there', async () => {
+    const dir = await tempDir();
+    const dest = join(dir, 'backup');
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `oci:${dest}`]);
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${dest}:example.com/team/app:1`]);
+    expect(await readdir(dir)).toEqual(['backup']);
+    const names = JSON.parse(await readFile(join(dest, 'index.json'), 'utf8')).manifests.map((m: { annotations?: Record<string, string> }) => m.annotations?.['org.opencontainers.image.ref.name']);
+    expect(names).toContain('example.com/team/app:1');
+    expect(JSON.parse((await ok(['inspect', `oci:${dest}:example.com/team/app:1`])).stdout).digest).toBe(images.layers.digest);
+    await ok(['copy', '-q', `oci:${dest}:example.com/team/app:1`, `docker-archive:${join(dir, 'a.tar')}:example.com/team/app:2`]);
+    expect(await readdir(dir)).toEqual(['a.tar', 'backup']);
+  });
+
   it('B1: verify of one image in a damaged store reports only that image\'s problems', async () => {
     const store = await storeWithAll();
     await flipByte(blobFile(store, images.plain.layers![0]!.digest));

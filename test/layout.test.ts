@@ -6,6 +6,7 @@ import { copy } from '../src/copy.js';
 import { collectGarbage } from '../src/gc.js';
 import { addRoot, OciLayout } from '../src/locations/layout.js';
 import { withLock } from '../src/locations/lock.js';
+import { locatePathRef } from '../src/locations/transport.js';
 import { setWarningSink } from '../src/log.js';
 import type { Descriptor } from '../src/oci/manifest.js';
 import { failure } from './helpers/assert.js';
@@ -93,6 +94,26 @@ describe('OCI layout', () => {
       expect((await failure(layout.entries())).code).toBe('INVALID_DIGEST');
       expect(() => layout.blobPath(bad as never)).toThrow(/invalid digest/);
     }
+  });
+});
+
+describe('PATH[:REF] with colons on either side', () => {
+  it('splits where the path exists, else where the deepest parent exists, else after the last colon', async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, 'backup'));
+    await mkdir(join(dir, 'at 03:00'));
+    const at = (t: string) => locatePathRef(t, 'oci:DIR[:TAG]');
+    // A name with a registry port and a tag, into an existing or a new layout.
+    expect(await at(`${dir}/backup:127.0.0.1:5000/team/app:1`)).toEqual({ path: `${dir}/backup`, ref: '127.0.0.1:5000/team/app:1' });
+    expect(await at(`${dir}/fresh:team/app:1`)).toEqual({ path: `${dir}/fresh`, ref: 'team/app:1' });
+    // A directory with a colon in its name, with and without a tag, existing or not yet.
+    expect(await at(`${dir}/at 03:00`)).toEqual({ path: `${dir}/at 03:00` });
+    expect(await at(`${dir}/at 03:00:v1`)).toEqual({ path: `${dir}/at 03:00`, ref: 'v1' });
+    expect(await at(`${dir}/at 03:00/layout:v1`)).toEqual({ path: `${dir}/at 03:00/layout`, ref: 'v1' });
+    expect(await at(`${dir}/plain`)).toEqual({ path: `${dir}/plain` });
+    // Nothing there at all: the old rule (the reference after the last ':' unless it holds a '/').
+    expect(await at('/no/such/place:tag')).toEqual({ path: '/no/such/place', ref: 'tag' });
+    await expect(at(`${dir}/backup:`)).rejects.toThrow(/names no tag/);
   });
 });
 

@@ -3,7 +3,7 @@ import { tryParseReference } from '../oci/reference.js';
 import { storeTagName } from '../store.js';
 import type { TagName } from '../types.js';
 import { OciLayout, type LayoutEntry } from './layout.js';
-import { splitPathRef, type OpenedSource, type Transport } from './transport.js';
+import { locatePathRef, type OpenedSource, type Transport } from './transport.js';
 
 /** The names a layout entry carries, as a TagName. */
 export function entryTagName(e: LayoutEntry): TagName | undefined {
@@ -32,11 +32,11 @@ export const layoutTransport: Transport = {
   prefix: 'oci:',
   describe: 'oci:DIR[:TAG]  an OCI image layout directory',
   async openSource(rest) {
-    const { path, ref } = splitPathRef(rest, 'oci:DIR[:TAG]');
+    const { path, ref } = await locatePathRef(rest, 'oci:DIR[:TAG]');
     return openLayoutSource(path, ref);
   },
   async openSink(rest) {
-    const { path, ref } = splitPathRef(rest, 'oci:DIR[:TAG]');
+    const { path, ref } = await locatePathRef(rest, 'oci:DIR[:TAG]');
     const sink = await OciLayout.open(path, { create: true });
     return { sink, nameFor: (src) => (ref ? { tag: ref } : src) };
   },

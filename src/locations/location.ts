@@ -6,7 +6,7 @@ import { ociArchiveTransport } from './oci-archive.js';
 import { dockerArchiveTransport } from './docker-archive.js';
 import type { OpenedSink, OpenedSource, LocationContext, Transport } from './transport.js';
 
-export { splitPathRef } from './transport.js';
+export { locatePathRef, splitPathRef } from './transport.js';
 export type { LocationContext, OpenedSink, OpenedSource, RegistrySettings, Transport } from './transport.js';
 
 /** The transports, tried by prefix; a location with no known prefix is a store image name. */

@@ -3,7 +3,7 @@ import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
 import type { TagName } from '../types.js';
-import { splitPathRef, type OpenedSink, type OpenedSource, type Transport } from './transport.js';
+import { locatePathRef, type OpenedSink, type OpenedSource, type Transport } from './transport.js';
 
 /** Opens an archive file as a Source; without a reference, an archive of one image needs none. */
 export async function openArchiveSource(path: string, ref: string | undefined, example: string, signal?: AbortSignal): Promise<OpenedSource> {
@@ -39,11 +39,11 @@ export const ociArchiveTransport: Transport = {
   prefix: 'oci-archive:',
   describe: 'oci-archive:FILE[:TAG]  an OCI layout in a tar file (.tar, .tar.gz, .tar.zst)',
   async openSource(rest, ctx) {
-    const { path, ref } = splitPathRef(rest, 'oci-archive:FILE[:TAG]');
+    const { path, ref } = await locatePathRef(rest, 'oci-archive:FILE[:TAG]');
     return openArchiveSource(path, ref, `oci-archive:${path}:TAG`, ctx.signal);
   },
   async openSink(rest, ctx) {
-    const { path, ref } = splitPathRef(rest, 'oci-archive:FILE[:TAG]');
+    const { path, ref } = await locatePathRef(rest, 'oci-archive:FILE[:TAG]');
     // skopeo's convention: the given TAG becomes org.opencontainers.image.ref.name.
     return openArchiveSink(path, 'oci', (src: TagName | undefined) => (ref ? { tag: ref } : src), ctx.signal);
   },

@@ -1,3 +1,5 @@
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { FerryError } from '../errors.js';
 import type { Sink, Source, TagName } from '../types.js';
 
@@ -60,4 +62,29 @@ export function splitPathRef(text: string, example: string): { path: string; ref
     return { path: text.slice(0, i), ref };
   }
   return { path: text };
+}
+
+/**
+ * `PATH[:REF]` where either side may hold ':' (`oci:/backup:team/app:1`, a directory named after
+ * a time). The first split whose path exists wins; for a path not there yet, the split whose
+ * parent directory is deepest among those that exist; failing both, splitPathRef's rule. Splitting
+ * by rule alone sent `oci:/backup:team/app:1` into a new directory `/backup:team/app`.
+ */
+export async function locatePathRef(text: string, example: string): Promise<{ path: string; ref?: string }> {
+  if (text === '' || text.endsWith(':') || !text.includes(':')) return splitPathRef(text, example);
+  const candidates: Array<{ path: string; ref?: string }> = [];
+  for (let i = text.indexOf(':'); i > 0; i = text.indexOf(':', i + 1)) candidates.push({ path: text.slice(0, i), ref: text.slice(i + 1) });
+  candidates.push({ path: text });
+  const kinds = await Promise.all(candidates.map(async (c) => ({ self: await exists(c.path), parent: await exists(dirname(c.path)) })));
+  const existing = candidates.findIndex((_, i) => kinds[i]!.self);
+  if (existing >= 0) return candidates[existing]!;
+  let best = -1;
+  for (const [i, c] of candidates.entries()) {
+    if (kinds[i]!.parent && (best < 0 || dirname(c.path).length > dirname(candidates[best]!.path).length)) best = i;
+  }
+  return best >= 0 ? candidates[best]! : splitPathRef(text, example);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
 }
