@@ -655,7 +655,7 @@ describe.concurrent('command line basics', () => {
     expect(push.stderr).toContain('destination "127.0.0.1:1/x:2" must be a repository');
   });
 
-  it('a sync config is checked whole before any job runs: a tagged source in its last job, a bad platform named by where it is', async () => {
+  it('a sync config is checked whole before any job runs: a tagged source in its last job; a bad platform, pattern or range named by where it is', async () => {
     const dir = await tempDir();
     const cfg = join(dir, 'sync.yaml');
     // The first job would take seconds of retries against a closed port if it ran.
@@ -668,6 +668,17 @@ describe.concurrent('command line basics', () => {
     const platform = await run(['sync', '--config', cfg]);
     expect(platform.code).toBe(2);
     expect(platform.stderr).toContain(`${cfg}: repositories[0].platform: invalid platform "linux//"`);
+    // Patterns and ranges too, a top-level default included (it applies to every job).
+    for (const [text, said] of [
+      ['repositories: [a.example/x, {source: a.example/y, include: "t1["}]\n', 'repositories[1].include: invalid pattern "t1["'],
+      ['exclude: ["("]\nrepositories: [a.example/x]\n', 'repositories[0].exclude: invalid pattern "("'],
+      ['repositories: [{source: a.example/x, semver: ">=1.x.y"}]\n', 'repositories[0].semver: invalid version range ">=1.x.y"'],
+    ]) {
+      await writeFile(cfg, text!);
+      const r = await run(['sync', '--config', cfg]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${cfg}: ${said}`);
+    }
   });
 
   it('ferry --version prints a version and exits 0', async () => {
