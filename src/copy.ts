@@ -22,6 +22,8 @@ export interface Root {
   names?: TagName[];
   /** Annotations for the root's entry at the destination (what an earlier copy recorded there). */
   annotations?: Record<string, string>;
+  /** How messages name the image (`registry/repo:tag`); default `ref`, which may be a bare tag. */
+  label?: string;
 }
 
 export type CopyEvent =
@@ -228,7 +230,8 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
     const all = n.doc.index.manifests;
     if (wanted === 'all' || n.depth > 0) return all;
     // Nested indexes without a platform are searched too: flatten one level of candidates.
-    const where = root.ref === n.descriptor.digest ? root.ref : `${root.ref} (${n.descriptor.digest})`;
+    const label = root.label ?? root.ref;
+    const where = label === n.descriptor.digest ? label : `${label} (${n.descriptor.digest})`;
     topSelection = selectPlatforms(all, wanted, where);
     return topSelection;
   };
@@ -250,7 +253,7 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
       onForeign: (d) => {
         if (foreign.has(d.digest)) return;
         foreign.add(d.digest);
-        warn(`${root.ref}: layer ${d.digest} is a foreign layer (downloaded from ${urlHost(d.urls![0]!)} by whoever runs the image): the manifest is copied, the layer is not`);
+        warn(`${root.label ?? root.ref}: layer ${d.digest} is a foreign layer (downloaded from ${urlHost(d.urls![0]!)} by whoever runs the image): the manifest is copied, the layer is not`);
       },
     },
     { signal: opts.signal },

@@ -44,7 +44,7 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
       if (isRepository(from) && isRepository(dst.sink) && from.client.domain === dst.sink.client.domain) {
         dst.sink.addMountSource(from.path);
       }
-      return await copy(src.source, dst.sink, [{ ref: src.ref, names: name ? [name] : [] }], {
+      return await copy(src.source, dst.sink, [{ ref: src.ref, names: name ? [name] : [], label: o.source }], {
         platforms: o.platforms,
         signal: o.signal,
         onEvent: o.onEvent,

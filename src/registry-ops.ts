@@ -45,11 +45,11 @@ export async function pullImage(image: string, o: PullOptions = {}): Promise<Cop
     if (o.allTags) {
       const tags = await repo.listTags({ signal: o.signal });
       if (tags.length === 0) throw new FerryError('NOT_FOUND', `${repositoryName(ref)} has no tags`);
-      roots = tags.map((t) => ({ ref: t, names: [tagged(ref, t)] }));
+      roots = tags.map((t) => ({ ref: t, names: [tagged(ref, t)], label: `${repositoryName(ref)}:${t}` }));
     } else if (ref.digest) {
-      roots = [{ ref: ref.digest, names: ref.tag ? [tagged(ref, ref.tag)] : [] }];
+      roots = [{ ref: ref.digest, names: ref.tag ? [tagged(ref, ref.tag)] : [], label: image }];
     } else {
-      roots = [{ ref: ref.tag!, names: [tagged(ref, ref.tag!)] }];
+      roots = [{ ref: ref.tag!, names: [tagged(ref, ref.tag!)], label: image }];
     }
     const report = await copy(repo, store, roots, {
       platforms: o.platforms ?? [hostPlatform()],

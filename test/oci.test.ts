@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { digestOf, parseDigest } from '../src/oci/digest.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument } from '../src/oci/manifest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
-import { normalizePlatform, parsePlatform, selectPlatforms } from '../src/oci/platform.js';
+import { hostPlatform, normalizePlatform, parsePlatform, selectPlatforms } from '../src/oci/platform.js';
 import type { Descriptor } from '../src/oci/manifest.js';
 
 const HEX = 'a'.repeat(64);
@@ -157,6 +157,12 @@ describe('platforms', () => {
     expect(normalizePlatform({ os: 'linux', architecture: 'aarch64', variant: 'v8' })).toEqual({ os: 'linux', architecture: 'arm64' });
     expect(normalizePlatform({ os: 'linux', architecture: 'armhf' })).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
     expect(parsePlatform('arm64')).toEqual({ os: 'linux', architecture: 'arm64' });
+    expect(parsePlatform('aarch64')).toEqual({ os: 'linux', architecture: 'arm64' });
+    expect(parsePlatform('armhf')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
+    // One word that is an OS means that OS on this host's architecture, as docker reads it.
+    expect(parsePlatform('windows')).toEqual({ ...hostPlatform(), os: 'windows' });
+    expect(parsePlatform('linux')).toEqual(hostPlatform());
+    expect(code(() => parsePlatform('windoze'))).toBe('USAGE');
     expect(code(() => parsePlatform('linux//x'))).toBe('USAGE');
   });
 

@@ -39,13 +39,28 @@ export function formatPlatform(p: Platform): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
 }
 
-/** `linux/arm64/v8`, `linux/amd64`, `arm64` (os defaults to linux). */
+// Go's GOOS and GOARCH values (what image indexes use), for reading a lone word as docker does.
+const KNOWN_OS = new Set(['aix', 'android', 'darwin', 'dragonfly', 'freebsd', 'hurd', 'illumos', 'ios', 'js', 'linux', 'nacl', 'netbsd', 'openbsd', 'plan9', 'solaris', 'wasip1', 'windows', 'zos']);
+const KNOWN_ARCH = new Set(['386', 'amd64', 'amd64p32', 'arm', 'armbe', 'arm64', 'arm64be', 'loong64', 'mips', 'mipsle', 'mips64', 'mips64le', 'ppc', 'ppc64', 'ppc64le', 'riscv', 'riscv64', 's390', 's390x', 'sparc', 'sparc64', 'wasm']);
+
+/**
+ * `linux/arm64/v8`, `linux/amd64`, or one word as docker reads it: an OS (`windows`: the host's
+ * architecture) or an architecture (`arm64`: linux).
+ */
 export function parsePlatform(text: string): Platform {
   const parts = text.trim().split('/');
   if (parts.some((p) => p === '') || parts.length > 3) {
     throw new FerryError('USAGE', `invalid platform "${text}": expected OS/ARCH[/VARIANT], e.g. linux/arm64`);
   }
-  const [os, architecture, variant] = parts.length === 1 ? ['linux', parts[0]!] : parts;
+  if (parts.length === 1) {
+    const word = normalizePlatform({ os: parts[0]!, architecture: parts[0]! });
+    if (KNOWN_OS.has(word.os)) return { ...hostPlatform(), os: word.os };
+    if (!KNOWN_ARCH.has(word.architecture)) {
+      throw new FerryError('USAGE', `invalid platform "${text}": not an operating system or an architecture; expected OS/ARCH[/VARIANT], e.g. linux/arm64`);
+    }
+    return normalizePlatform({ os: 'linux', architecture: parts[0]! });
+  }
+  const [os, architecture, variant] = parts;
   return normalizePlatform({ os: os!, architecture: architecture!, ...(variant ? { variant } : {}) });
 }
 

@@ -61,6 +61,14 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(JSON.parse(inspect.stdout).config.architecture).toBe('arm64');
       const def = await ferry(['--store', join(await tempDir(), 's2'), 'pull', `${h}/suite/multi:multi`]);
       expect(def.code, def.stderr).toBe(0);
+      // One word is read as docker reads it: an OS (on this host's architecture) or an architecture.
+      // The image is named in full, not by its bare tag.
+      const windows = await ferry(['--store', join(await tempDir(), 's3'), 'pull', '--platform', 'windows', `${h}/suite/multi:multi`]);
+      expect(windows.code).toBe(2);
+      expect(windows.stderr).toContain(`${h}/suite/multi:multi (sha256:`);
+      expect(windows.stderr).toMatch(/no image for platform windows\/\w+ \(available: linux\/amd64, linux\/arm64\)/);
+      const arm64 = await ferry(['--store', join(await tempDir(), 's4'), 'pull', '--platform', 'aarch64', `${h}/suite/multi:multi`]);
+      expect(arm64.code, arm64.stderr).toBe(0);
     });
 
     it('inspect docker:// reads the index, one platform, and the exact bytes, without pulling', async () => {

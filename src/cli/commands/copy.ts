@@ -14,7 +14,7 @@ interface Args extends GlobalArgs {
 
 export const copyCommand: CommandModule<GlobalArgs, Args> = {
   command: 'copy <source> <destination>',
-  describe: 'Copy an image between locations (oci:DIR[:TAG] or a store name), verifying every blob',
+  describe: 'Copy an image between any two locations (store name, oci:, docker://, oci-archive:, docker-archive:), verifying every blob',
   builder: (y) =>
     y
       .example('$0 copy oci:./usb/images:web-1.4 web:1.4', 'OCI layout -> store')
