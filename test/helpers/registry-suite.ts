@@ -183,6 +183,11 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       const pull = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${h}/suite/rm:plain`]);
       expect(pull.code).toBe(2);
       expect(pull.stderr).toMatch(/not found/);
+      // By digest, it is named with '@' (it read "name:sha256:…").
+      const gone = `sha256:${'0'.repeat(64)}`;
+      const byDigest = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${h}/suite/rm@${gone}`]);
+      expect(byDigest.code).toBe(2);
+      expect(byDigest.stderr).toContain(`manifest ${h}/suite/rm@${gone} not found`);
     });
 
     it('a tag or repository that does not exist exits 2 and changes nothing', async () => {

@@ -55,10 +55,15 @@ export class RegistryRepository implements Source, Sink {
     return [`repository:${this.path}:pull,push`];
   }
 
+  /** `name:tag` or `name@digest`, for messages. */
+  private named(ref: string): string {
+    return `${this.name}${isDigest(ref) ? '@' : ':'}${ref}`;
+  }
+
   // ---- Source ----
 
   async resolve(ref: string, o: FetchOptions = {}): Promise<Descriptor> {
-    const where = `${this.name}:${ref}`;
+    const where = this.named(ref);
     const { res, bytes } = await this.getManifest(ref, where, o.signal);
     const contentType = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
     if (/text\/html/i.test(contentType)) {
@@ -112,7 +117,7 @@ export class RegistryRepository implements Source, Sink {
     await res.body.dump();
     if (res.status === 404) return undefined;
     if (res.status === 304 && o.expected) return o.expected;
-    await expectStatus(res, [200], `HEAD manifest ${this.name}:${ref}`);
+    await expectStatus(res, [200], `HEAD manifest ${this.named(ref)}`);
     const announced = header(res, 'docker-content-digest');
     if (announced && isDigest(announced)) return announced;
     return (await this.resolve(ref, o)).digest;
@@ -403,12 +408,12 @@ export class RegistryRepository implements Source, Sink {
       method: 'PUT', path: `/v2/${this.path}/manifests/${ref}`, scopes: this.push(), body: bytes,
       headers: { 'content-type': mediaType },
     });
-    await expectStatus(res, [201, 200, 202], `push manifest ${this.name}:${ref}`);
+    await expectStatus(res, [201, 200, 202], `push manifest ${this.named(ref)}`);
     await res.body.dump();
     const announced = header(res, 'docker-content-digest');
     const digest = digestOf(bytes);
     if (announced && announced !== digest) {
-      throw new FerryError('DIGEST_MISMATCH', `${this.name}:${ref}: the registry stored the manifest as ${announced}, expected ${digest}`);
+      throw new FerryError('DIGEST_MISMATCH', `${this.named(ref)}: the registry stored the manifest as ${announced}, expected ${digest}`);
     }
     return header(res, 'oci-subject') !== undefined;
   }
