@@ -343,6 +343,21 @@ describe.concurrent('rmi', () => {
     expect((await run(['inspect', 'example.com/alias:1'], store)).code).toBe(2);
   });
 
+  it('the short id ferry images shows names an image (inspect, tag, save, rmi)', async () => {
+    const store = await storeWithAll();
+    const short = shortHex(images.plain.digest);
+    expect((await ok(['images'], store)).stdout).toContain(short);
+    expect(JSON.parse((await ok(['inspect', short], store)).stdout).digest).toBe(images.plain.digest);
+    await ok(['tag', short, 'example.com/byid:1'], store);
+    const refused = await run(['rmi', short], store);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`${short} has 2 names`);
+    await ok(['save', '-q', `sha256:${short}`, '-o', join(await tempDir(), 'a.tar')], store);
+    expect((await ok(['rmi', '-f', short], store)).stdout).toContain('Untagged: example.com/byid:1');
+    // Too short to be an id, and not a name: not found.
+    expect((await run(['inspect', short.slice(0, 6)], store)).code).toBe(2);
+  });
+
   it('rmi of an unknown name exits 2 and deletes nothing', async () => {
     const store = await storeWithAll();
     const before = await blobDigests(store);

@@ -40,6 +40,9 @@ type IndexEdit = (manifests: Descriptor[]) => Descriptor[];
  * atomically as they arrive; index.json changes are queued and written by commit(), under a lock,
  * as a read-modify-write so concurrent writers never lose each other's entries.
  */
+/** The short id `ferry images` shows (12 hex digits of the manifest digest), or any longer prefix. */
+export const SHORT_ID = /^(?:sha256:)?([0-9a-f]{12,63})$/;
+
 export class OciLayout implements Source, Sink {
   readonly caps = { concurrent: true, indexes: true };
   private readonly edits: IndexEdit[] = [];
@@ -155,6 +158,14 @@ export class OciLayout implements Source, Sink {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it names ${[...digests].join(', ')}`, {
           hint: 'name the image by its full name or by digest',
         });
+      }
+    }
+    const short = SHORT_ID.exec(ref);
+    if (short) {
+      const digests = [...new Set(entries.map((e) => e.descriptor.digest).filter((d) => d.startsWith(`sha256:${short[1]}`)))];
+      if (digests.length === 1) return entries.find((e) => e.descriptor.digest === digests[0])!.descriptor;
+      if (digests.length > 1) {
+        throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it starts ${digests.join(', ')}`, { hint: 'give more digits, or the full digest' });
       }
     }
     const known = entries.map((e) => e.name ?? e.tag).filter(Boolean).slice(0, 8);

@@ -4,6 +4,7 @@ import { collectGarbage } from '../../gc.js';
 import { isDigest } from '../../oci/digest.js';
 import { formatReference, tryParseReference } from '../../oci/reference.js';
 import { openStore } from '../../store.js';
+import { SHORT_ID } from '../../locations/layout.js';
 import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -26,7 +27,8 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
     try {
       // As docker does: a digest that several names share removes them all only when asked to.
       // Checked for every argument before anything is untagged.
-      const byDigest = args.force ? [] : args.images.filter((i) => isDigest(i));
+      const byId = (i: string) => isDigest(i) || SHORT_ID.test(i);
+      const byDigest = args.force ? [] : args.images.filter(byId);
       const entries = byDigest.length > 0 ? await store.entries() : [];
       for (const image of byDigest) {
         const d = await store.resolve(image);
@@ -38,11 +40,11 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
       const untagged: string[] = [];
       for (const image of args.images) {
         const d = await store.resolve(image);
-        const full = isDigest(image) ? undefined : tryParseReference(image);
+        const full = byId(image) ? undefined : tryParseReference(image);
         const fullName = full ? formatReference(full) : undefined;
         const removed = await store.untag((e) =>
           e.descriptor.digest === d.digest &&
-          (isDigest(image) || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
+          (byId(image) || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
         );
         if (removed.length === 0) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
         for (const r of removed) untagged.push(r.name ?? r.tag ?? r.descriptor.digest);
