@@ -91,7 +91,7 @@ describe.concurrent('ferry import', () => {
     const st = await store();
     const input = await tarFile();
     const r = await ok(st, ['import', input, 'example.com/rootfs:1', '-m', 'from a test'], { SOURCE_DATE_EPOCH: '1700000000' });
-    expect(r.stdout).toMatch(/Imported .*rootfs\.tar as example\.com\/rootfs:1/);
+    expect(r.stdout).toMatch(/Imported .*rootfs\.tar as example\.com\/rootfs:1 into the store$/m);
     const img = await inspect(st, 'example.com/rootfs:1');
     expect(img.config.rootfs.diff_ids).toEqual([sha256(ROOTFS)]);
     expect(img.manifest.layers).toHaveLength(1);

@@ -66,7 +66,9 @@ export const importCommand: CommandModule<GlobalArgs, Args> = {
     });
     if (args.json) return printJson(report);
     const names = report.names.map((n) => n.name ?? n.tag);
-    out(`Imported ${args.dir ?? source} as ${names.length ? names.join(', ') : '(untagged)'} in ${report.destination}`);
+    // Into the store the destination is the name itself: "in NAME" would only repeat it.
+    const where = args.to ? ` in ${report.destination}` : ' into the store';
+    out(`Imported ${args.dir ?? source} as ${names.length ? names.join(', ') : '(untagged)'}${where}`);
     out(`Digest: ${report.digest}`);
   },
 };
