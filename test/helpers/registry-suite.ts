@@ -190,6 +190,29 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(byDigest.stderr).toContain(`manifest ${h}/suite/rm@${gone} not found`);
     });
 
+    it('tag docker://A docker://B retags in the registry: the same digest, every platform kept, the store untouched', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('multi', 'suite/retag');
+      const store = join(await tempDir(), 'untouched');
+      const r = await ferry(['--store', store, 'tag', `docker://${h}/suite/retag:multi`, `docker://${h}/suite/retag:stable`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`Tagged ${exp.multi.digest} as docker://${h}/suite/retag:stable`);
+      const head = await fetch(`http://${h}/v2/suite/retag/manifests/stable`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+      expect(head.headers.get('docker-content-digest')).toBe(exp.multi.digest);
+      // Into another repository of the same registry too (blobs mounted, not sent).
+      expect((await ferry(['tag', `docker://${h}/suite/retag:multi`, `docker://${h}/suite/retag2:x`])).code).toBe(0);
+      expect((await ferry(['tags', `${h}/suite/retag2`])).stdout.trim()).toBe('x');
+      await expect(readdir(store)).rejects.toThrow();
+      // Mixed or cross-registry pairs are refused with the command that does it.
+      const mixed = await ferry(['tag', `docker://${h}/suite/retag:multi`, 'local:1']);
+      expect(mixed.code).toBe(2);
+      expect(mixed.stderr).toContain('hint: ferry pull, then ferry tag; or ferry copy');
+      const far = await ferry(['tag', `docker://${h}/suite/retag:multi`, 'docker://elsewhere.example/x:1']);
+      expect(far.code).toBe(2);
+      expect(far.stderr).toContain('are in different registries');
+    });
+
     it('a tag or repository that does not exist exits 2 and changes nothing', async () => {
       const h = await host();
       const store = join(await tempDir(), 's');

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { plainDescriptor } from '../../oci/manifest.js';
 import { openStore, storeTagName } from '../../store.js';
-import { printJson, status, type GlobalArgs } from '../context.js';
+import { interrupt, printJson, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -11,13 +11,21 @@ interface Args extends GlobalArgs {
 
 export const tagCommand: CommandModule<GlobalArgs, Args> = {
   command: 'tag <source> <target>',
-  describe: 'Give a store image another name',
+  describe: 'Give a store image another name (or a registry image another tag, moving no blob)',
   builder: (y) =>
     y
       .example('$0 tag alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'another name')
+      .example('$0 tag docker://reg:5000/app:1.4 docker://reg:5000/app:stable', 'a remote retag')
       .positional('source', { type: 'string', demandOption: true, describe: 'existing image (name or digest)' })
       .positional('target', { type: 'string', demandOption: true, describe: 'new name, NAME[:TAG]' }),
   handler: async (args) => {
+    const remote = [args.source, args.target].map((t) => t.startsWith('docker://'));
+    if (remote[0] || remote[1]) return retagRemote(args, remote[0]! && remote[1]!);
+    for (const t of [args.source, args.target]) {
+      if (/^(oci|oci-archive|docker-archive):/.test(t)) {
+        throw new FerryError('USAGE', `ferry tag names store images and registry images; ${t} is neither`, { hint: `ferry copy SOURCE ${t.split(':')[0]}:… writes a copy under another name` });
+      }
+    }
     const store = await openStore({ dir: args.store, write: true });
     try {
       const d = await store.resolve(args.source);
@@ -32,3 +40,24 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
     }
   },
 };
+
+/** `ferry tag docker://REG/a:1 docker://REG/a:2`: the manifest is put under the new tag; no blob moves. */
+async function retagRemote(args: Args, both: boolean): Promise<void> {
+  if (!both) {
+    throw new FerryError('USAGE', `ferry tag works within one place: ${args.source} and ${args.target} are not both in a registry`, {
+      hint: args.source.startsWith('docker://') ? 'ferry pull, then ferry tag; or ferry copy SOURCE TARGET' : 'ferry tag, then ferry push; or ferry copy SOURCE TARGET',
+    });
+  }
+  const { parseReference } = await import('../../oci/reference.js');
+  const [from, to] = [args.source, args.target].map((t) => parseReference(t.slice('docker://'.length)));
+  if (from!.domain !== to!.domain) {
+    throw new FerryError('USAGE', `${args.source} and ${args.target} are in different registries: that is a copy, not a tag`, { hint: `ferry copy ${args.source} ${args.target}` });
+  }
+  if (!to!.tag || to!.digest) throw new FerryError('USAGE', `"${args.target}" must name a tag: docker://NAME:TAG`);
+  const { copyImage } = await import('../../operations.js');
+  // Every platform and the index as they are: a retag must not narrow the image.
+  const report = await copyImage({ source: args.source, destination: args.target, storeDir: args.store, platforms: 'all', registry: registrySettings(args), signal: interrupt.signal });
+  const digest = report.images[0]!.digest;
+  if (args.json) printJson({ digest, name: args.target });
+  status(args, `Tagged ${digest} as ${args.target}`);
+}
