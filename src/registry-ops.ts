@@ -29,6 +29,9 @@ export interface PullOptions extends TransferOptions {
   allTags?: boolean;
 }
 
+/** A registry image as people write it on these commands: `docker://` is allowed, as in copy. */
+const bare = (text: string) => text.replace(/^docker:\/\//, '');
+
 /** The name a pulled tag gets in the store. */
 function tagged(r: Reference, tag: string) {
   return { tag, name: formatReference({ domain: r.domain, path: r.path, tag }) };
@@ -37,7 +40,7 @@ function tagged(r: Reference, tag: string) {
 /** `ferry pull`: registry -> store, by tag, by digest (verified against the bytes), or every tag. */
 export async function pullImage(image: string, o: PullOptions = {}): Promise<CopyReport & { reference: string }> {
   // Every tag: a tag or digest given too would be ignored, so it is refused (as docker does).
-  const ref = o.allTags ? parseRepository(image, 'pull --all-tags:') : parseReference(image);
+  const ref = o.allTags ? parseRepository(bare(image), 'pull --all-tags:') : parseReference(bare(image));
   const repo = openRepository(ref, o.registry);
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   try {
@@ -75,8 +78,9 @@ export interface PushOptions extends TransferOptions {
 
 /** `ferry push`: store -> registry; blobs the registry has are skipped, others mounted when possible. */
 export async function pushImage(image: string, o: PushOptions = {}): Promise<CopyReport & { reference: string }> {
-  const ref = o.allTags ? parseRepository(image, 'push --all-tags:') : parseReference(image);
-  const target = o.destination ? (o.allTags ? parseRepository(o.destination, 'push --all-tags: destination') : parseReference(o.destination)) : ref;
+  const ref = o.allTags ? parseRepository(bare(image), 'push --all-tags:') : parseReference(bare(image));
+  const dest = o.destination && bare(o.destination);
+  const target = dest ? (o.allTags ? parseRepository(dest, 'push --all-tags: destination') : parseReference(dest)) : ref;
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
   const entries = await store.entries();
   let roots: Root[];
@@ -86,7 +90,7 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
     roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)] }));
   } else {
-    const d = await store.resolve(image);
+    const d = await store.resolve(bare(image));
     const tag = o.destination ? target.tag : ref.tag;
     roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [] }];
   }
@@ -150,7 +154,7 @@ export async function logout(server: string | undefined): Promise<boolean> {
 }
 
 export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
-  const ref = parseRepository(repository, 'ferry tags:');
+  const ref = parseRepository(bare(repository), 'ferry tags:');
   return openRepository(ref, o.registry).listTags({ signal: o.signal, pageSize: o.pageSize });
 }
 
@@ -168,7 +172,7 @@ export async function listCatalog(server: string, o: { registry?: RegistrySettin
 
 /** Deletes a manifest (and with it every tag that points at it) from a registry. */
 export async function removeRemote(image: string, o: { registry?: RegistrySettings } = {}): Promise<Digest> {
-  const ref = parseReference(image.replace(/^docker:\/\//, ''));
+  const ref = parseReference(bare(image));
   const repo = openRepository(ref, o.registry);
   const digest = ref.digest ?? (await repo.resolve(ref.tag!)).digest;
   await repo.deleteManifest(digest);

@@ -213,6 +213,20 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(far.stderr).toContain('are in different registries');
     });
 
+    it('pull, push, tags and rm take names written docker://NAME too; rmi of one points to rm', async () => {
+      const h = await host();
+      await seed('plain', 'suite/prefixed');
+      const store = join(await tempDir(), 's');
+      expect((await ferry(['--store', store, 'pull', '-q', `docker://${h}/suite/prefixed:plain`])).code).toBe(0);
+      const push = await ferry(['--store', store, 'push', '-q', `docker://${h}/suite/prefixed:plain`, `docker://${h}/suite/prefixed2:p`]);
+      expect(push.code, push.stderr).toBe(0);
+      expect((await ferry(['tags', `docker://${h}/suite/prefixed2`])).stdout.trim()).toBe('p');
+      const rmi = await ferry(['--store', store, 'rmi', `docker://${h}/suite/prefixed2:p`]);
+      expect(rmi.code).toBe(2);
+      expect(rmi.stderr).toContain(`hint: ferry rm docker://${h}/suite/prefixed2:p deletes it there`);
+      expect((await ferry(['rm', `docker://${h}/suite/prefixed2:p`])).code).toBe(0);
+    });
+
     it('a tag or repository that does not exist exits 2 and changes nothing', async () => {
       const h = await host();
       const store = join(await tempDir(), 's');

@@ -23,6 +23,8 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
       .option('prune', { type: 'boolean', default: true, describe: 'delete blobs left unreferenced (--no-prune keeps them for `ferry gc`)' })
       .option('force', { alias: 'f', type: 'boolean', describe: 'remove an image named by digest even when it has several names (all of them go)' }),
   handler: async (args) => {
+    const remote = args.images.find((i) => i.startsWith('docker://'));
+    if (remote) throw new FerryError('USAGE', `ferry rmi removes store images; ${remote} is in a registry`, { hint: `ferry rm ${remote} deletes it there` });
     const store = await openStore({ dir: args.store, write: true });
     try {
       // As docker does: a digest that several names share removes them all only when asked to.
