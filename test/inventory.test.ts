@@ -133,4 +133,20 @@ describe.skipIf(!hasTool('docker-registry'))('inventory of a registry repository
     expect(inv.manifests).toContain(exp.multi.digest);
     expect(inv.manifests.length).toBe(4);
   });
+
+  it('a tag or digest records that one image, not the whole repository; a missing tag exits 2', async () => {
+    const exp = await testdataImages();
+    expect((await ferry(['copy', `oci:${TESTDATA}:multi`, `docker://${reg.host}/inv/one:1`])).code).toBe(0);
+    expect((await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${reg.host}/inv/one:2`])).code).toBe(0);
+    const byTag = JSON.parse((await ferry(['inventory', `${reg.host}/inv/one:2`])).stdout);
+    expect(byTag.tags).toEqual({ [`${reg.host}/inv/one:2`]: exp.plain.digest });
+    expect(byTag.manifests).toEqual([exp.plain.digest]);
+    expect(byTag.sources).toEqual([`docker://${reg.host}/inv/one:2`]);
+    const byDigest = JSON.parse((await ferry(['inventory', `docker://${reg.host}/inv/one@${exp.multi.digest}`])).stdout);
+    expect(byDigest.manifests).toContain(exp.multi.digest);
+    expect(byDigest.manifests).not.toContain(exp.plain.digest);
+    const missing = await ferry(['inventory', `${reg.host}/inv/one:3`]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`${reg.host}/inv/one:3 not found`);
+  });
 });

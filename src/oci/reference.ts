@@ -7,6 +7,11 @@ import { parseDigest, type Digest } from './digest.js';
  * reads `localhost:5000` as image localhost, tag 5000): that is refused as naming a registry (a
  * name with a dot, localhost, or a 4-5 digit port; `node:20` stays an image with a tag).
  */
+/** True when the text (without `docker://`) gives a tag or a digest, not just a repository. */
+export function namesTagOrDigest(text: string): boolean {
+  return text.includes('@') || /:[\w][\w.-]*$/.test(text.split('/').pop() ?? '');
+}
+
 export function parseRepository(input: string, what: string): Reference {
   const bare = input.replace(/^docker:\/\//, '');
   if (!bare.includes('/') && /^(localhost|[^:@]*\.[^:@]*)(:\d+)?$|^[^:@]+:\d{4,5}$/.test(bare)) {
@@ -15,7 +20,7 @@ export function parseRepository(input: string, what: string): Reference {
     });
   }
   const r = parseReference(bare);
-  if (r.digest || /:[\w][\w.-]*$/.test(bare.split('/').pop() ?? '')) {
+  if (namesTagOrDigest(bare)) {
     throw new FerryError('USAGE', `${what} "${input}" must be a repository, without a tag or digest`);
   }
   return r;

@@ -8,7 +8,7 @@ import { isPathLike, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
-import { parseReference, repositoryName } from '../oci/reference.js';
+import { formatReference, namesTagOrDigest, parseReference, repositoryName } from '../oci/reference.js';
 import type { Source } from '../types.js';
 
 /**
@@ -88,16 +88,23 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
       await collect(layout, roots, inv, o);
       inv.sources.push(place === 'store' ? `store:${dir}` : path ? `oci:${dir}` : place);
     } else {
-      const ref = parseReference(place.replace(/^docker:\/\//, ''));
+      const text = place.replace(/^docker:\/\//, '');
+      const ref = parseReference(text);
       const repo = openRepository(ref, o.registry);
-      const tags = await repo.listTags({ signal: o.signal });
       const roots = [];
-      for (const tag of tags) {
-        const digest = await repo.headDigest(tag, { signal: o.signal });
-        if (digest) roots.push({ name: `${repositoryName(ref)}:${tag}`, digest, ref: digest });
+      if (namesTagOrDigest(text)) {
+        // One image: what the other side is known to have, when it is less than the repository.
+        const digest = ref.digest ?? (await repo.headDigest(ref.tag!, { signal: o.signal }));
+        if (!digest) throw new FerryError('NOT_FOUND', `${formatReference(ref)} not found`);
+        roots.push({ name: formatReference(ref), digest, ref: digest });
+      } else {
+        for (const tag of await repo.listTags({ signal: o.signal })) {
+          const digest = await repo.headDigest(tag, { signal: o.signal });
+          if (digest) roots.push({ name: `${repositoryName(ref)}:${tag}`, digest, ref: digest });
+        }
       }
       await collect(repo, roots, inv, o);
-      inv.sources.push(`docker://${repositoryName(ref)}`);
+      inv.sources.push(`docker://${namesTagOrDigest(text) ? formatReference(ref) : repositoryName(ref)}`);
     }
   }
   return inv;
