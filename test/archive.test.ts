@@ -14,6 +14,7 @@ import { ferry, finish, start, type RunResult } from './helpers/cli.js';
 import { blobDigests, indexEntries, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
+import { tarFile } from './helpers/tar-list.js';
 
 const REPO = 'example.com/ferry/testdata';
 let images: Record<Tag, ImageInfo>;
@@ -49,17 +50,6 @@ async function tarNames(file: string): Promise<string[]> {
   const body = raw[0] === 0x1f ? zlib.gunzipSync(raw) : raw[0] === 0x28 ? zlib.zstdDecompressSync(raw) : raw;
   for await (const e of readTar(Readable.from([body]), { where: file })) out.push(e.name);
   return out;
-}
-
-async function tarFile(file: string, name: string): Promise<Buffer> {
-  for await (const e of readTar(Readable.from([await readFile(file)]), { where: file })) {
-    if (e.name === name) {
-      const parts: Buffer[] = [];
-      for await (const c of e.body()) parts.push(c as Buffer);
-      return Buffer.concat(parts);
-    }
-  }
-  throw new Error(`${name} not in ${file}`);
 }
 
 /** Loads in-process; on failure returns the exit code the CLI would give and the message. */

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ferry, finish, start, type RunResult } from './helpers/cli.js';
 import { flipByte, TESTDATA, tempDir, tempFilesIn, testdataCopy } from './helpers/fs.js';
+import { tarFile } from './helpers/tar-list.js';
 import {
   blobDigests,
   blobFile,
@@ -468,6 +469,15 @@ describe.concurrent('verify', () => {
     expect(JSON.parse((await ok(['inspect', `oci:${dest}:example.com/team/app:1`])).stdout).digest).toBe(images.layers.digest);
     await ok(['copy', '-q', `oci:${dest}:example.com/team/app:1`, `docker-archive:${join(dir, 'a.tar')}:example.com/team/app:2`]);
     expect(await readdir(dir)).toEqual(['a.tar', 'backup']);
+    // One image under two names: the one asked for is the one carried (it took the first).
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${dest}:example.com/team/app:2`]);
+    await ok(['save', '-q', `oci:${dest}:example.com/team/app:2`, '-o', join(dir, 'two.tar')]);
+    const index = JSON.parse((await tarFile(join(dir, 'two.tar'), 'index.json')).toString());
+    expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe('example.com/team/app:2');
+    // By digest, written with '@' or ':'.
+    for (const sep of ['@', ':']) {
+      expect(JSON.parse((await ok(['inspect', `oci:${dest}${sep}${images.layers.digest}`])).stdout).digest).toBe(images.layers.digest);
+    }
   });
 
   it('B1: verify of one image in a damaged store reports only that image\'s problems', async () => {

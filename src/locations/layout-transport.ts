@@ -22,9 +22,10 @@ export async function openLayoutSource(dir: string, ref: string | undefined): Pr
     }
     return { source: layout, ref: entries[0]!.descriptor.digest, name: entryTagName(entries[0]!) };
   }
-  const resolved = await layout.resolve(ref);
-  const entry = entries.find((e) => e.descriptor.digest === resolved.digest && (e.tag === ref || e.name !== undefined));
-  return { source: layout, ref: resolved.digest, name: entry ? entryTagName(entry) : undefined };
+  const { descriptor, entry } = await layout.resolveEntry(ref);
+  // Named by digest: the image's first name, if it has one.
+  const named = entry?.tag !== undefined || entry?.name !== undefined ? entry : entries.find((e) => e.descriptor.digest === descriptor.digest && e.name !== undefined);
+  return { source: layout, ref: descriptor.digest, name: named ? entryTagName(named) : undefined };
 }
 
 /** `oci:DIR[:TAG]` — an OCI image layout directory. */

@@ -131,11 +131,20 @@ export class OciLayout implements Source, Sink {
    * one name are reported, never picked silently.
    */
   async resolve(ref: string): Promise<Descriptor> {
+    return (await this.resolveEntry(ref)).descriptor;
+  }
+
+  /**
+   * As resolve, with the index entry the reference matched: its names are the ones the reference
+   * gave (an image under two tags is found under the one asked for). None for a digest that is
+   * not a root.
+   */
+  async resolveEntry(ref: string): Promise<{ descriptor: Descriptor; entry?: LayoutEntry }> {
     const entries = await this.entries();
     if (isDigest(ref)) {
       const hit = entries.find((e) => e.descriptor.digest === ref);
-      if (hit) return hit.descriptor;
-      return this.describeBlob(ref);
+      if (hit) return { descriptor: hit.descriptor, entry: hit };
+      return { descriptor: await this.describeBlob(ref) };
     }
     const parsed = tryParseReference(ref);
     const full = parsed ? formatReference(parsed) : undefined;
@@ -152,7 +161,7 @@ export class OciLayout implements Source, Sink {
       if (digests.size === 1) {
         const d = hits[0]!.descriptor;
         if (parsed?.digest && parsed.digest !== d.digest) continue;
-        return d;
+        return { descriptor: d, entry: hits[0] };
       }
       if (digests.size > 1) {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it names ${[...digests].join(', ')}`, {
@@ -163,7 +172,10 @@ export class OciLayout implements Source, Sink {
     const short = SHORT_ID.exec(ref);
     if (short) {
       const digests = [...new Set(entries.map((e) => e.descriptor.digest).filter((d) => d.startsWith(`sha256:${short[1]}`)))];
-      if (digests.length === 1) return entries.find((e) => e.descriptor.digest === digests[0])!.descriptor;
+      if (digests.length === 1) {
+        const hit = entries.find((e) => e.descriptor.digest === digests[0])!;
+        return { descriptor: hit.descriptor, entry: hit };
+      }
       if (digests.length > 1) {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it starts ${digests.join(', ')}`, { hint: 'give more digits, or the full digest' });
       }

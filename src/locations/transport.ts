@@ -74,6 +74,9 @@ export async function locatePathRef(text: string, example: string): Promise<{ pa
   if (text === '' || text.endsWith(':') || !text.includes(':')) return splitPathRef(text, example);
   const candidates: Array<{ path: string; ref?: string }> = [];
   for (let i = text.indexOf(':'); i > 0; i = text.indexOf(':', i + 1)) candidates.push({ path: text.slice(0, i), ref: text.slice(i + 1) });
+  // `DIR@sha256:…` as well as `DIR:sha256:…`.
+  const at = /@([a-z0-9]+:[0-9a-f]{32,})$/.exec(text);
+  if (at && at.index > 0) candidates.push({ path: text.slice(0, at.index), ref: at[1]! });
   candidates.push({ path: text });
   const kinds = await Promise.all(candidates.map(async (c) => ({ self: await exists(c.path), parent: await exists(dirname(c.path)) })));
   const existing = candidates.findIndex((_, i) => kinds[i]!.self);

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import { Readable } from 'node:stream';
+import { readTar } from '../../src/archive/tar.js';
 import { decompress } from '../../src/blob/compression.js';
 import { parseTarStream, type TarEntry } from '../../src/fs/tar-reader.js';
 
@@ -119,4 +121,16 @@ export function treeFromTar(entries: Listed[]): TreeEntry[] {
   }
   for (const names of groups.values()) for (const n of names) byName.get(n)!.links = [...names].sort();
   return [...byName.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** One member's bytes from a plain tar file, read with ferry's archive reader. */
+export async function tarFile(file: string, name: string): Promise<Buffer> {
+  for await (const e of readTar(Readable.from([await readFile(file)]), { where: file })) {
+    if (e.name === name) {
+      const parts: Buffer[] = [];
+      for await (const c of e.body()) parts.push(c as Buffer);
+      return Buffer.concat(parts);
+    }
+  }
+  throw new Error(`${name} not in ${file}`);
 }
