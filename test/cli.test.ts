@@ -349,6 +349,14 @@ describe.concurrent('rmi', () => {
     const short = shortHex(images.plain.digest);
     expect((await ok(['images'], store)).stdout).toContain(short);
     expect(JSON.parse((await ok(['inspect', short], store)).stdout).digest).toBe(images.plain.digest);
+    // Saved by short id or digest, the image keeps its name (the id was taken for a name: docker.io/library/<id>).
+    const out = await tempDir();
+    for (const id of [short, images.plain.digest]) {
+      const file = join(out, `${id.replace(':', '-')}.tar`);
+      await ok(['save', '-q', id, '-o', file], store);
+      const manifest = JSON.parse((await tarFile(file, 'manifest.json')).toString());
+      expect(manifest[0].RepoTags).toEqual([`${REPO}:plain`]);
+    }
     await ok(['tag', short, 'example.com/byid:1'], store);
     const refused = await run(['rmi', short], store);
     expect(refused.code).toBe(2);

@@ -23,9 +23,7 @@ export async function openLayoutSource(dir: string, ref: string | undefined): Pr
     return { source: layout, ref: entries[0]!.descriptor.digest, name: entryTagName(entries[0]!) };
   }
   const { descriptor, entry } = await layout.resolveEntry(ref);
-  // Named by digest: the image's first name, if it has one.
-  const named = entry?.tag !== undefined || entry?.name !== undefined ? entry : entries.find((e) => e.descriptor.digest === descriptor.digest && e.name !== undefined);
-  return { source: layout, ref: descriptor.digest, name: named ? entryTagName(named) : undefined };
+  return { source: layout, ref: descriptor.digest, name: entry ? entryTagName(entry) : undefined };
 }
 
 /** `oci:DIR[:TAG]` — an OCI image layout directory. */
@@ -60,11 +58,12 @@ export const storeTransport: Transport = {
   describe: 'NAME[:TAG]  an image in the local store',
   async openSource(rest, ctx) {
     const layout = await OciLayout.open(ctx.storeDir);
-    const resolved = await layout.resolve(rest).catch((e: unknown) => {
+    const { descriptor, entry, byName } = await layout.resolveEntry(rest).catch((e: unknown) => {
       throw notInStore(e, rest);
     });
-    const entry = (await layout.entries()).find((e) => e.descriptor.digest === resolved.digest && e.name !== undefined);
-    return { source: layout, ref: resolved.digest, name: storeTagName(rest) ?? (entry ? entryTagName(entry) : undefined) };
+    // Named by digest or short id: the image's own name, not the digest read as a name.
+    const name = byName ? storeTagName(rest) : undefined;
+    return { source: layout, ref: descriptor.digest, name: name ?? (entry ? entryTagName(entry) : undefined) };
   },
   async openSink(rest, ctx) {
     const sink = await OciLayout.open(ctx.storeDir, { create: true });

@@ -135,17 +135,16 @@ export class OciLayout implements Source, Sink {
   }
 
   /**
-   * As resolve, with the index entry the reference matched: its names are the ones the reference
-   * gave (an image under two tags is found under the one asked for). None for a digest that is
-   * not a root.
+   * As resolve, and how: `entry` is the index entry a name matched (an image under two tags is
+   * found under the one asked for); for a digest or short id, the image's first named entry.
    */
-  async resolveEntry(ref: string): Promise<{ descriptor: Descriptor; entry?: LayoutEntry }> {
+  async resolveEntry(ref: string): Promise<{ descriptor: Descriptor; entry?: LayoutEntry; byName: boolean }> {
     const entries = await this.entries();
-    if (isDigest(ref)) {
-      const hit = entries.find((e) => e.descriptor.digest === ref);
-      if (hit) return { descriptor: hit.descriptor, entry: hit };
-      return { descriptor: await this.describeBlob(ref) };
-    }
+    const byId = (digest: Digest) => {
+      const hit = entries.find((e) => e.descriptor.digest === digest && e.name !== undefined) ?? entries.find((e) => e.descriptor.digest === digest);
+      return hit ? { descriptor: hit.descriptor, entry: hit, byName: false } : undefined;
+    };
+    if (isDigest(ref)) return byId(ref) ?? { descriptor: await this.describeBlob(ref), byName: false };
     const parsed = tryParseReference(ref);
     const full = parsed ? formatReference(parsed) : undefined;
     const tiers: Array<(e: LayoutEntry) => boolean> = [
@@ -155,13 +154,13 @@ export class OciLayout implements Source, Sink {
       (e) => full !== undefined && e.tag !== undefined && /[/:@]/.test(e.tag) && normalized(e.tag) === full,
     ];
     if (parsed?.digest && !parsed.tag) tiers.push((e) => e.descriptor.digest === parsed.digest);
-    for (const match of tiers) {
+    for (const [i, match] of tiers.entries()) {
       const hits = entries.filter(match);
       const digests = new Set(hits.map((h) => h.descriptor.digest));
       if (digests.size === 1) {
         const d = hits[0]!.descriptor;
         if (parsed?.digest && parsed.digest !== d.digest) continue;
-        return { descriptor: d, entry: hits[0] };
+        return { descriptor: d, entry: hits[0], byName: i < 4 };
       }
       if (digests.size > 1) {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it names ${[...digests].join(', ')}`, {
@@ -172,10 +171,7 @@ export class OciLayout implements Source, Sink {
     const short = SHORT_ID.exec(ref);
     if (short) {
       const digests = [...new Set(entries.map((e) => e.descriptor.digest).filter((d) => d.startsWith(`sha256:${short[1]}`)))];
-      if (digests.length === 1) {
-        const hit = entries.find((e) => e.descriptor.digest === digests[0])!;
-        return { descriptor: hit.descriptor, entry: hit };
-      }
+      if (digests.length === 1) return byId(digests[0]!)!;
       if (digests.length > 1) {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it starts ${digests.join(', ')}`, { hint: 'give more digits, or the full digest' });
       }
