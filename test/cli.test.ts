@@ -701,6 +701,10 @@ describe.concurrent('command line basics', () => {
     const platform = await run(['sync', '--config', cfg]);
     expect(platform.code).toBe(2);
     expect(platform.stderr).toContain(`${cfg}: repositories[0].platform: invalid platform "linux//"`);
+    // A layout destination with a tag (it was dropped silently), refused before any request.
+    const tagged2 = await run(['sync', 'a.example/x', `oci:${dir}:nightly`]);
+    expect(tagged2.code).toBe(2);
+    expect(tagged2.stderr).toContain(`sync destination "oci:${dir}:nightly" names a tag (nightly)`);
     // Patterns and ranges too, a top-level default included (it applies to every job).
     for (const [text, said] of [
       ['repositories: [a.example/x, {source: a.example/y, include: "t1["}]\n', 'repositories[1].include: invalid pattern "t1["'],

@@ -3,7 +3,7 @@ import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
 import { OciLayout } from '../locations/layout.js';
-import { splitPathRef, type RegistrySettings } from '../locations/location.js';
+import { locatePathRef, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
@@ -203,9 +203,18 @@ type Destination =
   | { kind: 'registry'; text: string }
   | { kind: 'archive'; archive: ArchiveDestination };
 
-function parseDestination(dest: string | undefined, o: SyncOptions): Destination {
+async function parseDestination(dest: string | undefined, o: SyncOptions): Promise<Destination> {
   if (!dest) return { kind: 'layout', dir: o.storeDir ?? defaultStoreDir() };
-  if (dest.startsWith('oci:')) return { kind: 'layout', dir: splitPathRef(dest.slice(4), 'oci:DIR').path };
+  if (dest.startsWith('oci:')) {
+    // Images keep their source names there: a tag on the layout would be dropped, so it is refused.
+    const { path, ref } = await locatePathRef(dest.slice(4), 'oci:DIR');
+    if (ref) {
+      throw new FerryError('USAGE', `sync destination "${dest}" names a tag (${ref}); a layout destination is oci:DIR`, {
+        hint: 'every image keeps its source name (REGISTRY/REPOSITORY:TAG) in the layout',
+      });
+    }
+    return { kind: 'layout', dir: path };
+  }
   if (dest.startsWith('docker://')) return { kind: 'registry', text: dest };
   const archive = archiveDestination(dest);
   if (archive) return { kind: 'archive', archive };
@@ -249,7 +258,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   // A bad pattern, range or destination is the command's mistake, not one image's failure: refused
   // before any request.
   const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
-  const destinations = new Map(jobs.map((job) => [job, parseDestination(job.destination, o)]));
+  const destinations = new Map<SyncJob, Destination>();
+  for (const job of jobs) destinations.set(job, await parseDestination(job.destination, o));
   const sources = new Map(jobs.map((job) => [job, parseRepository(job.source, 'sync source')]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
