@@ -194,8 +194,12 @@ export class ArchiveSink implements Sink {
     for (const { root, name } of this.committed) {
       const picked = this.pickImage(root);
       if (!picked) {
-        const what = this.lacksForeignLayer(root) ? 'needs a foreign layer that is not in the archive' : 'is not a container image';
-        warn(`${name?.name ?? name?.tag ?? root.digest} ${what}: written to the OCI index only, docker load will not see it`);
+        const lacking = this.lackingLayer(root);
+        const what =
+          lacking === 'foreign' ? 'needs a foreign layer that is not in the archive'
+          : lacking === 'left-out' ? 'has layers this delta archive leaves out'
+          : 'is not a container image';
+        warn(`${name?.name ?? name?.tag ?? root.digest} ${what}: written to the OCI index only (ferry load reads it), docker load will not see it`);
         continue;
       }
       const { digest, manifest } = picked;
@@ -219,13 +223,17 @@ export class ArchiveSink implements Sink {
     return { entries: [...byManifest.values()], repositories };
   }
 
-  /** Whether the root (or an image of its index) names a foreign layer the archive does not hold. */
-  private lacksForeignLayer(root: Descriptor): boolean {
+  /** A layer of the root (or of an image of its index) the archive does not hold: foreign, or left out (--exclude-from). */
+  private lackingLayer(root: Descriptor): 'foreign' | 'left-out' | undefined {
     const doc = this.docs.get(root.digest);
-    if (!doc) return false;
+    if (!doc) return undefined;
     const parsed = parseManifestDocument(doc.bytes, { declared: doc.mediaType, where: root.digest });
-    if (parsed.kind === 'manifest') return parsed.manifest.layers.some((l) => isForeignLayer(l) && !this.written.has(l.digest));
-    return parsed.index.manifests.some((c) => c.digest !== root.digest && this.lacksForeignLayer(c));
+    if (parsed.kind === 'manifest') {
+      const absent = parsed.manifest.layers.filter((l) => !this.written.has(l.digest));
+      return absent.some(isForeignLayer) ? 'foreign' : absent.length ? 'left-out' : undefined;
+    }
+    const found = parsed.index.manifests.filter((c) => c.digest !== root.digest).map((c) => this.lackingLayer(c));
+    return found.includes('foreign') ? 'foreign' : found.includes('left-out') ? 'left-out' : undefined;
   }
 
   private pickImage(root: Descriptor): { digest: Digest; manifest: ImageManifest } | undefined {
