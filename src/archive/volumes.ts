@@ -98,7 +98,7 @@ export interface VolumeWriterOptions extends OutputOptions {
 }
 
 /**
- * Writes entries into volumes of at most `volumeSize` bytes. Every volume is a temp file until the
+ * Writes entries into volumes smaller than `volumeSize` bytes. Every volume is a temp file until the
  * whole set is complete; then all are moved into place (so an interrupted save leaves nothing).
  */
 export class VolumeWriter implements EntryWriter {
@@ -111,8 +111,9 @@ export class VolumeWriter implements EntryWriter {
     if (o.volumeSize < MIN_VOLUME_SIZE) {
       throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is too small (at least ${MIN_VOLUME_SIZE} bytes)`);
     }
-    // Compression can grow incompressible data a little; keep a margin so files stay under the limit.
-    this.capacity = o.compression === 'none' ? o.volumeSize : Math.floor(o.volumeSize * 0.995) - 4096;
+    // Below the size, not up to it: FAT32 takes files of 4 GiB - 1 byte at most, and `--volume-size
+    // 4G` is what people write for it. Compression can grow incompressible data a little: a margin.
+    this.capacity = o.compression === 'none' ? o.volumeSize - 1 : Math.floor(o.volumeSize * 0.995) - 4096;
   }
 
   static async create(base: string, o: VolumeWriterOptions): Promise<VolumeWriter> {

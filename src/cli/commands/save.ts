@@ -34,7 +34,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('compress', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'compress the whole archive (default: from the -o suffix)' })
       .option('level', { type: 'number', describe: 'compression level (gzip 1-9, zstd 1-22)' })
       .option('compress-layers', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'recompress layers (CHANGES layer and image digests)' })
-      .option('volume-size', { type: 'string', describe: 'cut into volumes of at most this size (e.g. 4G): NAME.001.tar, NAME.002.tar, …' })
+      .option('volume-size', { type: 'string', describe: 'cut into volumes smaller than this size (4G suits FAT32): NAME.001.tar, NAME.002.tar, …' })
       .option('force', { type: 'boolean', describe: 'replace an existing output file' })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
       .option('exclude-from', { type: 'string', describe: 'a delta: leave out every blob this inventory lists (ferry inventory on the receiving side)' })
