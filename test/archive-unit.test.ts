@@ -213,6 +213,11 @@ describe('names and sizes', () => {
     expect(parseSize('4G')).toBe(4 * 2 ** 30);
     expect(parseSize('700m')).toBe(700 * 2 ** 20);
     expect(parseSize('65536')).toBe(65536);
+    expect(parseSize('4GiB')).toBe(4 * 2 ** 30);
+    // Decimal with a B, as media are sold: a "32 GB" stick is not 32 GiB.
+    expect(parseSize('32GB')).toBe(32e9);
+    expect(parseSize('500mb')).toBe(500e6);
+    expect(parseSize('65536B')).toBe(65536);
     expect(() => parseSize('4 gallons')).toThrow(/invalid size/);
     expect(volumePath('/m/out.tar.zst', 3)).toBe('/m/out.003.tar.zst');
     expect(volumePath('/m/out.tgz', 12)).toBe('/m/out.012.tgz');

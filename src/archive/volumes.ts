@@ -63,12 +63,17 @@ export function parsePartName(name: string): PartInfo | undefined {
   return { blob: parseDigest(`${m[1]}:${m[2]}`, name), blobSize, index, count };
 }
 
-/** `4G`, `700M`, `64k`, `1048576`: binary units. */
+/**
+ * `4G`, `4GiB`, `700M`, `64k`, `1048576`: binary units. `32GB`, `500MB`: decimal, as media are sold
+ * (and as GNU dd reads them): a stick sold as 32 GB holds 32e9 bytes, not 32 GiB.
+ */
 export function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
-  if (!m) throw new FerryError('USAGE', `invalid size "${text}": use a number with an optional K, M, G or T suffix, e.g. 4G`);
-  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  return Math.floor(Number(m[1]) * mult);
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?b)?|b)?$/i.exec(text.trim());
+  if (!m) throw new FerryError('USAGE', `invalid size "${text}": use a number with an optional K, M, G or T suffix (binary; KB, MB, GB, TB: decimal), e.g. 4G`);
+  const unit = (m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g' | 't';
+  const power = { '': 0, k: 1, m: 2, g: 3, t: 4 }[unit];
+  const decimal = m[3]?.toLowerCase() === 'b';
+  return Math.floor(Number(m[1]) * (decimal ? 1000 : 1024) ** power);
 }
 
 /** `out.tar.zst` -> `out.003.tar.zst`; `out` -> `out.003.tar`. */

@@ -27,7 +27,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .example('$0 save alpine:3.20 example.com/team/api:2 -o images.tar', 'one archive that docker load and OCI tools both read')
       .example('$0 save docker://registry.internal:5000/app:1 -o app.tar.zst', 'straight from a registry, zstd-compressed')
       .example('$0 save app:1 -o /mnt/fat32/app.tar --volume-size 4G', 'app.001.tar, app.002.tar, …')
-      .example('$0 save app:1 db:2 -o /mnt/usb/set.tar --media 32G --dry-run', 'what would be written, and whether it fits')
+      .example('$0 save app:1 db:2 -o /mnt/usb/set.tar --media 32GB --dry-run', 'what would be written, and whether it fits a stick sold as 32 GB')
       .positional('images', { type: 'string', array: true, demandOption: true, describe: 'store names, oci:DIR[:TAG], docker://NAME[:TAG], archives' })
       .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'archive file (.tar, .tar.gz/.tgz, .tar.zst), or - for stdout' })
       .option('format', { choices: ['docker', 'oci'] as const, default: 'docker' as const, describe: 'docker: OCI layout + manifest.json (docker load reads it); oci: OCI layout only' })
@@ -39,7 +39,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
       .option('exclude-from', { type: 'string', describe: 'a delta: leave out every blob this inventory lists (ferry inventory on the receiving side)' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be written (images, blobs, bytes, volumes); write nothing' })
-      .option('media', { type: 'string', describe: 'size of the medium (e.g. 32G): refuse, before writing, a save that would not fit' }),
+      .option('media', { type: 'string', describe: 'size of the medium (32GB: decimal, as sold; 32G: GiB): refuse, before writing, a save that would not fit' }),
   handler: async (args) => {
     const { planSave, saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
