@@ -8,7 +8,7 @@ import { RegistryClient } from './locations/registry/client.js';
 import { saveCredential, eraseCredential, type Credential } from './locations/registry/credentials.js';
 import { Http } from './locations/registry/http.js';
 import { paginate } from './locations/registry/repository.js';
-import { formatReference, parseReference, parseRepository, repositoryName, type Reference } from './oci/reference.js';
+import { formatReference, parseReference, parseRepository, repositoryName, withoutDockerPrefix, type Reference } from './oci/reference.js';
 import { hostPlatform, type PlatformSelection } from './oci/platform.js';
 import type { Digest } from './oci/digest.js';
 import { defaultStoreDir } from './store.js';
@@ -29,9 +29,6 @@ export interface PullOptions extends TransferOptions {
   allTags?: boolean;
 }
 
-/** A registry image as people write it on these commands: `docker://` is allowed, as in copy. */
-const bare = (text: string) => text.replace(/^docker:\/\//, '');
-
 /** The name a pulled tag gets in the store. */
 function tagged(r: Reference, tag: string) {
   return { tag, name: formatReference({ domain: r.domain, path: r.path, tag }) };
@@ -40,7 +37,7 @@ function tagged(r: Reference, tag: string) {
 /** `ferry pull`: registry -> store, by tag, by digest (verified against the bytes), or every tag. */
 export async function pullImage(image: string, o: PullOptions = {}): Promise<CopyReport & { reference: string }> {
   // Every tag: a tag or digest given too would be ignored, so it is refused (as docker does).
-  const ref = o.allTags ? parseRepository(bare(image), 'pull --all-tags:') : parseReference(bare(image));
+  const ref = o.allTags ? parseRepository(withoutDockerPrefix(image), 'pull --all-tags:') : parseReference(withoutDockerPrefix(image));
   const repo = openRepository(ref, o.registry);
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   try {
@@ -78,8 +75,8 @@ export interface PushOptions extends TransferOptions {
 
 /** `ferry push`: store -> registry; blobs the registry has are skipped, others mounted when possible. */
 export async function pushImage(image: string, o: PushOptions = {}): Promise<CopyReport & { reference: string }> {
-  const ref = o.allTags ? parseRepository(bare(image), 'push --all-tags:') : parseReference(bare(image));
-  const dest = o.destination && bare(o.destination);
+  const ref = o.allTags ? parseRepository(withoutDockerPrefix(image), 'push --all-tags:') : parseReference(withoutDockerPrefix(image));
+  const dest = o.destination && withoutDockerPrefix(o.destination);
   const target = dest ? (o.allTags ? parseRepository(dest, 'push --all-tags: destination') : parseReference(dest)) : ref;
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
   const entries = await store.entries();
@@ -90,7 +87,7 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
     roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)] }));
   } else {
-    const d = await store.resolve(bare(image));
+    const d = await store.resolve(withoutDockerPrefix(image));
     const tag = o.destination ? target.tag : ref.tag;
     roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [] }];
   }
@@ -154,7 +151,7 @@ export async function logout(server: string | undefined): Promise<boolean> {
 }
 
 export async function listTags(repository: string, o: { registry?: RegistrySettings; signal?: AbortSignal; pageSize?: number } = {}): Promise<string[]> {
-  const ref = parseRepository(bare(repository), 'ferry tags:');
+  const ref = parseRepository(withoutDockerPrefix(repository), 'ferry tags:');
   return openRepository(ref, o.registry).listTags({ signal: o.signal, pageSize: o.pageSize });
 }
 
@@ -172,7 +169,7 @@ export async function listCatalog(server: string, o: { registry?: RegistrySettin
 
 /** Deletes a manifest (and with it every tag that points at it) from a registry. */
 export async function removeRemote(image: string, o: { registry?: RegistrySettings } = {}): Promise<Digest> {
-  const ref = parseReference(bare(image));
+  const ref = parseReference(withoutDockerPrefix(image));
   const repo = openRepository(ref, o.registry);
   const digest = ref.digest ?? (await repo.resolve(ref.tag!)).digest;
   await repo.deleteManifest(digest);

@@ -7,7 +7,7 @@ import type { RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { Digest } from '../oci/digest.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
-import { formatReference, parseReference, repositoryName, type Reference } from '../oci/reference.js';
+import { formatReference, parseReference, repositoryName, withoutDockerPrefix, type Reference } from '../oci/reference.js';
 import { PlanBuilder, type Plan } from '../plan.js';
 import type { TagName } from '../types.js';
 import { entryNames, type ArchiveRoot } from './graph.js';
@@ -41,7 +41,7 @@ export function mapOntoPrefix(name: Reference, prefix: string | undefined): Refe
 /** REGISTRY[/PREFIX] as given (docker:// allowed), checked: a tag or digest there is a mistake. */
 function prefixOf(prefix: string | undefined): string | undefined {
   if (!prefix) return undefined;
-  const p = prefix.replace(/^docker:\/\//, '').replace(/\/+$/, '');
+  const p = withoutDockerPrefix(prefix).replace(/\/+$/, '');
   const slash = p.indexOf('/');
   if (p === '' || (slash >= 0 && /[:@]/.test(p.slice(slash + 1)))) {
     throw new FerryError('USAGE', `push --from: "${prefix}" must be REGISTRY[/PREFIX], without a tag or digest`, {

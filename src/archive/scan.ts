@@ -258,15 +258,16 @@ export async function refuseDirectory(path: string): Promise<void> {
   }
 }
 
-/**
- * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
- * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
- */
+/** The hint for a set given in part, naming the files to give when their names follow the pattern. */
 function everyVolumeHint(path: string): string {
   const [a, b] = [siblingVolume(basename(path), 1), siblingVolume(basename(path), 2)];
   return `give every volume of the set${a && b ? `: -i ${a} -i ${b} … (any order)` : ' on the command line'}`;
 }
 
+/**
+ * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
+ * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
+ */
 export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
   if (paths.length === 0) throw new FerryError('USAGE', 'name an archive: -i FILE (or -i - for standard input)');
   for (const p of paths) if (p !== '-') await refuseDirectory(p);

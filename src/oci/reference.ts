@@ -7,13 +7,18 @@ import { parseDigest, type Digest } from './digest.js';
  * reads `localhost:5000` as image localhost, tag 5000): that is refused as naming a registry (a
  * name with a dot, localhost, or a 4-5 digit port; `node:20` stays an image with a tag).
  */
+/** A registry name as people write it on the command line: `docker://` allowed, as in copy. */
+export function withoutDockerPrefix(text: string): string {
+  return text.replace(/^docker:\/\//, '');
+}
+
 /** True when the text (without `docker://`) gives a tag or a digest, not just a repository. */
 export function namesTagOrDigest(text: string): boolean {
   return text.includes('@') || /:[\w][\w.-]*$/.test(text.split('/').pop() ?? '');
 }
 
 export function parseRepository(input: string, what: string): Reference {
-  const bare = input.replace(/^docker:\/\//, '');
+  const bare = withoutDockerPrefix(input);
   if (!bare.includes('/') && /^(localhost|[^:@]*\.[^:@]*)(:\d+)?$|^[^:@]+:\d{4,5}$/.test(bare)) {
     throw new FerryError('USAGE', `${what} "${input}" names a registry, not a repository: write REGISTRY/REPOSITORY, e.g. ${bare}/team/app`, {
       hint: `ferry catalog ${bare} lists its repositories`,

@@ -8,7 +8,7 @@ import { isPathLike, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
-import { formatReference, namesTagOrDigest, parseReference, repositoryName } from '../oci/reference.js';
+import { formatReference, namesTagOrDigest, parseReference, repositoryName, withoutDockerPrefix } from '../oci/reference.js';
 import type { Source } from '../types.js';
 
 /**
@@ -88,7 +88,7 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
       await collect(layout, roots, inv, o);
       inv.sources.push(place === 'store' ? `store:${dir}` : path ? `oci:${dir}` : place);
     } else {
-      const text = place.replace(/^docker:\/\//, '');
+      const text = withoutDockerPrefix(place);
       const ref = parseReference(text);
       const repo = openRepository(ref, o.registry);
       const roots = [];
