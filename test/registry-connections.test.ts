@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { Http } from '../src/locations/registry/http.js';
+import { Http, wrapNetwork } from '../src/locations/registry/http.js';
 
 /** A loopback HTTP server that answers everything with `{}` and counts connections. */
 async function countingServer(): Promise<{ url: (path: string) => URL; connections: () => number; close: () => void }> {
@@ -30,5 +30,19 @@ describe('registry HTTP connections', () => {
       await http.close();
       server.close();
     }
+  });
+});
+
+describe('network failures as users read them', () => {
+  it('a registry name that does not resolve says so, with what to check (no DNS query is made)', () => {
+    const url = new URL('https://registry.example.invalid/v2/');
+    for (const code of ['ENOTFOUND', 'EAI_AGAIN']) {
+      const e = wrapNetwork(Object.assign(new Error(`getaddrinfo ${code}`), { code }), url) as Error & { hint?: string };
+      expect(e.message).toBe(`cannot reach https://registry.example.invalid/v2/: ${code}`);
+      expect(e.hint).toContain('registry.example.invalid does not resolve (DNS): check the registry name, or set HTTPS_PROXY');
+    }
+    // A proxy's own hint comes first: the name the proxy cannot reach is the proxy's.
+    const viaProxy = wrapNetwork(Object.assign(new Error('x'), { code: 'ENOTFOUND' }), url, 5, 'the proxy http://proxy:3128 did not answer') as Error & { hint?: string };
+    expect(viaProxy.hint).toBe('the proxy http://proxy:3128 did not answer');
   });
 });

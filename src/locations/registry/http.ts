@@ -326,7 +326,9 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';
-  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e, hint });
+  // A name that does not resolve is the usual first failure on a host with no route out.
+  const unresolved = code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? `${url.hostname} does not resolve (DNS): check the registry name, or set HTTPS_PROXY if this host reaches the registry through a proxy` : undefined;
+  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e, hint: hint ?? unresolved });
 }
 
 /** A URL for logs and messages: no user info, no query values (upload state, tokens). */
