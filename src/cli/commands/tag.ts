@@ -16,8 +16,8 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
     y
       .example('$0 tag alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'another name')
       .example('$0 tag docker://reg:5000/app:1.4 docker://reg:5000/app:stable', 'a remote retag')
-      .positional('source', { type: 'string', demandOption: true, describe: 'existing image (name or digest)' })
-      .positional('target', { type: 'string', demandOption: true, describe: 'new name, NAME[:TAG]' }),
+      .positional('source', { type: 'string', demandOption: true, describe: 'existing image (name, digest or short id; or docker://NAME:TAG)' })
+      .positional('target', { type: 'string', demandOption: true, describe: 'new name, NAME[:TAG] (docker://NAME:TAG on the same registry)' }),
   handler: async (args) => {
     const remote = [args.source, args.target].map((t) => t.startsWith('docker://'));
     if (remote[0] || remote[1]) return retagRemote(args, remote[0]! && remote[1]!);
