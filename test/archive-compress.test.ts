@@ -111,7 +111,7 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
     await makeLayout(store, [{ tag: 'big', layers: [layer] }]);
   });
 
-  it('a --level the codec does not have is a usage error (exit 2), and nothing is written', async () => {
+  it('a --level the codec does not have, or one for an uncompressed archive, is a usage error (exit 2), and nothing is written', async () => {
     for (const [name, level] of [['x.tar.gz', '12'], ['x.tar.zst', '99'], ['x.tar.zst', '0']]) {
       const out = await tempDir();
       const r = await ferry(['save', '-q', 'big', '-o', join(out, name!), '--level', level!], { env: { FERRY_STORE: store } });
@@ -119,6 +119,12 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
       expect(r.stderr).toMatch(/--level .*levels are 1 to (9|22)/);
       expect(await readdir(out)).toEqual([]);
     }
+    // A level for an uncompressed archive was ignored silently.
+    const out = await tempDir();
+    const plain = await ferry(['save', '-q', 'big', '-o', join(out, 'x.tar'), '--level', '5'], { env: { FERRY_STORE: store } });
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toContain('x.tar is not compressed');
+    expect(await readdir(out)).toEqual([]);
   });
 
   for (const [suffix, tool] of [['tar.zst', 'zstd'], ['tar.gz', 'gzip']] as const) {

@@ -96,6 +96,11 @@ async function runSave(
 ): Promise<void> {
   if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
   const compression = outputCompression(o.output, o.compression);
+  if (o.level !== undefined && compression === 'none') {
+    throw new FerryError('USAGE', `--level ${o.level} sets a compression level, but ${o.output === '-' ? 'the output' : o.output} is not compressed`, {
+      hint: 'name the file .tar.gz or .tar.zst, or pass --compress gzip|zstd',
+    });
+  }
   if (o.compressLayers && !o.measure) {
     warn(`--compress-layers ${o.compressLayers}: layers are recompressed, so layer digests, manifest digests and image digests CHANGE (diff_ids do not); signatures and digest references will not match the saved images`);
   }
