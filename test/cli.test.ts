@@ -482,6 +482,7 @@ describe.concurrent('verify', () => {
     await ok(['save', '-q', `oci:${dest}:example.com/team/app:2`, '-o', join(dir, 'two.tar')]);
     const index = JSON.parse((await tarFile(join(dir, 'two.tar'), 'index.json')).toString());
     expect(index.manifests[0].annotations['org.opencontainers.image.ref.name']).toBe('example.com/team/app:2');
+    expect(JSON.parse((await ok(['inspect', `oci:${dest}:example.com/team/app:2`])).stdout).name).toBe('example.com/team/app:2');
     // By digest, written with '@' or ':'.
     for (const sep of ['@', ':']) {
       expect(JSON.parse((await ok(['inspect', `oci:${dest}${sep}${images.layers.digest}`])).stdout).digest).toBe(images.layers.digest);

@@ -40,9 +40,8 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
 async function open(args: Args): Promise<{ source: Source; descriptor: Descriptor; name: string | undefined; close: () => Promise<void> }> {
   const { transport } = transportFor(args.image);
   if (transport.prefix === '' || transport.prefix === 'oci:') {
-    const { layout, descriptor } = await openImage(args.image, () => openStore({ dir: args.store }));
-    const entry = (await layout.entries()).find((e) => e.descriptor.digest === descriptor.digest);
-    return { source: layout, descriptor, name: entry?.name ?? entry?.tag, close: async () => {} };
+    const { layout, descriptor, name } = await openImage(args.image, () => openStore({ dir: args.store }));
+    return { source: layout, descriptor, name, close: async () => {} };
   }
   return openResolved(args.image, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
 }

@@ -5,17 +5,21 @@ import { openLayoutSource } from '../../locations/layout-transport.js';
 import { locatePathRef, openSource, transportFor, type LocationContext } from '../../locations/location.js';
 import type { Source } from '../../types.js';
 
-/** An image named on the command line for local inspection: a store name or digest, or `oci:DIR[:TAG]`. */
-export async function openImage(text: string, store: () => Promise<OciLayout>): Promise<{ layout: OciLayout; descriptor: Descriptor; ref: string }> {
+/**
+ * An image named on the command line for local inspection: a store name or digest, or
+ * `oci:DIR[:TAG]`; with the name it has there (the one the reference matched).
+ */
+export async function openImage(text: string, store: () => Promise<OciLayout>): Promise<{ layout: OciLayout; descriptor: Descriptor; ref: string; name?: string }> {
   const { transport, rest } = transportFor(text);
   if (transport.prefix === 'oci:') {
     const { path, ref } = await locatePathRef(rest, 'oci:DIR[:TAG]');
-    const { source, ref: digest } = await openLayoutSource(path, ref);
-    return { layout: source, descriptor: await source.resolve(digest), ref: digest };
+    const { source, ref: digest, name } = await openLayoutSource(path, ref);
+    return { layout: source, descriptor: await source.resolve(digest), ref: digest, name: name?.name ?? name?.tag };
   }
   if (transport.prefix !== '') throw new FerryError('USAGE', `${transport.prefix} locations cannot be used here yet; use a store name or oci:DIR[:TAG]`);
   const layout = await store();
-  return { layout, descriptor: await layout.resolve(rest), ref: rest };
+  const { descriptor, entry } = await layout.resolveEntry(rest);
+  return { layout, descriptor, ref: rest, name: entry?.name ?? entry?.tag };
 }
 
 /** Any location (a registry, an archive, …) opened and resolved to its root; close() when done. */
