@@ -41,7 +41,7 @@ type IndexEdit = (manifests: Descriptor[]) => Descriptor[];
  * as a read-modify-write so concurrent writers never lose each other's entries.
  */
 /** The short id `ferry images` shows (12 hex digits of the manifest digest), or any longer prefix. */
-export const SHORT_ID = /^(?:sha256:)?([0-9a-f]{12,63})$/;
+const SHORT_ID = /^(?:sha256:)?([0-9a-f]{12,63})$/;
 
 export class OciLayout implements Source, Sink {
   readonly caps = { concurrent: true, indexes: true };

@@ -58,7 +58,7 @@ export function parsePlatform(text: string): Platform {
     if (!KNOWN_ARCH.has(word.architecture)) {
       throw new FerryError('USAGE', `invalid platform "${text}": not an operating system or an architecture; expected OS/ARCH[/VARIANT], e.g. linux/arm64`);
     }
-    return normalizePlatform({ os: 'linux', architecture: parts[0]! });
+    return { ...word, os: 'linux' };
   }
   const [os, architecture, variant] = parts;
   return normalizePlatform({ os: os!, architecture: architecture!, ...(variant ? { variant } : {}) });

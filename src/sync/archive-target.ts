@@ -9,7 +9,7 @@ import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { syncDir } from '../blob/publish.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout, type LayoutEntry } from '../locations/layout.js';
 import { acquireLock, lockTimeoutFromEnv } from '../locations/lock.js';
-import { splitPathRef } from '../locations/transport.js';
+import { locatePathRef } from '../locations/transport.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/manifest.js';
 import { isManifestLike } from '../oci/mediatypes.js';
@@ -29,24 +29,17 @@ export interface ArchiveDestination {
  * A sync destination that names an archive: `oci-archive:FILE`, `docker-archive:FILE`, or a path
  * ending in .tar, .tar.gz/.tgz or .tar.zst. Undefined for anything else.
  */
-export function archiveDestination(text: string): ArchiveDestination | undefined {
-  const named = (path: string, format: ArchiveFormat, ref: string | undefined): ArchiveDestination => {
+export async function archiveDestination(text: string): Promise<ArchiveDestination | undefined> {
+  for (const [prefix, format] of [['oci-archive:', 'oci'], ['docker-archive:', 'docker']] as const) {
+    if (!text.startsWith(prefix)) continue;
+    // Split as the transports split it: the path is what is on disk, or whose directory is.
+    const { path, ref } = await locatePathRef(text.slice(prefix.length), `${prefix}FILE`);
     if (ref !== undefined) {
       throw new FerryError('USAGE', `sync destination "${text}": an archive is named by its path alone`, {
         hint: 'every image keeps its source name (REGISTRY/REPOSITORY:TAG) in the archive',
       });
     }
     return { path, format };
-  };
-  if (text.startsWith('oci-archive:')) {
-    const { path, ref } = splitPathRef(text.slice('oci-archive:'.length), 'oci-archive:FILE');
-    return named(path, 'oci', ref);
-  }
-  if (text.startsWith('docker-archive:')) {
-    const rest = text.slice('docker-archive:'.length);
-    if (rest === '') throw new FerryError('USAGE', 'location needs a path: docker-archive:FILE');
-    const i = rest.indexOf(':');
-    return named(i < 0 ? rest : rest.slice(0, i), 'docker', i < 0 ? undefined : rest.slice(i + 1));
   }
   return ARCHIVE_SUFFIX.test(text) ? { path: text, format: 'docker' } : undefined;
 }

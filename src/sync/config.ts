@@ -2,8 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';
 import { FerryError } from '../errors.js';
 import { parsePlatformSelection } from '../oci/platform.js';
-import { semverMatcher } from './semver.js';
-import type { SyncJob } from './sync.js';
+import { tagFilter, type SyncJob } from './sync.js';
 
 /**
  * A sync configuration file (YAML or JSON):
@@ -69,30 +68,13 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
         throw bad(`${where}.platform: ${(e as Error).message}`);
       }
     };
+    const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
-    const patterns = (k: string) => {
-      const l = list(k);
-      for (const p of l ?? []) {
-        try {
-          new RegExp(p);
-        } catch (e) {
-          throw bad(`${where}.${k}: invalid pattern ${JSON.stringify(p)}: ${(e as Error).message}`);
-        }
-      }
-      return l;
-    };
-    const semver = str('semver');
-    try {
-      if (semver) semverMatcher(semver);
-    } catch (e) {
-      throw bad(`${where}.semver: ${(e as Error).message}`);
-    }
+    tagFilter(filters, (field, problem) => bad(`${where}.${field}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
     return {
       source,
       destination: str('destination'),
-      include: patterns('include'),
-      exclude: patterns('exclude'),
-      semver,
+      ...filters,
       platforms: platform ? platformsAt(platform) : undefined,
       prune: bool('prune'),
       referrers: bool('referrers'),

@@ -92,7 +92,8 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
       const ref = parseReference(text);
       const repo = openRepository(ref, o.registry);
       const roots = [];
-      if (namesTagOrDigest(text)) {
+      const one = namesTagOrDigest(text);
+      if (one) {
         // One image: what the other side is known to have, when it is less than the repository.
         const digest = ref.digest ?? (await repo.headDigest(ref.tag!, { signal: o.signal }));
         if (!digest) throw new FerryError('NOT_FOUND', `${formatReference(ref)} not found`);
@@ -104,7 +105,7 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
         }
       }
       await collect(repo, roots, inv, o);
-      inv.sources.push(`docker://${namesTagOrDigest(text) ? formatReference(ref) : repositoryName(ref)}`);
+      inv.sources.push(`docker://${one ? formatReference(ref) : repositoryName(ref)}`);
     }
   }
   return inv;

@@ -216,7 +216,7 @@ async function parseDestination(dest: string | undefined, o: SyncOptions): Promi
     return { kind: 'layout', dir: path };
   }
   if (dest.startsWith('docker://')) return { kind: 'registry', text: dest };
-  const archive = archiveDestination(dest);
+  const archive = await archiveDestination(dest);
   if (archive) return { kind: 'archive', archive };
   throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR, docker://REGISTRY[/PREFIX] or an archive file`, {
     hint: 'an archive is a path ending in .tar, .tar.gz or .tar.zst, or oci-archive:FILE / docker-archive:FILE',
@@ -229,21 +229,26 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions): Promise<
   return archiveTarget(dest.archive, src, o);
 }
 
-export function tagFilter(job: Pick<SyncJob, 'include' | 'exclude' | 'semver'>): (tag: string) => boolean {
-  const compile = (patterns: string[] | undefined, what: string) => (patterns ?? []).map((p) => {
+export type FilterField = 'include' | 'exclude' | 'semver';
+
+/** A bad pattern or range worded as the flag it came from; a config file names its place instead. */
+const asFlag = (field: FilterField, problem: string) => new FerryError('USAGE', field === 'semver' ? problem : `invalid --${field} ${problem}`);
+
+export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterField, problem: string) => FerryError = asFlag): (tag: string) => boolean {
+  const compile = (patterns: string[] | undefined, field: FilterField) => (patterns ?? []).map((p) => {
     try {
       return new RegExp(p);
     } catch (e) {
-      throw new FerryError('USAGE', `invalid ${what} pattern ${JSON.stringify(p)}: ${(e as Error).message}`);
+      throw bad(field, `pattern ${JSON.stringify(p)}: ${(e as Error).message}`);
     }
   });
-  const include = compile(job.include, '--include');
-  const exclude = compile(job.exclude, '--exclude');
+  const include = compile(job.include, 'include');
+  const exclude = compile(job.exclude, 'exclude');
   let semver: ((t: string) => boolean) | undefined;
   try {
     semver = job.semver ? semverMatcher(job.semver) : undefined;
   } catch (e) {
-    throw new FerryError('USAGE', (e as Error).message);
+    throw bad('semver', (e as Error).message);
   }
   return (tag) =>
     (include.length === 0 || include.some((r) => r.test(tag))) && !exclude.some((r) => r.test(tag)) && (!semver || semver(tag));

@@ -1,10 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { collectGarbage } from '../../gc.js';
-import { isDigest } from '../../oci/digest.js';
 import { formatReference, tryParseReference } from '../../oci/reference.js';
 import { openStore } from '../../store.js';
-import { SHORT_ID } from '../../locations/layout.js';
+import type { Descriptor } from '../../oci/manifest.js';
 import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -27,26 +26,25 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
     if (remote) throw new FerryError('USAGE', `ferry rmi removes store images; ${remote} is in a registry`, { hint: `ferry rm ${remote} deletes it there` });
     const store = await openStore({ dir: args.store, write: true });
     try {
-      // As docker does: a digest that several names share removes them all only when asked to.
-      // Checked for every argument before anything is untagged.
-      const byId = (i: string) => isDigest(i) || SHORT_ID.test(i);
-      const byDigest = args.force ? [] : args.images.filter(byId);
-      const entries = byDigest.length > 0 ? await store.entries() : [];
-      for (const image of byDigest) {
-        const d = await store.resolve(image);
-        const names = entries.filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
+      // Each argument resolved once, and every one checked before anything is untagged. As docker
+      // does: an id (digest or short id) that several names share removes them all only when asked to.
+      const targets = [];
+      for (const image of args.images) targets.push({ image, ...(await store.resolveEntry(image)) });
+      const entries = await store.entries();
+      const namesOf = (d: Descriptor) => entries.filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
+      for (const t of targets) {
+        const names = t.byName || args.force ? [] : namesOf(t.descriptor);
         if (names.length > 1) {
-          throw new FerryError('USAGE', `${image} has ${names.length} names: ${names.join(', ')}`, { hint: 'remove the names one at a time, or pass --force to remove them all' });
+          throw new FerryError('USAGE', `${t.image} has ${names.length} names: ${names.join(', ')}`, { hint: 'remove the names one at a time, or pass --force to remove them all' });
         }
       }
       const untagged: string[] = [];
-      for (const image of args.images) {
-        const d = await store.resolve(image);
-        const full = byId(image) ? undefined : tryParseReference(image);
+      for (const { image, descriptor, byName } of targets) {
+        const full = byName ? tryParseReference(image) : undefined;
         const fullName = full ? formatReference(full) : undefined;
         const removed = await store.untag((e) =>
-          e.descriptor.digest === d.digest &&
-          (byId(image) || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
+          e.descriptor.digest === descriptor.digest &&
+          (!byName || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
         );
         if (removed.length === 0) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
         for (const r of removed) untagged.push(r.name ?? r.tag ?? r.descriptor.digest);

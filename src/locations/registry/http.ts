@@ -93,10 +93,6 @@ function redactProxy(uri: string): string {
   }
 }
 
-/**
- * undici's package entry mixes its API (`connect`, `request` …) into every dispatcher; ferry loads
- * the files without that entry, and the proxy agent opens its CONNECT tunnels with `connect`.
- */
 let baseline = false;
 
 /**
@@ -117,6 +113,10 @@ function keepWasmOnBaseline(): void {
   setFlagsFromString('--no-wasm-dynamic-tiering');
 }
 
+/**
+ * undici's package entry mixes its API (`connect`, `request` …) into every dispatcher; ferry loads
+ * the files without that entry, and the proxy agent opens its CONNECT tunnels with `connect`.
+ */
 function proxyAgent(opts: ConstructorParameters<typeof EnvHttpProxyAgent>[0]): EnvHttpProxyAgent {
   const proto = Dispatcher.prototype as unknown as Record<string, unknown>;
   if (typeof proto.connect !== 'function') Object.assign(proto, api);
