@@ -9,7 +9,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { EarlySync } from '../src/blob/early-sync.js';
 import { decompressor, ParallelCompress } from '../src/blob/compression.js';
 import { ZstdFrameWalker } from '../src/blob/zstd-frames.js';
-import { sha } from './helpers/archives.js';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { sha, tarBytes } from './helpers/archives.js';
+import { makeTarLayout } from './helpers/layers.js';
 import { ferry } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
@@ -25,12 +27,14 @@ function mixed(n: number): Buffer {
 }
 
 /** Compresses `data` fed in pieces of `piece` bytes. */
-async function compress(c: 'gzip' | 'zstd', data: Buffer, piece: number, o: { chunk?: number; level?: number } = {}): Promise<Buffer> {
+async function compress(c: 'gzip' | 'zstd', data: Buffer, piece: number, o: { chunk?: number; level?: number; asIs?: Array<[number, number]> } = {}): Promise<Buffer> {
   const parts: Buffer[] = [];
   const pieces = function* () {
     for (let at = 0; at < data.length; at += piece) yield data.subarray(at, at + piece);
   };
-  await pipeline(Readable.from(pieces()), new ParallelCompress(c, { chunk: o.chunk, level: o.level, inFlight: 3 }), new Writable({ write: (b: Buffer, _e, cb) => void (parts.push(b), cb()) }));
+  const pc = new ParallelCompress(c, { chunk: o.chunk, level: o.level, inFlight: 3 });
+  for (const [start, length] of o.asIs ?? []) pc.storeAsIs(start, length);
+  await pipeline(Readable.from(pieces()), pc, new Writable({ write: (b: Buffer, _e, cb) => void (parts.push(b), cb()) }));
   return Buffer.concat(parts);
 }
 
@@ -90,6 +94,49 @@ describe('parallel whole-archive compression (ParallelCompress)', () => {
   it('gzip members carry a fixed OS byte (3), so the output does not depend on the platform', async () => {
     const out = await compress('gzip', data, 10_000, { chunk });
     expect(out[9]).toBe(3);
+  });
+
+  describe('ranges that are compressed already go out stored (storeAsIs)', () => {
+    // The ranges hold text here, so a codec would shrink them: finding them verbatim in the output
+    // shows they were stored. Ranges: one inside the first chunk, one spanning several chunks and
+    // many blocks, one right after it, one at the very end.
+    const text = mixed(400_000);
+    const input = Buffer.concat([randomBytes(50_000), text, randomBytes(30_000), text.subarray(0, 70_000), randomBytes(200_000), text.subarray(0, 1000)]);
+    const ranges: Array<[number, number]> = [
+      [10_000, 20_000],
+      [50_000, 400_000],
+      [450_000, 30_000],
+      [480_000, 70_000],
+      [input.length - 1000, 1000],
+    ];
+    for (const c of ['gzip', 'zstd'] as const) {
+      it(`${c}: the stream still decodes to the input, and stored bytes are there as they are`, async () => {
+        const out = await compress(c, input, 10_000, { chunk, asIs: ranges });
+        expect((await decode(c, out)).equals(input)).toBe(true);
+        // Stored blocks hold 128 KiB (zstd) or 64 KiB - 1 (gzip): shorter pieces appear verbatim.
+        expect(out.includes(text.subarray(0, 60_000))).toBe(true);
+        expect(out.includes(text.subarray(200_000, 260_000))).toBe(true);
+        expect(out.length).toBeGreaterThan(input.length);
+        if (tools[c]) expect(execFileSync(c, ['-d', '-c'], { input: out, maxBuffer: 1 << 24 }).equals(input)).toBe(true);
+        if (c === 'zstd') expect(zstdFrames(out)).toBeGreaterThan(ranges.length);
+        // The same text outside a declared range is compressed.
+        const plain = await compress(c, input, 10_000, { chunk });
+        expect(plain.includes(text.subarray(0, 60_000))).toBe(false);
+        expect(plain.length).toBeLessThan(out.length - 300_000);
+      });
+
+      it(`${c}: stored output is the same whatever the input's piece sizes (deterministic)`, async () => {
+        const a = await compress(c, input, 10_000, { chunk, level: 3, asIs: ranges });
+        const b = await compress(c, input, 65_537, { chunk, level: 3, asIs: ranges });
+        const d = await compress(c, input, 1 << 20, { chunk, level: 3, asIs: ranges });
+        expect(b.equals(a)).toBe(true);
+        expect(d.equals(a)).toBe(true);
+      });
+
+      it(`${c}: input that ends inside a stored range is an error, not a short stream`, async () => {
+        await expect(compress(c, input.subarray(0, 100_000), 10_000, { chunk, asIs: [[50_000, 400_000]] })).rejects.toThrow(/inside a stored range/);
+      });
+    }
   });
 
   for (const c of ['gzip', 'zstd'] as const) {
@@ -155,6 +202,81 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
       expect(await readFile(join(loaded, 'blobs', 'sha256', sha(layer).slice(7)))).toEqual(layer);
     });
   }
+});
+
+describe('save -o .tar.zst / .tar.gz stores gzip and zstd layers as they are', () => {
+  let store: string;
+  let dir: string;
+  const layers: Record<'gzip' | 'zstd', Buffer> = { gzip: Buffer.alloc(0), zstd: Buffer.alloc(0) };
+  let diffId: string;
+  beforeAll(async () => {
+    dir = await tempDir();
+    store = join(dir, 'store');
+    const tar = tarBytes([{ name: 'data.bin', data: randomBytes(3 << 20) }, { name: 'notes.txt', data: mixed(1 << 20) }]);
+    await makeTarLayout(store, [
+      { tag: 'gz', layers: [{ tar, compression: 'gzip' }] },
+      { tag: 'zst', layers: [{ tar, compression: 'zstd' }] },
+    ]);
+    diffId = sha(tar);
+    layers.gzip = gzipSync(tar);
+    layers.zstd = zstdCompressSync(tar);
+  });
+
+  /** Where a stored frame (zstd) or member (gzip) begins with the layer's first bytes. */
+  function storedStart(c: 'gzip' | 'zstd', layer: Buffer): Buffer {
+    if (c === 'zstd') {
+      const h = ((128 << 10) << 3) | 0;
+      return Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38, h & 0xff, (h >> 8) & 0xff, h >> 16]), layer.subarray(0, 4096)]);
+    }
+    return Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0, 0xff, 0xff, 0, 0]), layer.subarray(0, 4096)]);
+  }
+
+  for (const [suffix, c] of [['tar.zst', 'zstd'], ['tar.gz', 'gzip']] as const) {
+    it(`${suffix}: each layer goes in stored, the archive decodes, loads back, and is the same on a second save`, async () => {
+      const env = { FERRY_STORE: store };
+      const a = join(dir, `a.${suffix}`);
+      const b = join(dir, `b.${suffix}`);
+      for (const f of [a, b]) {
+        const r = await ferry(['save', '-q', 'gz', 'zst', '-o', f], { env });
+        expect(r.code, r.stderr).toBe(0);
+      }
+      const bytes = await readFile(a);
+      expect((await readFile(b)).equals(bytes)).toBe(true);
+      for (const layer of [layers.gzip, layers.zstd]) expect(bytes.includes(storedStart(c, layer))).toBe(true);
+      const plain = await decode(c, bytes);
+      for (const layer of [layers.gzip, layers.zstd]) expect(plain.includes(layer)).toBe(true);
+      if (tools[c]) {
+        expect(execFileSync(c, ['-d', '-c', a], { maxBuffer: 1 << 26 }).equals(plain)).toBe(true);
+        expect(execFileSync('tar', ['-tf', a]).toString()).toContain(`blobs/sha256/${sha(layers.gzip).slice(7)}`);
+      }
+      if (c === 'zstd' && skopeo) {
+        // skopeo decompresses a docker-archive's layers, and names them by diff_id.
+        const info = JSON.parse(execFileSync('skopeo', ['inspect', `docker-archive:${a}:gz:latest`]).toString()) as { Layers: string[] };
+        expect(info.Layers).toEqual([diffId]);
+      }
+      const loaded = join(dir, `loaded-${c}`);
+      const l = await ferry(['--store', loaded, 'load', '-i', a], { env });
+      expect(l.code, l.stderr).toBe(0);
+      const v = await ferry(['--store', loaded, 'verify'], { env });
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      for (const layer of [layers.gzip, layers.zstd]) expect(await readFile(join(loaded, 'blobs', 'sha256', sha(layer).slice(7)))).toEqual(layer);
+    });
+  }
+
+  it('volumes of a .tar.zst set store the layer parts as they are, and load back', async () => {
+    const env = { FERRY_STORE: store };
+    const out = await tempDir();
+    const r = await ferry(['save', '-q', 'gz', '-o', join(out, 'set.tar.zst'), '--volume-size', '2M'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const files = (await readdir(out)).sort();
+    expect(files.length).toBeGreaterThan(1);
+    const all = Buffer.concat(await Promise.all(files.map((f) => readFile(join(out, f)))));
+    expect(all.includes(storedStart('zstd', layers.gzip))).toBe(true);
+    const loaded = join(out, 'loaded');
+    const l = await ferry(['--store', loaded, 'load', '-i', ...files.map((f) => join(out, f))], { env });
+    expect(l.code, l.stderr).toBe(0);
+    expect(await readFile(join(loaded, 'blobs', 'sha256', sha(layers.gzip).slice(7)))).toEqual(layers.gzip);
+  });
 });
 
 describe('EarlySync (background flushes of an archive file being written)', () => {

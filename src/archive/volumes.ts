@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { basename } from 'node:path';
 import { FerryError } from '../errors.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
-import { ArchiveOutput, refuseExisting, type OutputOptions } from './output.js';
+import { ArchiveOutput, refuseExisting, type EntryOptions, type OutputOptions } from './output.js';
 import { BLOCK, entryBytes, END_OF_ARCHIVE } from './tar.js';
 import type { EntryWriter } from './writer.js';
 
@@ -186,7 +186,7 @@ export class VolumeWriter implements EntryWriter {
     v.estimate += entryEstimate(e.name);
   }
 
-  async file(name: string, size: number, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void> {
+  async file(name: string, size: number, body: AsyncIterable<Buffer>, o: EntryOptions = {}): Promise<void> {
     const blob = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(name);
     if (size <= this.emptyRoom(name) || !blob) {
       const v = await this.volumeFor(name, size);
@@ -198,7 +198,7 @@ export class VolumeWriter implements EntryWriter {
           yield c;
         }
       }
-      await v.out.entry(name, size, hashed(), signal);
+      await v.out.entry(name, size, hashed(), o);
       const digest = blob ? parseDigest(`${blob[1]}:${blob[2]}`, name) : (`sha256:${h!.digest('hex')}` as Digest);
       this.record(v, { name, size, digest });
       return;
@@ -235,7 +235,7 @@ export class VolumeWriter implements EntryWriter {
           yield c;
         }
       }
-      await v.out.entry(pname, want, part(), signal);
+      await v.out.entry(pname, want, part(), o);
       this.record(v, { name: pname, size: want, digest: `sha256:${h.digest('hex')}` as Digest, part: { blob: digest, blobSize: size, index: i + 1, count: sizes.length } });
     }
     if (await it.next(1)) throw new FerryError('INTERNAL', `blob ${digest}: more than the declared ${size} bytes`);

@@ -8,14 +8,14 @@ import { hostPlatform, isAttestation, samePlatform } from '../oci/platform.js';
 import { familiarName, parseReference } from '../oci/reference.js';
 import { addRoot } from '../locations/layout.js';
 import type { PutOptions, Sink, TagName } from '../types.js';
-import type { ArchiveOutput } from './output.js';
+import type { ArchiveOutput, EntryOptions } from './output.js';
 
 /** `docker`: an OCI layout that docker load also reads (manifest.json, repositories). `oci`: OCI only. */
 export type ArchiveFormat = 'docker' | 'oci';
 
 /** Writes tar entries somewhere: one archive, or a set of volumes. */
 export interface EntryWriter {
-  file(name: string, size: number, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void>;
+  file(name: string, size: number, body: AsyncIterable<Buffer>, o?: EntryOptions): Promise<void>;
   bytes(name: string, data: Buffer): Promise<void>;
   dir(name: string): Promise<void>;
   /** Completes the archive and publishes it; returns the files written. */
@@ -27,8 +27,8 @@ export interface EntryWriter {
 /** One archive file (or stdout). */
 export class SingleWriter implements EntryWriter {
   constructor(private readonly out: ArchiveOutput) {}
-  file(name: string, size: number, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void> {
-    return this.out.entry(name, size, body, signal);
+  file(name: string, size: number, body: AsyncIterable<Buffer>, o?: EntryOptions): Promise<void> {
+    return this.out.entry(name, size, body, o);
   }
   bytes(name: string, data: Buffer): Promise<void> {
     return this.out.bytesEntry(name, data);
@@ -132,7 +132,8 @@ export class ArchiveSink implements Sink {
           yield c as Buffer;
         }
       }
-      await this.writer.file(blobEntryName(d.digest), d.size, tee(), signal);
+      const compressed = isLayerType(d.mediaType) && ['gzip', 'zstd'].includes(layerCompression(d.mediaType));
+      await this.writer.file(blobEntryName(d.digest), d.size, tee(), { signal, compressed });
       this.written.set(d.digest, d.size);
       if (keep) this.docs.set(d.digest, { mediaType: d.mediaType, bytes: Buffer.concat(keep) });
     });
