@@ -2,7 +2,7 @@
 // ferry benchmarks: each workload side by side with a peer when one is installed, in one run.
 // Prints medians, ratios and peak RSS; `npm run bench -- --write` also rewrites docs/BENCHMARKS.md.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -375,7 +375,15 @@ async function archiveWorkloads() {
     // This row adds the write-back, so both are measured to the same point: safe to unplug.
     zst.push(['zstd -T2, then sync FILE', (out) => ['sh', ['-c', 'zstd -q -T2 -f "$1" -o "$2" && sync "$2"', 'sh', plain, out]]]);
   }
-  rows.push(...(await workload(`save -> .tar.zst (${label})`, fresh('.tar.zst'), zst)).map((r) => ({ ...r, mb: gzMB })));
+  // ferry stores gzip layers as they are; zstd compresses the whole tar: say what each one wrote.
+  const sizes = new Map();
+  for (const [tool, run] of zst) {
+    const out = await fresh('.tar.zst')();
+    await runAsync(...run(out));
+    sizes.set(tool, Math.round((await stat(out)).size / 2 ** 20));
+  }
+  const zstRows = await workload(`save -> .tar.zst (${label})`, fresh('.tar.zst'), zst);
+  rows.push(...zstRows.map((r) => ({ ...r, note: `${sizes.get(r.tool)} MiB written`, mb: gzMB })));
   await rm(join(work, 'plain.tar'), { force: true });
   if (last) await rm(last, { recursive: true, force: true });
   await rm(src, { recursive: true, force: true });
@@ -422,7 +430,7 @@ try {
   ];
   for (const r of rows) {
     const base = rows.find((x) => x.workload === r.workload && x.tool === 'ferry');
-    lines.push(`| ${r.workload} | ${r.tool} | ${r.median.toFixed(2)} | ${r.noThroughput ? '–' : ((r.mb ?? totalMB) / r.median).toFixed(0)} | ${base ? (r.median / base.median).toFixed(2) + "x" : "–"} | ${r.rss.toFixed(0)} |`);
+    lines.push(`| ${r.workload} | ${r.tool}${r.note ? ` (${r.note})` : ''} | ${r.median.toFixed(2)} | ${r.noThroughput ? '–' : ((r.mb ?? totalMB) / r.median).toFixed(0)} | ${base ? (r.median / base.median).toFixed(2) + "x" : "–"} | ${r.rss.toFixed(0)} |`);
   }
   const table = lines.join('\n');
   console.log(`\nmachine: ${machine}; ${RUNS} runs after one warm-up, medians\n\n${table}\n`);
