@@ -58,7 +58,10 @@ export interface CopyOptions {
 
 export interface CopiedImage {
   ref: string;
+  /** What the destination holds: for an index narrowed to some platforms, not the source's digest. */
   digest: Digest;
+  /** The index it was narrowed from (what `NAME@DIGEST` names at the source), when that differs. */
+  source?: Digest;
   mediaType: string;
   platforms: string[];
   names: TagName[];
@@ -83,6 +86,8 @@ interface Planned {
   documents: Array<{ descriptor: Descriptor; bytes: Uint8Array }>;
   blobs: Descriptor[];
   platforms: string[];
+  /** The source index this copy narrowed to some of its platforms. */
+  narrowed?: Digest;
 }
 
 /**
@@ -211,7 +216,14 @@ async function nameRoots(plans: Planned[], dst: Sink, report: CopyReport, opts: 
 }
 
 function copiedImage(p: Planned): CopiedImage {
-  return { ref: p.root.ref, digest: p.target.digest, mediaType: p.target.mediaType, platforms: p.platforms, names: p.root.names ?? [] };
+  return {
+    ref: p.root.ref,
+    digest: p.target.digest,
+    ...(p.narrowed ? { source: p.narrowed } : {}),
+    mediaType: p.target.mediaType,
+    platforms: p.platforms,
+    names: p.root.names ?? [],
+  };
 }
 
 /** Reads every document of one root, applies platform selection and lists what must move. */
@@ -280,7 +292,8 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
     }
   }
   if (root.annotations) target = { ...target, annotations: { ...root.annotations, ...target.annotations } };
-  return { root, target, documents, blobs, platforms: [...platforms] };
+  const narrowed = target.digest !== resolved.digest ? resolved.digest : undefined;
+  return { root, target, documents, blobs, platforms: [...platforms], narrowed };
 }
 
 /** Delta copies leave out blobs the far side has; configs always travel (they are small and name the image). */

@@ -79,7 +79,9 @@ describe('the schema is strict enough to catch regressions', () => {
 
   it('accepts a well-formed result and refuses renamed, missing, mistyped or unknown fields', () => {
     validate('result.copy', good);
+    validate('result.copy', { ...good, images: [{ ...good.images[0], source: `sha256:${'b'.repeat(64)}` }] });
     const bad: unknown[] = [
+      { ...good, images: [{ ...good.images[0], source: 'sha256:abc' }] },
       { ...good, extra: 1 },
       { ...good, blobs: { ...good.blobs, bytesCopied: '10' } },
       { ...good, manifests: { copied: 1 } },

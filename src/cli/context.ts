@@ -67,6 +67,16 @@ export function out(line = ''): void {
   process.stdout.write(line + '\n');
 }
 
+/**
+ * `Digest:` names the image as the source does, as docker prints it: after a platform choice, the
+ * index's digest (what `NAME@DIGEST` pulls again), followed by what was written in its place.
+ */
+export function printDigests(i: { digest: string; source?: string; platforms: string[] }): void {
+  if (!i.source) return out(`Digest: ${i.digest}`);
+  out(`Digest: ${i.source}`);
+  out(`Written: ${i.digest} (${i.platforms.join(', ')})`);
+}
+
 /** Progress and status lines go to stderr so stdout stays parseable. */
 export function status(args: GlobalArgs, line: string): void {
   if (!args.quiet && !args.json) process.stderr.write(line + '\n');

@@ -55,8 +55,22 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       const h = await host();
       await seed('multi', 'suite/multi');
       const store = join(await tempDir(), 's');
+      const exp = await testdataImages();
       const arm = await ferry(['--store', store, 'pull', '--platform', 'linux/arm64', `${h}/suite/multi:multi`]);
       expect(arm.code, arm.stderr).toBe(0);
+      // Digest: is the index's, as docker prints it (what NAME@DIGEST pulls again); then what was stored.
+      expect(arm.stdout).toContain(`Digest: ${exp.multi.digest}\nWritten: sha256:`);
+      expect(arm.stdout).toMatch(/Written: sha256:[a-f0-9]{64} \(linux\/arm64\)/);
+      const byDigest = await ferry(['--store', store, '--json', 'pull', '--platform', 'linux/arm64', `${h}/suite/multi@${exp.multi.digest}`]);
+      expect(byDigest.code, byDigest.stderr).toBe(0);
+      const result = JSON.parse(byDigest.stdout.trim().split('\n').at(-1)!) as { images: Array<{ digest: string; source?: string; platforms: string[] }> };
+      expect(result.images[0]!.source).toBe(exp.multi.digest);
+      expect(result.images[0]!.digest).not.toBe(exp.multi.digest);
+      const plain = await ferry(['--store', store, 'pull', '--platform', 'linux/arm64', `${h}/suite/multi@${exp.multi.digest}`]);
+      expect(plain.stdout).toContain(`Status: Image is up to date for ${h}/suite/multi@${exp.multi.digest}`);
+      const all = await ferry(['--store', join(await tempDir(), 's5'), 'pull', '--platform', 'all', `${h}/suite/multi:multi`]);
+      expect(all.stdout).toContain(`Digest: ${exp.multi.digest}`);
+      expect(all.stdout).not.toContain('Written:');
       const inspect = await ferry(['--store', store, 'inspect', `${h}/suite/multi:multi`]);
       expect(JSON.parse(inspect.stdout).config.architecture).toBe('arm64');
       const def = await ferry(['--store', join(await tempDir(), 's2'), 'pull', `${h}/suite/multi:multi`]);

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -42,7 +42,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
     if (args.json) return printResult(report);
     for (const i of report.images) {
       out(`Copied ${args.source} -> ${args.destination}`);
-      out(`Digest: ${i.digest}`);
+      printDigests(i);
     }
     out(`${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})`);
   },

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -38,8 +38,8 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
-      const name = i.names[0]?.name ?? `${report.reference}@${i.digest}`;
-      out(`Digest: ${i.digest}`);
+      const name = i.names[0]?.name ?? `${report.reference}@${i.source ?? i.digest}`;
+      printDigests(i);
       out(report.blobs.copied > 0 ? `Status: Downloaded newer image for ${name}` : `Status: Image is up to date for ${name}`);
     }
     status(args, `${report.blobs.copied} blob(s) downloaded (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present`);
