@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -10,6 +11,7 @@ import { parsePartName, parseSize, partName, volumePath } from '../src/archive/v
 import { EntryTap } from '../src/archive/tap.js';
 import { decompressBudget } from '../src/blob/compression.js';
 import { failure } from './helpers/assert.js';
+import { hasTool } from './helpers/tools.js';
 import { sha, tarBytes } from './helpers/archives.js';
 import { tempDir } from './helpers/fs.js';
 import { open, writeFile } from 'node:fs/promises';
@@ -153,6 +155,60 @@ describe('zstd frames', () => {
     const err = await failure(unzstd([za.subarray(0, za.length - 10)]));
     expect(err.code).toBe('INTEGRITY');
     expect(err.message).toMatch(/truncated/);
+  });
+
+  describe('frames of raw blocks are passed on without a decoder', () => {
+    const magic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+    /** A block header: type 0 raw, 1 RLE, 2 compressed. */
+    const bh = (type: number, size: number, last: boolean) => {
+      const h = (size << 3) | (type << 1) | (last ? 1 : 0);
+      return Buffer.from([h & 0xff, (h >> 8) & 0xff, h >> 16]);
+    };
+    // No single segment, no checksum, no content size; window 2^17 (ferry's stored frames).
+    const head = Buffer.concat([magic, Buffer.from([0x00, 7 << 3])]);
+
+    it('raw and RLE blocks, however the input is cut, and as zstd -d reads them', async () => {
+      const text = randomBytes(200_000);
+      const frame = Buffer.concat([head, bh(0, 131_072, false), text.subarray(0, 131_072), bh(1, 1000, false), Buffer.from('A'), bh(0, 68_928, true), text.subarray(131_072)]);
+      const want = Buffer.concat([text.subarray(0, 131_072), Buffer.alloc(1000, 'A'), text.subarray(131_072)]);
+      for (const n of [997, 65_536, frame.length]) expect((await unzstd(split(Buffer.concat([frame, za]), n))).equals(Buffer.concat([want, a]))).toBe(true);
+      if (hasTool('zstd')) expect(execFileSync('zstd', ['-d', '-c'], { input: frame, maxBuffer: 1 << 24 }).equals(want)).toBe(true);
+      // Byte by byte, so that every header straddles a boundary.
+      const small = Buffer.concat([head, bh(0, 3, false), Buffer.from('abc'), bh(1, 4, false), Buffer.from('z'), bh(0, 0, false), bh(0, 2, true), Buffer.from('de')]);
+      expect((await unzstd(split(small, 1))).toString()).toBe('abczzzzde');
+    });
+
+    it('a compressed block after raw ones: a decoder takes over with the window it may refer to', async () => {
+      // zstd with a 128 KiB window, no checksum, no content size: random data goes out as a raw
+      // block, and the repeats after it as compressed blocks whose matches reach back into it (at
+      // level 9; levels 1-3 do not index data they found incompressible).
+      const r = randomBytes(160_000);
+      const data = Buffer.concat([r, r.subarray(60_000, 150_000), r.subarray(100_000, 160_000), Buffer.alloc(50_000, 9)]);
+      const z = zlib.zstdCompressSync(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 9, [zlib.constants.ZSTD_c_windowLog]: 17, [zlib.constants.ZSTD_c_contentSizeFlag]: 0, [zlib.constants.ZSTD_c_checksumFlag]: 0 } });
+      const blocks = new ZstdFrameWalker().feed(z).filter((x) => x.kind === 'block-header' && x.block).map((x) => x.block!);
+      expect(blocks[0]!.type).toBe(0); // the case under test: raw first, compressed later,
+      expect(blocks[1]!.type).toBe(2);
+      expect(blocks[1]!.size).toBeLessThan(40_000); // mostly matches into the raw block
+      for (const n of [211, 4096, 100_000, z.length]) expect((await unzstd(split(z, n))).equals(data)).toBe(true);
+    });
+
+    it('a raw block larger than the window, a content size that disagrees, or a cut frame is refused', async () => {
+      const big = Buffer.concat([magic, Buffer.from([0x00, 0 << 3]), bh(0, 2048, true), randomBytes(2048)]); // window 1 KiB
+      const e1 = await failure(unzstd([big]));
+      expect(e1.code).toBe('INTEGRITY');
+      expect(e1.message).toMatch(/more than the frame's 1024-byte window/);
+      // Frame_Content_Size of 2 bytes (stored as size - 256) says 300; the blocks hold 299.
+      const sized = Buffer.concat([magic, Buffer.from([0x40, 7 << 3, 44, 0]), bh(0, 299, true), randomBytes(299)]);
+      const e2 = await failure(unzstd([sized]));
+      expect(e2.code).toBe('INTEGRITY');
+      expect(e2.message).toMatch(/299 bytes of content, its header says 300/);
+      const ok = Buffer.concat([magic, Buffer.from([0x40, 7 << 3, 44, 0]), bh(0, 300, true), randomBytes(300)]);
+      expect((await unzstd([ok])).length).toBe(300);
+      const cut = Buffer.concat([head, bh(0, 1000, true), randomBytes(500)]);
+      const e3 = await failure(unzstd([cut]));
+      expect(e3.code).toBe('INTEGRITY');
+      expect(e3.message).toMatch(/truncated/);
+    });
   });
 
   it('the frame walker finds frame boundaries without decoding', () => {
