@@ -37,9 +37,11 @@ export interface PlannedImage {
 
 export interface ArchivePlan {
   compression: string;
-  /** Every file save would write, with its size as a tar before compression. */
-  files: Array<{ path: string; bytes: number }>;
+  /** Every file save would write, with its size as a tar before compression (and, compressed, the most it can take). */
+  files: Array<{ path: string; bytes: number; maxBytes?: number }>;
   bytes: number;
+  /** With compression: the most the files can take once compressed; what --media is checked against. */
+  maxBytes?: number;
   volumeSize?: number;
   /** Set with --media: whether all the files fit, and by how much they miss or what is left. */
   media?: { size: number; fits: boolean; over: number; free: number };
@@ -90,9 +92,11 @@ export class PlanBuilder {
 export function archivePlan(files: ArchivePlan['files'], o: { compression: string; volumeSize?: number; media?: number }): ArchivePlan {
   const bytes = files.reduce((n, f) => n + f.bytes, 0);
   const plan: ArchivePlan = { compression: o.compression, files, bytes };
+  if (files.some((f) => f.maxBytes !== undefined)) plan.maxBytes = files.reduce((n, f) => n + (f.maxBytes ?? f.bytes), 0);
   if (o.volumeSize !== undefined) plan.volumeSize = o.volumeSize;
   if (o.media !== undefined) {
-    plan.media = { size: o.media, fits: bytes <= o.media, over: Math.max(0, bytes - o.media), free: Math.max(0, o.media - bytes) };
+    const need = plan.maxBytes ?? bytes;
+    plan.media = { size: o.media, fits: need <= o.media, over: Math.max(0, need - o.media), free: Math.max(0, o.media - need) };
   }
   return plan;
 }
@@ -101,8 +105,9 @@ export function archivePlan(files: ArchivePlan['files'], o: { compression: strin
 export function checkMedia(plan: Plan): void {
   const a = plan.archive;
   if (!a?.media || a.media.fits) return;
-  const what = a.files.length > 1 ? `the ${a.files.length} volumes need` : 'the archive needs';
-  throw new FerryError('TOO_LARGE', `${what} ${humanSize(a.bytes)} (${a.bytes} bytes) but --media is ${humanSize(a.media.size)} (${a.media.size} bytes): ${humanSize(a.media.over)} (${a.media.over} bytes) too much; nothing was written`, {
+  const what = `${a.files.length > 1 ? `the ${a.files.length} volumes need` : 'the archive needs'}${a.maxBytes !== undefined ? ' up to' : ''}`;
+  const need = a.maxBytes ?? a.bytes;
+  throw new FerryError('TOO_LARGE', `${what} ${humanSize(need)} (${need} bytes) but --media is ${humanSize(a.media.size)} (${a.media.size} bytes): ${humanSize(a.media.over)} (${a.media.over} bytes) too much; nothing was written`, {
     hint: 'save fewer images, save a delta with --exclude-from, or use a larger medium',
   });
 }

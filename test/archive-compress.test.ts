@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { EarlySync } from '../src/blob/early-sync.js';
-import { decompressor, ParallelCompress } from '../src/blob/compression.js';
+import { compressedBound, decompressor, ParallelCompress } from '../src/blob/compression.js';
 import { ZstdFrameWalker } from '../src/blob/zstd-frames.js';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { sha, tarBytes } from './helpers/archives.js';
@@ -137,6 +137,28 @@ describe('parallel whole-archive compression (ParallelCompress)', () => {
         await expect(compress(c, input.subarray(0, 100_000), 10_000, { chunk, asIs: [[50_000, 400_000]] })).rejects.toThrow(/inside a stored range/);
       });
     }
+  });
+
+  it('compressedBound is never exceeded: incompressible data through the codec, stored ranges, tiny inputs', async () => {
+    const noise = randomBytes(3_000_000);
+    const cases: Array<{ data: Buffer; asIs: Array<[number, number]> }> = [
+      { data: noise, asIs: [] },
+      { data: noise.subarray(0, 100), asIs: [] },
+      { data: Buffer.alloc(0), asIs: [] },
+      { data: noise, asIs: [[1000, 70_000], [71_000, 1], [80_000, 2_500_000]] },
+      { data: noise.subarray(0, 200_000), asIs: Array.from({ length: 50 }, (_, i) => [i * 4000, 3000] as [number, number]) },
+    ];
+    for (const c of ['gzip', 'zstd'] as const) {
+      for (const { data, asIs } of cases) {
+        for (const level of c === 'gzip' ? [1, 6, 9] : [1, 3, 19]) {
+          const out = await compress(c, data, 65_536, { level, asIs });
+          expect(out.length, `${c} -${level}, ${data.length} bytes, ${asIs.length} stored`).toBeLessThanOrEqual(compressedBound(data.length, c, asIs.length));
+        }
+      }
+    }
+    // Close, not just safe: within 0.1 % + 4 kB of incompressible data's real size.
+    const real = (await compress('gzip', noise, 65_536)).length;
+    expect(compressedBound(noise.length, 'gzip', 0)).toBeLessThan(real * 1.001 + 4096);
   });
 
   for (const c of ['gzip', 'zstd'] as const) {

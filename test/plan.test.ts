@@ -117,6 +117,28 @@ describe('dry-run plans: save', () => {
     expect((await stat(out)).size).toBe(plan.archive!.bytes);
   });
 
+  it('--media on a compressed archive is checked against the most it can take once compressed, not the tar', async () => {
+    // Random layers: stored in the .tar.gz/.tar.zst, which then comes out a little larger than the tar.
+    const dir = await tempDir();
+    for (const suffix of ['tar.gz', 'tar.zst']) {
+      const out = join(dir, `c.${suffix}`);
+      const json = await ferry(['save', '--dry-run', '--json', baseRef(), appRef(), '-o', out]);
+      expect(json.code, json.stderr).toBe(0);
+      const a = planOf(json.stdout).archive!;
+      expect(a.maxBytes).toBeGreaterThan(a.bytes);
+      expect(a.files[0]!.maxBytes).toBe(a.maxBytes);
+      const saved = await ferry(['save', '-q', '--media', String(a.maxBytes), baseRef(), appRef(), '-o', out]);
+      expect(saved.code, saved.stderr).toBe(0);
+      expect((await stat(out)).size).toBeLessThanOrEqual(a.maxBytes!);
+      // One byte less than the bound is refused, though the tar alone would fit.
+      const tight = await ferry(['save', '--dry-run', '--media', String(a.maxBytes! - 1), baseRef(), appRef(), '-o', join(dir, `d.${suffix}`)]);
+      expect(tight.code).toBe(3);
+      expect(tight.stdout).toMatch(/archive: .* as tar before (gzip|zstd) compression, at most .* after/);
+      expect(tight.stderr).toContain(`the archive needs up to`);
+      expect(tight.stderr).toContain(`(${a.maxBytes} bytes) but --media is`);
+    }
+  });
+
   it('bad inputs: --media garbage, --dry-run with --compress-layers', async () => {
     const out = join(await tempDir(), 'x.tar');
     const garbage = await ferry(['save', '--dry-run', '--media', 'lots', baseRef(), '-o', out]);

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { checkLevel, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
+import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
@@ -33,6 +33,8 @@ export interface MeasuredFile {
   path: string;
   /** Tar bytes before compression (the compressed size is known only by compressing). */
   bytes: number;
+  /** With compression: the most the file can take once compressed (compressedBound). */
+  maxBytes?: number;
 }
 
 /** Refuses to overwrite `path` unless forced (E6). */
@@ -63,6 +65,9 @@ export class ArchiveOutput {
   private failure?: unknown;
   private readonly head: Writable;
   private readonly compressor?: ParallelCompress;
+  /** A dry run: the compression the real file would get, and how many entries it would store. */
+  private measuredCompression: ArchiveCompression = 'none';
+  private storedEntries = 0;
   /** Inside a body the compressor stores as it is: one short-lived copy per chunk, not a codec's buffers, so not counted for GC pacing. */
   private storing = false;
   private readonly flowing: Promise<void>;
@@ -111,7 +116,9 @@ export class ArchiveOutput {
   /** Counts what would be written to `dest`; entry bodies may be left out (only their sizes count). */
   static measuring(dest: string, o: OutputOptions): ArchiveOutput {
     const discard = new Writable({ write: (_c, _e, cb) => cb() });
-    return new ArchiveOutput(discard, dest, undefined, { ...o, compression: 'none', measure: o.measure ?? [] });
+    const measuring = new ArchiveOutput(discard, dest, undefined, { ...o, compression: 'none', measure: o.measure ?? [] });
+    measuring.measuredCompression = o.compression;
+    return measuring;
   }
 
   static toStream(stream: Writable, o: OutputOptions): ArchiveOutput {
@@ -150,6 +157,7 @@ export class ArchiveOutput {
     const { signal } = o;
     await this.write(entryHeader(name, size));
     if (this.o.measure) {
+      if (o.compressed) this.storedEntries++;
       for await (const chunk of body) void chunk; // manifests are read by the sink on their way
       this.bytes += size;
       return this.write(entryPadding(size));
@@ -198,7 +206,10 @@ export class ArchiveOutput {
       await this.abort();
       throw this.failure;
     }
-    this.o.measure?.push({ path: this.dest, bytes: this.bytes });
+    if (this.o.measure) {
+      const c = this.measuredCompression;
+      this.o.measure.push({ path: this.dest, bytes: this.bytes, ...(c === 'none' ? {} : { maxBytes: compressedBound(this.bytes, c, this.storedEntries) }) });
+    }
     if (!this.temp || o.defer) return;
     await this.publish();
   }

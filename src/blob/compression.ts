@@ -323,6 +323,21 @@ class CodecSlot {
   }
 }
 
+/**
+ * The most `bytes` of tar can take once ParallelCompress has compressed it, `stored` of its
+ * entries going out stored. Where compressing does not help, both codecs store: zstd in raw
+ * blocks of 128 KiB behind a 3-byte header; zlib in stored blocks, within what its deflateBound
+ * allows (1/4096 + 1/16384 of the input). On top come each member's or frame's own bytes: one
+ * per 2 MiB chunk, and up to two more per stored entry (its own, and the chunk cut short before
+ * it). What `--media` is checked against, so that a plan that fits is a promise.
+ */
+export function compressedBound(bytes: number, c: OutputCompression, stored: number): number {
+  if (c === 'none') return bytes;
+  const members = Math.ceil(bytes / PARALLEL_CHUNK) + 2 * stored + 1;
+  const blocks = c === 'gzip' ? Math.ceil(bytes / 4096) + Math.ceil(bytes / 16384) : 3 * (Math.ceil(bytes / (128 << 10)) + members);
+  return bytes + blocks + members * (c === 'gzip' ? 32 : 24);
+}
+
 /** Levels node:zlib accepts for whole-archive compression: gzip 1-9, zstd 1-22. */
 export function checkLevel(c: 'gzip' | 'zstd', level: number | undefined): void {
   if (level === undefined) return;

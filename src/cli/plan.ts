@@ -21,7 +21,7 @@ export function printPlan(args: GlobalArgs, plan: Plan, extra: object = {}): voi
       ['already there', amount(plan.skipped)],
       ...(plan.excluded.count ? [['excluded', `${amount(plan.excluded)} listed by --exclude-from`]] : []),
       ['manifests', amount(plan.manifests)],
-      ...(a ? [['archive', `${humanSize(a.bytes)} as tar${a.compression === 'none' ? '' : ` before ${a.compression} compression`}`]] : []),
+      ...(a ? [['archive', `${humanSize(a.bytes)} as tar${a.compression === 'none' ? '' : ` before ${a.compression} compression, at most ${humanSize(a.maxBytes ?? a.bytes)} after`}`]] : []),
       ...(a?.volumeSize !== undefined ? [['volumes', `${a.files.length} each under ${humanSize(a.volumeSize)}: ${a.files.map((f) => f.path).join(', ')}`]] : []),
       ...(a?.media ? [['media', a.media.fits ? `fits on ${humanSize(a.media.size)}, ${humanSize(a.media.free)} to spare` : `does NOT fit on ${humanSize(a.media.size)}: ${humanSize(a.media.over)} too much`]] : []),
     ].map(([k, v]) => [`${k}:`, v!])));
