@@ -313,7 +313,7 @@ export class ZstdDecompress extends Transform {
       return;
     }
     if (run.kind !== 'block') throw new FerryError('INTERNAL', `zstd: unexpected ${run.kind} in a frame without checksum`);
-    await this.passOn(run.block!.type === 1 ? Buffer.alloc(run.block!.size, run.bytes[0]!) : run.bytes);
+    this.passOn(run.block!.type === 1 ? Buffer.alloc(run.block!.size, run.bytes[0]!) : run.bytes);
   }
 
   /** A compressed block in a frame being passed through: a decoder goes on from here. */
@@ -335,7 +335,7 @@ export class ZstdDecompress extends Transform {
   }
 
   /** Passes bytes on, keeping the last window's worth in case a decoder must take over. */
-  private async passOn(b: Buffer): Promise<void> {
+  private passOn(b: Buffer): void {
     this.frameBytes += b.length;
     this.recent.push(b);
     this.recentBytes += b.length;
