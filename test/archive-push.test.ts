@@ -103,9 +103,15 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     await writeTar(file, img.entries, 'gzip');
     const r = await ferry(['push', '--from', file, `${host}/unnamed`], { env: { FERRY_STORE: noStore } });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/has no repository name to push it under/);
+    expect(r.stderr).toMatch(/\(sha256:[a-f0-9]{64}, tagged onlytag without a repository\) has no repository name to push it under/);
     const res = await fetch(`http://${host}/v2/_catalog`);
     expect(((await res.json()) as { repositories: string[] }).repositories.filter((x) => x.startsWith('unnamed'))).toEqual([]);
+    // The hint is a command that works once NAME is filled in.
+    const hint = /hint: send it under a name of your choosing: ferry (copy \S+ \S+)/.exec(r.stderr)?.[1];
+    expect(hint).toBe(`copy oci-archive:${file}:onlytag docker://${host}/unnamed/NAME:onlytag`);
+    const sent = await ferry([...hint!.replace('NAME', 'app').split(' ')], { env: { FERRY_STORE: noStore } });
+    expect(sent.code, sent.stderr).toBe(0);
+    expect(sent.stdout).toContain(`Digest: ${img.manifest.digest}`);
   });
 
   it('a truncated .tar.zst fails with exit 4 and pushes no tag', async () => {

@@ -51,9 +51,14 @@ function prefixOf(prefix: string | undefined): string | undefined {
   return p;
 }
 
-function noName(file: string, ref: string): FerryError {
-  return new FerryError('USAGE', `an image of ${file} (${ref}) has no repository name to push it under`, {
-    hint: 'load it with ferry load --tag NAME:TAG, then ferry push NAME:TAG',
+/** An archive image with a tag at most (saved from an OCI layout, or unnamed): the hint names a copy that sends it as it is. */
+function noName(file: string, ref: string, tags: string[], prefix: string | undefined): FerryError {
+  const tag = tags[0];
+  const from = tag ? `oci-archive:${file}:${tag}` : ref.startsWith('sha256:') ? `oci-archive:${file}@${ref}` : undefined;
+  const to = `docker://${prefixOf(prefix) ?? 'REGISTRY'}/NAME:${tag ?? 'TAG'}`;
+  const what = tag ? `${ref}, tagged ${tags.join(', ')} without a repository` : ref;
+  return new FerryError('USAGE', `an image of ${file} (${what}) has no repository name to push it under`, {
+    hint: from ? `send it under a name of your choosing: ferry copy ${from} ${to}` : 'load it with ferry load --tag NAME:TAG, then ferry push NAME:TAG',
   });
 }
 
@@ -90,7 +95,7 @@ async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, 
     if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
     for (const img of images) {
       const names = img.names.filter((n) => n.name);
-      if (names.length === 0) throw noName(file, img.ref);
+      if (names.length === 0) throw noName(file, img.ref, img.names.map((n) => n.tag), o.prefix);
       const root = await source.resolve(img.ref);
       for (const n of names) {
         const { name, report } = await copyInto(source, root, mapOntoPrefix(parseReference(n.name!), o.prefix), o, { dryRun });
@@ -149,7 +154,7 @@ async function isCompressed(file: string): Promise<boolean> {
 async function pushCompressed(file: string, o: PushArchiveOptions): Promise<PushedArchiveImage[]> {
   const images = await describedImages(file, o.signal);
   if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
-  for (const img of images) if (!img.names.some((n) => n.name)) throw noName(file, img.ref);
+  for (const img of images) if (!img.names.some((n) => n.name)) throw noName(file, img.ref, img.names.map((n) => n.tag), o.prefix);
   const targetOf = (n: TagName) => mapOntoPrefix(parseReference(n.name!), o.prefix);
   const first = targetOf(images[0]!.names.find((n) => n.name)!);
   const carrier = openRepository(first, o.registry);
@@ -157,7 +162,7 @@ async function pushCompressed(file: string, o: PushArchiveOptions): Promise<Push
   const elsewhere: Array<{ root: Descriptor; target: Reference }> = [];
   const rename = (root: ArchiveRoot): TagName[] => {
     const named = root.names.filter((n) => n.name);
-    if (named.length === 0) throw noName(file, root.label);
+    if (named.length === 0) throw noName(file, root.label, root.names.map((n) => n.tag), o.prefix);
     const here: TagName[] = [];
     for (const t of named.map(targetOf)) {
       if (repoOf(t) !== repoOf(first)) elsewhere.push({ root: root.descriptor, target: t });
