@@ -132,7 +132,8 @@ export class ArchiveSink implements Sink {
           yield c as Buffer;
         }
       }
-      const compressed = isLayerType(d.mediaType) && ['gzip', 'zstd'].includes(layerCompression(d.mediaType));
+      const c = layerCompression(d.mediaType);
+      const compressed = c === 'gzip' || c === 'zstd';
       await this.writer.file(blobEntryName(d.digest), d.size, tee(), { signal, compressed });
       this.written.set(d.digest, d.size);
       if (keep) this.docs.set(d.digest, { mediaType: d.mediaType, bytes: Buffer.concat(keep) });

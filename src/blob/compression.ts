@@ -2,7 +2,7 @@ import { PassThrough, Readable, Transform, type TransformCallback } from 'node:s
 import { availableParallelism } from 'node:os';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
-import { ZstdDecompress } from './zstd-frames.js';
+import { ZstdDecompress, zstdFrameHeader, zstdRawBlockHeader } from './zstd-frames.js';
 
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'none';
 
@@ -255,16 +255,13 @@ class StoredFrame {
   }
 
   private header(): Buffer {
-    // zstd: magic, no single segment/checksum/dictionary/content size, window 2^17.
-    if (this.c === 'zstd') return Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, (17 - 10) << 3]);
+    // zstd: window 2^17 (Window_Descriptor exponent 17 - 10).
+    if (this.c === 'zstd') return zstdFrameHeader((17 - 10) << 3);
     return Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
   }
 
   private blockHeader(size: number, last: boolean): Buffer {
-    if (this.c === 'zstd') {
-      const h = (size << 3) | (last ? 1 : 0); // block type 0: raw
-      return Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff]);
-    }
+    if (this.c === 'zstd') return zstdRawBlockHeader(size, last);
     const b = Buffer.alloc(5);
     b[0] = last ? 1 : 0; // BFINAL, BTYPE 00; byte-aligned since every block before was stored
     b.writeUInt16LE(size, 1);

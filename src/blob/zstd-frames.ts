@@ -9,6 +9,20 @@ const MAGIC = 0xfd2fb528;
 const SKIPPABLE_MASK = 0xfffffff0;
 const SKIPPABLE = 0x184d2a50;
 
+/** A frame header with only a Window_Descriptor: no single segment, checksum, dictionary or content size. */
+export function zstdFrameHeader(windowDescriptor: number): Buffer {
+  const b = Buffer.alloc(6);
+  b.writeUInt32LE(MAGIC, 0);
+  b[5] = windowDescriptor;
+  return b;
+}
+
+/** A Block_Header (RFC 8878 §3.1.1.2) for a raw block of `size` bytes. */
+export function zstdRawBlockHeader(size: number, last: boolean): Buffer {
+  const h = (size << 3) | (last ? 1 : 0);
+  return Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff]);
+}
+
 type State = 'magic' | 'fhd' | 'header' | 'block-header' | 'block' | 'checksum' | 'skip-size' | 'skip';
 
 /** zstd's largest block, and the window up to which a frame of raw blocks is passed through. */
@@ -323,11 +337,8 @@ export class ZstdDecompress extends Transform {
     const seen = Buffer.concat(this.recent);
     const history = seen.subarray(seen.length - Math.min(seen.length, this.frame!.window));
     // The frame again, with no content size: the window as one raw block, then this block.
-    const parts = [Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, this.frame!.descriptor])];
-    if (history.length > 0) {
-      const h = history.length << 3;
-      parts.push(Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff]), history);
-    }
+    const parts = [zstdFrameHeader(this.frame!.descriptor)];
+    if (history.length > 0) parts.push(zstdRawBlockHeader(history.length, false), history);
     this.skip = history.length;
     this.recent = [];
     await this.pump(Buffer.concat([...parts, ...this.blockHead]));
