@@ -12,7 +12,7 @@ import { algorithmOf, isDigest, type Algorithm, type Digest } from './oci/digest
 import { isForeignLayer, isLayerType, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, type Descriptor } from './oci/manifest.js';
 import type { OciLayout } from './locations/layout.js';
-import { readCapped } from './blob/verify.js';
+import { hashSink, readCapped } from './blob/verify.js';
 import type { Source } from './types.js';
 
 export type ProblemKind = 'missing' | 'size' | 'digest' | 'diff_id' | 'invalid' | 'unreadable';
@@ -287,7 +287,7 @@ async function hashBlob(file: Readable, reopen: () => Promise<Readable | undefin
   const inner = createHash('sha256');
   let diffId: Digest | undefined;
   try {
-    await pipeline(stream, counter, decompressor(compression), new Writable({ write: (c: Buffer, _e, cb) => { inner.update(c); cb(); } }));
+    await pipeline(stream, counter, decompressor(compression, { chunk: 1 << 20 }), hashSink(inner, streamed));
     diffId = `sha256:${inner.digest('hex')}` as Digest;
   } catch (e) {
     if (e instanceof FerryError) throw e;

@@ -1,12 +1,13 @@
+import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ByteLimit, decompress, sniff } from '../src/blob/compression.js';
+import { ByteLimit, decompress, decompressor, sniff } from '../src/blob/compression.js';
 import { publishStream } from '../src/blob/publish.js';
-import { hashStream, readCapped, readVerified, verifying } from '../src/blob/verify.js';
+import { hashSink, hashStream, readCapped, readVerified, verifying } from '../src/blob/verify.js';
 import { digestOf } from '../src/oci/digest.js';
 import { failure } from './helpers/assert.js';
 import { tempDir } from './helpers/fs.js';
@@ -56,6 +57,21 @@ describe('verifying stream', () => {
 
   it('hashStream counts and hashes', async () => {
     expect(await hashStream(chunks(data))).toEqual(good);
+  });
+});
+
+describe('hashSink', () => {
+  it('hashes what a decoder emits, in order, though each chunk is hashed later', async () => {
+    const h = createHash('sha256');
+    let counted = 0;
+    await pipeline(chunks(zlib.gzipSync(data), 100), decompressor('gzip', { chunk: 4096 }), hashSink(h, (n) => (counted += n)));
+    expect(`sha256:${h.digest('hex')}`).toBe(good.digest);
+    expect(counted).toBe(data.byteLength);
+  });
+
+  it('a decoder error still fails the pipeline', async () => {
+    const cut = zlib.gzipSync(data).subarray(0, 200);
+    await expect(pipeline(Readable.from([cut]), decompressor('gzip', { chunk: 1 << 20 }), hashSink(createHash('sha256')))).rejects.toThrow();
   });
 });
 

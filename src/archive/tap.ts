@@ -1,10 +1,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { once } from 'node:events';
-import { Transform, Writable, type TransformCallback } from 'node:stream';
-import zlib from 'node:zlib';
+import { Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
-import { ByteLimit, decompressBudget, sniff, type Compression } from '../blob/compression.js';
-import { ZstdDecompress } from '../blob/zstd-frames.js';
+import { ByteLimit, decompressBudget, decompressor, sniff, type Compression } from '../blob/compression.js';
+import { hashSink } from '../blob/verify.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
 import { streamed } from '../util/memory.js';
 
@@ -107,17 +106,11 @@ export class EntryTap extends Transform {
       return;
     }
     const c = this.compression;
-    const decoder = c === 'gzip' ? zlib.createGunzip({ chunkSize: 1 << 17 }) : new ZstdDecompress();
+    const decoder = decompressor(c, { chunk: 1 << 20 });
     const limit = new ByteLimit(decompressBudget(this.o.expected?.size ?? this.o.size ?? 0), this.o.where);
     const inner = createHash('sha256');
     this.inner = inner;
-    const sink = new Writable({
-      highWaterMark: 1 << 20,
-      write(c: Buffer, _e, done) {
-        inner.update(c);
-        done();
-      },
-    });
+    const sink = hashSink(inner, streamed);
     this.decoder = decoder;
     this.decodeDone = new Promise<void>((resolve) => {
       const fail = (e: unknown) => {

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
 import { streamed } from '../util/memory.js';
@@ -110,4 +110,23 @@ export async function hashStream(body: Readable, alg: 'sha256' | 'sha512' = 'sha
     size += (chunk as Buffer).byteLength;
   }
   return { digest: `${alg}:${h.digest('hex')}` as Digest, size };
+}
+
+/**
+ * The end of a decoder whose output is only hashed (diff_ids). Each chunk is hashed in a later
+ * macrotask, not inside the decoder's callback: node:zlib hands its next round trip to the thread
+ * pool only after the push that delivered a chunk returns, so hashing in place kept the pool idle
+ * while this thread hashed (inflate + SHA-256 of 512 MiB: 1.24 -> 1.12 s). 2 MiB may wait.
+ */
+export function hashSink(hash: Hash, onBytes?: (n: number) => void): Writable {
+  return new Writable({
+    highWaterMark: 2 << 20,
+    write(chunk: Buffer, _e, cb) {
+      setImmediate(() => {
+        hash.update(chunk);
+        onBytes?.(chunk.length);
+        cb();
+      });
+    },
+  });
 }
