@@ -12,7 +12,7 @@ import { algorithmOf, isDigest, type Algorithm, type Digest } from './oci/digest
 import { isForeignLayer, isLayerType, isManifestLike } from './oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, type Descriptor } from './oci/manifest.js';
 import type { OciLayout } from './locations/layout.js';
-import { hashSink, readCapped } from './blob/verify.js';
+import { hashLater, hashSink, readCapped } from './blob/verify.js';
 import type { Source } from './types.js';
 
 export type ProblemKind = 'missing' | 'size' | 'digest' | 'diff_id' | 'invalid' | 'unreadable';
@@ -266,10 +266,12 @@ async function hashBlob(file: Readable, reopen: () => Promise<Readable | undefin
   let size = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _e, cb) {
-      outer.update(chunk);
-      size += chunk.byteLength;
-      streamed(chunk.byteLength);
-      cb(null, withDiffId ? chunk : undefined);
+      hashLater(chunk.byteLength, () => {
+        outer.update(chunk);
+        size += chunk.byteLength;
+        streamed(chunk.byteLength);
+        cb(null, withDiffId ? chunk : undefined);
+      });
     },
   });
   if (!withDiffId) {

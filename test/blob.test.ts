@@ -44,6 +44,25 @@ describe('verifying stream', () => {
     expect(pulled).toBeLessThan(1 << 20);
   });
 
+  it('big chunks (hashed a macrotask later) are refused past the size too, before they are hashed or passed on', async () => {
+    let pulled = 0;
+    const big = Buffer.alloc(256 << 10, 1);
+    const endless = new Readable({
+      highWaterMark: 256 << 10,
+      read() {
+        pulled += big.length;
+        this.push(big);
+      },
+    });
+    let passed = 0;
+    const v = verifying(endless, { digest: good.digest, size: 600 << 10 });
+    v.on('data', (c: Buffer) => (passed += c.length));
+    const err = await failure(new Promise((resolve, reject) => v.on('end', resolve).on('error', reject)));
+    expect(err.code).toBe('SIZE_MISMATCH');
+    expect(passed).toBeLessThanOrEqual(512 << 10);
+    expect(pulled).toBeLessThan(4 << 20);
+  });
+
   it('a short body fails with the sizes', async () => {
     const err = await failure(readVerified(chunks(data.subarray(0, 100)), good));
     expect(err.code).toBe('SIZE_MISMATCH');

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { Transform, type TransformCallback } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { ByteLimit, decompressBudget, decompressor, sniff, type Compression } from '../blob/compression.js';
-import { hashSink } from '../blob/verify.js';
+import { hashLater, hashSink } from '../blob/verify.js';
 import { algorithmOf, type Digest } from '../oci/digest.js';
 import { streamed } from '../util/memory.js';
 
@@ -78,12 +78,11 @@ export class EntryTap extends Transform {
       cb(new FerryError('SIZE_MISMATCH', `size mismatch for ${this.o.where}: more than the expected ${exp.size} bytes`));
       return;
     }
-    this.hash.update(chunk);
-    if (!this.o.diff) {
-      cb(null, chunk);
-      return;
-    }
-    this.feed(chunk).then(() => cb(null, chunk), (e: unknown) => cb(e as Error));
+    hashLater(chunk.byteLength, () => {
+      this.hash.update(chunk);
+      if (!this.o.diff) cb(null, chunk);
+      else this.feed(chunk).then(() => cb(null, chunk), (e: unknown) => cb(e as Error));
+    });
   }
 
   private async feed(chunk: Buffer): Promise<void> {
