@@ -396,8 +396,7 @@ describe.concurrent('gc', () => {
     await ok(['verify'], store);
   });
 
-  // Known bug: collectGarbage skips the whole root when walk() hits a missing child (NOT_FOUND), so
-  // the intact siblings of that child are treated as unreferenced and deleted.
+  // A missing child must not make gc treat its intact siblings as unreferenced.
   it('gc keeps the intact platforms of an index whose amd64 manifest blob is missing', async () => {
     const store = await storeWithAll();
     const amd = images.multi.platforms!['linux/amd64']!;
@@ -551,7 +550,6 @@ describe.concurrent('A2: digests in index.json are validated before use', () => 
     expect(r.stdout).not.toMatch(/digest mismatch/);
   });
 
-  // Known bug: verify turns the invalid-digest problem into INTEGRITY (exit 4), not INVALID_INPUT (exit 3).
   it('A2: ferry verify exits 3 for index.json digest "sha256:../../etc/passwd"', async () => {
     const { dir } = await evilLayout('sha256:../../etc/passwd');
     const r = await run(['verify', dir]);
