@@ -157,10 +157,17 @@ describe('compression', () => {
     expect(err.code).toBe('TOO_LARGE');
   });
 
-  it('B4: a zstd frame declaring a huge window is refused', async () => {
-    // Frame header: magic, descriptor 0x00 (window descriptor follows), window descriptor 0xF8 = 2^(10+31) bytes.
-    const frame = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0, 0, 0, 0, 0, 0, 0, 0]);
-    const { stream } = await decompress(Readable.from([frame]));
-    await expect(readCapped(stream, 1 << 20, 'x')).rejects.toThrow();
+  it('B4: a zstd frame declaring a huge window is refused (for its window: the same frame with 128 MiB decodes)', async () => {
+    // A whole frame: magic, descriptor 0x00 (a window descriptor follows), the window descriptor
+    // (exponent in the top 5 bits: 2^(10+e) bytes), then one last raw block of 0 bytes.
+    const frame = (wd: number) => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, wd, 0x01, 0x00, 0x00]);
+    for (const wd of [0xf8 /* 2 TiB */, 0xa8 /* 2 GiB */, 0x90 /* 256 MiB */]) {
+      const { stream } = await decompress(Readable.from([frame(wd)]));
+      const err = await failure(readCapped(stream, 1 << 20, 'x'));
+      expect(err.code, wd.toString(16)).toBe('INTEGRITY');
+      expect(err.message).toMatch(/too much memory/);
+    }
+    const { stream } = await decompress(Readable.from([frame(0x88 /* 128 MiB */)]));
+    expect((await readCapped(stream, 1 << 20, 'x')).length).toBe(0);
   });
 });
