@@ -76,23 +76,29 @@ describe('interruption and crashes', () => {
     expect(v.stdout).toContain('0 problem(s)');
   });
 
-  it('F1: SIGINT during a copy exits 130, removes temp files and leaves index.json unchanged', async () => {
-    const src = join(await tempDir(), 'src');
-    await makeLayout(src, [{ tag: 'big', layers: [160 << 20, 160 << 20] }]);
-    const dst = join(await tempDir(), 'dst');
-    const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
-    const done = finish(child);
-    for (let i = 0; i < 2000; i++) {
-      if ((await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0) break;
-      await sleep(5);
-    }
-    child.kill('SIGINT');
-    const r = await done;
-    expect(r.code).toBe(130);
-    expect(r.stderr).toContain('interrupted');
-    expect(await tempFilesIn(dst)).toEqual([]);
-    expect(JSON.parse(await readFile(join(dst, 'index.json'), 'utf8')).manifests).toEqual([]);
-  });
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    it(`F1: ${signal} during a copy exits ${code} within 2 s, removes temp files and leaves index.json unchanged`, async () => {
+      const src = join(await tempDir(), 'src');
+      await makeLayout(src, [{ tag: 'big', layers: [160 << 20, 160 << 20] }]);
+      const dst = join(await tempDir(), 'dst');
+      const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
+      const done = finish(child);
+      let writing = false;
+      for (let i = 0; i < 2000 && !writing; i++) {
+        writing = (await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0;
+        if (!writing) await sleep(5);
+      }
+      expect(writing, 'the copy never started writing a blob').toBe(true);
+      const sent = performance.now();
+      child.kill(signal);
+      const r = await done;
+      expect(performance.now() - sent).toBeLessThan(2000);
+      expect(r.code).toBe(code);
+      expect(r.stderr).toContain('interrupted');
+      expect(await tempFilesIn(dst)).toEqual([]);
+      expect(JSON.parse(await readFile(join(dst, 'index.json'), 'utf8')).manifests).toEqual([]);
+    });
+  }
 
   it('F5: leftovers of a dead run (temp files, a stale lock, a torn blob) do not block a rerun', async () => {
     const dst = join(await tempDir(), 'dst');
