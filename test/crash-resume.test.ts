@@ -1,10 +1,10 @@
-import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
 import { bytesUnder, presentBlobs, runAndKill } from './helpers/crash.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { tempDir, tempFilesIn } from './helpers/fs.js';
+import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { makeTarLayout, writeTarBlob, type BuiltImage } from './helpers/layers.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
@@ -212,6 +212,19 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       await verifyStore(store);
     });
 
+    it('F5: an empty partial download left by a dead run does not get in the way: the pull fetches the blob whole and removes it', async () => {
+      const store = join(await tempDir(), 'store');
+      await mkdir(store);
+      expect((await ferry(['--store', store, 'copy', `oci:${TESTDATA}:plain`, 'example.com/p:1'])).code).toBe(0);
+      await writeFile(join(store, 'blobs', 'sha256', `.partial-999999-${layer.digest.slice(7)}`), '');
+      const mark = proxy.seen.length;
+      const pull = await ferry(['--store', store, 'pull', `${proxy.host}/crash/one:1`]);
+      expect(pull.code, pull.stderr).toBe(0);
+      expect(blobGets(mark).map((q) => q.headers.range ?? 'whole')).toEqual(['whole']);
+      await verifyStore(store);
+      expect(await partialsIn(store)).toEqual([]);
+    });
+
     it('C7: a server that ignores Range on the rerun sends the whole blob again: it still verifies and is published', async () => {
       const store = join(await tempDir(), 'store');
       await killHalfway(store);
@@ -296,6 +309,28 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
       expect(later.some((q) => q.method === 'GET' && q.url.includes('/blobs/uploads/')), 'asks the registry for the upload offset').toBe(true);
       return { later, up: via.bytes(mark).up };
     };
+
+    it('F5: garbage upload notes are ignored, and a note for a blob that arrived meanwhile is dropped by the rerun', async () => {
+      const state = await tempDir();
+      const args = ['--store', store, 'push', 'example.com/crash/up:1', `${proxy.host}/crash/note:1`];
+      const start = proxy.seen.length;
+      proxy.setRate(RATE);
+      try {
+        const first = await runAndKill(args, { progress: () => proxy.bytes(start).up, total: BIG, fraction: 0.6 }, { env: { FERRY_STATE_DIR: state } });
+        expect(first.killed, first.result.stderr).toBe(true);
+      } finally {
+        proxy.setRate(undefined);
+      }
+      const [note] = await readdir(join(state, 'uploads'));
+      expect(note).toMatch(/^[0-9a-f]{64}\.json$/);
+      await writeFile(join(state, 'uploads', 'empty.json'), '');
+      await writeFile(join(state, 'uploads', 'garbage.json'), '{"location": 12, "si');
+      // Another run (its own state) completes the push first.
+      expect((await ferry(args, { env: { FERRY_STATE_DIR: await tempDir() } })).code).toBe(0);
+      const rerun = await ferry(args, { env: { FERRY_STATE_DIR: state } });
+      expect(rerun.code, rerun.stderr).toBe(0);
+      expect((await readdir(join(state, 'uploads'))).sort()).toEqual(['empty.json', 'garbage.json']);
+    });
 
     it('F2: against ferry serve, the rerun continues the upload session from the offset the registry reports', async () => {
       const served = await startServe(join(await tempDir(), 'served'));

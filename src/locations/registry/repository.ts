@@ -194,7 +194,14 @@ export class RegistryRepository implements Source, Sink {
     if (res.status === 404) return false;
     await expectStatus(res, [200], `HEAD ${kind} ${this.name}@${d.digest}`);
     const length = Number(header(res, 'content-length'));
-    return !Number.isFinite(length) || length === d.size || kind === 'manifests';
+    const present = !Number.isFinite(length) || length === d.size || kind === 'manifests';
+    if (present) await this.uploadNotNeeded(d);
+    return present;
+  }
+
+  /** The blob is there now: a note an interrupted run left to resume its upload is stale. */
+  private async uploadNotNeeded(d: Descriptor): Promise<void> {
+    if (d.size > this.monolithicMax && !isManifestLike(d.mediaType)) await forgetUpload(this.name, d.digest);
   }
 
   async mount(d: Descriptor): Promise<boolean> {
@@ -208,7 +215,10 @@ export class RegistryRepository implements Source, Sink {
         headers: { 'content-length': '0' },
       });
       await res.body.dump();
-      if (res.status === 201) return true;
+      if (res.status === 201) {
+        await this.uploadNotNeeded(d);
+        return true;
+      }
       if (res.status === 202) await this.cancel(location(res));
     }
     return false;
