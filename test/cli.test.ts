@@ -176,6 +176,37 @@ describe.concurrent('inspect', () => {
   });
 });
 
+describe.concurrent('numeric options', () => {
+  it('a --jobs that is not a whole number from 1 to 64 is a usage error quoting it, and nothing is copied (NaN used to copy no blob and exit 0)', async () => {
+    for (const jobs of ['abc', '0', '-3', '2.5', '']) {
+      const dst = join(await tempDir(), 'dst');
+      const r = await run(['copy', '--jobs', jobs, `oci:${TESTDATA}:layers`, `oci:${dst}:l`]);
+      expect(r.code, jobs).toBe(2);
+      expect(r.stderr).toContain(`--jobs takes a whole number of transfers from 1 to 64, not ${JSON.stringify(jobs)}`);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      await expect(stat(dst)).rejects.toThrow();
+    }
+    const dst = join(await tempDir(), 'dst');
+    await ok(['copy', '--jobs', '2', `oci:${TESTDATA}:layers`, `oci:${dst}:l`]);
+    await ok(['verify', dst]);
+  });
+
+  it('--timeout, --level and --page-size quote what was typed, not NaN', async () => {
+    const cases: Array<[string[], string]> = [
+      [['--timeout', 'abc', 'tags', '127.0.0.1:1/x'], '--timeout takes a number of seconds above 0, not "abc"'],
+      [['--timeout', '0', 'tags', '127.0.0.1:1/x'], '--timeout takes a number of seconds above 0, not "0"'],
+      [['save', `oci:${TESTDATA}:plain`, '--level', 'fast', '-o', join(await tempDir(), 'x.tar.gz')], '--level takes a whole number at least 1, not "fast"'],
+      [['tags', '--page-size', 'ten', '127.0.0.1:1/x'], '--page-size takes a whole number of entries at least 1, not "ten"'],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toContain(message);
+      expect(r.stderr).not.toContain('NaN');
+    }
+  });
+});
+
 describe.concurrent('store names', () => {
   it('a location with a scheme ferry does not know (https://, a typo) is a usage error, not a missing store image', async () => {
     for (const where of ['https://registry.example/app:1', 'dokcer://registry.example/app:1']) {

@@ -3,6 +3,7 @@ import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
 import { interrupt, printError } from './context.js';
 import { VERSION } from '../version.js';
+import { numberOption } from './numbers.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
 
 type Loader = () => Promise<CommandModule<any, any>>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -129,7 +130,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('debug', { type: 'boolean', global: true, describe: 'print request lines and stack traces (never secrets)' })
     .option('insecure', { type: 'boolean', global: true, describe: 'registries: skip TLS verification and allow plain http' })
     .option('plain-http', { type: 'boolean', global: true, describe: 'registries: allow plain http (loopback registries always may)' })
-    .option('timeout', { type: 'number', global: true, describe: 'registries: seconds a connection may stay silent before it is retried (default 60)' })
+    .option('timeout', { ...numberOption('--timeout', { above: 0, unit: 'seconds' }, 'registries: seconds a connection may stay silent before it is retried (default 60)'), global: true })
     .command(await loadCommands(argv))
     .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))')
     .demandCommand(1, 'name a command; see ferry --help')
@@ -141,7 +142,8 @@ export async function main(argv: string[]): Promise<number> {
     // each command's start, so it is wrapped only when it is asked for.
     .wrap(wantsHelp(argv) ? Math.min(110, process.stdout.columns ?? 100) : null)
     .fail((msg, err) => {
-      failure = err ?? new FerryError('USAGE', msg);
+      // yargs wraps what an option's coerce threw (our usage errors) in its own YError.
+      failure = !err || err.name === 'YError' ? new FerryError('USAGE', err?.message ?? msg) : err;
       // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.
       throw failure;
     })

@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { jobsOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -23,7 +24,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       .positional('destination', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
       .option('all', { type: 'boolean', describe: 'same as --platform all' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('jobs', jobsOption())
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const platforms = args.all ? 'all' : args.platform ? parsePlatformSelection(args.platform) : 'all';

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { jobsOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -20,7 +21,7 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       .positional('image', { type: 'string', demandOption: true })
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: this host\'s)' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'pull every tag of the repository' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('jobs', jobsOption())
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const { pullImage } = await import('../../registry-ops.js');

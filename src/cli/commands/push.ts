@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { jobsOption } from '../numbers.js';
 import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
@@ -26,7 +27,7 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
       .option('from', { type: 'string', describe: 'push every image of this archive (docker save, OCI, ferry save), read in place' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
-      .option('jobs', { type: 'number', describe: 'blobs transferred at once (default 4)' })
+      .option('jobs', jobsOption())
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {

@@ -3,6 +3,7 @@ import { FerryError } from '../../errors.js';
 import { startServer } from '../../serve/server.js';
 import { defaultStoreDir } from '../../store.js';
 import { interrupt, out, printResult, status, type GlobalArgs } from '../context.js';
+import { numberOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
   addr: string;
@@ -11,7 +12,7 @@ interface Args extends GlobalArgs {
   'token-auth'?: boolean;
   'tls-cert'?: string;
   'tls-key'?: string;
-  grace: number;
+  grace?: number;
 }
 
 export const serveCommand: CommandModule<GlobalArgs, Args> = {
@@ -25,9 +26,9 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       .option('token-auth', { type: 'boolean', describe: 'bearer tokens from this server\'s /token endpoint instead of Basic auth' })
       .option('tls-cert', { type: 'string', describe: 'serve https with this certificate (PEM)' })
       .option('tls-key', { type: 'string', describe: 'private key (PEM) for --tls-cert' })
-      .option('grace', { type: 'number', default: 10, describe: 'seconds to let requests finish on SIGTERM/SIGINT' }),
+      .option('grace', numberOption('--grace', { min: 0, unit: 'seconds' }, 'seconds to let requests finish on SIGTERM/SIGINT (default 10)')),
   handler: async (args) => {
-    if (!Number.isFinite(args.grace) || args.grace < 0) throw new FerryError('USAGE', `--grace must be a number of seconds, got ${args.grace}`);
+    const grace = args.grace ?? 10;
     const storeDir = args.store ?? defaultStoreDir();
     const server = await startServer({
       storeDir,
@@ -47,8 +48,8 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       if (interrupt.signal.aborted) resolve();
       else interrupt.signal.addEventListener('abort', () => resolve(), { once: true });
     });
-    status(args, `ferry serve: stopping; waiting up to ${args.grace}s for requests in progress`);
-    const { forced } = await server.close(args.grace * 1000);
+    status(args, `ferry serve: stopping; waiting up to ${grace}s for requests in progress`);
+    const { forced } = await server.close(grace * 1000);
     if (forced) {
       throw new FerryError('ABORTED', 'requests were still running after the grace period; unfinished uploads were kept and can be resumed');
     }

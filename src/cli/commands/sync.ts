@@ -3,6 +3,7 @@ import { FerryError } from '../../errors.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import type { SyncEvent } from '../../sync/sync.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs, type ProgressPrinter } from '../context.js';
+import { jobsOption } from '../numbers.js';
 import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
@@ -42,7 +43,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also carry signatures, SBOMs and attestations' })
       .option('dry-run', { type: 'boolean', describe: 'print what would move; change nothing' })
       .option('state', { type: 'boolean', default: true, describe: 'registry and archive destinations: trust what the last run recorded (--no-state: HEAD every tag there, read the archive)' })
-      .option('jobs', { type: 'number', describe: 'blob transfers at once (default 4); tag checks run 4 x this' }),
+      .option('jobs', jobsOption('blob transfers at once (default 4); tag checks run 4 x this')),
   handler: async (args) => {
     const { sync } = await import('../../sync/sync.js');
     if (!args.config && !args.source) throw new FerryError('USAGE', 'ferry sync needs a SOURCE repository or --config FILE');

@@ -1,11 +1,8 @@
 import type { CommandModule } from 'yargs';
-import { FerryError } from '../../errors.js';
 import { interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
+import { numberOption } from '../numbers.js';
 
-const pageSize = {
-  type: 'number',
-  describe: 'ask for pages of N entries (for registries that cap or time out on one long list); all pages are read',
-} as const;
+const pageSize = numberOption('--page-size', { integer: true, min: 1, unit: 'entries' }, 'ask for pages of N entries (for registries that cap or time out on one long list); all pages are read');
 
 export const tagsCommand: CommandModule<GlobalArgs, { repository: string; 'page-size'?: number } & GlobalArgs> = {
   command: 'tags <repository>',
@@ -17,7 +14,7 @@ export const tagsCommand: CommandModule<GlobalArgs, { repository: string; 'page-
       .example('ferry tags --page-size 100 registry.internal:5000/team/app', 'read the list 100 tags per request'),
   handler: async (args) => {
     const { listTags } = await import('../../registry-ops.js');
-    const tags = await listTags(args.repository, { registry: registrySettings(args), signal: interrupt.signal, pageSize: positive(args['page-size']) });
+    const tags = await listTags(args.repository, { registry: registrySettings(args), signal: interrupt.signal, pageSize: args['page-size'] });
     if (args.json) return printJson(tags);
     for (const t of tags) out(t);
   },
@@ -30,14 +27,8 @@ export const catalogCommand: CommandModule<GlobalArgs, { registry: string; 'page
     y.positional('registry', { type: 'string', demandOption: true, describe: 'registry host, e.g. registry.internal:5000' }).option('page-size', pageSize),
   handler: async (args) => {
     const { listCatalog } = await import('../../registry-ops.js');
-    const repos = await listCatalog(args.registry, { registry: registrySettings(args), signal: interrupt.signal, pageSize: positive(args['page-size']) });
+    const repos = await listCatalog(args.registry, { registry: registrySettings(args), signal: interrupt.signal, pageSize: args['page-size'] });
     if (args.json) return printJson(repos);
     for (const r of repos) out(r);
   },
 };
-
-function positive(n: number | undefined): number | undefined {
-  if (n === undefined) return undefined;
-  if (!Number.isInteger(n) || n < 1) throw new FerryError('USAGE', `--page-size must be a whole number of at least 1, not ${n}`);
-  return n;
-}
