@@ -139,11 +139,14 @@ describe('save and load', () => {
     const piped = join(dir, 'piped.tar.zst');
     const r = await ferry(['--store', fullStore, 'save', `${REPO}:docker`, '--compress', 'zstd', '-o', '-'], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', `exec "$0" "$@" > ${piped}`] });
     expect(r.code, r.stderr).toBe(0);
-    const store = await freshStore();
-    const l = await ferry(['--store', store, 'load'], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', `exec "$0" "$@" < ${piped}`] });
-    expect(l.code, l.stderr).toBe(0);
-    expect(l.stdout).toContain(`Loaded image: ${REPO}:docker`);
-    expect((await named(store))[`${REPO}:docker`]).toBe(images.docker.digest);
+    // No -i, `-i -` and `--input -` (yargs used to refuse a lone `-` as an unknown argument).
+    for (const input of [[], ['-i', '-'], ['--input', '-']]) {
+      const store = await freshStore();
+      const l = await ferry(['--store', store, 'load', ...input], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', `exec "$0" "$@" < ${piped}`] });
+      expect(l.code, l.stderr).toBe(0);
+      expect(l.stdout).toContain(`Loaded image: ${REPO}:docker`);
+      expect((await named(store))[`${REPO}:docker`]).toBe(images.docker.digest);
+    }
   });
 
   it('--tag renames the single image an archive holds, and is refused for several (nothing named)', async () => {

@@ -118,7 +118,24 @@ function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
   return exitCodeFor(err);
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * yargs-parser never gives an array option a value that starts with `-`, so `load -i -` (standard
+ * input, as documented) became `-i` with nothing and a stray `-`. Joined, it parses.
+ */
+function joinDashValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if ((a === '-i' || a === '--input') && argv[i + 1] === '-') {
+      out.push(`${a}=-`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
+  const argv = joinDashValues(rawArgv);
   const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
   let failure: unknown;
   const cli = yargs(argv)
