@@ -289,6 +289,16 @@ describe('volumes', () => {
     const l2 = await run(['load', ...noLast.flatMap((f) => ['-i', f])], empty);
     expect(l2.code).toBe(4);
     expect(l2.stderr).toMatch(/is not the last volume/);
+    // A first volume alone that ends inside a split blob: that used to be an uncaught stream error.
+    const small = join(dir, 'small');
+    await makeLayout(small, [{ tag: 's', layers: [300_000] }]);
+    await ok(['save', `oci:${small}:s`, '-o', join(dir, 'two.tar'), '--volume-size', '200K'], fullStore);
+    for (let i = 0; i < 3; i++) {
+      const first = await run(['load', '-i', join(dir, 'two.001.tar')], empty);
+      expect(first.code, first.stderr).toBe(4);
+      expect(first.stderr).toMatch(/volume 2 and later of the set are missing: two.001.tar is not the last volume/);
+      expect(first.stderr).not.toMatch(/\n\s+at /);
+    }
     await expectUntouched(empty);
 
     // One volume alone, not the first: the ones before it are named, not a part "out of order".

@@ -506,6 +506,10 @@ async function scanPart(
     feed.on('error', (e) => tap.destroy(e));
     c.emit({ type: has ? 'blob-skip' : 'blob-start', ...blob });
     const tapped = feed.pipe(tap);
+    // Its consumer reports the error (p.done). Without a listener of its own, a feed destroyed
+    // before the consumer had attached (a set missing its last volume) made pipe() re-emit the
+    // error with nobody listening: an uncaught exception, a stack trace, and a store left locked.
+    tap.on('error', () => {});
     const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
     p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
       const r = tap.result();
