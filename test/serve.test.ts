@@ -687,6 +687,12 @@ describe('ferry serve: lifecycle', () => {
     const bad = await ferry(['--store', store, 'serve', '--addr', 'nonsense']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('nonsense');
+    // A host name that does not resolve: a usage error with what to give instead, no stack trace.
+    const nowhere = await ferry(['--store', store, 'serve', '--addr', 'no-such-host.invalid:5000']);
+    expect(nowhere.code).toBe(2);
+    expect(nowhere.stderr).toContain('cannot listen on no-such-host.invalid:5000: no such host name');
+    expect(nowhere.stderr).toContain('hint: give an address of this machine');
+    expect(nowhere.stderr).not.toMatch(/\n\s+at /);
     expect((await a.stop()).code).toBe(0);
   });
 
@@ -888,5 +894,11 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
     const half = await ferry(['--store', s.store, 'serve', '--tls-cert', cert, '--addr', '127.0.0.1:0']);
     expect(half.code).toBe(2);
     expect(half.stderr).toContain('--tls-key');
+    // Swapped files: named, with what each must hold; no stack trace, and it does not start.
+    const swapped = await ferry(['--store', s.store, 'serve', '--tls-cert', key, '--tls-key', cert, '--addr', '127.0.0.1:0']);
+    expect(swapped.code).toBe(2);
+    expect(swapped.stderr).toContain(`--tls-cert ${key} and --tls-key ${cert} are not a PEM certificate and its private key`);
+    expect(swapped.stderr).toContain('check they are not swapped');
+    expect(swapped.stderr).not.toMatch(/\n\s+at /);
   });
 });

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { isIP, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -66,12 +67,25 @@ async function readTls(path: string, what: string): Promise<Buffer> {
   }
 }
 
+/** Checked before anything is opened: a usage error naming the files when they are not a certificate and its key. */
+function checkTlsPair(tls: { cert: Buffer; key: Buffer }, opts: ServeOptions): void {
+  try {
+    createSecureContext({ ...tls });
+  } catch (e) {
+    const why = (e as Error).message.replace(/^error:[0-9A-F]+:/, '');
+    throw new FerryError('USAGE', `--tls-cert ${opts.tlsCert} and --tls-key ${opts.tlsKey} are not a PEM certificate and its private key (${why})`, {
+      hint: 'the certificate starts with -----BEGIN CERTIFICATE-----, the key with -----BEGIN ... PRIVATE KEY-----; check they are not swapped',
+    });
+  }
+}
+
 /** Starts `ferry serve`: an OCI distribution registry over the store at `storeDir`. */
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { host, port } = parseAddr(opts.addr ?? '127.0.0.1:5000');
   if (opts.tokenAuth && !opts.htpasswd) throw new FerryError('USAGE', '--token-auth needs --htpasswd FILE (the users the token service authenticates)');
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new FerryError('USAGE', '--tls-cert and --tls-key go together');
   const tls = opts.tlsCert && opts.tlsKey ? { cert: await readTls(opts.tlsCert, 'certificate'), key: await readTls(opts.tlsKey, 'key') } : undefined;
+  if (tls) checkTlsPair(tls, opts);
   const users = opts.htpasswd ? await Htpasswd.load(opts.htpasswd) : undefined;
 
   const layout = await OciLayout.open(opts.storeDir, { create: !opts.readOnly });
@@ -126,8 +140,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {
-      reject(new FerryError(e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 'IO' : 'INTERNAL', `cannot listen on ${host}:${port}: ${e.code ?? e.message}`, {
-        hint: e.code === 'EADDRINUSE' ? 'another program uses that port; choose another with --addr HOST:PORT (port 0 picks a free one)' : undefined,
+      const unknownHost = e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN';
+      const known = unknownHost || e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL';
+      reject(new FerryError(unknownHost ? 'USAGE' : known ? 'IO' : 'INTERNAL', `cannot listen on ${host}:${port}: ${unknownHost ? `no such host name (${e.code})` : (e.code ?? e.message)}`, {
+        hint: e.code === 'EADDRINUSE'
+          ? 'another program uses that port; choose another with --addr HOST:PORT (port 0 picks a free one)'
+          : unknownHost || e.code === 'EADDRNOTAVAIL'
+            ? 'give an address of this machine: --addr 127.0.0.1:5000, or 0.0.0.0:5000 for every interface'
+            : undefined,
       }));
     });
     server.listen(port, host, () => resolve());
