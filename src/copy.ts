@@ -3,11 +3,12 @@ import { forEachLimited } from './util/limit.js';
 import { explainDiskFull } from './util/space.js';
 import { FerryError, isFerryError } from './errors.js';
 import { warn } from './log.js';
-import { verifying } from './blob/verify.js';
+import { readCapped, verifying } from './blob/verify.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
-import { plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
-import { formatPlatform, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
+import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
+import { MediaType } from './oci/mediatypes.js';
+import { formatPlatform, isAttestation, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
 import type { Sink, Source, TagName } from './types.js';
 
 const BLOB_ATTEMPTS = 3;
@@ -118,7 +119,10 @@ export async function copy(src: Source, dst: Sink, roots: Root[], opts: CopyOpti
     }
     uniqueBlobs.set(b.digest, b);
   }
-  if (opts.dryRun) return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
+  if (opts.dryRun) {
+    await platformsFromConfigs(src, plans, opts);
+    return dryRunReport(plans, [...uniqueBlobs.values()], dst, report, opts);
+  }
   emit({ type: 'queued', blobs: uniqueBlobs.size, bytes: [...uniqueBlobs.values()].reduce((n, d) => n + d.size, 0) });
   const mountedBytes = { n: 0 };
   try {
@@ -256,7 +260,7 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
       onDocument: (n) => {
         order.push(n);
         if (n.doc.kind === 'manifest' && n.descriptor.platform) {
-          platforms.add(formatPlatform(normalizePlatform(n.descriptor.platform)));
+          if (!isAttestation(n.descriptor)) platforms.add(formatPlatform(normalizePlatform(n.descriptor.platform)));
         }
       },
       onBlob: (d) => {
@@ -294,6 +298,30 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   if (root.annotations) target = { ...target, annotations: { ...root.annotations, ...target.annotations } };
   const narrowed = target.digest !== resolved.digest ? resolved.digest : undefined;
   return { root, target, documents, blobs, platforms: [...platforms], narrowed };
+}
+
+/**
+ * A plan shows each image's platforms. A single manifest names its platform only in its config:
+ * read it (small) for dry runs; a real copy leaves this out rather than fetch the config twice.
+ */
+async function platformsFromConfigs(src: Source, plans: Planned[], opts: CopyOptions): Promise<void> {
+  for (const p of plans) {
+    if (p.platforms.length > 0) continue;
+    const doc = p.documents.find((d) => d.descriptor.digest === p.target.digest);
+    if (!doc) continue;
+    try {
+      const parsed = parseManifestDocument(doc.bytes, { declared: p.target.mediaType, where: `manifest ${p.target.digest}` });
+      if (parsed.kind !== 'manifest') continue;
+      const config = parsed.manifest.config;
+      if (config.mediaType !== MediaType.OciConfig && config.mediaType !== MediaType.DockerConfig) continue;
+      const bytes = await readCapped(verifying(await src.fetch(config, { signal: opts.signal }), config), MAX_JSON_BYTES, `config ${config.digest}`);
+      const c = parseConfig(bytes, `config ${config.digest}`);
+      p.platforms.push(formatPlatform(normalizePlatform({ os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) })));
+    } catch (e) {
+      if (opts.signal?.aborted) throw e;
+      // A plan without the platform is still a plan; the copy itself reports a bad config.
+    }
+  }
 }
 
 /** Delta copies leave out blobs the far side has; configs always travel (they are small and name the image). */

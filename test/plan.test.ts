@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Plan } from '../src/plan.js';
 import { ferry } from './helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
-import { tempDir } from './helpers/fs.js';
+import { TESTDATA, tempDir } from './helpers/fs.js';
 import { makeLayout, type MadeImage } from './helpers/images.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
@@ -73,6 +73,14 @@ describe('dry-run plans: save', () => {
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toMatch(/blobs to move: +4 \(/);
     expect(human.stdout).toContain(base.manifest.digest.slice(7, 19));
+  });
+
+  it('every image shows its platforms: a single manifest from its config, an index without its attestations', async () => {
+    const dry = await ferry(['save', '--dry-run', '--json', baseRef(), `oci:${TESTDATA}:multi`, '-o', join(await tempDir(), 'x.tar')]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(planOf(dry.stdout).images.map((i) => i.platforms)).toEqual([['linux/amd64'], ['linux/amd64', 'linux/arm64']]);
+    const human = await ferry(['save', '--dry-run', baseRef(), '-o', join(await tempDir(), 'y.tar')]);
+    expect(human.stdout).toMatch(/base\s+[0-9a-f]{12}\s+linux\/amd64\s/);
   });
 
   it('--volume-size: the planned volumes are the files a real save writes, with the same sizes', async () => {
@@ -209,7 +217,7 @@ describe.skipIf(!distribution)('dry-run plans: push, push --from, sync (distribu
     const p2 = planOf(after.stdout);
     expect(p2.skipped).toEqual({ count: 1, bytes: LAYER_A });
     expect(p2.blobs).toEqual({ count: 2, bytes: LAYER_B + made[1]!.config.size });
-    expect(p2.images).toEqual([{ source: `${proxy.host}/plan/app:v2`, digest: made[1]!.manifest.digest, platforms: [], names: [`${proxy.host}/plan/app:v2`] }]);
+    expect(p2.images).toEqual([{ source: `${proxy.host}/plan/app:v2`, digest: made[1]!.manifest.digest, platforms: ['linux/amd64'], names: [`${proxy.host}/plan/app:v2`] }]);
   });
 
   it('push --from ARCHIVE --dry-run: one count per blob for images sharing a layer; nothing uploaded', async () => {
