@@ -172,6 +172,16 @@ describe('save and load', () => {
     const r = await run(['save', `${REPO}:plain`, '-o', file], fullStore);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${file} already exists`);
+    expect(r.stderr).toContain('hint: pass --force to replace it');
+    expect(await readFile(file, 'utf8')).toBe('precious');
+    // copy has no --force: its refusal does not suggest one.
+    for (const transport of ['oci-archive', 'docker-archive']) {
+      const c = await run(['copy', `oci:${TESTDATA}:plain`, `${transport}:${file}`]);
+      expect(c.code).toBe(2);
+      expect(c.stderr).toContain(`${file} already exists`);
+      expect(c.stderr).toContain('hint: choose another name, or delete the file first');
+      expect(c.stderr).not.toContain('--force');
+    }
     expect(await readFile(file, 'utf8')).toBe('precious');
     // A failing save with --force leaves the original alone too.
     const failed = await run(['save', '--force', `${REPO}:plain`, `${REPO}:nope`, '-o', file], fullStore);

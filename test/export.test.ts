@@ -185,6 +185,9 @@ describe.concurrent('ferry export: the testdata images', () => {
     const r = await run(['export', `oci:${TESTDATA}:multi`, '--platform', 'linux/s390x', '-o', join(d, 'no.tar')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/no image for platform linux\/s390x \(available: linux\/amd64, linux\/arm64\)/);
+    // export flattens one image: the hint does not offer --platform all, which it refuses.
+    expect(r.stderr).toContain('hint: choose one of those with --platform OS/ARCH');
+    expect(r.stderr).not.toContain('--platform all');
     const single = await exportTar(TESTDATA, { image: `oci:${TESTDATA}:layers`, platform: { os: 'linux', architecture: 'arm64' } });
     expect(single.r.code).toBe(2);
     expect(single.r.stderr).toMatch(/is a single-platform image for linux\/amd64, not linux\/arm64/);

@@ -19,6 +19,8 @@ export interface OutputOptions {
   level?: number;
   /** Replace an existing file (catalogue E6: refused otherwise). */
   force?: boolean;
+  /** The command has no --force (copy): the refusal says what to do instead. */
+  noForceFlag?: boolean;
   /** A dry run: write nothing, only count; each finished file is added here with its size. */
   measure?: MeasuredFile[];
 }
@@ -38,11 +40,13 @@ export interface MeasuredFile {
 }
 
 /** Refuses to overwrite `path` unless forced (E6). */
-export async function refuseExisting(path: string, force: boolean | undefined): Promise<void> {
+export async function refuseExisting(path: string, force: boolean | undefined, noForceFlag = false): Promise<void> {
   if (force) return;
   const st = await lstat(path).catch(() => undefined);
   if (st) {
-    throw new FerryError('USAGE', `${path} already exists; refusing to overwrite it`, { hint: 'pass --force to replace it, or choose another name' });
+    throw new FerryError('USAGE', `${path} already exists; refusing to overwrite it`, {
+      hint: noForceFlag ? 'choose another name, or delete the file first' : 'pass --force to replace it, or choose another name',
+    });
   }
 }
 
@@ -101,7 +105,7 @@ export class ArchiveOutput {
 
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
     if (o.compression !== 'none') checkLevel(o.compression, o.level);
-    await refuseExisting(dest, o.force);
+    await refuseExisting(dest, o.force, o.noForceFlag);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
     await removeDeadTempsOf(dest);
     const temp = tempPathFor(dest);
@@ -227,7 +231,7 @@ export class ArchiveOutput {
       await syncDir(dirname(this.dest));
     } catch (e) {
       await unlink(this.temp).catch(() => {});
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') await refuseExisting(this.dest, false);
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') await refuseExisting(this.dest, false, this.o.noForceFlag);
       throw outputError(e, this.dest);
     }
   }

@@ -34,7 +34,7 @@ export async function openImage(image: string, o: { storeDir: string; platform?:
     for (let depth = 0; doc.kind === 'index'; depth++) {
       if (depth >= MAX_NESTING) throw new FerryError('TOO_LARGE', `${image}: index nesting exceeds limit of ${MAX_NESTING} levels`);
       const candidates = doc.index.manifests.filter((m) => isManifestLike(m.mediaType));
-      const [pick] = selectPlatforms(candidates, [wanted], image);
+      const [pick] = selectPlatforms(candidates, [wanted], image, { oneOnly: true });
       d = pick!;
       doc = await readDocument(src, d, { signal: o.signal });
     }

@@ -30,7 +30,7 @@ export async function openArchiveSource(path: string, ref: string | undefined, e
 
 /** Opens an archive file for writing (compressed as its suffix says; an existing file is refused). */
 export async function openArchiveSink(path: string, format: ArchiveFormat, nameFor: OpenedSink['nameFor'], signal?: AbortSignal): Promise<OpenedSink> {
-  const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path) });
+  const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), noForceFlag: true });
   return { sink: new ArchiveSink(new SingleWriter(out), { format, signal }), nameFor };
 }
 

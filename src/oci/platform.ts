@@ -116,7 +116,7 @@ export function isAttestation(d: Descriptor): boolean {
  * Picks the entries of an index for the wanted platforms: exact match first, then the documented
  * fallbacks; ties go to the first entry. Throws NOT_FOUND listing what the index offers.
  */
-export function selectPlatforms(entries: Descriptor[], wanted: Platform[], where: string): Descriptor[] {
+export function selectPlatforms(entries: Descriptor[], wanted: Platform[], where: string, o: { oneOnly?: boolean } = {}): Descriptor[] {
   const runnable = entries.filter((d) => d.platform && !isAttestation(d));
   const picked: Descriptor[] = [];
   for (const w of wanted) {
@@ -128,7 +128,8 @@ export function selectPlatforms(entries: Descriptor[], wanted: Platform[], where
     if (!hit) {
       const offered = runnable.map((d) => formatPlatform(normalizePlatform(d.platform!))).join(', ') || 'none';
       throw new FerryError('NOT_FOUND', `${where}: no image for platform ${formatPlatform(w)} (available: ${offered})`, {
-        hint: 'choose one with --platform, or --platform all',
+        // export, import and inspect read one image: `all` is not theirs to offer.
+        hint: o.oneOnly ? 'choose one of those with --platform OS/ARCH' : 'choose one with --platform, or --platform all',
       });
     }
     if (!picked.includes(hit)) picked.push(hit);

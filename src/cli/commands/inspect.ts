@@ -51,7 +51,7 @@ async function show(args: Args, src: Source, descriptor: Descriptor, name: strin
   let d = descriptor;
   let doc = await readDocument(src, d);
   if (doc.kind === 'index' && args.platform) {
-    d = selectPlatforms(doc.index.manifests, [parsePlatform(args.platform)], args.image)[0]!;
+    d = selectPlatforms(doc.index.manifests, [parsePlatform(args.platform)], args.image, { oneOnly: true })[0]!;
     doc = await readDocument(src, d);
   } else if (doc.kind === 'manifest' && args.platform) {
     const c = await readConfig(src, doc.manifest.config);
