@@ -196,6 +196,20 @@ describe('save -o .tar.zst / .tar.gz of an image larger than one compression chu
     expect(await readdir(out)).toEqual([]);
   });
 
+  it('an -o suffix that names a compression ferry does not write (a typo, bzip2, xz) is refused, not written as a plain tar', async () => {
+    for (const name of ['x.tar.zs', 'x.tar.bz2', 'x.tar.xz', 'x.tar.gzip']) {
+      const out = await tempDir();
+      const r = await ferry(['save', '-q', 'big', '-o', join(out, name)], { env: { FERRY_STORE: store } });
+      expect(r.code, name).toBe(2);
+      expect(r.stderr).toContain('ferry writes plain tar (.tar), gzip (.tar.gz, .tgz) or zstd (.tar.zst)');
+      expect(await readdir(out)).toEqual([]);
+    }
+    // Said on purpose: a plain tar under that name.
+    const out = await tempDir();
+    expect((await ferry(['save', '-q', 'big', '-o', join(out, 'x.tar.zs'), '--compress', 'none'], { env: { FERRY_STORE: store } })).code).toBe(0);
+    expect(await readdir(out)).toEqual(['x.tar.zs']);
+  });
+
   for (const [suffix, tool] of [['tar.zst', 'zstd'], ['tar.gz', 'gzip']] as const) {
     it(`${suffix}: ${tool} -d gives the plain tar, ferry load reads it, and a second save is byte-identical`, async () => {
       const env = { FERRY_STORE: store };

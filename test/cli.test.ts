@@ -195,7 +195,7 @@ describe.concurrent('numeric options', () => {
     const cases: Array<[string[], string]> = [
       [['--timeout', 'abc', 'tags', '127.0.0.1:1/x'], '--timeout takes a number of seconds above 0, not "abc"'],
       [['--timeout', '0', 'tags', '127.0.0.1:1/x'], '--timeout takes a number of seconds above 0, not "0"'],
-      [['save', `oci:${TESTDATA}:plain`, '--level', 'fast', '-o', join(await tempDir(), 'x.tar.gz')], '--level takes a whole number at least 1, not "fast"'],
+      [['save', `oci:${TESTDATA}:plain`, '--level', 'fast', '-o', join(await tempDir(), 'x.tar.gz')], '--level takes a whole number, not "fast"'],
       [['tags', '--page-size', 'ten', '127.0.0.1:1/x'], '--page-size takes a whole number of entries at least 1, not "ten"'],
     ];
     for (const [args, message] of cases) {

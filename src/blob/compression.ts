@@ -369,6 +369,9 @@ export type OutputCompression = 'gzip' | 'zstd' | 'none';
 /** Names that say "archive file": .tar, .tar.gz/.tgz, .tar.zst/.tzst. */
 export const ARCHIVE_SUFFIX = /\.(tar|tar\.gz|tgz|tar\.zst|tar\.zstd|tzst)$/i;
 
+/** Compression suffixes ferry does not write, and near misses of those it does. */
+const OTHER_SUFFIX = /\.(zs|zt|zstandard|gzip|gz2|bz2?|tbz2?|xz|txz|lz|lz4|lzma|lzo|z|br|7z|zip)$/i;
+
 /** Compression implied by a file name: `.tar.gz`/`.tgz` gzip, `.tar.zst`/`.tzst`/`.zstd` zstd, else none. */
 export function compressionForPath(path: string): OutputCompression {
   const p = path.toLowerCase();
@@ -384,6 +387,13 @@ export function compressionForPath(path: string): OutputCompression {
  */
 export function outputCompression(output: string, explicit: OutputCompression | undefined): OutputCompression {
   const named = output === '-' ? 'none' : compressionForPath(output);
+  const odd = explicit === undefined && named === 'none' ? OTHER_SUFFIX.exec(output) : null;
+  if (odd) {
+    // Written as a plain tar, x.tar.zs or x.tar.bz2 would mislead whoever trusts the name.
+    throw new FerryError('USAGE', `-o ${output}: ferry writes plain tar (.tar), gzip (.tar.gz, .tgz) or zstd (.tar.zst); "${odd[0]}" is none of them`, {
+      hint: 'fix the suffix, or give --compress none to write a plain tar under this name',
+    });
+  }
   if (explicit === undefined || named === 'none' || named === explicit) return explicit ?? named;
   const suffix = explicit === 'gzip' ? '.tar.gz' : explicit === 'zstd' ? '.tar.zst' : '.tar';
   throw new FerryError('USAGE', `-o ${output} says ${named}, but --compress ${explicit} was given`, { hint: `name the file ${suffix}, or leave out --compress` });

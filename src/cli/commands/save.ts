@@ -33,7 +33,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'archive file (.tar, .tar.gz/.tgz, .tar.zst), or - for stdout' })
       .option('format', { choices: ['docker', 'oci'] as const, default: 'docker' as const, describe: 'docker: OCI layout + manifest.json (docker load reads it); oci: OCI layout only' })
       .option('compress', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'compress the whole archive (default: from the -o suffix)' })
-      .option('level', numberOption('--level', { integer: true, min: 1 }, 'compression level (gzip 1-9, zstd 1-22)'))
+      .option('level', numberOption('--level', { integer: true }, 'compression level (gzip 1-9, zstd 1-22)'))
       .option('compress-layers', { choices: ['gzip', 'zstd', 'none'] as const, describe: 'recompress layers (CHANGES layer and image digests)' })
       .option('volume-size', { type: 'string', describe: 'cut into volumes smaller than this size (4G suits FAT32): NAME.001.tar, NAME.002.tar, …' })
       .option('force', { type: 'boolean', describe: 'replace an existing output file' })
