@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { destinationOf } from './blob/temp-names.js';
 
@@ -82,11 +83,12 @@ export function toFerryError(e: unknown): FerryError {
     if (typeof err.code === 'string' && IO_CODES.has(err.code)) {
       const path = err.path === undefined ? undefined : destinationOf(err.path);
       if (err.code === 'ENOENT' && path !== undefined && path !== err.path) {
-        // Creating the temp file beside the output failed: the output's directory is missing.
-        return new FerryError('IO', `cannot write ${path}: the directory ${dirname(path)} does not exist`, {
-          cause: e,
-          hint: 'create the directory first, or write somewhere else',
-        });
+        // Creating the temp file beside the output failed: the output's directory is missing, or
+        // is one where files cannot be made (/proc). One stat on the way out, not on a data path.
+        const dir = dirname(path);
+        return existsSync(dir)
+          ? new FerryError('IO', `cannot write ${path}: no file can be created in ${dir}`, { cause: e, hint: 'write somewhere else' })
+          : new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { cause: e, hint: 'create the directory first, or write somewhere else' });
       }
       const where = path ? ` ${path}` : '';
       const hint =

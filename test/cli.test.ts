@@ -272,6 +272,11 @@ describe.concurrent('paths that are not what the command needs', () => {
     expect(nowhere.code).toBe(7);
     expect(nowhere.stderr).toContain(`cannot write ${missing}: the directory ${join(dir, 'no', 'such')} does not exist`);
     expect(nowhere.stderr).not.toContain('.tmp-');
+    // A directory that exists but takes no new files: not called missing.
+    const proc = await run(['save', `${REPO}:plain`, '-o', '/proc/x.tar'], store);
+    expect(proc.code).toBe(7);
+    expect(proc.stderr).toContain('cannot write /proc/x.tar: no file can be created in /proc');
+    expect(proc.stderr).not.toContain('does not exist');
 
     // A command's own usage errors carry their hint (they used to end with only "Run 'ferry --help'").
     const existing = await run(['save', `${REPO}:plain`, '-o', file], store);
