@@ -217,6 +217,19 @@ describe.concurrent('store names', () => {
     }
   });
 
+  it('verify of a path that is not there says so (it looked for a store image of that name)', async () => {
+    const dir = await tempDir();
+    for (const target of [join(dir, 'nosuch.tar'), 'nosuch.tar.gz', './no/such/dir', `${dir}/set.00*.tar`]) {
+      const r = await run(['verify', target]);
+      expect(r.code, target).toBe(2);
+      expect(r.stderr).toContain(`${target}: no such file or directory`);
+      expect(r.stderr).not.toContain('not found in');
+    }
+    const plainDir = await run(['verify', dir]);
+    expect(plainDir.code).toBe(2);
+    expect(plainDir.stderr).toContain(`${dir} is a directory but not an OCI image layout`);
+  });
+
   it('a bare path as a location is a usage error that names the transport to write (it was "invalid reference")', async () => {
     const dir = await tempDir();
     const archive = await run(['copy', `oci:${TESTDATA}:plain`, join(dir, 'x.tar.gz')]);

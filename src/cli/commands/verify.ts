@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { OciLayout } from '../../locations/layout.js';
+import { isPathLike } from '../../locations/location.js';
+import { ARCHIVE_SUFFIX } from '../../blob/compression.js';
 import { defaultStoreDir, openStore } from '../../store.js';
 import { verifyLayout, verifySource } from '../../verify.js';
 import { humanSize, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
@@ -42,6 +44,7 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
       what = layout.dir;
       report = await verifyLayout(layout, { signal: undefined });
     } else {
+      await refuseMissingPath(target);
       const { layout, descriptor } = await openImage(target, () => openStore({ dir: args.store }));
       what = `${target} (${descriptor.digest})`;
       report = await verifyLayout(layout, { roots: [descriptor] });
@@ -58,6 +61,16 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
     }
   },
 };
+
+/** A path (./x, /x, x.tar, a glob the shell left as it was) that is not there: not a store image. */
+async function refuseMissingPath(target: string): Promise<void> {
+  if (!isPathLike(target) && !ARCHIVE_SUFFIX.test(target) && !/[*?[]/.test(target)) return;
+  const st = await stat(target).catch(() => undefined);
+  if (st?.isDirectory()) {
+    throw new FerryError('NOT_FOUND', `${target} is a directory but not an OCI image layout (no oci-layout file)`, { hint: 'verify takes a layout directory, an archive file, a store image or docker://NAME' });
+  }
+  if (!st) throw new FerryError('NOT_FOUND', `${target}: no such file or directory`, { hint: 'verify takes a layout directory, an archive file, a store image or docker://NAME' });
+}
 
 async function isLayoutDir(p: string): Promise<boolean> {
   return stat(join(p, 'oci-layout')).then(() => true, () => false);
