@@ -186,3 +186,12 @@ describe('platforms', () => {
     expect(msg).toMatch(/no image for platform linux\/s390x \(available: linux\/amd64\)/);
   });
 });
+
+describe('hints that list names', () => {
+  it('show the names most like the one asked for first, and say how many were left out', async () => {
+    const { someNames } = await import('../src/util/list.js');
+    const names = Array.from({ length: 10 }, (_, i) => `example.com/a${i}:1`).concat(['docker.io/library/alpine:3.20']);
+    expect(someNames(names, 'alpine:3.21')).toBe('docker.io/library/alpine:3.20, ' + names.slice(0, 7).join(', ') + ' … and 3 more');
+    expect(someNames(['a:1', 'b:1', 'a:1'], 'c')).toBe('a:1, b:1');
+  });
+});

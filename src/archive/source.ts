@@ -14,6 +14,7 @@ import { EntryTap } from './tap.js';
 import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
 import { refuseDirectory } from './scan.js';
 import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
+import { someNames } from '../util/list.js';
 
 /** One image an archive offers. */
 export interface ArchiveImage {
@@ -176,7 +177,7 @@ export class ArchiveSource implements Source {
     else if (full) entry = entries.find((e) => this.repoTags(e).some((n) => n.name === full));
     if (entry) return this.dockerManifest(entry);
     const known = this.images().flatMap((i) => i.names.map((n) => n.name ?? n.tag));
-    throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}`, { hint: known.length ? `available: ${known.slice(0, 8).join(', ')}` : 'the archive has no named images' });
+    throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}`, { hint: known.length ? `available: ${someNames(known, ref)}` : 'the archive has no named images' });
   }
 
   /** Resolves an archive path through links that stay inside it (A16); `..`/absolute refused (A1). */

@@ -14,6 +14,7 @@ import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
 import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
 import { EarlySync } from '../blob/early-sync.js';
+import { someNames } from '../util/list.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
@@ -176,9 +177,9 @@ export class OciLayout implements Source, Sink {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it starts ${digests.join(', ')}`, { hint: 'give more digits, or the full digest' });
       }
     }
-    const known = entries.map((e) => e.name ?? e.tag).filter(Boolean).slice(0, 8);
+    const known = entries.map((e) => e.name ?? e.tag).filter((n): n is string => Boolean(n));
     throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.dir}`, {
-      hint: known.length ? `available: ${known.join(', ')}` : 'the layout has no tagged images',
+      hint: known.length ? `available: ${someNames(known, ref)}` : 'the layout has no tagged images',
     });
   }
 
