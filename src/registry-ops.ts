@@ -1,5 +1,5 @@
 import { copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
-import { FerryError } from './errors.js';
+import { FerryError, isFerryError } from './errors.js';
 import { PlanBuilder, type Plan } from './plan.js';
 import { OciLayout } from './locations/layout.js';
 import type { RegistrySettings } from './locations/location.js';
@@ -137,9 +137,13 @@ export async function login(server: string | undefined, cred: Credential, o: { r
   const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug });
   try {
     const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred });
-    const res = await client.request({ method: 'GET', path: '/v2/', scopes: [] });
+    const res = await client.request({ method: 'GET', path: '/v2/', scopes: [] }).catch((e: unknown) => {
+      // The client's own hint would be "run ferry login": this is that run.
+      if (isFerryError(e, 'AUTH')) throw new FerryError('AUTH', e.message, { cause: e, hint: 'check the user name and password; nothing was saved' });
+      throw e;
+    });
     await res.body.dump();
-    if (res.status !== 200) throw new FerryError('AUTH', `${domain} answered HTTP ${res.status} to the login check`);
+    if (res.status !== 200) throw new FerryError('AUTH', `${domain} answered HTTP ${res.status} to the login check`, { hint: 'nothing was saved' });
   } finally {
     await http.close();
   }
