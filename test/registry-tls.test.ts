@@ -26,6 +26,8 @@ describe.skipIf(!distribution || !openssl)('distribution over https', () => {
     expect(refused.code, refused.stderr).toBe(6);
     expect(refused.stderr).toMatch(/TLS error talking to 127\.0\.0\.1:\d+/);
     expect(refused.stderr).toContain('--insecure');
+    expect(refused.stderr).toContain('NODE_EXTRA_CA_CERTS=/path/to/ca.pem');
+    expect(refused.stderr).not.toContain('--use-system-ca');
 
     const env = { NODE_EXTRA_CA_CERTS: reg.caPath };
     for (const tag of ['layers', 'multi'] as const) {

@@ -320,16 +320,34 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
   const code = (e as { code?: string }).code ?? '';
   const msg = (e as Error).message ?? String(e);
   if (/certificate|SSL|TLS|self.signed/i.test(`${code} ${msg}`)) {
-    return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${msg}`, {
+    // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not write.
+    const why = msg.replace(/\.? *Try running Node\.js with --use-system-ca\.?/i, '');
+    return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${why}`, {
       cause: e,
-      hint: 'if this registry uses a self-signed certificate, pass --insecure (skips verification)',
+      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …; to skip verification altogether, --insecure',
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';
   // A name that does not resolve is the usual first failure on a host with no route out.
   const unresolved = code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? `${url.hostname} does not resolve (DNS): check the registry name, or set HTTPS_PROXY if this host reaches the registry through a proxy` : undefined;
-  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${code || msg}`, { cause: e, hint: hint ?? unresolved });
+  const slow = /TIMEOUT/.test(code) ? 'a slow registry or link: raise --timeout (seconds)' : undefined;
+  const said = NETWORK_WORDS[code];
+  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${said ? `${said} (${code})` : code || msg}`, { cause: e, hint: hint ?? unresolved ?? slow });
 }
+
+/** undici's and node's codes, in words. */
+const NETWORK_WORDS: Record<string, string> = {
+  UND_ERR_HEADERS_TIMEOUT: 'no answer within the timeout',
+  UND_ERR_BODY_TIMEOUT: 'the transfer stalled for longer than the timeout',
+  UND_ERR_CONNECT_TIMEOUT: 'the connection could not be opened in time',
+  UND_ERR_SOCKET: 'the connection failed',
+  UND_ERR_CLOSED: 'the connection was closed',
+  ECONNREFUSED: 'connection refused (nothing listens there)',
+  ECONNRESET: 'the connection was reset',
+  ETIMEDOUT: 'the connection timed out',
+  ENETUNREACH: 'the network is unreachable',
+  EHOSTUNREACH: 'the host is unreachable',
+};
 
 /** A URL for logs and messages: no user info, no query values (upload state, tokens). */
 export function redact(url: URL): string {
