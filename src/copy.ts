@@ -164,7 +164,7 @@ async function copyContent(src: Source, dst: Sink, plans: Planned[], blobs: Desc
       const prefix = await dst.resumable?.(d, { signal: opts.signal });
       if (attempt === 1) emit({ type: 'blob-start', digest: d.digest, size: d.size, ...(prefix ? { resumeAt: prefix.offset } : {}) });
       const onBytes = (bytes: number) => emit({ type: 'blob-progress', digest: d.digest, bytes, size: d.size });
-      const body = verifying(await src.fetch(d, { signal: opts.signal, offset: prefix?.offset }), d, `blob ${d.digest}`, onBytes, prefix);
+      const body = verifying(await src.fetch(d, { signal: opts.signal, offset: prefix?.offset }), d, src.label ? `blob ${d.digest} in ${src.label}` : `blob ${d.digest}`, onBytes, prefix);
       // A sink may read the body only later (a registry opens an upload first): an interrupt in
       // between must not be an unhandled stream error. put() reports the failure.
       body.on('error', () => {});

@@ -24,6 +24,8 @@ export interface Source {
   referrers?(d: Descriptor, o?: FetchOptions): Promise<Referrer[]>;
   /** Set when blobs are best fetched one at a time, in order (a compressed archive read as it streams). */
   readonly sequential?: boolean;
+  /** Where the bytes come from, for messages about a blob that does not verify (an archive's path). */
+  readonly label?: string;
   close(): Promise<void>;
 }
 

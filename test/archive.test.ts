@@ -532,6 +532,10 @@ describe('bad archives are refused, nothing is left in the store', () => {
     const v = await run(['verify', join(dir, 'b1.tar')]);
     expect(v.code).toBe(4);
     expect(v.stdout).toContain(`PROBLEM digest: digest mismatch for blob ${img.layers[0]!.digest}`);
+    // Read in place by copy (and push --from): the message names the archive the blob came from.
+    const c = await run(['copy', `oci-archive:${join(dir, 'b1.tar')}`, `oci:${join(dir, 'out')}`]);
+    expect(c.code).toBe(4);
+    expect(c.stderr).toContain(`digest mismatch for blob ${img.layers[0]!.digest} in ${join(dir, 'b1.tar')}`);
   });
 
   it('A17: a manifest with both manifests and layers, or whose mediaType disagrees with index.json, is refused (exit 3)', async () => {

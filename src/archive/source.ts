@@ -52,6 +52,10 @@ export class ArchiveSource implements Source {
 
   private constructor(readonly path: string, private readonly backing: ArchiveBacking) {}
 
+  get label(): string {
+    return this.path;
+  }
+
   /** Blobs of a compressed archive come fastest one at a time, in archive order. */
   get sequential(): boolean {
     return this.backing.sequential;
