@@ -311,6 +311,14 @@ describe.concurrent('paths that are not what the command needs', () => {
     const checked = await run(['verify', garbage], store);
     expect(checked.code).toBe(3);
     expect(checked.stderr).toContain('not a tar archive');
+    // Shorter than one tar header: not an archive (exit 3), rather than a "truncated" one (exit 4).
+    const tiny = join(dir, 'tiny.tar');
+    await writeFile(tiny, 'hello!!\n');
+    for (const args of [['load', '-i', tiny], ['inventory', tiny, '-o', join(dir, 'inv.json')]]) {
+      const r = await run(args, store);
+      expect(r.code, args[0]).toBe(3);
+      expect(r.stderr).toContain(`${tiny}: not a tar archive (8 bytes, less than one tar header)`);
+    }
   });
 });
 

@@ -229,7 +229,11 @@ export async function* readTar(input: AsyncIterable<Buffer>, o: ReadTarOptions):
       // Missing end-of-archive blocks: accepted (many writers omit them), as GNU tar does.
       return;
     }
-    if (block.length < BLOCK) throw new FerryError('INTEGRITY', `${o.where}: truncated tar archive (partial header at byte ${at})`);
+    if (block.length < BLOCK) {
+      // Less than one header in all: not an archive that was cut, but not one at all.
+      if (at === 0) throw new FerryError('INVALID_INPUT', `${o.where}: not a tar archive (${block.length} bytes, less than one tar header)`);
+      throw new FerryError('INTEGRITY', `${o.where}: truncated tar archive (partial header at byte ${at})`);
+    }
     if (isZero(block)) {
       // End of archive. What follows must be zero padding.
       for (;;) {
@@ -316,6 +320,7 @@ export async function indexTar(fh: FileHandle, where: string, signal?: AbortSign
     out.push({ ...h.entry, offset: pos });
     pos += h.entry.size + padTo(h.entry.size);
   }
+  if (pos === 0 && fileSize > 0 && fileSize < BLOCK) throw new FerryError('INVALID_INPUT', `${where}: not a tar archive (${fileSize} bytes, less than one tar header)`);
   if (pos + BLOCK > fileSize && pos < fileSize) throw new FerryError('INTEGRITY', `${where}: truncated tar archive (partial header at byte ${pos})`);
   return out;
 }
