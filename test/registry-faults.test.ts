@@ -1,5 +1,5 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
@@ -61,6 +61,26 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(await tempFilesIn(r.store)).toEqual([]);
   });
 
+  it('C2a: a blob body longer than its descriptor size is cut at size+1, not read on: exit 4, nothing published', async () => {
+    const layer = (await exp).layers.layers![0]!;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, layer.digest) ? { trailing: Infinity } : undefined));
+    const before = proxy.seen.length;
+    const t0 = Date.now();
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`size mismatch for blob ${layer.digest}: more than the expected ${layer.size} bytes`);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    // The proxy never stops sending: what it got out is what ferry (and the socket buffers) took.
+    const gets = proxy.seen.slice(before).filter((q) => isBlob(q.url, layer.digest));
+    expect(gets.length).toBeGreaterThanOrEqual(1);
+    expect(gets.length).toBeLessThanOrEqual(2);
+    for (const q of gets) expect(q.down).toBeLessThan(layer.size + (16 << 20));
+    expect(JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8')).manifests).toEqual([]);
+    await expect(stat(join(r.store, 'blobs', 'sha256', layer.digest.slice(7)))).rejects.toThrow();
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
   it('C3: a manifest fetched by digest whose bytes differ is refused with exit 4', async () => {
     const e = await exp;
     const other = await readFile(join(TESTDATA, 'blobs', 'sha256', e.multi.digest.slice(7)));
@@ -77,6 +97,20 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     proxy.setRule(undefined);
     expect(r.code, r.stderr).toBe(4);
     expect(r.stderr).toContain('Docker-Content-Digest');
+  });
+
+  it('C4b: a tag pull without Docker-Content-Digest succeeds and records the digest computed from the bytes', async () => {
+    const e = await exp;
+    proxy.setRule((q) => (q.url.endsWith('/faults/layers/manifests/1') ? { dropResponseHeaders: ['docker-content-digest'] } : undefined));
+    const before = proxy.seen.length;
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.seen.slice(before).some((q) => q.method === 'GET' && q.url.endsWith('/faults/layers/manifests/1') && q.status === 200)).toBe(true);
+    const index = JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8'));
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toEqual([e.layers.digest]);
+    const images = JSON.parse((await ferry(['--store', r.store, 'images', '--json'])).stdout) as Array<{ name: string; tag: string; digest: string }>;
+    expect(images).toEqual([expect.objectContaining({ name: `${proxy.host}/faults/layers:1`, tag: '1', digest: e.layers.digest })]);
   });
 
   it('C5: a wrong size in a manifest-list entry exits 4', async () => {
@@ -152,12 +186,20 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(Date.now() - t1).toBeLessThan(10_000);
   });
 
-  it('C12: a manifest body that does not stop is cut at 4 MiB, exit 3', async () => {
-    proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { status: 200, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{"a":"' + 'x'.repeat(5 << 20) } : undefined));
+  it('C12: a manifest body that never ends is cut at 4 MiB (ferry stops reading), exit 3', async () => {
+    proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith('/manifests/1') ? { status: 200, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{"a":"', trailing: Infinity } : undefined));
+    const before = proxy.seen.length;
+    const t0 = Date.now();
     const r = await pull('faults/layers:1');
     proxy.setRule(undefined);
     expect(r.code, r.stderr).toBe(3);
-    expect(r.stderr).toMatch(/exceeds limit/);
+    expect(r.stderr).toMatch(/manifest .*faults\/layers:1: more than 4194304 bytes, exceeds limit/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    // Not retried (a limit is no network failure), and what the proxy got out stayed near the cap.
+    const gets = proxy.seen.slice(before).filter((q) => q.method === 'GET' && q.url.endsWith('/manifests/1'));
+    expect(gets).toHaveLength(1);
+    expect(gets[0]!.down).toBeGreaterThan(4 << 20);
+    expect(gets[0]!.down).toBeLessThan(16 << 20);
   });
 
   it('C13: an HTML page where a manifest should be (captive portal) exits 3', async () => {
