@@ -175,7 +175,10 @@ export class RegistryRepository implements Source, Sink {
           yield c;
           if (offset > d.size) return; // the verifying stream reports the size error
         }
-        return;
+        // A body that ends cleanly but short (a proxy or CDN that closed a response it had
+        // announced shorter) is resumed like a broken connection; the verifying stream reports
+        // a size error once the failures run out.
+        if (offset >= d.size || ++failures > 5) return;
       } catch (e) {
         if (signal?.aborted || !isRetryableError(e) || ++failures > 5) throw e;
       }
