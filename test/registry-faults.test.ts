@@ -1,4 +1,5 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -78,6 +79,23 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     for (const q of gets) expect(q.down).toBeLessThan(layer.size + (16 << 20));
     expect(JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8')).manifests).toEqual([]);
     await expect(stat(join(r.store, 'blobs', 'sha256', layer.digest.slice(7)))).rejects.toThrow();
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
+  it('C2b: a blob body that ends cleanly but short resumes with Range from the verified offset', async () => {
+    const cut = 3 << 20;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, big.layer) && !q.headers.range ? { truncate: cut } : undefined));
+    const before = proxy.seen.length;
+    const r = await pull('faults/big:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    const gets = proxy.seen.slice(before).filter((q) => isBlob(q.url, big.layer));
+    expect(gets.map((q) => q.headers.range)).toEqual([undefined, `bytes=${cut}-`]);
+    expect(gets[0]!.down).toBe(cut);
+    expect(gets[1]!.down).toBe(big.size - cut);
+    const blob = await readFile(join(r.store, 'blobs', 'sha256', big.layer.slice(7)));
+    expect(`sha256:${createHash('sha256').update(blob).digest('hex')}`).toBe(big.layer);
+    expect((await ferry(['--store', r.store, 'verify'])).code).toBe(0);
     expect(await tempFilesIn(r.store)).toEqual([]);
   });
 
