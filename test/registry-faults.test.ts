@@ -1,21 +1,26 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
 import { OciLayout } from '../src/locations/layout.js';
 import { closeRegistryClients, registryClient } from '../src/locations/registry/pool.js';
 import { RegistryRepository } from '../src/locations/registry/repository.js';
+import { RegistryClient } from '../src/locations/registry/client.js';
+import { Http } from '../src/locations/registry/http.js';
 import { finish, ferry, start } from './helpers/cli.js';
+import { startConnectProxy } from './helpers/connect-proxy.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { flipByte, TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
-import { dockerConfigWith, startDistribution, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { dockerConfigWith, PASSWORD, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry');
 const FAST = { FERRY_RETRY_BACKOFF_MS: '20' };
+const NO_PROXY_ENV = { http_proxy: undefined, https_proxy: undefined, HTTP_PROXY: undefined, HTTPS_PROXY: undefined, no_proxy: undefined, NO_PROXY: undefined };
 
 describe.skipIf(!distribution)('lying registries and hostile networks (catalogue C, D)', () => {
   let reg: RunningRegistry;
@@ -61,6 +66,43 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(await tempFilesIn(r.store)).toEqual([]);
   });
 
+  it('C2a: a blob body longer than its descriptor size is cut at size+1, not read on: exit 4, nothing published', async () => {
+    const layer = (await exp).layers.layers![0]!;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, layer.digest) ? { trailing: Infinity } : undefined));
+    const before = proxy.seen.length;
+    const t0 = Date.now();
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`size mismatch for blob ${layer.digest}: more than the expected ${layer.size} bytes`);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    // The proxy never stops sending: what it got out is what ferry (and the socket buffers) took.
+    const gets = proxy.seen.slice(before).filter((q) => isBlob(q.url, layer.digest));
+    expect(gets.length).toBeGreaterThanOrEqual(1);
+    expect(gets.length).toBeLessThanOrEqual(2);
+    for (const q of gets) expect(q.down).toBeLessThan(layer.size + (16 << 20));
+    expect(JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8')).manifests).toEqual([]);
+    await expect(stat(join(r.store, 'blobs', 'sha256', layer.digest.slice(7)))).rejects.toThrow();
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
+  it('C2b: a blob body that ends cleanly but short resumes with Range from the verified offset', async () => {
+    const cut = 3 << 20;
+    proxy.setRule((q) => (q.method === 'GET' && isBlob(q.url, big.layer) && !q.headers.range ? { truncate: cut } : undefined));
+    const before = proxy.seen.length;
+    const r = await pull('faults/big:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    const gets = proxy.seen.slice(before).filter((q) => isBlob(q.url, big.layer));
+    expect(gets.map((q) => q.headers.range)).toEqual([undefined, `bytes=${cut}-`]);
+    expect(gets[0]!.down).toBe(cut);
+    expect(gets[1]!.down).toBe(big.size - cut);
+    const blob = await readFile(join(r.store, 'blobs', 'sha256', big.layer.slice(7)));
+    expect(`sha256:${createHash('sha256').update(blob).digest('hex')}`).toBe(big.layer);
+    expect((await ferry(['--store', r.store, 'verify'])).code).toBe(0);
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
   it('C3: a manifest fetched by digest whose bytes differ is refused with exit 4', async () => {
     const e = await exp;
     const other = await readFile(join(TESTDATA, 'blobs', 'sha256', e.multi.digest.slice(7)));
@@ -77,6 +119,20 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     proxy.setRule(undefined);
     expect(r.code, r.stderr).toBe(4);
     expect(r.stderr).toContain('Docker-Content-Digest');
+  });
+
+  it('C4b: a tag pull without Docker-Content-Digest succeeds and records the digest computed from the bytes', async () => {
+    const e = await exp;
+    proxy.setRule((q) => (q.url.endsWith('/faults/layers/manifests/1') ? { dropResponseHeaders: ['docker-content-digest'] } : undefined));
+    const before = proxy.seen.length;
+    const r = await pull('faults/layers:1');
+    proxy.setRule(undefined);
+    expect(r.code, r.stderr).toBe(0);
+    expect(proxy.seen.slice(before).some((q) => q.method === 'GET' && q.url.endsWith('/faults/layers/manifests/1') && q.status === 200)).toBe(true);
+    const index = JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8'));
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toEqual([e.layers.digest]);
+    const images = JSON.parse((await ferry(['--store', r.store, 'images', '--json'])).stdout) as Array<{ name: string; tag: string; digest: string }>;
+    expect(images).toEqual([expect.objectContaining({ name: `${proxy.host}/faults/layers:1`, tag: '1', digest: e.layers.digest })]);
   });
 
   it('C5: a wrong size in a manifest-list entry exits 4', async () => {
@@ -152,12 +208,20 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(Date.now() - t1).toBeLessThan(10_000);
   });
 
-  it('C12: a manifest body that does not stop is cut at 4 MiB, exit 3', async () => {
-    proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { status: 200, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{"a":"' + 'x'.repeat(5 << 20) } : undefined));
+  it('C12: a manifest body that never ends is cut at 4 MiB (ferry stops reading), exit 3', async () => {
+    proxy.setRule((q) => (q.method === 'GET' && q.url.endsWith('/manifests/1') ? { status: 200, headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }, body: '{"a":"', trailing: Infinity } : undefined));
+    const before = proxy.seen.length;
+    const t0 = Date.now();
     const r = await pull('faults/layers:1');
     proxy.setRule(undefined);
     expect(r.code, r.stderr).toBe(3);
-    expect(r.stderr).toMatch(/exceeds limit/);
+    expect(r.stderr).toMatch(/manifest .*faults\/layers:1: more than 4194304 bytes, exceeds limit/);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    // Not retried (a limit is no network failure), and what the proxy got out stayed near the cap.
+    const gets = proxy.seen.slice(before).filter((q) => q.method === 'GET' && q.url.endsWith('/manifests/1'));
+    expect(gets).toHaveLength(1);
+    expect(gets[0]!.down).toBeGreaterThan(4 << 20);
+    expect(gets[0]!.down).toBeLessThan(16 << 20);
   });
 
   it('C13: an HTML page where a manifest should be (captive portal) exits 3', async () => {
@@ -272,6 +336,40 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(tags.stdout.trim()).toBe('');
   });
 
+  it('F1: SIGINT during a pull exits 130 within 2 s; no temp files, index.json unchanged, only verified blobs stay', async () => {
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'pull', `${proxy.host}/faults/layers:1`], { env: FAST })).code).toBe(0);
+    const index = await readFile(join(store, 'index.json'));
+    const before = proxy.seen.length;
+    proxy.setRate(1 << 20);
+    let r: Awaited<ReturnType<typeof finish>>;
+    let elapsed: number;
+    try {
+      const child = start(['--store', store, 'pull', `${proxy.host}/faults/big:1`], { env: FAST });
+      const done = finish(child);
+      // Interrupt once the big layer is under way: 2 of its 8 MiB through, a partial file on disk.
+      const started = async () => proxy.seen.slice(before).some((q) => isBlob(q.url, big.layer) && q.down > 2 << 20) && (await tempFilesIn(store)).length > 0;
+      for (let i = 0; i < 1000 && !(await started()); i++) await new Promise((res) => setTimeout(res, 10));
+      expect(await started()).toBe(true);
+      const t0 = Date.now();
+      child.kill('SIGINT');
+      r = await done;
+      elapsed = Date.now() - t0;
+    } finally {
+      proxy.setRate(undefined);
+    }
+    expect(r.code, r.stderr).toBe(130);
+    expect(elapsed).toBeLessThan(2000);
+    expect(await tempFilesIn(store)).toEqual([]);
+    expect((await readdir(store)).sort()).toEqual(['blobs', 'index.json', 'oci-layout']);
+    expect((await readFile(join(store, 'index.json'))).equals(index)).toBe(true);
+    const left = await readdir(join(store, 'blobs', 'sha256'), { withFileTypes: true });
+    expect(left.filter((e) => !e.isFile() || e.name.startsWith('.')).map((e) => e.name)).toEqual([]);
+    for (const e of left) expect(createHash('sha256').update(await readFile(join(e.parentPath, e.name))).digest('hex')).toBe(e.name);
+    expect(left.map((e) => e.name)).not.toContain(big.layer.slice(7));
+    expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+  });
+
   it('F4: a push interrupted by SIGINT exits 130; the rerun skips the blobs already there and pushes the manifest last', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'f4', layers: [24 << 20, 24 << 20, 24 << 20] }]);
@@ -353,6 +451,62 @@ describe.skipIf(!distribution)('credentials on the wire (catalogue D)', () => {
     expect(reg.tokenServer!.requests.length - before).toBeGreaterThanOrEqual(2);
   });
 
+  it('D6b: a token refused mid-push (on a blob upload) is renewed once and the push completes', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [256 << 10, 256 << 10, 256 << 10] }]);
+    const challenge = `Bearer realm="${reg.tokenServer!.realm}",service="${reg.tokenServer!.service}",scope="repository:creds/d6b:pull,push"`;
+    let tokensAtRefusal: number | undefined;
+    proxy.setRule((q, n) => {
+      if (q.method !== 'PUT' || !q.url.includes('/creds/d6b/blobs/uploads/') || n > 0) return undefined;
+      tokensAtRefusal = reg.tokenServer!.requests.length;
+      return { status: 401, headers: { 'www-authenticate': challenge } };
+    });
+    const env = { DOCKER_CONFIG: await dockerConfigWith(proxy.host) };
+    const res = await ferry(['copy', `oci:${src}:t`, `docker://${proxy.host}/creds/d6b:1`], { env });
+    proxy.setRule(undefined);
+    expect(res.code, res.stderr).toBe(0);
+    expect(tokensAtRefusal).toBeDefined();
+    expect(reg.tokenServer!.requests.length - tokensAtRefusal!).toBe(1);
+    const back = join(await tempDir(), 'back');
+    const pulled = await ferry(['copy', `docker://${reg.host}/creds/d6b:1`, `oci:${back}:x`], { env: { DOCKER_CONFIG: await dockerConfigWith(reg.host) } });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(JSON.parse(await readFile(join(back, 'index.json'), 'utf8')).manifests[0].digest).toBe(img!.manifest.digest);
+  });
+
+  it('D6b: a token refused on one chunk of a chunked push is renewed once and the upload resumes from the registry offset', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [3 << 20] }]);
+    const challenge = `Bearer realm="${reg.tokenServer!.realm}",service="${reg.tokenServer!.service}",scope="repository:creds/d6b-chunked:pull,push"`;
+    let patches = 0;
+    let tokensAtRefusal: number | undefined;
+    proxy.setRule((q) => {
+      if (q.method !== 'PATCH' || !q.url.includes('/creds/d6b-chunked/blobs/uploads/') || ++patches !== 3) return undefined;
+      tokensAtRefusal = reg.tokenServer!.requests.length;
+      return { status: 401, headers: { 'www-authenticate': challenge } };
+    });
+    const before = proxy.seen.length;
+    const http = new Http({ backoffMs: 20 });
+    try {
+      const client = new RegistryClient({ domain: proxy.host, http, credential: { username: USER, secret: PASSWORD } });
+      const repo = new RegistryRepository(client, 'creds/d6b-chunked', { monolithicMax: 1 << 20, chunkSize: 512 << 10 });
+      const r = await copy(await OciLayout.open(src), repo, [{ ref: 't', names: [{ tag: '1' }] }]);
+      expect(r.images[0]!.digest).toBe(img!.manifest.digest);
+    } finally {
+      proxy.setRule(undefined);
+      await http.close();
+    }
+    expect(tokensAtRefusal).toBeDefined();
+    expect(reg.tokenServer!.requests.length - tokensAtRefusal!).toBe(1);
+    // Six chunks and the refused one sent again; the upload was asked for its offset, not restarted.
+    expect(patches).toBe(7);
+    const uploads = proxy.seen.slice(before).filter((q) => q.url.includes('/creds/d6b-chunked/blobs/uploads/'));
+    expect(uploads.filter((q) => q.method === 'GET')).toHaveLength(1);
+    const back = join(await tempDir(), 'back');
+    const pulled = await ferry(['copy', `docker://${reg.host}/creds/d6b-chunked:1`, `oci:${back}:x`], { env: { DOCKER_CONFIG: await dockerConfigWith(reg.host) } });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect((await ferry(['verify', back])).code).toBe(0);
+  });
+
   it('D3: a bearer realm pointing at link-local metadata is refused without sending credentials (exit 5)', async () => {
     proxy.setRule((q) => (q.url === '/v2/' || q.url.includes('/manifests/') ? { status: 401, headers: { 'www-authenticate': 'Bearer realm="http://169.254.169.254/latest/meta-data",service="x"' } } : undefined));
     const env = { DOCKER_CONFIG: await dockerConfigWith(proxy.host) };
@@ -360,5 +514,95 @@ describe.skipIf(!distribution)('credentials on the wire (catalogue D)', () => {
     proxy.setRule(undefined);
     expect(res.code, res.stderr).toBe(5);
     expect(res.stderr).toContain('refusing the token realm http://169.254.169.254');
+  });
+
+  /** A listener standing where a refused realm points: it must never hear from ferry at all. */
+  const realmListener = async (host: string) => {
+    const requests: IncomingHttpHeaders[] = [];
+    let connections = 0;
+    const server = createServer((req, res) => {
+      requests.push(req.headers);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"t"}');
+    });
+    server.on('connection', () => connections++);
+    const port = await new Promise<number>((r) => server.listen(0, host, () => r((server.address() as { port: number }).port)));
+    return { port, requests, connections: () => connections, stop: () => new Promise<void>((r) => server.close(() => r())) };
+  };
+
+  it('D3: a bearer realm over plain http on another host (127.0.0.2, localhost) is refused before any request (exit 5)', async () => {
+    for (const [bind, name] of [['127.0.0.2', '127.0.0.2'], ['127.0.0.1', 'localhost']] as const) {
+      const listener = await realmListener(bind);
+      const realm = `http://${name}:${listener.port}`;
+      try {
+        proxy.setRule((q) => (q.url === '/v2/' || q.url.includes('/manifests/') ? { status: 401, headers: { 'www-authenticate': `Bearer realm="${realm}/token",service="x"` } } : undefined));
+        const env = { DOCKER_CONFIG: await dockerConfigWith(proxy.host) };
+        const res = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env });
+        proxy.setRule(undefined);
+        expect(res.code, res.stderr).toBe(5);
+        expect(res.stderr).toContain(`refusing the token realm ${realm} offered by ${proxy.host}`);
+        expect(listener.requests).toEqual([]);
+        expect(listener.connections()).toBe(0);
+      } finally {
+        proxy.setRule(undefined);
+        await listener.stop();
+      }
+    }
+  });
+
+  it('D3: a registry that is not on loopback may not point its realm at loopback, even over https (exit 5)', async () => {
+    const listener = await realmListener('127.0.0.1');
+    const name = `d3.registry.test:${proxy.host.split(':')[1]}`;
+    const forward = await startConnectProxy({ hosts: { [name]: proxy.host } });
+    const realm = `https://127.0.0.1:${listener.port}`;
+    try {
+      proxy.setRule((q) => (q.url === '/v2/' || q.url.includes('/manifests/') ? { status: 401, headers: { 'www-authenticate': `Bearer realm="${realm}/token",service="x"` } } : undefined));
+      const env = { ...NO_PROXY_ENV, HTTP_PROXY: forward.url, DOCKER_CONFIG: await dockerConfigWith(name) };
+      const res = await ferry(['--plain-http', '--store', join(await tempDir(), 's'), 'pull', `${name}/creds/layers:1`], { env });
+      expect(res.code, res.stderr).toBe(5);
+      expect(res.stderr).toContain(`refusing the token realm ${realm} offered by ${name}`);
+      // The registry was reached (through the forwarding proxy); the realm never was.
+      expect(forward.forwarded.some((u) => u.startsWith(`http://${name}/v2/`))).toBe(true);
+      expect(listener.connections()).toBe(0);
+    } finally {
+      proxy.setRule(undefined);
+      await forward.stop();
+      await listener.stop();
+    }
+  });
+
+  it('D5: a 403 to a pull with valid credentials exits 5 after at most one retry of the resource', async () => {
+    for (const p of [proxy, basicProxy]) {
+      const manifest = '/v2/creds/layers/manifests/1';
+      const denied = JSON.stringify({ errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] });
+      // Without credentials the registry's own 401 comes through; with them, 403.
+      p.setRule((q) => (q.url === manifest && q.headers.authorization ? { status: 403, headers: { 'content-type': 'application/json' }, body: denied } : undefined));
+      const before = p.seen.length;
+      const env = { DOCKER_CONFIG: await dockerConfigWith(p.host) };
+      const res = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${p.host}/creds/layers:1`], { env });
+      p.setRule(undefined);
+      expect(res.code, res.stderr).toBe(5);
+      expect(res.stderr).toContain(`access denied for http://${p.host}${manifest}: DENIED requested access to the resource is denied`);
+      const asked = p.seen.slice(before).filter((q) => q.url === manifest);
+      expect(asked.length).toBeLessThanOrEqual(2);
+      expect(asked.filter((q) => q.headers.authorization).length).toBe(1);
+    }
+  });
+
+  it('D5: a wrong password exits 5 after at most one retry (basic auth registry and token server)', async () => {
+    const manifest = '/v2/creds/layers/manifests/1';
+    const before = basicProxy.seen.length;
+    const basic = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${basicProxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: await dockerConfigWith(basicProxy.host, USER, 'wrong-password') } });
+    expect(basic.code, basic.stderr).toBe(5);
+    expect(basic.stderr).toContain(`authentication required for http://${basicProxy.host}${manifest}`);
+    expect(basic.stderr).not.toContain('wrong-password');
+    const asked = basicProxy.seen.slice(before).filter((q) => q.url === manifest);
+    expect(asked.length).toBeLessThanOrEqual(2);
+    expect(asked.filter((q) => q.headers.authorization).length).toBe(1);
+
+    const tokens = reg.tokenServer!.requests.length;
+    const token = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: await dockerConfigWith(proxy.host, USER, 'wrong-password') } });
+    expect(token.code, token.stderr).toBe(5);
+    expect(token.stderr).toContain(`the token server ${new URL(reg.tokenServer!.realm).origin} refused the credentials for ${proxy.host} (HTTP 401)`);
+    expect(reg.tokenServer!.requests.length - tokens).toBeLessThanOrEqual(2);
   });
 });

@@ -21,6 +21,11 @@ export interface SeenRequest {
  * - setHeaders: forward, overriding these response headers
  * - dropRequestHeaders: forward without these request headers (e.g. ignore Range)
  * - delayMs: forward only after this long (a registry far away)
+ * - truncate: forward, but only the first this many body bytes, with a Content-Length that says so,
+ *   ending cleanly (a body short of the descriptor's size that is not a network failure)
+ * - trailing: after the body (forwarded, or `body` with `status`), keep sending filler bytes,
+ *   without a Content-Length, up to this many (Infinity: until the client goes away)
+ * - dropResponseHeaders: forward without these response headers
  */
 export interface Fault {
   status?: number;
@@ -33,6 +38,9 @@ export interface Fault {
   setHeaders?: Record<string, string>;
   dropRequestHeaders?: string[];
   delayMs?: number;
+  truncate?: number;
+  trailing?: number;
+  dropResponseHeaders?: string[];
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -89,6 +97,15 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const respond = (req: IncomingMessage, res: ServerResponse, s: SeenRequest, fault: Fault | undefined) => {
     if (fault?.status !== undefined) {
       req.resume();
+      if (fault.trailing !== undefined) {
+        s.status = fault.status;
+        res.writeHead(fault.status, fault.headers ?? {});
+        const head = Buffer.from(fault.body ?? '');
+        s.down += head.byteLength;
+        res.write(head);
+        fill(res, s, fault.trailing);
+        return;
+      }
       res.writeHead(fault.status, fault.headers ?? {}).end(fault.body ?? '');
       return;
     }
@@ -104,6 +121,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       // Rewrite absolute Locations so uploads keep going through the proxy.
       if (outHeaders.location) outHeaders.location = outHeaders.location.replace(`//${upstream}`, `//${proxyHost}`);
       Object.assign(outHeaders, fault?.setHeaders ?? {});
+      for (const h of fault?.dropResponseHeaders ?? []) delete outHeaders[h.toLowerCase()];
+      if (fault?.truncate !== undefined) outHeaders['content-length'] = String(Math.min(fault.truncate, Number(outHeaders['content-length'] ?? Infinity)));
+      if (fault?.trailing !== undefined) delete outHeaders['content-length'];
       if (fault?.replaceBody) {
         ures.resume();
         outHeaders['content-length'] = String(fault.replaceBody.byteLength);
@@ -116,10 +136,19 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       res.on('close', () => ures.destroy());
       let sent = 0;
       ures.on('data', (chunk: Buffer) => {
+        if (res.writableEnded) return;
         let c = chunk;
         if (fault?.flipByte !== undefined && fault.flipByte >= sent && fault.flipByte < sent + c.byteLength) {
           c = Buffer.from(c);
           c[fault.flipByte - sent]! ^= 0xff;
+        }
+        if (fault?.truncate !== undefined && sent + c.byteLength >= fault.truncate) {
+          c = c.subarray(0, Math.max(0, fault.truncate - sent));
+          sent += c.byteLength;
+          s.down += c.byteLength;
+          res.end(c);
+          ures.destroy();
+          return;
         }
         if (fault?.resetAfter !== undefined && sent + c.byteLength > fault.resetAfter) {
           res.write(c.subarray(0, Math.max(0, fault.resetAfter - sent)));
@@ -132,7 +161,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         res.write(c);
         pace(ures, c.byteLength);
       });
-      ures.on('end', () => res.end());
+      ures.on('end', () => (fault?.trailing !== undefined ? fill(res, s, fault.trailing) : res.end()));
     });
     up.on('error', () => res.destroy());
     req.on('data', (c: Buffer) => {
@@ -142,6 +171,31 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     });
     req.on('end', () => up.end());
     req.on('error', () => up.destroy());
+  };
+  /** Filler bytes after a body, as fast as the client takes them, until `n` are sent or it goes away. */
+  const fill = (res: ServerResponse, s: SeenRequest, n: number) => {
+    // A HEAD response has no body: its writes would never push back.
+    if (s.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    const filler = Buffer.alloc(64 << 10, 0x20);
+    let left = n;
+    let gone = false;
+    res.on('close', () => (gone = true));
+    const more = () => {
+      while (!gone && left > 0) {
+        const c = left >= filler.byteLength ? filler : filler.subarray(0, left);
+        left -= c.byteLength;
+        s.down += c.byteLength;
+        if (!res.write(c)) {
+          res.once('drain', more);
+          return;
+        }
+      }
+      if (!gone) res.end();
+    };
+    more();
   };
   let connections = 0;
   server.on('connection', () => connections++);

@@ -98,6 +98,14 @@ export class RegistryClient {
       return resendable ? this.http.sendRetrying(r) : this.http.send(r);
     };
     let res = await send(this.authorization(req.scopes, base.origin));
+    if (res.status === 401 && !resendable && this.tokens.has(scopeKey(req.scopes))) {
+      // A token refused (or expired) while a body streamed up: renew it once; the caller, which
+      // can read its body again, sends it again.
+      const challenge = header(res, 'www-authenticate');
+      await res.body.dump();
+      await this.authenticate(challenge, req.scopes, url, req.signal);
+      throw new TokenRenewed(`the registry refused the token for ${redact(url)} while a body was sent`, { hint: `run \`ferry login ${this.domain}\`` });
+    }
     if (res.status === 401 && resendable) {
       const challenge = header(res, 'www-authenticate');
       await res.body.dump();
@@ -173,6 +181,16 @@ export class RegistryClient {
   /** Forgets tokens, so the next request re-authenticates (after a mid-transfer 401). */
   dropTokens(): void {
     this.tokens.clear();
+  }
+}
+
+/**
+ * An AUTH failure of a request whose body was a stream, after a new token was fetched: sending
+ * the body again (re-read from its source) may succeed. Unhandled, it is an AUTH error as before.
+ */
+export class TokenRenewed extends FerryError {
+  constructor(message: string, opts: { hint?: string } = {}) {
+    super('AUTH', message, opts);
   }
 }
 

@@ -1,12 +1,12 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { FerryError, isFerryError } from '../../errors.js';
-import { hashPrefix, readCapped } from '../../blob/verify.js';
+import { hashPrefix, readCapped, verifying } from '../../blob/verify.js';
 import { digestOf, isDigest, type Digest } from '../../oci/digest.js';
 import { isManifestLike, MANIFEST_ACCEPT, MediaType } from '../../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageIndex, type ParsedDocument } from '../../oci/manifest.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../../types.js';
-import { errorDetail, type RegistryClient } from './client.js';
+import { errorDetail, TokenRenewed, type RegistryClient } from './client.js';
 import { header, isRetryableError, type HttpResponse } from './http.js';
 import { forgetUpload, loadUpload, saveUpload } from './upload-sessions.js';
 
@@ -175,7 +175,10 @@ export class RegistryRepository implements Source, Sink {
           yield c;
           if (offset > d.size) return; // the verifying stream reports the size error
         }
-        return;
+        // A body that ends cleanly but short (a proxy or CDN that closed a response it had
+        // announced shorter) is resumed like a broken connection; the verifying stream reports
+        // a size error once the failures run out.
+        if (offset >= d.size || ++failures > 5) return;
       } catch (e) {
         if (signal?.aborted || !isRetryableError(e) || ++failures > 5) throw e;
       }
@@ -278,10 +281,19 @@ export class RegistryRepository implements Source, Sink {
 
   private async putWhole(loc: URL, d: Descriptor, body: Readable, o: PutOptions): Promise<URL> {
     const url = withDigest(loc, d.digest);
-    const res = await this.client.request({
-      method: 'PUT', path: url, scopes: this.push(), body,
+    const send = (b: Readable) => this.client.request({
+      method: 'PUT', path: url, scopes: this.push(), body: b,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(d.size) }, signal: o.signal,
     });
+    let res: HttpResponse;
+    try {
+      res = await send(body);
+    } catch (e) {
+      if (!(e instanceof TokenRenewed) || !o.reopen) throw e;
+      // The token ran out as the blob went up: once more with the new one, re-read and re-verified.
+      body.destroy();
+      res = await send(verifying(await o.reopen(0), d, `blob ${d.digest}`));
+    }
     await expectStatus(res, [201], `upload ${d.digest} to ${this.name}`);
     await res.body.dump();
     return loc;
@@ -346,7 +358,7 @@ export class RegistryRepository implements Source, Sink {
         hash = chunkHash;
         await saveUpload(this.name, d.digest, { location: loc.href, size: d.size });
       } catch (e) {
-        if (o.signal?.aborted || !o.reopen || ++failures > 5 || !(isRetryableError(e) || isRetryableCause(e))) throw e;
+        if (o.signal?.aborted || !o.reopen || ++failures > 5 || !(isRetryableError(e) || isRetryableCause(e) || e instanceof TokenRenewed)) throw e;
         const status = await this.client.request({ method: 'GET', path: loc, scopes: this.push() });
         await status.body.dump();
         if (status.status !== 204) throw e;
