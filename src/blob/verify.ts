@@ -69,6 +69,9 @@ export class VerifyStream extends Transform {
 export function verifying(body: Readable, expected: Expected, where?: string, onBytes?: (total: number) => void, prefix?: Prefix): Readable {
   const v = new VerifyStream(expected, where, onBytes, prefix);
   body.on('error', (e) => v.destroy(e));
+  // pipe() does not end the source when the verifier fails (too many bytes, a wrong digest): a
+  // registry response would stay open, its connection held, until the process exits.
+  v.once('error', () => body.destroy());
   return body.pipe(v);
 }
 

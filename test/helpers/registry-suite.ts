@@ -167,7 +167,7 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(catPaged.stdout.split('\n').filter(Boolean).sort()).toEqual(cat.stdout.split('\n').filter(Boolean).sort());
       const bad = await ferry(['tags', '--page-size', '0', `${h}/suite/tags`]);
       expect(bad.code).toBe(2);
-      expect(bad.stderr).toContain('--page-size must be a whole number of at least 1');
+      expect(bad.stderr).toContain('--page-size takes a whole number of entries at least 1');
       const none = await ferry(['tags', `${h}/suite/no-such-repo`]);
       expect(none.code).toBe(2);
       expect(none.stderr).toContain(`repository ${h}/suite/no-such-repo not found`);

@@ -491,7 +491,10 @@ export class RegistryRepository implements Source, Sink {
       throw new FerryError('NOT_FOUND', `${this.name}@${digest} not found`);
     }
     if (res.status === 405 || res.status === 400) {
-      throw new FerryError('USAGE', `${this.client.domain} does not allow deleting manifests${await errorDetail(res)}`);
+      // Not a mistake in the command line: the registry's choice (distribution needs delete: enabled: true).
+      throw new FerryError('UNSUPPORTED', `${this.client.domain} does not allow deleting manifests${await errorDetail(res)}`, {
+        hint: 'the registry is read-only or has deletes turned off (distribution: storage.delete.enabled)',
+      });
     }
     await expectStatus(res, [202, 200], `delete ${this.name}@${digest}`);
     await res.body.dump();
@@ -564,5 +567,15 @@ async function expectStatus(res: HttpResponse, ok: number[], what: string): Prom
   if (res.status === 429) throw new FerryError('NETWORK', `${what}: rate limited (HTTP 429)${detail}`, { hint: 'try again later, or log in for a higher limit' });
   if (res.status >= 500) throw new FerryError('NETWORK', `${what}: HTTP ${res.status} from ${res.url.host}${detail}`);
   if (res.status === 404) throw new FerryError('NOT_FOUND', `${what}: not found${detail}`);
+  // Refusals that asking again will not change: not retried, and not called a network failure.
+  if (res.status === 401 || res.status === 403) throw new FerryError('AUTH', `${what}: denied (HTTP ${res.status})${detail}`, { hint: 'check that your account may do this in that repository' });
+  if (res.status === 405) {
+    throw new FerryError('UNSUPPORTED', `${what}: ${res.url.host} does not allow this (HTTP 405)${detail}`, { hint: 'the registry (or this repository) is read-only, or does not offer this operation' });
+  }
+  if (res.status === 413) throw new FerryError('TOO_LARGE', `${what}: ${res.url.host} refused it as too large (HTTP 413)${detail}`);
+  if (res.status === 408) throw new FerryError('NETWORK', `${what}: the registry timed out waiting (HTTP 408)${detail}`);
+  // An upload chunk at an offset the registry does not hold: the upload asks where it stands and resumes.
+  if (res.status === 416) throw new FerryError('NETWORK', `${what}: the registry holds the upload at another offset (HTTP 416)${detail}`);
+  if (res.status >= 400) throw new FerryError('INVALID_INPUT', `${what}: ${res.url.host} refused it (HTTP ${res.status})${detail}`);
   throw new FerryError('NETWORK', `${what}: unexpected HTTP ${res.status}${detail}`);
 }
