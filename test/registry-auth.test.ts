@@ -130,6 +130,9 @@ describe.skipIf(!distribution)('registry authentication against the CNCF distrib
       const r = await ferry(['login', reg.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: 'wrong-password\n' });
       expect(r.code, r.stderr).toBe(5);
       expect(r.stderr).not.toContain('wrong-password');
+      // This is the login: its hint is not "run ferry login".
+      expect(r.stderr).toContain('hint: check the user name and password; nothing was saved');
+      expect(r.stderr).not.toContain('run `ferry login');
     }
     await expect(stat(join(cfg, 'config.json'))).rejects.toThrow();
     expect(token.tokenServer!.requests.filter((q) => q.authorization?.startsWith('Basic')).length).toBeLessThanOrEqual(2);
