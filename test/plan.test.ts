@@ -229,6 +229,8 @@ describe.skipIf(!distribution)('dry-run plans: push, push --from, sync (distribu
     expect(writes(mark)).toEqual([]);
     const plan = planOf(dry.stdout);
     expect(plan.images.map((i) => i.names[0])).toEqual([`${proxy.host}/fresh/plan/app:v1`, `${proxy.host}/fresh/plan/app:v2`]);
+    // Each image is listed by its name in the archive; where it goes is its names.
+    expect(plan.images.map((i) => i.source)).toEqual([`${proxy.host}/plan/app:v1`, `${proxy.host}/plan/app:v2`]);
     expect(plan.blobs).toEqual({ count: 5, bytes: sum(LAYER_A, 1000, LAYER_B, made[0]!.config.size, made[1]!.config.size) });
     expect((await ferry(['catalog', reg.host])).stdout).not.toContain('fresh');
   });

@@ -83,12 +83,13 @@ export async function pushArchive(file: string, o: PushArchiveOptions = {}): Pro
 export async function planArchivePush(file: string, o: PushArchiveOptions = {}): Promise<Plan> {
   prefixOf(o.prefix);
   const plan = new PlanBuilder();
-  await eachTarget(file, o, true, (name, r) => plan.add(repositoryName(parseReference(name)), name, r));
+  // Listed by their names in the archive; where each goes is the plan's AS column.
+  await eachTarget(file, o, true, (name, r, from) => plan.add(repositoryName(parseReference(name)), from, r));
   return plan.build('push');
 }
 
 /** Copies (or plans) every named image of the archive, read in place (a compressed one by decompressing it again as blobs are read). */
-async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, done: (name: string, r: CopyReport) => void): Promise<void> {
+async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, done: (name: string, r: CopyReport, from: string) => void): Promise<void> {
   const source = await ArchiveSource.open(file, { signal: o.signal });
   try {
     const images = source.images();
@@ -99,7 +100,7 @@ async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, 
       const root = await source.resolve(img.ref);
       for (const n of names) {
         const { name, report } = await copyInto(source, root, mapOntoPrefix(parseReference(n.name!), o.prefix), o, { dryRun });
-        done(name, report);
+        done(name, report, n.name!);
       }
     }
   } finally {
