@@ -262,6 +262,17 @@ describe('entry tap', () => {
     expect(decompressBudget(2 ** 20, {})).toBe(2 ** 31);
     expect(decompressBudget(5, { FERRY_MAX_LAYER_BYTES: '1000' })).toBe(1000);
   });
+
+  it('a number in the environment that is not one stops the run naming the variable (they were ignored)', async () => {
+    const { envNumber } = await import('../src/util/env.js');
+    expect(envNumber('FERRY_LOCK_TIMEOUT', { min: 0, unit: 'seconds' }, 60, {})).toBe(60);
+    expect(envNumber('FERRY_LOCK_TIMEOUT', { min: 0, unit: 'seconds' }, 60, { FERRY_LOCK_TIMEOUT: '' })).toBe(60);
+    expect(envNumber('FERRY_LOCK_TIMEOUT', { min: 0, unit: 'seconds' }, 60, { FERRY_LOCK_TIMEOUT: '0.3' })).toBe(0.3);
+    for (const [name, value] of [['FERRY_LOCK_TIMEOUT', 'abc'], ['FERRY_LOCK_TIMEOUT', '-1'], ['FERRY_RETRY_BACKOFF_MS', '5s']]) {
+      expect(() => envNumber(name!, { min: 0, unit: 'seconds' }, 1, { [name!]: value })).toThrow(`${name} must be a number of seconds from 0, not ${JSON.stringify(value)}`);
+    }
+    expect(() => decompressBudget(5, { FERRY_MAX_LAYER_BYTES: '1e3.5' })).toThrow('FERRY_MAX_LAYER_BYTES must be a whole number of bytes above 0');
+  });
 });
 
 describe('names and sizes', () => {

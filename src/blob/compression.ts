@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
 import { ZstdDecompress, zstdFrameHeader, zstdRawBlockHeader } from './zstd-frames.js';
+import { envNumber } from '../util/env.js';
 
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'none';
 
@@ -428,11 +429,5 @@ export class ByteLimit extends Transform {
  * or a lying size) reach it. Used by load, verify FILE and export alike.
  */
 export function decompressBudget(compressedSize: number, env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.FERRY_MAX_LAYER_BYTES;
-  if (v !== undefined && v !== '') {
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n <= 0) throw new FerryError('USAGE', `FERRY_MAX_LAYER_BYTES must be a positive number of bytes, not ${JSON.stringify(v)}`);
-    return n;
-  }
-  return Math.max(2 ** 30, compressedSize * 2048);
+  return envNumber('FERRY_MAX_LAYER_BYTES', { min: 0, above: true, integer: true, unit: 'bytes' }, Math.max(2 ** 30, compressedSize * 2048), env);
 }

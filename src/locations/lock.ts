@@ -3,6 +3,7 @@ import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
+import { envNumber } from '../util/env.js';
 
 interface Owner {
   pid: number;
@@ -18,8 +19,7 @@ export interface LockOptions {
 
 /** FERRY_LOCK_TIMEOUT (seconds) bounds the wait for another process's lock; default 60. */
 export function lockTimeoutFromEnv(): number {
-  const s = Number(process.env.FERRY_LOCK_TIMEOUT);
-  return Number.isFinite(s) && s >= 0 && process.env.FERRY_LOCK_TIMEOUT !== '' ? s * 1000 : 60_000;
+  return envNumber('FERRY_LOCK_TIMEOUT', { min: 0, unit: 'seconds' }, 60) * 1000;
 }
 
 export function processAlive(pid: number): boolean {

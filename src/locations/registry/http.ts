@@ -6,6 +6,7 @@ import Dispatcher from 'undici/lib/dispatcher/dispatcher.js';
 import EnvHttpProxyAgent from 'undici/lib/dispatcher/env-http-proxy-agent.js';
 import api from 'undici/lib/api/index.js';
 import { FerryError, isFerryError, NETWORK_CODES } from '../../errors.js';
+import { envNumber } from '../../util/env.js';
 
 export interface HttpRequest {
   method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
@@ -134,11 +135,10 @@ export class Http {
   readonly opts: Required<Omit<HttpOptions, 'debug' | 'onRetry'>> & Pick<HttpOptions, 'debug' | 'onRetry'>;
 
   constructor(opts: HttpOptions = {}) {
-    const envBackoff = Number(process.env.FERRY_RETRY_BACKOFF_MS);
     this.opts = {
       insecureTls: opts.insecureTls ?? false,
       attempts: opts.attempts ?? 5,
-      backoffMs: opts.backoffMs ?? (Number.isFinite(envBackoff) && envBackoff >= 0 ? envBackoff : 500),
+      backoffMs: opts.backoffMs ?? envNumber('FERRY_RETRY_BACKOFF_MS', { min: 0, unit: 'milliseconds' }, 500),
       maxRetryAfterMs: opts.maxRetryAfterMs ?? 60_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
       headersTimeoutMs: opts.headersTimeoutMs ?? 60_000,
