@@ -13,6 +13,8 @@ import { paginate } from '../src/serve/listing.js';
 import { repoKeyFor, repositoryFor } from '../src/serve/names.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
+import { makeLayout } from './helpers/images.js';
+import { connect as netConnect } from 'node:net';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
@@ -694,6 +696,28 @@ describe('ferry serve: lifecycle', () => {
     expect(nowhere.stderr).toContain('hint: give an address of this machine');
     expect(nowhere.stderr).not.toMatch(/\n\s+at /);
     expect((await a.stop()).code).toBe(0);
+  });
+
+  it('every access log line names the client, also a download the client cut off', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 'big', layers: [16 << 20] }]);
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'copy', '-q', `oci:${src}:big`, 'example.com/big:1'])).code).toBe(0);
+    const s = await startServe(store);
+    // Reads the first bytes of a 16 MiB blob, then hangs up: the line is written after the socket is gone.
+    await new Promise<void>((resolve, reject) => {
+      const sock = netConnect(s.port, '127.0.0.1', () => sock.write(`GET /v2/example.com/big/blobs/${img!.layers[0]!.digest} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      sock.once('data', () => {
+        sock.pause();
+        setTimeout(() => sock.destroy(), 50);
+      });
+      sock.on('close', () => resolve()).on('error', reject);
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const { stderr } = await s.stop();
+    const cut = stderr.split('\n').filter((l) => l.includes('(cut)'));
+    expect(cut.length, stderr).toBe(1);
+    expect(cut[0]).toMatch(/^ferry serve: \S+ 127\.0\.0\.1 - "GET /);
   });
 
   it('SIGTERM lets an upload in progress finish, then exits 0; the access log never shows credentials', async () => {
