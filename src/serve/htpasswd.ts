@@ -36,7 +36,7 @@ export class Htpasswd {
       const hash = line.slice(colon + 1).trim();
       if (colon <= 0) return warn(`${path}:${i + 1}: not a "user:hash" line; ignored`);
       if (!isBcryptHash(hash) && !hash.startsWith('{SHA}')) {
-        return warn(`${path}:${i + 1}: user "${user}" has an unsupported password hash (ferry accepts bcrypt, from htpasswd -B); ignored`);
+        return warn(`${path}:${i + 1}: user "${user}" has an unsupported password hash (ferry accepts bcrypt, from htpasswd -B, and {SHA}, from htpasswd -s); ignored`);
       }
       users.set(user, hash);
     });
