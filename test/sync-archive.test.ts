@@ -244,6 +244,24 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect(since(mark).filter((q) => q.url.includes('/blobs/') || (q.method === 'GET' && q.url.includes('/manifests/')))).toEqual([]);
   });
 
+  it('a changed --platform writes the image into the archive again (by the state file, or by the archive itself); the same one again is a no-op', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    const file = join(await tempDir(), 'sel.tar.zst');
+    const name = `${fx.proxy.host}/arch/multi:1`;
+    const run = (platform?: string, extra: string[] = []) => ferry(['sync', ...extra, ...(platform ? ['--platform', platform] : []), `${fx.proxy.host}/arch/multi`, file], { env });
+    expect((await run()).code).toBe(0);
+    expect((await archived(file))[name]).toBe(exp.multi.digest);
+    const arm = await run('linux/arm64');
+    expect(arm.stdout, arm.stderr).toMatch(/1 copied/);
+    expect((await archived(file))[name]).toBe(exp.multi.platforms!['linux/arm64/v8']!.manifest);
+    expect((await run('linux/arm64')).stdout).toMatch(/0 copied, 1 unchanged/);
+    // Without the state file, the archive's own annotations say how it was copied.
+    expect((await run(undefined, ['--no-state'])).stdout).toMatch(/1 copied/);
+    expect((await archived(file))[name]).toBe(exp.multi.digest);
+    expect((await run()).stdout).toMatch(/0 copied, 1 unchanged/);
+  });
+
   it.skipIf(!skopeo)('skopeo reads every image of an archive that sync rewrote, by its docker name and from its OCI index', async () => {
     const dir = await tempDir();
     const file = join(dir, 'mixed.tar');

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -143,6 +144,29 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged');
     expect(since(mark).filter((q) => q.url.includes('/blobs/') || q.method === 'GET' && q.url.includes('/manifests/'))).toEqual([]);
+  });
+
+  it('a changed --platform copies the tags again, into a registry and into a layout; the same one again is a no-op', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(fx.reg.host, 'sync/multi', 'multi', ['1']);
+    const layout = join(await tempDir(), 'mirror');
+    const exp = await testdataImages();
+    for (const [dest, held] of [
+      [`docker://${fx.reg.host}/reselect`, async () => (await ferry(['inspect', '--raw', `docker://${fx.reg.host}/reselect/sync/multi:1`])).stdout],
+      [`oci:${layout}`, async () => (await ferry(['inspect', '--raw', `oci:${layout}:1`])).stdout],
+    ] as const) {
+      const run = (platform?: string) => ferry(['sync', ...(platform ? ['--platform', platform] : []), `${fx.proxy.host}/sync/multi`, dest], { env });
+      const digestOf = async () => `sha256:${createHash('sha256').update(await held()).digest('hex')}`;
+      expect((await run()).stdout, dest).toContain('1 tags, 1 copied');
+      expect(await digestOf()).toBe(exp.multi.digest);
+      const arm = await run('linux/arm64');
+      expect(arm.stdout, `${dest}: ${arm.stderr}`).toContain('1 tags, 1 copied');
+      expect(await digestOf()).toBe(exp.multi.platforms!['linux/arm64/v8']!.manifest);
+      expect((await run('linux/arm64')).stdout).toContain('1 tags, 0 copied, 1 unchanged');
+      expect((await run()).stdout, dest).toContain('1 tags, 1 copied');
+      expect(await digestOf()).toBe(exp.multi.digest);
+      expect((await run()).stdout).toContain('1 tags, 0 copied, 1 unchanged');
+    }
   });
 
   it('after one tag changes, only that image moves', async () => {

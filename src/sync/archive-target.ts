@@ -17,6 +17,7 @@ import { repositoryName, type Reference } from '../oci/reference.js';
 import type { Sink, Source, TagName } from '../types.js';
 import { dryRunSink } from './dry-run-sink.js';
 import { SyncState } from './state.js';
+import { entrySelection, type EntrySelection } from './selection.js';
 import type { SyncJobReport, SyncOptions, Target } from './sync.js';
 
 /** An archive file a sync writes: `docker` is the dual OCI + docker-load format that save writes. */
@@ -63,7 +64,7 @@ function carried(a: Record<string, string> | undefined): Record<string, string> 
  * anew (kept images from the old archive, changed ones from the staging layout; every blob
  * verified on the way) and renamed over the old one. A lock file beside it keeps two runs apart.
  */
-export async function archiveTarget(dest: ArchiveDestination, src: Reference, o: SyncOptions): Promise<Target> {
+export async function archiveTarget(dest: ArchiveDestination, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
   const { path } = dest;
   const repo = repositoryName(src);
   const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
@@ -89,9 +90,11 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   // mtime and ctime). Reading them from the archive means decompressing a compressed one whole.
   const state = await SyncState.open(`archive:${resolve(path)}#${repo}`);
   const stamp = await stampOf(path);
-  const trusted = o.state !== false && stamp !== undefined && state.stamp === stamp;
+  // Recorded under another --platform selection: the archive's own annotations decide.
+  const trusted = o.state !== false && stamp !== undefined && state.stamp === stamp && (state.platforms ?? sel) === sel;
   let current: Map<string, Digest>;
   let present: Set<string>;
+  let selections = new Map<string, EntrySelection>();
   if (trusted) {
     current = new Map(state.all());
     present = new Set(current.keys());
@@ -104,7 +107,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await release?.();
       throw e;
     }
-    ({ current, present } = archiveTags(old, repo));
+    ({ current, present, selections } = archiveTags(old, repo));
   }
 
   let staging: Promise<OciLayout> | undefined;
@@ -178,6 +181,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     currentDigest: async (tag) => current.get(tag),
     expected: (tag) => current.get(tag),
     remember: () => {},
+    selection: (tag) => selections.get(tag),
     tags: async () => [...present],
     // Dropped by finish(), which writes the archive without them.
     prune: async () => {},
@@ -201,6 +205,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         if (r.rewritten || !trusted) {
           const complete = [...present].every((t) => current.has(t));
           state.reset(current, complete ? await stampOf(path) : undefined);
+          state.platforms = sel;
           await state.save();
         }
       } catch (e) {
@@ -240,17 +245,21 @@ async function stampOf(path: string): Promise<string | undefined> {
  * This repository's tags in an archive, and the source digest each was copied from (an entry only
  * in a docker manifest.json has no digest to compare: it is copied again, once).
  */
-function archiveTags(old: ArchiveSource | undefined, repo: string): { current: Map<string, Digest>; present: Set<string> } {
+function archiveTags(old: ArchiveSource | undefined, repo: string): { current: Map<string, Digest>; present: Set<string>; selections: Map<string, EntrySelection> } {
   const present = new Set<string>();
   const current = new Map<string, Digest>();
+  const selections = new Map<string, EntrySelection>();
   for (const img of old?.images() ?? []) {
     for (const n of img.names) {
       if (!n.name?.startsWith(`${repo}:`)) continue;
       present.add(n.tag);
-      if (img.from === 'index.json') current.set(n.tag, (img.annotations?.[ANNOTATION_SOURCE_INDEX] ?? img.ref) as Digest);
+      if (img.from === 'index.json') {
+        current.set(n.tag, (img.annotations?.[ANNOTATION_SOURCE_INDEX] ?? img.ref) as Digest);
+        selections.set(n.tag, entrySelection(img.annotations));
+      }
     }
   }
-  return { current, present };
+  return { current, present, selections };
 }
 
 /** The staging layout's images, with blobs it left to the old archive read from there. */

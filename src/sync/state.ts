@@ -21,6 +21,7 @@ export class SyncState {
     private readonly destination: string,
     private readonly tags: Map<string, Digest>,
     private stampText: string | undefined,
+    private platformsText: string | undefined,
   ) {}
 
   static async open(destination: string): Promise<SyncState> {
@@ -28,6 +29,7 @@ export class SyncState {
     const path = join(stateDir(), 'sync', `${key}.json`);
     const tags = new Map<string, Digest>();
     let stamp: string | undefined;
+    let platforms: string | undefined;
     let text: string | undefined;
     try {
       text = await readFile(path, 'utf8');
@@ -36,20 +38,36 @@ export class SyncState {
     }
     if (text !== undefined) {
       try {
-        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown>; stamp?: unknown };
+        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown>; stamp?: unknown; platforms?: unknown };
         if (doc.destination !== destination || typeof doc.tags !== 'object' || doc.tags === null) throw new Error('not a sync state file');
         for (const [tag, d] of Object.entries(doc.tags)) if (isDigest(d)) tags.set(tag, d);
         if (typeof doc.stamp === 'string') stamp = doc.stamp;
+        if (typeof doc.platforms === 'string') platforms = doc.platforms;
       } catch (e) {
         warn(`ignoring the sync state ${path} (${(e as Error).message}); every tag is checked at the destination`);
       }
     }
-    return new SyncState(path, destination, tags, stamp);
+    return new SyncState(path, destination, tags, stamp, platforms);
   }
 
   /** What the destination looked like when the tags were recorded (archives: the file's identity). */
   get stamp(): string | undefined {
     return this.stampText;
+  }
+
+  /**
+   * The platform selection the recorded digests were copied with (`all`, or e.g. `linux/arm64`);
+   * undefined in state files older than this field. The same source digest copied with another
+   * selection is another image at the destination.
+   */
+  get platforms(): string | undefined {
+    return this.platformsText;
+  }
+
+  set platforms(value: string | undefined) {
+    if (value === this.platformsText) return;
+    this.platformsText = value;
+    this.changed = true;
   }
 
   /** Replaces every tag and the stamp. */
@@ -91,7 +109,12 @@ export class SyncState {
     try {
       await mkdir(join(stateDir(), 'sync'), { recursive: true, mode: 0o700 });
       const tags = Object.fromEntries([...this.tags.keys()].sort().map((t) => [t, this.tags.get(t)]));
-      const doc = { destination: this.destination, tags, ...(this.stampText === undefined ? {} : { stamp: this.stampText }) };
+      const doc = {
+        destination: this.destination,
+        tags,
+        ...(this.stampText === undefined ? {} : { stamp: this.stampText }),
+        ...(this.platformsText === undefined ? {} : { platforms: this.platformsText }),
+      };
       await publishBytes(this.path, JSON.stringify(doc, null, 1) + '\n', { mode: 0o600 });
       this.changed = false;
     } catch (e) {

@@ -9,6 +9,7 @@ import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
 import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
+import { ANNOTATION_SYNC_PLATFORMS, entrySelection, selectionKey, type EntrySelection } from './selection.js';
 import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
@@ -77,6 +78,15 @@ export interface SyncReport {
   plan?: Plan;
 }
 
+/** Whether what the destination holds was copied with the selection this run asks for. */
+function sameSelection(target: Target, tag: string, sel: string): boolean {
+  const s = target.selection?.(tag);
+  if (!s) return true;
+  if (s.recorded !== undefined) return s.recorded === sel;
+  // Written before selections were recorded: only a narrowed copy is known not to be the whole index.
+  return !(sel === 'all' && s.narrowed);
+}
+
 /** Where a job's images go, and what is already there. */
 export interface Target {
   sink: Sink;
@@ -91,6 +101,8 @@ export interface Target {
   expected?(tag: string): Digest | undefined;
   /** The destination now holds (a copy of) source digest `digest` at `tag`. */
   remember(tag: string, digest: Digest): void;
+  /** How the destination's image at `tag` was copied, where it can say (layouts, archives). */
+  selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
   prune(tags: string[]): Promise<void>;
   /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
@@ -111,7 +123,9 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
   }
   const mine = async () => (await layout.entries()).filter((e) => e.name?.startsWith(`${repo}:`));
   // Read once, before any copy of this job: one parse of index.json for all the tags.
-  const current = new Map((await mine()).map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest]));
+  const entries = await mine();
+  const current = new Map(entries.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest]));
+  const selections = new Map(entries.map((e) => [e.name!, entrySelection(e.descriptor.annotations)]));
   return {
     sink: layout,
     label: dir,
@@ -119,6 +133,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     currentDigest: async (tag) => current.get(`${repo}:${tag}`),
     expected: (tag) => current.get(`${repo}:${tag}`),
     remember: () => {},
+    selection: (tag) => selections.get(`${repo}:${tag}`),
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
     },
@@ -145,7 +160,7 @@ function emptyTarget(label: string, nameFor: (tag: string) => TagName): Target {
   };
 }
 
-async function registryTarget(text: string, src: Reference, o: SyncOptions): Promise<Target> {
+async function registryTarget(text: string, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
   const rest = text.slice('docker://'.length).replace(/\/+$/, '');
   const slash = rest.indexOf('/');
   const domain = slash < 0 ? rest : rest.slice(0, slash);
@@ -155,6 +170,11 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions): Pro
   const repo: RegistryRepository = openRepository(ref, o.registry);
   const label = `docker://${domain}/${path}`;
   const state = await SyncState.open(label);
+  // Digests recorded under another --platform selection say nothing about this one: every tag is
+  // copied again (its blobs are there already); a state file older than the field is trusted.
+  const reselected = state.platforms !== undefined && state.platforms !== sel;
+  if (reselected) state.reset(new Map(), undefined);
+  if (!o.dryRun) state.platforms = sel;
   const tags = () => repo.listTags({ signal: o.signal }).catch((e: unknown) => {
     if (toFerryError(e).code === 'NOT_FOUND') return [];
     throw e;
@@ -169,6 +189,7 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions): Pro
     label,
     nameFor: (tag) => ({ tag, name: `${domain}/${path}:${tag}` }),
     async currentDigest(tag) {
+      if (reselected) return undefined;
       const known = o.state === false ? undefined : state.get(tag);
       if (known === undefined) return repo.headDigest(tag, { signal: o.signal });
       listed ??= tags().then((ts) => new Set(ts));
@@ -223,10 +244,10 @@ async function parseDestination(dest: string | undefined, o: SyncOptions): Promi
   });
 }
 
-function openTarget(dest: Destination, src: Reference, o: SyncOptions): Promise<Target> {
+function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
   if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun);
-  if (dest.kind === 'registry') return registryTarget(dest.text, src, o);
-  return archiveTarget(dest.archive, src, o);
+  if (dest.kind === 'registry') return registryTarget(dest.text, src, o, sel);
+  return archiveTarget(dest.archive, src, o, sel);
 }
 
 export type FilterField = 'include' | 'exclude' | 'semver';
@@ -286,7 +307,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     let opened: Target | undefined;
     try {
       // Opened inside the job: a destination that cannot be read (a damaged archive) fails this job only.
-      const target = (opened = await openTarget(dest, src, o));
+      const sel = selectionKey(job.platforms);
+      const target = (opened = await openTarget(dest, src, o, sel));
       r.destination = target.label;
       const upstream = await repo.listTags({ signal: o.signal });
       const selected = upstream.filter(filters.get(job)!);
@@ -302,7 +324,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           target.currentDigest(tag),
         ]);
         if (!digest) return; // deleted between the list and the HEAD
-        if (current === digest) {
+        if (current === digest && sameSelection(target, tag, sel)) {
           target.remember(tag, digest);
           r.unchanged.push(tag);
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
@@ -318,7 +340,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         nameReferrerTag: (t: string) => target.nameFor(t),
       };
       if (o.dryRun) {
-        const c = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)] })), { ...copyOpts, dryRun: true });
+        const c = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })), { ...copyOpts, dryRun: true });
         const source = (i: CopiedImage) => `${r.source}:${i.names[0]?.tag}`;
         const jobPlan = new PlanBuilder();
         jobPlan.add(target.label, source, c);
@@ -329,7 +351,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       } else {
         for (const t of todo) {
           try {
-            const c = await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)] }], {
+            const c = await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } }], {
               ...copyOpts,
               onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag: t.tag, event }),
             });
