@@ -191,6 +191,15 @@ describe.concurrent('numeric options', () => {
     await ok(['verify', dst]);
   });
 
+  it('a misspelt flag before the arguments is named, not reported as a missing argument', async () => {
+    const r = await run(['pull', '--forse', 'alpine:3.20']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Unknown argument: --forse');
+    expect(r.stderr).not.toContain('Not enough non-option arguments');
+    const missing = await run(['pull']);
+    expect(missing.stderr).toContain('Not enough non-option arguments');
+  });
+
   it('--timeout, --level and --page-size quote what was typed, not NaN', async () => {
     const cases: Array<[string[], string]> = [
       [['--timeout', 'abc', 'tags', '127.0.0.1:1/x'], '--timeout takes a number of seconds above 0, not "abc"'],

@@ -134,6 +134,23 @@ function joinDashValues(argv: string[]): string[] {
   return out;
 }
 
+/** yargs' (untyped) view of the options it knows while it parses a command. */
+type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]> } };
+
+/** The first flag in argv that the command being parsed does not know. */
+function unknownFlag(argv: string[], cli: OptionsView): string | undefined {
+  const o = cli.getOptions();
+  const known = new Set([...Object.keys(o.key), ...Object.values(o.alias).flat()]);
+  for (const a of argv) {
+    if (a === '--') break;
+    const m = /^--?([^=]+)/.exec(a);
+    if (!m) continue;
+    const name = m[1]!;
+    if (!known.has(name) && !known.has(name.replace(/^no-/, ''))) return a.split('=')[0];
+  }
+  return undefined;
+}
+
 export async function main(rawArgv: string[]): Promise<number> {
   const argv = joinDashValues(rawArgv);
   const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
@@ -159,6 +176,10 @@ export async function main(rawArgv: string[]): Promise<number> {
     // each command's start, so it is wrapped only when it is asked for.
     .wrap(wantsHelp(argv) ? Math.min(110, process.stdout.columns ?? 100) : null)
     .fail((msg, err) => {
+      // yargs counts the arguments before it looks for unknown flags: `pull --forse IMG` took IMG as
+      // the value of --forse and said an argument was missing. Name the flag instead.
+      const stray = /^Not enough non-option arguments/.test(msg ?? '') ? unknownFlag(argv, cli as unknown as OptionsView) : undefined;
+      if (stray) msg = `Unknown argument: ${stray}`;
       // yargs wraps what an option's coerce threw (our usage errors) in its own YError.
       failure = !err || err.name === 'YError' ? new FerryError('USAGE', err?.message ?? msg) : err;
       // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.
