@@ -191,6 +191,14 @@ describe.concurrent('numeric options', () => {
     await ok(['verify', dst]);
   });
 
+  it('completion --help says what completion does instead of printing the script', async () => {
+    const r = await run(['completion', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('source <(ferry completion)');
+    expect(r.stdout).not.toContain('###-begin');
+    expect((await run(['completion'])).stdout).toContain('###-begin-ferry-completions-###');
+  });
+
   it('a misspelt flag before the arguments is named, not reported as a missing argument', async () => {
     const r = await run(['pull', '--forse', 'alpine:3.20']);
     expect(r.code).toBe(2);

@@ -153,6 +153,11 @@ function unknownFlag(argv: string[], cli: OptionsView): string | undefined {
 
 export async function main(rawArgv: string[]): Promise<number> {
   const argv = joinDashValues(rawArgv);
+  // yargs' completion command prints its script even when asked for help.
+  if (commandWord(argv) === 'completion' && (argv.includes('--help') || argv.includes('-h'))) {
+    process.stdout.write('ferry completion\n\nPrint a bash/zsh completion script. Load it with: source <(ferry completion)\n');
+    return 0;
+  }
   const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
   let failure: unknown;
   const cli = yargs(argv)
