@@ -362,6 +362,17 @@ describe.concurrent('ferry export: malicious and malformed layers (catalogue A)'
     expect(r.stderr).toMatch(/skipped 3 device node\(s\)\/FIFO\(s\)/);
     expect(await readdir(join(d, 'dev'))).toEqual([]);
     expect((await lstat(join(d, 'suid'))).mode & 0o7777).toBe(0o4755);
+    // The CLI flags, to a tar and to a directory, without root: --no-setuid and the catalogue's --strip-setuid.
+    for (const flag of ['--no-setuid', '--strip-setuid']) {
+      const tar = join(await tempDir(), 'fs.tar');
+      await ok(['export', `oci:${layout}:t`, flag, '-o', tar]);
+      const modes = await listTar(tar);
+      expect(byName(modes, 'suid')!.mode, flag).toBe(0o755);
+      expect(byName(modes, 'sgid')!.mode, flag).toBe(0o755);
+      const d3 = join(await tempDir(), 'rootfs');
+      await ok(['export', `oci:${layout}:t`, flag, '--dir', d3]);
+      expect((await lstat(join(d3, 'suid'))).mode & 0o7777, flag).toBe(0o755);
+    }
     if (isRoot()) {
       const d2 = join(await tempDir(), 'rootfs');
       await ok(['export', `oci:${layout}:t`, '--dir', d2, '--devices', '--no-setuid']);
