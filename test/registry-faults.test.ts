@@ -192,15 +192,18 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     expect(r.stderr).toContain('faults/layers');
   });
 
-  it('C10: 429 with Retry-After: 1 waits at least a second; Retry-After: 3600 is over the cap, exit 6', async () => {
-    proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n === 0 ? { status: 429, headers: { 'retry-after': '1' } } : undefined));
+  it('C10: 429 with Retry-After: 2 (seconds, or as an HTTP date) is waited for; Retry-After: 3600 is over the cap, exit 6', async () => {
+    proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n === 0 ? { status: 429, headers: { 'retry-after': '2' } } : undefined));
     const t0 = Date.now();
     const ok = await pull('faults/layers:1');
     expect(ok.code, ok.stderr).toBe(0);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
-    const date = new Date(Date.now() + 1500).toUTCString();
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
+    // HTTP dates have whole seconds: 2.5 s ahead is at least 1.5 s of waiting.
+    const date = new Date(Date.now() + 2500).toUTCString();
     proxy.setRule((q, n) => (q.url.endsWith('/manifests/1') && n === 0 ? { status: 429, headers: { 'retry-after': date } } : undefined));
+    const t2 = Date.now();
     expect((await pull('faults/layers:1')).code).toBe(0);
+    expect(Date.now() - t2).toBeGreaterThanOrEqual(1400);
     proxy.setRule((q) => (q.url.endsWith('/manifests/1') ? { status: 429, headers: { 'retry-after': '3600' } } : undefined));
     const t1 = Date.now();
     const capped = await pull('faults/layers:1');
