@@ -3,11 +3,11 @@ import { forEachLimited } from './util/limit.js';
 import { explainDiskFull } from './util/space.js';
 import { FerryError, isFerryError } from './errors.js';
 import { warn } from './log.js';
-import { readCapped, verifying } from './blob/verify.js';
+import { verifying } from './blob/verify.js';
+import { readConfig } from './images.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
-import { MAX_JSON_BYTES, parseConfig, parseManifestDocument, plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
-import { MediaType } from './oci/mediatypes.js';
+import { plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
 import { formatPlatform, isAttestation, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
 import type { Sink, Source, TagName } from './types.js';
 
@@ -89,6 +89,8 @@ interface Planned {
   platforms: string[];
   /** The source index this copy narrowed to some of its platforms. */
   narrowed?: Digest;
+  /** The config of a root that is a single manifest (its platform is named only there). */
+  config?: Descriptor;
 }
 
 /**
@@ -297,7 +299,8 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   }
   if (root.annotations) target = { ...target, annotations: { ...root.annotations, ...target.annotations } };
   const narrowed = target.digest !== resolved.digest ? resolved.digest : undefined;
-  return { root, target, documents, blobs, platforms: [...platforms], narrowed };
+  const config = rootDoc.kind === 'manifest' ? rootDoc.manifest.config : undefined;
+  return { root, target, documents, blobs, platforms: [...platforms], narrowed, config };
 }
 
 /**
@@ -306,21 +309,13 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
  */
 async function platformsFromConfigs(src: Source, plans: Planned[], opts: CopyOptions): Promise<void> {
   for (const p of plans) {
-    if (p.platforms.length > 0) continue;
-    const doc = p.documents.find((d) => d.descriptor.digest === p.target.digest);
-    if (!doc) continue;
-    try {
-      const parsed = parseManifestDocument(doc.bytes, { declared: p.target.mediaType, where: `manifest ${p.target.digest}` });
-      if (parsed.kind !== 'manifest') continue;
-      const config = parsed.manifest.config;
-      if (config.mediaType !== MediaType.OciConfig && config.mediaType !== MediaType.DockerConfig) continue;
-      const bytes = await readCapped(verifying(await src.fetch(config, { signal: opts.signal }), config), MAX_JSON_BYTES, `config ${config.digest}`);
-      const c = parseConfig(bytes, `config ${config.digest}`);
-      p.platforms.push(formatPlatform(normalizePlatform({ os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) })));
-    } catch (e) {
+    if (p.platforms.length > 0 || !p.config) continue;
+    // A plan without the platform is still a plan (an artifact's config is no image config); the copy itself reports a bad one.
+    const c = await readConfig(src, p.config).catch((e: unknown) => {
       if (opts.signal?.aborted) throw e;
-      // A plan without the platform is still a plan; the copy itself reports a bad config.
-    }
+      return undefined;
+    });
+    if (c) p.platforms.push(formatPlatform(normalizePlatform({ os: c.os, architecture: c.architecture, variant: c.variant })));
   }
 }
 

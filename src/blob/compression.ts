@@ -429,5 +429,5 @@ export class ByteLimit extends Transform {
  * or a lying size) reach it. Used by load, verify FILE and export alike.
  */
 export function decompressBudget(compressedSize: number, env: NodeJS.ProcessEnv = process.env): number {
-  return envNumber('FERRY_MAX_LAYER_BYTES', { min: 0, above: true, integer: true, unit: 'bytes' }, Math.max(2 ** 30, compressedSize * 2048), env);
+  return envNumber('FERRY_MAX_LAYER_BYTES', { above: 0, integer: true, unit: 'bytes' }, Math.max(2 ** 30, compressedSize * 2048), env);
 }

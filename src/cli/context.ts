@@ -17,18 +17,12 @@ export interface GlobalArgs {
   timeout?: number;
 }
 
-function timeoutMs(seconds: number | undefined): number | undefined {
-  if (seconds === undefined) return undefined;
-  if (!Number.isFinite(seconds) || seconds <= 0) throw new FerryError('USAGE', `--timeout must be a number of seconds above 0, not ${seconds}`);
-  return seconds * 1000;
-}
-
 /** Registry settings from the global flags. */
 export function registrySettings(args: GlobalArgs): RegistrySettings {
   return {
     insecure: args.insecure,
     plainHttp: args['plain-http'],
-    timeoutMs: timeoutMs(args.timeout),
+    timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000, // checked as --timeout was read (numbers.ts)
     debug: args.debug ? (line) => process.stderr.write(`ferry: debug: ${line}\n`) : undefined,
     onRetry: args.quiet || args.json ? undefined : (r) => process.stderr.write(`ferry: retrying ${r.url} in ${(r.delayMs / 1000).toFixed(1)} s (${r.reason}, attempt ${r.attempt})\n`),
   };

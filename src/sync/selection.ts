@@ -23,3 +23,11 @@ export interface EntrySelection {
 export function entrySelection(annotations: Record<string, string> | undefined): EntrySelection {
   return { recorded: annotations?.[ANNOTATION_SYNC_PLATFORMS], narrowed: annotations?.[ANNOTATION_SOURCE_INDEX] !== undefined };
 }
+
+/** Whether what the destination holds (`s`; undefined: it cannot say) was copied with selection `sel`. */
+export function sameSelection(s: EntrySelection | undefined, sel: string): boolean {
+  if (!s) return true;
+  if (s.recorded !== undefined) return s.recorded === sel;
+  // Written before selections were recorded: only a narrowed copy is known not to be the whole index.
+  return !(sel === 'all' && s.narrowed);
+}

@@ -9,7 +9,7 @@ import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
 import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
-import { ANNOTATION_SYNC_PLATFORMS, entrySelection, selectionKey, type EntrySelection } from './selection.js';
+import { ANNOTATION_SYNC_PLATFORMS, entrySelection, sameSelection, selectionKey, type EntrySelection } from './selection.js';
 import { defaultStoreDir } from '../store.js';
 import type { Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
@@ -76,15 +76,6 @@ export interface SyncReport {
   blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
   /** With dryRun: every job's plan in one (blobs counted once per destination). */
   plan?: Plan;
-}
-
-/** Whether what the destination holds was copied with the selection this run asks for. */
-function sameSelection(target: Target, tag: string, sel: string): boolean {
-  const s = target.selection?.(tag);
-  if (!s) return true;
-  if (s.recorded !== undefined) return s.recorded === sel;
-  // Written before selections were recorded: only a narrowed copy is known not to be the whole index.
-  return !(sel === 'all' && s.narrowed);
 }
 
 /** Where a job's images go, and what is already there. */
@@ -324,7 +315,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           target.currentDigest(tag),
         ]);
         if (!digest) return; // deleted between the list and the HEAD
-        if (current === digest && sameSelection(target, tag, sel)) {
+        if (current === digest && sameSelection(target.selection?.(tag), sel)) {
           target.remember(tag, digest);
           r.unchanged.push(tag);
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
