@@ -446,6 +446,33 @@ describe.concurrent('ferry export: malicious and malformed layers (catalogue A)'
     await refused([{ tar: Buffer.from('{}'), compression: 'none', mediaType: 'application/vnd.in-toto+json' }], 3, /not a filesystem layer/);
   });
 
+  it('--dir writes many files at once and still gets every mode, owner, time, hardlink and byte right, whatever the umask', async () => {
+    const modes = [0o644, 0o600, 0o444, 0o755, 0o700, 0o640, 0o000, 0o4755, 0o2755, 0o1644, 0o666, 0o777];
+    const big = (seed: number, size: number) => Buffer.alloc(size, seed);
+    const entries: TEntry[] = [dir('d/'), dir('d/ro/', { mode: 0o555 }), dir('d/locked/', { mode: 0o700 })];
+    for (let i = 0; i < 300; i++) {
+      const where = i % 3 === 0 ? 'd' : i % 3 === 1 ? 'd/ro' : 'd/locked';
+      entries.push(file(`${where}/f${i}`, `content ${i} `.repeat(i % 17), { mode: modes[i % modes.length], uid: i % 2 ? 1000 + i : 0, gid: i % 5, mtime: 1600000000 + i }));
+    }
+    // Right at the boundary between files written whole in the background and streamed ones.
+    entries.push(file('d/exact', big(1, 1 << 20), { mode: 0o640, mtime: 1600000999 }));
+    entries.push(file('d/over', big(2, (1 << 20) + 1), { mode: 0o4750, mtime: 1600000998 }));
+    entries.push(hardlink('d/exact-link', 'd/exact'), hardlink('d/over-link', 'd/over'), hardlink('d/ro/f1-link', 'd/ro/f1'));
+    const layout = await image([tarOf(entries)]);
+    const tar = join(await tempDir(), 'x.tar');
+    await ok(['export', `oci:${layout}:t`, '-o', tar]);
+    const d = join(await tempDir(), 'rootfs');
+    const r = await ferry(['export', `oci:${layout}:t`, '--dir', d], { env: { FERRY_STORE: noStore }, wrap: ['sh', '-c', 'umask 077 && exec "$@"', 'sh'] });
+    expect(r.code, r.stderr).toBe(0);
+    const owner = (t: TreeEntry) => (isRoot() ? t : { ...t, uid: process.getuid!(), gid: process.getgid!() });
+    const fromTar = treeFromTar(await listTar(tar)).map(owner);
+    expect(await scanTree(d)).toEqual(fromTar);
+    for (const [path, mtime] of [['d/f0', 1600000000], ['d/ro/f1', 1600000001], ['d/locked/f299', 1600000299], ['d/exact', 1600000999], ['d/over', 1600000998]] as const) {
+      expect((await lstat(join(d, path))).mtime.getTime() / 1000, path).toBe(mtime);
+    }
+    expect(((await lstat(join(d, 'd/ro'))).mode & 0o7777).toString(8)).toBe('555');
+  });
+
   it('--dir refuses a non-empty directory, and removes what it wrote when a layer is refused', async () => {
     const d = await tempDir();
     await writeFile(join(d, 'existing'), 'x');
