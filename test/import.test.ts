@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { chmod, link, mkdir, readdir, readFile, symlink as fsSymlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { exitCodeFor, toFerryError } from '../src/errors.js';
 import { applyChanges, splitWords } from '../src/fs/changes.js';
+import { tarDirectory } from '../src/fs/dir-tar.js';
 import { importImage, type ImportOptions, type ImportReport } from '../src/fs/import.js';
 import { FERRY, ferry, type RunResult } from './helpers/cli.js';
 import { blobDigests, blobFile, indexEntries, sha256 } from './helpers/expected-images.js';
@@ -212,6 +215,41 @@ describe.concurrent('ferry import', () => {
     await ok(st, ['import', await tarFile(), 'p:1', '--platform', 'linux/arm/v7']);
     const c = (await inspect(st, 'p:1')).config;
     expect([c.os, c.architecture, c.variant]).toEqual(['linux', 'arm', 'v7']);
+  });
+
+  it('--dir reads small files ahead: every byte and size right across sizes; a file that grew or shrank after it was listed is refused', async () => {
+    const root = join(await tempDir(), 'root');
+    // At the top: the root's entries are listed before the first chunk comes out.
+    await mkdir(root);
+    const sizes = [0, 1, 511, 512, 513, 4096, 100_000, 1 << 20, (1 << 20) + 1, 3 << 20];
+    const content = (i: number, n: number) => Buffer.alloc(n, `file ${i};`);
+    const want = new Map<string, string>();
+    for (let i = 0; i < 120; i++) {
+      const n = sizes[i % sizes.length]!;
+      const name = `f${String(i).padStart(3, '0')}`;
+      await writeFile(join(root, name), content(i, n));
+      want.set(name, sha256(content(i, n)).slice(7));
+    }
+    const out = join(await tempDir(), 'd.tar');
+    await pipeline(tarDirectory(root), createWriteStream(out));
+    const files = (await listTar(out)).filter((e) => e.type === 'file');
+    expect(new Map(files.map((e) => [e.name, e.sha256!]))).toEqual(want);
+
+    // Listed first, changed before it is read (megabytes after what the stream has buffered): a
+    // streamed file that grew, small read-ahead files that grew and shrank.
+    for (const [victim, grow] of [['f119', true], ['f113', true], ['f102', false]] as const) {
+      const st = tarDirectory(root);
+      const it = st[Symbol.asyncIterator]();
+      await it.next();
+      const before = content(Number(victim.slice(1)), sizes[Number(victim.slice(1)) % sizes.length]!);
+      await writeFile(join(root, victim), grow ? Buffer.concat([before, Buffer.from('more')]) : before.subarray(0, before.length - 1));
+      const err = await (async () => {
+        for (;;) if ((await it.next()).done) return undefined;
+      })().catch((e: unknown) => e);
+      await writeFile(join(root, victim), before);
+      expect(String(err), victim).toMatch(new RegExp(`"${victim}" changed while it was read \\(\\d+ bytes when listed, \\d+( or more)? read\\)`));
+      expect(exitCodeFor(toFerryError(err)), victim).not.toBe(0);
+    }
   });
 
   it('--dir tars a directory deterministically: sorted, modes, owners, links kept, mtimes clamped to SOURCE_DATE_EPOCH', async () => {
