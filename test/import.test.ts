@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { chmod, link, mkdir, readdir, readFile, symlink as fsSymlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, open, readdir, readFile, rm, symlink as fsSymlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -250,6 +250,27 @@ describe.concurrent('ferry import', () => {
       expect(String(err), victim).toMatch(new RegExp(`"${victim}" changed while it was read \\(\\d+ bytes when listed, \\d+( or more)? read\\)`));
       expect(exitCodeFor(toFerryError(err)), victim).not.toBe(0);
     }
+  });
+
+  it('--dir keeps memory flat as a file grows (peak RSS of 16 MiB and 384 MiB within 30 MiB)', async () => {
+    const rss: number[] = [];
+    for (const mib of [16, 384]) {
+      const root = join(await tempDir(), 'root');
+      await mkdir(root);
+      const fh = await open(join(root, 'big'), 'w');
+      const block = Buffer.alloc(1 << 20, 7);
+      for (let i = 0; i < mib; i++) await fh.write(block);
+      await fh.close();
+      const r = await ferry(['import', '--dir', root, '--compress', 'none', '--to', `oci:${join(await tempDir(), 'out')}:x`], {
+        env: { FERRY_STORE: await store() },
+        wrap: ['/usr/bin/time', '-f', 'MAXRSS %M'],
+      });
+      expect(r.code, r.stderr).toBe(0);
+      rss.push(Number(/MAXRSS (\d+)/.exec(r.stderr)![1]) / 1024);
+      await rm(root, { recursive: true, force: true });
+    }
+    process.stderr.write(`import --dir peak RSS: 16 MiB file ${rss[0]!.toFixed(0)} MiB, 384 MiB file ${rss[1]!.toFixed(0)} MiB\n`);
+    expect(rss[1]! - rss[0]!).toBeLessThan(30);
   });
 
   it('--dir tars a directory deterministically: sorted, modes, owners, links kept, mtimes clamped to SOURCE_DATE_EPOCH', async () => {
