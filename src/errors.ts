@@ -64,7 +64,7 @@ export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
   return e instanceof FerryError && (code === undefined || e.code === code);
 }
 
-const IO_CODES = new Set(['ENOSPC', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT']);
+const IO_CODES = new Set(['ENOSPC', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT', 'ENAMETOOLONG']);
 
 /** Connection-level failures (node and undici codes): the network or the server, not ferry. */
 export const NETWORK_CODES: ReadonlySet<string> = new Set([
@@ -118,6 +118,7 @@ function describeErrno(code: string): string {
     case 'EISDIR': return '(is a directory)';
     case 'ENOTDIR': return '(not a directory)';
     case 'EEXIST': return '(already exists)';
+    case 'ENAMETOOLONG': return '(a name is too long for this filesystem)';
     default: return '';
   }
 }

@@ -473,6 +473,20 @@ describe.concurrent('ferry export: malicious and malformed layers (catalogue A)'
     expect(((await lstat(join(d, 'd/ro'))).mode & 0o7777).toString(8)).toBe('555');
   });
 
+  it('--dir: a file the filesystem cannot create (a 300-byte name) while others are being written is exit 7 naming it, and nothing is left', async () => {
+    const entries: TEntry[] = [dir('a/')];
+    for (let i = 0; i < 60; i++) entries.push(file(`a/f${i}`, 'x'.repeat(i)));
+    entries.push(file(`a/${'n'.repeat(300)}`, 'too long a name'));
+    for (let i = 60; i < 120; i++) entries.push(file(`a/f${i}`, 'y'));
+    const layout = await image([tarOf(entries)]);
+    const target = join(await tempDir(), 'new-root');
+    const r = await run(['export', `oci:${layout}:t`, '--dir', target]);
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toMatch(/ENAMETOOLONG: .*new-root\/a\/nnnn.* \(a name is too long for this filesystem\)/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    await expect(lstat(target)).rejects.toThrow(/ENOENT/);
+  });
+
   it('--dir refuses a non-empty directory, and removes what it wrote when a layer is refused', async () => {
     const d = await tempDir();
     await writeFile(join(d, 'existing'), 'x');
