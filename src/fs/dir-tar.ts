@@ -46,12 +46,11 @@ async function* walk(dir: string, o: DirTarOptions): AsyncGenerator<Buffer> {
   const stack: Item[] = [];
   const children = async (rel: string): Promise<void> => {
     const names = (await readdir(pathOf(rel), { encoding: 'buffer' })).sort(Buffer.compare);
-    const items: Item[] = names.map((n) => {
-      const child = rel === '' ? n.toString('latin1') : `${rel}/${n.toString('latin1')}`;
-      return { rel: child, path: pathOf(child) };
-    });
-    await forEachLimited(items, LOOKAHEAD, async (item) => {
-      item.st = await lstat(item.path, { bigint: true });
+    const items = new Array<Item>(names.length);
+    await forEachLimited([...names.keys()], LOOKAHEAD, async (i) => {
+      const child = rel === '' ? names[i]!.toString('latin1') : `${rel}/${names[i]!.toString('latin1')}`;
+      const path = pathOf(child);
+      items[i] = { rel: child, path, st: await lstat(path, { bigint: true }) };
     });
     for (let i = items.length - 1; i >= 0; i--) stack.push(items[i]!);
   };
@@ -60,7 +59,7 @@ async function* walk(dir: string, o: DirTarOptions): AsyncGenerator<Buffer> {
   const readAhead = () => {
     for (let i = stack.length - 1; i >= Math.max(0, stack.length - LOOKAHEAD); i--) {
       const item = stack[i]!;
-      const st = item.st!;
+      const { st } = item;
       // Files with several links may become tar hardlinks with no content: read when reached.
       if (ahead.has(item) || !st.isFile() || st.nlink > 1n || st.size > SMALL_FILE) continue;
       if (ahead.size >= LOOKAHEAD || aheadBytes + Number(st.size) > AHEAD_BYTES) return;
@@ -75,8 +74,7 @@ async function* walk(dir: string, o: DirTarOptions): AsyncGenerator<Buffer> {
     o.signal?.throwIfAborted();
     const item = stack.pop()!;
     readAhead();
-    const { rel, path } = item;
-    const st = item.st!;
+    const { rel, path, st } = item;
     const base: OutEntry = {
       name: rel,
       type: 'file',
@@ -101,29 +99,26 @@ async function* walk(dir: string, o: DirTarOptions): AsyncGenerator<Buffer> {
       }
       if (st.nlink > 1n) links.set(key, rel);
       const size = Number(st.size);
+      yield encodeEntry({ ...base, size });
+      let n = 0;
       const early = ahead.get(item);
       if (early) {
         ahead.delete(item);
         aheadBytes -= size;
         const data = await early;
-        if (data.length !== size) throw changed(rel, size, data.length);
-        yield encodeEntry({ ...base, size });
-        if (size) yield data;
-        const pad = contentPadding(size);
-        if (pad) yield pad;
-        continue;
-      }
-      yield encodeEntry({ ...base, size });
-      let n = 0;
-      const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-      try {
-        for await (const chunk of fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false, signal: o.signal })) {
-          n += (chunk as Buffer).length;
-          if (n > size) break;
-          yield chunk as Buffer;
+        n = data.length;
+        if (n === size && size > 0) yield data;
+      } else {
+        const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        try {
+          for await (const chunk of fh.createReadStream({ highWaterMark: 1 << 20, autoClose: false, signal: o.signal })) {
+            n += (chunk as Buffer).length;
+            if (n > size) break;
+            yield chunk as Buffer;
+          }
+        } finally {
+          await fh.close();
         }
-      } finally {
-        await fh.close();
       }
       if (n !== size) throw changed(rel, size, n);
       const pad = contentPadding(size);
@@ -143,7 +138,7 @@ async function* walk(dir: string, o: DirTarOptions): AsyncGenerator<Buffer> {
 interface Item {
   rel: string;
   path: Buffer;
-  st?: BigIntStats;
+  st: BigIntStats;
 }
 
 /**

@@ -9,7 +9,7 @@ import type { ExportDirOptions } from './export.js';
 import { outMode, streamCarriers, type Scanned } from './flatten.js';
 import { display } from './tar-format.js';
 import type { Inode, Meta, Node } from './tree.js';
-import { forEachLimited } from '../util/limit.js';
+import { Background, forEachLimited } from '../util/limit.js';
 
 const run = promisify(execFile);
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -175,47 +175,6 @@ const SMALL_FILE = 1 << 20;
 const FILES_IN_FLIGHT = 16;
 const BYTES_IN_FLIGHT = 8 << 20;
 
-/** Tasks run in the background, within a count and a byte budget; the first failure is kept. */
-class Background {
-  private readonly running = new Set<Promise<void>>();
-  private bytes = 0;
-  private failure?: { error: unknown };
-  constructor(
-    private readonly tasks: number,
-    private readonly budget: number,
-  ) {}
-
-  /** Starts `task` once there is room for it; throws an earlier task's failure instead. */
-  async add(bytes: number, task: () => Promise<void>): Promise<void> {
-    while (!this.failure && this.running.size > 0 && (this.running.size >= this.tasks || this.bytes + bytes > this.budget)) await Promise.race(this.running);
-    this.check();
-    this.bytes += bytes;
-    const p: Promise<void> = task()
-      .catch((e: unknown) => {
-        this.failure ??= { error: e };
-      })
-      .finally(() => {
-        this.bytes -= bytes;
-        this.running.delete(p);
-      });
-    this.running.add(p);
-  }
-
-  check(): void {
-    if (this.failure) throw this.failure.error;
-  }
-
-  /** Waits for every task; their failures stay kept (the promises themselves never reject). */
-  async settle(): Promise<void> {
-    await Promise.all(this.running);
-  }
-
-  async finish(): Promise<void> {
-    await this.settle();
-    this.check();
-  }
-}
-
 /** Directories grouped by depth, shallowest first: each group's parents exist once the one before is made. */
 function byDepth<T extends { path: string }>(items: T[]): T[][] {
   const levels: T[][] = [];
@@ -233,18 +192,14 @@ async function prepare(dir: string): Promise<{ created: boolean; root: string; s
     if (e.code === 'ENOENT') return undefined;
     throw e;
   });
-  if (!st) {
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const root = await realpath(dir);
-    return { created: true, root, setgid: ((await lstat(root)).mode & 0o2000) !== 0 };
-  }
+  if (!st) await mkdir(dir, { recursive: true, mode: 0o755 });
   const root = await realpath(dir);
   const rootStat = await lstat(root);
-  if (!rootStat.isDirectory()) throw new FerryError('USAGE', `${dir} exists and is not a directory`);
-  if ((await readdir(root)).length > 0) {
+  if (st && !rootStat.isDirectory()) throw new FerryError('USAGE', `${dir} exists and is not a directory`);
+  if (st && (await readdir(root)).length > 0) {
     throw new FerryError('USAGE', `${dir} is not empty`, { hint: 'export into a new or empty directory, so that nothing already there can redirect what is written' });
   }
-  return { created: false, root, setgid: (rootStat.mode & 0o2000) !== 0 };
+  return { created: !st, root, setgid: (rootStat.mode & 0o2000) !== 0 };
 }
 
 /** Device nodes (root and --devices) and FIFOs (--devices) through mknod(1): Node has no mknod. */
