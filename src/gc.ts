@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { FerryError, toFerryError } from './errors.js';
 import { walk } from './graph.js';
 import { isDigest, type Digest } from './oci/digest.js';
-import type { OciLayout } from './locations/layout.js';
+import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, type OciLayout } from './locations/layout.js';
 
 export interface GcReport {
   removed: Array<{ digest: Digest; size: number }>;
@@ -17,13 +17,18 @@ export interface GcReport {
   partialBytes: number;
 }
 
+function nameOf(root: { annotations?: Record<string, string> }): string {
+  const name = root.annotations?.[ANNOTATION_IMAGE_NAME] ?? root.annotations?.[ANNOTATION_REF_NAME];
+  return name ? ` of ${name}` : '';
+}
+
 export interface GcOptions {
   dryRun?: boolean;
 }
 
 /**
- * Deletes blobs no index.json entry reaches. Refuses to run when a referenced document cannot be
- * read: without its children list, live layers would look unreferenced.
+ * Deletes blobs no index.json entry reaches. Refuses to run when a referenced document is missing
+ * or cannot be read: without its children list, live layers would look unreferenced.
  */
 export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): Promise<GcReport> {
   const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0 };
@@ -34,13 +39,13 @@ export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): P
   await layout.withIndexLock(async () => {
     const manifests = await layout.readIndex();
     const live = new Set<Digest>();
+    const missing: string[] = [];
     for (const root of manifests) {
       try {
-        // A missing manifest has no children to protect; its siblings are still walked.
         await walk(layout, root, {
           onDocument: (n) => void live.add(n.descriptor.digest),
           onBlob: (d) => void live.add(d.digest),
-          onMissing: () => {},
+          onMissing: (d) => void missing.push(`${d.digest}${d.digest === root.digest ? '' : ` (in ${root.digest})`}${nameOf(root)}`),
         });
       } catch (e) {
         const err = toFerryError(e);
@@ -48,6 +53,13 @@ export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): P
           hint: 'run `ferry verify` to see what is damaged; nothing was deleted',
         });
       }
+    }
+    // The blobs below a missing manifest would look unreferenced, yet they are what a repair
+    // (pulling or loading the image again) reuses; deleting them turns damage into loss.
+    if (missing.length) {
+      throw new FerryError('INTEGRITY', `gc stopped: ${missing.length} referenced manifest(s) missing from ${layout.dir}: ${missing.join('; ')}`, {
+        hint: 'nothing was deleted; pull or load the image again to repair it, or remove it with `ferry rmi NAME`, then run gc again',
+      });
     }
     const writers = await layout.liveWriters();
     const cutoff = writers.length ? Math.min(...writers) - 2000 : Infinity;

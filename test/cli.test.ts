@@ -470,16 +470,49 @@ describe.concurrent('gc', () => {
     await ok(['verify'], store);
   });
 
-  // A missing child must not make gc treat its intact siblings as unreferenced.
-  it('gc keeps the intact platforms of an index whose amd64 manifest blob is missing', async () => {
+  // The blobs below a missing manifest are what a repair reuses: gc must not call them garbage.
+  it('gc refuses and deletes nothing when a referenced manifest (a child or a root) is missing; after rmi it collects', async () => {
     const store = await storeWithAll();
     const amd = images.multi.platforms!['linux/amd64']!;
-    const arm = images.multi.platforms!['linux/arm64/v8']!;
     await rm(blobFile(store, amd.manifest));
-    await run(['gc'], store);
-    for (const d of [images.multi.digest, arm.manifest, arm.config, ...arm.layers.map((l) => l.digest), images.multi.attestation!.manifest]) {
-      expect(await exists(blobFile(store, d)), d).toBe(true);
-    }
+    const before = await blobDigests(store);
+    const stray = await dropStray(store);
+    const r = await run(['gc'], store);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`gc stopped: 1 referenced manifest(s) missing`);
+    expect(r.stderr).toContain(`${amd.manifest} (in ${images.multi.digest})`);
+    expect(r.stderr).toContain('nothing was deleted');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(await blobDigests(store)).toEqual([...before, stray].sort());
+    expect((await run(['gc', '--dry-run'], store)).code).toBe(4);
+
+    // A missing root: the same refusal, naming it.
+    await rm(blobFile(store, images.layers.digest));
+    const r2 = await run(['gc'], store);
+    expect(r2.code).toBe(4);
+    expect(r2.stderr).toContain('2 referenced manifest(s) missing');
+    expect(r2.stderr).toContain(images.layers.digest);
+    expect(await exists(blobFile(store, images.layers.layers![1]!.digest))).toBe(true);
+
+    // Once the damaged images are removed by name (rmi deletes what they alone held), gc runs
+    // and the rest verifies.
+    await ok(['rmi', `${REPO}:multi`, `${REPO}:layers`], store);
+    await ok(['gc'], store);
+    expect(await exists(blobFile(store, amd.config))).toBe(false);
+    expect(await exists(blobFile(store, stray))).toBe(false);
+    await ok(['verify'], store);
+  });
+
+  it('rmi of a sound image while another is missing its manifest untags it but deletes no blob (exit 4)', async () => {
+    const store = await storeWithAll();
+    await rm(blobFile(store, images.layers.digest));
+    const before = await blobDigests(store);
+    const r = await run(['rmi', `${REPO}:plain`], store);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stdout).toContain(`Untagged: ${REPO}:plain`);
+    expect(r.stderr).toContain('no blob was deleted: gc stopped: 1 referenced manifest(s) missing');
+    expect(await blobDigests(store)).toEqual(before);
+    expect((await run(['inspect', `${REPO}:plain`], store)).code).toBe(2);
   });
 
   it('gc of a directory that is not a layout refuses, creates nothing and deletes nothing', async () => {

@@ -49,7 +49,15 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
         if (removed.length === 0) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
         for (const r of removed) untagged.push(r.name ?? r.tag ?? r.descriptor.digest);
       }
-      const gc = args.prune ? await collectGarbage(store) : undefined;
+      let gc;
+      try {
+        gc = args.prune ? await collectGarbage(store) : undefined;
+      } catch (e) {
+        // The names are gone either way; what the refusal protects is other images' blobs.
+        if (!(e instanceof FerryError)) throw e;
+        for (const u of untagged) out(`Untagged: ${u}`);
+        throw new FerryError(e.code, `no blob was deleted: ${e.message}`, { hint: e.hint });
+      }
       if (args.json) return printJson({ untagged, deleted: gc?.removed ?? [] });
       for (const u of untagged) out(`Untagged: ${u}`);
       for (const r of gc?.removed ?? []) out(`Deleted: ${r.digest}`);
