@@ -770,6 +770,67 @@ describe.concurrent('copy errors', () => {
 });
 
 describe.concurrent('command line basics', () => {
+  it('an option given twice is a usage error naming it (it was a TypeError); --include/--exclude may repeat', async () => {
+    const store = await storeWithAll();
+    const dir = await tempDir();
+    const twice = await run(['save', `${REPO}:plain`, '-o', join(dir, 'a.tar'), '-o', join(dir, 'b.tar')], store);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain(`--output was given 2 times (${join(dir, 'a.tar')}, ${join(dir, 'b.tar')}); it takes one value`);
+    expect(twice.stderr).not.toMatch(/TypeError|\n\s+at /);
+    const platforms = await run(['save', `${REPO}:multi`, '--platform', 'linux/amd64', '--platform', 'linux/arm64', '-o', join(dir, 'c.tar')], store);
+    expect(platforms.code).toBe(2);
+    expect(platforms.stderr).toContain('several platforms go in one comma list: --platform linux/amd64,linux/arm64');
+    expect((await run(['load', '-i', join(dir, 'x.tar'), '-t', 'a:1', '-t', 'b:2'], store)).stderr).toContain('--tag was given 2 times');
+    expect((await run(['images', '--store', store], store)).stderr).toContain('--store was given 2 times');
+    expect(await readdir(dir)).toEqual([]);
+    // Both patterns reach the command: the second one is the bad one.
+    const sync = await run(['sync', '--dry-run', '--include', 'a', '--include', '(', '127.0.0.1:1/x'], store);
+    expect(sync.code).toBe(2);
+    expect(sync.stderr).not.toContain('given 2 times');
+    expect(sync.stderr).toContain('(');
+  });
+
+  it('-o naming a directory says so, with or without --force (--force used to end in EISDIR)', async () => {
+    const store = await storeWithAll();
+    const dir = await tempDir();
+    for (const force of [[], ['--force']]) {
+      const r = await run(['save', `${REPO}:plain`, '-o', dir, ...force], store);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${dir} is a directory; the output is one file`);
+      expect(r.stderr).toContain(`name the file, e.g. ${join(dir, 'images.tar')}`);
+      expect(r.stderr).not.toContain('--force');
+    }
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('verify - checks an archive on standard input, never the store; inventory - is refused', async () => {
+    const store = await storeWithAll();
+    const dir = await tempDir();
+    const good = join(dir, 'good.tar');
+    await ok(['save', '-q', `${REPO}:layers`, '-o', good], store);
+    const bytes = await readFile(good);
+    const r = await ferry(['--store', store, 'verify', '-'], { input: bytes });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 image(s)');
+    expect(r.stdout).not.toContain(store);
+    // The largest layer's bytes, one flipped: found on stdin as in the file.
+    const layer = images.layers.layers!.reduce((a, b) => (b.size > a.size ? b : a));
+    const at = bytes.indexOf(await readFile(blobFile(store, layer.digest)));
+    expect(at).toBeGreaterThan(0);
+    const bad = Buffer.from(bytes);
+    bad[at + Math.floor(layer.size / 2)]! ^= 0xff;
+    const r2 = await ferry(['--store', store, 'verify', '-'], { input: bad });
+    expect(r2.code).toBe(4);
+    expect(r2.stdout).toContain(layer.digest);
+    const mixed = await ferry(['--store', store, 'verify', '-', good], { input: bytes });
+    expect(mixed.code).toBe(2);
+    expect(mixed.stderr).toContain('standard input (-) cannot be combined with other files');
+    const inv = await ferry(['--store', store, 'inventory', '-'], { input: bytes });
+    expect(inv.code).toBe(2);
+    expect(inv.stderr).toContain('inventory reads a place, not standard input');
+    expect(inv.stdout).toBe('');
+  });
+
   it('tags and catalog given the other one\'s argument say so, before any request', async () => {
     const tags = await run(['tags', '127.0.0.1:1']);
     expect(tags.code).toBe(2);

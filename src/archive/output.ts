@@ -1,6 +1,6 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { link, lstat, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -41,8 +41,11 @@ export interface MeasuredFile {
 
 /** Refuses to overwrite `path` unless forced (E6). */
 export async function refuseExisting(path: string, force: boolean | undefined, noForceFlag = false): Promise<void> {
-  if (force) return;
   const st = await lstat(path).catch(() => undefined);
+  if (st?.isDirectory()) {
+    throw new FerryError('USAGE', `${path} is a directory; the output is one file`, { hint: `name the file, e.g. ${join(path, 'images.tar')}` });
+  }
+  if (force) return;
   if (st) {
     throw new FerryError('USAGE', `${path} already exists; refusing to overwrite it`, {
       hint: noForceFlag ? 'choose another name, or delete the file first' : 'pass --force to replace it, or choose another name',

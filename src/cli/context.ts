@@ -54,6 +54,16 @@ export function progressPrinter(args: GlobalArgs): ProgressPrinter {
   }, { done: () => {} });
 }
 
+/** The command line as given (main() records it): yargs drops a lone "-" from variadic positionals. */
+export const commandLine: string[] = [];
+
+/** Whether "-" stands on the command line as an argument of its own, not as the value of one of `valued`. */
+export function dashArgument(valued: string[]): boolean {
+  const end = commandLine.indexOf('--');
+  const args = end < 0 ? commandLine : commandLine.slice(0, end);
+  return args.some((a, i) => a === '-' && !valued.includes(args[i - 1] ?? ''));
+}
+
 /** Aborted by SIGINT/SIGTERM; commands pass it to the library. */
 export const interrupt = new AbortController();
 

@@ -1,7 +1,7 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
-import { interrupt, printError } from './context.js';
+import { commandLine, interrupt, printError } from './context.js';
 import { VERSION } from '../version.js';
 import { numberOption } from './numbers.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
@@ -135,7 +135,25 @@ function joinDashValues(argv: string[]): string[] {
 }
 
 /** yargs' (untyped) view of the options it knows while it parses a command. */
-type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]> } };
+type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]>; array: string[] } };
+
+/**
+ * yargs turns an option given twice into an array, which handlers of single-valued options never
+ * expect (`-o a.tar -o b.tar` ended in a TypeError). Refused here, naming the option.
+ */
+/** Options that may be repeated without being array options (those would swallow the positionals after them). */
+const REPEATABLE = ['include', 'exclude'];
+
+function refuseRepeats(parsed: Record<string, unknown>, cli: OptionsView): void {
+  const o = cli.getOptions();
+  const many = new Set([...o.array, ...o.array.flatMap((k) => o.alias[k] ?? []), ...REPEATABLE]);
+  for (const key of Object.keys(o.key)) {
+    const value = parsed[key];
+    if (!Array.isArray(value) || many.has(key) || key.length === 1) continue;
+    const list = key === 'platform' ? `; several platforms go in one comma list: --platform ${value.join(',')}` : '';
+    throw new FerryError('USAGE', `--${key} was given ${value.length} times (${value.map(String).join(', ')}); it takes one value${list}`);
+  }
+}
 
 /** The first flag in argv that the command being parsed does not know. */
 function unknownFlag(argv: string[], cli: OptionsView): string | undefined {
@@ -153,6 +171,7 @@ function unknownFlag(argv: string[], cli: OptionsView): string | undefined {
 
 export async function main(rawArgv: string[]): Promise<number> {
   const argv = joinDashValues(rawArgv);
+  commandLine.splice(0, commandLine.length, ...rawArgv);
   // yargs' completion command prints its script even when asked for help.
   if (commandWord(argv) === 'completion' && (argv.includes('--help') || argv.includes('-h'))) {
     process.stdout.write('ferry completion\n\nPrint a bash/zsh completion script. Load it with: source <(ferry completion)\n');
@@ -171,6 +190,7 @@ export async function main(rawArgv: string[]): Promise<number> {
     .option('plain-http', { type: 'boolean', global: true, describe: 'registries: allow plain http (loopback registries always may)' })
     .option('timeout', { ...numberOption('--timeout', { above: 0, unit: 'seconds' }, 'registries: seconds a connection may stay silent before it is retried (default 60)'), global: true })
     .command(await loadCommands(argv))
+    .middleware((parsed): void => refuseRepeats(parsed, cli as unknown as OptionsView), true)
     .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))')
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()

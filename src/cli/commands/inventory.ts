@@ -1,7 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { publishBytes } from '../../blob/publish.js';
+import { FerryError } from '../../errors.js';
 import { defaultStoreDir } from '../../store.js';
-import { interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
+import { dashArgument, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   places?: string[];
@@ -18,6 +19,10 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
       .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR or a directory path, an archive file, or REGISTRY/REPOSITORY' })
       .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
   handler: async (args) => {
+    // yargs drops a lone "-" from the places, which then meant the store.
+    if (dashArgument(['-o', '--output', '--store', '--timeout'])) {
+      throw new FerryError('USAGE', 'inventory reads a place, not standard input', { hint: 'save the archive to a file and name it: ferry inventory FILE -o have.json' });
+    }
     const { buildInventory } = await import('../../sync/inventory.js');
     const inv = await buildInventory(args.places ?? [], { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
     if (!args.output || args.output === '-') return printJson(inv);

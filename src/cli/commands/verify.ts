@@ -7,7 +7,7 @@ import { isPathLike } from '../../locations/location.js';
 import { ARCHIVE_SUFFIX } from '../../blob/compression.js';
 import { defaultStoreDir, openStore } from '../../store.js';
 import { verifyLayout, verifySource } from '../../verify.js';
-import { humanSize, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
+import { dashArgument, humanSize, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 import { openImage, openResolved } from './shared.js';
 import { isArchiveFile, verifyArchiveFiles } from './verify-archive.js';
 
@@ -24,11 +24,18 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
       .example('$0 verify /mnt/usb/layout', 'a whole layout')
       .example('$0 verify alpine:3.20', 'one store image')
       .example('$0 verify docker://mirror.internal:5000/team/app:1', 'an image in a registry: every blob fetched and checked, nothing stored')
-      .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, docker://NAME, or archive file (default: the whole store)' })
+      .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, docker://NAME, archive file or - for an archive on stdin (default: the whole store)' })
       .positional('more', { type: 'string', array: true, describe: 'more archive files (e.g. every volume of a set)' }),
   handler: async (args) => {
-    const target = args.target;
-    if (target && (args.more?.length || (await isArchiveFile(target)))) return verifyArchiveFiles(args, [target, ...(args.more ?? [])]);
+    // yargs hands a lone "-" over as an empty string: standard input, which only an archive can be.
+    const target = args.target === '' ? '-' : args.target;
+    const more = (args.more ?? []).map((m) => (m === '' ? '-' : m));
+    if (target === '-' || more.includes('-') || dashArgument(['--store', '--timeout'])) {
+      if (target !== '-' || more.length) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files', { hint: 'verify the files in one run and standard input in another' });
+      if (process.stdin.isTTY) throw new FerryError('USAGE', 'refusing to read an archive from a terminal', { hint: 'pipe the archive in (ferry verify - < FILE), or name the file' });
+      return verifyArchiveFiles(args, ['-']);
+    }
+    if (target && (more.length || (await isArchiveFile(target)))) return verifyArchiveFiles(args, [target, ...more]);
     let report;
     let what: string;
     if (target?.startsWith('docker://')) {
