@@ -165,6 +165,22 @@ describe('save and load', () => {
     expect(Object.keys(await named(store))).toEqual(['registry.local:5000/renamed:v2']);
   });
 
+  it('two different images under one name are refused before anything is written; the same image twice is saved once', async () => {
+    const dir = await tempDir();
+    const a = join(dir, 'a.tar');
+    const b = join(dir, 'b.tar');
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `oci-archive:${a}:example.com/same:1`]);
+    await ok(['copy', '-q', `oci:${TESTDATA}:zstd`, `oci-archive:${b}:example.com/same:1`]);
+    const out = join(dir, 'both.tar');
+    const r = await run(['save', `oci-archive:${a}`, `oci-archive:${b}`, '-o', out]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`two different images would both be named example.com/same:1 in the archive: ${images.plain.digest} (from oci-archive:${a}) and ${images.zstd.digest} (from oci-archive:${b})`);
+    expect((await readdir(dir)).sort()).toEqual(['a.tar', 'b.tar']);
+    const twice = join(dir, 'twice.tar');
+    await ok(['save', '-q', `oci-archive:${a}`, `oci-archive:${a}`, '-o', twice]);
+    expect((await ok(['verify', twice])).stdout).toContain('1 image(s)');
+  });
+
   it('E6: an existing output file is refused without --force and left intact; --force replaces it', async () => {
     const dir = await tempDir();
     const file = join(dir, 'precious.tar');

@@ -89,6 +89,23 @@ export async function planSave(o: SaveOptions): Promise<Plan> {
   return plan.build('save', archivePlan(measure, { compression, volumeSize: o.volumeSize, media: o.media }));
 }
 
+/**
+ * Two different images under one name would give index.json the one and manifest.json both, an
+ * archive that its own verify refuses. The same image twice is harmless and stored once.
+ */
+function refuseNameClash(named: Map<string, { digest: string; image: string }>, img: CopyReport['images'][number], image: string): void {
+  for (const n of img.names) {
+    const name = n.name ?? n.tag;
+    const before = named.get(name);
+    if (before && before.digest !== img.digest) {
+      throw new FerryError('USAGE', `two different images would both be named ${name} in the archive: ${before.digest} (from ${before.image}) and ${img.digest} (from ${image})`, {
+        hint: 'save them into separate archives, or give one of them another name first (ferry tag)',
+      });
+    }
+    named.set(name, { digest: img.digest, image });
+  }
+}
+
 async function runSave(
   o: SaveOptions & { measure?: MeasuredFile[] },
   onCopied: (image: number, r: CopyReport) => void,
@@ -130,6 +147,7 @@ async function runSave(
       writer = new SingleWriter(await ArchiveOutput.toFile(o.output, out));
     }
     sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal });
+    const named = new Map<string, { digest: string; image: string }>();
     for (const [i, src] of opened.entries()) {
       const r = await copy(src.source, sink, [{ ref: src.ref, names: src.name ? [src.name] : [] }], {
         platforms: o.platforms,
@@ -138,6 +156,7 @@ async function runSave(
         exclude: o.exclude,
         dryRun: o.measure !== undefined,
       });
+      for (const img of r.images) refuseNameClash(named, img, o.images[i]!);
       onCopied(i, r);
     }
     o.signal?.throwIfAborted();
