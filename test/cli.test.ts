@@ -875,13 +875,18 @@ describe.concurrent('command line basics', () => {
     // Patterns and ranges too, a top-level default included (it applies to every job).
     for (const [text, said] of [
       ['repositories: [a.example/x, {source: a.example/y, include: "t1["}]\n', 'repositories[1].include: invalid pattern "t1["'],
-      ['exclude: ["("]\nrepositories: [a.example/x]\n', 'repositories[0].exclude: invalid pattern "("'],
+      ['exclude: ["("]\nrepositories: [a.example/x]\n', 'the top-level "exclude": invalid pattern "("'],
       ['repositories: [{source: a.example/x, semver: ">=1.x.y"}]\n', 'repositories[0].semver: invalid version range ">=1.x.y"'],
+      ['prune: yes\nrepositories: [a.example/x]\n', 'the top-level "prune" must be true or false, not "yes" (YAML 1.2 reads yes as text)'],
+      ['repositories: [{source: a.example/x, prune: 1}]\n', 'repositories[0].prune must be true or false, not 1'],
+      ['repositories:\n  - source: a/b\n   include: [x\n', 'not valid YAML or JSON: '],
     ]) {
       await writeFile(cfg, text!);
       const r = await run(['sync', '--config', cfg]);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`${cfg}: ${said}`);
+      expect(r.stderr).toContain('see "ferry sync" in the README for the format');
+      expect(r.stderr).not.toMatch(/:\n/);
     }
   });
 

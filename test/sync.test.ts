@@ -258,9 +258,18 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     fx.proxy.setRule(undefined);
     expect(r.code).toBe(4);
     expect(r.stdout).toContain('5 tags, 4 copied, 0 unchanged, 0 pruned, 1 failed');
-    expect(r.stderr).toMatch(/sync: 1 image\(s\) failed; first: .*sync\/app:t007: digest mismatch/);
+    expect(r.stderr).toMatch(/sync: 1 image\(s\) failed: .*sync\/app:t007: digest mismatch/);
     const rerun = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${fx.proxy.host}/sync/app`]);
     expect(rerun.code, rerun.stderr).toBe(0);
     expect(rerun.stdout).toContain('5 tags, 1 copied, 4 unchanged');
+    // A repository that fails whole is named as a repository, beside the job that worked.
+    const cfg = join(await tempDir(), 'sync.yaml');
+    await writeFile(cfg, `repositories:\n  - ${fx.reg.host}/sync/nope\n  - {source: ${fx.reg.host}/sync/app, include: ['^t005$']}\n`);
+    const whole = await ferry(['--store', s, 'sync', '--config', cfg]);
+    expect(whole.code).toBe(2);
+    expect(whole.stdout).toMatch(new RegExp(`sync/app -> ${s}: 1 tags, .* 0 failed`));
+    expect(whole.stderr).toContain(`${fx.reg.host}/sync/nope: FAILED: `);
+    expect(whole.stderr).toContain(`sync: 1 repository failed: ${fx.reg.host}/sync/nope: `);
+    expect(whole.stderr).not.toContain(':*');
   });
 });

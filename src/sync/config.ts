@@ -28,7 +28,10 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     doc = parse(await readFile(path, 'utf8'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
-    throw new FerryError('USAGE', `${path}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+    // yaml's first line ends "at line 3, column 1:" before a snippet of the file; the place is enough.
+    throw new FerryError('USAGE', `${path}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')}`, {
+      hint: 'see "ferry sync" in the README for the format',
+    });
   }
   const bad = (what: string) => new FerryError('USAGE', `${path}: ${what}`, { hint: 'see "ferry sync" in the README for the format' });
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a mapping with a "repositories" list');
@@ -41,21 +44,26 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`);
     for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"`);
     const pick = (k: string) => (e[k] !== undefined ? e[k] : top[k]);
+    // A default from the top of the file is named as such, not as a key of this entry.
+    const at = (k: string) => (e[k] !== undefined ? `${where}.${k}` : `the top-level "${k}"`);
     const str = (k: string) => {
       const v = pick(k);
-      if (v !== undefined && typeof v !== 'string') throw bad(`${where}.${k} must be a string`);
+      if (v !== undefined && typeof v !== 'string') throw bad(`${at(k)} must be a string`);
       return v as string | undefined;
     };
     const list = (k: string) => {
       const v = pick(k);
       if (v === undefined) return undefined;
       const arr = Array.isArray(v) ? v : [v];
-      if (!arr.every((x) => typeof x === 'string')) throw bad(`${where}.${k} must be a list of strings`);
+      if (!arr.every((x) => typeof x === 'string')) throw bad(`${at(k)} must be a list of strings`);
       return arr as string[];
     };
     const bool = (k: string) => {
       const v = pick(k);
-      if (v !== undefined && typeof v !== 'boolean') throw bad(`${where}.${k} must be true or false`);
+      if (v !== undefined && typeof v !== 'boolean') {
+        const yamlOne = typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v) ? ` (YAML 1.2 reads ${v} as text)` : '';
+        throw bad(`${at(k)} must be true or false, not ${JSON.stringify(v)}${yamlOne}`);
+      }
       return v as boolean | undefined;
     };
     const source = str('source');
@@ -65,12 +73,12 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
       try {
         return parsePlatformSelection(text);
       } catch (e) {
-        throw bad(`${where}.platform: ${(e as Error).message}`);
+        throw bad(`${at('platform')}: ${(e as Error).message}`);
       }
     };
     const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
-    tagFilter(filters, (field, problem) => bad(`${where}.${field}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
+    tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
     return {
       source,
       destination: str('destination'),

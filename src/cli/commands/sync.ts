@@ -77,7 +77,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         if (e.type === 'copy') return progress(e);
         progress.done();
         if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
-        else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
+        else if (e.type === 'failed') status(args, `${failedName(e)}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
         else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
@@ -96,11 +96,17 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     }
     const failures = report.jobs.flatMap((j) => j.failed.map((f) => ({ ...f, source: j.source })));
     if (failures.length) {
-      const first = failures[0]!;
-      throw new FerryError(first.code, `sync: ${failures.length} image(s) failed; first: ${first.source}:${first.tag}: ${first.message}`);
+      // A repository that failed as a whole (no tag list) is reported as such, not as an image "*".
+      const repos = failures.filter((f) => f.tag === '*').length;
+      const counts = [repos && `${repos} ${repos === 1 ? 'repository' : 'repositories'}`, repos < failures.length && `${failures.length - repos} image(s)`].filter(Boolean);
+      const shown = failures.slice(0, 3).map((f) => `${failedName(f)}: ${f.message}`);
+      if (failures.length > 3) shown.push(`${failures.length - 3} more above`);
+      throw new FerryError(failures[0]!.code, `sync: ${counts.join(' and ')} failed: ${shown.join('; ')}`);
     }
   },
 };
+
+const failedName = (f: { source: string; tag: string }) => (f.tag === '*' ? f.source : `${f.source}:${f.tag}`);
 
 /**
  * Progress of a sync: the usual per-blob printer, a fresh one for each tag copied, after a line
