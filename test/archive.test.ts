@@ -181,6 +181,21 @@ describe('save and load', () => {
     expect((await ok(['verify', twice])).stdout).toContain('1 image(s)');
   });
 
+  it('an image named in an archive whose digest another name shares keeps the name asked for (inspect, copy)', async () => {
+    const store = join(await tempDir(), 'store');
+    await cp(fullStore, store, { recursive: true });
+    await ok(['tag', `${REPO}:plain`, 'other.example/x:7'], store);
+    const file = join(await tempDir(), 'two-names.tar');
+    await ok(['save', '-q', `${REPO}:plain`, 'other.example/x:7', '-o', file], store);
+    for (const ref of [`oci-archive:${file}:7`, `docker-archive:${file}:other.example/x:7`, `oci-archive:${file}:other.example/x:7`]) {
+      expect(JSON.parse((await ok(['inspect', ref])).stdout).name, ref).toBe('other.example/x:7');
+    }
+    expect(JSON.parse((await ok(['inspect', `oci-archive:${file}:plain`])).stdout).name).toBe(`${REPO}:plain`);
+    const into = await freshStore();
+    await ok(['copy', '-q', `oci-archive:${file}:7`, `oci:${into}`]);
+    expect(await named(into)).toEqual({ 'other.example/x:7': images.plain.digest });
+  });
+
   it('E6: an existing output file is refused without --force and left intact; --force replaces it', async () => {
     const dir = await tempDir();
     const file = join(dir, 'precious.tar');

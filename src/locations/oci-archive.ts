@@ -2,8 +2,15 @@ import { FerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
+import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { TagName } from '../types.js';
 import { locatePathRef, type OpenedSink, type OpenedSource, type Transport } from './transport.js';
+
+function namedBy(n: TagName, ref: string): boolean {
+  if (n.tag === ref || n.name === ref) return true;
+  const parsed = tryParseReference(ref);
+  return parsed?.tag !== undefined && n.name === formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
+}
 
 /** Opens an archive file as a Source; without a reference, an archive of one image needs none. */
 export async function openArchiveSource(path: string, ref: string | undefined, example: string, signal?: AbortSignal): Promise<OpenedSource> {
@@ -11,8 +18,9 @@ export async function openArchiveSource(path: string, ref: string | undefined, e
   try {
     if (ref) {
       const d = await source.resolve(ref);
-      const named = source.images().find((i) => i.ref === d.digest);
-      return { source, ref: d.digest, name: named?.names[0] };
+      // Several names may share the digest: the one asked for, not the first in the index.
+      const names = source.images().filter((i) => i.ref === d.digest).flatMap((i) => i.names);
+      return { source, ref: d.digest, name: names.find((n) => namedBy(n, ref)) ?? names[0] };
     }
     const images = source.images();
     if (images.length !== 1) {
