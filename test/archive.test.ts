@@ -149,6 +149,20 @@ describe('save and load', () => {
     }
   });
 
+  it('load --json counts every blob it stored or found there, small ones (held in memory) included', async () => {
+    const file = join(await tempDir(), 'plain.tar');
+    await ok(['save', '-q', `${REPO}:plain`, '-o', file], fullStore);
+    const store = await freshStore();
+    const first = JSON.parse((await ok(['load', '--json', '-i', file], store)).stdout.trim().split('\n').at(-1)!);
+    const files = await blobDigests(store);
+    expect(files).toHaveLength(3);
+    let bytes = 0;
+    for (const d of files) bytes += (await stat(join(store, 'blobs', ...d.split(':')))).size;
+    expect(first.blobs).toEqual({ stored: 3, skipped: 0, bytesStored: bytes });
+    const again = JSON.parse((await ok(['load', '--json', '-i', file], store)).stdout.trim().split('\n').at(-1)!);
+    expect(again.blobs).toEqual({ stored: 0, skipped: 3, bytesStored: 0 });
+  });
+
   it('--tag renames the single image an archive holds, and is refused for several (nothing named)', async () => {
     const dir = await tempDir();
     const one = join(dir, 'one.tar');

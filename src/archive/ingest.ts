@@ -73,10 +73,16 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
         hint: 'load without --tag, then name them with ferry tag',
       });
     }
+    // Small files (configs, manifests, small layers) were held in memory: counted as they land.
     for (const w of graph.writes) {
       o.signal?.throwIfAborted();
-      if (await target.has(w.descriptor)) continue;
+      if (await target.has(w.descriptor)) {
+        report.blobs.skipped++;
+        continue;
+      }
       await target.put(w.descriptor, verifying(Readable.from([w.bytes]), w.descriptor), o.signal);
+      report.blobs.stored++;
+      report.blobs.bytesStored += w.descriptor.size;
     }
     const tagged = new Set<Digest>();
     for (const root of graph.roots) {
