@@ -7,7 +7,7 @@ import { verifying } from './blob/verify.js';
 import { readConfig } from './images.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
-import { plainDescriptor, type Descriptor, type ImageIndex } from './oci/manifest.js';
+import { plainDescriptor, type Descriptor, type ImageIndex, type Platform } from './oci/manifest.js';
 import { formatPlatform, isAttestation, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
 import type { Sink, Source, TagName } from './types.js';
 
@@ -43,6 +43,11 @@ export type CopyEvent =
 export interface CopyOptions {
   /** Default: every platform. */
   platforms?: PlatformSelection;
+  /**
+   * A single-platform image for another platform than `platforms` is copied anyway, as docker
+   * pulls one for its host by default. Otherwise an explicit choice refuses it.
+   */
+  anyPlatformOfSingle?: boolean;
   /** Also copy the manifests that refer to the copied ones (signatures, SBOMs, attestations). */
   referrers?: boolean;
   /** Plan only: read manifests, ask the destination what it has, move nothing. */
@@ -300,7 +305,32 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   if (root.annotations) target = { ...target, annotations: { ...root.annotations, ...target.annotations } };
   const narrowed = target.digest !== resolved.digest ? resolved.digest : undefined;
   const config = rootDoc.kind === 'manifest' ? rootDoc.manifest.config : undefined;
+  if (config && wanted !== 'all' && !opts.anyPlatformOfSingle) {
+    const single = await platformOf(src, config, opts);
+    if (single) refuseOtherPlatform(single, wanted, root.label ?? root.names?.[0]?.name ?? root.ref);
+    if (single) platforms.add(formatPlatform(single));
+  }
   return { root, target, documents, blobs, platforms: [...platforms], narrowed, config };
+}
+
+/** The platform a single manifest's config names; undefined for an artifact (its config is no image config). */
+async function platformOf(src: Source, config: Descriptor, opts: CopyOptions): Promise<Platform | undefined> {
+  const c = await readConfig(src, config).catch((e: unknown) => {
+    if (opts.signal?.aborted) throw e;
+    return undefined;
+  });
+  return c?.os && c.architecture ? normalizePlatform({ os: c.os, architecture: c.architecture, variant: c.variant }) : undefined;
+}
+
+/** `--platform linux/arm64` of an amd64-only image: refused as inspect and export refuse it, not copied as if it matched. */
+function refuseOtherPlatform(has: Platform, wanted: Platform[], label: string): void {
+  try {
+    selectPlatforms([{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: 'sha256:' as Digest, size: 0, platform: has }], wanted, label);
+  } catch {
+    throw new FerryError('NOT_FOUND', `${label} is a single-platform image for ${formatPlatform(has)}, not ${wanted.map(formatPlatform).join(',')}`, {
+      hint: 'choose its platform, or --platform all',
+    });
+  }
 }
 
 /**

@@ -53,6 +53,7 @@ export async function pullImage(image: string, o: PullOptions = {}): Promise<Cop
     }
     const report = await copy(repo, store, roots, {
       platforms: o.platforms ?? [hostPlatform()],
+      anyPlatformOfSingle: o.platforms === undefined,
       signal: o.signal,
       onEvent: o.onEvent,
       concurrency: o.jobs,

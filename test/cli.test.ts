@@ -712,6 +712,20 @@ describe.concurrent('copy errors', () => {
     expect((await indexEntries(dest)).map((e) => e.digest)).not.toContain(images.layers.digest);
   }
 
+  it('--platform naming another platform than a single-platform image has is refused by copy and save (it was copied as if it matched)', async () => {
+    const dir = await tempDir();
+    const copy = await run(['copy', '--platform', 'linux/arm64', `oci:${TESTDATA}:plain`, `oci:${join(dir, 'arm')}`]);
+    expect(copy.code).toBe(2);
+    expect(copy.stderr).toContain(`oci:${TESTDATA}:plain is a single-platform image for linux/amd64, not linux/arm64`);
+    expect(copy.stderr).toContain('choose its platform, or --platform all');
+    const save = await run(['save', '--platform', 'arm64', `oci:${TESTDATA}:plain`, '-o', join(dir, 'arm.tar')]);
+    expect(save.code).toBe(2);
+    expect(save.stderr).toContain('is a single-platform image for linux/amd64, not linux/arm64');
+    expect(await readdir(dir)).not.toContain('arm.tar');
+    await ok(['copy', '-q', '--platform', 'linux/amd64', `oci:${TESTDATA}:plain`, `oci:${join(dir, 'amd')}`]);
+    await ok(['copy', '-q', '--platform', 'all', `oci:${TESTDATA}:plain`, `oci:${join(dir, 'all')}`]);
+  });
+
   it('A3/B1: a source layer whose bytes do not match its digest fails the copy with exit 4 and publishes nothing bad', async () => {
     const { dir, bad } = await corruptSource();
     const dest = join(await tempDir(), 'new');

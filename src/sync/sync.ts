@@ -325,6 +325,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       todo.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
       const copyOpts = {
         platforms: job.platforms ?? 'all',
+        // A mirror narrowed to some platforms keeps single-platform tags as they are.
+        anyPlatformOfSingle: true,
         referrers: job.referrers,
         signal: o.signal,
         concurrency: o.jobs,

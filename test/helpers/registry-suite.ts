@@ -83,6 +83,16 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(windows.stderr).toMatch(/no image for platform windows\/\w+ \(available: linux\/amd64, linux\/arm64\)/);
       const arm64 = await ferry(['--store', join(await tempDir(), 's4'), 'pull', '--platform', 'aarch64', `${h}/suite/multi:multi`]);
       expect(arm64.code, arm64.stderr).toBe(0);
+      // A single-platform amd64 image: an explicit other platform is refused (it was stored as if
+      // it matched); by default it comes as it is, as docker pulls it.
+      await seed('plain', 'suite/single');
+      const s6 = join(await tempDir(), 's6');
+      const wrong = await ferry(['--store', s6, 'pull', '--platform', 'linux/arm64', `${h}/suite/single:plain`]);
+      expect(wrong.code).toBe(2);
+      expect(wrong.stderr).toContain(`${h}/suite/single:plain is a single-platform image for linux/amd64, not linux/arm64`);
+      expect((await ferry(['--store', s6, 'images', '--json'])).stdout.trim()).toBe('[]');
+      expect((await ferry(['--store', s6, 'pull', '-q', '--platform', 'linux/amd64', `${h}/suite/single:plain`])).code).toBe(0);
+      expect((await ferry(['--store', join(await tempDir(), 's7'), 'pull', '-q', `${h}/suite/single:plain`])).code).toBe(0);
     });
 
     it('inspect docker:// reads the index, one platform, and the exact bytes, without pulling', async () => {
