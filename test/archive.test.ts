@@ -356,6 +356,52 @@ describe('volumes', () => {
   });
 });
 
+describe('volumes written again', () => {
+  it('save --force of a smaller set removes the old set\'s later volumes once the new set is in place; a failed one keeps the old set', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [150_000, 150_000, 150_000] }]);
+    const base = join(dir, 'set.tar');
+    const volumes = async () => (await readdir(dir)).filter((n) => n.startsWith('set.')).sort();
+    await ok(['save', '-q', `oci:${src}:big`, '-o', base, '--volume-size', '200K'], fullStore);
+    const old = await volumes();
+    expect(old.length).toBeGreaterThanOrEqual(3);
+    // Someone else's file that only looks similar stays.
+    await writeFile(join(dir, 'set.x.tar'), 'not a volume');
+
+    // A failed --force save (a missing image) leaves the old set byte for byte.
+    const before = await Promise.all(old.map((f) => readFile(join(dir, f))));
+    const missing = await run(['save', '-q', `${REPO}:nope`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect(missing.code).toBe(2);
+    expect(await volumes()).toEqual([...old, 'set.x.tar'].sort());
+    for (const [i, f] of old.entries()) expect((await readFile(join(dir, f))).equals(before[i]!), f).toBe(true);
+
+    const r = await ok(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect(await volumes()).toEqual(['set.001.tar', 'set.x.tar']);
+    for (const f of old.slice(1)) expect(r.stderr).toContain(`removed stale volume ${join(dir, f)} of the previous set`);
+    expect(await tempFilesIn(dir)).toEqual([]);
+    const v = await ok(['verify', join(dir, 'set.001.tar')]);
+    expect(v.stdout).toMatch(/1 image\(s\).* 0 problem\(s\)/);
+    const store = await freshStore();
+    await ok(['load', '-i', join(dir, 'set.001.tar')], store);
+    expect((await named(store))[`${REPO}:plain`]).toBe(images.plain.digest);
+  });
+
+  it('without --force a set is refused when any volume of an earlier set has its name, not only the first', async () => {
+    const dir = await tempDir();
+    const base = join(dir, 'set.tar.gz');
+    await writeFile(join(dir, 'set.004.tar.gz'), 'left from an older set');
+    await writeFile(join(dir, 'set.004.tar'), 'another suffix: not in the way');
+    const r = await run(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K'], fullStore);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${join(dir, 'set.004.tar.gz')} already exists (volumes of an earlier set)`);
+    expect(r.stderr).toContain('hint: pass --force');
+    expect((await readdir(dir)).sort()).toEqual(['set.004.tar', 'set.004.tar.gz']);
+    await ok(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect((await readdir(dir)).sort()).toEqual(['set.001.tar.gz', 'set.004.tar']);
+  });
+});
+
 describe('docker save generations', () => {
   const L1 = layerTar('etc/one', 'one');
   const L2 = layerTar('etc/two', 'two');
