@@ -221,6 +221,39 @@ describe('save and load', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('a closed stderr (2>&1 | head, a log reader that died) does not stop save, a volume save, copy to oci-archive: or load', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [200_000, 150_000] }]);
+    // The parent closes its end of stderr at once: every status line ferry writes meets EPIPE.
+    const closedStderr = (args: string[]) => {
+      const child = start(args, { env: { FERRY_STORE: noStore } });
+      child.stderr!.destroy();
+      let stdout = '';
+      child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stdin!.end();
+      return new Promise<{ code: number | null; stdout: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout })));
+    };
+    const runs: Array<[string[], string]> = [
+      [['save', `oci:${src}:big`, '-o', join(dir, 'x.tar')], 'x.'],
+      [['save', `oci:${src}:big`, '-o', join(dir, 'v.tar'), '--volume-size', '128k'], 'v.'],
+      [['copy', `oci:${src}:big`, `oci-archive:${join(dir, 'c.tar')}`], 'c.'],
+    ];
+    for (const [args, prefix] of runs) {
+      const r = await closedStderr(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      const files = (await readdir(dir)).filter((n) => n.startsWith(prefix));
+      expect(files.length, args.join(' ')).toBe(prefix === 'v.' ? 4 : 1);
+      await ok(['verify', ...files.map((f) => join(dir, f))]);
+    }
+    expect(await tempFilesIn(dir)).toEqual([]);
+    const store = await freshStore();
+    const loaded = await closedStderr(['--store', store, 'load', '-i', join(dir, 'x.tar')]);
+    expect(loaded.code).toBe(0);
+    expect(loaded.stdout).toContain('Loaded image');
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+  });
+
   it('--compress-layers gzip recompresses layers, says loudly that digests change, and keeps the diff_ids', async () => {
     const dir = await tempDir();
     const file = join(dir, 'gz.tar');
