@@ -859,4 +859,62 @@ describe('verify FILE', () => {
     const reports = await verifyArchives([join(dir, 'bad.tar')]);
     expect(reports[0]!.problems.length).toBeGreaterThanOrEqual(3);
   });
+
+  it('several files: a corrupt gzip stream or a non-tar is a PROBLEM of that file, and the files after it are still checked', async () => {
+    const dir = await tempDir();
+    const [good, bad, plain, junk] = ['good.tgz', 'bad.tgz', 'good.tar', 'junk.tar'].map((f) => join(dir, f));
+    await ok(['save', '-q', `${REPO}:plain`, '-o', good!], fullStore);
+    await ok(['save', '-q', `${REPO}:layers`, '-o', plain!], fullStore);
+    const bytes = await readFile(good!);
+    bytes[400] ^= 1;
+    await writeFile(bad!, bytes);
+    await writeFile(junk!, Buffer.alloc(5000, 7));
+
+    const text = await run(['verify', good!, bad!, plain!]);
+    expect(text.code).toBe(4);
+    const lines = text.stdout.trim().split('\n');
+    expect(lines).toEqual([
+      expect.stringMatching(/^\S+good\.tgz: 1 image\(s\), 3 file\(s\), .* 0 problem\(s\)$/),
+      expect.stringMatching(new RegExp(`^PROBLEM digest: ${bad}: corrupt gzip data .*\\(reading stopped here\\)$`)),
+      expect.stringMatching(/^\S+bad\.tgz: 0 image\(s\), .* 1 problem\(s\)$/),
+      expect.stringMatching(/^\S+good\.tar: 1 image\(s\), 5 file\(s\), .* 0 problem\(s\)$/),
+    ]);
+    expect(text.stderr).toContain(`verify found 1 problem(s) in ${bad}\n`);
+    expect(text.stderr).not.toMatch(/\n\s+at /);
+
+    const json = await run(['verify', '--json', good!, bad!, junk!, plain!]);
+    expect(json.code).toBe(4);
+    const reports = JSON.parse(json.stdout);
+    expect(reports.map((r: { target: string; ok: boolean }) => [r.target, r.ok])).toEqual([[good, true], [bad, false], [junk, false], [plain, true]]);
+    expect(reports[1].problems).toEqual([expect.objectContaining({ kind: 'digest', code: 'INTEGRITY', message: expect.stringContaining('corrupt gzip data') })]);
+    expect(reports[2].problems).toEqual([expect.objectContaining({ kind: 'invalid', code: 'INVALID_INPUT', message: expect.stringContaining('not a tar archive') })]);
+    expect(reports[3]).toMatchObject({ images: 1, blobs: 5, problems: [] });
+    // Only invalid input (a file that is not a tar): exit 3, and the good file still checked.
+    const onlyJunk = await run(['verify', junk!, good!]);
+    expect(onlyJunk.code).toBe(3);
+    expect(onlyJunk.stdout).toMatch(/good\.tgz: 1 image\(s\).* 0 problem\(s\)/);
+    // One damaged file alone: a PROBLEM line and a summary, not a bare error.
+    const alone = await run(['verify', bad!]);
+    expect(alone.code).toBe(4);
+    expect(alone.stdout).toMatch(/^PROBLEM digest: .*corrupt gzip data/m);
+  });
+
+  it('a truncated volume stops the reading of the set, not the check of the volumes after it', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'v', layers: [150_000, 150_000, 150_000] }]);
+    await ok(['save', '-q', `oci:${src}:v`, '-o', join(dir, 'set.tar'), '--volume-size', '200K'], fullStore);
+    const files = (await readdir(dir)).filter((n) => n.startsWith('set.')).sort().map((f) => join(dir, f));
+    expect(files.length).toBe(3);
+    await truncate(files[1]!, 100_000);
+    const third = await readFile(files[2]!);
+    third[50_000] ^= 0xff;
+    await writeFile(files[2]!, third);
+    const r = await run(['verify', ...files]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toMatch(/PROBLEM \w+: volume 2 of \d+ \(set\.002\.tar\): truncated tar archive .*\(reading stopped here\)/);
+    expect(r.stdout).toMatch(/NOTE reading the set stopped in volume 2 of 3 \(set\.002\.tar\): volume 3 was checked against its own list only/);
+    expect(r.stdout).toMatch(/PROBLEM volume: volume 3 of 3 \(set\.003\.tar\): blob sha256:[0-9a-f]{64} corrupt/);
+    expect(r.stdout).toMatch(/ 3 problem\(s\)$/m);
+  });
 });
