@@ -266,6 +266,39 @@ describe('save and load', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('a closed stderr (2>&1 | head, a log reader that died) does not stop save, a volume save, copy to oci-archive: or load', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [200_000, 150_000] }]);
+    // The parent closes its end of stderr at once: every status line ferry writes meets EPIPE.
+    const closedStderr = (args: string[]) => {
+      const child = start(args, { env: { FERRY_STORE: noStore } });
+      child.stderr!.destroy();
+      let stdout = '';
+      child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stdin!.end();
+      return new Promise<{ code: number | null; stdout: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout })));
+    };
+    const runs: Array<[string[], string]> = [
+      [['save', `oci:${src}:big`, '-o', join(dir, 'x.tar')], 'x.'],
+      [['save', `oci:${src}:big`, '-o', join(dir, 'v.tar'), '--volume-size', '128k'], 'v.'],
+      [['copy', `oci:${src}:big`, `oci-archive:${join(dir, 'c.tar')}`], 'c.'],
+    ];
+    for (const [args, prefix] of runs) {
+      const r = await closedStderr(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      const files = (await readdir(dir)).filter((n) => n.startsWith(prefix));
+      expect(files.length, args.join(' ')).toBe(prefix === 'v.' ? 4 : 1);
+      await ok(['verify', ...files.map((f) => join(dir, f))]);
+    }
+    expect(await tempFilesIn(dir)).toEqual([]);
+    const store = await freshStore();
+    const loaded = await closedStderr(['--store', store, 'load', '-i', join(dir, 'x.tar')]);
+    expect(loaded.code).toBe(0);
+    expect(loaded.stdout).toContain('Loaded image');
+    expect((await ok(['verify'], store)).stdout).toContain('0 problem(s)');
+  });
+
   it('--compress-layers gzip recompresses layers, says loudly that digests change, and keeps the diff_ids', async () => {
     const dir = await tempDir();
     const file = join(dir, 'gz.tar');
@@ -398,6 +431,52 @@ describe('volumes', () => {
     const bad = await run(['verify', ...shuffled]);
     expect(bad.code).toBe(4);
     expect(bad.stdout).toMatch(new RegExp(`volume 3 of ${files.length} \\(set.003.tar\\): (part \\d+ of )?blob sha256:[0-9a-f]{64} corrupt`));
+  });
+});
+
+describe('volumes written again', () => {
+  it('save --force of a smaller set removes the old set\'s later volumes once the new set is in place; a failed one keeps the old set', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [150_000, 150_000, 150_000] }]);
+    const base = join(dir, 'set.tar');
+    const volumes = async () => (await readdir(dir)).filter((n) => n.startsWith('set.')).sort();
+    await ok(['save', '-q', `oci:${src}:big`, '-o', base, '--volume-size', '200K'], fullStore);
+    const old = await volumes();
+    expect(old.length).toBeGreaterThanOrEqual(3);
+    // Someone else's file that only looks similar stays.
+    await writeFile(join(dir, 'set.x.tar'), 'not a volume');
+
+    // A failed --force save (a missing image) leaves the old set byte for byte.
+    const before = await Promise.all(old.map((f) => readFile(join(dir, f))));
+    const missing = await run(['save', '-q', `${REPO}:nope`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect(missing.code).toBe(2);
+    expect(await volumes()).toEqual([...old, 'set.x.tar'].sort());
+    for (const [i, f] of old.entries()) expect((await readFile(join(dir, f))).equals(before[i]!), f).toBe(true);
+
+    const r = await ok(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect(await volumes()).toEqual(['set.001.tar', 'set.x.tar']);
+    for (const f of old.slice(1)) expect(r.stderr).toContain(`removed stale volume ${join(dir, f)} of the previous set`);
+    expect(await tempFilesIn(dir)).toEqual([]);
+    const v = await ok(['verify', join(dir, 'set.001.tar')]);
+    expect(v.stdout).toMatch(/1 image\(s\).* 0 problem\(s\)/);
+    const store = await freshStore();
+    await ok(['load', '-i', join(dir, 'set.001.tar')], store);
+    expect((await named(store))[`${REPO}:plain`]).toBe(images.plain.digest);
+  });
+
+  it('without --force a set is refused when any volume of an earlier set has its name, not only the first', async () => {
+    const dir = await tempDir();
+    const base = join(dir, 'set.tar.gz');
+    await writeFile(join(dir, 'set.004.tar.gz'), 'left from an older set');
+    await writeFile(join(dir, 'set.004.tar'), 'another suffix: not in the way');
+    const r = await run(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K'], fullStore);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${join(dir, 'set.004.tar.gz')} already exists (volumes of an earlier set)`);
+    expect(r.stderr).toContain('hint: pass --force');
+    expect((await readdir(dir)).sort()).toEqual(['set.004.tar', 'set.004.tar.gz']);
+    await ok(['save', '-q', `${REPO}:plain`, '-o', base, '--volume-size', '200K', '--force'], fullStore);
+    expect((await readdir(dir)).sort()).toEqual(['set.001.tar.gz', 'set.004.tar']);
   });
 });
 
@@ -824,5 +903,63 @@ describe('verify FILE', () => {
     expect(report.problems.map((p: { kind: string }) => p.kind).sort()).toEqual(expect.arrayContaining(['diff_id', 'digest', 'missing']));
     const reports = await verifyArchives([join(dir, 'bad.tar')]);
     expect(reports[0]!.problems.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('several files: a corrupt gzip stream or a non-tar is a PROBLEM of that file, and the files after it are still checked', async () => {
+    const dir = await tempDir();
+    const [good, bad, plain, junk] = ['good.tgz', 'bad.tgz', 'good.tar', 'junk.tar'].map((f) => join(dir, f));
+    await ok(['save', '-q', `${REPO}:plain`, '-o', good!], fullStore);
+    await ok(['save', '-q', `${REPO}:layers`, '-o', plain!], fullStore);
+    const bytes = await readFile(good!);
+    bytes[400] ^= 1;
+    await writeFile(bad!, bytes);
+    await writeFile(junk!, Buffer.alloc(5000, 7));
+
+    const text = await run(['verify', good!, bad!, plain!]);
+    expect(text.code).toBe(4);
+    const lines = text.stdout.trim().split('\n');
+    expect(lines).toEqual([
+      expect.stringMatching(/^\S+good\.tgz: 1 image\(s\), 3 file\(s\), .* 0 problem\(s\)$/),
+      expect.stringMatching(new RegExp(`^PROBLEM digest: ${bad}: corrupt gzip data .*\\(reading stopped here\\)$`)),
+      expect.stringMatching(/^\S+bad\.tgz: 0 image\(s\), .* 1 problem\(s\)$/),
+      expect.stringMatching(/^\S+good\.tar: 1 image\(s\), 5 file\(s\), .* 0 problem\(s\)$/),
+    ]);
+    expect(text.stderr).toContain(`verify found 1 problem(s) in ${bad}\n`);
+    expect(text.stderr).not.toMatch(/\n\s+at /);
+
+    const json = await run(['verify', '--json', good!, bad!, junk!, plain!]);
+    expect(json.code).toBe(4);
+    const reports = JSON.parse(json.stdout);
+    expect(reports.map((r: { target: string; ok: boolean }) => [r.target, r.ok])).toEqual([[good, true], [bad, false], [junk, false], [plain, true]]);
+    expect(reports[1].problems).toEqual([expect.objectContaining({ kind: 'digest', code: 'INTEGRITY', message: expect.stringContaining('corrupt gzip data') })]);
+    expect(reports[2].problems).toEqual([expect.objectContaining({ kind: 'invalid', code: 'INVALID_INPUT', message: expect.stringContaining('not a tar archive') })]);
+    expect(reports[3]).toMatchObject({ images: 1, blobs: 5, problems: [] });
+    // Only invalid input (a file that is not a tar): exit 3, and the good file still checked.
+    const onlyJunk = await run(['verify', junk!, good!]);
+    expect(onlyJunk.code).toBe(3);
+    expect(onlyJunk.stdout).toMatch(/good\.tgz: 1 image\(s\).* 0 problem\(s\)/);
+    // One damaged file alone: a PROBLEM line and a summary, not a bare error.
+    const alone = await run(['verify', bad!]);
+    expect(alone.code).toBe(4);
+    expect(alone.stdout).toMatch(/^PROBLEM digest: .*corrupt gzip data/m);
+  });
+
+  it('a truncated volume stops the reading of the set, not the check of the volumes after it', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'v', layers: [150_000, 150_000, 150_000] }]);
+    await ok(['save', '-q', `oci:${src}:v`, '-o', join(dir, 'set.tar'), '--volume-size', '200K'], fullStore);
+    const files = (await readdir(dir)).filter((n) => n.startsWith('set.')).sort().map((f) => join(dir, f));
+    expect(files.length).toBe(3);
+    await truncate(files[1]!, 100_000);
+    const third = await readFile(files[2]!);
+    third[50_000] ^= 0xff;
+    await writeFile(files[2]!, third);
+    const r = await run(['verify', ...files]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toMatch(/PROBLEM \w+: volume 2 of \d+ \(set\.002\.tar\): truncated tar archive .*\(reading stopped here\)/);
+    expect(r.stdout).toMatch(/NOTE reading the set stopped in volume 2 of 3 \(set\.002\.tar\): volume 3 was checked against its own list only/);
+    expect(r.stdout).toMatch(/PROBLEM volume: volume 3 of 3 \(set\.003\.tar\): blob sha256:[0-9a-f]{64} corrupt/);
+    expect(r.stdout).toMatch(/ 3 problem\(s\)$/m);
   });
 });

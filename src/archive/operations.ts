@@ -16,9 +16,9 @@ import { ArchiveOutput, type ArchiveCompression, type MeasuredFile } from './out
 import { outputCompression } from '../blob/compression.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
-import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput } from './scan.js';
+import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
 import { ArchiveSource } from './source.js';
-import { describeVolume, VolumeWriter } from './volumes.js';
+import { describeVolume, listNumbers, VolumeWriter } from './volumes.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from './writer.js';
 
 export interface SaveOptions {
@@ -233,41 +233,46 @@ export async function verifyArchives(paths: string[], o: { signal?: AbortSignal 
 async function verifyOne(paths: string[], signal?: AbortSignal): Promise<ArchiveVerifyReport> {
   const reporter = new Reporter('record');
   const report: ArchiveVerifyReport = { target: paths.length === 1 ? paths[0]! : `${paths.length} volumes (${paths[0]} …)`, files: paths, problems: reporter.problems, notes: reporter.notes, images: 0, blobs: 0, bytes: 0 };
+  const count = (state: ScanState) => {
+    for (const f of state.files.values()) {
+      report.blobs++;
+      report.bytes += f.size;
+    }
+  };
   let inputs: ArchiveInput[];
-  let separate = false;
   try {
     inputs = await orderInputs(paths);
   } catch (e) {
     const err = toFerryError(e);
+    // One file whose first entry cannot be read (corrupt gzip, not a tar): a problem of that file.
+    const unreadable = paths.length === 1 && err.code !== 'USAGE' ? await readVolumeHeader(paths[0]!).then(() => undefined, (e2: unknown) => e2) : undefined;
+    if (unreadable) {
+      stoppedHere(unreadable, reporter);
+      return report;
+    }
     if (err.code !== 'INTEGRITY') throw e;
     // A missing volume: say which, then check each present volume against its own list.
     reporter.problem('volume', 'INTEGRITY', err.message);
     report.incomplete = true;
-    separate = true;
     inputs = [];
     for (const p of paths) {
       const v = await readVolumeHeader(p);
       inputs.push({ path: p, where: v ? describeVolume(v.volume, undefined, p) : p, volume: v });
     }
     inputs.sort((a, b) => (a.volume?.volume ?? 0) - (b.volume?.volume ?? 0));
+    await checkEachVolume(inputs, reporter, count, signal);
+    return report;
   }
   const target = new NullTarget();
+  let reached = 0;
+  let partial: ScanState | undefined;
   try {
-    if (separate) {
-      for (const input of inputs) {
-        const st = await scanArchive([input], { target, reporter, signal, separateVolumes: true });
-        for (const f of st.files.values()) {
-          report.blobs++;
-          report.bytes += f.size;
-        }
-      }
-      return report;
-    }
-    const state = await scanArchive(inputs, { target, reporter, signal });
-    for (const f of state.files.values()) {
-      report.blobs++;
-      report.bytes += f.size;
-    }
+    const state = await scanArchive(inputs, { target, reporter, signal, onInput: (i, st) => {
+      reached = i;
+      partial = st;
+    } });
+    partial = undefined;
+    count(state);
     if (state.laterVolumesMissing) {
       // The images are described in the last volume: nothing more to check without it.
       report.incomplete = true;
@@ -276,11 +281,39 @@ async function verifyOne(paths: string[], signal?: AbortSignal): Promise<Archive
     const graph = await buildGraph(state, target, reporter);
     report.images = graph.roots.length;
   } catch (e) {
-    const err = toFerryError(e);
-    if (err.code === 'INTERNAL' || err.code === 'ABORTED' || err.code === 'IO' || err.code === 'NOT_FOUND') throw e;
-    reporter.problem(err.code === 'INTEGRITY' || err.code === 'DIGEST_MISMATCH' || err.code === 'SIZE_MISMATCH' ? 'digest' : 'invalid', err.code, `${err.message} (reading stopped here)`);
+    stoppedHere(e, reporter);
+    if (partial) count(partial);
+    // A damaged volume ends the reading of the set (blobs run on across volumes), not the check
+    // of the volumes after it: each is still checked against its own list.
+    const rest = inputs.slice(reached + 1);
+    if (partial && rest.length) {
+      const later = listNumbers(rest.map((i) => i.volume?.volume ?? 0));
+      reporter.note(`reading the set stopped in ${inputs[reached]!.where}: ${rest.length === 1 ? `volume ${later} was` : `volumes ${later} were each`} checked against its own list only`);
+      await checkEachVolume(rest, reporter, count, signal);
+    }
   }
   return report;
+}
+
+/** Volumes read on their own, each against its own list; a damaged one does not stop the others. */
+async function checkEachVolume(inputs: ArchiveInput[], reporter: Reporter, count: (s: ScanState) => void, signal?: AbortSignal): Promise<void> {
+  for (const input of inputs) {
+    try {
+      count(await scanArchive([input], { target: new NullTarget(), reporter, signal, separateVolumes: true }));
+    } catch (e) {
+      stoppedHere(e, reporter);
+    }
+  }
+}
+
+/**
+ * An archive that could not be read to its end: a problem of that archive, so verify goes on with
+ * the other files. I/O errors, interrupts and bugs still end the run.
+ */
+function stoppedHere(e: unknown, reporter: Reporter): void {
+  const err = toFerryError(e);
+  if (err.code === 'INTERNAL' || err.code === 'ABORTED' || err.code === 'IO' || err.code === 'NOT_FOUND') throw e;
+  reporter.problem(err.code === 'INTEGRITY' || err.code === 'DIGEST_MISMATCH' || err.code === 'SIZE_MISMATCH' ? 'digest' : 'invalid', err.code, `${err.message} (reading stopped here)`);
 }
 
 export interface OpenedArchive {

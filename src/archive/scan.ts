@@ -316,6 +316,8 @@ export interface ScanOptions {
   onEvent?: (e: ScanEvent) => void;
   /** Volumes read on their own (verify, when others are missing): parts are checked, not joined. */
   separateVolumes?: boolean;
+  /** Called as each input starts, with the state so far (verify counts what was read before a failure). */
+  onInput?: (index: number, state: ScanState) => void;
 }
 
 interface PendingBlob {
@@ -350,7 +352,8 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
   const onRead = o.onEvent ? (n: number) => emit({ type: 'read', bytes: (read += n), size }) : undefined;
 
   try {
-    for (const input of inputs) {
+    for (const [index, input] of inputs.entries()) {
+      o.onInput?.(index, state);
       const seen: VolumeEntry[] = [];
       let trailer: VolumeTrailer | undefined;
       const where = input.where;

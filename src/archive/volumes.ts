@@ -1,8 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { basename } from 'node:path';
+import { readdir, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { FerryError } from '../errors.js';
+import { warn } from '../log.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { ArchiveOutput, refuseExisting, type EntryOptions, type OutputOptions } from './output.js';
+import { syncDir } from '../blob/publish.js';
 import { BLOCK, entryBytes, END_OF_ARCHIVE } from './tar.js';
 import type { EntryWriter } from './writer.js';
 
@@ -76,12 +79,44 @@ export function parseSize(text: string): number {
   return Math.floor(Number(m[1]) * (decimal ? 1000 : 1024) ** power);
 }
 
-/** `out.tar.zst` -> `out.003.tar.zst`; `out` -> `out.003.tar`. */
-export function volumePath(base: string, n: number): string {
+/** `out.tar.zst` -> `out` and `.tar.zst`; `out` -> `out` and `.tar`. */
+function volumeNaming(base: string): { stem: string; ext: string } {
   const m = /(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(basename(base));
   const ext = m ? m[1]! : '';
-  const stem = base.slice(0, base.length - ext.length);
-  return `${stem}.${String(n).padStart(3, '0')}${ext || '.tar'}`;
+  return { stem: base.slice(0, base.length - ext.length), ext: ext || '.tar' };
+}
+
+/** `out.tar.zst` -> `out.003.tar.zst`; `out` -> `out.003.tar`. */
+export function volumePath(base: string, n: number): string {
+  const { stem, ext } = volumeNaming(base);
+  return `${stem}.${String(n).padStart(3, '0')}${ext}`;
+}
+
+/**
+ * The files beside `base` named as volumes of a set written to it (`out.001.tar`, `out.017.tar`,
+ * …), whichever set they belong to, in volume order.
+ */
+export async function existingVolumes(base: string): Promise<string[]> {
+  const { stem, ext } = volumeNaming(base);
+  const dir = dirname(stem);
+  const quote = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const pattern = new RegExp(`^${quote(basename(stem))}\\.(\\d{3,})${quote(ext)}$`);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const found = names.map((n) => ({ n, m: pattern.exec(n) })).filter((x) => x.m);
+  found.sort((a, b) => Number(a.m![1]) - Number(b.m![1]) || a.n.localeCompare(b.n));
+  return found.map((x) => join(dir, x.n));
+}
+
+/** Without --force, a set is not written over any volume of an earlier one, not only its first. */
+async function refuseExistingSet(base: string, force: boolean | undefined): Promise<void> {
+  await refuseExisting(volumePath(base, 1), force);
+  if (force) return;
+  const old = await existingVolumes(base);
+  if (old.length === 0) return;
+  const named = old.length > 3 ? `${old.slice(0, 3).join(', ')} and ${old.length - 3} more` : old.join(', ');
+  throw new FerryError('USAGE', `${named} already exist${old.length === 1 ? 's' : ''} (volumes of an earlier set); refusing to write a set beside them`, {
+    hint: 'pass --force to replace that set (its volumes the new one does not replace are removed), or choose another name',
+  });
 }
 
 const jsonBlock = (doc: unknown) => Buffer.from(JSON.stringify(doc));
@@ -123,7 +158,7 @@ export class VolumeWriter implements EntryWriter {
 
   static async create(base: string, o: VolumeWriterOptions): Promise<VolumeWriter> {
     if (base === '-') throw new FerryError('USAGE', 'volumes need a file name: -o NAME.tar, not -o -');
-    await refuseExisting(volumePath(base, 1), o.force);
+    await refuseExistingSet(base, o.force);
     return new VolumeWriter(base, o);
   }
 
@@ -251,7 +286,27 @@ export class VolumeWriter implements EntryWriter {
       await out.publish();
       paths.push(out.where);
     }
+    if (this.o.force && !this.o.measure) await this.removeStale(paths);
     return paths;
+  }
+
+  /**
+   * An earlier set written to the same name with more volumes: its later volumes would stay beside
+   * the new set, and verify or load of `NAME.*.tar` would then mix the two. Removed only once the
+   * whole new set is in place, so a failed save leaves the old set as it was.
+   */
+  private async removeStale(written: string[]): Promise<void> {
+    const ours = new Set(written.map((p) => basename(p)));
+    const stale = (await existingVolumes(this.base)).filter((p) => !ours.has(basename(p)));
+    for (const p of stale) {
+      try {
+        await unlink(p);
+        warn(`removed stale volume ${p} of the previous set`);
+      } catch (e) {
+        warn(`could not remove stale volume ${p} of the previous set (${(e as NodeJS.ErrnoException).code ?? e}); remove it before verify or load of the set`);
+      }
+    }
+    if (stale.length) await syncDir(dirname(written[0]!));
   }
 
   async abort(): Promise<void> {

@@ -98,6 +98,17 @@ function trapClosedStdout(): void {
   });
 }
 
+/**
+ * stderr's reader left (`2>&1 | head`, a log shipper restarted): only status lines, warnings and
+ * messages go there, so the command goes on without them. Unhandled, the next status line's EPIPE
+ * killed a save with its temp file left behind. Once destroyed, the stream drops what is written.
+ */
+function trapClosedStderr(): void {
+  process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
 function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
   if (stdoutClosed) {
     process.stderr.write('ferry: error: standard output was closed before the output was complete (EPIPE)\n');
@@ -237,6 +248,7 @@ export async function main(rawArgv: string[]): Promise<number> {
 export async function run(): Promise<void> {
   trapSignals();
   trapClosedStdout();
+  trapClosedStderr();
   const code = await main(hideBin(process.argv));
   process.exitCode = stdoutClosed ? CLOSED_STDOUT : code;
   // Pooled keep-alive connections would hold the process open.

@@ -35,7 +35,7 @@ export async function verifyArchiveFiles(args: GlobalArgs, files: string[]): Pro
   const problems = reports.flatMap((r) => r.problems);
   if (problems.length) {
     const onlyInvalid = problems.every((p) => p.code === 'INVALID_INPUT' || p.code === 'INVALID_DIGEST' || p.code === 'TOO_LARGE' || p.code === 'UNSUPPORTED');
-    throw new FerryError(onlyInvalid ? 'INVALID_INPUT' : 'INTEGRITY', `verify found ${problems.length} problem(s) in ${reports.map((r) => r.target).join(', ')}`, {
+    throw new FerryError(onlyInvalid ? 'INVALID_INPUT' : 'INTEGRITY', `verify found ${problems.length} problem(s) in ${reports.filter((r) => r.problems.length).map((r) => r.target).join(', ')}`, {
       hint: reports.some((r) => r.incomplete)
         ? 'give every volume of the set (ferry verify NAME.*.tar); a volume that is lost or damaged means writing the set again from its source'
         : 'the archive must be written again from its source',
