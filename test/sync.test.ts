@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeRegistryClients } from '../src/locations/registry/pool.js';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { startServe, type Served } from './helpers/serve.js';
 import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -262,5 +265,120 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const rerun = await ferry(['--store', s, 'sync', '--include', '^t00[5-9]$', `${fx.proxy.host}/sync/app`]);
     expect(rerun.code, rerun.stderr).toBe(0);
     expect(rerun.stdout).toContain('5 tags, 1 copied, 4 unchanged');
+  });
+});
+
+describe.skipIf(!distribution)('sync --prune into a registry', () => {
+  // The source is `ferry serve`, which deletes a single tag: "gone upstream" without touching storage.
+  let dist: RunningRegistry;
+  let served: Served;
+  beforeAll(async () => {
+    dist = await startDistribution();
+    served = await startServe(join(await tempDir(), 'served'), ['-q']);
+  }, 60_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await served?.stop();
+    await dist?.stop();
+  });
+
+  const tagsOf = async (repo: string) => (await ferry(['tags', repo])).stdout.split('\n').filter(Boolean).sort();
+  const untagUpstream = async (repo: string, tag: string) => {
+    const res = await fetch(`${served.url}/v2/${repo}/manifests/${tag}`, { method: 'DELETE' });
+    expect(res.status).toBe(202);
+  };
+  const digestAt = async (ref: string) => `sha256:${createHash('sha256').update((await ferry(['inspect', '--raw', `docker://${ref}`])).stdout).digest('hex')}`;
+
+  it('distribution 2.8: a tag that shares its manifest with a kept tag is reported as not pruned, every run; a tag sync did not write is left', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    await publish(served.host, 'up/app', 'plain', ['1.0.0', 'old']);
+    await publish(served.host, 'up/app', 'zstd', ['solo']);
+    const mirror = `${dist.host}/mirror/up/app`;
+    const args = ['sync', '--prune', `${served.host}/up/app`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).stdout).toContain('3 tags, 3 copied');
+    // Pushed straight to the mirror, never upstream: not sync's to remove.
+    await publish(dist.host, 'mirror/up/app', 'layers', ['hotfix']);
+    await untagUpstream('up/app', 'old');
+    await untagUpstream('up/app', 'solo');
+
+    const first = await ferry(args, { env });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 1 prune(s) not possible, 0 failed');
+    const notPruned = `ferry: warning: ${served.host}/up/app:old: not pruned (shares sha256:${exp.plain.digest.slice(7, 19)}… with 1.0.0; this registry deletes only by digest: a DELETE of the tag got HTTP 400 DIGEST_INVALID)`;
+    expect(first.stderr).toContain(notPruned);
+    expect(first.stderr).toContain(`${served.host}/up/app:solo: pruned`);
+    expect(first.stderr).toContain(`${served.host}/up/app:hotfix: not upstream, but not written by ferry sync: left in place`);
+    expect(first.stderr).not.toContain(':old: pruned');
+    // solo's manifest was deleted by digest (nothing else was on it); old and 1.0.0 share one that stays.
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'hotfix', 'old']);
+    expect(await digestAt(`${mirror}:1.0.0`)).toBe(exp.plain.digest);
+
+    // The next run says the same about old (it is still there), and no longer mentions hotfix.
+    const again = await ferry([...args, '--json'], { env });
+    expect(again.code, again.stderr).toBe(0);
+    const job = JSON.parse(again.stdout).jobs[0];
+    expect(job.pruned).toEqual([]);
+    expect(job.left).toEqual([]);
+    expect(job.notPruned).toEqual([{ tag: 'old', digest: exp.plain.digest, sharedWith: '1.0.0', reason: expect.stringContaining('deletes only by digest') }]);
+    expect(again.stderr).toContain(notPruned);
+    expect(again.stderr).not.toContain('hotfix');
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'hotfix', 'old']);
+
+    // --no-state: every tag not upstream is sync's to remove, hotfix too (its manifest is its own).
+    const all = await ferry([...args, '--no-state'], { env });
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain('1 pruned, 1 prune(s) not possible');
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'old']);
+  });
+
+  it('a hand-pushed tag on the manifest of a tag gone upstream keeps that manifest: the tag is not pruned', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(served.host, 'up/keep', 'plain', ['1']);
+    await publish(served.host, 'up/keep', 'zstd', ['2']);
+    const args = ['sync', '--prune', `${served.host}/up/keep`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).code).toBe(0);
+    await publish(dist.host, 'mirror/up/keep', 'zstd', ['pinned']);
+    await untagUpstream('up/keep', '2');
+    const r = await ferry(args, { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('0 pruned, 1 prune(s) not possible');
+    expect(r.stderr).toContain(':2: not pruned (shares sha256:');
+    expect(r.stderr).toContain('with pinned;');
+    expect(await tagsOf(`${dist.host}/mirror/up/keep`)).toEqual(['1', '2', 'pinned']);
+  });
+
+  it('ferry serve (DELETE by tag): the tag gone upstream is removed, the tag sharing its manifest stays', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    await publish(served.host, 'up/srv', 'plain', ['1.0.0', 'old']);
+    const args = ['sync', '--prune', `${served.host}/up/srv`, `docker://${served.host}/mirror`];
+    expect((await ferry(args, { env })).stdout).toContain('2 tags, 2 copied');
+    await publish(served.host, 'mirror/up/srv', 'layers', ['hotfix']);
+    await untagUpstream('up/srv', 'old');
+    const r = await ferry(args, { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 0 failed');
+    expect(r.stderr).not.toContain('warning');
+    expect(await tagsOf(`${served.host}/mirror/up/srv`)).toEqual(['1.0.0', 'hotfix']);
+    expect(await digestAt(`${served.host}/mirror/up/srv:1.0.0`)).toBe(exp.plain.digest);
+    const again = await ferry(args, { env });
+    expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned, 0 failed');
+    expect(again.stderr).not.toContain('hotfix');
+  });
+
+  it('--dry-run --prune names only the tags sync wrote', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(served.host, 'up/dry', 'plain', ['1', 'gone']);
+    const args = ['sync', '--prune', `${served.host}/up/dry`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).code).toBe(0);
+    await publish(dist.host, 'mirror/up/dry', 'layers', ['hotfix']);
+    await untagUpstream('up/dry', 'gone');
+    const plan = await ferry([...args, '--dry-run', '--json'], { env });
+    expect(plan.code, plan.stderr).toBe(0);
+    const job = JSON.parse(plan.stdout).jobs[0];
+    expect(job.pruned).toEqual(['gone']);
+    expect(job.left).toEqual(['hotfix']);
+    expect(await tagsOf(`${dist.host}/mirror/up/dry`)).toEqual(['1', 'gone', 'hotfix']);
   });
 });

@@ -184,7 +184,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     selection: (tag) => selections.get(tag),
     tags: async () => [...present],
     // Dropped by finish(), which writes the archive without them.
-    prune: async () => {},
+    prune: async () => [],
     async finish(r) {
       const layout = staging ? await staging : undefined;
       try {

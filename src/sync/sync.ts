@@ -50,6 +50,10 @@ export interface SyncOptions {
 export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
+  /** --prune could not remove a tag gone upstream (see NotPruned); it stays, and is tried again next run. */
+  | ({ type: 'not-pruned'; source: string } & NotPruned)
+  /** --prune leaves a tag gone upstream that sync did not write (reported the first time only). */
+  | { type: 'left'; source: string; tag: string }
   | { type: 'failed'; source: string; tag: string; message: string }
   /** An archive destination is being written anew: `kept` images from it, `added` from this run. */
   | { type: 'writing'; source: string; path: string; kept: number; added: number }
@@ -64,6 +68,10 @@ export interface SyncJobReport {
   copied: string[];
   unchanged: string[];
   pruned: string[];
+  /** Tags gone upstream that --prune could not remove. */
+  notPruned: NotPruned[];
+  /** Tags gone upstream that --prune left because sync did not write them, listed the first time only. */
+  left: string[];
   failed: Array<{ tag: string; code: ErrorCode; message: string }>;
   /** Archive destinations: whether this run wrote the archive anew (false: left untouched). */
   rewritten?: boolean;
@@ -76,6 +84,14 @@ export interface SyncReport {
   blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
   /** With dryRun: every job's plan in one (blobs counted once per destination). */
   plan?: Plan;
+}
+
+/** A tag gone upstream that stays: its manifest also carries `sharedWith`, and the registry deletes only by digest. */
+export interface NotPruned {
+  tag: string;
+  digest: Digest;
+  sharedWith: string;
+  reason: string;
 }
 
 /** Where a job's images go, and what is already there. */
@@ -95,7 +111,13 @@ export interface Target {
   /** How the destination's image at `tag` was copied, where it can say (layouts, archives). */
   selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
-  prune(tags: string[]): Promise<void>;
+  /**
+   * Of the tags gone upstream, those sync may remove (`mine`) and those it leaves because it did
+   * not write them, reported the first time they are seen (`left`). Without it, all are `mine`.
+   */
+  claim?(gone: string[]): { mine: string[]; left: string[] };
+  /** Removes the tags; returns those it could not remove without removing others. */
+  prune(tags: string[]): Promise<NotPruned[]>;
   /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
   finish?(r: SyncJobReport): Promise<void>;
   close(): Promise<void>;
@@ -132,6 +154,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
       const names = new Set(tags.map((t) => `${repo}:${t}`));
       await layout.untag((e) => e.name !== undefined && names.has(e.name));
       await collectGarbage(layout);
+      return [];
     },
     close: () => layout.close(),
   };
@@ -161,6 +184,8 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
   const repo: RegistryRepository = openRepository(ref, o.registry);
   const label = `docker://${domain}/${path}`;
   const state = await SyncState.open(label);
+  // What sync wrote here, before a reselection forgets the digests: --prune removes only these.
+  const wrote = new Set(state.all().keys());
   // Digests recorded under another --platform selection say nothing about this one: every tag is
   // copied again (its blobs are there already); a state file older than the field is trusted.
   const reselected = state.platforms !== undefined && state.platforms !== sel;
@@ -191,18 +216,38 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
     expected: (tag) => (o.state === false ? undefined : state.get(tag)),
     remember: (tag, digest) => state.set(tag, digest),
     tags,
+    claim(gone) {
+      if (o.state === false) return { mine: gone, left: [] };
+      const mine = gone.filter((t) => wrote.has(t) || state.get(t) !== undefined);
+      return { mine, left: state.noteLeft(gone.filter((t) => !mine.includes(t))) };
+    },
     async prune(tags) {
-      const keep = new Set<Digest>();
-      for (const t of (await repo.listTags()).filter((x) => !tags.includes(x))) {
-        const d = await repo.headDigest(t);
-        if (d) keep.add(d);
-      }
+      const notPruned: NotPruned[] = [];
+      // The digest of every tag that stays, and one tag on it: asked for only once a registry
+      // refuses to delete a tag alone.
+      let kept: Promise<Map<Digest, string>> | undefined;
+      const keptDigests = () =>
+        (kept ??= (async () => {
+          const m = new Map<Digest, string>();
+          for (const t of (await repo.listTags({ signal: o.signal })).filter((x) => !tags.includes(x))) {
+            const d = await repo.headDigest(t, { signal: o.signal });
+            if (d && !m.has(d)) m.set(d, t);
+          }
+          return m;
+        })());
       for (const t of tags) {
-        const d = await repo.headDigest(t);
+        const refusal = await repo.deleteTag(t);
+        const d = refusal === undefined ? undefined : await repo.headDigest(t, { signal: o.signal });
         // Deleting a manifest removes every tag on it: only when no kept tag shares it.
-        if (d && !keep.has(d)) await repo.deleteManifest(d);
+        const other = d && (await keptDigests()).get(d);
+        if (d && other !== undefined) {
+          notPruned.push({ tag: t, digest: d, sharedWith: other, reason: `this registry deletes only by digest: a DELETE of the tag got ${refusal}` });
+          continue;
+        }
+        if (d) await repo.deleteManifest(d);
         state.delete(t);
       }
+      return notPruned;
     },
     close: async () => {
       if (!o.dryRun) await state.save();
@@ -292,6 +337,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       copied: [],
       unchanged: [],
       pruned: [],
+      notPruned: [],
+      left: [],
       failed: [],
     };
     report.jobs.push(r);
@@ -361,9 +408,14 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       if (job.prune) {
         const present = new Set(upstream);
         const gone = (await target.tags()).filter((t) => !present.has(t));
-        if (gone.length && !o.dryRun) await target.prune(gone);
-        r.pruned.push(...gone);
-        for (const tag of gone) o.onEvent?.({ type: 'pruned', source: r.source, tag });
+        const { mine, left } = target.claim?.(gone) ?? { mine: gone, left: [] };
+        r.left.push(...left);
+        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag });
+        const stayed = mine.length && !o.dryRun ? await target.prune(mine) : [];
+        r.notPruned.push(...stayed);
+        for (const n of stayed) o.onEvent?.({ type: 'not-pruned', source: r.source, ...n });
+        r.pruned.push(...mine.filter((t) => !stayed.some((n) => n.tag === t)));
+        for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
       if (!o.dryRun) await target.finish?.(r);
     } catch (e) {

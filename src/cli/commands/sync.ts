@@ -1,5 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
+import { warn } from '../../log.js';
+import { shortDigest } from '../../oci/digest.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
 import type { SyncEvent } from '../../sync/sync.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs, type ProgressPrinter } from '../context.js';
@@ -79,6 +81,9 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
         else if (e.type === 'failed') status(args, `${e.source}:${e.tag}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
+        // A warning, even with -q or --json: the mirror keeps a tag upstream no longer has.
+        else if (e.type === 'not-pruned') warn(`${e.source}:${e.tag}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
+        else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but not written by ferry sync: left in place (said once; --no-state prunes it)`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
         else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
         else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}`);
@@ -90,7 +95,8 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     } else if (args.json) printJson(report);
     else {
       for (const j of report.jobs) {
-        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} copied, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned, ${j.failed.length} failed`);
+        const stayed = j.notPruned.length ? `, ${j.notPruned.length} prune(s) not possible` : '';
+        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} copied, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned${stayed}, ${j.failed.length} failed`);
       }
       out(`moved ${report.blobs.copied} blob(s), ${humanSize(report.blobs.bytesCopied)}; ${report.blobs.skipped} already present`);
     }

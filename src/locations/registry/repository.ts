@@ -500,6 +500,22 @@ export class RegistryRepository implements Source, Sink {
     await res.body.dump();
   }
 
+  /**
+   * Removes one tag, leaving the manifest and its other tags (OCI distribution 1.1). A registry
+   * that deletes only by digest refuses: distribution 2.8 answers 400 DIGEST_INVALID, others 405
+   * or 404. Returns undefined when the tag is gone, else the refusal (`HTTP 400 DIGEST_INVALID`).
+   */
+  async deleteTag(tag: string): Promise<string | undefined> {
+    const res = await this.client.request({ method: 'DELETE', path: `/v2/${this.path}/manifests/${tag}`, scopes: [`repository:${this.path}:delete`, ...this.push()] });
+    if ([400, 404, 405, 501].includes(res.status)) {
+      const code = /^: (\S+)/.exec(await errorDetail(res))?.[1];
+      return `HTTP ${res.status}${code ? ` ${code}` : ''}`;
+    }
+    await expectStatus(res, [202, 200], `delete ${this.named(tag)}`);
+    await res.body.dump();
+    return undefined;
+  }
+
   async close(): Promise<void> {}
 }
 
