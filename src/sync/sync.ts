@@ -1,4 +1,4 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
@@ -7,11 +7,13 @@ import { locatePathRef, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
+import type { Descriptor } from '../oci/manifest.js';
+import { MediaType } from '../oci/mediatypes.js';
 import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
 import { ANNOTATION_SYNC_PLATFORMS, entrySelection, sameSelection, selectionKey, type EntrySelection } from './selection.js';
 import { defaultStoreDir } from '../store.js';
-import type { Sink, TagName } from '../types.js';
+import type { Referrer, Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
 import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
 import { dryRunSink, refuseWrite } from './dry-run-sink.js';
@@ -54,6 +56,8 @@ export type SyncEvent =
   | ({ type: 'not-pruned'; source: string } & NotPruned)
   /** --prune leaves a tag gone upstream that sync did not write (reported the first time only). */
   | { type: 'left'; source: string; tag: string }
+  /** --referrers: a referrer of an unchanged tag that the destination lacked was copied. */
+  | { type: 'referrer'; source: string; tag: string; digest: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
   /** An archive destination is being written anew: `kept` images from it, `added` from this run. */
   | { type: 'writing'; source: string; path: string; kept: number; added: number }
@@ -67,6 +71,8 @@ export interface SyncJobReport {
   tags: number;
   copied: string[];
   unchanged: string[];
+  /** --referrers: referrers of unchanged tags, attached after they were mirrored, copied now. */
+  newReferrers: Array<{ tag: string; digest: Digest }>;
   pruned: string[];
   /** Tags gone upstream that --prune could not remove. */
   notPruned: NotPruned[];
@@ -108,6 +114,11 @@ export interface Target {
   expected?(tag: string): Digest | undefined;
   /** The destination now holds (a copy of) source digest `digest` at `tag`. */
   remember(tag: string, digest: Digest): void;
+  /**
+   * Whether the destination holds manifest `d` as an image of its own (a referrer copied
+   * earlier). Default: `sink.has`. Must write nothing.
+   */
+  holds?(d: Descriptor): Promise<boolean>;
   /** How the destination's image at `tag` was copied, where it can say (layouts, archives). */
   selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
@@ -139,6 +150,8 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
   const entries = await mine();
   const current = new Map(entries.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest]));
   const selections = new Map(entries.map((e) => [e.name!, entrySelection(e.descriptor.annotations)]));
+  // Read when first asked, after this job's copies: sink.has would also touch the blob's mtime.
+  let roots: Promise<Set<string>> | undefined;
   return {
     sink: layout,
     label: dir,
@@ -146,6 +159,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     currentDigest: async (tag) => current.get(`${repo}:${tag}`),
     expected: (tag) => current.get(`${repo}:${tag}`),
     remember: () => {},
+    holds: async (d) => (await (roots ??= layout.entries().then((es) => new Set(es.map((e) => e.descriptor.digest))))).has(d.digest),
     selection: (tag) => selections.get(`${repo}:${tag}`),
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
@@ -216,10 +230,14 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
     expected: (tag) => (o.state === false ? undefined : state.get(tag)),
     remember: (tag, digest) => state.set(tag, digest),
     tags,
-    claim(gone) {
+    claim(all) {
+      const ours = (t: string) => wrote.has(t) || state.get(t) !== undefined;
+      // A registry without the Referrers API lists a manifest's referrers under the tag
+      // `sha256-<hex>`, which pushing a referrer there (--referrers) writes: not a mirrored tag.
+      const gone = all.filter((t) => ours(t) || !/^sha256-[0-9a-f]{64}$/.test(t));
       if (o.state === false) return { mine: gone, left: [] };
-      const mine = gone.filter((t) => wrote.has(t) || state.get(t) !== undefined);
-      return { mine, left: state.noteLeft(gone.filter((t) => !mine.includes(t))) };
+      const mine = gone.filter(ours);
+      return { mine, left: state.noteLeft(gone.filter((t) => !ours(t))) };
     },
     async prune(tags) {
       const notPruned: NotPruned[] = [];
@@ -336,6 +354,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       tags: 0,
       copied: [],
       unchanged: [],
+      newReferrers: [],
       pruned: [],
       notPruned: [],
       left: [],
@@ -353,6 +372,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       r.tags = selected.length;
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];
+      const same: Array<{ tag: string; digest: Digest }> = [];
       // Tag checks are HEADs, tiny for both sides: four per blob transfer (--jobs) at once. Over a
       // 40 ms round trip a no-op sync of 200 tags took 2.9 s with 4 at once, 1.3 s with 16.
       await forEachLimited(selected, (o.jobs ?? 4) * 4, async (tag) => {
@@ -365,6 +385,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         if (current === digest && sameSelection(target.selection?.(tag), sel)) {
           target.remember(tag, digest);
           r.unchanged.push(tag);
+          same.push({ tag, digest });
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
       });
@@ -377,9 +398,20 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         concurrency: o.jobs,
         nameReferrerTag: (t: string) => target.nameFor(t),
       };
+      const late = () => (job.referrers ? lateReferrers(repo, target, r, { same, todo, upstream }, o) : Promise.resolve([]));
+      const referrerRoots = (refs: Referrer[]): Root[] => refs.map((x) => ({ ref: x.descriptor.digest, names: x.tag ? [target.nameFor(x.tag)] : [] }));
       if (o.dryRun) {
-        const c = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })), { ...copyOpts, dryRun: true });
-        const source = (i: CopiedImage) => `${r.source}:${i.names[0]?.tag}`;
+        const extra = await late();
+        for (const { tag, referrers } of extra) {
+          for (const x of referrers) r.newReferrers.push({ tag, digest: x.descriptor.digest });
+        }
+        const roots = [
+          ...todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })),
+          ...extra.flatMap((x) => referrerRoots(x.referrers)),
+        ];
+        const c = await copy(repo, target.sink, roots, { ...copyOpts, dryRun: true });
+        // A referrer has no tag: named by its digest.
+        const source = (i: CopiedImage) => (i.names[0] ? `${r.source}:${i.names[0].tag}` : `${r.source}@${i.digest}`);
         const jobPlan = new PlanBuilder();
         jobPlan.add(target.label, source, c);
         plan.add(target.label, source, c);
@@ -402,6 +434,26 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
             const err = toFerryError(e);
             r.failed.push({ tag: t.tag, code: err.code, message: err.message });
             o.onEvent?.({ type: 'failed', source: r.source, tag: t.tag, message: err.message });
+          }
+        }
+        // After the copies: a referrer that came with one of them is not copied twice.
+        for (const { tag, referrers } of await late()) {
+          try {
+            const c = await copy(repo, target.sink, referrerRoots(referrers), {
+              ...copyOpts,
+              platforms: 'all',
+              onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag, event }),
+            });
+            addBlobs(report, c);
+            for (const x of referrers) {
+              r.newReferrers.push({ tag, digest: x.descriptor.digest });
+              o.onEvent?.({ type: 'referrer', source: r.source, tag, digest: x.descriptor.digest });
+            }
+          } catch (e) {
+            if (o.signal?.aborted) throw e;
+            const err = toFerryError(e);
+            r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
+            o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
           }
         }
       }
@@ -429,6 +481,49 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   }
   if (o.dryRun) report.plan = plan.build('sync');
   return report;
+}
+
+/**
+ * --referrers, for tags whose digest did not change: referrers attached upstream since they were
+ * mirrored (a signature, an SBOM) that the destination lacks, per tag. One request per unchanged
+ * digest (the Referrers API; without it, the `sha256-<hex>` fallback tag). Referrers that are
+ * selected tags themselves (cosign's `.sig`) or come with an image copied in this run are left to
+ * those copies.
+ */
+async function lateReferrers(
+  repo: RegistryRepository,
+  target: Target,
+  r: SyncJobReport,
+  tags: { same: Array<{ tag: string; digest: Digest }>; todo: Array<{ tag: string; digest: Digest }>; upstream: string[] },
+  o: SyncOptions,
+): Promise<Array<{ tag: string; referrers: Referrer[] }>> {
+  const seen = new Set<string>(tags.todo.map((t) => t.digest));
+  const synced = new Set([...tags.same, ...tags.todo].map((t) => t.tag));
+  // Cosign's tags this run syncs anyway are not resolved again as referrers.
+  const unsynced = tags.upstream.filter((t) => !synced.has(t));
+  const holds = (d: Descriptor) => (target.holds ? target.holds(d) : target.sink.has(d));
+  const out: Array<{ tag: string; referrers: Referrer[] }> = [];
+  await forEachLimited(tags.same, (o.jobs ?? 4) * 4, async ({ tag, digest }) => {
+    if (seen.has(digest)) return;
+    seen.add(digest);
+    try {
+      // Only the digest is asked about; the media type just says it is a manifest.
+      const found = await repo.referrers({ mediaType: MediaType.OciManifest, digest, size: 0 }, { signal: o.signal, tags: unsynced });
+      const missing: Referrer[] = [];
+      for (const x of found) {
+        if (seen.has(x.descriptor.digest) || (x.tag !== undefined && synced.has(x.tag))) continue;
+        seen.add(x.descriptor.digest);
+        if (!(await holds(x.descriptor))) missing.push(x);
+      }
+      if (missing.length) out.push({ tag, referrers: missing });
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      const err = toFerryError(e);
+      r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
+      o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
+    }
+  });
+  return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
 }
 
 function addBlobs(report: SyncReport, c: CopyReport): void {

@@ -394,7 +394,8 @@ export class RegistryRepository implements Source, Sink {
     }
   }
 
-  async referrers(d: Descriptor, o: FetchOptions = {}): Promise<Referrer[]> {
+  /** `o.tags`: the tags to look among for cosign's, when the caller has listed them already. */
+  async referrers(d: Descriptor, o: FetchOptions & { tags?: string[] } = {}): Promise<Referrer[]> {
     if (!isManifestLike(d.mediaType)) return [];
     const out: Referrer[] = [];
     const res = await this.client.request({
@@ -416,9 +417,9 @@ export class RegistryRepository implements Source, Sink {
       }
     }
     // cosign's tags: sha256-<hex>.sig / .att / .sbom
-    this.tagList ??= this.listTags({ signal: o.signal }).catch(() => []);
+    const tags = o.tags ?? (await (this.tagList ??= this.listTags({ signal: o.signal }).catch(() => [])));
     const prefix = `${referrersTag(d.digest)}.`;
-    for (const tag of (await this.tagList).filter((t) => t.startsWith(prefix))) {
+    for (const tag of tags.filter((t) => t.startsWith(prefix))) {
       out.push({ descriptor: await this.resolve(tag, o), tag });
     }
     return out;
