@@ -1,10 +1,15 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { ArchiveSource } from '../src/archive/source.js';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closeRegistryClients } from '../src/locations/registry/pool.js';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
-import { tempDir } from './helpers/fs.js';
+import { tempDir, testdataCopy } from './helpers/fs.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { startServe, type Served } from './helpers/serve.js';
 import { proxiedRegistry, publish } from './helpers/sync-fixture.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -271,5 +276,261 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(whole.stderr).toContain(`${fx.reg.host}/sync/nope: FAILED: `);
     expect(whole.stderr).toContain(`sync: 1 repository failed: ${fx.reg.host}/sync/nope: `);
     expect(whole.stderr).not.toContain(':*');
+  });
+});
+
+describe.skipIf(!distribution)('sync --prune into a registry', () => {
+  // The source is `ferry serve`, which deletes a single tag: "gone upstream" without touching storage.
+  let dist: RunningRegistry;
+  let served: Served;
+  beforeAll(async () => {
+    dist = await startDistribution();
+    served = await startServe(join(await tempDir(), 'served'), ['-q']);
+  }, 60_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await served?.stop();
+    await dist?.stop();
+  });
+
+  const tagsOf = async (repo: string) => (await ferry(['tags', repo])).stdout.split('\n').filter(Boolean).sort();
+  const untagUpstream = async (repo: string, tag: string) => {
+    const res = await fetch(`${served.url}/v2/${repo}/manifests/${tag}`, { method: 'DELETE' });
+    expect(res.status).toBe(202);
+  };
+  const digestAt = async (ref: string) => `sha256:${createHash('sha256').update((await ferry(['inspect', '--raw', `docker://${ref}`])).stdout).digest('hex')}`;
+
+  it('distribution 2.8: a tag that shares its manifest with a kept tag is reported as not pruned, every run; a tag sync did not write is left', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    await publish(served.host, 'up/app', 'plain', ['1.0.0', 'old']);
+    await publish(served.host, 'up/app', 'zstd', ['solo']);
+    const mirror = `${dist.host}/mirror/up/app`;
+    const args = ['sync', '--prune', `${served.host}/up/app`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).stdout).toContain('3 tags, 3 copied');
+    // Pushed straight to the mirror, never upstream: not sync's to remove.
+    await publish(dist.host, 'mirror/up/app', 'layers', ['hotfix']);
+    await untagUpstream('up/app', 'old');
+    await untagUpstream('up/app', 'solo');
+
+    const first = await ferry(args, { env });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 1 prune(s) not possible, 0 failed');
+    const notPruned = `ferry: warning: ${served.host}/up/app:old: not pruned (shares sha256:${exp.plain.digest.slice(7, 19)}… with 1.0.0; this registry deletes only by digest: a DELETE of the tag got HTTP 400 DIGEST_INVALID)`;
+    expect(first.stderr).toContain(notPruned);
+    expect(first.stderr).toContain(`${served.host}/up/app:solo: pruned`);
+    expect(first.stderr).toContain(`${served.host}/up/app:hotfix: not upstream, but not written by ferry sync: left in place`);
+    expect(first.stderr).not.toContain(':old: pruned');
+    // solo's manifest was deleted by digest (nothing else was on it); old and 1.0.0 share one that stays.
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'hotfix', 'old']);
+    expect(await digestAt(`${mirror}:1.0.0`)).toBe(exp.plain.digest);
+
+    // The next run says the same about old (it is still there), and no longer mentions hotfix.
+    const again = await ferry([...args, '--json'], { env });
+    expect(again.code, again.stderr).toBe(0);
+    const job = JSON.parse(again.stdout).jobs[0];
+    expect(job.pruned).toEqual([]);
+    expect(job.left).toEqual([]);
+    expect(job.notPruned).toEqual([{ tag: 'old', digest: exp.plain.digest, sharedWith: '1.0.0', reason: expect.stringContaining('deletes only by digest') }]);
+    expect(again.stderr).toContain(notPruned);
+    expect(again.stderr).not.toContain('hotfix');
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'hotfix', 'old']);
+
+    // --no-state: every tag not upstream is sync's to remove, hotfix too (its manifest is its own).
+    const all = await ferry([...args, '--no-state'], { env });
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain('1 pruned, 1 prune(s) not possible');
+    expect(await tagsOf(mirror)).toEqual(['1.0.0', 'old']);
+  });
+
+  it('a hand-pushed tag on the manifest of a tag gone upstream keeps that manifest: the tag is not pruned', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(served.host, 'up/keep', 'plain', ['1']);
+    await publish(served.host, 'up/keep', 'zstd', ['2']);
+    const args = ['sync', '--prune', `${served.host}/up/keep`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).code).toBe(0);
+    await publish(dist.host, 'mirror/up/keep', 'zstd', ['pinned']);
+    await untagUpstream('up/keep', '2');
+    const r = await ferry(args, { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('0 pruned, 1 prune(s) not possible');
+    expect(r.stderr).toContain(':2: not pruned (shares sha256:');
+    expect(r.stderr).toContain('with pinned;');
+    expect(await tagsOf(`${dist.host}/mirror/up/keep`)).toEqual(['1', '2', 'pinned']);
+  });
+
+  it('ferry serve (DELETE by tag): the tag gone upstream is removed, the tag sharing its manifest stays', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    await publish(served.host, 'up/srv', 'plain', ['1.0.0', 'old']);
+    const args = ['sync', '--prune', `${served.host}/up/srv`, `docker://${served.host}/mirror`];
+    expect((await ferry(args, { env })).stdout).toContain('2 tags, 2 copied');
+    await publish(served.host, 'mirror/up/srv', 'layers', ['hotfix']);
+    await untagUpstream('up/srv', 'old');
+    const r = await ferry(args, { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 0 failed');
+    expect(r.stderr).not.toContain('warning');
+    expect(await tagsOf(`${served.host}/mirror/up/srv`)).toEqual(['1.0.0', 'hotfix']);
+    expect(await digestAt(`${served.host}/mirror/up/srv:1.0.0`)).toBe(exp.plain.digest);
+    const again = await ferry(args, { env });
+    expect(again.stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned, 0 failed');
+    expect(again.stderr).not.toContain('hotfix');
+  });
+
+  it('--dry-run --prune names only the tags sync wrote', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    await publish(served.host, 'up/dry', 'plain', ['1', 'gone']);
+    const args = ['sync', '--prune', `${served.host}/up/dry`, `docker://${dist.host}/mirror`];
+    expect((await ferry(args, { env })).code).toBe(0);
+    await publish(dist.host, 'mirror/up/dry', 'layers', ['hotfix']);
+    await untagUpstream('up/dry', 'gone');
+    const plan = await ferry([...args, '--dry-run', '--json'], { env });
+    expect(plan.code, plan.stderr).toBe(0);
+    const job = JSON.parse(plan.stdout).jobs[0];
+    expect(job.pruned).toEqual(['gone']);
+    expect(job.left).toEqual(['hotfix']);
+    expect(await tagsOf(`${dist.host}/mirror/up/dry`)).toEqual(['1', 'gone', 'hotfix']);
+  });
+});
+
+/** Adds to layout `dir` an SBOM (an OCI manifest whose subject is the image tagged `tag`) saying `text`; returns its digest. */
+async function addReferrer(dir: string, tag: string, text: string): Promise<string> {
+  const put = async (body: string) => {
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    await writeFile(join(dir, 'blobs', 'sha256', digest.slice(7)), body);
+    return { digest, size: Buffer.byteLength(body) };
+  };
+  const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+  const image = index.manifests.find((m: { annotations?: Record<string, string> }) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    artifactType: 'application/spdx+json',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', ...(await put('{}')) },
+    layers: [{ mediaType: 'application/spdx+json', ...(await put(JSON.stringify({ spdxVersion: 'SPDX-2.3', name: text }))) }],
+    subject: { mediaType: image.mediaType, digest: image.digest, size: image.size },
+  });
+  const d = await put(manifest);
+  index.manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...d });
+  await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+  return d.digest;
+}
+
+describe.skipIf(!distribution)('sync --referrers: referrers attached after a tag was mirrored', () => {
+  let dist: RunningRegistry;
+  let served: Served;
+  let proxy: FaultProxy;
+  beforeAll(async () => {
+    dist = await startDistribution();
+    served = await startServe(join(await tempDir(), 'served'), ['-q']);
+    proxy = await startFaultProxy(served.host);
+  }, 60_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await proxy?.stop();
+    await served?.stop();
+    await dist?.stop();
+  });
+
+  it('reach a layout, an archive and a registry on the next run, which costs one request per unchanged tag; the run after is a no-op', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const exp = await testdataImages();
+    const dir = await tempDir();
+    const layout = join(dir, 'mirror');
+    const archive = join(dir, 'mirror.tar');
+    const registry = `docker://${dist.host}/mirror`;
+    const src = await testdataCopy();
+    expect((await ferry(['copy', `oci:${src}:layers`, `docker://${served.host}/up/signed:1`])).code).toBe(0);
+    expect((await ferry(['copy', `oci:${src}:plain`, `docker://${served.host}/up/signed:2`])).code).toBe(0);
+    const run = (dest: string, more: string[] = []) => ferry(['sync', '--referrers', ...more, `${proxy.host}/up/signed`, dest], { env });
+    for (const dest of [`oci:${layout}`, archive, registry]) {
+      const first = await run(dest);
+      expect(first.stdout, first.stderr).toContain('2 tags, 2 copied');
+    }
+
+    // CI attaches an SBOM to tag 1 after the mirror copied it.
+    const sbom = await addReferrer(src, 'layers', 'late');
+    expect((await ferry(['copy', '--referrers', `oci:${src}:layers`, `docker://${served.host}/up/signed:1`])).code).toBe(0);
+
+    const plan = await ferry(['sync', '--referrers', '--dry-run', '--json', `${proxy.host}/up/signed`, `oci:${layout}`], { env });
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).jobs[0].newReferrers).toEqual([{ tag: '1', digest: sbom }]);
+
+    for (const dest of [`oci:${layout}`, archive, registry]) {
+      const second = await run(dest);
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stdout).toContain('2 tags, 0 copied, 2 unchanged, 1 new referrer(s), 0 pruned, 0 failed');
+      expect(second.stderr).toContain(`up/signed:1: new referrer ${sbom} copied`);
+    }
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toContain(sbom);
+    expect((await ferry(['verify', layout])).code).toBe(0);
+    const held = await ArchiveSource.open(archive);
+    expect(held.images().map((i) => i.ref)).toEqual(expect.arrayContaining([exp.layers.digest, exp.plain.digest, sbom]));
+    await held.close();
+    const there = await fetch(`http://${dist.host}/v2/mirror/up/signed/manifests/${sbom}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    expect(there.status).toBe(200);
+
+    // Nothing new: nothing moves and nothing is written; at the source, one referrers request per tag.
+    const indexBytes = await readFile(join(layout, 'index.json'), 'utf8');
+    const before = await stat(archive);
+    for (const dest of [`oci:${layout}`, archive, registry]) {
+      const mark = proxy.seen.length;
+      const third = await run(dest);
+      expect(third.code, third.stderr).toBe(0);
+      expect(third.stdout).toContain('2 tags, 0 copied, 2 unchanged, 0 pruned, 0 failed');
+      const reqs = proxy.seen.slice(mark).filter((q) => q.url !== '/v2/');
+      expect(reqs.filter((q) => q.url.includes('/referrers/')).map((q) => q.url.split('/').pop()).sort(), dest).toEqual([exp.layers.digest, exp.plain.digest].sort());
+      expect(reqs, dest).toHaveLength(5); // the tag list, 2 HEADs, 2 referrers lists
+    }
+    expect(await readFile(join(layout, 'index.json'), 'utf8')).toBe(indexBytes);
+    const after = await stat(archive);
+    expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
+
+    // distribution 2.8 lists the SBOM under the fallback tag sha256-<hex>, which pushing it wrote:
+    // --prune neither removes it (not even with --no-state) nor calls it someone else's tag.
+    const fallback = exp.layers.digest.replace(':', '-');
+    const pruned = await run(registry, ['--prune', '--no-state']);
+    expect(pruned.stdout, pruned.stderr).toContain('2 tags, 0 copied, 2 unchanged, 0 pruned, 0 failed');
+    expect(pruned.stderr).not.toContain(fallback);
+    expect((await ferry(['tags', `${dist.host}/mirror/up/signed`])).stdout.split('\n').filter(Boolean).sort()).toEqual(['1', '2', fallback]);
+  });
+
+  it('a source without the Referrers API: found through its sha256-<hex> tag, also when --exclude leaves that tag out', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const layout = join(await tempDir(), 'mirror');
+    const src = await testdataCopy();
+    expect((await ferry(['copy', `oci:${src}:layers`, `docker://${dist.host}/up/old:1`])).code).toBe(0);
+    const run = () => ferry(['sync', '--referrers', '--exclude', '^sha256-', `${dist.host}/up/old`, `oci:${layout}`], { env });
+    expect((await run()).stdout).toContain('1 tags, 1 copied');
+    const sbom = await addReferrer(src, 'layers', 'fallback');
+    expect((await ferry(['copy', '--referrers', `oci:${src}:layers`, `docker://${dist.host}/up/old:1`])).code).toBe(0);
+    const r = await run();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 new referrer(s)');
+    expect(await readFile(join(layout, 'index.json'), 'utf8')).toContain(sbom);
+    expect((await run()).stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned');
+  });
+
+  it('into the store, and without the flag nothing is asked', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const store = join(await tempDir(), 'store');
+    const src = await testdataCopy();
+    expect((await ferry(['copy', `oci:${src}:zstd`, `docker://${served.host}/up/store:1`])).code).toBe(0);
+    const sync = (more: string[] = []) => ferry(['--store', store, 'sync', ...more, `${proxy.host}/up/store`], { env });
+    expect((await sync(['--referrers'])).stdout).toContain('1 tags, 1 copied');
+    const sbom = await addReferrer(src, 'zstd', 'store');
+    expect((await ferry(['copy', '--referrers', `oci:${src}:zstd`, `docker://${served.host}/up/store:1`])).code).toBe(0);
+    const mark = proxy.seen.length;
+    const plain = await sync();
+    expect(plain.stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned');
+    expect(proxy.seen.slice(mark).filter((q) => q.url.includes('/referrers/'))).toEqual([]);
+    const r = await sync(['--referrers']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 new referrer(s)');
+    const index = JSON.parse(await readFile(join(store, 'index.json'), 'utf8'));
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toContain(sbom);
+    expect((await sync(['--referrers'])).stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned');
   });
 });

@@ -110,6 +110,16 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     ({ current, present, selections } = archiveTags(old, repo));
   }
 
+  // Every image of the archive by digest, referrers included (--referrers asks which it holds):
+  // from the state while it vouches for the file, else from the archive's index.
+  let roots: Promise<Set<string>> | undefined;
+  const archiveRoots = () =>
+    (roots ??= (async () => {
+      if (trusted && state.roots) return new Set(state.roots);
+      return new Set((await openOld())?.images().map((i) => i.ref) ?? []);
+    })());
+  let written: string[] = [];
+
   let staging: Promise<OciLayout> | undefined;
   const stage = () =>
     (staging ??= (async () => {
@@ -151,6 +161,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       names: e.tag ? [{ tag: e.tag, name: e.name }] : [],
       annotations: carried(e.descriptor.annotations),
     }));
+    written = [...kept, ...added].map((x) => x.ref);
     if (kept.length + added.length === 0) {
       // Every image was pruned: an archive cannot be empty, so there is none.
       await unlink(path).catch((e: NodeJS.ErrnoException) => {
@@ -182,9 +193,11 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     expected: (tag) => current.get(tag),
     remember: () => {},
     selection: (tag) => selections.get(tag),
+    holds: async (d) =>
+      (await archiveRoots()).has(d.digest) || (staging !== undefined && (await (await staging).entries()).some((e) => e.descriptor.digest === d.digest)),
     tags: async () => [...present],
     // Dropped by finish(), which writes the archive without them.
-    prune: async () => {},
+    prune: async () => [],
     async finish(r) {
       const layout = staging ? await staging : undefined;
       try {
@@ -206,12 +219,18 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
           const complete = [...present].every((t) => current.has(t));
           state.reset(current, complete ? await stampOf(path) : undefined);
           state.platforms = sel;
+          state.roots = r.rewritten ? written : [...(await archiveRoots())];
+          await state.save();
+        } else if (state.roots === undefined && roots) {
+          // A state file older than the field: what this run read from the archive is kept.
+          state.roots = [...(await roots)];
           await state.save();
         }
       } catch (e) {
         const err = toFerryError(e);
         // Nothing of this run reached the archive: say so rather than count the tags as copied.
         r.copied.length = 0;
+        r.newReferrers.length = 0;
         r.pruned.length = 0;
         r.rewritten = false;
         throw new FerryError(err.code, `${path} was left as it was: ${err.message}`, { cause: e, hint: err.hint });

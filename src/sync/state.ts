@@ -22,6 +22,8 @@ export class SyncState {
     private readonly tags: Map<string, Digest>,
     private stampText: string | undefined,
     private platformsText: string | undefined,
+    private readonly leftTags: Set<string>,
+    private rootsList: string[] | undefined,
   ) {}
 
   static async open(destination: string): Promise<SyncState> {
@@ -30,6 +32,8 @@ export class SyncState {
     const tags = new Map<string, Digest>();
     let stamp: string | undefined;
     let platforms: string | undefined;
+    const left = new Set<string>();
+    let roots: string[] | undefined;
     let text: string | undefined;
     try {
       text = await readFile(path, 'utf8');
@@ -38,16 +42,18 @@ export class SyncState {
     }
     if (text !== undefined) {
       try {
-        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown>; stamp?: unknown; platforms?: unknown };
+        const doc = JSON.parse(text) as { destination?: unknown; tags?: Record<string, unknown>; stamp?: unknown; platforms?: unknown; left?: unknown; roots?: unknown };
         if (doc.destination !== destination || typeof doc.tags !== 'object' || doc.tags === null) throw new Error('not a sync state file');
         for (const [tag, d] of Object.entries(doc.tags)) if (isDigest(d)) tags.set(tag, d);
         if (typeof doc.stamp === 'string') stamp = doc.stamp;
         if (typeof doc.platforms === 'string') platforms = doc.platforms;
+        if (Array.isArray(doc.left)) for (const t of doc.left) if (typeof t === 'string') left.add(t);
+        if (Array.isArray(doc.roots)) roots = doc.roots.filter(isDigest);
       } catch (e) {
         warn(`ignoring the sync state ${path} (${(e as Error).message}); every tag is checked at the destination`);
       }
     }
-    return new SyncState(path, destination, tags, stamp, platforms);
+    return new SyncState(path, destination, tags, stamp, platforms, left, roots);
   }
 
   /** What the destination looked like when the tags were recorded (archives: the file's identity). */
@@ -67,6 +73,22 @@ export class SyncState {
   set platforms(value: string | undefined) {
     if (value === this.platformsText) return;
     this.platformsText = value;
+    this.changed = true;
+  }
+
+  /**
+   * Archives: the digest of every image in the file, referrers included, as `stamp` last saw it
+   * (undefined in state files older than this field). Lets --referrers tell what the archive
+   * holds without reading it.
+   */
+  get roots(): readonly string[] | undefined {
+    return this.rootsList;
+  }
+
+  set roots(value: readonly string[] | undefined) {
+    const next = value && [...new Set(value)].sort();
+    if (JSON.stringify(next) === JSON.stringify(this.rootsList)) return;
+    this.rootsList = next;
     this.changed = true;
   }
 
@@ -103,6 +125,19 @@ export class SyncState {
     if (this.tags.delete(tag)) this.changed = true;
   }
 
+  /**
+   * Tags at the destination that sync did not write, gone upstream, which `--prune` leaves alone:
+   * each is reported the first time only. Replaces the set recorded; returns the tags not in it.
+   */
+  noteLeft(tags: string[]): string[] {
+    const fresh = tags.filter((t) => !this.leftTags.has(t));
+    if (fresh.length === 0 && tags.length === this.leftTags.size) return fresh;
+    this.leftTags.clear();
+    for (const t of tags) this.leftTags.add(t);
+    this.changed = true;
+    return fresh;
+  }
+
   /** Best effort, like the upload notes: a sync never fails because its state could not be kept. */
   async save(): Promise<void> {
     if (!this.changed) return;
@@ -114,6 +149,8 @@ export class SyncState {
         tags,
         ...(this.stampText === undefined ? {} : { stamp: this.stampText }),
         ...(this.platformsText === undefined ? {} : { platforms: this.platformsText }),
+        ...(this.leftTags.size === 0 ? {} : { left: [...this.leftTags].sort() }),
+        ...(this.rootsList === undefined ? {} : { roots: this.rootsList }),
       };
       await publishBytes(this.path, JSON.stringify(doc, null, 1) + '\n', { mode: 0o600 });
       this.changed = false;

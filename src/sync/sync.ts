@@ -1,4 +1,4 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
@@ -7,11 +7,13 @@ import { locatePathRef, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
+import type { Descriptor } from '../oci/manifest.js';
+import { MediaType } from '../oci/mediatypes.js';
 import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
 import { ANNOTATION_SYNC_PLATFORMS, entrySelection, sameSelection, selectionKey, type EntrySelection } from './selection.js';
 import { defaultStoreDir } from '../store.js';
-import type { Sink, TagName } from '../types.js';
+import type { Referrer, Sink, TagName } from '../types.js';
 import { PlanBuilder, type Plan } from '../plan.js';
 import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
 import { dryRunSink, refuseWrite } from './dry-run-sink.js';
@@ -50,6 +52,12 @@ export interface SyncOptions {
 export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
+  /** --prune could not remove a tag gone upstream (see NotPruned); it stays, and is tried again next run. */
+  | ({ type: 'not-pruned'; source: string } & NotPruned)
+  /** --prune leaves a tag gone upstream that sync did not write (reported the first time only). */
+  | { type: 'left'; source: string; tag: string }
+  /** --referrers: a referrer of an unchanged tag that the destination lacked was copied. */
+  | { type: 'referrer'; source: string; tag: string; digest: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
   /** An archive destination is being written anew: `kept` images from it, `added` from this run. */
   | { type: 'writing'; source: string; path: string; kept: number; added: number }
@@ -63,7 +71,13 @@ export interface SyncJobReport {
   tags: number;
   copied: string[];
   unchanged: string[];
+  /** --referrers: referrers of unchanged tags, attached after they were mirrored, copied now. */
+  newReferrers: Array<{ tag: string; digest: Digest }>;
   pruned: string[];
+  /** Tags gone upstream that --prune could not remove. */
+  notPruned: NotPruned[];
+  /** Tags gone upstream that --prune left because sync did not write them, listed the first time only. */
+  left: string[];
   failed: Array<{ tag: string; code: ErrorCode; message: string }>;
   /** Archive destinations: whether this run wrote the archive anew (false: left untouched). */
   rewritten?: boolean;
@@ -76,6 +90,14 @@ export interface SyncReport {
   blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
   /** With dryRun: every job's plan in one (blobs counted once per destination). */
   plan?: Plan;
+}
+
+/** A tag gone upstream that stays: its manifest also carries `sharedWith`, and the registry deletes only by digest. */
+export interface NotPruned {
+  tag: string;
+  digest: Digest;
+  sharedWith: string;
+  reason: string;
 }
 
 /** Where a job's images go, and what is already there. */
@@ -92,10 +114,21 @@ export interface Target {
   expected?(tag: string): Digest | undefined;
   /** The destination now holds (a copy of) source digest `digest` at `tag`. */
   remember(tag: string, digest: Digest): void;
+  /**
+   * Whether the destination holds manifest `d` as an image of its own (a referrer copied
+   * earlier). Default: `sink.has`. Must write nothing.
+   */
+  holds?(d: Descriptor): Promise<boolean>;
   /** How the destination's image at `tag` was copied, where it can say (layouts, archives). */
   selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
-  prune(tags: string[]): Promise<void>;
+  /**
+   * Of the tags gone upstream, those sync may remove (`mine`) and those it leaves because it did
+   * not write them, reported the first time they are seen (`left`). Without it, all are `mine`.
+   */
+  claim?(gone: string[]): { mine: string[]; left: string[] };
+  /** Removes the tags; returns those it could not remove without removing others. */
+  prune(tags: string[]): Promise<NotPruned[]>;
   /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
   finish?(r: SyncJobReport): Promise<void>;
   close(): Promise<void>;
@@ -117,6 +150,8 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
   const entries = await mine();
   const current = new Map(entries.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest]));
   const selections = new Map(entries.map((e) => [e.name!, entrySelection(e.descriptor.annotations)]));
+  // Read when first asked, after this job's copies: sink.has would also touch the blob's mtime.
+  let roots: Promise<Set<string>> | undefined;
   return {
     sink: layout,
     label: dir,
@@ -124,6 +159,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     currentDigest: async (tag) => current.get(`${repo}:${tag}`),
     expected: (tag) => current.get(`${repo}:${tag}`),
     remember: () => {},
+    holds: async (d) => (await (roots ??= layout.entries().then((es) => new Set(es.map((e) => e.descriptor.digest))))).has(d.digest),
     selection: (tag) => selections.get(`${repo}:${tag}`),
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
@@ -132,6 +168,7 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
       const names = new Set(tags.map((t) => `${repo}:${t}`));
       await layout.untag((e) => e.name !== undefined && names.has(e.name));
       await collectGarbage(layout);
+      return [];
     },
     close: () => layout.close(),
   };
@@ -161,6 +198,8 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
   const repo: RegistryRepository = openRepository(ref, o.registry);
   const label = `docker://${domain}/${path}`;
   const state = await SyncState.open(label);
+  // What sync wrote here, before a reselection forgets the digests: --prune removes only these.
+  const wrote = new Set(state.all().keys());
   // Digests recorded under another --platform selection say nothing about this one: every tag is
   // copied again (its blobs are there already); a state file older than the field is trusted.
   const reselected = state.platforms !== undefined && state.platforms !== sel;
@@ -191,18 +230,42 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
     expected: (tag) => (o.state === false ? undefined : state.get(tag)),
     remember: (tag, digest) => state.set(tag, digest),
     tags,
+    claim(all) {
+      const ours = (t: string) => wrote.has(t) || state.get(t) !== undefined;
+      // A registry without the Referrers API lists a manifest's referrers under the tag
+      // `sha256-<hex>`, which pushing a referrer there (--referrers) writes: not a mirrored tag.
+      const gone = all.filter((t) => ours(t) || !/^sha256-[0-9a-f]{64}$/.test(t));
+      if (o.state === false) return { mine: gone, left: [] };
+      const mine = gone.filter(ours);
+      return { mine, left: state.noteLeft(gone.filter((t) => !ours(t))) };
+    },
     async prune(tags) {
-      const keep = new Set<Digest>();
-      for (const t of (await repo.listTags()).filter((x) => !tags.includes(x))) {
-        const d = await repo.headDigest(t);
-        if (d) keep.add(d);
-      }
+      const notPruned: NotPruned[] = [];
+      // The digest of every tag that stays, and one tag on it: asked for only once a registry
+      // refuses to delete a tag alone.
+      let kept: Promise<Map<Digest, string>> | undefined;
+      const keptDigests = () =>
+        (kept ??= (async () => {
+          const m = new Map<Digest, string>();
+          for (const t of (await repo.listTags({ signal: o.signal })).filter((x) => !tags.includes(x))) {
+            const d = await repo.headDigest(t, { signal: o.signal });
+            if (d && !m.has(d)) m.set(d, t);
+          }
+          return m;
+        })());
       for (const t of tags) {
-        const d = await repo.headDigest(t);
+        const refusal = await repo.deleteTag(t);
+        const d = refusal === undefined ? undefined : await repo.headDigest(t, { signal: o.signal });
         // Deleting a manifest removes every tag on it: only when no kept tag shares it.
-        if (d && !keep.has(d)) await repo.deleteManifest(d);
+        const other = d && (await keptDigests()).get(d);
+        if (d && other !== undefined) {
+          notPruned.push({ tag: t, digest: d, sharedWith: other, reason: `this registry deletes only by digest: a DELETE of the tag got ${refusal}` });
+          continue;
+        }
+        if (d) await repo.deleteManifest(d);
         state.delete(t);
       }
+      return notPruned;
     },
     close: async () => {
       if (!o.dryRun) await state.save();
@@ -291,7 +354,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       tags: 0,
       copied: [],
       unchanged: [],
+      newReferrers: [],
       pruned: [],
+      notPruned: [],
+      left: [],
       failed: [],
     };
     report.jobs.push(r);
@@ -306,6 +372,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       r.tags = selected.length;
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });
       const todo: Array<{ tag: string; digest: Digest }> = [];
+      const same: Array<{ tag: string; digest: Digest }> = [];
       // Tag checks are HEADs, tiny for both sides: four per blob transfer (--jobs) at once. Over a
       // 40 ms round trip a no-op sync of 200 tags took 2.9 s with 4 at once, 1.3 s with 16.
       await forEachLimited(selected, (o.jobs ?? 4) * 4, async (tag) => {
@@ -318,6 +385,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         if (current === digest && sameSelection(target.selection?.(tag), sel)) {
           target.remember(tag, digest);
           r.unchanged.push(tag);
+          same.push({ tag, digest });
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
       });
@@ -332,9 +400,20 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         concurrency: o.jobs,
         nameReferrerTag: (t: string) => target.nameFor(t),
       };
+      const late = () => (job.referrers ? lateReferrers(repo, target, r, { same, todo, upstream }, o) : Promise.resolve([]));
+      const referrerRoots = (refs: Referrer[]): Root[] => refs.map((x) => ({ ref: x.descriptor.digest, names: x.tag ? [target.nameFor(x.tag)] : [] }));
       if (o.dryRun) {
-        const c = await copy(repo, target.sink, todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })), { ...copyOpts, dryRun: true });
-        const source = (i: CopiedImage) => `${r.source}:${i.names[0]?.tag}`;
+        const extra = await late();
+        for (const { tag, referrers } of extra) {
+          for (const x of referrers) r.newReferrers.push({ tag, digest: x.descriptor.digest });
+        }
+        const roots = [
+          ...todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })),
+          ...extra.flatMap((x) => referrerRoots(x.referrers)),
+        ];
+        const c = await copy(repo, target.sink, roots, { ...copyOpts, dryRun: true });
+        // A referrer has no tag: named by its digest.
+        const source = (i: CopiedImage) => (i.names[0] ? `${r.source}:${i.names[0].tag}` : `${r.source}@${i.digest}`);
         const jobPlan = new PlanBuilder();
         jobPlan.add(target.label, source, c);
         plan.add(target.label, source, c);
@@ -359,13 +438,38 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
             o.onEvent?.({ type: 'failed', source: r.source, tag: t.tag, message: err.message });
           }
         }
+        // After the copies: a referrer that came with one of them is not copied twice.
+        for (const { tag, referrers } of await late()) {
+          try {
+            const c = await copy(repo, target.sink, referrerRoots(referrers), {
+              ...copyOpts,
+              platforms: 'all',
+              onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag, event }),
+            });
+            addBlobs(report, c);
+            for (const x of referrers) {
+              r.newReferrers.push({ tag, digest: x.descriptor.digest });
+              o.onEvent?.({ type: 'referrer', source: r.source, tag, digest: x.descriptor.digest });
+            }
+          } catch (e) {
+            if (o.signal?.aborted) throw e;
+            const err = toFerryError(e);
+            r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
+            o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
+          }
+        }
       }
       if (job.prune) {
         const present = new Set(upstream);
         const gone = (await target.tags()).filter((t) => !present.has(t));
-        if (gone.length && !o.dryRun) await target.prune(gone);
-        r.pruned.push(...gone);
-        for (const tag of gone) o.onEvent?.({ type: 'pruned', source: r.source, tag });
+        const { mine, left } = target.claim?.(gone) ?? { mine: gone, left: [] };
+        r.left.push(...left);
+        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag });
+        const stayed = mine.length && !o.dryRun ? await target.prune(mine) : [];
+        r.notPruned.push(...stayed);
+        for (const n of stayed) o.onEvent?.({ type: 'not-pruned', source: r.source, ...n });
+        r.pruned.push(...mine.filter((t) => !stayed.some((n) => n.tag === t)));
+        for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
       if (!o.dryRun) await target.finish?.(r);
     } catch (e) {
@@ -379,6 +483,49 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   }
   if (o.dryRun) report.plan = plan.build('sync');
   return report;
+}
+
+/**
+ * --referrers, for tags whose digest did not change: referrers attached upstream since they were
+ * mirrored (a signature, an SBOM) that the destination lacks, per tag. One request per unchanged
+ * digest (the Referrers API; without it, the `sha256-<hex>` fallback tag). Referrers that are
+ * selected tags themselves (cosign's `.sig`) or come with an image copied in this run are left to
+ * those copies.
+ */
+async function lateReferrers(
+  repo: RegistryRepository,
+  target: Target,
+  r: SyncJobReport,
+  tags: { same: Array<{ tag: string; digest: Digest }>; todo: Array<{ tag: string; digest: Digest }>; upstream: string[] },
+  o: SyncOptions,
+): Promise<Array<{ tag: string; referrers: Referrer[] }>> {
+  const seen = new Set<string>(tags.todo.map((t) => t.digest));
+  const synced = new Set([...tags.same, ...tags.todo].map((t) => t.tag));
+  // Cosign's tags this run syncs anyway are not resolved again as referrers.
+  const unsynced = tags.upstream.filter((t) => !synced.has(t));
+  const holds = (d: Descriptor) => (target.holds ? target.holds(d) : target.sink.has(d));
+  const out: Array<{ tag: string; referrers: Referrer[] }> = [];
+  await forEachLimited(tags.same, (o.jobs ?? 4) * 4, async ({ tag, digest }) => {
+    if (seen.has(digest)) return;
+    seen.add(digest);
+    try {
+      // Only the digest is asked about; the media type just says it is a manifest.
+      const found = await repo.referrers({ mediaType: MediaType.OciManifest, digest, size: 0 }, { signal: o.signal, tags: unsynced });
+      const missing: Referrer[] = [];
+      for (const x of found) {
+        if (seen.has(x.descriptor.digest) || (x.tag !== undefined && synced.has(x.tag))) continue;
+        seen.add(x.descriptor.digest);
+        if (!(await holds(x.descriptor))) missing.push(x);
+      }
+      if (missing.length) out.push({ tag, referrers: missing });
+    } catch (e) {
+      if (o.signal?.aborted) throw e;
+      const err = toFerryError(e);
+      r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
+      o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
+    }
+  });
+  return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
 }
 
 function addBlobs(report: SyncReport, c: CopyReport): void {

@@ -1,7 +1,9 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
+import { warn } from '../../log.js';
+import { shortDigest } from '../../oci/digest.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import type { SyncEvent } from '../../sync/sync.js';
+import type { SyncEvent, SyncJobReport } from '../../sync/sync.js';
 import { humanSize, interrupt, out, printJson, progressPrinter, registrySettings, status, type GlobalArgs, type ProgressPrinter } from '../context.js';
 import { jobsOption } from '../numbers.js';
 import { printPlan } from '../plan.js';
@@ -79,18 +81,23 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
         else if (e.type === 'failed') status(args, `${failedName(e)}: FAILED: ${e.message}`);
         else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
+        // A warning, even with -q or --json: the mirror keeps a tag upstream no longer has.
+        else if (e.type === 'not-pruned') warn(`${e.source}:${e.tag}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
+        else if (e.type === 'referrer') status(args, `${e.source}:${e.tag}: new referrer ${e.digest} copied`);
+        else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but not written by ferry sync: left in place (said once; --no-state prunes it)`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
         else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
         else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}`);
       },
     }).finally(() => progress.done());
     if (args['dry-run'] && report.plan) {
-      if (!args.json) for (const j of report.jobs) out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} would copy, ${j.unchanged.length} unchanged, ${j.pruned.length} would be pruned, ${j.failed.length} failed`);
+      if (!args.json) for (const j of report.jobs) out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} would copy, ${j.unchanged.length} unchanged${lateReferrers(j, ' would copy')}, ${j.pruned.length} would be pruned, ${j.failed.length} failed`);
       printPlan(args, report.plan, { jobs: report.jobs });
     } else if (args.json) printJson(report);
     else {
       for (const j of report.jobs) {
-        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} copied, ${j.unchanged.length} unchanged, ${j.pruned.length} pruned, ${j.failed.length} failed`);
+        const stayed = j.notPruned.length ? `, ${j.notPruned.length} prune(s) not possible` : '';
+        out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} copied, ${j.unchanged.length} unchanged${lateReferrers(j, '')}, ${j.pruned.length} pruned${stayed}, ${j.failed.length} failed`);
       }
       out(`moved ${report.blobs.copied} blob(s), ${humanSize(report.blobs.bytesCopied)}; ${report.blobs.skipped} already present`);
     }
@@ -107,6 +114,11 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
 };
 
 const failedName = (f: { source: string; tag: string }) => (f.tag === '*' ? f.source : `${f.source}:${f.tag}`);
+
+/** `, N new referrer(s)` of unchanged tags, when there are any. */
+function lateReferrers(j: SyncJobReport, verb: string): string {
+  return j.newReferrers.length ? `, ${j.newReferrers.length} new referrer(s)${verb}` : '';
+}
 
 /**
  * Progress of a sync: the usual per-blob printer, a fresh one for each tag copied, after a line

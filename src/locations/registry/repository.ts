@@ -394,7 +394,8 @@ export class RegistryRepository implements Source, Sink {
     }
   }
 
-  async referrers(d: Descriptor, o: FetchOptions = {}): Promise<Referrer[]> {
+  /** `o.tags`: the tags to look among for cosign's, when the caller has listed them already. */
+  async referrers(d: Descriptor, o: FetchOptions & { tags?: string[] } = {}): Promise<Referrer[]> {
     if (!isManifestLike(d.mediaType)) return [];
     const out: Referrer[] = [];
     const res = await this.client.request({
@@ -416,9 +417,9 @@ export class RegistryRepository implements Source, Sink {
       }
     }
     // cosign's tags: sha256-<hex>.sig / .att / .sbom
-    this.tagList ??= this.listTags({ signal: o.signal }).catch(() => []);
+    const tags = o.tags ?? (await (this.tagList ??= this.listTags({ signal: o.signal }).catch(() => [])));
     const prefix = `${referrersTag(d.digest)}.`;
-    for (const tag of (await this.tagList).filter((t) => t.startsWith(prefix))) {
+    for (const tag of tags.filter((t) => t.startsWith(prefix))) {
       out.push({ descriptor: await this.resolve(tag, o), tag });
     }
     return out;
@@ -498,6 +499,22 @@ export class RegistryRepository implements Source, Sink {
     }
     await expectStatus(res, [202, 200], `delete ${this.name}@${digest}`);
     await res.body.dump();
+  }
+
+  /**
+   * Removes one tag, leaving the manifest and its other tags (OCI distribution 1.1). A registry
+   * that deletes only by digest refuses: distribution 2.8 answers 400 DIGEST_INVALID, others 405
+   * or 404. Returns undefined when the tag is gone, else the refusal (`HTTP 400 DIGEST_INVALID`).
+   */
+  async deleteTag(tag: string): Promise<string | undefined> {
+    const res = await this.client.request({ method: 'DELETE', path: `/v2/${this.path}/manifests/${tag}`, scopes: [`repository:${this.path}:delete`, ...this.push()] });
+    if ([400, 404, 405, 501].includes(res.status)) {
+      const code = /^: (\S+)/.exec(await errorDetail(res))?.[1];
+      return `HTTP ${res.status}${code ? ` ${code}` : ''}`;
+    }
+    await expectStatus(res, [202, 200], `delete ${this.named(tag)}`);
+    await res.body.dump();
+    return undefined;
   }
 
   async close(): Promise<void> {}
