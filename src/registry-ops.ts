@@ -89,7 +89,8 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)] }));
   } else {
     const d = await store.resolve(withoutDockerPrefix(image));
-    const tag = o.destination ? target.tag : ref.tag;
+    // A destination without a tag keeps the image's own (as copy does), rather than "latest".
+    const tag = dest && namesTag(dest) ? target.tag : ref.tag;
     roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [] }];
   }
   const repo = openRepository(target, o.registry);
@@ -115,6 +116,12 @@ export async function planPush(image: string, o: PushOptions = {}): Promise<Plan
   const plan = new PlanBuilder();
   plan.add(r.reference, image, r);
   return plan.build('push');
+}
+
+/** Whether a reference's text names a tag itself (parseReference fills in "latest"). */
+function namesTag(text: string): boolean {
+  const name = text.split('@')[0]!;
+  return name.lastIndexOf(':') > name.lastIndexOf('/');
 }
 
 function safeParse(name: string): Reference | undefined {

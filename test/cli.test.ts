@@ -804,6 +804,15 @@ describe.concurrent('command line basics', () => {
     expect(sync.stderr).toContain('(');
   });
 
+  it('a scheme or a layout where a registry image belongs is refused with what to write instead', async () => {
+    const http = await run(['pull', 'http://127.0.0.1:1/team/api:1']);
+    expect(http.code).toBe(2);
+    expect(http.stderr).toContain('a registry image is named without a scheme: 127.0.0.1:1/team/api:1');
+    const oci = await run(['push', 'example.com/x:1', 'oci:/tmp/nowhere']);
+    expect(oci.code).toBe(2);
+    expect(oci.stderr).toContain('this names a layout or an archive; ferry copy reaches those');
+  });
+
   it('-o naming a directory says so, with or without --force (--force used to end in EISDIR)', async () => {
     const store = await storeWithAll();
     const dir = await tempDir();

@@ -62,6 +62,13 @@ export function isValidRepositoryPath(path: string): boolean {
   return path.split('/').every((c) => PATH_COMPONENT.test(c));
 }
 
+/** `http://host/x` and `oci:DIR` where a registry image is expected: say what to write instead. */
+function schemeHint(first: string, input: string): string | undefined {
+  if (/^https?:$/i.test(first)) return `a registry image is named without a scheme: ${input.replace(/^https?:\/\//i, '')}`;
+  if (/^(oci|oci-archive|docker-archive):$/i.test(first)) return 'this names a layout or an archive; ferry copy reaches those';
+  return undefined;
+}
+
 export function parseReference(input: string): Reference {
   const shown = JSON.stringify(input.length > 300 ? input.slice(0, 300) + '…' : input);
   const fail = (what: string, hint?: string, cause?: unknown): never => {
@@ -106,7 +113,7 @@ export function parseReference(input: string): Reference {
     const lower = first.toLowerCase();
     const looksLikeDomain = lower === 'localhost' || /[.:]/.test(lower);
     if (looksLikeDomain || first !== lower) {
-      if (!DOMAIN.test(first)) fail(`invalid registry domain ${JSON.stringify(first)}`);
+      if (!DOMAIN.test(first)) fail(`invalid registry domain ${JSON.stringify(first)}`, schemeHint(first, input));
       // 'Foo' is a domain only because of its case; lowercased, 'foo/x' would read as a Docker Hub path.
       domain = looksLikeDomain ? lower : first;
       path = name.slice(slash + 1);

@@ -137,6 +137,16 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(Number(m![1]) + Number(m![2])).toBe(4);
     });
 
+    it('push to a destination without a tag keeps the image\'s tag (it used to become latest); with one, takes it', async () => {
+      const h = await host();
+      const { store } = await seed('plain', 'suite/keep-src');
+      const keep = await ferry(['--store', store, 'push', `${h}/suite/keep-src:plain`, `${h}/suite/keep-dst`]);
+      expect(keep.code, keep.stderr).toBe(0);
+      expect((await ferry(['tags', `${h}/suite/keep-dst`])).stdout.trim()).toBe('plain');
+      expect((await ferry(['--store', store, 'push', '-q', `${h}/suite/keep-src:plain`, `docker://${h}/suite/keep-dst:v2`])).code).toBe(0);
+      expect((await ferry(['tags', `${h}/suite/keep-dst`])).stdout.trim().split('\n').sort()).toEqual(['plain', 'v2']);
+    });
+
     it('copy docker:// -> docker:// on one registry retags without uploading blobs', async () => {
       const h = await host();
       const exp = await testdataImages();
