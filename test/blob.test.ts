@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ByteLimit, decompress, decompressor, sniff } from '../src/blob/compression.js';
+import { ByteLimit, compressor, decompress, decompressor, sniff } from '../src/blob/compression.js';
 import { publishStream } from '../src/blob/publish.js';
 import { hashSink, hashStream, readCapped, readVerified, verifying } from '../src/blob/verify.js';
 import { digestOf } from '../src/oci/digest.js';
@@ -155,6 +155,36 @@ describe('compression', () => {
     const { stream } = await decompress(Readable.from([bomb]));
     const err = await failure(pipeline(stream, new ByteLimit(1 << 20, 'layer'), async function* (src) { for await (const _ of src) { /* drain */ } }));
     expect(err.code).toBe('TOO_LARGE');
+  });
+
+  /** Compresses `data` in two halves, ending the stream in one of the ways a pipeline can. */
+  async function twoHalves(c: 'gzip' | 'zstd', how: 'end-at-once' | 'end-later'): Promise<Buffer> {
+    const z: Transform = compressor(c);
+    const parts: Buffer[] = [];
+    z.on('data', (d: Buffer) => parts.push(d));
+    const done = new Promise((resolve, reject) => z.on('end', resolve).on('error', reject));
+    const half = data.length >> 1;
+    z.write(data.subarray(0, half));
+    // end() while the second half still waits for the codec: node:zlib then finished twice.
+    if (how === 'end-later') await new Promise((r) => setTimeout(r, 20));
+    z.write(data.subarray(half));
+    if (how === 'end-later') await new Promise((r) => setTimeout(r, 20));
+    z.end();
+    await done;
+    return Buffer.concat(parts);
+  }
+
+  it.each(['gzip', 'zstd'] as const)('compressor(%s) gives the same bytes however the input ends: one frame, no empty one after it', async (c) => {
+    const atOnce = await twoHalves(c, 'end-at-once');
+    const later = await twoHalves(c, 'end-later');
+    expect(atOnce.toString('hex')).toBe(later.toString('hex'));
+    const { stream } = await decompress(Readable.from([atOnce]));
+    expect(await readCapped(stream, 1 << 20, 'x')).toEqual(data);
+    if (c === 'zstd') {
+      const emptyFrame = Buffer.from('28b52ffd2000010000', 'hex');
+      expect(atOnce.subarray(-emptyFrame.length).equals(emptyFrame)).toBe(false);
+      expect(atOnce.indexOf(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), 1)).toBe(-1);
+    }
   });
 
   it('B4: a zstd frame declaring a huge window is refused (for its window: the same frame with 128 MiB decodes)', async () => {

@@ -309,6 +309,24 @@ describe.concurrent('ferry import', () => {
     expect(entries.find((e) => e.name === 'b/to-z')!.linkname).toBe('../a/z');
   });
 
+  it('--dir --compress zstd or gzip is reproducible under load: parallel runs give one digest; the zstd layer is one frame', async () => {
+    const root = join(await tempDir(), 'root');
+    await mkdir(root);
+    await writeFile(join(root, 'a'), 'a\n');
+    const env = { SOURCE_DATE_EPOCH: '1700000000' };
+    for (const [c, runs] of [['zstd', 16], ['gzip', 8]] as const) {
+      const layouts = await Promise.all(Array.from({ length: runs }, async () => join(await tempDir(), 'layout')));
+      await Promise.all(layouts.map(async (l) => ok(await store(), ['import', '--dir', root, 'app:1', '--to', `oci:${l}:app`, '--compress', c, '-q'], env)));
+      const digests = new Set(await Promise.all(layouts.map(async (l) => (await indexEntries(l))[0]!.digest)));
+      expect([...digests], c).toHaveLength(1);
+      if (c === 'zstd') {
+        const manifest = JSON.parse((await readFile(blobFile(layouts[0]!, [...digests][0]!))).toString()) as Inspected['manifest'];
+        const layer = await readFile(blobFile(layouts[0]!, manifest.layers[0]!.digest));
+        expect(layer.indexOf(Buffer.from('28b52ffd', 'hex'), 1), 'a second zstd frame').toBe(-1);
+      }
+    }
+  });
+
   it('--to oci:DIR:TAG writes a layout ferry verify accepts; NAME then is the image name', async () => {
     const st = await store();
     const layout = join(await tempDir(), 'layout');

@@ -1,4 +1,5 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
@@ -78,6 +79,110 @@ describe('inventory', () => {
     expect(refused.stderr).toContain(v2!.layers[0]!.digest);
     const images = await ferry(['--store', empty, 'images', '--json']);
     expect(JSON.parse(images.stdout || '[]')).toEqual([]);
+  });
+
+  describe('a delta whose base is absent', () => {
+    /** base = [A, B]; v2 = [A, B, C]; v3 = [B, D]: a delta of v2 and v3 against base leaves out A and B (B needed by both). */
+    const made = (async () => {
+      const dir = join(await tempDir(), 'src');
+      const [base, v2, v3] = await makeLayout(dir, [
+        { tag: 'base', layers: [Buffer.from('layer A'), Buffer.from('layer B')] },
+        { tag: 'v2', layers: [Buffer.from('layer A'), Buffer.from('layer B'), Buffer.from('layer C')] },
+        { tag: 'v3', layers: [Buffer.from('layer B'), Buffer.from('layer D')] },
+      ]);
+      const airgap = join(await tempDir(), 'airgap');
+      expect((await ferry(['--store', airgap, 'copy', '-q', `oci:${dir}:base`, 'example.com/app:base'])).code).toBe(0);
+      const inv = join(await tempDir(), 'have.json');
+      expect((await ferry(['--store', airgap, 'inventory', '-o', inv])).code).toBe(0);
+      const connected = join(await tempDir(), 'connected');
+      for (const t of ['v2', 'v3']) expect((await ferry(['--store', connected, 'copy', '-q', `oci:${dir}:${t}`, `example.com/app:${t}`])).code).toBe(0);
+      const delta = join(await tempDir(), 'delta.tar');
+      const save = await ferry(['--store', connected, 'save', '-q', '--exclude-from', inv, '-o', delta, 'example.com/app:v2', 'example.com/app:v3']);
+      expect(save.code, save.stderr).toBe(0);
+      const [a, b] = base!.layers.map((l) => l.digest);
+      return { dir, airgap, connected, delta, a: a!, b: b!, v2: v2!, v3: v3! };
+    })();
+
+    it('save records in index.json that it is a delta, and what it was made against', async () => {
+      const { delta, airgap } = await made;
+      const index = JSON.parse(execFileSync('tar', ['-xOf', delta, 'index.json']).toString()) as { annotations?: Record<string, string> };
+      expect(index.annotations?.['dev.ferry.delta.left-out']).toBe('2');
+      expect(index.annotations?.['dev.ferry.delta.base']).toMatch(new RegExp(`^store:${airgap} as of \\d{4}-`));
+    });
+
+    it('load names every missing blob once, with the images that need it, says it is a delta, hints at the base; exit 4, no store created', async () => {
+      const { delta, airgap, a, b } = await made;
+      const fresh = join(await tempDir(), 'fresh');
+      const r = await ferry(['--store', fresh, 'load', '-i', delta]);
+      expect(r.code, r.stderr).toBe(4);
+      expect(r.stderr).toContain(`${delta} is a delta (made against store:${airgap} as of `);
+      expect(r.stderr).toContain(`2 blob(s) it leaves out are not in ${fresh} either:`);
+      expect(r.stderr).toContain(`  ${a}: layer 1 of example.com/app:v2\n`);
+      expect(r.stderr).toContain(`  ${b}: layer 2 of example.com/app:v2; layer 1 of example.com/app:v3\n`);
+      expect(r.stderr.split(b).length - 1).toBe(1);
+      expect(r.stderr).toContain('ferry: hint: load the archive the delta was made against first, or make the delta from an up-to-date inventory');
+      await expect(stat(fresh)).rejects.toThrow();
+
+      // An empty directory given as the store stays, empty; an existing store is left as it was.
+      const emptyDir = await tempDir();
+      expect((await ferry(['--store', emptyDir, 'load', '-i', delta])).code).toBe(4);
+      expect(await readdir(emptyDir)).toEqual([]);
+      const other = join(await tempDir(), 'other');
+      expect((await ferry(['--store', other, 'copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/plain:1'])).code).toBe(0);
+      const before = await readFile(join(other, 'index.json'), 'utf8');
+      expect((await ferry(['--store', other, 'load', '-i', delta])).code).toBe(4);
+      expect(await readFile(join(other, 'index.json'), 'utf8')).toBe(before);
+      expect(await readdir(join(other, 'blobs', 'sha256'))).toHaveLength(3);
+    });
+
+    it('verify: left-out blobs the store holds are a note, not problems; without a store they are not checked; those a store lacks are problems with the delta hint', async () => {
+      const { delta, connected, a, b } = await made;
+      const clean = await ferry(['--store', connected, 'verify', delta]);
+      expect(clean.code, clean.stdout + clean.stderr).toBe(0);
+      expect(clean.stdout).toContain(`NOTE ${delta}: 2 blob(s) left out (delta, made against store:`);
+      expect(clean.stdout).toContain(`they must already be at the destination; 2 of them are in the store ${connected}`);
+      expect(clean.stdout).toContain('2 image(s)');
+      expect(clean.stdout).not.toMatch(/PROBLEM|write it again|written again/);
+
+      const none = await ferry(['--store', join(await tempDir(), 'none'), 'verify', '--json', delta]);
+      expect(none.code, none.stderr).toBe(0);
+      const [report] = JSON.parse(none.stdout);
+      expect(report).toMatchObject({ ok: true, images: 2, problems: [], delta: { leftOut: 2 } });
+      expect(report.notes.join('\n')).toContain('there is no store here to look for them in');
+
+      const other = join(await tempDir(), 'other');
+      expect((await ferry(['--store', other, 'copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/plain:1'])).code).toBe(0);
+      const lacking = await ferry(['--store', other, 'verify', delta]);
+      expect(lacking.code).toBe(4);
+      expect(lacking.stdout).toContain(`PROBLEM missing: ${a} left out (delta) and not in the store ${other} either: layer 1 of example.com/app:v2`);
+      expect(lacking.stdout).toContain(`PROBLEM missing: ${b} left out (delta)`);
+      expect(lacking.stdout).toContain('0 of them are in the store');
+      expect(lacking.stderr).toContain('ferry: hint: load the archive the delta was made against first, or make the delta from an up-to-date inventory');
+      expect(lacking.stderr).not.toContain('written again');
+    });
+  });
+
+  it('load of an archive (not a delta) that lacks several blobs names them all', async () => {
+    const dir = join(await tempDir(), 'src');
+    const [img] = await makeLayout(dir, [{ tag: 'x', layers: [Buffer.from('one'), Buffer.from('two'), Buffer.from('three')] }]);
+    const store = join(await tempDir(), 'store');
+    expect((await ferry(['--store', store, 'copy', '-q', `oci:${dir}:x`, 'example.com/x:1'])).code).toBe(0);
+    const full = join(await tempDir(), 'full.tar');
+    expect((await ferry(['--store', store, 'save', '-q', '--format', 'oci', '-o', full, 'example.com/x:1'])).code).toBe(0);
+    // The same archive without two of its layers.
+    const cut = join(await tempDir(), 'cut');
+    await mkdir(cut);
+    execFileSync('tar', ['-xf', full, '-C', cut]);
+    for (const l of img!.layers.slice(0, 2)) await rm(join(cut, 'blobs', 'sha256', l.digest.slice(7)));
+    const broken = join(await tempDir(), 'broken.tar');
+    execFileSync('tar', ['-cf', broken, '-C', cut, '.']);
+    const fresh = join(await tempDir(), 'fresh');
+    const r = await ferry(['--store', fresh, 'load', '-i', broken]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`${broken}: 2 blob(s) are neither in the archive nor in ${fresh}:`);
+    for (const [i, l] of img!.layers.slice(0, 2).entries()) expect(r.stderr).toContain(`  ${l.digest}: layer ${i + 1} of example.com/x:1`);
+    expect(r.stderr).toMatch(/hint: write the archive again from its source/);
+    await expect(stat(fresh)).rejects.toThrow();
   });
 
   it('an archive carried over earlier is an inventory too: the next delta leaves out what it held', async () => {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copy } from '../src/copy.js';
@@ -23,7 +23,7 @@ const FAST = { FERRY_RETRY_BACKOFF_MS: '20' };
 const NO_PROXY_ENV = { http_proxy: undefined, https_proxy: undefined, HTTP_PROXY: undefined, HTTPS_PROXY: undefined, no_proxy: undefined, NO_PROXY: undefined };
 
 describe.skipIf(!distribution)('lying registries and hostile networks (catalogue C, D)', () => {
-  let reg: RunningRegistry;
+  let reg: RunningRegistry & { dataDir: string };
   let proxy: FaultProxy;
   let big: { layer: string; size: number };
   const exp = testdataImages();
@@ -102,6 +102,27 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     const blob = await readFile(join(r.store, 'blobs', 'sha256', big.layer.slice(7)));
     expect(`sha256:${createHash('sha256').update(blob).digest('hex')}`).toBe(big.layer);
     expect((await ferry(['--store', r.store, 'verify'])).code).toBe(0);
+    expect(await tempFilesIn(r.store)).toEqual([]);
+  });
+
+  it('C2c: a blob truncated in the registry\'s storage (416 on the resume) is a size mismatch naming both sizes: exit 4, one retry, nothing published', async () => {
+    const src = join(await tempDir(), 'short');
+    const [img] = await makeLayout(src, [{ tag: 'short', layers: [92] }]);
+    const layer = img!.layers[0]!;
+    expect((await ferry(['copy', `oci:${src}:short`, `docker://${reg.host}/faults/short:1`])).code).toBe(0);
+    const hex = layer.digest.slice(7);
+    await truncate(join(reg.dataDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data'), 8);
+    const before = proxy.seen.length;
+    const r = await pull('faults/short:1');
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`size mismatch for blob ${layer.digest}: the registry has only 8 bytes, the manifest says ${layer.size}`);
+    expect(r.stderr).not.toMatch(/upload|HTTP 416/);
+    const gets = proxy.seen.slice(before).filter((q) => q.method === 'GET' && isBlob(q.url, layer.digest));
+    // Read, resume refused; once more, then it is an integrity failure (not the network's five attempts).
+    expect(gets.map((q) => q.headers.range)).toEqual([undefined, 'bytes=8-', undefined, 'bytes=8-']);
+    expect(gets.map((q) => q.status)).toEqual([200, 416, 200, 416]);
+    expect(JSON.parse(await readFile(join(r.store, 'index.json'), 'utf8')).manifests).toEqual([]);
+    await expect(stat(join(r.store, 'blobs', 'sha256', hex))).rejects.toThrow();
     expect(await tempFilesIn(r.store)).toEqual([]);
   });
 

@@ -10,8 +10,9 @@ import { formatPlatform, isAttestation, normalizePlatform } from '../oci/platfor
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { Source, TagName } from '../types.js';
 import { kindOf, type Reporter } from './report.js';
-import { fileBytes, type IngestTarget, type ScannedFile, type ScanState } from './scan.js';
+import { fileBytes, LayoutTarget, type IngestTarget, type ScannedFile, type ScanState } from './scan.js';
 import { linkTargetPath } from './tar.js';
+import { ANNOTATION_DELTA_BASE, ANNOTATION_DELTA_LEFT_OUT } from './writer.js';
 
 /** One image the archive names, as it will be stored. */
 export interface ArchiveRoot {
@@ -24,6 +25,8 @@ export interface ArchiveRoot {
 
 export interface ArchiveGraph {
   roots: ArchiveRoot[];
+  /** A delta archive (save --exclude-from): how many blobs its images need that it does not hold, and what it was made against. */
+  delta?: { leftOut: number; base: string };
   /** Content held in memory or built here (manifests for docker-save images), children first. */
   writes: Array<{ descriptor: Descriptor; bytes: Buffer }>;
 }
@@ -58,13 +61,20 @@ export function entryNames(e: Descriptor): TagName[] {
 
 const sameName = (a: TagName, b: TagName) => (a.name ?? a.tag) === (b.name ?? b.tag);
 
+/** Where verify looks for the blobs a delta archive leaves out: the store, or nowhere when there is none. */
+export interface DeltaCheck {
+  store?: { has(d: Descriptor): Promise<boolean>; where: string };
+}
+
+export const DELTA_HINT = 'load the archive the delta was made against first, or make the delta from an up-to-date inventory';
+
 /**
  * Turns what the scan saw into images: the OCI index (index.json) and the docker description
  * (manifest.json) are each checked completely — every blob present with its size, diff_ids
  * against the decompressed layers — then compared; where they disagree (docker 25 writer bugs),
  * the consistent one wins with a warning, and verify lists the disagreement.
  */
-export async function buildGraph(state: ScanState, target: IngestTarget, reporter: Reporter): Promise<ArchiveGraph> {
+export async function buildGraph(state: ScanState, target: IngestTarget, reporter: Reporter, o: { verifyDelta?: DeltaCheck } = {}): Promise<ArchiveGraph> {
   // A blob stored as a link to another blob entry (some writers dedupe that way) counts if its content is right.
   for (const [path, link] of state.links) {
     const m = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(path);
@@ -72,7 +82,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     const f = to ? state.files.get(to) : undefined;
     if (m && f && f.digest === `${m[1]}:${m[2]}` && !state.byDigest.has(f.digest)) state.byDigest.set(f.digest, f);
   }
-  const ctx = new Context(state, target, reporter);
+  const ctx = new Context(state, target, reporter, o.verifyDelta);
   const indexBytes = state.meta.get('index.json');
   const manifestBytes = state.meta.get('manifest.json');
   if (!indexBytes && !manifestBytes) {
@@ -99,6 +109,8 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
   const ociRoots = oci && !oci.error ? oci.roots : [];
   const dockerEntries = docker && !docker.error ? docker.entries : [];
   const goodImages = ociRoots.filter((r) => r.checked.ok).flatMap((r) => r.checked.images.map((i) => ({ ...i, root: r })));
+  // Problems are reported together at the end, so that every missing blob is named at once.
+  const failures: FerryError[] = [];
 
   for (const r of ociRoots) {
     if (r.checked.ok) {
@@ -107,7 +119,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     }
     const covered = r.root.names.length > 0 && r.root.names.every((n) => dockerEntries.some((d) => d.checked.ok && d.root.names.some((m) => sameName(m, n))));
     if (covered) reporter.inconsistency(`${state.where}: index.json entry ${r.root.label} is broken (${r.checked.problems[0]!.message}); loaded from manifest.json instead`);
-    else for (const p of r.checked.problems) reporter.error(p, kindOf(p));
+    else failures.push(...r.checked.problems);
   }
   for (const d of dockerEntries) {
     const facts = d.checked.images[0];
@@ -125,22 +137,32 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     if (!d.checked.ok) {
       if (oci && !oci.error && d.root.names.length > 0 && d.root.names.every((n) => roots.some((r) => r.names.some((m) => sameName(m, n))))) {
         reporter.inconsistency(`${state.where}: manifest.json entry ${d.root.label} is broken (${d.checked.problems[0]!.message}); index.json describes it`);
-      } else for (const p of d.checked.problems) reporter.error(p, kindOf(p));
+      } else failures.push(...d.checked.problems);
       continue;
     }
     if (oci && !oci.error) reporter.inconsistency(`${state.where}: index.json and manifest.json disagree about ${d.root.label}; loaded as manifest.json describes it`);
     add(d.root, d.checked.writes);
   }
 
+  for (const p of failures) if (!ctx.isMissingBlob(p)) reporter.error(p, kindOf(p));
+  ctx.reportAbsent(failures.filter((p) => ctx.isMissingBlob(p)));
+
   const seen = new Set<Digest>();
-  return { roots, writes: writes.filter((w) => !seen.has(w.descriptor.digest) && !!seen.add(w.descriptor.digest)) };
+  const delta = ctx.deltaSummary();
+  return { roots, writes: writes.filter((w) => !seen.has(w.descriptor.digest) && !!seen.add(w.descriptor.digest)), ...(delta ? { delta } : {}) };
 }
 
 class Context {
   /** Reads documents for readDocument(): from memory, else back from the target. */
   private readonly docs: Source;
+  /** Set when index.json says the archive is a delta (save --exclude-from). */
+  private delta?: { base: string };
+  /** Blobs the images need that the archive does not hold, and where each is used. */
+  private readonly absent = new Map<Digest, string[]>();
+  /** The problems that say a blob is in neither the archive nor the target, with the blob. */
+  private readonly missing = new Map<FerryError, Digest>();
 
-  constructor(private readonly state: ScanState, private readonly target: IngestTarget, private readonly reporter: Reporter) {
+  constructor(private readonly state: ScanState, private readonly target: IngestTarget, private readonly reporter: Reporter, private readonly verifyDelta?: DeltaCheck) {
     this.docs = {
       resolve: async (ref) => {
         throw new FerryError('INTERNAL', `resolve(${ref}) on an archive graph`);
@@ -162,7 +184,53 @@ class Context {
 
   private async present(d: Descriptor): Promise<'archive' | 'target' | undefined> {
     if (this.state.byDigest.has(d.digest)) return 'archive';
-    return (await this.target.has(d)) ? 'target' : undefined;
+    if (await this.target.has(d)) return 'target';
+    if (!this.delta || !this.verifyDelta) return undefined;
+    // verify of a delta: a blob it leaves out is no problem when the store has it, or when there is no store to ask.
+    const store = this.verifyDelta.store;
+    return !store || (await store.has(d)) ? 'target' : undefined;
+  }
+
+  deltaSummary(): ArchiveGraph['delta'] {
+    return this.delta && { leftOut: this.absent.size, base: this.delta.base };
+  }
+
+  isMissingBlob(p: FerryError): boolean {
+    return this.missing.has(p);
+  }
+
+  /**
+   * Every blob in neither the archive nor the target, named at once with the images that need it;
+   * for a delta, said to be left out on purpose, with what it was made against. verify of a delta
+   * with no store to look in only notes them: a delta is incomplete by design.
+   */
+  reportAbsent(problems: FerryError[]): void {
+    const where = this.state.where;
+    const digests = [...new Set(problems.map((p) => this.missing.get(p)!))];
+    const uses = (d: Digest) => this.absent.get(d)!.join('; ');
+    const list = (ds: Digest[]) => ds.map((d) => `\n  ${d}: ${uses(d)}`).join('');
+    const delta = this.delta;
+    const store = this.verifyDelta?.store;
+    if (delta && this.verifyDelta) {
+      const there = store ? `; ${this.absent.size - digests.length} of them are in the store ${store.where}` : '; there is no store here to look for them in';
+      this.reporter.note(`${where}: ${this.absent.size} blob(s) left out (delta, made against ${delta.base}): they must already be at the destination${there}`);
+    }
+    if (digests.length === 0) return;
+    const dest = this.target instanceof LayoutTarget ? this.target.layout.dir : 'the destination';
+    if (this.reporter.mode === 'throw') {
+      const head = delta
+        ? `${where} is a delta (made against ${delta.base}): ${digests.length} blob(s) it leaves out are not in ${dest} either:`
+        : `${where}: ${digests.length} blob(s) are neither in the archive nor in ${dest}:`;
+      this.reporter.problem('missing', 'INTEGRITY', head + list(digests), {
+        hint: delta ? DELTA_HINT : 'write the archive again from its source; if it is a delta (save --exclude-from), load the archive it was made against first',
+      });
+      return;
+    }
+    if (!delta || !store) {
+      for (const p of problems) this.reporter.error(p, 'missing');
+      return;
+    }
+    for (const d of digests) this.reporter.problem('missing', 'INTEGRITY', `${d} left out (delta) and not in the store ${store.where} either: ${uses(d)}`, { digest: d });
   }
 
   // --- index.json ---
@@ -178,6 +246,7 @@ class Context {
       const parsed = parseManifestDocument(bytes, { where });
       if (parsed.kind !== 'index') throw new FerryError('INVALID_INPUT', `${where}: not an image index`);
       index = parsed.index;
+      if (Number(index.annotations?.[ANNOTATION_DELTA_LEFT_OUT]) > 0) this.delta = { base: index.annotations?.[ANNOTATION_DELTA_BASE] || 'an inventory' };
     } catch (e) {
       if (e instanceof FerryError) return { error: e, roots: [] };
       throw e;
@@ -226,7 +295,7 @@ class Context {
         kept.push(c);
         out.writes.push(...sub.writes);
         out.images.push(...sub.images);
-      } else if (depth === 0 && isManifestLike(c.mediaType) && sub.problems.every((p) => p.code === 'INTEGRITY' && /not in the archive/.test(p.message))) {
+      } else if (depth === 0 && isManifestLike(c.mediaType) && sub.problems.every((p) => p.code === 'INTEGRITY' && /not in the archive/.test(p.message) && !(this.delta && this.missing.has(p)))) {
         dropped.push(c);
       } else {
         out.ok = false;
@@ -267,7 +336,18 @@ class Context {
   /** Missing, or present with another size. */
   private async blobProblem(d: Descriptor, label: string, what: string): Promise<FerryError | undefined> {
     const where = await this.present(d);
-    if (!where) return isForeignLayer(d) ? undefined : new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
+    if (where !== 'archive' && !isForeignLayer(d)) {
+      const uses = this.absent.get(d.digest) ?? [];
+      const use = `${what} of ${label}`;
+      if (!uses.includes(use)) uses.push(use);
+      this.absent.set(d.digest, uses);
+    }
+    if (!where) {
+      if (isForeignLayer(d)) return undefined;
+      const e = new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
+      this.missing.set(e, d.digest);
+      return e;
+    }
     const f = this.state.byDigest.get(d.digest);
     if (f && f.size !== d.size) return new FerryError('SIZE_MISMATCH', `${label}: ${what} ${d.digest} is ${f.size} bytes in the archive, the manifest says ${d.size}`);
     return undefined;

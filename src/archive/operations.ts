@@ -1,4 +1,5 @@
-import { dirname } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Writable } from 'node:stream';
 import { copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
@@ -10,7 +11,7 @@ import { openSource, type OpenedSource, type RegistrySettings } from '../locatio
 import type { Digest } from '../oci/digest.js';
 import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir, storeTagName } from '../store.js';
-import { buildGraph } from './graph.js';
+import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
 import { ArchiveOutput, type ArchiveCompression, type MeasuredFile } from './output.js';
 import { outputCompression } from '../blob/compression.js';
@@ -45,6 +46,8 @@ export interface SaveOptions {
   stdout?: Writable;
   /** Blobs the receiving side already has (from an inventory): left out of the archive; configs and manifests always go in. */
   exclude?: ReadonlySet<Digest>;
+  /** What the inventory behind `exclude` recorded (its sources and date): kept in the delta's index.json. */
+  deltaBase?: string;
   /** Size of the medium the archive is for: a save that would not fit is refused before writing. */
   media?: number;
 }
@@ -146,7 +149,7 @@ async function runSave(
     } else {
       writer = new SingleWriter(await ArchiveOutput.toFile(o.output, out));
     }
-    sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal });
+    sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal, deltaBase: o.exclude ? o.deltaBase ?? 'an inventory' : undefined });
     const named = new Map<string, { digest: string; image: string }>();
     for (const [i, src] of opened.entries()) {
       const r = await copy(src.source, sink, [{ ref: src.ref, names: src.name ? [src.name] : [] }], {
@@ -184,9 +187,17 @@ export interface LoadOptions {
 export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   const tag = o.tag ? storeTagName(o.tag) : undefined;
   if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
-  const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
+  const dir = o.storeDir ?? defaultStoreDir();
+  const exists = (p: string) => stat(p).then(() => true, () => false);
+  // A refused load leaves no store behind where there was none.
+  const dirWasThere = await exists(dir);
+  const fresh = !dirWasThere || !(await exists(join(dir, 'oci-layout')));
+  const store = await OciLayout.open(dir, { create: true });
   try {
     return await ingestArchive({ inputs: o.inputs, sink: store, tag, signal: o.signal, onEvent: o.onEvent });
+  } catch (e) {
+    if (fresh) await store.discardIfEmpty({ dir: !dirWasThere });
+    throw e;
   } finally {
     await store.close();
   }
@@ -203,6 +214,8 @@ export interface ArchiveVerifyReport {
   bytes: number;
   /** Volumes of the set were not given: the problems may be only that. */
   incomplete?: boolean;
+  /** A delta archive (save --exclude-from): the blobs its images need that it leaves out, and what it was made against. */
+  delta?: { leftOut: number; base: string };
 }
 
 /**
@@ -210,7 +223,7 @@ export interface ArchiveVerifyReport {
  * completeness, index.json against manifest.json, and for volumes each one against its own list.
  * Every problem is reported. Several files: the volumes of one set, or independent archives.
  */
-export async function verifyArchives(paths: string[], o: { signal?: AbortSignal } = {}): Promise<ArchiveVerifyReport[]> {
+export async function verifyArchives(paths: string[], o: { signal?: AbortSignal; storeDir?: string } = {}): Promise<ArchiveVerifyReport[]> {
   const groups: string[][] = [];
   const sets = new Map<string, string[]>();
   for (const p of paths) {
@@ -225,12 +238,19 @@ export async function verifyArchives(paths: string[], o: { signal?: AbortSignal 
       }
     } else groups.push([p]);
   }
-  const out: ArchiveVerifyReport[] = [];
-  for (const g of groups) out.push(await verifyOne(g, o.signal));
-  return out;
+  // A delta's left-out blobs are looked for in the store, when there is one.
+  const store = o.storeDir ? await OciLayout.open(o.storeDir).catch(() => undefined) : undefined;
+  const verifyDelta: DeltaCheck = store ? { store: { has: (d) => store.has(d), where: store.dir } } : {};
+  try {
+    const out: ArchiveVerifyReport[] = [];
+    for (const g of groups) out.push(await verifyOne(g, verifyDelta, o.signal));
+    return out;
+  } finally {
+    await store?.close();
+  }
 }
 
-async function verifyOne(paths: string[], signal?: AbortSignal): Promise<ArchiveVerifyReport> {
+async function verifyOne(paths: string[], verifyDelta: DeltaCheck, signal?: AbortSignal): Promise<ArchiveVerifyReport> {
   const reporter = new Reporter('record');
   const report: ArchiveVerifyReport = { target: paths.length === 1 ? paths[0]! : `${paths.length} volumes (${paths[0]} …)`, files: paths, problems: reporter.problems, notes: reporter.notes, images: 0, blobs: 0, bytes: 0 };
   const count = (state: ScanState) => {
@@ -278,8 +298,9 @@ async function verifyOne(paths: string[], signal?: AbortSignal): Promise<Archive
       report.incomplete = true;
       return report;
     }
-    const graph = await buildGraph(state, target, reporter);
+    const graph = await buildGraph(state, target, reporter, { verifyDelta });
     report.images = graph.roots.length;
+    if (graph.delta) report.delta = graph.delta;
   } catch (e) {
     stoppedHere(e, reporter);
     if (partial) count(partial);

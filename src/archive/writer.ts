@@ -59,7 +59,13 @@ export interface DockerEntry {
 export interface ArchiveSinkOptions {
   format: ArchiveFormat;
   signal?: AbortSignal;
+  /** A delta (save --exclude-from): what its inventory recorded, kept in index.json when blobs are left out. */
+  deltaBase?: string;
 }
+
+/** index.json annotations of a delta archive: how many blobs it leaves out, and the inventory it was made against. */
+export const ANNOTATION_DELTA_LEFT_OUT = 'dev.ferry.delta.left-out';
+export const ANNOTATION_DELTA_BASE = 'dev.ferry.delta.base';
 
 /**
  * An archive being written, as a Sink. Blobs stream straight into the tar as the engine delivers
@@ -176,7 +182,9 @@ export class ArchiveSink implements Sink {
     this.o.signal?.throwIfAborted();
     let manifests: Descriptor[] = [];
     for (const { root, name } of this.committed) manifests = addRoot(manifests, root, name);
-    const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+    const leftOut = this.o.deltaBase !== undefined ? this.leftOut(manifests) : 0;
+    const annotations = leftOut > 0 ? { [ANNOTATION_DELTA_LEFT_OUT]: String(leftOut), [ANNOTATION_DELTA_BASE]: this.o.deltaBase! } : undefined;
+    const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests, ...(annotations ? { annotations } : {}) };
     await this.writer.bytes('index.json', Buffer.from(JSON.stringify(index)));
     if (this.o.format === 'docker') {
       const { entries, repositories } = this.dockerMetadata();
@@ -223,6 +231,24 @@ export class ArchiveSink implements Sink {
       }
     }
     return { entries: [...byManifest.values()], repositories };
+  }
+
+  /** How many distinct blobs the images below `roots` need that the archive does not hold (foreign layers aside). */
+  private leftOut(roots: Descriptor[]): number {
+    const absent = new Set<Digest>();
+    const seen = new Set<Digest>();
+    const visit = (d: Descriptor) => {
+      const doc = this.docs.get(d.digest);
+      if (!doc || seen.has(d.digest)) return;
+      seen.add(d.digest);
+      const parsed = parseManifestDocument(doc.bytes, { declared: doc.mediaType, where: d.digest });
+      if (parsed.kind === 'index') return parsed.index.manifests.forEach(visit);
+      for (const b of [parsed.manifest.config, ...parsed.manifest.layers]) {
+        if (!this.written.has(b.digest) && !isForeignLayer(b)) absent.add(b.digest);
+      }
+    };
+    roots.forEach(visit);
+    return absent.size;
   }
 
   /** A layer of the root (or of an image of its index) the archive does not hold: foreign, or left out (--exclude-from). */

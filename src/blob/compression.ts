@@ -73,11 +73,44 @@ export function decompressor(c: Compression, o: DecompressorOptions = {}): Trans
   }
 }
 
-/** Output chunks of 1 MiB: with node:zlib's default of 16 KiB, zstd runs about three times slower. */
+/**
+ * One gzip member or zstd frame, the same bytes however the input arrives. Output chunks of 1 MiB:
+ * with node:zlib's default of 16 KiB, zstd runs about three times slower.
+ */
 export function compressor(c: 'gzip' | 'zstd', level?: number): Transform {
   const chunkSize = 1 << 20;
-  if (c === 'gzip') return zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
-  return zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
+  if (c === 'gzip') return new EndOnce(zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) }));
+  return new EndOnce(zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) }));
+}
+
+/**
+ * Gives a node:zlib compressor its input one chunk at a time and ends it only once it has taken
+ * them all. node:zlib finishes on the last chunk when end() came before that chunk was compressed,
+ * then finishes again with no input: zstd then writes a second, empty frame (9 bytes), so the
+ * output depended on timing. Ended with nothing pending, the codec finishes exactly once.
+ */
+class EndOnce extends Transform {
+  constructor(private readonly engine: Transform) {
+    super({ readableHighWaterMark: 1 << 20 });
+    engine.on('data', (d: Buffer) => this.push(d));
+    engine.on('error', (e) => this.destroy(e));
+  }
+
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.engine.write(chunk, (e) => {
+      if (!e) cb(); // an error reaches the 'error' listener
+    });
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.engine.once('end', () => cb());
+    this.engine.end();
+  }
+
+  override _destroy(err: Error | null, cb: (e: Error | null) => void): void {
+    this.engine.destroy();
+    cb(err);
+  }
 }
 
 /** How much of the input goes into one independently compressed gzip member or zstd frame. */

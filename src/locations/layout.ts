@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { access, constants, mkdir, readdir, readFile, rename, stat, truncate, unlink, utimes } from 'node:fs/promises';
+import { access, constants, mkdir, readdir, readFile, rename, rmdir, stat, truncate, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -88,6 +88,25 @@ export class OciLayout implements Source, Sink {
     }
     if (opts.create) await layout.registerWriter();
     return layout;
+  }
+
+  /**
+   * Undoes open({ create: true }) after a run that stored nothing: removes the layout's own files
+   * while it holds no image and no blob, then the directory itself when `dir` says it was new.
+   * Only empty directories are removed, so anything else found there stays.
+   */
+  async discardIfEmpty(o: { dir: boolean }): Promise<void> {
+    await this.close();
+    if ((await this.readIndex().catch(() => [undefined])).length > 0) return;
+    try {
+      await rmdir(join(this.dir, 'blobs', 'sha256'));
+      await rmdir(join(this.dir, 'blobs'));
+    } catch {
+      return;
+    }
+    await unlink(join(this.dir, 'index.json')).catch(() => {});
+    await unlink(join(this.dir, 'oci-layout')).catch(() => {});
+    if (o.dir) await rmdir(this.dir).catch(() => {});
   }
 
   private async checkHeader(): Promise<void> {

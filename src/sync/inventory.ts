@@ -113,6 +113,14 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
 
 /** Reads an inventory file: the set of digests a delta may leave out. */
 export async function readInventory(path: string): Promise<Set<Digest>> {
+  return (await readInventoryFile(path)).blobs;
+}
+
+/**
+ * An inventory's digests, and what it recorded, in words a delta archive keeps (index.json
+ * annotation) so that whoever loads it can tell which archive or store it was made against.
+ */
+export async function readInventoryFile(path: string): Promise<{ blobs: Set<Digest>; base: string }> {
   let doc: Partial<Inventory>;
   try {
     doc = JSON.parse(await readFile(path, 'utf8')) as Partial<Inventory>;
@@ -128,5 +136,7 @@ export async function readInventory(path: string): Promise<Set<Digest>> {
     if (!isDigest(d)) throw new FerryError('INVALID_INPUT', `${path}: invalid digest ${JSON.stringify(d)}`);
     out.add(d);
   }
-  return out;
+  const sources = Array.isArray(doc.sources) ? doc.sources.filter((x) => typeof x === 'string') : [];
+  const base = `${sources.length ? sources.join(', ') : path}${typeof doc.created === 'string' ? ` as of ${doc.created}` : ''}`;
+  return { blobs: out, base };
 }

@@ -162,6 +162,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         pace(ures, c.byteLength);
       });
       ures.on('end', () => (fault?.trailing !== undefined ? fill(res, s, fault.trailing) : res.end()));
+      // The registry broke off a response (distribution's 416 announces 8 bytes and sends none): so does the proxy.
+      ures.on('error', () => {
+        res.flushHeaders();
+        setImmediate(() => res.destroy());
+      });
     });
     up.on('error', () => res.destroy());
     req.on('data', (c: Buffer) => {

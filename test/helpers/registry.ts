@@ -79,7 +79,7 @@ async function waitReady(url: string, child: ChildProcess, log: () => string): P
 }
 
 /** Starts Debian's CNCF distribution registry on a free loopback port, optionally with auth. */
-export async function startDistribution(opts: DistributionOptions = {}): Promise<RunningRegistry & { tokenServer?: TokenServer }> {
+export async function startDistribution(opts: DistributionOptions = {}): Promise<RunningRegistry & { tokenServer?: TokenServer; dataDir: string }> {
   // No test-only imports here: bench/run.mjs loads this file too.
   const dir = await mkdtemp(join(tmpdir(), 'ferry-registry-'));
   const port = await freePort();
@@ -121,6 +121,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     host: `127.0.0.1:${port}`,
     caPath,
     tokenServer,
+    dataDir: join(dir, 'data'),
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));

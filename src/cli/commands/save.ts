@@ -45,7 +45,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
     const { planSave, saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
     // Only on demand: the inventory code loads the registry client (undici), a slow import.
-    const exclude = args['exclude-from'] ? await (await import('../../sync/inventory.js')).readInventory(args['exclude-from']) : undefined;
+    const inventory = args['exclude-from'] ? await (await import('../../sync/inventory.js')).readInventoryFile(args['exclude-from']) : undefined;
     const options = {
       images: args.images,
       output: args.output,
@@ -60,7 +60,8 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       storeDir: args.store,
       registry: registrySettings(args),
       signal: interrupt.signal,
-      exclude,
+      exclude: inventory?.blobs,
+      deltaBase: inventory?.base,
     };
     if (args['dry-run']) return printPlan(args, await planSave(options));
     if (args.output === '-' && process.stdout.isTTY) {

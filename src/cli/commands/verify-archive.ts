@@ -23,7 +23,9 @@ export async function isArchiveFile(path: string): Promise<boolean> {
 /** `ferry verify FILE…` for archives: prints every problem; exit 4 (3 if only invalid input). */
 export async function verifyArchiveFiles(args: GlobalArgs, files: string[]): Promise<void> {
   const { verifyArchives } = await import('../../archive/operations.js');
-  const reports = await verifyArchives(files, { signal: interrupt.signal });
+  const { defaultStoreDir } = await import('../../store.js');
+  const { DELTA_HINT } = await import('../../archive/graph.js');
+  const reports = await verifyArchives(files, { signal: interrupt.signal, storeDir: args.store ?? defaultStoreDir() });
   if (args.json) printJson(reports.map((r) => ({ ...r, ok: r.problems.length === 0 })));
   else {
     for (const r of reports) {
@@ -35,10 +37,12 @@ export async function verifyArchiveFiles(args: GlobalArgs, files: string[]): Pro
   const problems = reports.flatMap((r) => r.problems);
   if (problems.length) {
     const onlyInvalid = problems.every((p) => p.code === 'INVALID_INPUT' || p.code === 'INVALID_DIGEST' || p.code === 'TOO_LARGE' || p.code === 'UNSUPPORTED');
+    // A delta whose only problems are blobs left out on purpose that the store lacks is not damaged.
+    const onlyLeftOut = reports.every((r) => r.problems.length === 0 || (r.delta && r.problems.every((p) => p.kind === 'missing')));
     throw new FerryError(onlyInvalid ? 'INVALID_INPUT' : 'INTEGRITY', `verify found ${problems.length} problem(s) in ${reports.filter((r) => r.problems.length).map((r) => r.target).join(', ')}`, {
       hint: reports.some((r) => r.incomplete)
         ? 'give every volume of the set (ferry verify NAME.*.tar); a volume that is lost or damaged means writing the set again from its source'
-        : 'the archive must be written again from its source',
+        : onlyLeftOut ? DELTA_HINT : 'the archive must be written again from its source',
     });
   }
 }

@@ -151,6 +151,10 @@ export class RegistryRepository implements Source, Sink {
         await res.body.dump();
         throw new FerryError('NOT_FOUND', `blob ${d.digest} not found in ${this.name}`);
       }
+      if (res.status === 416 && offset > 0) {
+        await res.body.dump();
+        throw shortBlob(this.name, d, offset, header(res, 'content-range'));
+      }
       await expectStatus(res, [200, 206], `GET blob ${this.name}@${d.digest}`);
       let skip = 0;
       if (offset > 0 && res.status === 206) {
@@ -555,6 +559,18 @@ export async function paginate(client: RegistryClient, first: string, scopes: st
 export function referrersTag(d: Digest): string {
   const [alg, enc] = d.split(':') as [string, string];
   return `${alg.slice(0, 32)}-${enc.slice(0, 64)}`;
+}
+
+/**
+ * A resumed download refused with 416: the registry holds fewer bytes than the `offset` already
+ * read, so its copy is shorter than the manifest says. Damaged content, not a network failure.
+ */
+function shortBlob(repo: string, d: Descriptor, offset: number, contentRange: string | undefined): FerryError {
+  const total = /^bytes \*\/(\d+)$/.exec(contentRange?.trim() ?? '');
+  const has = total ? `only ${total[1]} bytes` : `no more than ${offset} bytes`;
+  return new FerryError('SIZE_MISMATCH', `size mismatch for blob ${d.digest}: the registry has ${has}, the manifest says ${d.size} (${repo})`, {
+    hint: "the registry's copy is truncated: push the image to it again, or copy from another source",
+  });
 }
 
 function isRetryableCause(e: unknown): boolean {
