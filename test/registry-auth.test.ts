@@ -1,4 +1,5 @@
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, lstat, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { Http } from '../src/locations/registry/http.js';
@@ -11,6 +12,7 @@ import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { dockerConfigWith, PASSWORD, selfSignedCert, REFRESH_TOKEN, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { startServe, type Served } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry') && hasTool('htpasswd') && hasTool('openssl');
@@ -243,5 +245,65 @@ describe.skipIf(!distribution)('registry authentication against the CNCF distrib
     const pull = await ferry(['--debug', '--store', join(await tempDir(), 's'), 'pull', `${token.host}/auth/debug:1`], { env: { DOCKER_CONFIG: cfg } });
     expect(pull.code, pull.stderr).toBe(0);
     clean('identity-token pull', pull.stderr);
+  });
+});
+
+/** An htpasswd file with a {SHA} line: `ferry serve --htpasswd` reads it and no htpasswd binary is needed. */
+async function shaHtpasswd(user = USER, password = PASSWORD): Promise<string> {
+  const file = join(await tempDir(), 'htpasswd');
+  await writeFile(file, `${user}:{SHA}${createHash('sha1').update(password).digest('base64')}\n`);
+  return file;
+}
+
+describe('login and logout against ferry serve --htpasswd', () => {
+  let serve: Served;
+  beforeAll(async () => {
+    serve = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd()]);
+  });
+  afterAll(async () => serve?.stop());
+
+  it('a symlinked config.json stays a link: login and logout write its target, 0600', async () => {
+    const cfg = await tempDir();
+    const dotfiles = join(await tempDir(), 'dotfiles');
+    await mkdir(dotfiles);
+    await writeFile(join(dotfiles, 'config.json'), JSON.stringify({ currentContext: 'keep-me' }));
+    await symlink(join(dotfiles, 'config.json'), join(cfg, 'config.json'));
+    const env = { DOCKER_CONFIG: cfg };
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env, input: PASSWORD });
+    expect(login.code, login.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const doc = JSON.parse(await readFile(join(dotfiles, 'config.json'), 'utf8'));
+    expect(doc.currentContext).toBe('keep-me');
+    expect(Buffer.from(doc.auths[serve.host].auth, 'base64').toString()).toBe(`${USER}:${PASSWORD}`);
+    expect((await stat(join(dotfiles, 'config.json'))).mode & 0o777).toBe(0o600);
+    const logout = await ferry(['logout', serve.host], { env });
+    expect(logout.code, logout.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const after = JSON.parse(await readFile(join(dotfiles, 'config.json'), 'utf8'));
+    expect(after.auths[serve.host]).toBeUndefined();
+    expect(after.currentContext).toBe('keep-me');
+    expect((await stat(join(dotfiles, 'config.json'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('a dangling relative symlink as config.json: login creates its target and keeps the link', async () => {
+    const base = await tempDir();
+    const cfg = join(base, 'docker');
+    await mkdir(cfg);
+    await symlink('../dotfiles/docker/config.json', join(cfg, 'config.json'));
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+    expect(login.code, login.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const target = join(base, 'dotfiles', 'docker', 'config.json');
+    expect(Object.keys(JSON.parse(await readFile(target, 'utf8')).auths)).toEqual([serve.host]);
+    expect((await stat(target)).mode & 0o777).toBe(0o600);
+  });
+
+  it('a symlink loop as config.json is an error naming the file', async () => {
+    const cfg = await tempDir();
+    await symlink(join(cfg, 'config.json'), join(cfg, 'config.json'));
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+    expect(login.code).not.toBe(0);
+    expect(login.stderr).toContain(join(cfg, 'config.json'));
+    expect(login.stderr).not.toMatch(/\n\s+at /);
   });
 });

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../../errors.js';
 import { publishBytes } from '../../blob/publish.js';
 
@@ -55,7 +55,9 @@ async function readConfig(path: string): Promise<ConfigFile | undefined> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw symlinkLoop(path);
     throw e;
   }
   try {
@@ -189,9 +191,34 @@ export async function eraseCredential(domain: string, env = process.env): Promis
   return true;
 }
 
-/** 0600 always (chmod even when the file existed), atomically, keeping keys ferry does not know. */
+/**
+ * 0600 always (chmod even when the file existed), atomically, keeping keys ferry does not know.
+ * A symlinked file (dotfile managers: stow, home-manager) is written at its target, so the link stays.
+ */
 async function writeConfig(path: string, doc: ConfigFile): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  await publishBytes(path, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
-  await chmod(path, 0o600);
+  const target = await linkTarget(path);
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  await publishBytes(target, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
+  await chmod(target, 0o600);
+}
+
+/** The file a chain of symlinks ends at (which need not exist yet); `path` itself if it is no link. */
+async function linkTarget(path: string): Promise<string> {
+  let p = path;
+  for (let hops = 0; hops < 40; hops++) {
+    let next: string;
+    try {
+      next = await readlink(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINVAL' || code === 'ENOENT') return p; // not a link, or nothing there yet
+      throw e;
+    }
+    p = resolve(dirname(p), next);
+  }
+  throw symlinkLoop(path);
+}
+
+function symlinkLoop(path: string): FerryError {
+  return new FerryError('IO', `${path} is a loop of symbolic links`, { hint: 'fix the link, or remove it and run `ferry login` again' });
 }
