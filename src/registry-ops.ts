@@ -150,7 +150,8 @@ export async function login(server: string | undefined, cred: Credential, o: { r
   return saveCredential(domain, cred);
 }
 
-export async function logout(server: string | undefined): Promise<boolean> {
+/** Removes saved credentials; returns where from (config.json, a helper, auth.json files), empty if none. */
+export async function logout(server: string | undefined): Promise<string[]> {
   return eraseCredential(serverDomain(server));
 }
 

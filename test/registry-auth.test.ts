@@ -298,6 +298,56 @@ describe('login and logout against ferry serve --htpasswd', () => {
     expect((await stat(target)).mode & 0o777).toBe(0o600);
   });
 
+  it('logout also removes the entry from $REGISTRY_AUTH_FILE, which lookups read, keeping its other keys, and says where from', async () => {
+    const dir = await tempDir();
+    const authFile = join(dir, 'auth.json');
+    const auth = (u: string, p: string) => ({ auth: Buffer.from(`${u}:${p}`).toString('base64') });
+    await writeFile(authFile, JSON.stringify({ auths: { [`https://${serve.host}/v2/`]: auth(USER, PASSWORD), [serve.host]: auth(USER, PASSWORD), 'other.example': auth('o', 'p') }, keep: 1 }));
+    await chmod(authFile, 0o644);
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [serve.host]: auth(USER, PASSWORD) } }));
+    const env = { DOCKER_CONFIG: dir, REGISTRY_AUTH_FILE: authFile, XDG_RUNTIME_DIR: join(dir, 'run'), XDG_CONFIG_HOME: join(dir, 'xdg') };
+    expect((await ferry(['catalog', serve.host], { env })).code).toBe(0);
+    const out = await ferry(['logout', serve.host], { env });
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toBe(`Removing login credentials for ${serve.host} (from ${join(dir, 'config.json')}, ${authFile})\n`);
+    const doc = JSON.parse(await readFile(authFile, 'utf8'));
+    expect(doc).toEqual({ auths: { 'other.example': auth('o', 'p') }, keep: 1 });
+    expect((await stat(authFile)).mode & 0o777).toBe(0o600);
+    const catalog = await ferry(['catalog', serve.host], { env });
+    expect(catalog.code).toBe(5);
+
+    const again = await ferry(['--json', 'logout', serve.host], { env });
+    expect(JSON.parse(again.stdout)).toEqual({ server: serve.host, removed: false, removedFrom: [] });
+    await writeFile(authFile, JSON.stringify({ auths: { [serve.host]: auth(USER, PASSWORD) } }));
+    const json = await ferry(['--json', 'logout', serve.host], { env });
+    expect(JSON.parse(json.stdout)).toEqual({ server: serve.host, removed: true, removedFrom: [authFile] });
+  });
+
+  it('refused saved credentials are named as such, with the file they came from', async () => {
+    const dir = await tempDir();
+    const wrong = { auths: { [serve.host]: { auth: Buffer.from(`${USER}:not-the-password`).toString('base64') } } };
+    await writeFile(join(dir, 'config.json'), JSON.stringify(wrong));
+    await writeFile(join(dir, 'auth.json'), JSON.stringify(wrong));
+    const fromDocker = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: dir } });
+    expect(fromDocker.code).toBe(5);
+    expect(fromDocker.stderr).toContain(`refused the saved credentials for ${serve.host} (from ${join(dir, 'config.json')})`);
+    expect(fromDocker.stderr).toContain(`hint: check the user name and password, then run \`ferry login ${serve.host}\` again`);
+    expect(fromDocker.stderr).not.toContain('not-the-password');
+    const fromAuthFile = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json') } });
+    expect(fromAuthFile.code).toBe(5);
+    expect(fromAuthFile.stderr).toContain(`refused the saved credentials for ${serve.host} (from ${join(dir, 'auth.json')})`);
+    const tokens = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd(), '--token-auth']);
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [tokens.host]: wrong.auths[serve.host] } }));
+    const fromTokenServer = await ferry(['tags', `${tokens.host}/team/app`], { env: { DOCKER_CONFIG: dir } });
+    await tokens.stop();
+    expect(fromTokenServer.code).toBe(5);
+    expect(fromTokenServer.stderr).toContain(`refused the saved credentials for ${tokens.host} (from ${join(dir, 'config.json')}) (HTTP 401)`);
+    // Without saved credentials the message stays "authentication required".
+    const none = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: join(dir, 'none'), XDG_RUNTIME_DIR: join(dir, 'run'), XDG_CONFIG_HOME: join(dir, 'xdg') } });
+    expect(none.code).toBe(5);
+    expect(none.stderr).toContain('needs a user name and password');
+  });
+
   it('a symlink loop as config.json is an error naming the file', async () => {
     const cfg = await tempDir();
     await symlink(join(cfg, 'config.json'), join(cfg, 'config.json'));

@@ -40,6 +40,8 @@ export class RegistryClient {
   private readonly tokens = new Map<string, Token>();
   private basic?: string;
   private credential?: Promise<Credential | undefined>;
+  /** The saved credential authenticate() used, so a refusal can say which and from where. */
+  private saved?: Credential;
   private readonly plainHttp: boolean;
 
   constructor(opts: ClientOptions) {
@@ -114,11 +116,27 @@ export class RegistryClient {
     }
     if (res.status === 401 || res.status === 403) {
       const detail = await errorDetail(res);
+      if (res.status === 401 && this.saved && this.basic) {
+        throw new FerryError('AUTH', `${redact(url)} refused ${this.savedCredentials()} (HTTP 401${detail})`, {
+          hint: `check the user name and password, then run \`ferry login ${this.domain}\` again`,
+        });
+      }
+      if (res.status === 401 && this.saved) {
+        // A token server that accepted the password but granted less than asked for.
+        throw new FerryError('AUTH', `${redact(url)} gave no access with ${this.savedCredentials()} (HTTP 401${detail})`, {
+          hint: `check that this account may access the repository, or run \`ferry login ${this.domain}\` as another user`,
+        });
+      }
       throw new FerryError('AUTH', `${res.status === 401 ? 'authentication required' : 'access denied'} for ${redact(url)}${detail}`, {
         hint: res.status === 401 ? `run \`ferry login ${this.domain}\`` : 'check that your account may access this repository',
       });
     }
     return res;
+  }
+
+  /** "the saved credentials for HOST (from FILE)": only for credentials looked up, not given (login). */
+  private savedCredentials(): string {
+    return `the saved credentials for ${this.domain}${this.saved?.source ? ` (from ${this.saved.source})` : ''}`;
   }
 
   /** Answers a challenge: fetches a bearer token for the scopes, or prepares basic auth. */
@@ -127,6 +145,7 @@ export class RegistryClient {
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const basic = challenges.find((c) => c.scheme === 'basic');
     const cred = await this.cred();
+    if (cred?.source) this.saved = cred;
     if (bearer) return this.fetchToken(bearer, scopes, url, cred, signal);
     if (basic) {
       if (!cred || cred.identityToken) {
@@ -162,8 +181,9 @@ export class RegistryClient {
     }
     if (res.status === 401 || res.status === 403) {
       await res.body.dump();
-      throw new FerryError('AUTH', `the token server ${realm.origin} refused ${cred ? `the credentials for ${this.domain}` : 'anonymous access'} (HTTP ${res.status})`, {
-        hint: `run \`ferry login ${this.domain}\``,
+      const whose = cred?.source ? this.savedCredentials() : cred ? `the credentials for ${this.domain}` : 'anonymous access';
+      throw new FerryError('AUTH', `the token server ${realm.origin} refused ${whose} (HTTP ${res.status})`, {
+        hint: cred?.source ? `check the user name and password, then run \`ferry login ${this.domain}\` again` : `run \`ferry login ${this.domain}\``,
       });
     }
     if (res.status !== 200) {
