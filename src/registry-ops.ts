@@ -134,9 +134,9 @@ export function serverDomain(server: string | undefined): string {
 /** Checks credentials against the registry, then saves them; returns where they went. */
 export async function login(server: string | undefined, cred: Credential, o: { registry?: RegistrySettings } = {}): Promise<string> {
   const domain = serverDomain(server);
-  const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug });
+  const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug, onRetry: o.registry?.onRetry });
   try {
-    const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred });
+    const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred, login: true });
     const res = await client.request({ method: 'GET', path: '/v2/', scopes: [] }).catch((e: unknown) => {
       // The client's own hint would be "run ferry login": this is that run.
       if (isFerryError(e, 'AUTH')) throw new FerryError('AUTH', e.message, { cause: e, hint: 'check the user name and password; nothing was saved' });

@@ -357,3 +357,28 @@ describe('login and logout against ferry serve --htpasswd', () => {
     expect(login.stderr).not.toMatch(/\n\s+at /);
   });
 });
+
+describe('login against a registry that rate-limits failed logins (ferry serve --htpasswd)', () => {
+  it('a 429 fails the login at once (exit 6), naming the rate limit and the Retry-After; nothing is saved', async () => {
+    for (const extra of [[], ['--token-auth']]) {
+      const s = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd(), ...extra]);
+      try {
+        // Ten wrong passwords from this address make ferry serve answer 429 (Retry-After: 60) for a minute.
+        const probe = extra.length ? `${s.url}/token?service=ferry` : `${s.url}/v2/`;
+        const wrong = { authorization: `Basic ${Buffer.from(`${USER}:wrong`).toString('base64')}` };
+        for (let i = 0; i < 10; i++) expect((await fetch(probe, { headers: wrong })).status).toBe(401);
+        const cfg = await tempDir();
+        const started = Date.now();
+        const r = await ferry(['login', s.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+        expect(Date.now() - started).toBeLessThan(15_000);
+        expect(r.code, r.stderr).toBe(6);
+        expect(r.stderr).toContain(`ferry: error: ${s.host} is rate-limiting logins (HTTP 429: TOOMANYREQUESTS`);
+        expect(r.stderr).toContain('try again in 60 s');
+        expect(r.stderr).not.toContain('retrying');
+        await expect(stat(join(cfg, 'config.json'))).rejects.toThrow();
+      } finally {
+        await s.stop();
+      }
+    }
+  });
+});
