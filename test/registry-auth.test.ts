@@ -66,19 +66,19 @@ describe('credential lookup (D8, D9)', () => {
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'reg.example.com.evil.com': { auth: Buffer.from('a:b').toString('base64') } } }));
     expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toBeUndefined();
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://reg.example.com/v1/': { auth: Buffer.from('u:p:with:colons').toString('base64') } } }));
-    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'u', secret: 'p:with:colons' });
+    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'u', secret: 'p:with:colons', source: join(dir, 'config.json') });
   });
 
   it('D8: Docker Hub credentials live under https://index.docker.io/v1/', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: Buffer.from('hub:pw').toString('base64') } } }));
-    expect(await lookupCredential('docker.io', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'hub', secret: 'pw' });
+    expect(await lookupCredential('docker.io', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'hub', secret: 'pw', source: join(dir, 'config.json') });
   });
 
   it('reads containers auth.json from REGISTRY_AUTH_FILE', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'auth.json'), JSON.stringify({ auths: { 'quay.io': { auth: Buffer.from('q:w').toString('base64') } } }));
-    expect(await lookupCredential('quay.io', { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), HOME: dir })).toEqual({ username: 'q', secret: 'w' });
+    expect(await lookupCredential('quay.io', { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), HOME: dir })).toEqual({ username: 'q', secret: 'w', source: join(dir, 'auth.json') });
   });
 
   it('D9: a malformed config.json is an AUTH error that never echoes its content', async () => {
