@@ -71,6 +71,10 @@ export interface CopiedImage {
   mediaType: string;
   platforms: string[];
   names: TagName[];
+  /** Set for a referrer carried by `referrers`: the manifest it refers to. */
+  subject?: Digest;
+  /** A referrer's artifact type (its `artifactType`, else its config's media type), when known. */
+  artifactType?: string;
 }
 
 /** In a dry run, what would happen to each blob: sent, already at the destination, or left out (an inventory has it). */
@@ -96,6 +100,8 @@ interface Planned {
   narrowed?: Digest;
   /** The config of a root that is a single manifest (its platform is named only there). */
   config?: Descriptor;
+  /** A referrer's subject and artifact type (planReferrers). */
+  referrer?: { subject: Digest; artifactType?: string };
 }
 
 /**
@@ -234,6 +240,7 @@ function copiedImage(p: Planned): CopiedImage {
     mediaType: p.target.mediaType,
     platforms: p.platforms,
     names: p.root.names ?? [],
+    ...(p.referrer ? { subject: p.referrer.subject, ...(p.referrer.artifactType ? { artifactType: p.referrer.artifactType } : {}) } : {}),
   };
 }
 
@@ -405,11 +412,27 @@ async function planReferrers(src: Source, plans: Planned[], opts: CopyOptions): 
         planned.add(r.descriptor.digest);
         const name = r.tag ? opts.nameReferrerTag?.(r.tag) : undefined;
         const p = await plan(src, { ref: r.descriptor.digest, names: name ? [name] : [] }, { ...opts, platforms: 'all' });
+        p.referrer = { subject: subject.digest, artifactType: r.descriptor.artifactType ?? artifactTypeOf(p) };
         plans.push(p);
         next.push(...p.documents.map((d) => d.descriptor));
       }
     }
     subjects = next;
+  }
+}
+
+/** What a referrer manifest says it is: `artifactType`, else its config's media type unless that is an image's. */
+function artifactTypeOf(p: Planned): string | undefined {
+  const root = p.documents.find((d) => d.descriptor.digest === p.target.digest);
+  if (!root) return undefined;
+  try {
+    const doc = JSON.parse(Buffer.from(root.bytes).toString('utf8')) as { artifactType?: unknown; config?: { mediaType?: unknown } };
+    if (typeof doc.artifactType === 'string') return doc.artifactType;
+    const config = doc.config?.mediaType;
+    const plain = ['application/vnd.oci.image.config.v1+json', 'application/vnd.docker.container.image.v1+json', 'application/vnd.oci.empty.v1+json'];
+    return typeof config === 'string' && !plain.includes(config) ? config : undefined;
+  } catch {
+    return undefined;
   }
 }
 

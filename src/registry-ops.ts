@@ -142,9 +142,9 @@ export function serverDomain(server: string | undefined): string {
 /** Checks credentials against the registry, then saves them; returns where they went. */
 export async function login(server: string | undefined, cred: Credential, o: { registry?: RegistrySettings } = {}): Promise<string> {
   const domain = serverDomain(server);
-  const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug });
+  const http = new Http({ insecureTls: o.registry?.insecure, debug: o.registry?.debug, onRetry: o.registry?.onRetry });
   try {
-    const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred });
+    const client = new RegistryClient({ domain, http, plainHttp: o.registry?.insecure || o.registry?.plainHttp, credential: cred, login: true });
     const res = await client.request({ method: 'GET', path: '/v2/', scopes: [] }).catch((e: unknown) => {
       // The client's own hint would be "run ferry login": this is that run.
       if (isFerryError(e, 'AUTH')) throw new FerryError('AUTH', e.message, { cause: e, hint: 'check the user name and password; nothing was saved' });
@@ -158,7 +158,8 @@ export async function login(server: string | undefined, cred: Credential, o: { r
   return saveCredential(domain, cred);
 }
 
-export async function logout(server: string | undefined): Promise<boolean> {
+/** Removes saved credentials; returns where from (config.json, a helper, auth.json files), empty if none. */
+export async function logout(server: string | undefined): Promise<string[]> {
   return eraseCredential(serverDomain(server));
 }
 

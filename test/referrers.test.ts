@@ -7,6 +7,7 @@ import { ferry } from './helpers/cli.js';
 import { tempDir } from './helpers/fs.js';
 import { makeLayout, type MadeImage } from './helpers/images.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
+import { startServe } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry');
@@ -18,7 +19,7 @@ async function put(dir: string, body: string): Promise<{ digest: string; size: n
 }
 
 /** An image plus an OCI 1.1 referrer (subject) and a cosign-style `sha256-<hex>.sig` tag. */
-async function signedLayout(): Promise<{ dir: string; image: MadeImage; referrer: string; sig: string }> {
+async function signedLayout(o: { sig?: boolean } = {}): Promise<{ dir: string; image: MadeImage; referrer: string; sig: string }> {
   const dir = join(await tempDir(), 'signed');
   const [image] = await makeLayout(dir, [{ tag: 'app', layers: [Buffer.from('app layer')] }]);
   const empty = { mediaType: 'application/vnd.oci.empty.v1+json', ...(await put(dir, '{}')) };
@@ -32,7 +33,8 @@ async function signedLayout(): Promise<{ dir: string; image: MadeImage; referrer
   const sigDesc = { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...(await put(dir, sigManifest)) };
   const sigTag = `${image!.manifest.digest.replace(':', '-')}.sig`;
   const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
-  index.manifests.push(refDesc, { ...sigDesc, annotations: { 'org.opencontainers.image.ref.name': sigTag } });
+  index.manifests.push(refDesc);
+  if (o.sig ?? true) index.manifests.push({ ...sigDesc, annotations: { 'org.opencontainers.image.ref.name': sigTag } });
   await writeFile(join(dir, 'index.json'), JSON.stringify(index));
   return { dir, image: image!, referrer: refDesc.digest, sig: sigTag };
 }
@@ -91,5 +93,37 @@ describe.skipIf(!distribution)('referrers (--referrers)', () => {
     const tags = (await ferry(['tags', `${reg.host}/ref/plain`])).stdout.split('\n').filter(Boolean);
     expect(tags).toEqual(['1']);
     void image;
+  });
+});
+
+describe('--referrers output (ferry serve)', () => {
+  it('copy and pull print a referrer as a Referrer: line of its own, not as another copy of the tag', async () => {
+    const { dir, image, referrer } = await signedLayout({ sig: false });
+    const s = await startServe(join(await tempDir(), 'served'));
+    try {
+      const copy = await ferry(['copy', '--referrers', `oci:${dir}:app`, `docker://${s.host}/ref/app:1`]);
+      expect(copy.code, copy.stderr).toBe(0);
+      const lines = copy.stdout.split('\n');
+      expect(lines.filter((l) => l.startsWith('Copied '))).toEqual([`Copied oci:${dir}:app -> docker://${s.host}/ref/app:1`]);
+      expect(lines.filter((l) => l.startsWith('Digest: '))).toEqual([`Digest: ${image.manifest.digest}`]);
+      expect(lines.filter((l) => l.startsWith('Referrer: '))).toEqual([`Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`]);
+
+      const pull = await ferry(['--store', join(await tempDir(), 'store'), 'pull', '--referrers', `${s.host}/ref/app:1`]);
+      expect(pull.code, pull.stderr).toBe(0);
+      const pulled = pull.stdout.split('\n');
+      expect(pulled.filter((l) => l.startsWith('Status: '))).toEqual([`Status: Downloaded newer image for ${s.host}/ref/app:1`]);
+      expect(pulled.filter((l) => l.startsWith('Referrer: '))).toEqual([`Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`]);
+
+      // --json keeps one image per manifest; the referrer says what it refers to.
+      const json = await ferry(['--json', 'copy', '--referrers', `oci:${dir}:app`, `oci:${join(await tempDir(), 'out')}:x`]);
+      expect(json.code, json.stderr).toBe(0);
+      const result = JSON.parse(json.stdout.trim().split('\n').at(-1)!);
+      expect(result.images.map((i: { digest: string; names: unknown[]; subject?: string; artifactType?: string }) => [i.digest, i.names.length, i.subject, i.artifactType])).toEqual([
+        [image.manifest.digest, 1, undefined, undefined],
+        [referrer, 0, image.manifest.digest, 'application/spdx+json'],
+      ]);
+    } finally {
+      await s.stop();
+    }
   });
 });

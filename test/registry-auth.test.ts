@@ -1,4 +1,5 @@
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, lstat, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { Http } from '../src/locations/registry/http.js';
@@ -11,6 +12,7 @@ import { failure } from './helpers/assert.js';
 import { ferry } from './helpers/cli.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { dockerConfigWith, PASSWORD, selfSignedCert, REFRESH_TOKEN, startDistribution, USER, type RunningRegistry, type TokenServer } from './helpers/registry.js';
+import { startServe, type Served } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 
 const distribution = hasTool('docker-registry') && hasTool('htpasswd') && hasTool('openssl');
@@ -64,19 +66,19 @@ describe('credential lookup (D8, D9)', () => {
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'reg.example.com.evil.com': { auth: Buffer.from('a:b').toString('base64') } } }));
     expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toBeUndefined();
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://reg.example.com/v1/': { auth: Buffer.from('u:p:with:colons').toString('base64') } } }));
-    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'u', secret: 'p:with:colons' });
+    expect(await lookupCredential('reg.example.com', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'u', secret: 'p:with:colons', source: join(dir, 'config.json') });
   });
 
   it('D8: Docker Hub credentials live under https://index.docker.io/v1/', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { 'https://index.docker.io/v1/': { auth: Buffer.from('hub:pw').toString('base64') } } }));
-    expect(await lookupCredential('docker.io', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'hub', secret: 'pw' });
+    expect(await lookupCredential('docker.io', { DOCKER_CONFIG: dir, HOME: dir })).toEqual({ username: 'hub', secret: 'pw', source: join(dir, 'config.json') });
   });
 
   it('reads containers auth.json from REGISTRY_AUTH_FILE', async () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'auth.json'), JSON.stringify({ auths: { 'quay.io': { auth: Buffer.from('q:w').toString('base64') } } }));
-    expect(await lookupCredential('quay.io', { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), HOME: dir })).toEqual({ username: 'q', secret: 'w' });
+    expect(await lookupCredential('quay.io', { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json'), HOME: dir })).toEqual({ username: 'q', secret: 'w', source: join(dir, 'auth.json') });
   });
 
   it('D9: a malformed config.json is an AUTH error that never echoes its content', async () => {
@@ -243,5 +245,140 @@ describe.skipIf(!distribution)('registry authentication against the CNCF distrib
     const pull = await ferry(['--debug', '--store', join(await tempDir(), 's'), 'pull', `${token.host}/auth/debug:1`], { env: { DOCKER_CONFIG: cfg } });
     expect(pull.code, pull.stderr).toBe(0);
     clean('identity-token pull', pull.stderr);
+  });
+});
+
+/** An htpasswd file with a {SHA} line: `ferry serve --htpasswd` reads it and no htpasswd binary is needed. */
+async function shaHtpasswd(user = USER, password = PASSWORD): Promise<string> {
+  const file = join(await tempDir(), 'htpasswd');
+  await writeFile(file, `${user}:{SHA}${createHash('sha1').update(password).digest('base64')}\n`);
+  return file;
+}
+
+describe('login and logout against ferry serve --htpasswd', () => {
+  let serve: Served;
+  beforeAll(async () => {
+    serve = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd()]);
+  });
+  afterAll(async () => serve?.stop());
+
+  it('a symlinked config.json stays a link: login and logout write its target, 0600', async () => {
+    const cfg = await tempDir();
+    const dotfiles = join(await tempDir(), 'dotfiles');
+    await mkdir(dotfiles);
+    await writeFile(join(dotfiles, 'config.json'), JSON.stringify({ currentContext: 'keep-me' }));
+    await symlink(join(dotfiles, 'config.json'), join(cfg, 'config.json'));
+    const env = { DOCKER_CONFIG: cfg };
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env, input: PASSWORD });
+    expect(login.code, login.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const doc = JSON.parse(await readFile(join(dotfiles, 'config.json'), 'utf8'));
+    expect(doc.currentContext).toBe('keep-me');
+    expect(Buffer.from(doc.auths[serve.host].auth, 'base64').toString()).toBe(`${USER}:${PASSWORD}`);
+    expect((await stat(join(dotfiles, 'config.json'))).mode & 0o777).toBe(0o600);
+    const logout = await ferry(['logout', serve.host], { env });
+    expect(logout.code, logout.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const after = JSON.parse(await readFile(join(dotfiles, 'config.json'), 'utf8'));
+    expect(after.auths[serve.host]).toBeUndefined();
+    expect(after.currentContext).toBe('keep-me');
+    expect((await stat(join(dotfiles, 'config.json'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('a dangling relative symlink as config.json: login creates its target and keeps the link', async () => {
+    const base = await tempDir();
+    const cfg = join(base, 'docker');
+    await mkdir(cfg);
+    await symlink('../dotfiles/docker/config.json', join(cfg, 'config.json'));
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+    expect(login.code, login.stderr).toBe(0);
+    expect((await lstat(join(cfg, 'config.json'))).isSymbolicLink()).toBe(true);
+    const target = join(base, 'dotfiles', 'docker', 'config.json');
+    expect(Object.keys(JSON.parse(await readFile(target, 'utf8')).auths)).toEqual([serve.host]);
+    expect((await stat(target)).mode & 0o777).toBe(0o600);
+  });
+
+  it('logout also removes the entry from $REGISTRY_AUTH_FILE, which lookups read, keeping its other keys, and says where from', async () => {
+    const dir = await tempDir();
+    const authFile = join(dir, 'auth.json');
+    const auth = (u: string, p: string) => ({ auth: Buffer.from(`${u}:${p}`).toString('base64') });
+    await writeFile(authFile, JSON.stringify({ auths: { [`https://${serve.host}/v2/`]: auth(USER, PASSWORD), [serve.host]: auth(USER, PASSWORD), 'other.example': auth('o', 'p') }, keep: 1 }));
+    await chmod(authFile, 0o644);
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [serve.host]: auth(USER, PASSWORD) } }));
+    const env = { DOCKER_CONFIG: dir, REGISTRY_AUTH_FILE: authFile, XDG_RUNTIME_DIR: join(dir, 'run'), XDG_CONFIG_HOME: join(dir, 'xdg') };
+    expect((await ferry(['catalog', serve.host], { env })).code).toBe(0);
+    const out = await ferry(['logout', serve.host], { env });
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toBe(`Removing login credentials for ${serve.host} (from ${join(dir, 'config.json')}, ${authFile})\n`);
+    const doc = JSON.parse(await readFile(authFile, 'utf8'));
+    expect(doc).toEqual({ auths: { 'other.example': auth('o', 'p') }, keep: 1 });
+    expect((await stat(authFile)).mode & 0o777).toBe(0o600);
+    const catalog = await ferry(['catalog', serve.host], { env });
+    expect(catalog.code).toBe(5);
+
+    const again = await ferry(['--json', 'logout', serve.host], { env });
+    expect(JSON.parse(again.stdout)).toEqual({ server: serve.host, removed: false, removedFrom: [] });
+    await writeFile(authFile, JSON.stringify({ auths: { [serve.host]: auth(USER, PASSWORD) } }));
+    const json = await ferry(['--json', 'logout', serve.host], { env });
+    expect(JSON.parse(json.stdout)).toEqual({ server: serve.host, removed: true, removedFrom: [authFile] });
+  });
+
+  it('refused saved credentials are named as such, with the file they came from', async () => {
+    const dir = await tempDir();
+    const wrong = { auths: { [serve.host]: { auth: Buffer.from(`${USER}:not-the-password`).toString('base64') } } };
+    await writeFile(join(dir, 'config.json'), JSON.stringify(wrong));
+    await writeFile(join(dir, 'auth.json'), JSON.stringify(wrong));
+    const fromDocker = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: dir } });
+    expect(fromDocker.code).toBe(5);
+    expect(fromDocker.stderr).toContain(`refused the saved credentials for ${serve.host} (from ${join(dir, 'config.json')})`);
+    expect(fromDocker.stderr).toContain(`hint: check the user name and password, then run \`ferry login ${serve.host}\` again`);
+    expect(fromDocker.stderr).not.toContain('not-the-password');
+    const fromAuthFile = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: join(dir, 'none'), REGISTRY_AUTH_FILE: join(dir, 'auth.json') } });
+    expect(fromAuthFile.code).toBe(5);
+    expect(fromAuthFile.stderr).toContain(`refused the saved credentials for ${serve.host} (from ${join(dir, 'auth.json')})`);
+    const tokens = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd(), '--token-auth']);
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ auths: { [tokens.host]: wrong.auths[serve.host] } }));
+    const fromTokenServer = await ferry(['tags', `${tokens.host}/team/app`], { env: { DOCKER_CONFIG: dir } });
+    await tokens.stop();
+    expect(fromTokenServer.code).toBe(5);
+    expect(fromTokenServer.stderr).toContain(`refused the saved credentials for ${tokens.host} (from ${join(dir, 'config.json')}) (HTTP 401)`);
+    // Without saved credentials the message stays "authentication required".
+    const none = await ferry(['tags', `${serve.host}/team/app`], { env: { DOCKER_CONFIG: join(dir, 'none'), XDG_RUNTIME_DIR: join(dir, 'run'), XDG_CONFIG_HOME: join(dir, 'xdg') } });
+    expect(none.code).toBe(5);
+    expect(none.stderr).toContain('needs a user name and password');
+  });
+
+  it('a symlink loop as config.json is an error naming the file', async () => {
+    const cfg = await tempDir();
+    await symlink(join(cfg, 'config.json'), join(cfg, 'config.json'));
+    const login = await ferry(['login', serve.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+    expect(login.code).not.toBe(0);
+    expect(login.stderr).toContain(join(cfg, 'config.json'));
+    expect(login.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('login against a registry that rate-limits failed logins (ferry serve --htpasswd)', () => {
+  it('a 429 fails the login at once (exit 6), naming the rate limit and the Retry-After; nothing is saved', async () => {
+    for (const extra of [[], ['--token-auth']]) {
+      const s = await startServe(join(await tempDir(), 'store'), ['--htpasswd', await shaHtpasswd(), ...extra]);
+      try {
+        // Ten wrong passwords from this address make ferry serve answer 429 (Retry-After: 60) for a minute.
+        const probe = extra.length ? `${s.url}/token?service=ferry` : `${s.url}/v2/`;
+        const wrong = { authorization: `Basic ${Buffer.from(`${USER}:wrong`).toString('base64')}` };
+        for (let i = 0; i < 10; i++) expect((await fetch(probe, { headers: wrong })).status).toBe(401);
+        const cfg = await tempDir();
+        const started = Date.now();
+        const r = await ferry(['login', s.host, '-u', USER, '--password-stdin'], { env: { DOCKER_CONFIG: cfg }, input: PASSWORD });
+        expect(Date.now() - started).toBeLessThan(15_000);
+        expect(r.code, r.stderr).toBe(6);
+        expect(r.stderr).toContain(`ferry: error: ${s.host} is rate-limiting logins (HTTP 429: TOOMANYREQUESTS`);
+        expect(r.stderr).toContain('try again in 60 s');
+        expect(r.stderr).not.toContain('retrying');
+        await expect(stat(join(cfg, 'config.json'))).rejects.toThrow();
+      } finally {
+        await s.stop();
+      }
+    }
   });
 });

@@ -617,18 +617,20 @@ describe.skipIf(!distribution)('credentials on the wire (catalogue D)', () => {
   it('D5: a wrong password exits 5 after at most one retry (basic auth registry and token server)', async () => {
     const manifest = '/v2/creds/layers/manifests/1';
     const before = basicProxy.seen.length;
-    const basic = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${basicProxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: await dockerConfigWith(basicProxy.host, USER, 'wrong-password') } });
+    const basicCfg = await dockerConfigWith(basicProxy.host, USER, 'wrong-password');
+    const basic = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${basicProxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: basicCfg } });
     expect(basic.code, basic.stderr).toBe(5);
-    expect(basic.stderr).toContain(`authentication required for http://${basicProxy.host}${manifest}`);
+    expect(basic.stderr).toContain(`http://${basicProxy.host}${manifest} refused the saved credentials for ${basicProxy.host} (from ${join(basicCfg, 'config.json')}) (HTTP 401`);
     expect(basic.stderr).not.toContain('wrong-password');
     const asked = basicProxy.seen.slice(before).filter((q) => q.url === manifest);
     expect(asked.length).toBeLessThanOrEqual(2);
     expect(asked.filter((q) => q.headers.authorization).length).toBe(1);
 
     const tokens = reg.tokenServer!.requests.length;
-    const token = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: await dockerConfigWith(proxy.host, USER, 'wrong-password') } });
+    const tokenCfg = await dockerConfigWith(proxy.host, USER, 'wrong-password');
+    const token = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${proxy.host}/creds/layers:1`], { env: { DOCKER_CONFIG: tokenCfg } });
     expect(token.code, token.stderr).toBe(5);
-    expect(token.stderr).toContain(`the token server ${new URL(reg.tokenServer!.realm).origin} refused the credentials for ${proxy.host} (HTTP 401)`);
+    expect(token.stderr).toContain(`the token server ${new URL(reg.tokenServer!.realm).origin} refused the saved credentials for ${proxy.host} (from ${join(tokenCfg, 'config.json')}) (HTTP 401)`);
     expect(reg.tokenServer!.requests.length - tokens).toBeLessThanOrEqual(2);
   });
 });

@@ -81,6 +81,17 @@ export function printDigests(i: { digest: string; source?: string; platforms: st
   out(`Written: ${i.digest} (${i.platforms.join(', ')})`);
 }
 
+/**
+ * A referrer carried by --referrers gets a line of its own: a `Copied`/`Digest:` block would read
+ * as if the tag now pointed at the signature. Returns whether `i` was one.
+ */
+export function printReferrer(i: { digest: string; subject?: string; artifactType?: string; names: Array<{ tag: string }> }): boolean {
+  if (!i.subject) return false;
+  const tags = i.names.map((n) => n.tag);
+  out(`Referrer: ${i.digest}${i.artifactType ? ` (${i.artifactType})` : ''} for ${i.subject}${tags.length ? `, tagged ${tags.join(', ')}` : ''}`);
+  return true;
+}
+
 /** Progress and status lines go to stderr so stdout stays parseable. */
 export function status(args: GlobalArgs, line: string): void {
   if (!args.quiet && !args.json) process.stderr.write(line + '\n');

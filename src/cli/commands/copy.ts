@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printDigests, printReferrer, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
@@ -42,6 +42,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
+      if (printReferrer(i)) continue;
       out(`Copied ${args.source} -> ${args.destination}`);
       printDigests(i);
     }

@@ -45,8 +45,9 @@ export const logoutCommand: CommandModule<GlobalArgs, { server?: string } & Glob
   builder: (y) => y.positional('server', { type: 'string', describe: 'registry host (default: Docker Hub)' }),
   handler: async (args) => {
     const { logout, serverDomain } = await import('../../registry-ops.js');
-    const removed = await logout(args.server);
-    if (args.json) printJson({ server: serverDomain(args.server), removed });
-    else out(removed ? `Removing login credentials for ${serverDomain(args.server)}` : `Not logged in to ${serverDomain(args.server)}`);
+    const from = await logout(args.server);
+    const server = serverDomain(args.server);
+    if (args.json) printJson({ server, removed: from.length > 0, removedFrom: from });
+    else out(from.length ? `Removing login credentials for ${server} (from ${from.join(', ')})` : `Not logged in to ${server}`);
   },
 };

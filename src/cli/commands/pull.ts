@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printDigests, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printDigests, printReferrer, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
@@ -39,6 +39,7 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
+      if (printReferrer(i)) continue;
       const name = i.names[0]?.name ?? `${report.reference}@${i.source ?? i.digest}`;
       printDigests(i);
       out(report.blobs.copied > 0 ? `Status: Downloaded newer image for ${name}` : `Status: Image is up to date for ${name}`);

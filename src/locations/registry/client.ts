@@ -1,7 +1,7 @@
 import { FerryError } from '../../errors.js';
 import { parseChallenges, type Challenge } from './challenge.js';
 import { lookupCredential, type Credential } from './credentials.js';
-import { header, Http, isCertificateError, isLoopback, redact, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
+import { header, Http, isCertificateError, isLoopback, redact, retryAfterMs, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
 
 export interface ClientOptions {
   /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
@@ -11,6 +11,8 @@ export interface ClientOptions {
   plainHttp?: boolean;
   /** Credentials to use instead of looking them up (login checks them this way). */
   credential?: Credential | null;
+  /** A login check: a 429 fails at once, naming the rate limit, instead of being waited out. */
+  login?: boolean;
 }
 
 export interface ClientRequest {
@@ -40,12 +42,16 @@ export class RegistryClient {
   private readonly tokens = new Map<string, Token>();
   private basic?: string;
   private credential?: Promise<Credential | undefined>;
+  /** The saved credential authenticate() used, so a refusal can say which and from where. */
+  private saved?: Credential;
   private readonly plainHttp: boolean;
+  private readonly login: boolean;
 
   constructor(opts: ClientOptions) {
     this.domain = opts.domain;
     this.http = opts.http;
     this.plainHttp = opts.plainHttp ?? false;
+    this.login = opts.login ?? false;
     if (opts.credential !== undefined) this.credential = Promise.resolve(opts.credential ?? undefined);
   }
 
@@ -94,7 +100,7 @@ export class RegistryClient {
     const url = req.path instanceof URL ? req.path : new URL(req.path, base);
     const resendable = req.body === undefined || Buffer.isBuffer(req.body) || typeof req.body === 'string';
     const send = (authorization: HttpRequest['authorization']) => {
-      const r: HttpRequest = { method: req.method, url, headers: req.headers, body: req.body, authorization, signal: req.signal };
+      const r: HttpRequest = { method: req.method, url, headers: req.headers, body: req.body, authorization, signal: req.signal, noRetryOn429: this.login };
       return resendable ? this.http.sendRetrying(r) : this.http.send(r);
     };
     let res = await send(this.authorization(req.scopes, base.origin));
@@ -112,13 +118,40 @@ export class RegistryClient {
       await this.authenticate(challenge, req.scopes, url, req.signal);
       res = await send(this.authorization(req.scopes, base.origin));
     }
+    if (res.status === 429 && this.login) throw await this.rateLimited(res);
     if (res.status === 401 || res.status === 403) {
       const detail = await errorDetail(res);
+      if (res.status === 401 && this.saved && this.basic) {
+        throw new FerryError('AUTH', `${redact(url)} refused ${this.savedCredentials()} (HTTP 401${detail})`, {
+          hint: `check the user name and password, then run \`ferry login ${this.domain}\` again`,
+        });
+      }
+      if (res.status === 401 && this.saved) {
+        // A token server that accepted the password but granted less than asked for.
+        throw new FerryError('AUTH', `${redact(url)} gave no access with ${this.savedCredentials()} (HTTP 401${detail})`, {
+          hint: `check that this account may access the repository, or run \`ferry login ${this.domain}\` as another user`,
+        });
+      }
       throw new FerryError('AUTH', `${res.status === 401 ? 'authentication required' : 'access denied'} for ${redact(url)}${detail}`, {
         hint: res.status === 401 ? `run \`ferry login ${this.domain}\`` : 'check that your account may access this repository',
       });
     }
     return res;
+  }
+
+  /** A login answered 429: retrying would only prolong the lock-out, so say so at once. */
+  private async rateLimited(res: HttpResponse): Promise<FerryError> {
+    const after = retryAfterMs(header(res, 'retry-after'));
+    const detail = await errorDetail(res);
+    const when = after === undefined ? 'try again later' : `try again in ${Math.max(1, Math.ceil(after / 1000))} s`;
+    return new FerryError('NETWORK', `${this.domain} is rate-limiting logins (HTTP 429${detail}); ${when}`, {
+      hint: 'too many failed logins from this address lock logins out for a while; check the user name and password before trying again',
+    });
+  }
+
+  /** "the saved credentials for HOST (from FILE)": only for credentials looked up, not given (login). */
+  private savedCredentials(): string {
+    return `the saved credentials for ${this.domain}${this.saved?.source ? ` (from ${this.saved.source})` : ''}`;
   }
 
   /** Answers a challenge: fetches a bearer token for the scopes, or prepares basic auth. */
@@ -127,6 +160,7 @@ export class RegistryClient {
     const bearer = challenges.find((c) => c.scheme === 'bearer');
     const basic = challenges.find((c) => c.scheme === 'basic');
     const cred = await this.cred();
+    if (cred?.source) this.saved = cred;
     if (bearer) return this.fetchToken(bearer, scopes, url, cred, signal);
     if (basic) {
       if (!cred || cred.identityToken) {
@@ -150,7 +184,7 @@ export class RegistryClient {
     let res: HttpResponse;
     if (cred?.identityToken && mayCarry) {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.secret, service: ch.params.service ?? '', client_id: 'ferry', scope: all.join(' ') });
-      res = await this.http.sendRetrying({ method: 'POST', url: realm, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), signal });
+      res = await this.http.sendRetrying({ method: 'POST', url: realm, headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), signal, noRetryOn429: this.login });
     } else {
       const q = new URL(realm);
       if (ch.params.service) q.searchParams.set('service', ch.params.service);
@@ -158,12 +192,14 @@ export class RegistryClient {
       const authorization = cred && mayCarry && !cred.identityToken
         ? { origin: realm.origin, value: `Basic ${Buffer.from(`${cred.username}:${cred.secret}`).toString('base64')}` }
         : undefined;
-      res = await this.http.sendRetrying({ method: 'GET', url: q, authorization, signal });
+      res = await this.http.sendRetrying({ method: 'GET', url: q, authorization, signal, noRetryOn429: this.login });
     }
+    if (res.status === 429 && this.login) throw await this.rateLimited(res);
     if (res.status === 401 || res.status === 403) {
       await res.body.dump();
-      throw new FerryError('AUTH', `the token server ${realm.origin} refused ${cred ? `the credentials for ${this.domain}` : 'anonymous access'} (HTTP ${res.status})`, {
-        hint: `run \`ferry login ${this.domain}\``,
+      const whose = cred?.source ? this.savedCredentials() : cred ? `the credentials for ${this.domain}` : 'anonymous access';
+      throw new FerryError('AUTH', `the token server ${realm.origin} refused ${whose} (HTTP ${res.status})`, {
+        hint: cred?.source ? `check the user name and password, then run \`ferry login ${this.domain}\` again` : `run \`ferry login ${this.domain}\``,
       });
     }
     if (res.status !== 200) {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../../errors.js';
 import { publishBytes } from '../../blob/publish.js';
 
@@ -12,6 +12,8 @@ export interface Credential {
   identityToken?: boolean;
   /** A bearer token to send as-is (`registrytoken`). */
   registryToken?: string;
+  /** Where a saved credential was found (a file, or `docker-credential-NAME`), for messages. */
+  source?: string;
 }
 
 /** The credentials key docker uses for a registry: Docker Hub is special. */
@@ -55,7 +57,9 @@ async function readConfig(path: string): Promise<ConfigFile | undefined> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw symlinkLoop(path);
     throw e;
   }
   try {
@@ -146,16 +150,20 @@ export async function lookupCredential(domain: string, env = process.env): Promi
   const helper = docker?.credHelpers?.[domain] ?? (isDockerHub(domain) ? docker?.credHelpers?.['docker.io'] : undefined) ?? docker?.credsStore;
   if (helper) {
     const c = await fromHelper(helper, domain);
-    if (c) return c;
+    if (c) return { ...c, source: `docker-credential-${helper}` };
   }
   const hit = findEntry(docker?.auths, domain);
-  if (hit) return decodeEntry(hit[1], `${hit[0]} in ${dockerPath}`);
+  if (hit) return withSource(decodeEntry(hit[1], `${hit[0]} in ${dockerPath}`), dockerPath);
   for (const path of containersAuthPaths(env)) {
     const c = await readConfig(path);
     const h = findEntry(c?.auths, domain);
-    if (h) return decodeEntry(h[1], `${h[0]} in ${path}`);
+    if (h) return withSource(decodeEntry(h[1], `${h[0]} in ${path}`), path);
   }
   return undefined;
+}
+
+function withSource(c: Credential | undefined, source: string): Credential | undefined {
+  return c && { ...c, source };
 }
 
 /** Saves credentials the way `docker login` does: through the helper if one is configured, else `auths`. */
@@ -173,25 +181,68 @@ export async function saveCredential(domain: string, cred: { username: string; s
   return path;
 }
 
-export async function eraseCredential(domain: string, env = process.env): Promise<boolean> {
+/**
+ * Removes a registry's credentials from everywhere lookupCredential() reads them: the helper, the
+ * docker config's `auths`, and containers' auth.json files (podman's logout edits those too).
+ * Returns where they were removed from; empty when there were none.
+ */
+export async function eraseCredential(domain: string, env = process.env): Promise<string[]> {
+  const removed: string[] = [];
   const path = dockerConfigPath(env);
   const docker = await readConfig(path);
-  if (!docker) return false;
-  const key = credentialKey(domain);
-  const helper = docker.credHelpers?.[domain] ?? docker.credsStore;
-  if (helper) await runHelper(helper, 'erase', key);
-  const hit = findEntry(docker.auths, domain);
-  if (!hit && !helper) return false;
-  if (hit) {
-    delete docker.auths![hit[0]];
-    await writeConfig(path, docker);
+  const helper = docker?.credHelpers?.[domain] ?? docker?.credsStore;
+  if (helper) {
+    await runHelper(helper, 'erase', credentialKey(domain));
+    removed.push(`docker-credential-${helper}`);
   }
-  return true;
+  for (const file of [path, ...containersAuthPaths(env)]) {
+    const doc = file === path ? docker : await readConfig(file);
+    if (doc && dropEntries(doc, domain)) {
+      await writeConfig(file, doc);
+      removed.push(file);
+    }
+  }
+  return [...new Set(removed)];
 }
 
-/** 0600 always (chmod even when the file existed), atomically, keeping keys ferry does not know. */
+/** Deletes every `auths` key that names the registry (`host`, `https://host/v2/`, …); true if any. */
+function dropEntries(doc: ConfigFile, domain: string): boolean {
+  let dropped = false;
+  for (let hit = findEntry(doc.auths, domain); hit; hit = findEntry(doc.auths, domain)) {
+    delete doc.auths![hit[0]];
+    dropped = true;
+  }
+  return dropped;
+}
+
+/**
+ * 0600 always (chmod even when the file existed), atomically, keeping keys ferry does not know.
+ * A symlinked file (dotfile managers: stow, home-manager) is written at its target, so the link stays.
+ */
 async function writeConfig(path: string, doc: ConfigFile): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  await publishBytes(path, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
-  await chmod(path, 0o600);
+  const target = await linkTarget(path);
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  await publishBytes(target, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
+  await chmod(target, 0o600);
+}
+
+/** The file a chain of symlinks ends at (which need not exist yet); `path` itself if it is no link. */
+async function linkTarget(path: string): Promise<string> {
+  let p = path;
+  for (let hops = 0; hops < 40; hops++) {
+    let next: string;
+    try {
+      next = await readlink(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINVAL' || code === 'ENOENT') return p; // not a link, or nothing there yet
+      throw e;
+    }
+    p = resolve(dirname(p), next);
+  }
+  throw symlinkLoop(path);
+}
+
+function symlinkLoop(path: string): FerryError {
+  return new FerryError('IO', `${path} is a loop of symbolic links`, { hint: 'fix the link, or remove it and run `ferry login` again' });
 }

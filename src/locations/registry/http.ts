@@ -17,6 +17,8 @@ export interface HttpRequest {
   /** Sent only to this origin (scheme://host:port): never across a redirect to another one. */
   authorization?: { origin: string; value: string };
   signal?: AbortSignal;
+  /** sendRetrying() returns a 429 at once instead of waiting it out (login: the limit is on failed logins). */
+  noRetryOn429?: boolean;
 }
 
 export interface HttpResponse {
@@ -230,7 +232,7 @@ export class Http {
         if (isFerryError(e) || !isRetryableError(e)) throw wrapNetwork(e, req.url, undefined, this.proxyHint(req.url));
         error = e;
       }
-      const retryable = res === undefined || res.status === 408 || res.status === 429 || res.status >= 500;
+      const retryable = res === undefined || res.status === 408 || (res.status === 429 && !req.noRetryOn429) || res.status >= 500;
       if (!retryable) return res!;
       if (attempt >= this.opts.attempts) {
         if (res) return res;
