@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'INTEGRITY' // verify found problems
   | 'AUTH'
   | 'NETWORK'
+  | 'REFUSED' // the registry does not allow the operation (read-only, deletes turned off)
   | 'IO'
   | 'LOCKED'
   | 'ABORTED'
@@ -37,6 +38,7 @@ const EXIT: Record<ErrorCode, number> = {
   INTEGRITY: 4,
   AUTH: 5,
   NETWORK: 6,
+  REFUSED: 6,
   IO: 7,
   LOCKED: 8,
   ABORTED: 130,

@@ -800,13 +800,13 @@ describe('ferry serve: lifecycle', () => {
       expect(r.code()).toBe('UNSUPPORTED');
     }
     expect((await ferry(['--store', s.store, 'images'])).stdout).toContain('layers');
-    // ferry as the client: refused at once (exit 3, no retries), saying why.
+    // ferry as the client: refused at once (exit 6, the registry's refusal; no retries), saying why.
     const push = await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${s.host}/x/y:1`]);
-    expect(push.code, push.stderr).toBe(3);
+    expect(push.code, push.stderr).toBe(6);
     expect(push.stderr).toContain('does not allow this (HTTP 405)');
     expect(push.stderr).not.toMatch(/[Rr]etrying/);
     const rm = await ferry(['rm', `docker://${s.host}/example.com/ferry/testdata:layers`]);
-    expect(rm.code, rm.stderr).toBe(3);
+    expect(rm.code, rm.stderr).toBe(6);
     expect(rm.stderr).toContain('does not allow deleting manifests');
     expect(rm.stderr).not.toContain('ferry --help');
     await s.stop();

@@ -497,7 +497,7 @@ export class RegistryRepository implements Source, Sink {
     }
     if (res.status === 405 || res.status === 400) {
       // Not a mistake in the command line: the registry's choice (distribution needs delete: enabled: true).
-      throw new FerryError('UNSUPPORTED', `${this.client.domain} does not allow deleting manifests${await errorDetail(res)}`, {
+      throw new FerryError('REFUSED', `${this.client.domain} does not allow deleting manifests${await errorDetail(res)}`, {
         hint: 'the registry is read-only or has deletes turned off (distribution: storage.delete.enabled)',
       });
     }
@@ -603,7 +603,7 @@ async function expectStatus(res: HttpResponse, ok: number[], what: string): Prom
   // Refusals that asking again will not change: not retried, and not called a network failure.
   if (res.status === 401 || res.status === 403) throw new FerryError('AUTH', `${what}: denied (HTTP ${res.status})${detail}`, { hint: 'check that your account may do this in that repository' });
   if (res.status === 405) {
-    throw new FerryError('UNSUPPORTED', `${what}: ${res.url.host} does not allow this (HTTP 405)${detail}`, { hint: 'the registry (or this repository) is read-only, or does not offer this operation' });
+    throw new FerryError('REFUSED', `${what}: ${res.url.host} does not allow this (HTTP 405)${detail}`, { hint: 'the registry (or this repository) is read-only, or does not offer this operation' });
   }
   if (res.status === 413) throw new FerryError('TOO_LARGE', `${what}: ${res.url.host} refused it as too large (HTTP 413)${detail}`);
   if (res.status === 408) throw new FerryError('NETWORK', `${what}: the registry timed out waiting (HTTP 408)${detail}`);
