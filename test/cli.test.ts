@@ -349,6 +349,20 @@ describe.concurrent('tag', () => {
     expect((await ok(['images'], store)).stdout).toMatch(/example\.com\/other\/name\s+v2\s+3b52f2bbd32a/);
   });
 
+  it('naming an unnamed image (pulled by digest) replaces its <none> entry; other names stay', async () => {
+    const store = await storeWithAll();
+    const doc = JSON.parse(await readFile(join(store, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; annotations?: Record<string, string> }> };
+    doc.manifests.push({ ...doc.manifests.find((m) => m.digest === images.zstd.digest)!, annotations: undefined });
+    doc.manifests = doc.manifests.filter((m) => m.digest !== images.zstd.digest || !m.annotations);
+    await writeFile(join(store, 'index.json'), JSON.stringify(doc));
+    expect((await ok(['images'], store)).stdout).toMatch(/<none>\s+<none>\s+9459cb7b93ce/);
+    await ok(['tag', shortHex(images.zstd.digest), 'example.com/named:1'], store);
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as Array<{ name?: string; digest: string }>;
+    expect(list.filter((i) => i.digest === images.zstd.digest).map((i) => i.name)).toEqual(['example.com/named:1']);
+    await ok(['tag', 'example.com/named:1', 'example.com/named:2'], store);
+    expect((await indexEntries(store)).filter((e) => e.digest === images.zstd.digest)).toHaveLength(2);
+  });
+
   it('tag to a digest-only target exits 2 and leaves the store unchanged', async () => {
     const store = await storeWithAll();
     const before = await readFile(join(store, 'index.json'), 'utf8');

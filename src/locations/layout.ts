@@ -515,6 +515,8 @@ export function addRoot(manifests: Descriptor[], root: Descriptor, name: TagName
   }
   const kept = manifests.filter((m) => {
     const a = m.annotations ?? {};
+    // Once named, the image is no longer listed as <none> too (as docker drops a dangling entry).
+    if (m.digest === root.digest && a[ANNOTATION_REF_NAME] === undefined && a[ANNOTATION_IMAGE_NAME] === undefined) return false;
     if (name.name) return a[ANNOTATION_IMAGE_NAME] !== name.name;
     return a[ANNOTATION_IMAGE_NAME] !== undefined || a[ANNOTATION_REF_NAME] !== name.tag;
   });
