@@ -1,4 +1,4 @@
-import { copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
 import { FerryError, isFerryError } from './errors.js';
 import { PlanBuilder, type Plan } from './plan.js';
 import { OciLayout } from './locations/layout.js';
@@ -7,7 +7,7 @@ import { openRepository, registryClient } from './locations/registry/pool.js';
 import { RegistryClient } from './locations/registry/client.js';
 import { saveCredential, eraseCredential, type Credential } from './locations/registry/credentials.js';
 import { Http } from './locations/registry/http.js';
-import { paginate } from './locations/registry/repository.js';
+import { paginate, type RegistryRepository } from './locations/registry/repository.js';
 import { formatReference, parseReference, parseRepository, repositoryName, withoutDockerPrefix, type Reference } from './oci/reference.js';
 import { hostPlatform, type PlatformSelection } from './oci/platform.js';
 import type { Digest } from './oci/digest.js';
@@ -81,19 +81,20 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
   const target = dest ? (o.allTags ? parseRepository(dest, 'push --all-tags: destination') : parseReference(dest)) : ref;
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
   const entries = await store.entries();
-  let roots: Root[];
+  let roots: Array<Root & { narrowedFrom?: string }>;
   if (o.allTags) {
     const repo = repositoryName(ref);
     const mine = entries.filter((e) => e.name && parseReference(e.name) && repositoryName(parseReference(e.name)) === repo && e.tag);
     if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
-    roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)] }));
+    roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)], narrowedFrom: e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] }));
   } else {
     const d = await store.resolve(withoutDockerPrefix(image));
     // A destination without a tag keeps the image's own (as copy does), rather than "latest".
     const tag = dest && namesTag(dest) ? target.tag : ref.tag;
-    roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [] }];
+    roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [], narrowedFrom: d.annotations?.[ANNOTATION_SOURCE_INDEX] }];
   }
   const repo = openRepository(target, o.registry);
+  await refuseNarrowing(repo, roots, image, o.signal);
   // Blobs of other repositories of the same registry can be mounted instead of uploaded.
   for (const e of entries) {
     const r = e.name ? safeParse(e.name) : undefined;
@@ -107,6 +108,22 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     return { ...report, reference: repositoryName(target) };
   } finally {
     await store.close();
+  }
+}
+
+/**
+ * A store image narrowed to some platforms of an index (pull's default) pushed back over the tag
+ * that still holds that index would take the other platforms away from everyone who pulls it.
+ */
+async function refuseNarrowing(repo: RegistryRepository, roots: Array<Root & { narrowedFrom?: string }>, image: string, signal?: AbortSignal): Promise<void> {
+  for (const r of roots) {
+    if (!r.narrowedFrom) continue;
+    for (const n of r.names ?? []) {
+      if ((await repo.headDigest(n.tag, { signal, expected: r.narrowedFrom as Digest })) !== r.narrowedFrom) continue;
+      throw new FerryError('USAGE', `${n.name ?? n.tag} holds the full index ${r.narrowedFrom}; the store has only some of its platforms (${image}, ${r.ref}), and pushing them would replace it`, {
+        hint: `pull it with --platform all first, or push under another tag`,
+      });
+    }
   }
 }
 

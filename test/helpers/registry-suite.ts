@@ -147,6 +147,25 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect((await ferry(['tags', `${h}/suite/keep-dst`])).stdout.trim().split('\n').sort()).toEqual(['plain', 'v2']);
     });
 
+    it('pushing a platform-narrowed pull back over the tag that holds the full index is refused; another tag is fine', async () => {
+      const h = await host();
+      await seed('multi', 'suite/narrow');
+      const exp = await testdataImages();
+      const store = join(await tempDir(), 's');
+      expect((await ferry(['--store', store, 'pull', '-q', `${h}/suite/narrow:multi`])).code).toBe(0);
+      const back = await ferry(['--store', store, 'push', `${h}/suite/narrow:multi`]);
+      expect(back.code).toBe(2);
+      expect(back.stderr).toContain(`${h}/suite/narrow:multi holds the full index ${exp.multi.digest}`);
+      expect(back.stderr).toContain('pull it with --platform all first, or push under another tag');
+      expect((await ferry(['--store', store, 'push', '--dry-run', `${h}/suite/narrow:multi`])).code).toBe(2);
+      const inspect = await ferry(['inspect', '--raw', `docker://${h}/suite/narrow:multi`]);
+      expect(createHash('sha256').update(inspect.stdout).digest('hex')).toBe(exp.multi.digest.slice(7));
+      expect((await ferry(['--store', store, 'push', '-q', `${h}/suite/narrow:multi`, `${h}/suite/narrow:amd64`])).code).toBe(0);
+      const all = join(await tempDir(), 'all');
+      expect((await ferry(['--store', all, 'pull', '-q', '--platform', 'all', `${h}/suite/narrow:multi`])).code).toBe(0);
+      expect((await ferry(['--store', all, 'push', '-q', `${h}/suite/narrow:multi`])).code).toBe(0);
+    });
+
     it('copy docker:// -> docker:// on one registry retags without uploading blobs', async () => {
       const h = await host();
       const exp = await testdataImages();
