@@ -68,6 +68,15 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(result.images[0]!.digest).not.toBe(exp.multi.digest);
       const plain = await ferry(['--store', store, 'pull', '--platform', 'linux/arm64', `${h}/suite/multi@${exp.multi.digest}`]);
       expect(plain.stdout).toContain(`Status: Image is up to date for ${h}/suite/multi@${exp.multi.digest}`);
+      // The name held the whole index; now it holds the amd64 manifest, every blob of which was
+      // there already: the name changed, so not "up to date".
+      const s8 = join(await tempDir(), 's8');
+      expect((await ferry(['--store', s8, 'pull', '-q', '--platform', 'all', `${h}/suite/multi:multi`])).code).toBe(0);
+      const amd = await ferry(['--store', s8, 'pull', '--platform', 'linux/amd64', `${h}/suite/multi:multi`]);
+      expect(amd.stderr).toMatch(/0 blob\(s\) downloaded/);
+      expect(amd.stdout).toContain(`Status: Downloaded newer image for ${h}/suite/multi:multi`);
+      const amd2 = await ferry(['--store', s8, 'pull', '--platform', 'linux/amd64', `${h}/suite/multi:multi`]);
+      expect(amd2.stdout).toContain(`Status: Image is up to date for ${h}/suite/multi:multi`);
       const all = await ferry(['--store', join(await tempDir(), 's5'), 'pull', '--platform', 'all', `${h}/suite/multi:multi`]);
       expect(all.stdout).toContain(`Digest: ${exp.multi.digest}`);
       expect(all.stdout).not.toContain('Written:');

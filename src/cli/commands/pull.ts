@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { parsePlatformSelection } from '../../oci/platform.js';
+import { defaultStoreDir } from '../../store.js';
 import { humanSize, interrupt, out, printDigests, printReferrer, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
 
@@ -25,6 +26,7 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' }),
   handler: async (args) => {
     const { pullImage } = await import('../../registry-ops.js');
+    const before = await storedNames(args.store ?? defaultStoreDir());
     status(args, `Pulling ${args.image}`);
     const progress = progressPrinter(args);
     const report = await pullImage(args.image, {
@@ -42,8 +44,27 @@ export const pullCommand: CommandModule<GlobalArgs, Args> = {
       if (printReferrer(i)) continue;
       const name = i.names[0]?.name ?? `${report.reference}@${i.source ?? i.digest}`;
       printDigests(i);
-      out(report.blobs.copied > 0 ? `Status: Downloaded newer image for ${name}` : `Status: Image is up to date for ${name}`);
+      // As docker says it: up to date when the name already held this image, whatever blobs moved.
+      const had = before.get(i.names[0]?.name ?? i.digest);
+      out(had === i.digest ? `Status: Image is up to date for ${name}` : `Status: Downloaded newer image for ${name}`);
     }
     status(args, `${report.blobs.copied} blob(s) downloaded (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present`);
   },
 };
+
+/** What each name in the store held before this pull, and every digest it held (under itself). */
+async function storedNames(dir: string): Promise<Map<string, string>> {
+  const { OciLayout } = await import('../../locations/layout.js');
+  const store = await OciLayout.open(dir).catch(() => undefined);
+  const out = new Map<string, string>();
+  if (!store) return out;
+  try {
+    for (const e of await store.entries()) {
+      if (e.name) out.set(e.name, e.descriptor.digest);
+      out.set(e.descriptor.digest, e.descriptor.digest);
+    }
+  } finally {
+    await store.close();
+  }
+  return out;
+}
