@@ -211,6 +211,27 @@ describe('save and load', () => {
     expect(await named(into)).toEqual({ 'other.example/x:7': images.plain.digest });
   });
 
+  it('-o naming a FIFO or a device writes into it and leaves it in place (save, export, inventory); it used to be renamed over', async () => {
+    const { execFileSync, spawn } = await import('node:child_process');
+    const dir = await tempDir();
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    for (const [i, args] of [['save', '-q', `${REPO}:plain`, '-o', fifo], ['export', `${REPO}:plain`, '-o', fifo, '--force'], ['inventory', '-o', fifo]].entries()) {
+      const out = join(dir, `out${i}`);
+      const reader = spawn('sh', ['-c', `cat "${fifo}" > "${out}"`]);
+      const read = new Promise((r) => reader.once('close', r));
+      await ok(args, fullStore);
+      await read;
+      expect((await stat(fifo)).isFIFO(), args.join(' ')).toBe(true);
+      expect((await stat(out)).size).toBeGreaterThan(0);
+    }
+    expect(await tarNames(join(dir, 'out0'))).toContain('index.json');
+    expect(JSON.parse(await readFile(join(dir, 'out2'), 'utf8')).ferryInventory).toBe(1);
+    expect((await readdir(dir)).sort()).toEqual(['out0', 'out1', 'out2', 'pipe']);
+    // The same path as -o /dev/null (not tried here: if it regressed, as root it would replace the
+    // machine's /dev/null with a file, as it did once while this was found).
+  });
+
   it('E6: an existing output file is refused without --force and left intact; --force replaces it', async () => {
     const dir = await tempDir();
     const file = join(dir, 'precious.tar');

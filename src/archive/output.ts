@@ -6,7 +6,7 @@ import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
@@ -108,6 +108,11 @@ export class ArchiveOutput {
 
   static async toFile(dest: string, o: OutputOptions): Promise<ArchiveOutput> {
     if (o.compression !== 'none') checkLevel(o.compression, o.level);
+    if (!o.measure && (await isSpecialFile(dest))) {
+      const device = createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
+      await once(device, 'open').catch((e: unknown) => Promise.reject(outputError(e, dest)));
+      return new ArchiveOutput(device, dest, undefined, o);
+    }
     await refuseExisting(dest, o.force, o.noForceFlag);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
     await removeDeadTempsOf(dest);
@@ -243,7 +248,10 @@ export class ArchiveOutput {
   async abort(): Promise<void> {
     if (this.head !== this.sink) this.head.destroy();
     // A stream we were handed (stdout) is left open: the process decides what happens to it.
-    if (!this.temp) return;
+    if (!this.temp) {
+      if (this.dest !== '-') this.sink.destroy();
+      return;
+    }
     this.sink.destroy();
     await this.flowing.catch(() => {});
     await unlink(this.temp).catch(() => {});

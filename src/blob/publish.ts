@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, readdir, rename, unlink } from 'node:fs/promises';
+import { open, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -55,7 +55,18 @@ export function withPath(e: unknown, path: string): unknown {
   return e;
 }
 
+/**
+ * Whether an output path names a device, FIFO or socket (`-o /dev/null`, a named pipe), which is
+ * written into as it is: a temp file renamed over it would replace the node with a regular file
+ * (as root, /dev/null itself).
+ */
+export async function isSpecialFile(path: string): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined);
+  return st !== undefined && !st.isFile() && !st.isDirectory();
+}
+
 export async function publishBytes(dest: string, data: Uint8Array | string, opts: { syncDir?: boolean; mode?: number } = {}): Promise<void> {
+  if (await isSpecialFile(dest)) return writeFile(dest, data).catch((e: unknown) => Promise.reject(withPath(e, dest)));
   const tmp = tempPathFor(dest);
   const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
   try {

@@ -1,9 +1,10 @@
 import { createWriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { lstat, rename, unlink } from 'node:fs/promises';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
 export { compressionForPath, type OutputCompression } from '../blob/compression.js';
@@ -52,6 +53,7 @@ export function writeTo(out: Writable, buf: Buffer): Promise<void> | undefined {
  * abort() removes it. An existing `dest` is refused unless `force`.
  */
 export async function openFileOutput(dest: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
+  if (await isSpecialFile(dest)) return openDeviceOutput(dest, compression);
   const existing = await lstat(dest).catch(() => undefined);
   if (existing && !o.force) {
     throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
@@ -79,6 +81,26 @@ export async function openFileOutput(dest: string, compression: OutputCompressio
       head.destroy();
       await done.catch(() => {});
       await unlink(tmp).catch(() => {});
+    },
+  };
+}
+
+/** A device or FIFO (`-o /dev/null`, a named pipe): written into as it is, no temp file. */
+async function openDeviceOutput(dest: string, compression: OutputCompression): Promise<TarOutput> {
+  const device = createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
+  await once(device, 'open');
+  const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);
+  const done = pipeline(head, device);
+  done.catch(() => {});
+  return {
+    stream: head,
+    async commit() {
+      head.end();
+      await done;
+    },
+    async abort() {
+      head.destroy();
+      await done.catch(() => {});
     },
   };
 }
