@@ -150,6 +150,27 @@ describe('save and load', () => {
     }
   });
 
+  it('load -i A -i B loads several archives one after another; a bad one stops there and says what was loaded', async () => {
+    const dir = await tempDir();
+    const [a, b, c] = ['a.tar', 'b.tar.zst', 'c.tar'].map((f) => join(dir, f));
+    await ok(['save', '-q', `${REPO}:plain`, '-o', a!], fullStore);
+    await ok(['save', '-q', `${REPO}:multi`, '-o', b!], fullStore);
+    await ok(['save', '-q', `${REPO}:zstd`, '-o', c!], fullStore);
+    const store = await freshStore();
+    const r = await ok(['load', '-i', a!, '-i', b!], store);
+    expect(r.stdout.trim().split('\n')).toEqual([`Loaded image: ${REPO}:plain`, `Loaded image: ${REPO}:multi`]);
+    const cut = join(dir, 'cut.tar');
+    await writeFile(cut, (await readFile(c!)).subarray(0, 1500));
+    const other = await freshStore();
+    const bad = await run(['load', '-i', c!, '-i', cut, '-i', a!], other);
+    expect(bad.code).toBe(4);
+    expect(bad.stderr).toContain(`(${c} was loaded before it; nothing of ${cut} was)`);
+    expect(Object.keys(await named(other))).toEqual([`${REPO}:zstd`]);
+    const tagged = await run(['load', '-i', a!, '-i', c!, '--tag', 'x:1'], other);
+    expect(tagged.code).toBe(2);
+    expect(tagged.stderr).toContain('--tag names one image, but 2 archives were given');
+  });
+
   it('load --json counts every blob it stored or found there, small ones (held in memory) included', async () => {
     const file = join(await tempDir(), 'plain.tar');
     await ok(['save', '-q', `${REPO}:plain`, '-o', file], fullStore);

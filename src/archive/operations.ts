@@ -192,15 +192,51 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   // A refused load leaves no store behind where there was none.
   const dirWasThere = await exists(dir);
   const fresh = !dirWasThere || !(await exists(join(dir, 'oci-layout')));
+  // Several archives (not the volumes of one set) load one after another, each whole or not at all.
+  const groups = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : [o.inputs];
+  if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
   const store = await OciLayout.open(dir, { create: true });
+  const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
+  let group = 0;
   try {
-    return await ingestArchive({ inputs: o.inputs, sink: store, tag, signal: o.signal, onEvent: o.onEvent });
+    for (; group < groups.length; group++) {
+      const r = await ingestArchive({ inputs: groups[group]!, sink: store, tag, signal: o.signal, onEvent: o.onEvent });
+      report.images.push(...r.images);
+      report.blobs.stored += r.blobs.stored;
+      report.blobs.skipped += r.blobs.skipped;
+      report.blobs.bytesStored += r.blobs.bytesStored;
+    }
+    return report;
   } catch (e) {
+    if (group > 0) {
+      const done = groups.slice(0, group).map((g) => g[0]).join(', ');
+      const err = toFerryError(e);
+      throw new FerryError(err.code, `${err.message} (${done} ${group === 1 ? 'was' : 'were'} loaded before it; nothing of ${groups[group]![0]} was)`, { hint: err.hint, cause: e });
+    }
     if (fresh) await store.discardIfEmpty({ dir: !dirWasThere });
     throw e;
   } finally {
     await store.close();
   }
+}
+
+/** Files given together: each volume set as one group (in the order first seen), every other file on its own. */
+async function archiveGroups(paths: string[]): Promise<string[][]> {
+  const groups: string[][] = [];
+  const sets = new Map<string, string[]>();
+  for (const p of paths) {
+    const v = paths.length > 1 && p !== '-' ? await readVolumeHeader(p).catch(() => undefined) : undefined;
+    if (v) {
+      const list = sets.get(v.set);
+      if (list) list.push(p);
+      else {
+        const l = [p];
+        sets.set(v.set, l);
+        groups.push(l);
+      }
+    } else groups.push([p]);
+  }
+  return groups;
 }
 
 export interface ArchiveVerifyReport {
@@ -224,20 +260,7 @@ export interface ArchiveVerifyReport {
  * Every problem is reported. Several files: the volumes of one set, or independent archives.
  */
 export async function verifyArchives(paths: string[], o: { signal?: AbortSignal; storeDir?: string } = {}): Promise<ArchiveVerifyReport[]> {
-  const groups: string[][] = [];
-  const sets = new Map<string, string[]>();
-  for (const p of paths) {
-    const v = paths.length > 1 ? await readVolumeHeader(p).catch(() => undefined) : undefined;
-    if (v) {
-      const list = sets.get(v.set);
-      if (list) list.push(p);
-      else {
-        const l = [p];
-        sets.set(v.set, l);
-        groups.push(l);
-      }
-    } else groups.push([p]);
-  }
+  const groups = await archiveGroups(paths);
   // A delta's left-out blobs are looked for in the store, when there is one.
   const store = o.storeDir ? await OciLayout.open(o.storeDir).catch(() => undefined) : undefined;
   const verifyDelta: DeltaCheck = store ? { store: { has: (d) => store.has(d), where: store.dir } } : {};

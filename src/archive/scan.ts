@@ -501,7 +501,7 @@ async function scanPart(
     const has = await c.target.has(blob);
     const tap = new EntryTap({
       expected: blob,
-      where: `blob ${info.blob} (split across volumes, ending in ${c.where})`,
+      where: `blob ${info.blob} (split into ${info.count} parts across volumes, from ${c.where} on)`,
       diff: true,
       mode: c.reporter.mode,
       onProgress: has ? undefined : (bytes) => c.emit({ type: 'blob-progress', ...blob, bytes }),
