@@ -243,6 +243,16 @@ describe.skipIf(!canMount)('filesystem faults', () => {
     expect(exported.code, exported.stderr).toBe(7);
     expect(exported.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${join(mnt, 'r.tar')}: on ${mnt} \\(free [\\d.]+ (B|KiB|MiB)\\)`));
     expect(await readdir(mnt)).toEqual([]);
+    // Volumes and load say where too (they were a bare "ENOSPC: PATH").
+    const vols = await ferry(['save', `oci:${src}:big`, '-o', join(mnt, 'v.tar'), '--volume-size', '1M']);
+    expect(vols.code, vols.stderr).toBe(7);
+    expect(vols.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${mnt}/.*v\\.\\d{3}\\.tar.*on ${mnt} \\(free `));
+    expect(await readdir(mnt)).toEqual([]);
+    const archive = join(await tempDir(), 'big.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', archive])).code).toBe(0);
+    const load = await ferry(['--store', join(mnt, 'store'), 'load', '-i', archive]);
+    expect(load.code, load.stderr).toBe(7);
+    expect(load.stderr).toMatch(new RegExp(`ENOSPC: no space left writing ${mnt}/store/.*on ${mnt} \\(free `));
   });
 
   it('E1: sync into an archive that no longer fits exits 7; the old archive is left byte for byte, nothing beside it', async () => {

@@ -1,4 +1,5 @@
 import { unlink } from 'node:fs/promises';
+import { explainDiskFull } from '../util/space.js';
 import { FerryError } from '../errors.js';
 import { Readable } from 'node:stream';
 import { walk } from '../graph.js';
@@ -100,7 +101,7 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
     return report;
   } catch (e) {
     if (o.sink instanceof OciLayout) await removeUnreferenced(o.sink, target, []).catch(() => {});
-    throw e;
+    throw e instanceof FerryError ? e : await explainDiskFull(e);
   }
 }
 

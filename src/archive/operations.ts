@@ -5,6 +5,7 @@ import type { Writable } from 'node:stream';
 import { copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
 import { archivePlan, checkMedia, PlanBuilder, type Plan } from '../plan.js';
 import { FerryError, toFerryError } from '../errors.js';
+import { explainDiskFull } from '../util/space.js';
 import { warn } from '../log.js';
 import { OciLayout } from '../locations/layout.js';
 import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
@@ -167,7 +168,8 @@ async function runSave(
     onFiles?.(o.output === '-' ? ['-'] : sink.files);
   } catch (e) {
     await sink?.abort().catch(() => {});
-    throw e;
+    // A full disk the copy did not already explain (closing a volume, the index at the end).
+    throw e instanceof FerryError ? e : await explainDiskFull(e);
   } finally {
     for (const s of opened) await s.source.close().catch(() => {});
   }
