@@ -126,7 +126,9 @@ export async function readInventoryFile(path: string): Promise<{ blobs: Set<Dige
     doc = JSON.parse(await readFile(path, 'utf8')) as Partial<Inventory>;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `inventory ${path} does not exist`);
-    throw new FerryError('INVALID_INPUT', `${path} is not an inventory (not JSON)`);
+    throw new FerryError('INVALID_INPUT', `${path} is not an inventory (not JSON)`, {
+      hint: `an inventory is what ferry inventory writes: ferry inventory PLACE -o have.json (PLACE may be an archive such as ${path})`,
+    });
   }
   if (doc.ferryInventory !== 1 || !Array.isArray(doc.blobs)) {
     throw new FerryError('INVALID_INPUT', `${path} is not a ferry inventory (write one with \`ferry inventory\`)`);
