@@ -208,6 +208,19 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(names).not.toContain(tagName(TAG_COUNT - 1));
     expect(names).toContain(tagName(8));
     expect((await ferry(['--store', s, 'verify'])).code).toBe(0);
+
+    // A name given in the store by hand is not sync's to prune (it was, and its blobs with it).
+    const repo = `${fx.proxy.host}/sync/app`;
+    expect((await ferry(['--store', s, 'tag', `${repo}:${tagName(8)}`, `${repo}:pinned`])).code).toBe(0);
+    const kept = await ferry(['--store', s, 'sync', '--prune', repo]);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toContain('0 pruned');
+    expect(kept.stderr).toContain(`${repo}:pinned: not upstream, but not written by ferry sync: left in place (--no-state prunes it)`);
+    const tags = async () => JSON.parse((await ferry(['--store', s, 'images', '--json'])).stdout).map((i: { tag: string }) => i.tag);
+    expect(await tags()).toContain('pinned');
+    const all = await ferry(['--store', s, 'sync', '--prune', '--no-state', repo]);
+    expect(all.stdout).toContain('1 pruned');
+    expect(await tags()).not.toContain('pinned');
   });
 
   it('filters: --include/--exclude regexes and --semver ranges', async () => {

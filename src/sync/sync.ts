@@ -134,7 +134,7 @@ export interface Target {
   close(): Promise<void>;
 }
 
-async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undefined): Promise<Target> {
+async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undefined, noState: boolean): Promise<Target> {
   const repo = repositoryName(src);
   const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
   let layout: OciLayout;
@@ -163,6 +163,13 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     selection: (tag) => selections.get(`${repo}:${tag}`),
     async tags() {
       return (await mine()).map((e) => e.name!.slice(repo.length + 1));
+    },
+    // Images sync wrote carry the selection they were copied with; a name given by hand (ferry
+    // tag, pull, load) does not, and --prune leaves it.
+    claim(gone) {
+      if (noState) return { mine: gone, left: [] };
+      const ours = (t: string) => selections.get(`${repo}:${t}`)?.recorded !== undefined;
+      return { mine: gone.filter(ours), left: gone.filter((t) => !ours(t)) };
     },
     async prune(tags) {
       const names = new Set(tags.map((t) => `${repo}:${t}`));
@@ -299,7 +306,7 @@ async function parseDestination(dest: string | undefined, o: SyncOptions): Promi
 }
 
 function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
-  if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun);
+  if (dest.kind === 'layout') return layoutTarget(dest.dir, src, o.dryRun, o.state === false);
   if (dest.kind === 'registry') return registryTarget(dest.text, src, o, sel);
   return archiveTarget(dest.archive, src, o, sel);
 }

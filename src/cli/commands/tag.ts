@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { ANNOTATION_SYNC_PLATFORMS } from '../../sync/selection.js';
 import { FerryError } from '../../errors.js';
 import { plainDescriptor } from '../../oci/manifest.js';
 import { openStore, storeTagName } from '../../store.js';
@@ -31,7 +32,9 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
       const d = await store.resolve(args.source);
       const name = storeTagName(args.target);
       if (!name) throw new FerryError('USAGE', `"${args.target}" has no tag; a tag target must be NAME[:TAG], not a digest`);
-      await store.tag({ ...plainDescriptor(d), ...(d.annotations ? { annotations: d.annotations } : {}) }, name);
+      // What the image is travels with the new name; that sync wrote the old name does not.
+      const { [ANNOTATION_SYNC_PLATFORMS]: _synced, ...annotations } = d.annotations ?? {};
+      await store.tag({ ...plainDescriptor(d), ...(Object.keys(annotations).length ? { annotations } : {}) }, name);
       await store.commit();
       if (args.json) printJson({ digest: d.digest, name: name.name ?? name.tag });
       status(args, `Tagged ${d.digest} as ${name.name}`);
