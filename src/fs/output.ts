@@ -50,22 +50,22 @@ export function writeTo(out: Writable, buf: Buffer): Promise<void> | undefined {
 
 /**
  * A file written as a temp file beside `dest` (fsync on close), renamed into place by commit();
- * abort() removes it. An existing `dest` is refused unless `force`.
+ * abort() removes it. An existing `dest` is refused unless `force`. A device or FIFO (`-o
+ * /dev/null`, a named pipe) is written into as it is: a rename would replace the node.
  */
 export async function openFileOutput(dest: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
-  if (await isSpecialFile(dest)) return openDeviceOutput(dest, compression);
-  const existing = await lstat(dest).catch(() => undefined);
+  const device = await isSpecialFile(dest);
+  const existing = device ? undefined : await lstat(dest).catch(() => undefined);
   if (existing && !o.force) {
     throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
   }
   if (existing?.isDirectory()) throw new FerryError('USAGE', `${dest} is a directory`);
-  await removeDeadTempsOf(dest);
-  const tmp = tempPathFor(dest);
-  const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
-  await new Promise<void>((resolve, reject) => {
-    file.once('open', () => resolve());
-    file.once('error', reject);
-  });
+  if (!device) await removeDeadTempsOf(dest);
+  const tmp = device ? undefined : tempPathFor(dest);
+  const file = tmp
+    ? createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 })
+    : createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
+  await once(file, 'open');
   // Compressed as save compresses archives: independent frames on every core, in order.
   const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);
   const done = pipeline(head, file);
@@ -75,32 +75,12 @@ export async function openFileOutput(dest: string, compression: OutputCompressio
     async commit() {
       head.end();
       await done;
-      await rename(tmp, dest);
+      if (tmp) await rename(tmp, dest);
     },
     async abort() {
       head.destroy();
       await done.catch(() => {});
-      await unlink(tmp).catch(() => {});
-    },
-  };
-}
-
-/** A device or FIFO (`-o /dev/null`, a named pipe): written into as it is, no temp file. */
-async function openDeviceOutput(dest: string, compression: OutputCompression): Promise<TarOutput> {
-  const device = createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
-  await once(device, 'open');
-  const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);
-  const done = pipeline(head, device);
-  done.catch(() => {});
-  return {
-    stream: head,
-    async commit() {
-      head.end();
-      await done;
-    },
-    async abort() {
-      head.destroy();
-      await done.catch(() => {});
+      if (tmp) await unlink(tmp).catch(() => {});
     },
   };
 }
