@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { exitCodeFor, toFerryError } from '../src/errors.js';
 import { exportImage, type ExportTarOptions } from '../src/fs/export.js';
 import { decompressBudget as layerBudget } from '../src/blob/compression.js';
 import { ferry, type RunResult } from './helpers/cli.js';
-import { blobFile, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
+import { blobFile, mustRun, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { flipByte, TESTDATA, tempDir } from './helpers/fs.js';
 import { dir, file, hardlink, makeTarLayout, symlink, tarOf, writeTarBlob, type LayerSpec, type TEntry } from './helpers/layers.js';
 import { listTar, scanTree, treeFromTar, type Listed, type TreeEntry } from './helpers/tar-list.js';
@@ -412,6 +412,22 @@ describe.concurrent('ferry export: malicious and malformed layers (catalogue A)'
     await refusedByCli([bomb], 3, /decompressed data exceeds limit of 8388608 bytes/, { FERRY_MAX_LAYER_BYTES: String(8 << 20) });
     expect(layerBudget(1000, {})).toBe(2 ** 30);
     expect(layerBudget(1 << 20, {})).toBe(2 ** 31);
+  });
+
+  it('B3: a sparse file whose holes would expand past the budget is a bomb too (a few hundred bytes stood for GiBs of zeros)', async () => {
+    const d = await tempDir();
+    await writeFile(join(d, 'zeros'), '');
+    await truncate(join(d, 'zeros'), 64 << 20);
+    const tarPath = join(d, 'sparse.tar');
+    await mustRun('tar', ['--sparse', '--format=gnu', '-C', d, '-cf', tarPath, 'zeros']);
+    const tar = await readFile(tarPath);
+    expect(tar.length).toBeLessThan(64 << 10);
+    await refusedByCli([{ tar }], 3, /its files hold more than 8388608 bytes once sparse files are expanded \("zeros" at byte 0; a decompression bomb\?\)/, { FERRY_MAX_LAYER_BYTES: String(8 << 20) });
+    const layout = await image([{ tar }]);
+    const outDir = join(await tempDir(), 'tree');
+    const r = await run(['export', `oci:${layout}:t`, '--dir', outDir], { FERRY_MAX_LAYER_BYTES: String(8 << 20) });
+    expect(r.code).toBe(3);
+    expect(await readdir(outDir).catch(() => [])).toEqual([]);
   });
 
   it('B6: a layer whose content does not match its diff_id, or a diff_ids count that differs, exits 4', async () => {

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
+import { decompressBudget } from '../blob/compression.js';
 import { OciLayout } from '../locations/layout.js';
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/manifest.js';
@@ -64,13 +65,16 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
       const feed = layer.index === 0 ? tree.baseLayerFeed(where) : undefined;
       const entries: TarEntry[] = [];
       let count = 0;
-      const parser = new TarParser({
-        entry: (e) => {
-          count++;
-          if (feed) feed.add(e);
-          else entries.push(e);
+      const parser = new TarParser(
+        {
+          entry: (e) => {
+            count++;
+            if (feed) feed.add(e);
+            else entries.push(e);
+          },
         },
-      });
+        { maxContent: decompressBudget(layer.descriptor.size), where },
+      );
       const spoolTo = spoolDir && !spooled.has(layer.descriptor.digest) ? join(spoolDir, `${layer.index}`) : undefined;
       await readLayer(
         image.source,

@@ -114,8 +114,16 @@ export class TarParser {
   private sparse?: Sparse;
   private ordinal = 0;
   private ended = false;
+  private content = 0;
 
-  constructor(private readonly handler: TarHandler) {}
+  /**
+   * `maxContent`: the most file content the archive may hold once sparse files are expanded, so
+   * that a few hundred bytes of sparse map cannot stand for a terabyte of zeros.
+   */
+  constructor(
+    private readonly handler: TarHandler,
+    private readonly o: { maxContent?: number; where?: string } = {},
+  ) {}
 
   /** Bytes consumed so far. */
   get position(): number {
@@ -415,6 +423,12 @@ export class TarParser {
     } else {
       this.remaining = this.stored;
       this.state = this.stored > 0 ? 'data' : 'entry-end';
+    }
+    this.content += e.size;
+    if (this.o.maxContent !== undefined && this.content > this.o.maxContent) {
+      throw new FerryError('TOO_LARGE', `${this.o.where ?? 'tar archive'}: its files hold more than ${this.o.maxContent} bytes once sparse files are expanded (${display(e.name)} at byte ${at}; a decompression bomb?)`, {
+        hint: 'if the layer is genuine, raise the limit with FERRY_MAX_LAYER_BYTES',
+      });
     }
     return this.handler.entry(e) ?? undefined;
   }
