@@ -430,6 +430,15 @@ describe.concurrent('ferry export: malicious and malformed layers (catalogue A)'
     expect(await readdir(outDir).catch(() => [])).toEqual([]);
   });
 
+  it('--dir keeps times before 1970 (Node reads a negative number as "now")', async () => {
+    const old = (name: string, extra: Partial<TEntry> = {}): TEntry => ({ name, pax: [['mtime', Buffer.from('-315619200.5')]], ...extra });
+    const layout = await image([{ tar: tarOf([old('d', { type: 'dir' }), old('d/f', { content: 'hi' }), old('d/l', { type: 'symlink', linkname: 'f' })]) }]);
+    const out = join(await tempDir(), 'tree');
+    const r = await run(['export', `oci:${layout}:t`, '--dir', out]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const p of ['d', 'd/f', 'd/l']) expect((await lstat(join(out, p))).mtimeMs, p).toBe(-315619200500);
+  });
+
   it('B6: a layer whose content does not match its diff_id, or a diff_ids count that differs, exits 4', async () => {
     await Promise.all([
       refusedByCli([{ tar: tarOf([file('a', 'x')]), diffId: `sha256:${'0'.repeat(64)}` }], 4, /uncompressed content hashes to sha256:[0-9a-f]{64}, but the config's diff_id is sha256:0{64}/),

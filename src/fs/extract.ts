@@ -40,7 +40,7 @@ export async function extractPlan(s: Scanned, o: ExportDirOptions): Promise<{ en
   let small: { buf: Buffer; have: number } | undefined;
   const jobs = new Background(FILES_IN_FLIGHT, BYTES_IN_FLIGHT);
   const setMeta = async (p: Buffer, meta: Meta, h?: FileHandle, modeSet = false) => {
-    const t = meta.mtimePax !== undefined ? Number(meta.mtimePax) : meta.mtime;
+    const t = timeOf(meta);
     if (meta.xattrs) withXattrs++;
     const chownNeeded = isRoot && (meta.uid !== own.uid || meta.gid !== own.gid);
     if (h) {
@@ -140,7 +140,7 @@ export async function extractPlan(s: Scanned, o: ExportDirOptions): Promise<{ en
       if (node.kind === 'symlink') {
         await symlink(Buffer.from(node.linkname!, 'latin1'), p);
         if (isRoot) await lchown(p, node.meta.uid, node.meta.gid);
-        const t = node.meta.mtimePax !== undefined ? Number(node.meta.mtimePax) : node.meta.mtime;
+        const t = timeOf(node.meta);
         await lutimes(p, t, t);
         entries++;
       } else if (await makeSpecial(p, path, node, { devices: o.devices, isRoot })) {
@@ -164,6 +164,12 @@ export async function extractPlan(s: Scanned, o: ExportDirOptions): Promise<{ en
   }
   if (withXattrs) warn(`${withXattrs} entr${withXattrs === 1 ? 'y has' : 'ies have'} extended attributes that were not restored under ${o.dir} (Node.js has no xattr API); the tar output (-o) keeps them`);
   return { entries, bytes };
+}
+
+/** A file's time for utimes: Node reads a negative number as "now", a Date before 1970 as what it is. */
+function timeOf(meta: Meta): number | Date {
+  const t = meta.mtimePax !== undefined ? Number(meta.mtimePax) : meta.mtime;
+  return t < 0 ? new Date(t * 1000) : t;
 }
 
 /**
