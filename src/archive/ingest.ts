@@ -77,13 +77,17 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
     // Small files (configs, manifests, small layers) were held in memory: counted as they land.
     for (const w of graph.writes) {
       o.signal?.throwIfAborted();
+      const blob = { digest: w.descriptor.digest, size: w.descriptor.size };
       if (await target.has(w.descriptor)) {
         report.blobs.skipped++;
+        o.onEvent?.({ type: 'blob-skip', ...blob });
         continue;
       }
+      o.onEvent?.({ type: 'blob-start', ...blob });
       await target.put(w.descriptor, verifying(Readable.from([w.bytes]), w.descriptor), o.signal);
       report.blobs.stored++;
       report.blobs.bytesStored += w.descriptor.size;
+      o.onEvent?.({ type: 'blob-done', ...blob });
     }
     const tagged = new Set<Digest>();
     for (const root of graph.roots) {
