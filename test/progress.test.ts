@@ -8,6 +8,7 @@ import { TESTDATA, tempDir } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { startDistribution } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
+import { TtyProgress } from '../src/progress/tty.js';
 
 describe('progress and machine-readable output', () => {
   it('--json: one JSON event per line, ending with the result object', async () => {
@@ -151,3 +152,19 @@ function expectEachBlobOnce(screen: string, blobs: number): void {
   expect(ids.length).toBeGreaterThanOrEqual(blobs);
   expect(screen).not.toMatch(/^[0-9a-f]{12}: Copying/m);
 }
+
+describe('terminal progress on a pty that reports no size', () => {
+  it('0 columns and 0 rows are read as unknown, not as a width that cuts every line short', () => {
+    let written = '';
+    const out = { columns: 0, rows: 0, write: (s: string) => ((written += s), true) } as unknown as NodeJS.WriteStream;
+    const p = new TtyProgress(out);
+    const digest = `sha256:${'ab'.repeat(32)}` as const;
+    p.onEvent({ type: 'blob-start', digest, size: 271 });
+    p.onEvent({ type: 'blob-done', digest, size: 271 });
+    p.finish();
+    // eslint-disable-next-line no-control-regex
+    const lines = written.replace(/\x1b\[[0-9]*[A-Z]/g, '').split('\n').filter(Boolean);
+    expect(lines[0]).toBe('abababababab: Complete 271B');
+    expect(lines[1]).toMatch(/^Total: 271B\/271B .* ETA \S+$/);
+  });
+});

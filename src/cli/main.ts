@@ -210,7 +210,7 @@ export async function main(rawArgv: string[]): Promise<number> {
     .alias('h', 'help')
     // yargs renders the help text on every run (kept for failures); wrapping it cost 60 ms of
     // each command's start, so it is wrapped only when it is asked for.
-    .wrap(wantsHelp(argv) ? Math.min(110, process.stdout.columns ?? 100) : null)
+    .wrap(wantsHelp(argv) ? Math.min(110, process.stdout.columns || 100) : null)
     .fail((msg, err) => {
       // yargs counts the arguments before it looks for unknown flags: `pull --forse IMG` took IMG as
       // the value of --forse and said an argument was missing. Name the flag instead.

@@ -110,12 +110,13 @@ export class TtyProgress {
       : `Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(left)}`;
     // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
     // fit, finished rows are printed one last time above the others and left behind.
-    const over = this.live.length + 1 - Math.max(2, (this.out.rows ?? 24) - 1);
+    // A pty that was never sized (`script`, some CI runners) reports 0 rows and columns: unknown.
+    const over = this.live.length + 1 - Math.max(2, (this.out.rows || 24) - 1);
     const leaving = over > 0 ? this.live.filter((r) => FINAL.has(r.state)).slice(0, over) : [];
     this.live = this.live.filter((r) => !leaving.includes(r));
     const lines = [...leaving, ...this.live].map((r) => this.line(r));
     lines.push(totalLine);
-    const width = this.out.columns ?? 120;
+    const width = this.out.columns || 120;
     let frame = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
     for (const l of lines) frame += `\x1b[2K${l.slice(0, width - 1)}\n`;
     this.out.write(frame);
