@@ -827,6 +827,26 @@ describe.concurrent('command line basics', () => {
     expect(oci.stderr).toContain('this names a layout or an archive; ferry copy reaches those');
   });
 
+  it('small mistakes get plain answers: a non-archive file to verify, export -o DIR, an unknown --long-flag named once', async () => {
+    const store = await storeWithAll();
+    const dir = await tempDir();
+    await writeFile(join(dir, 'notatar.bin'), 'garbage not a tar at all');
+    const v = await ferry(['--store', store, 'verify', 'notatar.bin'], { wrap: ['sh', '-c', `cd "${dir}" && exec "$0" "$@"`] });
+    expect(v.code).toBe(3);
+    expect(v.stdout).toContain('notatar.bin: not a tar archive (24 bytes, less than one tar header)');
+    expect(v.stderr).not.toContain('not found in');
+    const e = await run(['export', `${REPO}:plain`, '-o', dir], store);
+    expect(e.code).toBe(2);
+    expect(e.stderr).toContain(`${dir} is a directory; -o takes a file`);
+    expect(e.stderr).not.toContain('--force');
+    const u = await run(['export', `${REPO}:plain`, '--bogus-flag']);
+    expect(u.stderr).toContain('ferry: error: Unknown argument: bogus-flag\n');
+    // save -o - --json: the archive is the output, and stderr stays quiet as --json promises.
+    const piped = await ferry(['--store', store, 'save', `${REPO}:plain`, '-o', '-', '--json'], { wrap: ['sh', '-c', '"$0" "$@" > /dev/null'] });
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(piped.stderr).toBe('');
+  });
+
   it('-o naming a directory says so, with or without --force (--force used to end in EISDIR)', async () => {
     const store = await storeWithAll();
     const dir = await tempDir();

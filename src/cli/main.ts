@@ -145,6 +145,14 @@ function joinDashValues(argv: string[]): string[] {
   return out;
 }
 
+/** yargs names an unknown `--bogus-flag` twice, the second time as `bogusFlag`. */
+function withoutCamelCopies(msg: string): string {
+  const [head, list] = [msg.slice(0, msg.indexOf(':')), msg.slice(msg.indexOf(':') + 1).split(',').map((x) => x.trim())];
+  const camel = (x: string) => x.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+  const kept = list.filter((x) => !list.some((y) => y !== x && y.includes('-') && camel(y) === x));
+  return `${kept.length === 1 ? 'Unknown argument' : head}: ${kept.join(', ')}`;
+}
+
 /** yargs' (untyped) view of the options it knows while it parses a command. */
 type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]>; array: string[] } };
 
@@ -216,6 +224,7 @@ export async function main(rawArgv: string[]): Promise<number> {
       // the value of --forse and said an argument was missing. Name the flag instead.
       const stray = /^Not enough non-option arguments/.test(msg ?? '') ? unknownFlag(argv, cli as unknown as OptionsView) : undefined;
       if (stray) msg = `Unknown argument: ${stray}`;
+      else if (/^Unknown arguments?: /.test(msg ?? '')) msg = withoutCamelCopies(msg!);
       // yargs wraps what an option's coerce threw (our usage errors) in its own YError.
       failure = !err || err.name === 'YError' ? new FerryError('USAGE', err?.message ?? msg) : err;
       // Throwing stops yargs: otherwise it still runs the command's handler with the bad arguments.

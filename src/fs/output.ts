@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { lstat, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
@@ -56,10 +57,12 @@ export function writeTo(out: Writable, buf: Buffer): Promise<void> | undefined {
 export async function openFileOutput(dest: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
   const device = await isSpecialFile(dest);
   const existing = device ? undefined : await lstat(dest).catch(() => undefined);
+  if (existing?.isDirectory()) {
+    throw new FerryError('USAGE', `${dest} is a directory; -o takes a file`, { hint: `name the file (e.g. ${join(dest, 'rootfs.tar')}), or extract into a directory with --dir` });
+  }
   if (existing && !o.force) {
     throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
   }
-  if (existing?.isDirectory()) throw new FerryError('USAGE', `${dest} is a directory`);
   if (!device) await removeDeadTempsOf(dest);
   const tmp = device ? undefined : tempPathFor(dest);
   const file = tmp

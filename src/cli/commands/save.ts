@@ -67,8 +67,9 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
     if (args.output === '-' && process.stdout.isTTY) {
       throw new FerryError('USAGE', 'refusing to write an archive to a terminal', { hint: 'redirect standard output, or use -o FILE' });
     }
-    // With -o -, stdout carries the archive: progress goes to stderr only.
-    const progress = progressPrinter(args.output === '-' ? { ...args, json: false } : args);
+    // With -o -, stdout carries the archive: progress goes to stderr only, and none with --json
+    // (which promises no human lines; the archive is the output).
+    const progress = progressPrinter(args.output === '-' ? { ...args, json: false, quiet: args.quiet || args.json } : args);
     const report = await saveImages({ ...options, onEvent: progress }).finally(() => progress.done());
     if (args.output === '-') {
       status(args, `Saved ${report.images.length} image(s), ${humanSize(report.blobs.bytes)}`);

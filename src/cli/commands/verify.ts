@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { FerryError } from '../../errors.js';
+import { FerryError, isFerryError } from '../../errors.js';
 import { OciLayout } from '../../locations/layout.js';
 import { isPathLike } from '../../locations/location.js';
 import { ARCHIVE_SUFFIX } from '../../blob/compression.js';
@@ -52,7 +52,13 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
       report = await verifyLayout(layout, { signal: undefined });
     } else {
       await refuseMissingPath(target);
-      const { layout, descriptor } = await openImage(target, () => openStore({ dir: args.store }));
+      const opened = await openImage(target, () => openStore({ dir: args.store })).catch(async (e: unknown) => {
+        // Not a store image, but a file of that name is here: it is what was meant, whatever its bytes.
+        if (isFerryError(e, 'NOT_FOUND') && (await stat(target).catch(() => undefined))?.isFile()) return undefined;
+        throw e;
+      });
+      if (!opened) return verifyArchiveFiles(args, [target]);
+      const { layout, descriptor } = opened;
       what = `${target} (${descriptor.digest})`;
       report = await verifyLayout(layout, { roots: [descriptor] });
     }
