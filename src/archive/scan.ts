@@ -260,7 +260,8 @@ export async function refuseDirectory(path: string): Promise<void> {
 
 /** The hint for a set given in part, naming the files to give when their names follow the pattern. */
 function everyVolumeHint(path: string): string {
-  const [a, b] = [siblingVolume(basename(path), 1), siblingVolume(basename(path), 2)];
+  // As the user named it, directory included: the hint is a command line to run again.
+  const [a, b] = [siblingVolume(path, 1), siblingVolume(path, 2)];
   return `give every volume of the set${a && b ? `: -i ${a} -i ${b} … (any order)` : ' on the command line'}`;
 }
 
