@@ -27,7 +27,7 @@ await build({
 });
 const config = join(out, 'sea-config.json');
 const blob = join(out, 'sea.blob');
-await writeFile(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: true, execArgv: ['--max-semi-space-size=2', '--liftoff-only'] }));
+await writeFile(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true, useSnapshot: false, useCodeCache: true, execArgv: ['--max-semi-space-size=2'] }));
 execFileSync(process.execPath, ['--experimental-sea-config', config], { stdio: 'inherit' });
 const binary = join(root, 'dist', `ferry-${process.platform}-${process.arch}`);
 await copyFile(process.execPath, binary);
