@@ -11,6 +11,8 @@ import { bcryptHash, bcryptVerify } from '../src/serve/bcrypt.js';
 import { parseRange } from '../src/serve/blobs.js';
 import { paginate } from '../src/serve/listing.js';
 import { repoKeyFor, repositoryFor } from '../src/serve/names.js';
+import { Uploads } from '../src/serve/uploads.js';
+import { RegistryError } from '../src/serve/errors.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
@@ -646,6 +648,130 @@ describe('ferry serve: the distribution API', () => {
     await call(`${base}/v2/example.com/ferry/testdata/manifests/layers`, { method: 'HEAD' });
     await sleep(50);
     expect(s.stderr()).toMatch(/127\.0\.0\.1 - "HEAD \/v2\/example\.com\/ferry\/testdata\/manifests\/layers" 200 0 in=\d+ \d+ms/);
+  });
+});
+
+describe('ferry serve: unfinished uploads (limits and purge)', () => {
+  const newUploads = async (limits = { perClient: 3, total: 5, evictIdleMs: 60_000 }) => {
+    const root = await tempDir();
+    return new Uploads(join(root, '.ferry-uploads'), join(root, 'blobs'), limits);
+  };
+  const refusal = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (e: unknown) => (e instanceof RegistryError ? e : Promise.reject(e)),
+    );
+
+  it('one client is held to its own limit; idle sessions of that client make room first; others are unaffected', async () => {
+    const u = await newUploads();
+    const mine = [await u.create('docker.io/a/b', 'alice'), await u.create('docker.io/a/b', 'alice'), await u.create('docker.io/a/b', 'alice')];
+    const refused = await refusal(u.create('docker.io/a/b', 'alice'));
+    expect(refused?.status).toBe(429);
+    expect(refused?.message).toMatch(/you have 3 unfinished uploads .*cancel the ones you gave up/);
+    expect(refused?.headers['Retry-After']).toBe('60');
+    // Another client still gets sessions.
+    expect((await u.create('docker.io/c/d', 'bob')).owner).toBe('bob');
+    // One of alice's sessions idle past the eviction time gives way; a busy one never does.
+    mine[0]!.lastActive -= 120_000;
+    mine[1]!.lastActive -= 120_000;
+    let release!: () => void;
+    const held = mine[1]!.exclusive(() => new Promise<void>((ok) => (release = ok)));
+    const next = await u.create('docker.io/a/b', 'alice');
+    expect(mine[0]!.closed).toBe(true);
+    await expect(readdir(mine[0]!.dir)).rejects.toThrow();
+    expect(mine[1]!.closed).toBe(false);
+    expect(u.openBy('alice').map((s) => s.uuid).sort()).toEqual([mine[1]!.uuid, mine[2]!.uuid, next.uuid].sort());
+    release();
+    await held;
+  });
+
+  it('the global limit is the last resort: 429 saying the registry is full, after idle sessions of anyone were dropped', async () => {
+    const u = await newUploads({ perClient: 10, total: 3, evictIdleMs: 60_000 });
+    const a = await u.create('docker.io/a/b', 'alice');
+    await u.create('docker.io/a/b', 'bob');
+    await u.create('docker.io/a/b', 'carol');
+    const refused = await refusal(u.create('docker.io/a/b', 'dave'));
+    expect(refused?.status).toBe(429);
+    expect(refused?.message).toMatch(/the registry has 3 unfinished uploads, the most it keeps; try again later/);
+    a.lastActive -= 120_000;
+    expect((await u.create('docker.io/a/b', 'dave')).owner).toBe('dave');
+    expect(a.closed).toBe(true);
+  });
+
+  it('purge deletes sessions of this run idle past the limit, not one with a request in progress; a late request finds it unknown', async () => {
+    const u = await newUploads();
+    const idle = await u.create('docker.io/a/b', 'alice');
+    const busy = await u.create('docker.io/a/b', 'alice');
+    const fresh = await u.create('docker.io/a/b', 'alice');
+    idle.lastActive -= 10_000;
+    busy.lastActive -= 10_000;
+    let release!: () => void;
+    const held = busy.exclusive(() => new Promise<void>((ok) => (release = ok)));
+    expect(await u.purge(5_000)).toBe(1);
+    await expect(readdir(idle.dir)).rejects.toThrow();
+    expect((await readdir(busy.dir)).sort()).toEqual(['data', 'state.json']);
+    expect((await readdir(fresh.dir)).sort()).toEqual(['data', 'state.json']);
+    await expect(u.get(idle.uuid, 'docker.io/a/b')).rejects.toThrow(/unknown/);
+    release();
+    await held;
+    // Once its request is over it is idle again, and goes when idle long enough.
+    busy.lastActive -= 10_000;
+    expect(await u.purge(5_000)).toBe(1);
+    expect(u.openBy('alice').map((s) => s.uuid)).toEqual([fresh.uuid]);
+  });
+
+  it('a client at its limit gets 429 with what to do, while a client from another address still pushes', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), ['-q']);
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 100; i++) codes.push((await call(`${s.url}/v2/abandon/x/blobs/uploads/`, { method: 'POST' })).status);
+      expect(codes.every((c) => c === 202)).toBe(true);
+      const over = await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST' });
+      expect(over.status).toBe(429);
+      expect(over.code()).toBe('TOOMANYREQUESTS');
+      expect(over.json().errors[0].message).toContain('you have 100 unfinished uploads on this registry');
+      expect(over.headers['retry-after']).toBe('60');
+      // Another client: the same machine, another loopback address.
+      const fromOther = (path: string, body?: Buffer) =>
+        new Promise<number>((resolve, reject) => {
+          const q = httpRequest(`${s.url}${path}`, { method: 'POST', localAddress: '127.0.0.2' }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          });
+          q.on('error', reject);
+          q.end(body);
+        });
+      const data = randomBytes(1000);
+      expect(await fromOther(`/v2/other/repo/blobs/uploads/?digest=${sha256(data)}`, data)).toBe(201);
+      expect(await fromOther('/v2/other/repo/blobs/uploads/')).toBe(202);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('abandoned uploads are deleted while the server runs (FERRY_SERVE_UPLOAD_TTL_MS)', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), [], { env: { FERRY_SERVE_UPLOAD_TTL_MS: '800' } });
+    try {
+      const opened = await call(`${s.url}/v2/team/app/blobs/uploads/`, { method: 'POST' });
+      expect(opened.status).toBe(202);
+      const location = opened.headers.location!;
+      // Kept while it is used.
+      await sleep(500);
+      expect((await call(`${s.url}${location}`)).status).toBe(204);
+      await sleep(500);
+      expect((await call(`${s.url}${location}`)).status).toBe(204);
+      await sleep(2000);
+      const gone = await call(`${s.url}${location}`);
+      expect(gone.status).toBe(404);
+      expect(gone.code()).toBe('BLOB_UPLOAD_UNKNOWN');
+      expect(await readdir(join(s.store, '.ferry-uploads'))).toEqual([]);
+      expect(s.stderr()).toMatch(/deleted 1 upload\(s\) idle for more than 1 s/);
+    } finally {
+      await s.stop();
+    }
+    const bad = await ferry(['--store', join(await tempDir(), 's'), 'serve', '--addr', '127.0.0.1:0'], { env: { FERRY_SERVE_UPLOAD_TTL_MS: 'soon' } });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('FERRY_SERVE_UPLOAD_TTL_MS');
   });
 });
 

@@ -13,7 +13,7 @@ import type { ServeContext } from './context.js';
 import { Htpasswd } from './htpasswd.js';
 import { handle, sanitize } from './router.js';
 import { StoreView } from './store-view.js';
-import { Uploads, UPLOADS_DIR } from './uploads.js';
+import { DEFAULT_UPLOAD_LIMITS, duration, Uploads, UPLOADS_DIR, type UploadLimits } from './uploads.js';
 
 export interface ServeOptions {
   storeDir: string;
@@ -26,9 +26,9 @@ export interface ServeOptions {
   tlsKey?: string;
   /** Receives one line per request (the access log); none when absent. */
   accessLog?: (line: string) => void;
-  /** Unfinished uploads older than this are deleted (default 24 h). */
+  /** Unfinished uploads idle for longer are deleted (default 24 h), checked every hour or half this time if less. */
   uploadMaxAgeMs?: number;
-  maxUploads?: number;
+  uploadLimits?: Partial<UploadLimits>;
 }
 
 export interface RunningServer {
@@ -89,13 +89,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const users = opts.htpasswd ? await Htpasswd.load(opts.htpasswd) : undefined;
 
   const layout = await OciLayout.open(opts.storeDir, { create: !opts.readOnly });
-  const uploads = new Uploads(join(opts.storeDir, UPLOADS_DIR), join(opts.storeDir, 'blobs'));
+  const uploads = new Uploads(join(opts.storeDir, UPLOADS_DIR), join(opts.storeDir, 'blobs'), { ...DEFAULT_UPLOAD_LIMITS, ...opts.uploadLimits });
   const maxAge = opts.uploadMaxAgeMs ?? DAY_MS;
-  const purge = () => uploads.purge(maxAge).then((n) => n && warn(`deleted ${n} upload(s) abandoned for more than ${Math.round(maxAge / 3600_000)} h`), () => {});
+  const purge = () => uploads.purge(maxAge).then((n) => n && warn(`deleted ${n} upload(s) idle for more than ${duration(maxAge)}`), () => {});
   if (!opts.readOnly) await purge();
-  const purgeTimer = setInterval(purge, 3600_000).unref();
+  const purgeTimer = opts.readOnly ? undefined : setInterval(purge, Math.min(3600_000, Math.max(100, maxAge / 2))).unref();
 
-  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly), maxUploads: opts.maxUploads ?? 1000 };
+  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly) };
   const scheme = tls ? 'https' : 'http';
   let listening = '';
   const realm = (req: IncomingMessage) => {

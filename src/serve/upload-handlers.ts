@@ -76,22 +76,21 @@ export async function startUpload(ctx: ServeContext, r: RepoRequest): Promise<vo
   }
   const digestText = q.get('digest');
   const digest = digestText === null ? undefined : digestParam(digestText);
-  if ((await ctx.uploads.count()) >= ctx.maxUploads) {
-    throw new RegistryError(429, 'TOOMANYREQUESTS', `too many unfinished uploads (${ctx.maxUploads}); finish or cancel some`, undefined, { 'Retry-After': '60' });
-  }
-  const s = await ctx.uploads.create(r.key);
+  const s = await ctx.uploads.create(r.key, r.client);
   if (digest === undefined) {
     r.req.resume();
     return send(r.req, r.res, 202, { ...sessionHeaders(r, s), 'Content-Length': 0 });
   }
-  try {
-    await receive(ctx, r, s, undefined);
-  } catch (e) {
-    await ctx.uploads.cancel(s);
-    throw e;
-  }
-  await ctx.uploads.complete(s, digest);
-  created(r, digest);
+  await s.exclusive(async () => {
+    try {
+      await receive(ctx, r, s, undefined);
+    } catch (e) {
+      await ctx.uploads.cancel(s);
+      throw e;
+    }
+    await ctx.uploads.complete(s, digest);
+    created(r, digest);
+  });
 }
 
 /** PATCH /v2/<name>/blobs/uploads/<uuid>: a chunk (Content-Range) or a streamed body. */

@@ -50,6 +50,9 @@ export interface HttpOptions {
 
 const MAX_REDIRECTS = 5;
 
+/** For a 429: what the limit is depends on the registry, whose message says more (a login helps on Docker Hub, not everywhere). */
+export const RATE_LIMIT_HINT = 'the registry is limiting requests; try again later, and see its message for what it limits (on Docker Hub, logging in raises the limit)';
+
 export function header(res: { headers: HttpResponse['headers'] }, name: string): string | undefined {
   const v = res.headers[name.toLowerCase()];
   return Array.isArray(v) ? v[0] : v;
@@ -245,7 +248,7 @@ export class Http {
         if (after !== undefined) {
           if (after > this.opts.maxRetryAfterMs) {
             throw new FerryError('NETWORK', `${redact(req.url)} answered ${res.status} and asks to retry after ${Math.round(after / 1000)} s, more than the ${Math.round(this.opts.maxRetryAfterMs / 1000)} s ferry waits`, {
-              hint: res.status === 429 ? 'the registry is rate-limiting you; try again later or log in for a higher limit' : undefined,
+              hint: res.status === 429 ? RATE_LIMIT_HINT : undefined,
             });
           }
           delay = Math.max(delay, after);
