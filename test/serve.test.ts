@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import { appendFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -772,6 +772,39 @@ describe('ferry serve: unfinished uploads (limits and purge)', () => {
     const bad = await ferry(['--store', join(await tempDir(), 's'), 'serve', '--addr', '127.0.0.1:0'], { env: { FERRY_SERVE_UPLOAD_TTL_MS: 'soon' } });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('FERRY_SERVE_UPLOAD_TTL_MS');
+  });
+});
+
+describe('ferry serve and ferry gc', () => {
+  it('a blob a push was told exists (HEAD 200) survives a gc before the manifest arrives; --read-only leaves mtimes alone', async () => {
+    const store = await seededStore(['layers']);
+    expect((await ferry(['--store', store, 'rmi', '--no-prune', 'example.com/ferry/testdata:layers'])).code).toBe(0);
+    const img = images.layers;
+    const manifest = await readFile(blobFile(TESTDATA, img.digest));
+    const blobs = [img.config!, ...img.layers!.map((l) => l.digest)];
+    // Unreferenced and older than any server: what gc deletes.
+    const old = new Date(Date.now() - 3600_000);
+    for (const d of blobs) await utimes(blobFile(store, d), old, old);
+
+    const ro = await startServe(store, ['-q', '--read-only']);
+    for (const d of blobs) expect((await call(`${ro.url}/v2/team/gc/blobs/${d}`, { method: 'HEAD' })).status).toBe(200);
+    await sleep(200);
+    for (const d of blobs) expect((await stat(blobFile(store, d))).mtimeMs).toBe(old.getTime());
+    await ro.stop();
+
+    const s = await startServe(store, ['-q']);
+    try {
+      for (const d of blobs) expect((await call(`${s.url}/v2/team/gc/blobs/${d}`, { method: 'HEAD' })).status).toBe(200);
+      await sleep(200);
+      const gc = await ferry(['--store', store, 'gc']);
+      expect(gc.code, gc.stderr).toBe(0);
+      const put = await call(`${s.url}/v2/team/gc/manifests/1`, { method: 'PUT', body: manifest, headers: { 'content-type': img.mediaType } });
+      expect(put.status, put.body.toString()).toBe(201);
+    } finally {
+      await s.stop();
+    }
+    const verify = await ferry(['--store', store, 'verify']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 });
 

@@ -10,6 +10,8 @@ export interface ServeContext {
   view: StoreView;
   uploads: Uploads;
   readOnly: boolean;
+  /** When this run last refreshed a blob's mtime (see blobs.ts `refresh`). */
+  refreshed: Map<string, number>;
 }
 
 /** One request to a repository endpoint; `name` is validated and `key` is its store name. */

@@ -95,7 +95,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   if (!opts.readOnly) await purge();
   const purgeTimer = opts.readOnly ? undefined : setInterval(purge, Math.min(3600_000, Math.max(100, maxAge / 2))).unref();
 
-  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly) };
+  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly), refreshed: new Map() };
   const scheme = tls ? 'https' : 'http';
   let listening = '';
   const realm = (req: IncomingMessage) => {
