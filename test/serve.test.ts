@@ -647,7 +647,24 @@ describe('ferry serve: the distribution API', () => {
   it('writes one access-log line per request on stderr', async () => {
     await call(`${base}/v2/example.com/ferry/testdata/manifests/layers`, { method: 'HEAD' });
     await sleep(50);
-    expect(s.stderr()).toMatch(/127\.0\.0\.1 - "HEAD \/v2\/example\.com\/ferry\/testdata\/manifests\/layers" 200 0 in=\d+ \d+ms/);
+    expect(s.stderr()).toMatch(/127\.0\.0\.1 - "HEAD \/v2\/example\.com\/ferry\/testdata\/manifests\/layers" 200 0 in=0 \d+ms/);
+  });
+
+  it('the access log counts the request body bytes received (in=), small and large', async () => {
+    const start = await call(`${base}/v2/log/bytes/blobs/uploads/`, { method: 'POST' });
+    const data = randomBytes(1_000_000);
+    const patch = await call(`${base}${start.headers.location}`, { method: 'PATCH', body: data, headers: { 'content-range': `0-${data.length - 1}` } });
+    expect(patch.status).toBe(202);
+    expect((await call(`${base}${start.headers.location}?digest=${sha256(data)}`, { method: 'PUT' })).status).toBe(201);
+    const img = makeImage();
+    const pushed = await pushImage(base, 'log/bytes', 'v1', img);
+    expect(pushed.reply.status).toBe(201);
+    await sleep(50);
+    const id = start.headers.location!.split('/').pop();
+    expect(s.stderr()).toContain(`"PATCH /v2/log/bytes/blobs/uploads/${id}" 202 0 in=1000000 `);
+    expect(s.stderr()).toContain(`"PUT /v2/log/bytes/blobs/uploads/${id}?digest=${sha256(data)}" 201 0 in=0 `);
+    expect(s.stderr()).toContain(`"POST /v2/log/bytes/blobs/uploads/?digest=${sha256(img.layer)}" 201 0 in=${img.layer.length} `);
+    expect(s.stderr()).toContain(`"PUT /v2/log/bytes/manifests/v1" 201 0 in=${img.manifest.length} `);
   });
 });
 
@@ -916,6 +933,8 @@ describe('ferry serve: lifecycle', () => {
     await sleep(200);
     const end = await s.stop('SIGTERM');
     expect(end.code).toBe(143);
+    // No status went out: the log says it was cut, with the bytes that arrived.
+    expect(end.stderr).toMatch(/"PATCH \/v2\/x\/restart\/blobs\/uploads\/[0-9a-f-]+" -\(cut\) 0 in=300000 \d+ms/);
     req.destroy();
 
     const again = await startServe(store);

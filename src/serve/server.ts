@@ -11,6 +11,7 @@ import { OciLayout } from '../locations/layout.js';
 import { Auth } from './auth.js';
 import type { ServeContext } from './context.js';
 import { Htpasswd } from './htpasswd.js';
+import { bytesIn } from './http.js';
 import { handle, sanitize } from './router.js';
 import { StoreView } from './store-view.js';
 import { DEFAULT_UPLOAD_LIMITS, duration, Uploads, UPLOADS_DIR, type UploadLimits } from './uploads.js';
@@ -107,12 +108,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let closing = false;
   const inflight = new Set<Promise<void>>();
   const sockets = new Set<Socket>();
-  const onDone = (req: IncomingMessage, res: ServerResponse, user: string | undefined, started: number, readBefore: number, from: string) => {
+  const onDone = (req: IncomingMessage, res: ServerResponse, user: string | undefined, started: number, from: string) => {
     if (!opts.accessLog) return;
     const finished = () => {
       const out = req.method === 'HEAD' ? 0 : Number(res.getHeader('content-length') ?? 0);
-      const received = Math.max(0, req.socket.bytesRead - readBefore);
-      const status = res.writableFinished ? String(res.statusCode) : `${res.statusCode}(cut)`;
+      const received = bytesIn(req);
+      // A status is only logged if it went out; a cut answer says so.
+      const status = res.writableFinished ? String(res.statusCode) : `${res.headersSent ? res.statusCode : '-'}(cut)`;
       opts.accessLog!(`${from} ${user ?? '-'} "${req.method} ${sanitize(req.url ?? '')}" ${status} ${out} in=${received} ${Date.now() - started}ms`);
     };
     if (res.writableFinished || res.destroyed) finished();
@@ -120,11 +122,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
   const listener = (req: IncomingMessage, res: ServerResponse) => {
     const started = Date.now();
-    const readBefore = req.socket.bytesRead;
     // Read now: once a client has closed the connection (after a blob GET, often), the socket no longer knows.
     const from = req.socket.remoteAddress ?? '-';
     if (closing) res.setHeader('Connection', 'close');
-    const p = handle(ctx, { auth, onDone: (q, s, u) => onDone(q, s, u, started, readBefore, from) }, req, res);
+    const p = handle(ctx, { auth, onDone: (q, s, u) => onDone(q, s, u, started, from) }, req, res);
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
   };
