@@ -227,7 +227,7 @@ describe('ferry serve: the distribution API', () => {
     const dockerOnly = await call(url, { headers: { accept: DOCKER_MANIFEST } });
     expect(dockerOnly.status).toBe(404);
     expect(dockerOnly.code()).toBe('MANIFEST_UNKNOWN');
-    expect(dockerOnly.json().errors[0].message).toContain(OCI_MANIFEST);
+    expect(dockerOnly.json().errors[0].message).toContain(`its media type is ${OCI_MANIFEST}, which the request's Accept header does not list`);
     expect((await call(url, { headers: { accept: `${OCI_MANIFEST};q=0.9` } })).status).toBe(200);
     expect((await call(url, { headers: { accept: '*/*' } })).status).toBe(200);
     expect((await call(url)).status).toBe(200);
@@ -267,6 +267,12 @@ describe('ferry serve: the distribution API', () => {
     expect(tag.code()).toBe('TAG_INVALID');
     const mount = await call(`${base}/v2/x/y/blobs/uploads/?mount=sha256:nope&from=x/z`, { method: 'POST' });
     expect(mount.code()).toBe('DIGEST_INVALID');
+    expect(mount.json().errors[0].message).toBe('invalid digest "sha256:nope" in the mount parameter: sha256 needs 64 lowercase hex characters');
+    // Said once, on every endpoint taking a digest.
+    for (const path of ['manifests', 'blobs', 'referrers']) {
+      const r = await call(`${base}/v2/x/y/${path}/sha256:abc`);
+      expect(r.json().errors[0].message, path).toBe('invalid digest "sha256:abc": sha256 needs 64 lowercase hex characters');
+    }
   });
 
   it('unknown endpoints are 404, unsupported methods 405', async () => {
@@ -1111,5 +1117,27 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
     expect(swapped.stderr).toContain(`--tls-cert ${key} and --tls-key ${cert} are not a PEM certificate and its private key`);
     expect(swapped.stderr).toContain('check they are not swapped');
     expect(swapped.stderr).not.toMatch(/\n\s+at /);
+    const missing = await ferry(['--store', s.store, 'serve', '--tls-cert', join(dir, 'nope.pem'), '--tls-key', key, '--addr', '127.0.0.1:0']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`cannot read TLS certificate ${join(dir, 'nope.pem')}: no such file or directory (ENOENT)`);
+    expect(missing.stderr).toContain('hint: give the path of the PEM certificate file');
+  });
+
+  it('a plain-http request to the https server is answered 400 saying it speaks TLS; https still works after it', async () => {
+    const dir = await tempDir();
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    selfSignedCert(key, cert);
+    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    try {
+      const plain = await call(`http://${s.host}/v2/`);
+      expect(plain.status).toBe(400);
+      expect(plain.body.toString()).toContain('Client sent an HTTP request to an HTTPS server: this ferry serve speaks TLS; use https://');
+      const dispatcher = new Agent({ connect: { ca: await readFile(cert) } });
+      expect((await call(`${s.url}/v2/`, { dispatcher })).status).toBe(200);
+      await dispatcher.close();
+    } finally {
+      await s.stop();
+    }
   });
 });

@@ -9,9 +9,9 @@ import type { RepoRequest, ServeContext } from './context.js';
 /** A digest from a URL or query, validated before any use (DIGEST_INVALID otherwise). */
 export function digestParam(value: string | null | undefined, what = 'digest'): Digest {
   try {
-    return parseDigest(value ?? undefined);
+    return parseDigest(value ?? undefined, what === 'digest' ? undefined : `the ${what} parameter`);
   } catch (e) {
-    throw digestInvalid(`invalid ${what}: ${(e as Error).message}`, { [what]: value ?? null });
+    throw digestInvalid((e as Error).message, { [what]: value ?? null });
   }
 }
 

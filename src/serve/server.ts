@@ -59,12 +59,17 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
+const TLS_READ_ERRORS: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', EISDIR: 'is a directory' };
+
 async function readTls(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new FerryError(code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `cannot read TLS ${what} ${path}: ${code ?? (e as Error).message}`);
+    const why = TLS_READ_ERRORS[code ?? ''];
+    throw new FerryError(code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `cannot read TLS ${what} ${path}: ${why ? `${why} (${code})` : (code ?? (e as Error).message)}`, {
+      hint: code === 'ENOENT' ? `give the path of the PEM ${what} file (--tls-cert and --tls-key)` : code === 'EACCES' ? `the ${what} file must be readable by the user running ferry serve` : undefined,
+    });
   }
 }
 
@@ -78,6 +83,21 @@ function checkTlsPair(tls: { cert: Buffer; key: Buffer }, opts: ServeOptions): v
       hint: 'the certificate starts with -----BEGIN CERTIFICATE-----, the key with -----BEGIN ... PRIVATE KEY-----; check they are not swapped',
     });
   }
+}
+
+/**
+ * A plain-http request to the https server: answered 400 in plain http on the connection under
+ * the TLS layer (as distribution does), so the client learns why instead of seeing it dropped.
+ */
+function answerPlainHttp(e: NodeJS.ErrnoException, socket: Socket): void {
+  const raw = (socket as Socket & { _parent?: Socket })._parent;
+  if (e.code !== 'ERR_SSL_HTTP_REQUEST' || !raw?.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = 'Client sent an HTTP request to an HTTPS server: this ferry serve speaks TLS; use https://\n';
+  raw.on('error', () => socket.destroy());
+  raw.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
 }
 
 /** Starts `ferry serve`: an OCI distribution registry over the store at `storeDir`. */
@@ -140,6 +160,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     s.once('close', () => sockets.delete(s));
   });
   server.on('clientError', (_e, socket) => socket.destroy());
+  if (tls) server.on('tlsClientError', answerPlainHttp);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {

@@ -325,11 +325,12 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
   const code = (e as { code?: string }).code ?? '';
   const msg = (e as Error).message ?? String(e);
   if (/certificate|SSL|TLS|self.signed/i.test(`${code} ${msg}`)) {
-    // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not write.
-    const why = msg.replace(/\.? *Try running Node\.js with --use-system-ca\.?/i, '');
+    // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not
+    // write: the whole clause goes, and the hint says the same in ferry's terms.
+    const why = msg.replace(/[.;]? *(?:if the root CA is installed locally, *)?try running Node\.js with --use-system-ca\.?/i, '');
     return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${why}`, {
       cause: e,
-      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …; to skip verification altogether, --insecure',
+      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …, or NODE_USE_SYSTEM_CA=1 ferry … if that CA is installed on this machine; to skip verification altogether, --insecure',
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';
