@@ -45,4 +45,16 @@ describe('network failures as users read them', () => {
     const viaProxy = wrapNetwork(Object.assign(new Error('x'), { code: 'ENOTFOUND' }), url, 5, 'the proxy http://proxy:3128 did not answer') as Error & { hint?: string };
     expect(viaProxy.hint).toBe('the proxy http://proxy:3128 did not answer');
   });
+
+  it('a certificate error keeps no half of the --use-system-ca advice of Node; the hint gives it for ferry', () => {
+    const url = new URL('https://127.0.0.1:5907/v2/');
+    for (const msg of [
+      'self-signed certificate; if the root CA is installed locally, try running Node.js with --use-system-ca',
+      'unable to get local issuer certificate. Try running Node.js with --use-system-ca.',
+    ]) {
+      const e = wrapNetwork(Object.assign(new Error(msg), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), url) as Error & { hint?: string };
+      expect(e.message).toBe(`TLS error talking to 127.0.0.1:5907: ${msg.split(/[;.] /)[0]}`);
+      expect(e.hint).toContain('NODE_USE_SYSTEM_CA=1 ferry … if that CA is installed on this machine');
+    }
+  });
 });

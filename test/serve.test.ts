@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import { appendFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +11,8 @@ import { bcryptHash, bcryptVerify } from '../src/serve/bcrypt.js';
 import { parseRange } from '../src/serve/blobs.js';
 import { paginate } from '../src/serve/listing.js';
 import { repoKeyFor, repositoryFor } from '../src/serve/names.js';
+import { Uploads } from '../src/serve/uploads.js';
+import { RegistryError } from '../src/serve/errors.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
@@ -225,7 +227,7 @@ describe('ferry serve: the distribution API', () => {
     const dockerOnly = await call(url, { headers: { accept: DOCKER_MANIFEST } });
     expect(dockerOnly.status).toBe(404);
     expect(dockerOnly.code()).toBe('MANIFEST_UNKNOWN');
-    expect(dockerOnly.json().errors[0].message).toContain(OCI_MANIFEST);
+    expect(dockerOnly.json().errors[0].message).toContain(`its media type is ${OCI_MANIFEST}, which the request's Accept header does not list`);
     expect((await call(url, { headers: { accept: `${OCI_MANIFEST};q=0.9` } })).status).toBe(200);
     expect((await call(url, { headers: { accept: '*/*' } })).status).toBe(200);
     expect((await call(url)).status).toBe(200);
@@ -265,6 +267,12 @@ describe('ferry serve: the distribution API', () => {
     expect(tag.code()).toBe('TAG_INVALID');
     const mount = await call(`${base}/v2/x/y/blobs/uploads/?mount=sha256:nope&from=x/z`, { method: 'POST' });
     expect(mount.code()).toBe('DIGEST_INVALID');
+    expect(mount.json().errors[0].message).toBe('invalid digest "sha256:nope" in the mount parameter: sha256 needs 64 lowercase hex characters');
+    // Said once, on every endpoint taking a digest.
+    for (const path of ['manifests', 'blobs', 'referrers']) {
+      const r = await call(`${base}/v2/x/y/${path}/sha256:abc`);
+      expect(r.json().errors[0].message, path).toBe('invalid digest "sha256:abc": sha256 needs 64 lowercase hex characters');
+    }
   });
 
   it('unknown endpoints are 404, unsupported methods 405', async () => {
@@ -645,7 +653,181 @@ describe('ferry serve: the distribution API', () => {
   it('writes one access-log line per request on stderr', async () => {
     await call(`${base}/v2/example.com/ferry/testdata/manifests/layers`, { method: 'HEAD' });
     await sleep(50);
-    expect(s.stderr()).toMatch(/127\.0\.0\.1 - "HEAD \/v2\/example\.com\/ferry\/testdata\/manifests\/layers" 200 0 in=\d+ \d+ms/);
+    expect(s.stderr()).toMatch(/127\.0\.0\.1 - "HEAD \/v2\/example\.com\/ferry\/testdata\/manifests\/layers" 200 0 in=0 \d+ms/);
+  });
+
+  it('the access log counts the request body bytes received (in=), small and large', async () => {
+    const start = await call(`${base}/v2/log/bytes/blobs/uploads/`, { method: 'POST' });
+    const data = randomBytes(1_000_000);
+    const patch = await call(`${base}${start.headers.location}`, { method: 'PATCH', body: data, headers: { 'content-range': `0-${data.length - 1}` } });
+    expect(patch.status).toBe(202);
+    expect((await call(`${base}${start.headers.location}?digest=${sha256(data)}`, { method: 'PUT' })).status).toBe(201);
+    const img = makeImage();
+    const pushed = await pushImage(base, 'log/bytes', 'v1', img);
+    expect(pushed.reply.status).toBe(201);
+    await sleep(50);
+    const id = start.headers.location!.split('/').pop();
+    expect(s.stderr()).toContain(`"PATCH /v2/log/bytes/blobs/uploads/${id}" 202 0 in=1000000 `);
+    expect(s.stderr()).toContain(`"PUT /v2/log/bytes/blobs/uploads/${id}?digest=${sha256(data)}" 201 0 in=0 `);
+    expect(s.stderr()).toContain(`"POST /v2/log/bytes/blobs/uploads/?digest=${sha256(img.layer)}" 201 0 in=${img.layer.length} `);
+    expect(s.stderr()).toContain(`"PUT /v2/log/bytes/manifests/v1" 201 0 in=${img.manifest.length} `);
+  });
+});
+
+describe('ferry serve: unfinished uploads (limits and purge)', () => {
+  const newUploads = async (limits = { perClient: 3, total: 5, evictIdleMs: 60_000 }) => {
+    const root = await tempDir();
+    return new Uploads(join(root, '.ferry-uploads'), join(root, 'blobs'), limits);
+  };
+  const refusal = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (e: unknown) => (e instanceof RegistryError ? e : Promise.reject(e)),
+    );
+
+  it('one client is held to its own limit; idle sessions of that client make room first; others are unaffected', async () => {
+    const u = await newUploads();
+    const mine = [await u.create('docker.io/a/b', 'alice'), await u.create('docker.io/a/b', 'alice'), await u.create('docker.io/a/b', 'alice')];
+    const refused = await refusal(u.create('docker.io/a/b', 'alice'));
+    expect(refused?.status).toBe(429);
+    expect(refused?.message).toMatch(/you have 3 unfinished uploads .*cancel the ones you gave up/);
+    expect(refused?.headers['Retry-After']).toBe('60');
+    // Another client still gets sessions.
+    expect((await u.create('docker.io/c/d', 'bob')).owner).toBe('bob');
+    // One of alice's sessions idle past the eviction time gives way; a busy one never does.
+    mine[0]!.lastActive -= 120_000;
+    mine[1]!.lastActive -= 120_000;
+    let release!: () => void;
+    const held = mine[1]!.exclusive(() => new Promise<void>((ok) => (release = ok)));
+    const next = await u.create('docker.io/a/b', 'alice');
+    expect(mine[0]!.closed).toBe(true);
+    await expect(readdir(mine[0]!.dir)).rejects.toThrow();
+    expect(mine[1]!.closed).toBe(false);
+    expect(u.openBy('alice').map((s) => s.uuid).sort()).toEqual([mine[1]!.uuid, mine[2]!.uuid, next.uuid].sort());
+    release();
+    await held;
+  });
+
+  it('the global limit is the last resort: 429 saying the registry is full, after idle sessions of anyone were dropped', async () => {
+    const u = await newUploads({ perClient: 10, total: 3, evictIdleMs: 60_000 });
+    const a = await u.create('docker.io/a/b', 'alice');
+    await u.create('docker.io/a/b', 'bob');
+    await u.create('docker.io/a/b', 'carol');
+    const refused = await refusal(u.create('docker.io/a/b', 'dave'));
+    expect(refused?.status).toBe(429);
+    expect(refused?.message).toMatch(/the registry has 3 unfinished uploads, the most it keeps; try again later/);
+    a.lastActive -= 120_000;
+    expect((await u.create('docker.io/a/b', 'dave')).owner).toBe('dave');
+    expect(a.closed).toBe(true);
+  });
+
+  it('purge deletes sessions of this run idle past the limit, not one with a request in progress; a late request finds it unknown', async () => {
+    const u = await newUploads();
+    const idle = await u.create('docker.io/a/b', 'alice');
+    const busy = await u.create('docker.io/a/b', 'alice');
+    const fresh = await u.create('docker.io/a/b', 'alice');
+    idle.lastActive -= 10_000;
+    busy.lastActive -= 10_000;
+    let release!: () => void;
+    const held = busy.exclusive(() => new Promise<void>((ok) => (release = ok)));
+    expect(await u.purge(5_000)).toBe(1);
+    await expect(readdir(idle.dir)).rejects.toThrow();
+    expect((await readdir(busy.dir)).sort()).toEqual(['data', 'state.json']);
+    expect((await readdir(fresh.dir)).sort()).toEqual(['data', 'state.json']);
+    await expect(u.get(idle.uuid, 'docker.io/a/b')).rejects.toThrow(/unknown/);
+    release();
+    await held;
+    // Once its request is over it is idle again, and goes when idle long enough.
+    busy.lastActive -= 10_000;
+    expect(await u.purge(5_000)).toBe(1);
+    expect(u.openBy('alice').map((s) => s.uuid)).toEqual([fresh.uuid]);
+  });
+
+  it('a client at its limit gets 429 with what to do, while a client from another address still pushes', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), ['-q']);
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 100; i++) codes.push((await call(`${s.url}/v2/abandon/x/blobs/uploads/`, { method: 'POST' })).status);
+      expect(codes.every((c) => c === 202)).toBe(true);
+      const over = await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST' });
+      expect(over.status).toBe(429);
+      expect(over.code()).toBe('TOOMANYREQUESTS');
+      expect(over.json().errors[0].message).toContain('you have 100 unfinished uploads on this registry');
+      expect(over.headers['retry-after']).toBe('60');
+      // Another client: the same machine, another loopback address.
+      const fromOther = (path: string, body?: Buffer) =>
+        new Promise<number>((resolve, reject) => {
+          const q = httpRequest(`${s.url}${path}`, { method: 'POST', localAddress: '127.0.0.2' }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          });
+          q.on('error', reject);
+          q.end(body);
+        });
+      const data = randomBytes(1000);
+      expect(await fromOther(`/v2/other/repo/blobs/uploads/?digest=${sha256(data)}`, data)).toBe(201);
+      expect(await fromOther('/v2/other/repo/blobs/uploads/')).toBe(202);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('abandoned uploads are deleted while the server runs (FERRY_SERVE_UPLOAD_TTL_MS)', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), [], { env: { FERRY_SERVE_UPLOAD_TTL_MS: '800' } });
+    try {
+      const opened = await call(`${s.url}/v2/team/app/blobs/uploads/`, { method: 'POST' });
+      expect(opened.status).toBe(202);
+      const location = opened.headers.location!;
+      // Kept while it is used.
+      await sleep(500);
+      expect((await call(`${s.url}${location}`)).status).toBe(204);
+      await sleep(500);
+      expect((await call(`${s.url}${location}`)).status).toBe(204);
+      await sleep(2000);
+      const gone = await call(`${s.url}${location}`);
+      expect(gone.status).toBe(404);
+      expect(gone.code()).toBe('BLOB_UPLOAD_UNKNOWN');
+      expect(await readdir(join(s.store, '.ferry-uploads'))).toEqual([]);
+      expect(s.stderr()).toMatch(/deleted 1 upload\(s\) idle for more than 1 s/);
+    } finally {
+      await s.stop();
+    }
+    const bad = await ferry(['--store', join(await tempDir(), 's'), 'serve', '--addr', '127.0.0.1:0'], { env: { FERRY_SERVE_UPLOAD_TTL_MS: 'soon' } });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('FERRY_SERVE_UPLOAD_TTL_MS');
+  });
+});
+
+describe('ferry serve and ferry gc', () => {
+  it('a blob a push was told exists (HEAD 200) survives a gc before the manifest arrives; --read-only leaves mtimes alone', async () => {
+    const store = await seededStore(['layers']);
+    expect((await ferry(['--store', store, 'rmi', '--no-prune', 'example.com/ferry/testdata:layers'])).code).toBe(0);
+    const img = images.layers;
+    const manifest = await readFile(blobFile(TESTDATA, img.digest));
+    const blobs = [img.config!, ...img.layers!.map((l) => l.digest)];
+    // Unreferenced and older than any server: what gc deletes.
+    const old = new Date(Date.now() - 3600_000);
+    for (const d of blobs) await utimes(blobFile(store, d), old, old);
+
+    const ro = await startServe(store, ['-q', '--read-only']);
+    for (const d of blobs) expect((await call(`${ro.url}/v2/team/gc/blobs/${d}`, { method: 'HEAD' })).status).toBe(200);
+    await sleep(200);
+    for (const d of blobs) expect((await stat(blobFile(store, d))).mtimeMs).toBe(old.getTime());
+    await ro.stop();
+
+    const s = await startServe(store, ['-q']);
+    try {
+      for (const d of blobs) expect((await call(`${s.url}/v2/team/gc/blobs/${d}`, { method: 'HEAD' })).status).toBe(200);
+      await sleep(200);
+      const gc = await ferry(['--store', store, 'gc']);
+      expect(gc.code, gc.stderr).toBe(0);
+      const put = await call(`${s.url}/v2/team/gc/manifests/1`, { method: 'PUT', body: manifest, headers: { 'content-type': img.mediaType } });
+      expect(put.status, put.body.toString()).toBe(201);
+    } finally {
+      await s.stop();
+    }
+    const verify = await ferry(['--store', store, 'verify']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 });
 
@@ -757,6 +939,8 @@ describe('ferry serve: lifecycle', () => {
     await sleep(200);
     const end = await s.stop('SIGTERM');
     expect(end.code).toBe(143);
+    // No status went out: the log says it was cut, with the bytes that arrived.
+    expect(end.stderr).toMatch(/"PATCH \/v2\/x\/restart\/blobs\/uploads\/[0-9a-f-]+" -\(cut\) 0 in=300000 \d+ms/);
     req.destroy();
 
     const again = await startServe(store);
@@ -933,5 +1117,27 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
     expect(swapped.stderr).toContain(`--tls-cert ${key} and --tls-key ${cert} are not a PEM certificate and its private key`);
     expect(swapped.stderr).toContain('check they are not swapped');
     expect(swapped.stderr).not.toMatch(/\n\s+at /);
+    const missing = await ferry(['--store', s.store, 'serve', '--tls-cert', join(dir, 'nope.pem'), '--tls-key', key, '--addr', '127.0.0.1:0']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`cannot read TLS certificate ${join(dir, 'nope.pem')}: no such file or directory (ENOENT)`);
+    expect(missing.stderr).toContain('hint: give the path of the PEM certificate file');
+  });
+
+  it('a plain-http request to the https server is answered 400 saying it speaks TLS; https still works after it', async () => {
+    const dir = await tempDir();
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    selfSignedCert(key, cert);
+    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    try {
+      const plain = await call(`http://${s.host}/v2/`);
+      expect(plain.status).toBe(400);
+      expect(plain.body.toString()).toContain('Client sent an HTTP request to an HTTPS server: this ferry serve speaks TLS; use https://');
+      const dispatcher = new Agent({ connect: { ca: await readFile(cert) } });
+      expect((await call(`${s.url}/v2/`, { dispatcher })).status).toBe(200);
+      await dispatcher.close();
+    } finally {
+      await s.stop();
+    }
   });
 });

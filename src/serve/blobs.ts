@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { stat, utimes } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { blobUnknown, digestInvalid, RegistryError, unsupported } from './errors.js';
@@ -9,9 +9,9 @@ import type { RepoRequest, ServeContext } from './context.js';
 /** A digest from a URL or query, validated before any use (DIGEST_INVALID otherwise). */
 export function digestParam(value: string | null | undefined, what = 'digest'): Digest {
   try {
-    return parseDigest(value ?? undefined);
+    return parseDigest(value ?? undefined, what === 'digest' ? undefined : `the ${what} parameter`);
   } catch (e) {
-    throw digestInvalid(`invalid ${what}: ${(e as Error).message}`, { [what]: value ?? null });
+    throw digestInvalid((e as Error).message, { [what]: value ?? null });
   }
 }
 
@@ -24,6 +24,7 @@ export async function getBlob(ctx: ServeContext, r: RepoRequest, ref: string): P
   const path = ctx.layout.blobPath(digest);
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) throw blobUnknown(digest);
+  if (!ctx.readOnly) refresh(ctx, digest, path);
   const size = st.size;
   const headers: Record<string, string | number> = {
     'Content-Type': 'application/octet-stream',
@@ -46,6 +47,26 @@ export async function getBlob(ctx: ServeContext, r: RepoRequest, ref: string): P
   }
   r.res.writeHead(status, headers);
   await pipeline(createReadStream(path, { start, end, highWaterMark: 1 << 20 }), r.res);
+}
+
+/** Refreshes a blob's mtime at most this often. */
+const REFRESH_MS = 60_000;
+
+/**
+ * A pushing client that finds a blob here (HEAD 200) skips its upload and relies on it until its
+ * manifest arrives: the blob's mtime is set to now, so `ferry gc` spares it as it spares blobs
+ * written while a writer runs. In the background, best effort, once a minute per blob at most.
+ */
+export function refresh(ctx: ServeContext, digest: Digest, path: string): void {
+  const now = Date.now();
+  const last = ctx.refreshed.get(digest);
+  if (last !== undefined && now - last < REFRESH_MS) return;
+  if (ctx.refreshed.size >= 10_000) {
+    for (const [d, t] of ctx.refreshed) if (now - t >= REFRESH_MS) ctx.refreshed.delete(d);
+  }
+  ctx.refreshed.set(digest, now);
+  const at = new Date(now);
+  utimes(path, at, at).catch(() => {});
 }
 
 /** DELETE /v2/<name>/blobs/<digest>: not offered; blobs nothing references are removed by `ferry gc`. */

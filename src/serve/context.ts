@@ -10,8 +10,8 @@ export interface ServeContext {
   view: StoreView;
   uploads: Uploads;
   readOnly: boolean;
-  /** Upload sessions allowed on disk at once (beyond: 429 TOOMANYREQUESTS). */
-  maxUploads: number;
+  /** When this run last refreshed a blob's mtime (see blobs.ts `refresh`). */
+  refreshed: Map<string, number>;
 }
 
 /** One request to a repository endpoint; `name` is validated and `key` is its store name. */
@@ -21,4 +21,6 @@ export interface RepoRequest {
   url: URL;
   name: string;
   key: RepoKey;
+  /** Who asks: the authenticated user, else the client's address (per-client upload limit). */
+  client: string;
 }

@@ -18,6 +18,18 @@ export function sendJson(req: IncomingMessage, res: ServerResponse, status: numb
   send(req, res, status, { 'Content-Type': 'application/json', ...headers }, JSON.stringify(value));
 }
 
+const bodyBytes = new WeakMap<IncomingMessage, number>();
+
+/** Records `n` more bytes of the request body read by the server (the access log's `in=`). */
+export function countIn(req: IncomingMessage, n: number): void {
+  bodyBytes.set(req, (bodyBytes.get(req) ?? 0) + n);
+}
+
+/** Bytes of the request body the server has read. */
+export function bytesIn(req: IncomingMessage): number {
+  return bodyBytes.get(req) ?? 0;
+}
+
 /** Bodies up to this size are read and dropped after an early error answer, so the client sees it. */
 const DRAIN_LIMIT = 16 * 1024 * 1024;
 
@@ -44,6 +56,7 @@ function drain(req: IncomingMessage): void {
   let n = 0;
   req.on('data', (c: Buffer) => {
     n += c.byteLength;
+    countIn(req, c.byteLength);
     if (n > DRAIN_LIMIT) req.destroy();
   });
   req.on('error', () => {});
@@ -58,6 +71,7 @@ export async function readBody(req: IncomingMessage, cap: number, tooLarge: () =
   let n = 0;
   for await (const chunk of req) {
     n += (chunk as Buffer).byteLength;
+    countIn(req, (chunk as Buffer).byteLength);
     if (n > cap) throw tooLarge();
     chunks.push(chunk as Buffer);
   }

@@ -50,7 +50,7 @@ function negotiate(r: RepoRequest, info: ManifestInfo, ref: string): void {
   const accepted = acceptedTypes(r.req);
   if (accepted.length === 0 || accepted.includes('*/*') || accepted.includes('application/*')) return;
   if (accepted.includes(info.mediaType.toLowerCase())) return;
-  throw manifestUnknown(r.name, ref, `it is a ${info.mediaType}, which the request's Accept header does not list`);
+  throw manifestUnknown(r.name, ref, `its media type is ${info.mediaType}, which the request's Accept header does not list`);
 }
 
 /** If-None-Match (RFC 9110 13.1.2): `*`, or a list of entity tags compared weakly. */

@@ -80,7 +80,7 @@ export async function handle(ctx: ServeContext, opts: RouterOptions, req: Incomi
       }
       authorize(needed);
       if (ctx.readOnly && action !== 'pull') throw new RegistryError(405, 'UNSUPPORTED', 'this registry is read-only (ferry serve --read-only)');
-      return await handler(ctx, { req, res, url, name, key }, param);
+      return await handler(ctx, { req, res, url, name, key, client: user ?? req.socket.remoteAddress ?? '-' }, param);
     }
     throw new RegistryError(404, 'UNSUPPORTED', `no such endpoint: ${method} ${path.slice(0, 200)}`);
   } catch (e) {

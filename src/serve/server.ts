@@ -11,9 +11,10 @@ import { OciLayout } from '../locations/layout.js';
 import { Auth } from './auth.js';
 import type { ServeContext } from './context.js';
 import { Htpasswd } from './htpasswd.js';
+import { bytesIn } from './http.js';
 import { handle, sanitize } from './router.js';
 import { StoreView } from './store-view.js';
-import { Uploads, UPLOADS_DIR } from './uploads.js';
+import { DEFAULT_UPLOAD_LIMITS, duration, Uploads, UPLOADS_DIR, type UploadLimits } from './uploads.js';
 
 export interface ServeOptions {
   storeDir: string;
@@ -26,9 +27,9 @@ export interface ServeOptions {
   tlsKey?: string;
   /** Receives one line per request (the access log); none when absent. */
   accessLog?: (line: string) => void;
-  /** Unfinished uploads older than this are deleted (default 24 h). */
+  /** Unfinished uploads idle for longer are deleted (default 24 h), checked every hour or half this time if less. */
   uploadMaxAgeMs?: number;
-  maxUploads?: number;
+  uploadLimits?: Partial<UploadLimits>;
 }
 
 export interface RunningServer {
@@ -58,12 +59,17 @@ function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
+const TLS_READ_ERRORS: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', EISDIR: 'is a directory' };
+
 async function readTls(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new FerryError(code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `cannot read TLS ${what} ${path}: ${code ?? (e as Error).message}`);
+    const why = TLS_READ_ERRORS[code ?? ''];
+    throw new FerryError(code === 'ENOENT' ? 'NOT_FOUND' : 'IO', `cannot read TLS ${what} ${path}: ${why ? `${why} (${code})` : (code ?? (e as Error).message)}`, {
+      hint: code === 'ENOENT' ? `give the path of the PEM ${what} file (--tls-cert and --tls-key)` : code === 'EACCES' ? `the ${what} file must be readable by the user running ferry serve` : undefined,
+    });
   }
 }
 
@@ -79,6 +85,21 @@ function checkTlsPair(tls: { cert: Buffer; key: Buffer }, opts: ServeOptions): v
   }
 }
 
+/**
+ * A plain-http request to the https server: answered 400 in plain http on the connection under
+ * the TLS layer (as distribution does), so the client learns why instead of seeing it dropped.
+ */
+function answerPlainHttp(e: NodeJS.ErrnoException, socket: Socket): void {
+  const raw = (socket as Socket & { _parent?: Socket })._parent;
+  if (e.code !== 'ERR_SSL_HTTP_REQUEST' || !raw?.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = 'Client sent an HTTP request to an HTTPS server: this ferry serve speaks TLS; use https://\n';
+  raw.on('error', () => socket.destroy());
+  raw.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+}
+
 /** Starts `ferry serve`: an OCI distribution registry over the store at `storeDir`. */
 export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const { host, port } = parseAddr(opts.addr ?? '127.0.0.1:5000');
@@ -89,13 +110,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const users = opts.htpasswd ? await Htpasswd.load(opts.htpasswd) : undefined;
 
   const layout = await OciLayout.open(opts.storeDir, { create: !opts.readOnly });
-  const uploads = new Uploads(join(opts.storeDir, UPLOADS_DIR), join(opts.storeDir, 'blobs'));
+  const uploads = new Uploads(join(opts.storeDir, UPLOADS_DIR), join(opts.storeDir, 'blobs'), { ...DEFAULT_UPLOAD_LIMITS, ...opts.uploadLimits });
   const maxAge = opts.uploadMaxAgeMs ?? DAY_MS;
-  const purge = () => uploads.purge(maxAge).then((n) => n && warn(`deleted ${n} upload(s) abandoned for more than ${Math.round(maxAge / 3600_000)} h`), () => {});
+  const purge = () => uploads.purge(maxAge).then((n) => n && warn(`deleted ${n} upload(s) idle for more than ${duration(maxAge)}`), () => {});
   if (!opts.readOnly) await purge();
-  const purgeTimer = setInterval(purge, 3600_000).unref();
+  const purgeTimer = opts.readOnly ? undefined : setInterval(purge, Math.min(3600_000, Math.max(100, maxAge / 2))).unref();
 
-  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly), maxUploads: opts.maxUploads ?? 1000 };
+  const ctx: ServeContext = { layout, view: new StoreView(layout), uploads, readOnly: Boolean(opts.readOnly), refreshed: new Map() };
   const scheme = tls ? 'https' : 'http';
   let listening = '';
   const realm = (req: IncomingMessage) => {
@@ -107,12 +128,13 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   let closing = false;
   const inflight = new Set<Promise<void>>();
   const sockets = new Set<Socket>();
-  const onDone = (req: IncomingMessage, res: ServerResponse, user: string | undefined, started: number, readBefore: number, from: string) => {
+  const onDone = (req: IncomingMessage, res: ServerResponse, user: string | undefined, started: number, from: string) => {
     if (!opts.accessLog) return;
     const finished = () => {
       const out = req.method === 'HEAD' ? 0 : Number(res.getHeader('content-length') ?? 0);
-      const received = Math.max(0, req.socket.bytesRead - readBefore);
-      const status = res.writableFinished ? String(res.statusCode) : `${res.statusCode}(cut)`;
+      const received = bytesIn(req);
+      // A status is only logged if it went out; a cut answer says so.
+      const status = res.writableFinished ? String(res.statusCode) : `${res.headersSent ? res.statusCode : '-'}(cut)`;
       opts.accessLog!(`${from} ${user ?? '-'} "${req.method} ${sanitize(req.url ?? '')}" ${status} ${out} in=${received} ${Date.now() - started}ms`);
     };
     if (res.writableFinished || res.destroyed) finished();
@@ -120,11 +142,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
   const listener = (req: IncomingMessage, res: ServerResponse) => {
     const started = Date.now();
-    const readBefore = req.socket.bytesRead;
     // Read now: once a client has closed the connection (after a blob GET, often), the socket no longer knows.
     const from = req.socket.remoteAddress ?? '-';
     if (closing) res.setHeader('Connection', 'close');
-    const p = handle(ctx, { auth, onDone: (q, s, u) => onDone(q, s, u, started, readBefore, from) }, req, res);
+    const p = handle(ctx, { auth, onDone: (q, s, u) => onDone(q, s, u, started, from) }, req, res);
     inflight.add(p);
     void p.finally(() => inflight.delete(p));
   };
@@ -139,6 +160,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     s.once('close', () => sockets.delete(s));
   });
   server.on('clientError', (_e, socket) => socket.destroy());
+  if (tls) server.on('tlsClientError', answerPlainHttp);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {

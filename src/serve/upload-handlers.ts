@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Digest } from '../oci/digest.js';
 import { digestParam } from './blobs.js';
 import { RegistryError } from './errors.js';
-import { send, uploadRange } from './http.js';
+import { countIn, send, uploadRange } from './http.js';
 import { repoKeyFor } from './names.js';
 import { parseContentRange, rangeNotSatisfiable, type Session } from './uploads.js';
 import type { RepoRequest, ServeContext } from './context.js';
@@ -57,6 +57,7 @@ function checkRange(req: IncomingMessage, s: Session): number | undefined {
 /** Appends the request body; a body cut short by the client is kept and reported as an error. */
 async function receive(ctx: ServeContext, r: RepoRequest, s: Session, expected: number | undefined): Promise<void> {
   const result = await ctx.uploads.append(s, r.req);
+  countIn(r.req, result.received);
   if (result.error !== undefined) throw result.error;
   if (expected !== undefined && result.received !== expected) {
     throw new RegistryError(400, 'SIZE_INVALID', `chunk announced ${expected} bytes but ${result.received} arrived`, { offset: s.offset }, sessionHeaders(r, s));
@@ -76,22 +77,21 @@ export async function startUpload(ctx: ServeContext, r: RepoRequest): Promise<vo
   }
   const digestText = q.get('digest');
   const digest = digestText === null ? undefined : digestParam(digestText);
-  if ((await ctx.uploads.count()) >= ctx.maxUploads) {
-    throw new RegistryError(429, 'TOOMANYREQUESTS', `too many unfinished uploads (${ctx.maxUploads}); finish or cancel some`, undefined, { 'Retry-After': '60' });
-  }
-  const s = await ctx.uploads.create(r.key);
+  const s = await ctx.uploads.create(r.key, r.client);
   if (digest === undefined) {
     r.req.resume();
     return send(r.req, r.res, 202, { ...sessionHeaders(r, s), 'Content-Length': 0 });
   }
-  try {
-    await receive(ctx, r, s, undefined);
-  } catch (e) {
-    await ctx.uploads.cancel(s);
-    throw e;
-  }
-  await ctx.uploads.complete(s, digest);
-  created(r, digest);
+  await s.exclusive(async () => {
+    try {
+      await receive(ctx, r, s, undefined);
+    } catch (e) {
+      await ctx.uploads.cancel(s);
+      throw e;
+    }
+    await ctx.uploads.complete(s, digest);
+    created(r, digest);
+  });
 }
 
 /** PATCH /v2/<name>/blobs/uploads/<uuid>: a chunk (Content-Range) or a streamed body. */

@@ -31,8 +31,13 @@ export class Session {
   hashedTo = -1;
   /** Serialises requests on one session (PATCH, status, PUT, DELETE). */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Requests running or queued on the session: never purged or evicted while above 0. */
+  busy = 0;
+  /** When a request on the session last started or ended (ms since the epoch). */
+  lastActive = Date.now();
 
-  constructor(readonly uuid: string, readonly dir: string, public state: State) {}
+  /** `owner`: the client that opened it (user or address); unknown for sessions of an earlier run. */
+  constructor(readonly uuid: string, readonly dir: string, public state: State, readonly owner?: string) {}
 
   get data(): string {
     return join(this.dir, 'data');
@@ -46,12 +51,33 @@ export class Session {
   closed = false;
 
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy++;
+    this.lastActive = Date.now();
     const guarded = (): Promise<T> => (this.closed ? Promise.reject(uploadUnknown(this.uuid)) : fn());
-    const run = this.chain.then(guarded, guarded);
+    const run = this.chain.then(guarded, guarded).finally(() => {
+      this.busy--;
+      this.lastActive = Date.now();
+    });
     this.chain = run.catch(() => {});
     return run;
   }
+
+  idleFor(now: number): number {
+    return this.busy > 0 ? 0 : now - this.lastActive;
+  }
 }
+
+/** How many unfinished uploads may exist, and when idle ones give way to new ones. */
+export interface UploadLimits {
+  /** Sessions one client (user, else address) may have open in this server's run. */
+  perClient: number;
+  /** Sessions on disk for the whole server: the last resort. */
+  total: number;
+  /** At a limit, sessions idle this long are deleted to make room before a 429. */
+  evictIdleMs: number;
+}
+
+export const DEFAULT_UPLOAD_LIMITS: UploadLimits = { perClient: 100, total: 1000, evictIdleMs: 15 * 60_000 };
 
 export interface AppendResult {
   received: number;
@@ -62,18 +88,58 @@ export interface AppendResult {
 export class Uploads {
   private readonly sessions = new Map<string, Session>();
 
-  constructor(readonly root: string, private readonly blobsDir: string) {}
+  constructor(readonly root: string, private readonly blobsDir: string, readonly limits: UploadLimits = DEFAULT_UPLOAD_LIMITS) {}
 
-  async create(key: RepoKey): Promise<Session> {
+  /** Opens a session for `client` (a user name or an address), within the limits (429 beyond). */
+  async create(key: RepoKey, client: string): Promise<Session> {
+    await this.makeRoom(client);
     const uuid = randomUUID();
     const dir = join(this.root, uuid);
-    await mkdir(dir, { recursive: true });
-    const fh = await open(join(dir, 'data'), 'wx', 0o644);
-    await fh.close();
-    const s = new Session(uuid, dir, { key, offset: 0, started: new Date().toISOString() });
-    await this.save(s);
+    const s = new Session(uuid, dir, { key, offset: 0, started: new Date().toISOString() }, client);
+    // In the map before the first await: concurrent requests of the client count it.
     this.sessions.set(uuid, s);
+    try {
+      await mkdir(dir, { recursive: true });
+      const fh = await open(join(dir, 'data'), 'wx', 0o644);
+      await fh.close();
+      await this.save(s);
+    } catch (e) {
+      await this.cancel(s);
+      throw e;
+    }
     return s;
+  }
+
+  /** Open sessions of `client` in this run. */
+  openBy(client: string): Session[] {
+    return [...this.sessions.values()].filter((s) => s.owner === client && !s.closed);
+  }
+
+  /**
+   * Enforces the per-client and global limits. At a limit, sessions idle for `evictIdleMs` (the
+   * client's own first) are deleted; a 429 only when that does not make room.
+   */
+  private async makeRoom(client: string): Promise<void> {
+    const { perClient, total, evictIdleMs } = this.limits;
+    if (this.openBy(client).length >= perClient) {
+      const now = Date.now();
+      for (const s of this.openBy(client)) if (s.idleFor(now) > evictIdleMs) await this.drop(s);
+      if (this.openBy(client).length >= perClient) {
+        throw tooMany(`you have ${perClient} unfinished uploads on this registry, the most one client may have; finish them, or cancel the ones you gave up (DELETE on the upload's URL), before starting more; uploads idle for ${duration(evictIdleMs)} make room for new ones`);
+      }
+    }
+    if ((await this.count()) >= total) {
+      await this.purge(evictIdleMs);
+      if ((await this.count()) >= total) {
+        throw tooMany(`the registry has ${total} unfinished uploads, the most it keeps; try again later (uploads idle for ${duration(evictIdleMs)} make room for new ones)`);
+      }
+    }
+  }
+
+  /** Deletes an idle session: closed at once, so a request arriving later finds it unknown. */
+  private async drop(s: Session): Promise<void> {
+    if (s.busy > 0 || s.closed) return;
+    await this.cancel(s);
   }
 
   /** The session `id` of repository `key`, from memory or from disk (after a restart). */
@@ -194,20 +260,46 @@ export class Uploads {
     return (await readdir(this.root).catch(() => [] as string[])).filter((n) => UUID.test(n)).length;
   }
 
-  /** Deletes sessions untouched for `maxAgeMs` (abandoned uploads); returns how many. */
+  /**
+   * Deletes sessions untouched for `maxAgeMs` (abandoned uploads), those of this run by their last
+   * request, others by the time of their state file; a session with a request in progress is kept.
+   * Returns how many were deleted.
+   */
   async purge(maxAgeMs: number): Promise<number> {
     let removed = 0;
     for (const name of await readdir(this.root).catch(() => [] as string[])) {
-      if (!UUID.test(name) || this.sessions.has(name)) continue;
+      if (!UUID.test(name)) continue;
+      const known = this.sessions.get(name);
+      if (known) {
+        if (known.idleFor(Date.now()) <= maxAgeMs || known.closed) continue;
+        await this.drop(known);
+        removed++;
+        continue;
+      }
       const dir = join(this.root, name);
       const st = (await stat(join(dir, 'state.json')).catch(() => undefined)) ?? (await stat(dir).catch(() => undefined));
-      if (st && Date.now() - st.mtimeMs > maxAgeMs) {
-        await rm(dir, { recursive: true, force: true });
-        removed++;
-      }
+      if (!st || Date.now() - st.mtimeMs <= maxAgeMs || this.sessions.has(name)) continue;
+      // A closed stand-in while the files go: a request for it meanwhile finds it unknown.
+      const gone = new Session(name, dir, { key: '', offset: 0, started: '' });
+      gone.closed = true;
+      this.sessions.set(name, gone);
+      await rm(dir, { recursive: true, force: true });
+      this.sessions.delete(name);
+      removed++;
     }
     return removed;
   }
+}
+
+function tooMany(message: string): RegistryError {
+  return new RegistryError(429, 'TOOMANYREQUESTS', message, undefined, { 'Retry-After': '60' });
+}
+
+/** A limit in words: "15 min", "24 h", "2 s". */
+export function duration(ms: number): string {
+  if (ms >= 3600_000 && ms % 3600_000 === 0) return `${ms / 3600_000} h`;
+  if (ms >= 60_000) return `${Math.round(ms / 60_000)} min`;
+  return `${Math.round(ms / 1000)} s`;
 }
 
 function parseState(text: string): State | undefined {

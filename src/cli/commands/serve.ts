@@ -4,6 +4,7 @@ import { startServer } from '../../serve/server.js';
 import { defaultStoreDir } from '../../store.js';
 import { interrupt, out, printResult, status, type GlobalArgs } from '../context.js';
 import { numberOption } from '../numbers.js';
+import { envNumber } from '../../util/env.js';
 
 interface Args extends GlobalArgs {
   addr: string;
@@ -38,6 +39,7 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       tokenAuth: args['token-auth'],
       tlsCert: args['tls-cert'],
       tlsKey: args['tls-key'],
+      uploadMaxAgeMs: envNumber('FERRY_SERVE_UPLOAD_TTL_MS', { min: 1, unit: 'milliseconds' }, 24 * 3600_000),
       accessLog: args.quiet ? undefined : (line) => process.stderr.write(`ferry serve: ${new Date().toISOString()} ${line}\n`),
     });
     const where = { url: server.url, host: server.host, port: server.port, store: storeDir, readOnly: args['read-only'] === true };

@@ -50,6 +50,9 @@ export interface HttpOptions {
 
 const MAX_REDIRECTS = 5;
 
+/** For a 429: what the limit is depends on the registry, whose message says more (a login helps on Docker Hub, not everywhere). */
+export const RATE_LIMIT_HINT = 'the registry is limiting requests; try again later, and see its message for what it limits (on Docker Hub, logging in raises the limit)';
+
 export function header(res: { headers: HttpResponse['headers'] }, name: string): string | undefined {
   const v = res.headers[name.toLowerCase()];
   return Array.isArray(v) ? v[0] : v;
@@ -245,7 +248,7 @@ export class Http {
         if (after !== undefined) {
           if (after > this.opts.maxRetryAfterMs) {
             throw new FerryError('NETWORK', `${redact(req.url)} answered ${res.status} and asks to retry after ${Math.round(after / 1000)} s, more than the ${Math.round(this.opts.maxRetryAfterMs / 1000)} s ferry waits`, {
-              hint: res.status === 429 ? 'the registry is rate-limiting you; try again later or log in for a higher limit' : undefined,
+              hint: res.status === 429 ? RATE_LIMIT_HINT : undefined,
             });
           }
           delay = Math.max(delay, after);
@@ -322,11 +325,12 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
   const code = (e as { code?: string }).code ?? '';
   const msg = (e as Error).message ?? String(e);
   if (/certificate|SSL|TLS|self.signed/i.test(`${code} ${msg}`)) {
-    // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not write.
-    const why = msg.replace(/\.? *Try running Node\.js with --use-system-ca\.?/i, '');
+    // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not
+    // write: the whole clause goes, and the hint says the same in ferry's terms.
+    const why = msg.replace(/[.;]? *(?:if the root CA is installed locally, *)?try running Node\.js with --use-system-ca\.?/i, '');
     return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${why}`, {
       cause: e,
-      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …; to skip verification altogether, --insecure',
+      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …, or NODE_USE_SYSTEM_CA=1 ferry … if that CA is installed on this machine; to skip verification altogether, --insecure',
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';

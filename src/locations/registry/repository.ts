@@ -7,7 +7,7 @@ import { isManifestLike, MANIFEST_ACCEPT, MediaType } from '../../oci/mediatypes
 import { MAX_JSON_BYTES, parseManifestDocument, type Descriptor, type ImageIndex, type ParsedDocument } from '../../oci/manifest.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../../types.js';
 import { errorDetail, TokenRenewed, type RegistryClient } from './client.js';
-import { header, isRetryableError, type HttpResponse } from './http.js';
+import { header, isRetryableError, RATE_LIMIT_HINT, type HttpResponse } from './http.js';
 import { forgetUpload, loadUpload, saveUpload } from './upload-sessions.js';
 
 export interface RepositoryOptions {
@@ -597,7 +597,7 @@ async function expectStatus(res: HttpResponse, ok: number[], what: string): Prom
   if (ok.includes(res.status)) return;
   const detail = await errorDetail(res);
   if (/DIGEST_INVALID/.test(detail)) throw new FerryError('DIGEST_MISMATCH', `${what}: the registry says the content does not match its digest${detail}`);
-  if (res.status === 429) throw new FerryError('NETWORK', `${what}: rate limited (HTTP 429)${detail}`, { hint: 'try again later, or log in for a higher limit' });
+  if (res.status === 429) throw new FerryError('NETWORK', `${what}: rate limited (HTTP 429)${detail}`, { hint: RATE_LIMIT_HINT });
   if (res.status >= 500) throw new FerryError('NETWORK', `${what}: HTTP ${res.status} from ${res.url.host}${detail}`);
   if (res.status === 404) throw new FerryError('NOT_FOUND', `${what}: not found${detail}`);
   // Refusals that asking again will not change: not retried, and not called a network failure.
