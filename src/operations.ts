@@ -1,5 +1,6 @@
 import { copy, type CopyEvent, type CopyReport } from './copy.js';
 import { openSink, openSource, type RegistrySettings } from './locations/location.js';
+import { OciLayout } from './locations/layout.js';
 import type { RegistryRepository } from './locations/registry/repository.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
@@ -52,6 +53,10 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
         referrers: o.referrers,
         nameReferrerTag: (tag) => referrerName(name, tag),
       });
+    } catch (e) {
+      // Refused before anything was stored (a platform it lacks, say): no empty layout is left.
+      if (dst.sink instanceof OciLayout) await dst.sink.discardIfCreatedEmpty().catch(() => {});
+      throw e;
     } finally {
       await dst.sink.close();
     }

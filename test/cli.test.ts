@@ -718,6 +718,8 @@ describe.concurrent('copy errors', () => {
     expect(r.stderr).toContain(bad);
     const got = /got (sha256:[0-9a-f]{64})/.exec(r.stderr)?.[1];
     expect(got, r.stderr).toBeDefined();
+    // A layout the copy created and left nothing in is removed: nothing bad can be in it.
+    if (!(await exists(dest))) return;
     const blobs = await blobDigests(dest);
     expect(blobs).not.toContain(bad);
     expect(blobs).not.toContain(got);
@@ -735,7 +737,8 @@ describe.concurrent('copy errors', () => {
     const save = await run(['save', '--platform', 'arm64', `oci:${TESTDATA}:plain`, '-o', join(dir, 'arm.tar')]);
     expect(save.code).toBe(2);
     expect(save.stderr).toContain('is a single-platform image for linux/amd64, not linux/arm64');
-    expect(await readdir(dir)).not.toContain('arm.tar');
+    // Nothing is left of either: not even the layout the copy had created for itself.
+    expect(await readdir(dir)).toEqual([]);
     await ok(['copy', '-q', '--platform', 'linux/amd64', `oci:${TESTDATA}:plain`, `oci:${join(dir, 'amd')}`]);
     await ok(['copy', '-q', '--platform', 'all', `oci:${TESTDATA}:plain`, `oci:${join(dir, 'all')}`]);
   });

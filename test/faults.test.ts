@@ -95,8 +95,11 @@ describe('interruption and crashes', () => {
       expect(performance.now() - sent).toBeLessThan(2000);
       expect(r.code).toBe(code);
       expect(r.stderr).toContain('interrupted');
-      expect(await tempFilesIn(dst)).toEqual([]);
-      expect(JSON.parse(await readFile(join(dst, 'index.json'), 'utf8')).manifests).toEqual([]);
+      expect(await tempFilesIn(dst).catch(() => [])).toEqual([]);
+      // The layout this copy created holds no image: either it is gone (nothing complete was
+      // stored, so nothing is left), or it is there with an empty index and only complete blobs.
+      const index = await readFile(join(dst, 'index.json'), 'utf8').catch(() => undefined);
+      if (index !== undefined) expect(JSON.parse(index).manifests).toEqual([]);
     });
   }
 

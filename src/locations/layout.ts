@@ -53,6 +53,9 @@ export class OciLayout implements Source, Sink {
   /** Partial files this process is writing now: never two writers on one file. */
   private readonly writing = new Set<Digest>();
 
+  /** Set when open() made the layout (and whether it made its directory too). */
+  private createdHere?: { dir: boolean };
+
   private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
 
   static async open(dir: string, opts: OpenLayoutOptions = {}): Promise<OciLayout> {
@@ -67,9 +70,11 @@ export class OciLayout implements Source, Sink {
         const there = await stat(dir).then(() => true, () => false);
         throw new FerryError('NOT_FOUND', there ? `${dir} is not an OCI image layout (no oci-layout file)` : `${dir} does not exist`);
       }
-      if ((await stat(dir).catch(() => undefined))?.isDirectory() === false) {
+      const there = await stat(dir).catch(() => undefined);
+      if (there?.isDirectory() === false) {
         throw new FerryError('USAGE', `${dir} exists and is not a directory: an OCI image layout is a directory`, { hint: 'choose another path' });
       }
+      layout.createdHere = { dir: there === undefined };
       await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
@@ -95,6 +100,11 @@ export class OciLayout implements Source, Sink {
    * while it holds no image and no blob, then the directory itself when `dir` says it was new.
    * Only empty directories are removed, so anything else found there stays.
    */
+  /** After a failed run into a layout this open created: undone while it holds nothing. */
+  async discardIfCreatedEmpty(): Promise<void> {
+    if (this.createdHere) await this.discardIfEmpty(this.createdHere);
+  }
+
   async discardIfEmpty(o: { dir: boolean }): Promise<void> {
     await this.close();
     if ((await this.readIndex().catch(() => [undefined])).length > 0) return;
