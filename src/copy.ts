@@ -8,7 +8,7 @@ import { readConfig } from './images.js';
 import { walk, type GraphNode } from './graph.js';
 import { digestOf, type Digest } from './oci/digest.js';
 import { plainDescriptor, type Descriptor, type ImageIndex, type Platform } from './oci/manifest.js';
-import { formatPlatform, isAttestation, normalizePlatform, selectPlatforms, type PlatformSelection } from './oci/platform.js';
+import { formatPlatform, isAttestation, normalizePlatform, selectPlatforms, servesPlatform, type PlatformSelection } from './oci/platform.js';
 import type { Sink, Source, TagName } from './types.js';
 
 const BLOB_ATTEMPTS = 3;
@@ -314,8 +314,10 @@ async function plan(src: Source, root: Root, opts: CopyOptions): Promise<Planned
   const config = rootDoc.kind === 'manifest' ? rootDoc.manifest.config : undefined;
   if (config && wanted !== 'all' && !opts.anyPlatformOfSingle) {
     const single = await platformOf(src, config, opts);
-    if (single) refuseOtherPlatform(single, wanted, root.label ?? root.names?.[0]?.name ?? root.ref);
-    if (single) platforms.add(formatPlatform(single));
+    if (single) {
+      refuseOtherPlatform(single, wanted, root.label ?? root.names?.[0]?.name ?? root.ref);
+      platforms.add(formatPlatform(single));
+    }
   }
   return { root, target, documents, blobs, platforms: [...platforms], narrowed, config };
 }
@@ -331,13 +333,10 @@ async function platformOf(src: Source, config: Descriptor, opts: CopyOptions): P
 
 /** `--platform linux/arm64` of an amd64-only image: refused as inspect and export refuse it, not copied as if it matched. */
 function refuseOtherPlatform(has: Platform, wanted: Platform[], label: string): void {
-  try {
-    selectPlatforms([{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: 'sha256:' as Digest, size: 0, platform: has }], wanted, label);
-  } catch {
-    throw new FerryError('NOT_FOUND', `${label} is a single-platform image for ${formatPlatform(has)}, not ${wanted.map(formatPlatform).join(',')}`, {
-      hint: 'choose its platform, or --platform all',
-    });
-  }
+  if (wanted.every((w) => servesPlatform(has, w))) return;
+  throw new FerryError('NOT_FOUND', `${label} is a single-platform image for ${formatPlatform(has)}, not ${wanted.map(formatPlatform).join(',')}`, {
+    hint: 'choose its platform, or --platform all',
+  });
 }
 
 /**
@@ -348,11 +347,8 @@ async function platformsFromConfigs(src: Source, plans: Planned[], opts: CopyOpt
   for (const p of plans) {
     if (p.platforms.length > 0 || !p.config) continue;
     // A plan without the platform is still a plan (an artifact's config is no image config); the copy itself reports a bad one.
-    const c = await readConfig(src, p.config).catch((e: unknown) => {
-      if (opts.signal?.aborted) throw e;
-      return undefined;
-    });
-    if (c) p.platforms.push(formatPlatform(normalizePlatform({ os: c.os, architecture: c.architecture, variant: c.variant })));
+    const single = await platformOf(src, p.config, opts);
+    if (single) p.platforms.push(formatPlatform(single));
   }
 }
 

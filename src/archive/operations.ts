@@ -1,5 +1,4 @@
-import { stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Writable } from 'node:stream';
 import { copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
@@ -189,15 +188,10 @@ export interface LoadOptions {
 export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   const tag = o.tag ? storeTagName(o.tag) : undefined;
   if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
-  const dir = o.storeDir ?? defaultStoreDir();
-  const exists = (p: string) => stat(p).then(() => true, () => false);
-  // A refused load leaves no store behind where there was none.
-  const dirWasThere = await exists(dir);
-  const fresh = !dirWasThere || !(await exists(join(dir, 'oci-layout')));
   // Several archives (not the volumes of one set) load one after another, each whole or not at all.
   const groups = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : [o.inputs];
   if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
-  const store = await OciLayout.open(dir, { create: true });
+  const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
   let group = 0;
   try {
@@ -215,7 +209,8 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
       const err = toFerryError(e);
       throw new FerryError(err.code, `${err.message} (${done} ${group === 1 ? 'was' : 'were'} loaded before it; nothing of ${groups[group]![0]} was)`, { hint: err.hint, cause: e });
     }
-    if (fresh) await store.discardIfEmpty({ dir: !dirWasThere });
+    // A refused load leaves no store behind where there was none.
+    await store.discardIfCreatedEmpty();
     throw e;
   } finally {
     await store.close();

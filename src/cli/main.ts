@@ -156,13 +156,13 @@ function withoutCamelCopies(msg: string): string {
 /** yargs' (untyped) view of the options it knows while it parses a command. */
 type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]>; array: string[] } };
 
+/** Options that may be repeated without being array options (those would swallow the positionals after them). */
+const REPEATABLE = ['include', 'exclude'];
+
 /**
  * yargs turns an option given twice into an array, which handlers of single-valued options never
  * expect (`-o a.tar -o b.tar` ended in a TypeError). Refused here, naming the option.
  */
-/** Options that may be repeated without being array options (those would swallow the positionals after them). */
-const REPEATABLE = ['include', 'exclude'];
-
 function refuseRepeats(parsed: Record<string, unknown>, cli: OptionsView): void {
   const o = cli.getOptions();
   const many = new Set([...o.array, ...o.array.flatMap((k) => o.alias[k] ?? []), ...REPEATABLE]);

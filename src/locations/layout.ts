@@ -95,17 +95,17 @@ export class OciLayout implements Source, Sink {
     return layout;
   }
 
-  /**
-   * Undoes open({ create: true }) after a run that stored nothing: removes the layout's own files
-   * while it holds no image and no blob, then the directory itself when `dir` says it was new.
-   * Only empty directories are removed, so anything else found there stays.
-   */
   /** After a failed run into a layout this open created: undone while it holds nothing. */
   async discardIfCreatedEmpty(): Promise<void> {
     if (this.createdHere) await this.discardIfEmpty(this.createdHere);
   }
 
-  async discardIfEmpty(o: { dir: boolean }): Promise<void> {
+  /**
+   * Undoes open({ create: true }) after a run that stored nothing: removes the layout's own files
+   * while it holds no image and no blob, then the directory itself when `dir` says it was new.
+   * Only empty directories are removed, so anything else found there stays.
+   */
+  private async discardIfEmpty(o: { dir: boolean }): Promise<void> {
     await this.close();
     if ((await this.readIndex().catch(() => [undefined])).length > 0) return;
     try {

@@ -106,6 +106,11 @@ function fallbacks(p: Platform): Platform[] {
   return out;
 }
 
+/** Whether an image for `has` serves a request for `wanted`: the same platform, or one of its fallbacks. */
+export function servesPlatform(has: Platform, wanted: Platform): boolean {
+  return samePlatform(has, wanted) || fallbacks(wanted).some((alt) => samePlatform(has, alt));
+}
+
 /** True for entries that are never a runnable image: attestations and unknown/unknown. */
 export function isAttestation(d: Descriptor): boolean {
   return d.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest' ||

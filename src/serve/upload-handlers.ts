@@ -1,7 +1,7 @@
-import { stat, utimes } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { Digest } from '../oci/digest.js';
-import { digestParam } from './blobs.js';
+import { digestParam, refresh } from './blobs.js';
 import { RegistryError } from './errors.js';
 import { countIn, send, uploadRange } from './http.js';
 import { repoKeyFor } from './names.js';
@@ -24,8 +24,7 @@ async function present(ctx: ServeContext, digest: Digest): Promise<boolean> {
   const path = ctx.layout.blobPath(digest);
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) return false;
-  const now = new Date();
-  await utimes(path, now, now).catch(() => {});
+  refresh(ctx, digest, path);
   return true;
 }
 

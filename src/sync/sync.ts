@@ -439,10 +439,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
             r.copied.push(t.tag);
             o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
           } catch (e) {
-            if (o.signal?.aborted) throw e;
-            const err = toFerryError(e);
-            r.failed.push({ tag: t.tag, code: err.code, message: err.message });
-            o.onEvent?.({ type: 'failed', source: r.source, tag: t.tag, message: err.message });
+            recordFailure(r, t.tag, e, o);
           }
         }
         // After the copies: a referrer that came with one of them is not copied twice.
@@ -459,10 +456,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
               o.onEvent?.({ type: 'referrer', source: r.source, tag, digest: x.descriptor.digest });
             }
           } catch (e) {
-            if (o.signal?.aborted) throw e;
-            const err = toFerryError(e);
-            r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
-            o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
+            recordFailure(r, tag, e, o, 'referrers: ');
           }
         }
       }
@@ -480,10 +474,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       }
       if (!o.dryRun) await target.finish?.(r);
     } catch (e) {
-      if (o.signal?.aborted) throw e;
-      const err = toFerryError(e);
-      r.failed.push({ tag: '*', code: err.code, message: err.message });
-      o.onEvent?.({ type: 'failed', source: r.source, tag: '*', message: err.message });
+      recordFailure(r, '*', e, o);
     } finally {
       await opened?.close();
     }
@@ -526,13 +517,18 @@ async function lateReferrers(
       }
       if (missing.length) out.push({ tag, referrers: missing });
     } catch (e) {
-      if (o.signal?.aborted) throw e;
-      const err = toFerryError(e);
-      r.failed.push({ tag, code: err.code, message: `referrers: ${err.message}` });
-      o.onEvent?.({ type: 'failed', source: r.source, tag, message: `referrers: ${err.message}` });
+      recordFailure(r, tag, e, o, 'referrers: ');
     }
   });
   return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+}
+
+/** One image (or, as `*`, a whole repository) failed: noted, and the job goes on. An interrupt does not. */
+function recordFailure(r: SyncJobReport, tag: string, e: unknown, o: SyncOptions, prefix = ''): void {
+  if (o.signal?.aborted) throw e;
+  const err = toFerryError(e);
+  r.failed.push({ tag, code: err.code, message: prefix + err.message });
+  o.onEvent?.({ type: 'failed', source: r.source, tag, message: prefix + err.message });
 }
 
 function addBlobs(report: SyncReport, c: CopyReport): void {

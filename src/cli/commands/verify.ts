@@ -27,14 +27,16 @@ export const verifyCommand: CommandModule<GlobalArgs, Args> = {
       .positional('target', { type: 'string', describe: 'OCI layout directory, oci:DIR[:TAG], store image, docker://NAME, archive file or - for an archive on stdin (default: the whole store)' })
       .positional('more', { type: 'string', array: true, describe: 'more archive files (e.g. every volume of a set)' }),
   handler: async (args) => {
-    // yargs hands a lone "-" over as an empty string: standard input, which only an archive can be.
-    const target = args.target === '' ? '-' : args.target;
-    const more = (args.more ?? []).map((m) => (m === '' ? '-' : m));
-    if (target === '-' || more.includes('-') || dashArgument(['--store', '--timeout'])) {
-      if (target !== '-' || more.length) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files', { hint: 'verify the files in one run and standard input in another' });
+    // A lone "-" is standard input, which only an archive can be. yargs hands it over as an empty
+    // string, or drops it from `more`: the command line itself says whether it was given.
+    if (dashArgument(['--store', '--timeout'])) {
+      const files = [args.target, ...(args.more ?? [])].filter((f) => f !== undefined && f !== '' && f !== '-');
+      if (files.length) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files', { hint: 'verify the files in one run and standard input in another' });
       if (process.stdin.isTTY) throw new FerryError('USAGE', 'refusing to read an archive from a terminal', { hint: 'pipe the archive in (ferry verify - < FILE), or name the file' });
       return verifyArchiveFiles(args, ['-']);
     }
+    const target = args.target;
+    const more = args.more ?? [];
     if (target && (more.length || (await isArchiveFile(target)))) return verifyArchiveFiles(args, [target, ...more]);
     let report;
     let what: string;
