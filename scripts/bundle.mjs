@@ -7,6 +7,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { lazyStringWidth } from './lazy-string-width.mjs';
+import { noHttp2 } from './no-http2.mjs';
 
 const root = join(import.meta.dirname, '..');
 
@@ -23,6 +24,6 @@ await build({
   // CommonJS dependencies (yargs' helpers, undici) call require(); give each chunk one.
   banner: { js: "import { createRequire as __ferryRequire } from 'node:module'; const require = __ferryRequire(import.meta.url);" },
   legalComments: 'none',
-  plugins: [lazyStringWidth],
+  plugins: [lazyStringWidth, noHttp2],
   logLevel: 'warning',
 });

@@ -176,6 +176,31 @@ describe.concurrent('inspect', () => {
   });
 });
 
+describe.concurrent('compile cache', () => {
+  it('keeps Node\'s compile cache under $XDG_CACHE_HOME/ferry/compile; NODE_DISABLE_COMPILE_CACHE or an unusable directory runs without one, silently', async () => {
+    const home = await tempDir();
+    const cached = await ferry(['--version'], { env: { XDG_CACHE_HOME: home } });
+    expect(cached.code, cached.stderr).toBe(0);
+    expect(cached.stderr).toBe('');
+    const [versionDir] = await readdir(join(home, 'ferry', 'compile'));
+    expect(versionDir).toMatch(/^v\d+\./);
+    expect((await readdir(join(home, 'ferry', 'compile', versionDir!))).length).toBeGreaterThan(0);
+
+    const off = await tempDir();
+    const disabled = await ferry(['--version'], { env: { XDG_CACHE_HOME: off, NODE_DISABLE_COMPILE_CACHE: '1' } });
+    expect(disabled.code, disabled.stderr).toBe(0);
+    expect(await readdir(off)).toEqual([]);
+
+    // The cache's parent is a file: nothing can be created there, and the command does not care.
+    const blocked = join(await tempDir(), 'not-a-dir');
+    await writeFile(blocked, 'x');
+    const unusable = await ferry(['--version'], { env: { XDG_CACHE_HOME: blocked } });
+    expect(unusable.code, unusable.stderr).toBe(0);
+    expect(unusable.stderr).toBe('');
+    expect(unusable.stdout).toBe(cached.stdout);
+  });
+});
+
 describe.concurrent('numeric options', () => {
   it('a --jobs that is not a whole number from 1 to 64 is a usage error quoting it, and nothing is copied (NaN used to copy no blob and exit 0)', async () => {
     for (const jobs of ['abc', '0', '-3', '2.5', '']) {

@@ -1,4 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
 import { createSecureServer } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,4 +74,81 @@ describe.skipIf(!openssl)('HTTP version over TLS', () => {
       server.close();
     }
   });
+});
+
+/** A registry answering only the tag list of `repo`, `a` and `b`, over whatever `listen` serves. */
+function tagsHandler(repo: string) {
+  return (req: { url?: string }, res: { writeHead(status: number, headers?: Record<string, string>): unknown; end(body: string): unknown }) => {
+    if (req.url?.startsWith(`/v2/${repo}/tags/list`)) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ name: repo, tags: ['a', 'b'] }));
+    } else {
+      res.writeHead(req.url === '/v2/' ? 200 : 404);
+      res.end('');
+    }
+  };
+}
+
+async function listen(server: { listen(port: number, host: string, cb: () => void): unknown; address(): unknown }): Promise<number> {
+  return new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as { port: number }).port)));
+}
+
+describe.skipIf(!openssl)('which scheme a loopback registry speaks', () => {
+  it('asks plain http first: a plain-http registry costs no TLS (node:tls and node:http2 are never loaded)', async () => {
+    const dir = await tempDir();
+    const hook = join(dir, 'modules.cjs');
+    const list = join(dir, 'modules.txt');
+    await writeFile(hook, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));`);
+    const requests: string[] = [];
+    const server = createHttpServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      tagsHandler('plain/app')(req, res);
+    });
+    const port = await listen(server);
+    try {
+      const r = await ferry(['tags', `127.0.0.1:${port}/plain/app`], { env: { NODE_OPTIONS: `--require ${hook}` } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.split('\n').filter(Boolean)).toEqual(['a', 'b']);
+      expect(requests).toEqual(['GET /v2/', 'GET /v2/plain/app/tags/list']);
+      const loaded = (await readFile(list, 'utf8')).split('\n');
+      expect(loaded).toContain('NativeModule net');
+      expect(loaded.filter((m) => /^NativeModule (tls|http2|https)$/.test(m))).toEqual([]);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('falls back to https when the port hangs up on plain http, or never answers it', async () => {
+    const dir = await tempDir();
+    const [key, cert] = [join(dir, 'k.pem'), join(dir, 'c.pem')];
+    selfSignedCert(key, cert);
+    const tls = { key: await readFile(key), cert: await readFile(cert) };
+    // Node's TLS server drops a connection that does not start with a TLS record.
+    const hangsUp = createSecureServer({ ...tls, allowHTTP1: true }, tagsHandler('tls/app'));
+    // This one reads what a client sends and answers nothing unless it starts a TLS handshake.
+    const https = createHttpsServer(tls, tagsHandler('tls/app'));
+    const silent = createNetServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', (first) => {
+        if (first[0] !== 0x16) return;
+        socket.pause();
+        socket.unshift(first);
+        https.emit('connection', socket);
+      });
+    });
+    const ports = [await listen(hangsUp), await listen(silent)];
+    try {
+      for (const port of ports) {
+        const started = Date.now();
+        const r = await ferry(['tags', `127.0.0.1:${port}/tls/app`], { env: { NODE_EXTRA_CA_CERTS: cert } });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout.split('\n').filter(Boolean)).toEqual(['a', 'b']);
+        expect(Date.now() - started).toBeLessThan(20_000);
+      }
+    } finally {
+      hangsUp.close();
+      silent.close();
+      https.close();
+    }
+  }, 30_000);
 });

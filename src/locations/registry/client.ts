@@ -3,6 +3,9 @@ import { parseChallenges, type Challenge } from './challenge.js';
 import { lookupCredential, type Credential } from './credentials.js';
 import { header, Http, isCertificateError, isLoopback, redact, retryAfterMs, wrapNetwork, type HttpRequest, type HttpResponse } from './http.js';
 
+/** How long a loopback registry may take to answer plain http before https is tried instead. */
+const PLAIN_PROBE_MS = 5_000;
+
 export interface ClientOptions {
   /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
   domain: string;
@@ -63,7 +66,11 @@ export class RegistryClient {
   baseUrl(signal?: AbortSignal): Promise<URL> {
     this.base ??= (async () => {
       const https = new URL(`https://${this.apiHost}/`);
-      if (!this.plainHttp && !isLoopback(this.apiHost)) return https;
+      const loopback = isLoopback(this.apiHost);
+      if (!this.plainHttp && !loopback) return https;
+      // On loopback plain http is asked first: local registries mostly speak it, and then node:tls
+      // is never loaded (~10 ms of every command). A TLS port answers 400 or hangs up.
+      if (loopback && (await this.speaksPlainHttp(signal))) return new URL(`http://${this.apiHost}/`);
       try {
         const res = await this.http.send({ method: 'GET', url: new URL('/v2/', https), signal });
         await res.body.dump();
@@ -77,6 +84,19 @@ export class RegistryClient {
       }
     })();
     return this.base;
+  }
+
+  private async speaksPlainHttp(signal?: AbortSignal): Promise<boolean> {
+    // Bounded: a TLS server could sit waiting for the rest of what it takes for a record.
+    const bound = AbortSignal.timeout(PLAIN_PROBE_MS);
+    try {
+      const res = await this.http.send({ method: 'GET', url: new URL(`http://${this.apiHost}/v2/`), signal: signal ? AbortSignal.any([signal, bound]) : bound });
+      await res.body.dump();
+      return res.status !== 400 && res.url.protocol === 'http:';
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      return false;
+    }
   }
 
   private cred(): Promise<Credential | undefined> {
