@@ -130,6 +130,47 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect((await ferry(['verify', file])).code).toBe(0);
   });
 
+  it('the summary counts blobs the archive did not hold as moved, each once; only those it held as already present', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'count.tar');
+    const exp = await testdataImages();
+    const blobsOf = (t: 'plain' | 'layers' | 'docker' | 'zstd') => exp[t].layers!.length + 1;
+    const blobs = async (args: string[]) => {
+      const r = await ferry(['sync', '--json', ...args, `${fx.proxy.host}/arch/count`, file]);
+      expect(r.code, r.stderr).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      // A plan counts {count, bytes}; a run's report copied and skipped.
+      return doc.dryRun ? { copied: doc.blobs.count, skipped: doc.skipped.count } : { copied: doc.blobs.copied, skipped: doc.blobs.skipped };
+    };
+    await publish(fx.reg.host, 'arch/count', 'plain', ['1.0', '1.1']);
+    await publish(fx.reg.host, 'arch/count', 'layers', ['2.0']);
+    // A new archive held nothing: 1.1 shares 1.0's blobs, which are moved once, not "already present".
+    const first = await ferry(['sync', `${fx.proxy.host}/arch/count`, file]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(new RegExp(`moved ${blobsOf('plain') + blobsOf('layers')} blob\\(s\\), .*; 0 already present`));
+
+    // Two new tags on one new image, and one on an image the archive holds.
+    await publish(fx.reg.host, 'arch/count', 'docker', ['3.0', '3.1']);
+    await publish(fx.reg.host, 'arch/count', 'plain', ['1.2']);
+    expect(await blobs([])).toEqual({ copied: blobsOf('docker'), skipped: blobsOf('plain') });
+    expect(await blobs([])).toEqual({ copied: 0, skipped: 0 });
+
+    // Blobs a crashed run left in the staging layout reach the archive in this run: moved.
+    await publish(fx.reg.host, 'arch/count', 'zstd', ['4.0']);
+    const staged = await ferry(['copy', `docker://${fx.reg.host}/arch/count:4.0`, `oci:${join(dir, '.count.tar.ferry-sync')}:left`]);
+    expect(staged.code, staged.stderr).toBe(0);
+    expect(await blobs([])).toEqual({ copied: blobsOf('zstd'), skipped: 0 });
+    expect(await readdir(dir)).toEqual(['count.tar']);
+
+    // A --dry-run plans the same way: each blob once, by what the archive holds.
+    await publish(fx.reg.host, 'arch/count', 'layers', ['5.0', '5.1']);
+    await publish(fx.reg.host, 'arch/count', 'multi', ['6.0']);
+    const plan = await blobs(['--dry-run']);
+    const now = await blobs([]);
+    expect(now).toEqual(plan);
+    expect(now.skipped).toBe(blobsOf('layers'));
+  });
+
   it('--prune that leaves an archive with no image removes it, and says so', async () => {
     const dir = await tempDir();
     const file = join(dir, 'last.tar');

@@ -215,12 +215,41 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const kept = await ferry(['--store', s, 'sync', '--prune', repo]);
     expect(kept.code, kept.stderr).toBe(0);
     expect(kept.stdout).toContain('0 pruned');
-    expect(kept.stderr).toContain(`${repo}:pinned: not upstream, but not written by ferry sync: left in place (--no-state prunes it)`);
+    expect(kept.stderr).toContain(`${repo}:pinned: not upstream, but it has no dev.ferry.sync.platforms annotation (named by hand, or synced by an older ferry): left in place (--prune --no-state prunes it)`);
     const tags = async () => JSON.parse((await ferry(['--store', s, 'images', '--json'])).stdout).map((i: { tag: string }) => i.tag);
     expect(await tags()).toContain('pinned');
     const all = await ferry(['--store', s, 'sync', '--prune', '--no-state', repo]);
     expect(all.stdout).toContain('1 pruned');
     expect(await tags()).not.toContain('pinned');
+  });
+
+  it('--prune into a layout leaves, and names on every run, an image an older ferry synced (no sync mark); --prune --no-state prunes it', async () => {
+    const dir = join(await tempDir(), 'mirror');
+    const repo = `${fx.proxy.host}/sync/older`;
+    await publish(fx.reg.host, 'sync/older', 'plain', ['1']);
+    await publish(fx.reg.host, 'sync/older', 'layers', ['2']);
+    expect((await ferry(['sync', repo, `oci:${dir}`])).code).toBe(0);
+    // What an older ferry wrote: the same entries, without the annotation sync now puts on its images.
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+    for (const m of index.manifests) delete m.annotations!['dev.ferry.sync.platforms'];
+    await writeFile(join(dir, 'index.json'), JSON.stringify(index));
+    expect((await ferry(['rm', `docker://${fx.reg.host}/sync/older:2`])).code).toBe(0);
+
+    const left = `${repo}:2: not upstream, but it has no dev.ferry.sync.platforms annotation (named by hand, or synced by an older ferry): left in place (--prune --no-state prunes it)`;
+    for (let run = 0; run < 2; run++) {
+      const r = await ferry(['sync', '--prune', repo, `oci:${dir}`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('0 pruned');
+      expect(r.stderr).toContain(left);
+    }
+    const json = await ferry(['sync', '--prune', '--json', repo, `oci:${dir}`]);
+    expect(JSON.parse(json.stdout).jobs[0].left).toEqual(['2']);
+    const all = await ferry(['sync', '--prune', '--no-state', repo, `oci:${dir}`]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain('1 pruned');
+    expect(all.stderr).not.toContain('left in place');
+    const after = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+    expect(after.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name'])).toEqual(['1']);
   });
 
   it('filters: --include/--exclude regexes and --semver ranges', async () => {

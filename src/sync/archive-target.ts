@@ -1,6 +1,6 @@
 import { access, constants, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ANNOTATION_SOURCE_INDEX, copy, type Root } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type Root } from '../copy.js';
 import { FerryError, isFerryError, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
@@ -119,6 +119,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       return new Set((await openOld())?.images().map((i) => i.ref) ?? []);
     })());
   let written: string[] = [];
+  // The blobs of this run's images, counted once the archive is written: moved unless the old archive held them.
+  const blobs = { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 };
 
   let staging: Promise<OciLayout> | undefined;
   const stage = () =>
@@ -131,7 +133,13 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await layout.untag(() => true);
       return layout;
     })());
-  const inArchive = async (d: Descriptor) => !isManifestLike(d.mediaType) && (await openOld())?.has(d) === true;
+  // Blobs the copies into the staging layout found in the old archive: held before this run.
+  const heldBefore = new Set<Digest>();
+  const inArchive = async (d: Descriptor) => {
+    const held = !isManifestLike(d.mediaType) && (await openOld())?.has(d) === true;
+    if (held) heldBefore.add(d.digest);
+    return held;
+  };
   const sink: Sink = o.dryRun
     ? dryRunSink(path, inArchive)
     : {
@@ -173,14 +181,24 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     o.onEvent?.({ type: 'writing', source: repo, path, kept: kept.length, added: added.length });
     const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
     const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
+    // Every blob of the new images once (one copy): written now, or already by a kept image.
+    const theirs: Array<{ digest: Digest; size: number }> = [];
+    const note = (e: CopyEvent) => {
+      if (e.type === 'blob-done' || e.type === 'blob-skip') theirs.push(e);
+    };
     try {
       // Kept images first, in the old archive's order: a compressed archive is read in one pass.
       if (kept.length) await copy(old!, archive, kept, { signal: o.signal });
-      if (added.length) await copy(stagedSource(layout!, old), archive, added, { signal: o.signal });
+      if (added.length) await copy(stagedSource(layout!, old), archive, added, { signal: o.signal, onEvent: note });
       await archive.close();
     } catch (e) {
       await archive.abort().catch(() => {});
       throw e;
+    }
+    for (const d of theirs) {
+      const held = heldBefore.has(d.digest);
+      blobs[held ? 'skipped' : 'copied']++;
+      blobs[held ? 'bytesSkipped' : 'bytesCopied'] += d.size;
     }
     return false;
   };
@@ -196,6 +214,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     holds: async (d) =>
       (await archiveRoots()).has(d.digest) || (staging !== undefined && (await (await staging).entries()).some((e) => e.descriptor.digest === d.digest)),
     tags: async () => [...present],
+    blobs: () => blobs,
     // Dropped by finish(), which writes the archive without them.
     prune: async () => [],
     async finish(r) {

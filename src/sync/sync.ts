@@ -1,4 +1,4 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport, type Root } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
@@ -54,8 +54,8 @@ export type SyncEvent =
   | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
   /** --prune could not remove a tag gone upstream (see NotPruned); it stays, and is tried again next run. */
   | ({ type: 'not-pruned'; source: string } & NotPruned)
-  /** --prune leaves a tag gone upstream that sync did not write (reported the first time only). */
-  | { type: 'left'; source: string; tag: string }
+  /** --prune leaves a tag gone upstream that sync did not write (a registry: reported the first time only), `because` says how it knows. */
+  | { type: 'left'; source: string; tag: string; because: string }
   /** --referrers: a referrer of an unchanged tag that the destination lacked was copied. */
   | { type: 'referrer'; source: string; tag: string; digest: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
@@ -123,10 +123,17 @@ export interface Target {
   selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
   /**
-   * Of the tags gone upstream, those sync may remove (`mine`) and those it leaves because it did
-   * not write them, reported the first time they are seen (`left`). Without it, all are `mine`.
+   * A destination written as a whole counts blobs itself, once written (after finish): each blob
+   * of this run's images once, moved if the destination did not hold it before the run, else
+   * already present. Without it, each copy's own counts are added up.
    */
-  claim?(gone: string[]): { mine: string[]; left: string[] };
+  blobs?(): SyncReport['blobs'];
+  /**
+   * Of the tags gone upstream, those sync may remove (`mine`) and those it leaves because it did
+   * not write them, reported the first time they are seen (`left`), and why they are taken for
+   * not sync's (`because`, default: not written by ferry sync). Without it, all are `mine`.
+   */
+  claim?(gone: string[]): { mine: string[]; left: string[]; because?: string };
   /** Removes the tags; returns those it could not remove without removing others. */
   prune(tags: string[]): Promise<NotPruned[]>;
   /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
@@ -169,7 +176,9 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     claim(gone) {
       if (noState) return { mine: gone, left: [] };
       const ours = (t: string) => selections.get(`${repo}:${t}`)?.recorded !== undefined;
-      return { mine: gone.filter(ours), left: gone.filter((t) => !ours(t)) };
+      // An older ferry synced images without the mark: they look like names given by hand.
+      const because = `it has no ${ANNOTATION_SYNC_PLATFORMS} annotation (named by hand, or synced by an older ferry)`;
+      return { mine: gone.filter(ours), left: gone.filter((t) => !ours(t)), because };
     },
     async prune(tags) {
       const names = new Set(tags.map((t) => `${repo}:${t}`));
@@ -426,7 +435,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         plan.add(target.label, source, c);
         r.plan = jobPlan.build('sync');
         r.copied.push(...todo.map((t) => t.tag));
-        addBlobs(report, c);
+        addBlobs(report, c.blobs);
       } else {
         for (const t of todo) {
           try {
@@ -434,7 +443,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
               ...copyOpts,
               onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag: t.tag, event }),
             });
-            addBlobs(report, c);
+            if (!target.blobs) addBlobs(report, c.blobs);
             target.remember(t.tag, t.digest);
             r.copied.push(t.tag);
             o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
@@ -450,7 +459,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
               platforms: 'all',
               onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag, event }),
             });
-            addBlobs(report, c);
+            if (!target.blobs) addBlobs(report, c.blobs);
             for (const x of referrers) {
               r.newReferrers.push({ tag, digest: x.descriptor.digest });
               o.onEvent?.({ type: 'referrer', source: r.source, tag, digest: x.descriptor.digest });
@@ -463,16 +472,19 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       if (job.prune) {
         const present = new Set(upstream);
         const gone = (await target.tags()).filter((t) => !present.has(t));
-        const { mine, left } = target.claim?.(gone) ?? { mine: gone, left: [] };
+        const { mine, left, because = 'not written by ferry sync' } = target.claim?.(gone) ?? { mine: gone, left: [] };
         r.left.push(...left);
-        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag });
+        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag, because });
         const stayed = mine.length && !o.dryRun ? await target.prune(mine) : [];
         r.notPruned.push(...stayed);
         for (const n of stayed) o.onEvent?.({ type: 'not-pruned', source: r.source, ...n });
         r.pruned.push(...mine.filter((t) => !stayed.some((n) => n.tag === t)));
         for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
-      if (!o.dryRun) await target.finish?.(r);
+      if (!o.dryRun) {
+        await target.finish?.(r);
+        if (target.blobs) addBlobs(report, target.blobs());
+      }
     } catch (e) {
       recordFailure(r, '*', e, o);
     } finally {
@@ -531,10 +543,10 @@ function recordFailure(r: SyncJobReport, tag: string, e: unknown, o: SyncOptions
   o.onEvent?.({ type: 'failed', source: r.source, tag, message: prefix + err.message });
 }
 
-function addBlobs(report: SyncReport, c: CopyReport): void {
-  report.blobs.copied += c.blobs.copied;
-  report.blobs.bytesCopied += c.blobs.bytesCopied;
-  report.blobs.skipped += c.blobs.skipped;
-  report.blobs.bytesSkipped += c.blobs.bytesSkipped;
+function addBlobs(report: SyncReport, b: SyncReport['blobs']): void {
+  report.blobs.copied += b.copied;
+  report.blobs.bytesCopied += b.bytesCopied;
+  report.blobs.skipped += b.skipped;
+  report.blobs.bytesSkipped += b.bytesSkipped;
 }
 

@@ -84,7 +84,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         // A warning, even with -q or --json: the mirror keeps a tag upstream no longer has.
         else if (e.type === 'not-pruned') warn(`${e.source}:${e.tag}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
         else if (e.type === 'referrer') status(args, `${e.source}:${e.tag}: new referrer ${e.digest} copied`);
-        else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but not written by ferry sync: left in place (--no-state prunes it)`);
+        else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but ${e.because}: left in place (--prune --no-state prunes it)`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
         else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
         else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}`);
