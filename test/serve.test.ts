@@ -1081,6 +1081,41 @@ describe.skipIf(!htpasswdTool)('ferry serve: authentication', () => {
     expect(end.stderr).not.toContain(push.authorization.slice(7));
   });
 
+  it('with --htpasswd the upload limit is per user: a user at the limit gets 429 from any address, another user from the same address still pushes', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), ['-q', '--htpasswd', htpasswd]);
+    try {
+      const bob = basic('bob', 'sha-pass');
+      const opened: Reply[] = [];
+      for (let i = 0; i < 100; i++) opened.push(await call(`${s.url}/v2/abandon/x/blobs/uploads/`, { method: 'POST', headers: bob }));
+      expect(opened.map((r) => r.status).every((c) => c === 202)).toBe(true);
+      const over = await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob });
+      expect(over.status).toBe(429);
+      expect(over.code()).toBe('TOOMANYREQUESTS');
+      expect(over.json().errors[0].message).toContain('you have 100 unfinished uploads on this registry');
+      // The limit follows the user, not the address it comes from.
+      const fromOther = await new Promise<number>((resolve, reject) => {
+        const q = httpRequest(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', localAddress: '127.0.0.2', headers: bob }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        q.on('error', reject);
+        q.end();
+      });
+      expect(fromOther).toBe(429);
+      // Another user on the same address (127.0.0.1) is not held to bob's uploads.
+      const alice = basic('alice', 'wonder-land');
+      const data = randomBytes(1000);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data, headers: alice })).status).toBe(201);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: alice })).status).toBe(202);
+      // Bob cancelling one of his uploads makes room for one more of his.
+      expect((await call(`${s.url}${opened[0]!.headers.location}`, { method: 'DELETE', headers: bob })).status).toBe(204);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob })).status).toBe(202);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob })).status).toBe(429);
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('--token-auth without --htpasswd is a usage error', async () => {
     const r = await ferry(['--store', join(await tempDir(), 's'), 'serve', '--token-auth', '--addr', '127.0.0.1:0']);
     expect(r.code).toBe(2);
