@@ -16,7 +16,7 @@ import { RegistryError } from '../src/serve/errors.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
@@ -1172,6 +1172,58 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
       expect((await call(`${s.url}/v2/`, { dispatcher })).status).toBe(200);
       await dispatcher.close();
     } finally {
+      await s.stop();
+    }
+  });
+
+  it('whatever does not start a TLS handshake gets that 400 (CONNECT, a request with a body, bytes that are not http); a handshake arriving byte by byte still works', async () => {
+    const dir = await tempDir();
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    selfSignedCert(key, cert);
+    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    const raw = (bytes: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = netConnect(s.port, '127.0.0.1', () => sock.write(bytes));
+        let got = '';
+        sock.on('data', (c: Buffer) => (got += c.toString()));
+        sock.on('error', reject);
+        sock.on('close', () => resolve(got));
+      });
+    // A TLS client whose first packet holds a single byte; the rest of its hello follows later.
+    const proxy = createNetServer((c) => {
+      const up = netConnect(s.port, '127.0.0.1');
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+      up.pipe(c);
+      c.once('data', (hello: Buffer) => {
+        c.pause();
+        up.write(hello.subarray(0, 1));
+        setTimeout(() => {
+          up.write(hello.subarray(1));
+          c.pipe(up);
+        }, 100);
+      });
+    });
+    const dispatcher = new Agent({ connect: { ca: await readFile(cert) } });
+    try {
+      const requests = [
+        `CONNECT ${s.host} HTTP/1.1\r\nHost: ${s.host}\r\n\r\n`,
+        `POST /v2/a/b/blobs/uploads/ HTTP/1.1\r\nHost: ${s.host}\r\nContent-Length: 300000\r\n\r\n${'x'.repeat(300_000)}`,
+        '\x00\x01 not http at all',
+      ];
+      for (const r of requests) {
+        const answer = await raw(r);
+        expect(answer, r.slice(0, 20)).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+        expect(answer).toContain('this ferry serve speaks TLS; use https://');
+      }
+      await new Promise<void>((ok) => proxy.listen(0, '127.0.0.1', ok));
+      const viaProxy = `https://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      expect((await call(`${viaProxy}/v2/`, { dispatcher })).status).toBe(200);
+      expect((await call(`${s.url}/v2/_catalog`, { dispatcher })).json()).toEqual({ repositories: [] });
+    } finally {
+      await dispatcher.close();
+      proxy.close();
       await s.stop();
     }
   });
