@@ -126,4 +126,37 @@ describe('--referrers output (ferry serve)', () => {
       await s.stop();
     }
   });
+
+  it('push --referrers prints a referrer as a Referrer: line too; --json gives it its subject', async () => {
+    const { dir, image, referrer } = await signedLayout({ sig: false });
+    const s = await startServe(join(await tempDir(), 'served'));
+    try {
+      const store = join(await tempDir(), 'store');
+      const name = `${s.host}/ref/pushed:1`;
+      const load = await ferry(['--store', store, 'copy', '--referrers', `oci:${dir}:app`, name]);
+      expect(load.code, load.stderr).toBe(0);
+      const push = await ferry(['--store', store, 'push', '--referrers', name]);
+      expect(push.code, push.stderr).toBe(0);
+      expect(push.stdout.split('\n').filter(Boolean)).toEqual([`1: digest: ${image.manifest.digest}`, `Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`]);
+      expect(push.stdout).not.toContain('pushed ');
+
+      const json = await ferry(['--store', store, '--json', 'push', '--referrers', name, `${s.host}/ref/again:2`]);
+      expect(json.code, json.stderr).toBe(0);
+      const result = JSON.parse(json.stdout.trim().split('\n').at(-1)!);
+      expect(result.images.map((i: { digest: string; names: Array<{ tag: string }>; subject?: string; artifactType?: string }) => [i.digest, i.names.map((n) => n.tag), i.subject, i.artifactType])).toEqual([
+        [image.manifest.digest, ['2'], undefined, undefined],
+        [referrer, [], image.manifest.digest, 'application/spdx+json'],
+      ]);
+      expect(result.reference).toBe(`${s.host}/ref/again`);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('push --from ARCHIVE --referrers is refused: an archive push carries the named images only', async () => {
+    const r = await ferry(['push', '--from', join(await tempDir(), 'images.tar'), '127.0.0.1:1/mirror', '--referrers']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('cannot carry referrers (--referrers)');
+    expect(r.stderr).toContain('ferry push --referrers NAME');
+  });
 });

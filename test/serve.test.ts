@@ -16,7 +16,7 @@ import { RegistryError } from '../src/serve/errors.js';
 import { ferry } from './helpers/cli.js';
 import { blobFile, indexEntries, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { makeLayout } from './helpers/images.js';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
@@ -1081,6 +1081,41 @@ describe.skipIf(!htpasswdTool)('ferry serve: authentication', () => {
     expect(end.stderr).not.toContain(push.authorization.slice(7));
   });
 
+  it('with --htpasswd the upload limit is per user: a user at the limit gets 429 from any address, another user from the same address still pushes', async () => {
+    const s = await startServe(join(await tempDir(), 'store'), ['-q', '--htpasswd', htpasswd]);
+    try {
+      const bob = basic('bob', 'sha-pass');
+      const opened: Reply[] = [];
+      for (let i = 0; i < 100; i++) opened.push(await call(`${s.url}/v2/abandon/x/blobs/uploads/`, { method: 'POST', headers: bob }));
+      expect(opened.map((r) => r.status).every((c) => c === 202)).toBe(true);
+      const over = await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob });
+      expect(over.status).toBe(429);
+      expect(over.code()).toBe('TOOMANYREQUESTS');
+      expect(over.json().errors[0].message).toContain('you have 100 unfinished uploads on this registry');
+      // The limit follows the user, not the address it comes from.
+      const fromOther = await new Promise<number>((resolve, reject) => {
+        const q = httpRequest(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', localAddress: '127.0.0.2', headers: bob }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        });
+        q.on('error', reject);
+        q.end();
+      });
+      expect(fromOther).toBe(429);
+      // Another user on the same address (127.0.0.1) is not held to bob's uploads.
+      const alice = basic('alice', 'wonder-land');
+      const data = randomBytes(1000);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/?digest=${sha256(data)}`, { method: 'POST', body: data, headers: alice })).status).toBe(201);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: alice })).status).toBe(202);
+      // Bob cancelling one of his uploads makes room for one more of his.
+      expect((await call(`${s.url}${opened[0]!.headers.location}`, { method: 'DELETE', headers: bob })).status).toBe(204);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob })).status).toBe(202);
+      expect((await call(`${s.url}/v2/other/repo/blobs/uploads/`, { method: 'POST', headers: bob })).status).toBe(429);
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('--token-auth without --htpasswd is a usage error', async () => {
     const r = await ferry(['--store', join(await tempDir(), 's'), 'serve', '--token-auth', '--addr', '127.0.0.1:0']);
     expect(r.code).toBe(2);
@@ -1137,6 +1172,58 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
       expect((await call(`${s.url}/v2/`, { dispatcher })).status).toBe(200);
       await dispatcher.close();
     } finally {
+      await s.stop();
+    }
+  });
+
+  it('whatever does not start a TLS handshake gets that 400 (CONNECT, a request with a body, bytes that are not http); a handshake arriving byte by byte still works', async () => {
+    const dir = await tempDir();
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    selfSignedCert(key, cert);
+    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    const raw = (bytes: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = netConnect(s.port, '127.0.0.1', () => sock.write(bytes));
+        let got = '';
+        sock.on('data', (c: Buffer) => (got += c.toString()));
+        sock.on('error', reject);
+        sock.on('close', () => resolve(got));
+      });
+    // A TLS client whose first packet holds a single byte; the rest of its hello follows later.
+    const proxy = createNetServer((c) => {
+      const up = netConnect(s.port, '127.0.0.1');
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+      up.pipe(c);
+      c.once('data', (hello: Buffer) => {
+        c.pause();
+        up.write(hello.subarray(0, 1));
+        setTimeout(() => {
+          up.write(hello.subarray(1));
+          c.pipe(up);
+        }, 100);
+      });
+    });
+    const dispatcher = new Agent({ connect: { ca: await readFile(cert) } });
+    try {
+      const requests = [
+        `CONNECT ${s.host} HTTP/1.1\r\nHost: ${s.host}\r\n\r\n`,
+        `POST /v2/a/b/blobs/uploads/ HTTP/1.1\r\nHost: ${s.host}\r\nContent-Length: 300000\r\n\r\n${'x'.repeat(300_000)}`,
+        '\x00\x01 not http at all',
+      ];
+      for (const r of requests) {
+        const answer = await raw(r);
+        expect(answer, r.slice(0, 20)).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+        expect(answer).toContain('this ferry serve speaks TLS; use https://');
+      }
+      await new Promise<void>((ok) => proxy.listen(0, '127.0.0.1', ok));
+      const viaProxy = `https://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      expect((await call(`${viaProxy}/v2/`, { dispatcher })).status).toBe(200);
+      expect((await call(`${s.url}/v2/_catalog`, { dispatcher })).json()).toEqual({ repositories: [] });
+    } finally {
+      await dispatcher.close();
+      proxy.close();
       await s.stop();
     }
   });

@@ -85,19 +85,43 @@ function checkTlsPair(tls: { cert: Buffer; key: Buffer }, opts: ServeOptions): v
   }
 }
 
+/** The first byte of every TLS connection: a handshake record. */
+const TLS_HANDSHAKE = 0x16;
+/** How long a new connection may stay silent before it is dropped (like headersTimeout). */
+const FIRST_BYTE_MS = 60_000;
+/** How long a plain-http client gets to read the 400 and close its side. */
+const PLAIN_LINGER_MS = 5_000;
+
 /**
- * A plain-http request to the https server: answered 400 in plain http on the connection under
- * the TLS layer (as distribution does), so the client learns why instead of seeing it dropped.
+ * A plain-http client of the https server gets a 400 in plain http saying why (as distribution
+ * does) instead of a dropped connection. So the TLS server's own connection handling (its
+ * 'connection' listeners) runs only once the connection's first byte, put back for it to read,
+ * says a TLS handshake begins; anything else is answered here and closed.
  */
-function answerPlainHttp(e: NodeJS.ErrnoException, socket: Socket): void {
-  const raw = (socket as Socket & { _parent?: Socket })._parent;
-  if (e.code !== 'ERR_SSL_HTTP_REQUEST' || !raw?.writable) {
-    socket.destroy();
-    return;
-  }
+function answerPlainHttpBeforeTls(server: Server): void {
+  const tlsHandling = server.listeners('connection') as Array<(socket: Socket) => void>;
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    const silent = () => socket.destroy();
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(FIRST_BYTE_MS, silent);
+    socket.once('readable', () => {
+      const first = socket.read() as Buffer | null;
+      if (first === null) return socket.destroy();
+      socket.setTimeout(0).off('timeout', silent);
+      socket.unshift(first);
+      if (first[0] === TLS_HANDSHAKE) for (const handle of tlsHandling) handle.call(server, socket);
+      else answerPlainHttp(socket);
+    });
+  });
+}
+
+function answerPlainHttp(socket: Socket): void {
   const body = 'Client sent an HTTP request to an HTTPS server: this ferry serve speaks TLS; use https://\n';
-  raw.on('error', () => socket.destroy());
-  raw.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+  // Read what the client sends and let it close first: closing with unread bytes would reset the connection before the answer is read.
+  socket.resume();
+  socket.setTimeout(PLAIN_LINGER_MS, () => socket.destroy());
+  socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 /** Starts `ferry serve`: an OCI distribution registry over the store at `storeDir`. */
@@ -150,6 +174,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     void p.finally(() => inflight.delete(p));
   };
   const server: Server = tls ? createHttpsServer({ ...tls }, listener) : createHttpServer(listener);
+  if (tls) answerPlainHttpBeforeTls(server);
   // Uploads may take long: no overall request deadline, but headers must come quickly and an
   // idle connection is dropped (an interrupted upload keeps its state and can be resumed).
   server.requestTimeout = 0;
@@ -160,7 +185,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     s.once('close', () => sockets.delete(s));
   });
   server.on('clientError', (_e, socket) => socket.destroy());
-  if (tls) server.on('tlsClientError', answerPlainHttp);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {

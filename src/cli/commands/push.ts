@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
-import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printReferrer, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
 import { printPlan } from '../plan.js';
 
@@ -31,6 +31,11 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
+    if (args.from && args.referrers) {
+      throw new FerryError('USAGE', `push --from ${args.from} cannot carry referrers (--referrers): it pushes the named images of the archive only`, {
+        hint: `load the archive into the store (ferry load ${args.from}), then push each image with ferry push --referrers NAME`,
+      });
+    }
     if (args.from) return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { planPush, pushImage } = await import('../../registry-ops.js');
@@ -48,6 +53,7 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
     const report = await pushImage(args.image, { ...options, onEvent: progress }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
+      if (printReferrer(i)) continue;
       for (const n of i.names) out(`${n.tag}: digest: ${i.digest}`);
       if (i.names.length === 0) out(`pushed ${report.reference}@${i.digest}`);
     }
