@@ -952,7 +952,7 @@ describe('verify FILE', () => {
     expect(reports[0]!.problems.length).toBeGreaterThanOrEqual(3);
   });
 
-  it('a corrupt config, a corrupt layer or a missing blob is one PROBLEM, and the image is not counted', async () => {
+  it('a corrupt config, layer or manifest or a missing blob is one PROBLEM, and the image is not counted', async () => {
     const dir = await tempDir();
     const good = join(dir, 'good.tar');
     await ok(['save', '-q', `${REPO}:layers`, `${REPO}:plain`, '-o', good], fullStore);
@@ -978,6 +978,8 @@ describe('verify FILE', () => {
       [await flipped('config.tar', config, 10, 0xff), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${config} `)],
       [await flipped('config-json.tar', config, 50, 1), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${config} `)],
       [await flipped('layer.tar', layer, 100, 0xff), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${layer} `)],
+      // manifest.json still describes the image, but that is no way round a corrupt manifest.
+      [await flipped('manifest.tar', images.layers.digest, 30, 1), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${images.layers.digest} `)],
       [join(dir, 'missing.tar'), 'missing', new RegExp(`^PROBLEM missing: ${REPO}:layers: layer 1 ${layer} is not in the archive$`)],
     ];
     for (const [file, kind, line] of cases) {

@@ -111,10 +111,17 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
   const goodImages = ociRoots.filter((r) => r.checked.ok).flatMap((r) => r.checked.images.map((i) => ({ ...i, root: r })));
   // Problems are reported together at the end, so that every missing blob is named at once.
   const failures: FerryError[] = [];
+  // Names of images with a corrupt blob (reported by the scan): manifest.json's account of them is no way round it.
+  const corrupt: TagName[] = [];
 
   for (const r of ociRoots) {
     if (r.checked.ok) {
       add(r.root, r.checked.writes);
+      continue;
+    }
+    if (r.checked.problems.some((p) => ctx.wasReported(p))) {
+      corrupt.push(...r.root.names);
+      failures.push(...r.checked.problems);
       continue;
     }
     const covered = r.root.names.length > 0 && r.root.names.every((n) => dockerEntries.some((d) => d.checked.ok && d.root.names.some((m) => sameName(m, n))));
@@ -122,6 +129,10 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     else failures.push(...r.checked.problems);
   }
   for (const d of dockerEntries) {
+    if (d.root.names.length > 0 && d.root.names.every((n) => corrupt.some((m) => sameName(m, n)))) {
+      if (!d.checked.ok) failures.push(...d.checked.problems);
+      continue;
+    }
     const facts = d.checked.images[0];
     const match = facts && goodImages.find((g) => g.config === facts.config && g.layers.join() === facts.layers.join());
     if (match) {
