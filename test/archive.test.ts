@@ -11,7 +11,7 @@ import { setWarningSink } from '../src/log.js';
 import { ociImage, legacyArchive, layerTar, sha, tarBytes, writeTar, type Entry } from './helpers/archives.js';
 import { failure } from './helpers/assert.js';
 import { ferry, finish, start, type RunResult } from './helpers/cli.js';
-import { blobDigests, indexEntries, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
+import { blobDigests, blobFile, indexEntries, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
 import { tarFile } from './helpers/tar-list.js';
@@ -950,6 +950,50 @@ describe('verify FILE', () => {
     expect(report.problems.map((p: { kind: string }) => p.kind).sort()).toEqual(expect.arrayContaining(['diff_id', 'digest', 'missing']));
     const reports = await verifyArchives([join(dir, 'bad.tar')]);
     expect(reports[0]!.problems.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a corrupt config, layer or manifest or a missing blob is one PROBLEM, and the image is not counted', async () => {
+    const dir = await tempDir();
+    const good = join(dir, 'good.tar');
+    await ok(['save', '-q', `${REPO}:layers`, `${REPO}:plain`, '-o', good], fullStore);
+    const bytes = await readFile(good);
+    const config = images.layers.config!;
+    const layer = images.layers.layers![0]!.digest;
+    /** The archive with one byte of a blob flipped (`xor` 1 keeps a JSON config parseable). */
+    const flipped = async (name: string, digest: string, offset: number, xor: number) => {
+      const at = bytes.indexOf(await readFile(blobFile(fullStore, digest)));
+      expect(at).toBeGreaterThan(0);
+      const bad = Buffer.from(bytes);
+      bad[at + offset]! ^= xor;
+      await writeFile(join(dir, name), bad);
+      return join(dir, name);
+    };
+    const entries: Entry[] = [];
+    for await (const e of readTar(Readable.from([bytes]), { where: good })) {
+      if (e.type === 'dir' || e.name === `blobs/sha256/${layer.slice(7)}`) continue;
+      entries.push({ name: e.name, data: Buffer.concat(await e.body().toArray()) });
+    }
+    await writeTar(join(dir, 'missing.tar'), entries);
+    const cases: Array<[string, string, RegExp]> = [
+      [await flipped('config.tar', config, 10, 0xff), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${config} `)],
+      [await flipped('config-json.tar', config, 50, 1), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${config} `)],
+      [await flipped('layer.tar', layer, 100, 0xff), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${layer} `)],
+      // manifest.json still describes the image, but that is no way round a corrupt manifest.
+      [await flipped('manifest.tar', images.layers.digest, 30, 1), 'digest', new RegExp(`^PROBLEM digest: digest mismatch for blob ${images.layers.digest} `)],
+      [join(dir, 'missing.tar'), 'missing', new RegExp(`^PROBLEM missing: ${REPO}:layers: layer 1 ${layer} is not in the archive$`)],
+    ];
+    for (const [file, kind, line] of cases) {
+      const text = await run(['verify', file]);
+      expect(text.code, file).toBe(4);
+      const lines = text.stdout.trim().split('\n');
+      expect(lines, file).toEqual([expect.stringMatching(line), expect.stringMatching(/: 1 image\(s\), .* 1 problem\(s\)$/)]);
+      expect(text.stderr).toContain(`verify found 1 problem(s) in ${file}\n`);
+      const json = await run(['verify', '--json', file]);
+      expect(json.code).toBe(4);
+      const [report] = JSON.parse(json.stdout);
+      expect(report, file).toMatchObject({ ok: false, images: 1, problems: [expect.objectContaining({ kind })] });
+      expect(report.problems, file).toHaveLength(1);
+    }
   });
 
   it('several files: a corrupt gzip stream or a non-tar is a PROBLEM of that file, and the files after it are still checked', async () => {

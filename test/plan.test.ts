@@ -8,6 +8,7 @@ import { ferry } from './helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { makeLayout, type MadeImage } from './helpers/images.js';
+import { listTar } from './helpers/tar-list.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { hasTool } from './helpers/tools.js';
 
@@ -33,6 +34,18 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
 }
 
 const sum = (...xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** The blobs/ entries of a written archive: layers and configs, and manifests, counted apart as save and its plan count them. */
+async function blobEntries(file: string, manifests: string[]): Promise<{ blobs: { count: number; bytes: number }; manifests: { count: number; bytes: number } }> {
+  const out = { blobs: { count: 0, bytes: 0 }, manifests: { count: 0, bytes: 0 } };
+  for (const e of await listTar(file)) {
+    if (e.type !== 'file' || !e.name.startsWith('blobs/sha256/')) continue;
+    const a = manifests.includes(`sha256:${e.name.slice(13)}`) ? out.manifests : out.blobs;
+    a.count++;
+    a.bytes += e.size;
+  }
+  return out;
+}
 const LAYER_A = 300 << 10;
 const LAYER_B = 200 << 10;
 const LAYER_C = 700 << 10;
@@ -65,9 +78,12 @@ describe('dry-run plans: save', () => {
     expect(plan.manifests).toEqual({ count: 2, bytes: base.manifest.size + app.manifest.size });
     expect(plan.excluded.count).toBe(0);
 
-    const real = await ferry(['save', '-q', baseRef(), appRef(), '-o', out]);
+    const real = await ferry(['save', '-q', '--json', baseRef(), appRef(), '-o', out]);
     expect(real.code, real.stderr).toBe(0);
     expect(plan.archive!.files).toEqual([{ path: out, bytes: (await stat(out)).size }]);
+    const result = JSON.parse(real.stdout.trim().split('\n').at(-1)!);
+    expect({ blobs: result.blobs, manifests: result.manifests }).toEqual({ blobs: plan.blobs, manifests: plan.manifests });
+    expect(await blobEntries(out, [base.manifest.digest, app.manifest.digest])).toEqual({ blobs: plan.blobs, manifests: plan.manifests });
 
     const human = await ferry(['save', '--dry-run', baseRef(), appRef(), '-o', join(dir, 'other.tar')]);
     expect(human.code, human.stderr).toBe(0);
@@ -167,8 +183,21 @@ describe('dry-run plans: save', () => {
     const plan = planOf(dry.stdout);
     expect(plan.excluded).toEqual({ count: 1, bytes: LAYER_A });
     expect(plan.blobs).toEqual({ count: 2, bytes: LAYER_B + app.config.size });
+    expect(plan.manifests).toEqual({ count: 1, bytes: app.manifest.size });
     const human = await ferry(['save', '--dry-run', '--exclude-from', inv, appRef(), '-o', join(await tempDir(), 'delta.tar')]);
     expect(human.stdout).toMatch(/excluded: +1 \(307kB\) listed by --exclude-from/);
+    const blobsLine = human.stdout.match(/blobs to move: +(\d+) \((\S+)\)/)!;
+    const manifestsLine = human.stdout.match(/manifests: +(\d+) \((\S+)\)/)!;
+
+    // The real delta writes what the plan said: the new layer and the config as blobs, the manifest apart.
+    const file = join(await tempDir(), 'delta.tar');
+    const real = await ferry(['save', '--json', '--exclude-from', inv, appRef(), '-o', file]);
+    expect(real.code, real.stderr).toBe(0);
+    const result = JSON.parse(real.stdout.trim().split('\n').at(-1)!);
+    expect({ blobs: result.blobs, manifests: result.manifests }).toEqual({ blobs: plan.blobs, manifests: plan.manifests });
+    expect(await blobEntries(file, [app.manifest.digest])).toEqual({ blobs: plan.blobs, manifests: plan.manifests });
+    const saved = await ferry(['save', '--exclude-from', inv, appRef(), '-o', file, '--force']);
+    expect(saved.stdout).toContain(`Wrote ${file}: ${blobsLine[1]} blob(s) (${blobsLine[2]}), ${manifestsLine[1]} manifest(s) (${manifestsLine[2]})`);
   });
 });
 

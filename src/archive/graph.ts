@@ -111,10 +111,17 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
   const goodImages = ociRoots.filter((r) => r.checked.ok).flatMap((r) => r.checked.images.map((i) => ({ ...i, root: r })));
   // Problems are reported together at the end, so that every missing blob is named at once.
   const failures: FerryError[] = [];
+  // Names of images with a corrupt blob (reported by the scan): manifest.json's account of them is no way round it.
+  const corrupt: TagName[] = [];
 
   for (const r of ociRoots) {
     if (r.checked.ok) {
       add(r.root, r.checked.writes);
+      continue;
+    }
+    if (r.checked.problems.some((p) => ctx.wasReported(p))) {
+      corrupt.push(...r.root.names);
+      failures.push(...r.checked.problems);
       continue;
     }
     const covered = r.root.names.length > 0 && r.root.names.every((n) => dockerEntries.some((d) => d.checked.ok && d.root.names.some((m) => sameName(m, n))));
@@ -122,6 +129,10 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     else failures.push(...r.checked.problems);
   }
   for (const d of dockerEntries) {
+    if (d.root.names.length > 0 && d.root.names.every((n) => corrupt.some((m) => sameName(m, n)))) {
+      if (!d.checked.ok) failures.push(...d.checked.problems);
+      continue;
+    }
     const facts = d.checked.images[0];
     const match = facts && goodImages.find((g) => g.config === facts.config && g.layers.join() === facts.layers.join());
     if (match) {
@@ -144,7 +155,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     add(d.root, d.checked.writes);
   }
 
-  for (const p of failures) if (!ctx.isMissingBlob(p)) reporter.error(p, kindOf(p));
+  for (const p of failures) if (!ctx.isMissingBlob(p) && !ctx.wasReported(p)) reporter.error(p, kindOf(p));
   ctx.reportAbsent(failures.filter((p) => ctx.isMissingBlob(p)));
 
   const seen = new Set<Digest>();
@@ -161,6 +172,8 @@ class Context {
   private readonly absent = new Map<Digest, string[]>();
   /** The problems that say a blob is in neither the archive nor the target, with the blob. */
   private readonly missing = new Map<FerryError, Digest>();
+  /** The problems that only restate one the scan reported (a corrupt blob): they fail an image, and are not listed again. */
+  private readonly reported = new Set<FerryError>();
 
   constructor(private readonly state: ScanState, private readonly target: IngestTarget, private readonly reporter: Reporter, private readonly verifyDelta?: DeltaCheck) {
     this.docs = {
@@ -199,6 +212,21 @@ class Context {
     return this.missing.has(p);
   }
 
+  wasReported(p: FerryError): boolean {
+    return this.reported.has(p);
+  }
+
+  /** The archive holds the blob, but its content does not match its name (the scan said so). */
+  private isCorrupt(digest: Digest): boolean {
+    return this.state.corrupt.has(digest) && !this.state.byDigest.has(digest);
+  }
+
+  private corruptProblem(label: string, what: string, blob: string): FerryError {
+    const e = new FerryError('INTEGRITY', `${label}: ${what} ${blob} is corrupt in the archive`);
+    this.reported.add(e);
+    return e;
+  }
+
   /**
    * Every blob in neither the archive nor the target, named at once with the images that need it;
    * for a delta, said to be left out on purpose, with what it was made against. verify of a delta
@@ -227,7 +255,14 @@ class Context {
       return;
     }
     if (!delta || !store) {
-      for (const p of problems) this.reporter.error(p, 'missing');
+      // index.json and manifest.json may both need a blob: it is named once.
+      const named = new Set<Digest>();
+      for (const p of problems) {
+        const d = this.missing.get(p)!;
+        if (named.has(d)) continue;
+        named.add(d);
+        this.reporter.error(p, 'missing');
+      }
       return;
     }
     for (const d of digests) this.reporter.problem('missing', 'INTEGRITY', `${d} left out (delta) and not in the store ${store.where} either: ${uses(d)}`, { digest: d });
@@ -278,6 +313,7 @@ class Context {
       doc = await readDocument(this.docs, d);
     } catch (e) {
       if (!(e instanceof FerryError)) throw e;
+      if (e.code === 'NOT_FOUND' && this.isCorrupt(d.digest)) return fail(this.corruptProblem(label, 'manifest', d.digest));
       if (e.code === 'NOT_FOUND') return fail(new FerryError('INTEGRITY', `${label}: manifest ${d.digest} is not in the archive`));
       return fail(new FerryError(e.code, `${label}: ${e.message}`));
     }
@@ -333,24 +369,30 @@ class Context {
     return out;
   }
 
-  /** Missing, or present with another size. */
+  /** Corrupt, missing, or present with another size. */
   private async blobProblem(d: Descriptor, label: string, what: string): Promise<FerryError | undefined> {
+    if (this.isCorrupt(d.digest)) return this.corruptProblem(label, what, d.digest);
     const where = await this.present(d);
-    if (where !== 'archive' && !isForeignLayer(d)) {
-      const uses = this.absent.get(d.digest) ?? [];
-      const use = `${what} of ${label}`;
-      if (!uses.includes(use)) uses.push(use);
-      this.absent.set(d.digest, uses);
-    }
+    if (where !== 'archive' && !isForeignLayer(d)) this.noteAbsent(d.digest, `${what} of ${label}`);
     if (!where) {
       if (isForeignLayer(d)) return undefined;
-      const e = new FerryError('INTEGRITY', `${label}: ${what} ${d.digest} is not in the archive`);
-      this.missing.set(e, d.digest);
-      return e;
+      return this.missingBlob(d.digest, `${label}: ${what} ${d.digest} is not in the archive`);
     }
     const f = this.state.byDigest.get(d.digest);
     if (f && f.size !== d.size) return new FerryError('SIZE_MISMATCH', `${label}: ${what} ${d.digest} is ${f.size} bytes in the archive, the manifest says ${d.size}`);
     return undefined;
+  }
+
+  private noteAbsent(digest: Digest, use: string): void {
+    const uses = this.absent.get(digest) ?? [];
+    if (!uses.includes(use)) uses.push(use);
+    this.absent.set(digest, uses);
+  }
+
+  private missingBlob(digest: Digest, message: string): FerryError {
+    const e = new FerryError('INTEGRITY', message);
+    this.missing.set(e, digest);
+    return e;
   }
 
   /** The bytes to write at commit for content held in memory (never written during the scan). */
@@ -466,7 +508,7 @@ class Context {
       const f = this.state.files.get(p);
       if (f) return f;
       const link = this.state.links.get(p);
-      if (!link) throw new FerryError('INTEGRITY', `${label}: ${what} ${JSON.stringify(path)} is not in the archive`);
+      if (!link) throw this.notInArchive(p, path, what, label);
       const next = linkTargetPath(p, link.type, link.linkname);
       if (!next) {
         throw new FerryError('INVALID_INPUT', `${label}: ${what} path escapes archive: ${JSON.stringify(p)} is a ${link.type} to ${JSON.stringify(link.linkname)}, outside the archive`);
@@ -476,11 +518,25 @@ class Context {
     throw new FerryError('INVALID_INPUT', `${label}: ${what} ${JSON.stringify(path)}: too many levels of links`);
   }
 
+  /** A path of manifest.json that is not there: a missing blob when it names one, so that index.json's report of it is the same problem. */
+  private notInArchive(resolved: string, path: string, what: string, label: string): FerryError {
+    const message = `${label}: ${what} ${JSON.stringify(path)} is not in the archive`;
+    const m = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(resolved);
+    if (!m) return new FerryError('INTEGRITY', message);
+    const digest = `${m[1]}:${m[2]}` as Digest;
+    // A split blob whose parts did not add up is in no file list, only among the corrupt.
+    if (this.isCorrupt(digest)) return this.corruptProblem(label, what, path);
+    if (!this.absent.has(digest)) this.noteAbsent(digest, `${what} of ${label}`);
+    return this.missingBlob(digest, message);
+  }
+
   private async checkDockerEntry(configPath: string, layerPaths: string[], label: string): Promise<Checked> {
     const out: Checked = { ok: false, problems: [], writes: [], images: [], descriptor: { mediaType: MediaType.OciManifest, digest: digestOf(''), size: 0 } };
     try {
       const cfg = this.resolvePath(configPath, 'config', label);
       const layers = layerPaths.map((p) => ({ path: p, file: this.resolvePath(p, 'layer', label) }));
+      const corrupt = [cfg, ...layers.map((l) => l.file)].find((f) => f.mismatch);
+      if (corrupt) throw this.corruptProblem(label, corrupt === cfg ? 'config' : 'layer', corrupt.path);
       const cfgBytes = await fileBytes(cfg, this.target);
       if (!cfgBytes) throw new FerryError('INTEGRITY', `${label}: config ${configPath} could not be read back`);
       const config = parseConfig(cfgBytes, `${label}: config ${configPath}`);

@@ -56,7 +56,10 @@ export interface SaveReport {
   /** The files written (one, or the volumes), or `-`. */
   files: string[];
   images: CopiedImage[];
+  /** Layers and configs written (each once): a dry run's `blobs`. */
   blobs: { count: number; bytes: number };
+  /** Manifests and indexes written: a dry run's `manifests`. */
+  manifests: { count: number; bytes: number };
 }
 
 /**
@@ -66,12 +69,10 @@ export interface SaveReport {
  */
 export async function saveImages(o: SaveOptions): Promise<SaveReport> {
   if (o.media !== undefined) checkMedia(await planSave(o));
-  const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 } };
+  const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 }, manifests: { count: 0, bytes: 0 } };
   await runSave(o, (i, r) => {
     for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
-    report.blobs.count += r.blobs.copied + r.manifests.copied;
-    report.blobs.bytes += r.blobs.bytesCopied;
-  }, (files) => (report.files = files));
+  }, (files, contents) => Object.assign(report, { files }, contents));
   return report;
 }
 
@@ -112,7 +113,7 @@ function refuseNameClash(named: Map<string, { digest: string; image: string }>, 
 async function runSave(
   o: SaveOptions & { measure?: MeasuredFile[] },
   onCopied: (image: number, r: CopyReport) => void,
-  onFiles?: (files: string[]) => void,
+  onFiles?: (files: string[], contents: ReturnType<ArchiveSink['contents']>) => void,
 ): Promise<void> {
   if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
   const compression = outputCompression(o.output, o.compression);
@@ -164,7 +165,7 @@ async function runSave(
     }
     o.signal?.throwIfAborted();
     await sink.close();
-    onFiles?.(o.output === '-' ? ['-'] : sink.files);
+    onFiles?.(o.output === '-' ? ['-'] : sink.files, sink.contents());
   } catch (e) {
     await sink?.abort().catch(() => {});
     // A full disk the copy did not already explain (closing a volume, the index at the end).

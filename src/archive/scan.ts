@@ -46,6 +46,8 @@ export interface ScanState {
   links: Map<string, { type: 'symlink' | 'hardlink'; linkname: string }>;
   /** Content by digest: `blobs/` entries (verified against their names) and hashed files. */
   byDigest: Map<Digest, ScannedFile>;
+  /** Blobs whose content does not match their name: each reported once, here, and in byDigest never. */
+  corrupt: Set<Digest>;
   /** index.json, manifest.json, repositories, oci-layout. */
   meta: Map<string, Buffer>;
   /** Paths of the archive's inputs, for messages. */
@@ -340,6 +342,7 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
     files: new Map(),
     links: new Map(),
     byDigest: new Map(),
+    corrupt: new Set(),
     meta: new Map(),
     where: inputs.length === 1 ? inputs[0]!.where : `${inputs[0]!.path} … (${inputs.length} volumes)`,
   };
@@ -455,6 +458,7 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
         }
         if (file.mismatch) {
           reporter.problem(file.mismatch.code === 'SIZE_MISMATCH' ? 'size' : 'digest', file.mismatch.code, file.mismatch.message, { digest: expected?.digest, path });
+          if (expected) state.corrupt.add(expected.digest);
         }
         seen.push({ name: path, size: file.size, digest: file.digest });
         state.files.set(path, file);
@@ -517,8 +521,10 @@ async function scanPart(
     const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
     p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
       const r = tap.result();
-      if (r.mismatch) c.reporter.problem('digest', r.mismatch.code, r.mismatch.message, { digest: info.blob });
-      else {
+      if (r.mismatch) {
+        c.reporter.problem('digest', r.mismatch.code, r.mismatch.message, { digest: info.blob });
+        c.state.corrupt.add(info.blob);
+      } else {
         const [alg, hex] = info.blob.split(':');
         const file: ScannedFile = { ...r, path: `blobs/${alg}/${hex}`, stored: true, where: c.where };
         c.state.files.set(file.path, file);

@@ -77,6 +77,8 @@ export const ANNOTATION_DELTA_BASE = 'dev.ferry.delta.base';
 export class ArchiveSink implements Sink {
   readonly caps = { concurrent: false, indexes: true };
   private readonly written = new Map<Digest, number>();
+  /** The blobs written that are manifests or indexes. */
+  private readonly writtenDocs = new Set<Digest>();
   /** Manifests and indexes written, kept to build manifest.json. */
   private readonly docs = new Map<Digest, { mediaType: string; bytes: Buffer }>();
   private readonly pending: Array<{ root: Descriptor; name: TagName | undefined }> = [];
@@ -142,8 +144,20 @@ export class ArchiveSink implements Sink {
       const compressed = c === 'gzip' || c === 'zstd';
       await this.writer.file(blobEntryName(d.digest), d.size, tee(), { signal, compressed });
       this.written.set(d.digest, d.size);
+      if (isManifestLike(d.mediaType)) this.writtenDocs.add(d.digest);
       if (keep) this.docs.set(d.digest, { mediaType: d.mediaType, bytes: Buffer.concat(keep) });
     });
+  }
+
+  /** What blobs/ holds so far: layers and configs, and apart from them manifests and indexes. */
+  contents(): { blobs: { count: number; bytes: number }; manifests: { count: number; bytes: number } } {
+    const out = { blobs: { count: 0, bytes: 0 }, manifests: { count: 0, bytes: 0 } };
+    for (const [digest, size] of this.written) {
+      const a = this.writtenDocs.has(digest) ? out.manifests : out.blobs;
+      a.count++;
+      a.bytes += size;
+    }
+    return out;
   }
 
   /** Dry runs (the writer only measures): the entry as put() would write it, without the blob's bytes. */

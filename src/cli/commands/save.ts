@@ -72,11 +72,11 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
     const progress = progressPrinter(args.output === '-' ? { ...args, json: false, quiet: args.quiet || args.json } : args);
     const report = await saveImages({ ...options, onEvent: progress }).finally(() => progress.done());
     if (args.output === '-') {
-      status(args, `Saved ${report.images.length} image(s), ${humanSize(report.blobs.bytes)}`);
+      status(args, `Saved ${report.images.length} image(s), ${humanSize(report.blobs.bytes + report.manifests.bytes)}`);
       return;
     }
     if (args.json) return printResult(report);
     for (const i of report.images) out(`Saved ${i.names.map((n) => n.name ?? n.tag).join(', ') || i.ref}: ${i.digest}`);
-    out(`Wrote ${report.files.join(', ')} (${report.blobs.count} blob(s), ${humanSize(report.blobs.bytes)})`);
+    out(`Wrote ${report.files.join(', ')}: ${report.blobs.count} blob(s) (${humanSize(report.blobs.bytes)}), ${report.manifests.count} manifest(s) (${humanSize(report.manifests.bytes)})`);
   },
 };
