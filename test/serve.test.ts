@@ -89,6 +89,15 @@ async function pushImage(base: string, repo: string, ref: string, img = makeImag
 }
 
 /** A store holding some testdata images under their names (example.com/ferry/testdata:TAG). */
+/** `ferry serve --tls-cert --tls-key` with a fresh self-signed certificate for 127.0.0.1. */
+async function tlsServe(): Promise<{ cert: string; s: Awaited<ReturnType<typeof startServe>> }> {
+  const dir = await tempDir();
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  selfSignedCert(key, cert);
+  return { cert, s: await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]) };
+}
+
 async function seededStore(tags: Tag[]): Promise<string> {
   const store = join(await tempDir(), 'store');
   for (const t of tags) {
@@ -1159,11 +1168,7 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
   });
 
   it('a plain-http request to the https server is answered 400 saying it speaks TLS; https still works after it', async () => {
-    const dir = await tempDir();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    selfSignedCert(key, cert);
-    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    const { cert, s } = await tlsServe();
     try {
       const plain = await call(`http://${s.host}/v2/`);
       expect(plain.status).toBe(400);
@@ -1177,11 +1182,7 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
   });
 
   it('whatever does not start a TLS handshake gets that 400 (CONNECT, a request with a body, bytes that are not http); a handshake arriving byte by byte still works', async () => {
-    const dir = await tempDir();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    selfSignedCert(key, cert);
-    const s = await startServe(join(dir, 'store'), ['--tls-cert', cert, '--tls-key', key]);
+    const { cert, s } = await tlsServe();
     const raw = (bytes: string) =>
       new Promise<string>((resolve, reject) => {
         const sock = netConnect(s.port, '127.0.0.1', () => sock.write(bytes));
