@@ -114,6 +114,31 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(sent.stdout).toContain(`Digest: ${img.manifest.digest}`);
   });
 
+  it('an unnamed image that refers to nothing in the archive is refused, by digest, before the named images go (plain and gzip)', async () => {
+    const host = registry!.host;
+    const named = ociImage({ layers: [{ data: layerTar('n', 'named') }], name: 'example.com/stray/app:1', tag: '1' });
+    const stray = ociImage({ layers: [{ data: layerTar('s', 'stray') }] });
+    const index = JSON.parse(named.entries.find((e) => e.name === 'index.json')!.data!.toString());
+    index.manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: stray.manifest.digest, size: stray.manifest.size });
+    const entries = [
+      ...named.entries.filter((e) => e.name !== 'index.json'),
+      ...stray.entries.filter((e) => e.name.startsWith('blobs/')),
+      { name: 'index.json', data: JSON.stringify(index) },
+    ];
+    for (const compress of [undefined, 'gzip'] as const) {
+      const file = join(await tempDir(), compress ? 'stray.tar.gz' : 'stray.tar');
+      await writeTar(file, entries, compress);
+      const r = await ferry(['push', '--from', file, `${host}/stray`], { env: { FERRY_STORE: noStore } });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`(${stray.manifest.digest}) has no repository name to push it under, nor is it a referrer of an image there; nothing was pushed`);
+      expect(r.stderr).toContain(`hint: send it under a name of your choosing: ferry copy oci-archive:${file}@${stray.manifest.digest} docker://${host}/stray/NAME:TAG`);
+      const res = await fetch(`http://${host}/v2/_catalog`);
+      expect(((await res.json()) as { repositories: string[] }).repositories.filter((x) => x.startsWith('stray'))).toEqual([]);
+      const blob = await fetch(`http://${host}/v2/stray/stray/app/blobs/${named.layers[0]!.digest}`, { method: 'HEAD' });
+      expect(blob.status).toBe(404);
+    }
+  });
+
   it('a truncated .tar.zst fails with exit 4 and pushes no tag', async () => {
     const host = registry!.host;
     const dir = await tempDir();
@@ -148,6 +173,22 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
       const refused = await ferry(['push', '--from', join(await tempDir(), 'nope.tar'), bad], { env: { FERRY_STORE: noStore } });
       expect(refused.code, bad).toBe(2);
       expect(refused.stderr).toContain(`"${bad}" must be REGISTRY[/PREFIX], without a tag or digest`);
+    }
+  });
+
+  it('options an archive push cannot honour are refused (exit 2), naming the option, before the archive is read', async () => {
+    const file = join(await tempDir(), 'nope.tar');
+    const cases: Array<[string[], string]> = [
+      [['-a'], 'cannot take -a/--all-tags'],
+      [['--all-tags'], 'cannot take -a/--all-tags'],
+      [[`${registry!.host}/other/app:1`], `not a destination as well ("${registry!.host}/other/app:1")`],
+      [['--platform', 'linux/amd64'], 'Unknown argument: platform'],
+    ];
+    for (const [extra, message] of cases) {
+      const r = await ferry(['push', '--from', file, `${registry!.host}/opt`, ...extra], { env: { FERRY_STORE: noStore } });
+      expect(r.code, extra.join(' ')).toBe(2);
+      expect(r.stderr).toContain(message);
+      expect(r.stderr).not.toContain('no such file');
     }
   });
 

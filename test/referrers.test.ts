@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
 import { ferry } from './helpers/cli.js';
@@ -87,6 +88,48 @@ describe.skipIf(!distribution)('referrers (--referrers)', () => {
     expect((await stat(file)).mtimeMs).toBe(before);
   });
 
+  it('push --from a sync --referrers archive (plain and gzip) puts the referrer into its image\'s repository, after it; copy --referrers brings it back', async () => {
+    const { dir, image, referrer, sig } = await signedLayout();
+    expect((await ferry(['copy', '--referrers', `oci:${dir}:app`, `docker://${reg.host}/ref/fromarch:1`])).code).toBe(0);
+    const file = join(await tempDir(), 'signed.tar');
+    const synced = await ferry(['sync', '--referrers', '--include', '^1$', `${reg.host}/ref/fromarch`, file]);
+    expect(synced.code, synced.stderr).toBe(0);
+    const gz = join(await tempDir(), 'signed.tar.gz');
+    await writeFile(gz, gzipSync(await readFile(file)));
+    const fallbackTag = image.manifest.digest.replace(':', '-');
+    for (const [archive, prefix] of [[file, 'back'], [gz, 'backgz']] as const) {
+      const repo = `${reg.host}/${prefix}/ref/fromarch`;
+      const push = await ferry(['push', '--from', archive, `${reg.host}/${prefix}`]);
+      expect(push.code, push.stderr).toBe(0);
+      const lines = push.stdout.split('\n').filter(Boolean);
+      expect(lines).toContain(`${repo}:1: digest: ${image.manifest.digest}`);
+      expect(lines).toContain(`Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`);
+      // After its subject: the image's line comes first.
+      expect(lines.indexOf(`Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`)).toBeGreaterThan(lines.indexOf(`${repo}:1: digest: ${image.manifest.digest}`));
+      // distribution 2.8 has no Referrers API: the referrer is listed under the fallback tag.
+      const tags = (await ferry(['tags', repo])).stdout.split('\n').filter(Boolean).sort();
+      expect(tags).toEqual(['1', fallbackTag, sig].sort());
+      const back = join(await tempDir(), 'back');
+      const copied = await ferry(['copy', '--referrers', `docker://${repo}:1`, `oci:${back}:x`]);
+      expect(copied.code, copied.stderr).toBe(0);
+      expect(copied.stdout).toContain(`Referrer: ${referrer} (application/spdx+json) for ${image.manifest.digest}`);
+      const digests = JSON.parse(await readFile(join(back, 'index.json'), 'utf8')).manifests.map((m: { digest: string }) => m.digest);
+      expect(digests).toEqual(expect.arrayContaining([image.manifest.digest, referrer]));
+    }
+
+    // --json reports the referrer as push does: its subject and artifact type.
+    const plan = await ferry(['push', '--from', file, `${reg.host}/backplan`, '--dry-run']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toContain(`referrer of ${image.manifest.digest}`);
+
+    // --referrers is accepted (an archive push always carries the referrers it holds).
+    const json = await ferry(['--json', 'push', '--referrers', '--from', file, `${reg.host}/backjson`]);
+    expect(json.code, json.stderr).toBe(0);
+    const result = JSON.parse(json.stdout.trim().split('\n').at(-1)!);
+    expect(result.images).toContainEqual({ reference: `${reg.host}/backjson/ref/fromarch:1`, digest: image.manifest.digest });
+    expect(result.images).toContainEqual({ reference: `${reg.host}/backjson/ref/fromarch@${referrer}`, digest: referrer, subject: image.manifest.digest, artifactType: 'application/spdx+json' });
+  });
+
   it('without --referrers nothing but the image moves', async () => {
     const { dir, image } = await signedLayout();
     expect((await ferry(['copy', `oci:${dir}:app`, `docker://${reg.host}/ref/plain:1`])).code).toBe(0);
@@ -151,12 +194,5 @@ describe('--referrers output (ferry serve)', () => {
     } finally {
       await s.stop();
     }
-  });
-
-  it('push --from ARCHIVE --referrers is refused: an archive push carries the named images only', async () => {
-    const r = await ferry(['push', '--from', join(await tempDir(), 'images.tar'), '127.0.0.1:1/mirror', '--referrers']);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain('cannot carry referrers (--referrers)');
-    expect(r.stderr).toContain('ferry push --referrers NAME');
   });
 });

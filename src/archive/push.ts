@@ -1,5 +1,6 @@
 import { open } from 'node:fs/promises';
-import { copy, type CopyEvent, type CopyReport } from '../copy.js';
+import { copy, type CopyEvent, type CopyOptions, type CopyReport, type Root } from '../copy.js';
+import { walk } from '../graph.js';
 import { FerryError } from '../errors.js';
 import { readCapped } from '../blob/verify.js';
 import { sniff } from '../blob/compression.js';
@@ -27,8 +28,12 @@ export interface PushArchiveOptions {
 }
 
 export interface PushedArchiveImage {
+  /** NAME:TAG pushed; for a referrer, REPOSITORY@DIGEST (or the tag a cosign-style one kept). */
   reference: string;
   digest: Digest;
+  /** A referrer: the manifest it refers to (pushed into that image's repository). */
+  subject?: Digest;
+  artifactType?: string;
 }
 
 /** Where an archive image named `name` goes under `prefix` (docker.io/library/alpine:3 -> PREFIX/library/alpine:3). */
@@ -51,13 +56,20 @@ function prefixOf(prefix: string | undefined): string | undefined {
   return p;
 }
 
-/** An archive image with a tag at most (saved from an OCI layout, or unnamed): the hint names a copy that sends it as it is. */
-function noName(file: string, ref: string, tags: string[], prefix: string | undefined): FerryError {
+/**
+ * An archive image with a tag at most (saved from an OCI layout, or unnamed) that refers to no image
+ * of the archive either: the hint names a copy that sends it as it is.
+ */
+function noName(file: string, img: ArchiveImage, prefix: string | undefined, others: number): FerryError {
+  const tags = img.names.map((n) => n.tag);
   const tag = tags[0];
+  const ref = img.ref;
   const from = tag ? `oci-archive:${file}:${tag}` : ref.startsWith('sha256:') ? `oci-archive:${file}@${ref}` : undefined;
   const to = `docker://${prefixOf(prefix) ?? 'REGISTRY'}/NAME:${tag ?? 'TAG'}`;
   const what = tag ? `${ref}, tagged ${tags.join(', ')} without a repository` : ref;
-  return new FerryError('USAGE', `an image of ${file} (${what}) has no repository name to push it under`, {
+  const referrer = img.from === 'index.json' ? ', nor is it a referrer of an image there' : '';
+  const more = others > 0 ? ` (and ${others} more like it)` : '';
+  return new FerryError('USAGE', `an image of ${file} (${what}) has no repository name to push it under${referrer}; nothing was pushed${more}`, {
     hint: from ? `send it under a name of your choosing: ferry copy ${from} ${to}` : 'load it with ferry load --tag NAME:TAG, then ferry push NAME:TAG',
   });
 }
@@ -68,14 +80,21 @@ const fullName = (r: Reference) => formatReference({ domain: r.domain, path: r.p
 /**
  * `ferry push --from FILE [PREFIX]`: every named image of an archive goes to a registry, straight
  * from the archive; every blob is verified on the way and every digest kept (the OCI side of the
- * archive is pushed as it is). A plain tar is read in place, blob by blob, by byte range. A
- * compressed one cannot be seeked, so it is streamed (see pushCompressed): nothing is unpacked.
+ * archive is pushed as it is). Its referrers (unnamed manifests whose `subject` is an image there:
+ * signatures, SBOMs) go into the repository of the image they refer to, after it, as `copy
+ * --referrers` puts them. A plain tar is read in place, blob by blob, by byte range. A compressed
+ * one cannot be seeked, so it is streamed (see pushCompressed): nothing is unpacked.
  */
 export async function pushArchive(file: string, o: PushArchiveOptions = {}): Promise<PushedArchiveImage[]> {
   prefixOf(o.prefix); // refused before the archive is read
-  if (await isCompressed(file)) return pushCompressed(file, o);
+  if (await isCompressed(file)) {
+    const images = await describedImages(file, o.signal);
+    if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
+    // Unnamed images may be referrers: only the archive read as a Source can tell (and push them).
+    if (images.every((i) => i.names.some((n) => n.name))) return pushCompressed(file, images, o);
+  }
   const out: PushedArchiveImage[] = [];
-  await eachTarget(file, o, false, (name, r) => out.push({ reference: name, digest: r.images[0]!.digest }));
+  await eachRepository(file, o, false, (group, r) => out.push(...pushedImages(group, r)));
   return out;
 }
 
@@ -84,47 +103,119 @@ export async function planArchivePush(file: string, o: PushArchiveOptions = {}):
   prefixOf(o.prefix);
   const plan = new PlanBuilder();
   // Listed by their names in the archive; where each goes is the plan's AS column.
-  await eachTarget(file, o, true, (name, r, from) => plan.add(repositoryName(parseReference(name)), from, r));
+  await eachRepository(file, o, true, (g, r) => plan.add(repositoryName(g.target), (i) => (i.subject ? `referrer of ${i.subject}` : g.labels.get(i.names[0]!.name!)!), r));
   return plan.build('push');
 }
 
-/** Copies (or plans) every named image of the archive, read in place (a compressed one by decompressing it again as blobs are read). */
-async function eachTarget(file: string, o: PushArchiveOptions, dryRun: boolean, done: (name: string, r: CopyReport, from: string) => void): Promise<void> {
+/** The images of an archive bound for one repository. */
+interface RepositoryGroup {
+  target: Reference;
+  roots: Root[];
+  /** Destination name -> the name the image has in the archive (what plans list). */
+  labels: Map<string, string>;
+}
+
+/**
+ * What goes where, worked out before anything is sent: every named image, grouped by destination
+ * repository. An unnamed image is refused here unless it is a referrer of one of them (or of such a
+ * referrer: two levels, as the copy engine carries them).
+ */
+async function repositoryGroups(source: ArchiveSource, file: string, o: PushArchiveOptions): Promise<RepositoryGroup[]> {
+  const images = source.images();
+  if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
+  const groups = new Map<string, RepositoryGroup>();
+  for (const img of images) {
+    for (const n of img.names) {
+      if (!n.name) continue;
+      const t = mapOntoPrefix(parseReference(n.name), o.prefix);
+      const g: RepositoryGroup = groups.get(repoOf(t)) ?? { target: t, roots: [], labels: new Map() };
+      groups.set(repoOf(t), g);
+      g.roots.push({ ref: img.ref, names: [{ tag: t.tag!, name: fullName(t) }], label: n.name });
+      g.labels.set(fullName(t), n.name);
+    }
+  }
+  const unnamed = images.filter((i) => !i.names.some((n) => n.name));
+  if (unnamed.length > 0) {
+    const strays = await notReferrers(source, images.filter((i) => !unnamed.includes(i)), unnamed, o.signal);
+    if (strays.length > 0) throw noName(file, strays[0]!, o.prefix, strays.length - 1);
+  }
+  return [...groups.values()];
+}
+
+/** The unnamed images that refer to nothing pushed: not to a manifest of a named image, nor to one of its referrers. */
+async function notReferrers(source: ArchiveSource, named: ArchiveImage[], unnamed: ArchiveImage[], signal?: AbortSignal): Promise<ArchiveImage[]> {
+  const reached = new Set<string>();
+  const reach = async (img: ArchiveImage) => {
+    // A docker-save image has no manifest of its own for a referrer to name (its layers may be gzip: not hashed for this).
+    if (img.from !== 'index.json') return;
+    await walk(source, await source.resolve(img.ref), { onDocument: (n) => void reached.add(n.descriptor.digest) }, { signal });
+  };
+  for (const img of named) await reach(img);
+  let left = unnamed;
+  for (let level = 0; level < 2 && left.length > 0; level++) {
+    const found: ArchiveImage[] = [];
+    const rest: ArchiveImage[] = [];
+    for (const img of left) {
+      const subject = img.from === 'index.json' ? await source.subjectOf(await source.resolve(img.ref)) : undefined;
+      (subject && reached.has(subject) ? found : rest).push(img);
+    }
+    for (const img of found) await reach(img);
+    left = rest;
+  }
+  return left;
+}
+
+/** Copies (or plans) the archive's images, one repository at a time, read in place (a compressed one by decompressing it again as blobs are read). */
+async function eachRepository(file: string, o: PushArchiveOptions, dryRun: boolean, done: (g: RepositoryGroup, r: CopyReport) => void): Promise<void> {
   const source = await ArchiveSource.open(file, { signal: o.signal });
   try {
-    const images = source.images();
-    if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
-    for (const img of images) {
-      const names = img.names.filter((n) => n.name);
-      if (names.length === 0) throw noName(file, img.ref, img.names.map((n) => n.tag), o.prefix);
-      const root = await source.resolve(img.ref);
-      for (const n of names) {
-        const { name, report } = await copyInto(source, root, mapOntoPrefix(parseReference(n.name!), o.prefix), o, { dryRun });
-        done(name, report, n.name!);
-      }
+    const groups = await repositoryGroups(source, file, o);
+    const earlier: Reference[] = [];
+    for (const g of groups) {
+      const repo = openRepository(g.target, o.registry);
+      // Blobs already sent to another repository of the same registry are mounted, not sent again.
+      for (const e of earlier) if (e.domain === g.target.domain) repo.addMountSource(e.path);
+      earlier.push(g.target);
+      done(g, await copy(source, repo, g.roots, copyOptions(o, g.target, dryRun)));
     }
   } finally {
     await source.close();
   }
 }
 
-async function copyInto(
-  source: ArchiveSource | ReturnType<typeof openRepository>,
-  root: Descriptor,
-  target: Reference,
-  o: PushArchiveOptions,
-  x: { mountFrom?: string; dryRun?: boolean } = {},
-): Promise<{ name: string; report: CopyReport }> {
-  const repo = openRepository(target, o.registry);
-  if (x.mountFrom) repo.addMountSource(x.mountFrom);
-  const name = fullName(target);
-  const report = await copy(source, repo, [{ ref: root.digest, names: [{ tag: target.tag!, name }] }], {
+function copyOptions(o: PushArchiveOptions, target: Reference, dryRun = false): CopyOptions {
+  return {
     platforms: 'all',
+    referrers: true,
+    // A referrer the archive names by a cosign-style tag keeps that tag in its image's repository.
+    nameReferrerTag: (tag) => ({ tag, name: `${repoOf(target)}:${tag}` }),
     signal: o.signal,
     onEvent: o.onEvent,
     concurrency: o.jobs,
-    dryRun: x.dryRun,
+    dryRun,
+  };
+}
+
+/** What one repository's copy reports as pushed: each name given, then each referrer carried. */
+function pushedImages(g: RepositoryGroup, r: CopyReport): PushedArchiveImage[] {
+  return r.images.map((i) => {
+    if (!i.subject) return { reference: i.names[0]!.name!, digest: i.digest };
+    const reference = i.names[0]?.name ?? `${repoOf(g.target)}@${i.digest}`;
+    return { reference, digest: i.digest, subject: i.subject, ...(i.artifactType ? { artifactType: i.artifactType } : {}) };
   });
+}
+
+async function copyInto(
+  source: ReturnType<typeof openRepository>,
+  root: Descriptor,
+  target: Reference,
+  o: PushArchiveOptions,
+  mountFrom: string,
+): Promise<{ name: string; report: CopyReport }> {
+  const repo = openRepository(target, o.registry);
+  repo.addMountSource(mountFrom);
+  const name = fullName(target);
+  const report = await copy(source, repo, [{ ref: root.digest, names: [{ tag: target.tag!, name }] }], { platforms: 'all', signal: o.signal, onEvent: o.onEvent, concurrency: o.jobs });
   return { name, report };
 }
 
@@ -152,10 +243,7 @@ async function isCompressed(file: string): Promise<boolean> {
  * blob at a time). Images bound for other repositories are then copied from there, by
  * cross-repository mount where the registry allows it.
  */
-async function pushCompressed(file: string, o: PushArchiveOptions): Promise<PushedArchiveImage[]> {
-  const images = await describedImages(file, o.signal);
-  if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
-  for (const img of images) if (!img.names.some((n) => n.name)) throw noName(file, img.ref, img.names.map((n) => n.tag), o.prefix);
+async function pushCompressed(file: string, images: ArchiveImage[], o: PushArchiveOptions): Promise<PushedArchiveImage[]> {
   const targetOf = (n: TagName) => mapOntoPrefix(parseReference(n.name!), o.prefix);
   const first = targetOf(images[0]!.names.find((n) => n.name)!);
   const carrier = openRepository(first, o.registry);
@@ -163,7 +251,8 @@ async function pushCompressed(file: string, o: PushArchiveOptions): Promise<Push
   const elsewhere: Array<{ root: Descriptor; target: Reference }> = [];
   const rename = (root: ArchiveRoot): TagName[] => {
     const named = root.names.filter((n) => n.name);
-    if (named.length === 0) throw noName(file, root.label, root.names.map((n) => n.tag), o.prefix);
+    // Every image was named (pushArchive checked), but the tar's description of itself is read again here.
+    if (named.length === 0) throw new FerryError('INVALID_INPUT', `${file}: ${root.label} has no name in this pass, unlike the first`);
     const here: TagName[] = [];
     for (const t of named.map(targetOf)) {
       if (repoOf(t) !== repoOf(first)) elsewhere.push({ root: root.descriptor, target: t });
@@ -185,7 +274,7 @@ async function pushCompressed(file: string, o: PushArchiveOptions): Promise<Push
     },
   });
   for (const { root, target } of elsewhere) {
-    const { name, report } = await copyInto(carrier, root, target, o, { mountFrom: carrier.path });
+    const { name, report } = await copyInto(carrier, root, target, o, carrier.path);
     out.push({ reference: name, digest: report.images[0]!.digest });
   }
   return out;

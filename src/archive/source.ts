@@ -7,7 +7,7 @@ import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
-import type { FetchOptions, Source, TagName } from '../types.js';
+import type { FetchOptions, Referrer, Source, TagName } from '../types.js';
 import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.js';
 import { entryNames } from './graph.js';
 import { EntryTap } from './tap.js';
@@ -49,6 +49,8 @@ export class ArchiveSource implements Source {
   private readonly byDigest = new Map<Digest, TarHeader>();
   private index?: Descriptor[];
   private dockerEntries?: DockerEntry[];
+  /** The `subject` of each index.json entry read so far (null: none, or not a manifest). */
+  private readonly subjects = new Map<Digest, Digest | null>();
 
   private constructor(readonly path: string, private readonly backing: ArchiveBacking) {}
 
@@ -240,6 +242,42 @@ export class ArchiveSource implements Source {
     return d;
   }
 
+  /**
+   * Images of index.json whose `subject` is `d`, plus those tagged cosign-style (`sha256-<hex>.sig`),
+   * as a layout lists them: how `copy --referrers` and `push --from` find an archive's referrers.
+   */
+  async referrers(d: Descriptor, o: FetchOptions = {}): Promise<Referrer[]> {
+    const out: Referrer[] = [];
+    for (const e of this.index ?? []) {
+      o.signal?.throwIfAborted();
+      if (e.digest === d.digest || out.some((r) => r.descriptor.digest === e.digest)) continue;
+      const descriptor = { mediaType: e.mediaType, digest: e.digest, size: e.size };
+      const tag = entryNames(e).find((n) => cosignSubject(n.tag) === d.digest)?.tag;
+      if (tag) out.push({ descriptor, tag });
+      else if ((await this.subjectOf(e)) === d.digest) out.push({ descriptor });
+    }
+    return out;
+  }
+
+  /** What an index.json entry refers to: its manifest's `subject`, else the digest a cosign-style tag names. */
+  async subjectOf(e: Descriptor): Promise<Digest | undefined> {
+    const tagged = entryNames(e).map((n) => cosignSubject(n.tag)).find((s) => s !== undefined);
+    if (tagged) return tagged;
+    if (!this.subjects.has(e.digest)) this.subjects.set(e.digest, await this.readSubject(e));
+    return this.subjects.get(e.digest) ?? undefined;
+  }
+
+  private async readSubject(e: Descriptor): Promise<Digest | null> {
+    const h = e.size <= MAX_JSON_BYTES ? this.fileFor(e.digest) : undefined;
+    if (!h || h.size !== e.size) return null;
+    try {
+      const doc = parseManifestDocument(await this.bytes(h), { declared: e.mediaType, where: e.digest });
+      return (doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject)?.digest ?? null;
+    } catch {
+      return null; // not a manifest this reader understands: not a referrer (the copy reports a bad one)
+    }
+  }
+
   private fileFor(d: Digest): TarHeader | undefined {
     const [alg, hex] = d.split(':');
     const p = `blobs/${alg}/${hex}`;
@@ -268,6 +306,12 @@ export class ArchiveSource implements Source {
   async close(): Promise<void> {
     await this.backing.close();
   }
+}
+
+/** The digest a cosign-style tag (`sha256-<hex>.sig`, `.att`, `.sbom`) names, if `tag` is one. */
+export function cosignSubject(tag: string): Digest | undefined {
+  const m = /^sha256-([a-f0-9]{64})\.[a-z]+$/.exec(tag);
+  return m ? (`sha256:${m[1]}` as Digest) : undefined;
 }
 
 /** The full names a manifest.json entry's `RepoTags` gives (anything unparsable is ignored). */

@@ -28,14 +28,10 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('from', { type: 'string', describe: 'push every image of this archive (docker save, OCI, ferry save), read in place' })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
       .option('jobs', jobsOption())
-      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image' })
+      .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image (--from: always, those the archive holds)' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
-    if (args.from && args.referrers) {
-      throw new FerryError('USAGE', `push --from ${args.from} cannot carry referrers (--referrers): it pushes the named images of the archive only`, {
-        hint: `load the archive into the store (ferry load ${args.from}), then push each image with ferry push --referrers NAME`,
-      });
-    }
+    if (args.from) refuseWithFrom(args, args.from);
     if (args.from) return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { planPush, pushImage } = await import('../../registry-ops.js');
@@ -60,3 +56,17 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
     status(args, `${report.blobs.copied} blob(s) uploaded (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already there, ${report.blobs.mounted} mounted`);
   },
 };
+
+/** Options of a store push that an archive push cannot honour: refused, not ignored. */
+function refuseWithFrom(args: Args, file: string): void {
+  if (args['all-tags']) {
+    throw new FerryError('USAGE', `push --from ${file} cannot take -a/--all-tags: it pushes every image of the archive, each under its own tag`, {
+      hint: `drop -a; to push some tags only, load the archive (ferry load ${file}) and push them by name`,
+    });
+  }
+  if (args.destination !== undefined) {
+    throw new FerryError('USAGE', `push --from ${file} takes one REGISTRY[/PREFIX] to push under, not a destination as well ("${args.destination}")`, {
+      hint: `each image keeps its own repository path and tag under the prefix; to push one image under another name: ferry copy oci-archive:${file}:NAME docker://REGISTRY/NAME:TAG`,
+    });
+  }
+}
