@@ -134,9 +134,10 @@ async function repositoryGroups(source: ArchiveSource, file: string, o: PushArch
       g.labels.set(fullName(t), n.name);
     }
   }
-  const unnamed = images.filter((i) => !i.names.some((n) => n.name));
+  const named = images.filter((i) => i.names.some((n) => n.name));
+  const unnamed = images.filter((i) => !named.includes(i));
   if (unnamed.length > 0) {
-    const strays = await notReferrers(source, images.filter((i) => !unnamed.includes(i)), unnamed, o.signal);
+    const strays = await notReferrers(source, named, unnamed, o.signal);
     if (strays.length > 0) throw noName(file, strays[0]!, o.prefix, strays.length - 1);
   }
   return [...groups.values()];

@@ -5,7 +5,7 @@ import { FerryError } from '../errors.js';
 import { sniff } from '../blob/compression.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
-import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
+import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, Referrer, Source, TagName } from '../types.js';
 import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.js';
@@ -270,12 +270,8 @@ export class ArchiveSource implements Source {
   private async readSubject(e: Descriptor): Promise<Digest | null> {
     const h = e.size <= MAX_JSON_BYTES ? this.fileFor(e.digest) : undefined;
     if (!h || h.size !== e.size) return null;
-    try {
-      const doc = parseManifestDocument(await this.bytes(h), { declared: e.mediaType, where: e.digest });
-      return (doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject)?.digest ?? null;
-    } catch {
-      return null; // not a manifest this reader understands: not a referrer (the copy reports a bad one)
-    }
+    // Not a manifest this reader understands: not a referrer (the copy reports a bad one).
+    return subjectOf(await this.bytes(h), { declared: e.mediaType, where: e.digest }) ?? null;
   }
 
   private fileFor(d: Digest): TarHeader | undefined {

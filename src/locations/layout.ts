@@ -9,7 +9,7 @@ import { publishBytes, publishStream, tempOwnerPid, withPath } from '../blob/pub
 import { hashPrefix, readCapped, type Prefix } from '../blob/verify.js';
 import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike, MediaType } from '../oci/mediatypes.js';
-import { MAX_JSON_BYTES, parseJson, parseManifestDocument, type Descriptor } from '../oci/manifest.js';
+import { MAX_JSON_BYTES, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
 import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
@@ -238,14 +238,9 @@ export class OciLayout implements Source, Sink {
       if (e.descriptor.size > MAX_JSON_BYTES) continue;
       const bytes = await readFile(this.blobPath(e.descriptor.digest)).catch(() => undefined);
       if (!bytes) continue;
-      try {
-        const doc = parseManifestDocument(bytes, { declared: e.descriptor.mediaType, where: e.descriptor.digest });
-        const subject = doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject;
-        if (subject?.digest === d.digest && !out.some((r) => r.descriptor.digest === e.descriptor.digest)) {
-          out.push({ descriptor: { mediaType: e.descriptor.mediaType, digest: e.descriptor.digest, size: e.descriptor.size } });
-        }
-      } catch {
-        // not a manifest this reader understands: not a referrer
+      const subject = subjectOf(bytes, { declared: e.descriptor.mediaType, where: e.descriptor.digest });
+      if (subject === d.digest && !out.some((r) => r.descriptor.digest === e.descriptor.digest)) {
+        out.push({ descriptor: { mediaType: e.descriptor.mediaType, digest: e.descriptor.digest, size: e.descriptor.size } });
       }
     }
     return out;

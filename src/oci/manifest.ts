@@ -172,6 +172,16 @@ export function parseManifestDocument(bytes: Uint8Array, opts: { declared?: stri
   return { kind, mediaType: type ?? MediaType.OciManifest, manifest: doc as unknown as ImageManifest, bytes };
 }
 
+/** The manifest a referrer names (`subject`); none for bytes that are no manifest this reader understands. */
+export function subjectOf(bytes: Uint8Array, opts: { declared?: string; where: string }): Digest | undefined {
+  try {
+    const doc = parseManifestDocument(bytes, opts);
+    return (doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject)?.digest;
+  } catch {
+    return undefined;
+  }
+}
+
 export function parseConfig(bytes: Uint8Array, where: string): ImageConfig {
   const doc = parseJson(bytes, where);
   if (!isObject(doc)) throw invalid(where, 'config must be a JSON object');

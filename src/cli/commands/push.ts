@@ -31,8 +31,10 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image (--from: always, those the archive holds)' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
-    if (args.from) refuseWithFrom(args, args.from);
-    if (args.from) return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
+    if (args.from) {
+      refuseWithFrom(args, args.from);
+      return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
+    }
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { planPush, pushImage } = await import('../../registry-ops.js');
     const options = {
