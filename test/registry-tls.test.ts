@@ -94,7 +94,7 @@ async function listen(server: { listen(port: number, host: string, cb: () => voi
 }
 
 describe.skipIf(!openssl)('which scheme a loopback registry speaks', () => {
-  it('asks plain http first: a plain-http registry costs no TLS (node:tls and node:http2 are never loaded)', async () => {
+  it('asks plain http first: a plain-http registry costs no TLS (node:tls and node:http2 are never loaded), and nothing loads node:zlib or node:child_process before it is needed', async () => {
     const dir = await tempDir();
     const hook = join(dir, 'modules.cjs');
     const list = join(dir, 'modules.txt');
@@ -112,7 +112,7 @@ describe.skipIf(!openssl)('which scheme a loopback registry speaks', () => {
       expect(requests).toEqual(['GET /v2/', 'GET /v2/plain/app/tags/list']);
       const loaded = (await readFile(list, 'utf8')).split('\n');
       expect(loaded).toContain('NativeModule net');
-      expect(loaded.filter((m) => /^NativeModule (tls|http2|https)$/.test(m))).toEqual([]);
+      expect(loaded.filter((m) => /^NativeModule (tls|http2|https|zlib|child_process)$/.test(m))).toEqual([]);
     } finally {
       server.close();
     }

@@ -82,7 +82,7 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     }
   });
 
-  it('a no-op run into another registry costs both tag lists and one HEAD per tag at the source: the state file stands in for the destination HEADs', async () => {
+  it('a no-op run into another registry costs both tag lists and one HEAD per tag at the source (the state file stands in for the destination HEADs) and loads no codec or child process module', async () => {
     const env = { FERRY_STATE_DIR: await tempDir() };
     const args = ['sync', '--include', '^t00[0-4]$', `${fx.proxy.host}/sync/app`, `docker://${fx.proxy.host}/noop`];
     expect((await ferry(args, { env })).code).toBe(0);
@@ -94,9 +94,16 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(Object.keys(state.tags)).toEqual(['t000', 't001', 't002', 't003', 't004']);
 
     let mark = fx.proxy.seen.length;
-    const again = await ferry(args, { env });
+    // Start-up is most of a no-op run: nothing may load what it does not use.
+    const modules = join(env.FERRY_STATE_DIR, 'modules.txt');
+    const hook = join(env.FERRY_STATE_DIR, 'modules.cjs');
+    await writeFile(hook, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(modules)}, process.moduleLoadList.join('\\n')));`);
+    const again = await ferry(args, { env: { ...env, NODE_OPTIONS: `--require ${hook}` } });
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('5 tags, 0 copied, 5 unchanged');
+    const loaded = (await readFile(modules, 'utf8')).split('\n');
+    expect(loaded).toContain('NativeModule net');
+    expect(loaded.filter((m) => /^NativeModule (zlib|child_process|tls|http2)$/.test(m))).toEqual([]);
     let reqs = since(mark).filter((q) => q.url !== '/v2/');
     expect(reqs.filter((q) => q.url.includes('/tags/list')).map((q) => q.url.split('?')[0]).sort()).toEqual(['/v2/noop/sync/app/tags/list', '/v2/sync/app/tags/list']);
     expect(reqs.filter((q) => q.method === 'HEAD' && q.url.startsWith('/v2/sync/app/manifests/'))).toHaveLength(5);

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
 import { peek, sniff, type Compression } from '../blob/compression.js';
 import { readCapped, verifying } from '../blob/verify.js';
@@ -20,6 +19,7 @@ import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';
 import { describeVolume, listNumbers, parsePartName, siblingVolume, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeEntry, type VolumeHeader, type VolumeTrailer } from './volumes.js';
+import { zlib } from '../util/builtins.js';
 
 /** Files this small are kept in memory (configs, legacy json, tiny layers); so are JSON files up to 4 MiB. */
 const SMALL = 64 * 1024;
@@ -213,7 +213,7 @@ export async function* archiveBytes(path: string, where: string, signal?: AbortS
     }
     return;
   }
-  const dec = c === 'gzip' ? zlib.createGunzip({ chunkSize: 1 << 17 }) : new ZstdDecompress();
+  const dec = c === 'gzip' ? zlib().createGunzip({ chunkSize: 1 << 17 }) : new ZstdDecompress();
   opened.stream.on('error', (e) => dec.destroy(e));
   if (onRead) opened.stream.on('data', (chunk: Buffer) => onRead(chunk.byteLength));
   opened.stream.pipe(dec);

@@ -1,9 +1,10 @@
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import { availableParallelism } from 'node:os';
-import zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
 import { ZstdDecompress, zstdFrameHeader, zstdRawBlockHeader } from './zstd-frames.js';
 import { envNumber } from '../util/env.js';
+import { zlib } from '../util/builtins.js';
 
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz' | 'none';
 
@@ -62,7 +63,7 @@ export interface DecompressorOptions {
 export function decompressor(c: Compression, o: DecompressorOptions = {}): Transform {
   switch (c) {
     case 'gzip':
-      return zlib.createGunzip({ chunkSize: o.chunk ?? 1 << 16 });
+      return zlib().createGunzip({ chunkSize: o.chunk ?? 1 << 16 });
     case 'zstd':
       // node:zlib's own stream stops after the first frame; this one reads them all (catalogue B4).
       return new ZstdDecompress();
@@ -79,8 +80,8 @@ export function decompressor(c: Compression, o: DecompressorOptions = {}): Trans
  */
 export function compressor(c: 'gzip' | 'zstd', level?: number): Transform {
   const chunkSize = 1 << 20;
-  if (c === 'gzip') return new EndOnce(zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) }));
-  return new EndOnce(zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) }));
+  if (c === 'gzip') return new EndOnce(zlib().createGzip({ chunkSize, ...(level === undefined ? {} : { level }) }));
+  return new EndOnce(zlib().createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib().constants.ZSTD_c_compressionLevel]: level } }) }));
 }
 
 /**
@@ -280,7 +281,7 @@ class StoredFrame {
       }
       const n = Math.min(this.blockLeft, data.length - at);
       const piece = data.subarray(at, at + n);
-      if (this.c === 'gzip') this.crc = zlib.crc32(piece, this.crc);
+      if (this.c === 'gzip') this.crc = zlib().crc32(piece, this.crc);
       out.push(piece);
       at += n;
       this.blockLeft -= n;
@@ -316,7 +317,7 @@ class StoredFrame {
 
 /** One long-lived codec stream that turns each input it is given into one member or frame. */
 class CodecSlot {
-  private readonly engine: zlib.Gzip | zlib.ZstdCompress;
+  private readonly engine: Zlib.Gzip | Zlib.ZstdCompress;
   private readonly end: number;
   private parts: Buffer[] = [];
   private failure?: Error;
@@ -325,11 +326,11 @@ class CodecSlot {
   constructor(private readonly c: 'gzip' | 'zstd', level: number | undefined) {
     const chunkSize = 1 << 20;
     if (c === 'gzip') {
-      this.engine = zlib.createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
-      this.end = zlib.constants.Z_FINISH;
+      this.engine = zlib().createGzip({ chunkSize, ...(level === undefined ? {} : { level }) });
+      this.end = zlib().constants.Z_FINISH;
     } else {
-      this.engine = zlib.createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } }) });
-      this.end = zlib.constants.ZSTD_e_end;
+      this.engine = zlib().createZstdCompress({ chunkSize, ...(level === undefined ? {} : { params: { [zlib().constants.ZSTD_c_compressionLevel]: level } }) });
+      this.end = zlib().constants.ZSTD_e_end;
     }
     this.engine.on('data', (d: Buffer) => this.parts.push(d));
     this.engine.on('error', (e) => (this.failure ??= e));
@@ -354,7 +355,7 @@ class CodecSlot {
     if (this.c === 'gzip') {
       // The header's OS byte depends on how zlib was built: pin it (3, Unix) so output is the same everywhere.
       pinByte(out, 9, 3);
-      (e as zlib.Gzip & zlib.ZlibReset).reset();
+      (e as Zlib.Gzip & Zlib.ZlibReset).reset();
     }
     return out;
   }

@@ -1,6 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
 import { FerryError } from '../errors.js';
+import { zlib } from '../util/builtins.js';
 
 /** 2^27 = 128 MiB, zstd's default maximum; a frame asking for more is refused before allocation. */
 export const ZSTD_MAX_WINDOW_LOG = 27;
@@ -216,7 +217,7 @@ export class ZstdFrameWalker {
  */
 export class ZstdDecompress extends Transform {
   private readonly walker = new ZstdFrameWalker();
-  private dec?: zlib.ZstdDecompress;
+  private dec?: Zlib.ZstdDecompress;
   private decError?: unknown;
   private wakeReader?: () => void;
   /** The current frame is passed through (raw and RLE blocks so far), not decoded. */
@@ -309,7 +310,7 @@ export class ZstdDecompress extends Transform {
   }
 
   private startDecoder(): void {
-    const dec = zlib.createZstdDecompress({ chunkSize: 1 << 17, params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_MAX_WINDOW_LOG } });
+    const dec = zlib().createZstdDecompress({ chunkSize: 1 << 17, params: { [zlib().constants.ZSTD_d_windowLogMax]: ZSTD_MAX_WINDOW_LOG } });
     dec.on('error', (e) => (this.decError ??= e));
     this.dec = dec;
   }

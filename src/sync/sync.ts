@@ -381,9 +381,12 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     try {
       // Opened inside the job: a destination that cannot be read (a damaged archive) fails this job only.
       const sel = selectionKey(job.platforms);
+      // Both lists at once: a registry destination's tag list is a second round trip, not a second wait.
+      const listing = repo.listTags({ signal: o.signal });
+      listing.catch(() => undefined); // awaited below, once the destination opened
       const target = (opened = await openTarget(dest, src, o, sel));
       r.destination = target.label;
-      const upstream = await repo.listTags({ signal: o.signal });
+      const upstream = await listing;
       const selected = upstream.filter(filters.get(job)!);
       r.tags = selected.length;
       o.onEvent?.({ type: 'tags', source: r.source, total: upstream.length, selected: selected.length });

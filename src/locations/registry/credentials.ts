@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { chmod, mkdir, readFile, readlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../../errors.js';
 import { publishBytes } from '../../blob/publish.js';
+import { childProcess } from '../../util/builtins.js';
 
 export interface Credential {
   username: string;
@@ -109,7 +109,7 @@ export async function runHelper(name: string, action: 'get' | 'store' | 'erase',
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new FerryError('AUTH', `invalid credential helper name "${name}"`);
   const bin = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, [action], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
+    const child = childProcess().spawn(bin, [action], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     child.on('error', (e: NodeJS.ErrnoException) => {
