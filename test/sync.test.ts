@@ -6,6 +6,8 @@ import { OciLayout } from '../src/locations/layout.js';
 import { shortDigest } from '../src/oci/digest.js';
 import { parseReference } from '../src/oci/reference.js';
 import { humanSize } from '../src/progress/format.js';
+import { loadSyncConfig } from '../src/sync/config.js';
+import { sync } from '../src/sync/sync.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeRegistryClients, openRepository } from '../src/locations/registry/pool.js';
@@ -653,7 +655,7 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
     const cfg = join(dir, 'sync.yaml');
     const config = (include?: string) => writeFile(cfg, [
       'repositories:',
-      ...['one', 'two'].flatMap((r) => [`oci:${join(dir, 'mirror')}`, join(dir, 'mirror.tar'), `docker://${reg.host}/mirror`].flatMap((d) => [
+      ...['one', 'two'].flatMap((r) => [`oci:${join(dir, 'mirror')}`, join(dir, 'mirror.tar'), `docker://${reg.host}/shared`].flatMap((d) => [
         `  - source: ${reg.host}/count/${r}`,
         `    destination: ${d}`,
         ...(include ? [`    include: ['${include}']`] : []),
@@ -664,10 +666,12 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
     expect(first.code, first.stderr).toBe(0);
     await config();
     const plan = await counts(['sync', '--config', cfg, '--dry-run'], env);
-    // The layout and the archive once each; the registry once per repository (mirror/count/one, mirror/count/two).
+    // The layout and the archive once each; the registry once per repository (shared/count/one, shared/count/two).
     const e = expected();
     const four = { copied: 4 * e.copied, bytesCopied: 4 * e.bytesCopied, skipped: 4 * e.skipped, bytesSkipped: 4 * e.bytesSkipped };
     expect(plan).toEqual(four);
+    // The library's report of a dry run carries the plan's totals, not each job's added up.
+    expect((await sync(await loadSyncConfig(cfg), { dryRun: true })).blobs).toEqual(four);
     expect(await counts(['sync', '--config', cfg], env)).toEqual(four);
   });
 });
