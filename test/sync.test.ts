@@ -1,11 +1,19 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { ArchiveSource } from '../src/archive/source.js';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { shortDigest } from '../src/oci/digest.js';
+import { parseReference } from '../src/oci/reference.js';
+import { humanSize } from '../src/progress/format.js';
+import { loadSyncConfig } from '../src/sync/config.js';
+import { sync } from '../src/sync/sync.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeRegistryClients } from '../src/locations/registry/pool.js';
+import { closeRegistryClients, openRepository } from '../src/locations/registry/pool.js';
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
+import { makeLayout, type MadeImage } from './helpers/images.js';
 import { tempDir, testdataCopy } from './helpers/fs.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
@@ -581,5 +589,96 @@ describe.skipIf(!distribution)('sync --referrers: referrers attached after a tag
     const index = JSON.parse(await readFile(join(store, 'index.json'), 'utf8'));
     expect(index.manifests.map((m: { digest: string }) => m.digest)).toContain(sbom);
     expect((await sync(['--referrers'])).stdout).toContain('1 tags, 0 copied, 1 unchanged, 0 pruned');
+  });
+});
+
+describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry-run planned', () => {
+  // Two new tags share a layer the destination lacks and one it already holds (from tag old).
+  const BASE = 3000;
+  const SHARED = 2000;
+  const ONLY_A = 700;
+  const ONLY_B = 500;
+  let reg: RunningRegistry;
+  let made: MadeImage[];
+  beforeAll(async () => {
+    reg = await startDistribution();
+    const src = join(await tempDir(), 'src');
+    const base = Buffer.alloc(BASE, 1);
+    const shared = Buffer.alloc(SHARED, 2);
+    made = await makeLayout(src, [
+      { tag: 'old', layers: [base] },
+      { tag: 'a', layers: [base, shared, Buffer.alloc(ONLY_A, 3)] },
+      { tag: 'b', layers: [base, shared, Buffer.alloc(ONLY_B, 4)] },
+    ]);
+    const layout = await OciLayout.open(src);
+    for (const repo of ['count/one', 'count/two']) {
+      await copy(layout, openRepository(parseReference(`${reg.host}/${repo}`)), ['old', 'a', 'b'].map((tag) => ({ ref: tag, names: [{ tag }] })));
+    }
+    await layout.close();
+  }, 60_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await reg?.stop();
+  });
+
+  /** What a tag-a-and-b run moves when the destination holds tag old: each blob once. */
+  const expected = () => ({ copied: 5, bytesCopied: SHARED + ONLY_A + ONLY_B + made[1]!.config.size + made[2]!.config.size, skipped: 1, bytesSkipped: BASE });
+  /** The blob counts of a run's report, or of a --dry-run's plan, in the report's shape. */
+  const counts = async (args: string[], env: Record<string, string>) => {
+    const r = await ferry([...args, '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    return doc.dryRun
+      ? { copied: doc.blobs.count, bytesCopied: doc.blobs.bytes, skipped: doc.skipped.count, bytesSkipped: doc.skipped.bytes }
+      : doc.blobs;
+  };
+
+  it('into the store, a layout and a registry: a blob two new tags share is moved once, never also already present', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const dir = await tempDir();
+    const source = `${reg.host}/count/one`;
+    const destinations: Array<[string, (more: string[]) => string[]]> = [
+      ['the store', (more) => ['--store', join(dir, 'store'), 'sync', ...more, source]],
+      ['a layout', (more) => ['sync', ...more, source, `oci:${join(dir, 'mirror')}`]],
+      ['a registry', (more) => ['sync', ...more, source, `docker://${reg.host}/mirror`]],
+    ];
+    for (const [what, args] of destinations) {
+      const first = await ferry(args(['--include', '^old$']), { env });
+      expect(first.code, first.stderr).toBe(0);
+      expect(await counts(args(['--dry-run']), env), what).toEqual(expected());
+      const real = await ferry(args([]), { env });
+      expect(real.code, real.stderr).toBe(0);
+      expect(real.stdout, what).toContain('3 tags, 2 copied, 1 unchanged');
+      expect(real.stdout, what).toContain(`moved 5 blob(s), ${humanSize(expected().bytesCopied)}; 1 already present`);
+      // The per-blob progress lines stay: the second tag's copy still finds the shared blobs there.
+      expect(real.stderr, what).toContain(`${shortDigest(made[1]!.layers[1]!.digest)}: Already exists`);
+      expect(await counts(args([]), env), what).toEqual({ copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 });
+    }
+  });
+
+  it('jobs of one config that share a destination count a blob once for the run; registry repositories are destinations of their own', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const dir = await tempDir();
+    const cfg = join(dir, 'sync.yaml');
+    const config = (include?: string) => writeFile(cfg, [
+      'repositories:',
+      ...['one', 'two'].flatMap((r) => [`oci:${join(dir, 'mirror')}`, join(dir, 'mirror.tar'), `docker://${reg.host}/shared`].flatMap((d) => [
+        `  - source: ${reg.host}/count/${r}`,
+        `    destination: ${d}`,
+        ...(include ? [`    include: ['${include}']`] : []),
+      ])),
+    ].join('\n'));
+    await config('^old$');
+    const first = await ferry(['sync', '--config', cfg], { env });
+    expect(first.code, first.stderr).toBe(0);
+    await config();
+    const plan = await counts(['sync', '--config', cfg, '--dry-run'], env);
+    // The layout and the archive once each; the registry once per repository (shared/count/one, shared/count/two).
+    const e = expected();
+    const four = { copied: 4 * e.copied, bytesCopied: 4 * e.bytesCopied, skipped: 4 * e.skipped, bytesSkipped: 4 * e.bytesSkipped };
+    expect(plan).toEqual(four);
+    // The library's report of a dry run carries the plan's totals, not each job's added up.
+    expect((await sync(await loadSyncConfig(cfg), { dryRun: true })).blobs).toEqual(four);
+    expect(await counts(['sync', '--config', cfg], env)).toEqual(four);
   });
 });

@@ -119,8 +119,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       return new Set((await openOld())?.images().map((i) => i.ref) ?? []);
     })());
   let written: string[] = [];
-  // The blobs of this run's images, counted once the archive is written: moved unless the old archive held them.
-  const blobs = { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 };
+  // The blobs of this run's images, known once the archive is written: moved unless the old archive held them.
+  const blobs: Array<{ digest: Digest; size: number; moved: boolean }> = [];
 
   let staging: Promise<OciLayout> | undefined;
   const stage = () =>
@@ -195,11 +195,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       await archive.abort().catch(() => {});
       throw e;
     }
-    for (const d of theirs) {
-      const held = heldBefore.has(d.digest);
-      blobs[held ? 'skipped' : 'copied']++;
-      blobs[held ? 'bytesSkipped' : 'bytesCopied'] += d.size;
-    }
+    for (const d of theirs) blobs.push({ digest: d.digest, size: d.size, moved: !heldBefore.has(d.digest) });
     return false;
   };
 

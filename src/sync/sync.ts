@@ -19,6 +19,7 @@ import { archiveDestination, archiveTarget, type ArchiveDestination } from './ar
 import { dryRunSink, refuseWrite } from './dry-run-sink.js';
 import { semverMatcher } from './semver.js';
 import { SyncState } from './state.js';
+import { BlobTally, type BlobCounts } from './tally.js';
 
 /** One repository to mirror. */
 export interface SyncJob {
@@ -87,7 +88,11 @@ export interface SyncJobReport {
 
 export interface SyncReport {
   jobs: SyncJobReport[];
-  blobs: { copied: number; bytesCopied: number; skipped: number; bytesSkipped: number };
+  /**
+   * For the whole run, each blob once per destination (a registry repository, a layout, an
+   * archive): moved if the run moved it there, else already present. With dryRun, the plan's.
+   */
+  blobs: BlobCounts;
   /** With dryRun: every job's plan in one (blobs counted once per destination). */
   plan?: Plan;
 }
@@ -123,11 +128,11 @@ export interface Target {
   selection?(tag: string): EntrySelection | undefined;
   tags(): Promise<string[]>;
   /**
-   * A destination written as a whole counts blobs itself, once written (after finish): each blob
-   * of this run's images once, moved if the destination did not hold it before the run, else
-   * already present. Without it, each copy's own counts are added up.
+   * A destination written as a whole says itself which blobs this job brought, once written
+   * (after finish): each blob of its images, moved unless the destination held it before. Without
+   * it, the copies' events say.
    */
-  blobs?(): SyncReport['blobs'];
+  blobs?(): Array<{ digest: Digest; size: number; moved: boolean }>;
   /**
    * Of the tags gone upstream, those sync may remove (`mine`) and those it leaves because it did
    * not write them, reported the first time they are seen (`left`), and why they are taken for
@@ -359,6 +364,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   const sources = new Map(jobs.map((job) => [job, parseRepository(job.source, 'sync source')]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
+  const tally = new BlobTally();
   for (const job of jobs) {
     o.signal?.throwIfAborted();
     const src = sources.get(job)!;
@@ -419,6 +425,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         concurrency: o.jobs,
         nameReferrerTag: (t: string) => target.nameFor(t),
       };
+      const counted = (tag: string) => (event: CopyEvent) => {
+        if (!target.blobs) tally.event(target.label, event);
+        o.onEvent?.({ type: 'copy', source: r.source, tag, event });
+      };
       const late = () => (job.referrers ? lateReferrers(repo, target, r, { same, todo, upstream }, o) : Promise.resolve([]));
       const referrerRoots = (refs: Referrer[]): Root[] => refs.map((x) => ({ ref: x.descriptor.digest, names: x.tag ? [target.nameFor(x.tag)] : [] }));
       if (o.dryRun) {
@@ -438,15 +448,13 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         plan.add(target.label, source, c);
         r.plan = jobPlan.build('sync');
         r.copied.push(...todo.map((t) => t.tag));
-        addBlobs(report, c.blobs);
       } else {
         for (const t of todo) {
           try {
-            const c = await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } }], {
+            await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } }], {
               ...copyOpts,
-              onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag: t.tag, event }),
+              onEvent: counted(t.tag),
             });
-            if (!target.blobs) addBlobs(report, c.blobs);
             target.remember(t.tag, t.digest);
             r.copied.push(t.tag);
             o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
@@ -457,12 +465,11 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         // After the copies: a referrer that came with one of them is not copied twice.
         for (const { tag, referrers } of await late()) {
           try {
-            const c = await copy(repo, target.sink, referrerRoots(referrers), {
+            await copy(repo, target.sink, referrerRoots(referrers), {
               ...copyOpts,
               platforms: 'all',
-              onEvent: (event) => o.onEvent?.({ type: 'copy', source: r.source, tag, event }),
+              onEvent: counted(tag),
             });
-            if (!target.blobs) addBlobs(report, c.blobs);
             for (const x of referrers) {
               r.newReferrers.push({ tag, digest: x.descriptor.digest });
               o.onEvent?.({ type: 'referrer', source: r.source, tag, digest: x.descriptor.digest });
@@ -486,7 +493,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       }
       if (!o.dryRun) {
         await target.finish?.(r);
-        if (target.blobs) addBlobs(report, target.blobs());
+        for (const b of target.blobs?.() ?? []) tally.note(target.label, b.digest, b.size, b.moved);
       }
     } catch (e) {
       recordFailure(r, '*', e, o);
@@ -494,7 +501,11 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       await opened?.close();
     }
   }
-  if (o.dryRun) report.plan = plan.build('sync');
+  if (o.dryRun) {
+    report.plan = plan.build('sync');
+    const { blobs, skipped } = report.plan;
+    report.blobs = { copied: blobs.count, bytesCopied: blobs.bytes, skipped: skipped.count, bytesSkipped: skipped.bytes };
+  } else report.blobs = tally.totals();
   return report;
 }
 
@@ -545,11 +556,3 @@ function recordFailure(r: SyncJobReport, tag: string, e: unknown, o: SyncOptions
   r.failed.push({ tag, code: err.code, message: prefix + err.message });
   o.onEvent?.({ type: 'failed', source: r.source, tag, message: prefix + err.message });
 }
-
-function addBlobs(report: SyncReport, b: SyncReport['blobs']): void {
-  report.blobs.copied += b.copied;
-  report.blobs.bytesCopied += b.bytesCopied;
-  report.blobs.skipped += b.skipped;
-  report.blobs.bytesSkipped += b.bytesSkipped;
-}
-
