@@ -365,6 +365,9 @@ function volumeSet(path: string, volumeSize: number, signal: AbortSignal | undef
         });
       }
       if (writing && (await completeInterruptedSwitch(path))) warn(`completed the switch of ${path}'s volumes to the set an interrupted run had written`);
+      else if (!writing && (await stat(journalPath(path)).catch(() => undefined))) {
+        warn(`${path}: an interrupted run left its volumes half switched to a new set; a dry run reads them as they are, and the next sync completes the switch`);
+      }
     },
     async open() {
       const files = await existingVolumes(path);
