@@ -181,6 +181,10 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
       await doc('sync', ['sync', `${reg.host}/json/app`, `oci:${join(dir, 'mirror')}`]);
       const archived = await doc<{ jobs: Array<{ rewritten?: boolean }> }>('sync', ['sync', `${reg.host}/json/app`, join(dir, 'mirror.tar')]);
       expect(archived.jobs[0]!.rewritten).toBe(true);
+      const volumePlan = await doc<{ archive: { volumeSize: number } }>('plan', ['sync', '--dry-run', '--volume-size', '64K', `${reg.host}/json/app`, join(dir, 'volumes.tar')]);
+      expect(volumePlan.archive.volumeSize).toBe(65536);
+      const volumes = await doc<{ jobs: Array<{ volumes?: string[] }> }>('sync', ['sync', '--volume-size', '64K', `${reg.host}/json/app`, join(dir, 'volumes.tar')]);
+      expect(volumes.jobs[0]!.volumes).toEqual([join(dir, 'volumes.001.tar')]);
       // A job that fails: the report says so, the exit code too, and no error line follows it.
       const failed = await doc<{ jobs: Array<{ failed: unknown[] }> }>('sync', ['sync', `${reg.host}/json/nothing`, `oci:${join(dir, 'mirror')}`], { code: 2 });
       expect(failed.jobs[0]!.failed).toHaveLength(1);

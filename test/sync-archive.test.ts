@@ -1,8 +1,15 @@
-import { copyFile, mkdir, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readVolumeHeader } from '../src/archive/scan.js';
 import { ArchiveSource } from '../src/archive/source.js';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { openRepository } from '../src/locations/registry/pool.js';
+import { parseReference } from '../src/oci/reference.js';
+import { makeLayout } from './helpers/images.js';
 import { ferry } from './helpers/cli.js';
 import { mustRun, testdataImages } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
@@ -13,9 +20,27 @@ import { hasTool } from './helpers/tools.js';
 const distribution = hasTool('docker-registry');
 const skopeo = hasTool('skopeo');
 
-/** name -> digest of every named image in an archive. */
-async function archived(path: string): Promise<Record<string, string>> {
-  const src = await ArchiveSource.open(path);
+/** Pushes one image of uncompressed layers (random bytes of these sizes, or these bytes) to host/repo:tag. */
+async function publishLayers(host: string, repo: string, tag: string, layers: Array<Buffer | number>): Promise<string> {
+  const dir = await tempDir();
+  const [made] = await makeLayout(dir, [{ tag: 'x', layers }]);
+  await copy(await OciLayout.open(dir), openRepository(parseReference(`${host}/${repo}`)), [{ ref: 'x', names: [{ tag }] }]);
+  return made!.manifest.digest;
+}
+
+/** The volume files in `dir`, and each one's inode and mtime: what a run that rewrites nothing leaves alone. */
+async function volumeFiles(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of (await readdir(dir)).filter((x) => /\.\d{3}\.tar/.test(x)).sort()) {
+    const st = await stat(join(dir, n), { bigint: true });
+    out[n] = `${st.ino}:${st.mtimeNs}`;
+  }
+  return out;
+}
+
+/** name -> digest of every named image in an archive (or in the volumes of a set). */
+async function archived(path: string | string[]): Promise<Record<string, string>> {
+  const src = typeof path === 'string' ? await ArchiveSource.open(path) : await ArchiveSource.openSet(path);
   try {
     const out: Record<string, string> = {};
     for (const i of src.images()) for (const n of i.names) out[n.name ?? n.tag] = i.ref;
@@ -375,5 +400,197 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     expect(both.stdout).toContain(`-> ${garbage}: 0 tags, 0 copied, 0 unchanged, 0 pruned, 1 failed`);
     expect(both.stdout).toContain(`-> ${join(dir, 'good.tar')}: 1 tags, 1 copied`);
     expect((await stat(garbage)).size).toBe(26 * 40);
+  });
+  describe('--volume-size: the archive kept as a volume set', () => {
+    const vols = (dir: string, names: string[]) => names.map((n) => join(dir, n));
+
+    it('a first run writes a set verify calls clean and load reads; a second touches no volume; a moved tag rewrites it, shrinking it without a stale volume', async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'app.tar');
+      const src = `${fx.proxy.host}/vol/app`;
+      const [a, b, c] = [randomBytes(40 << 10), randomBytes(40 << 10), randomBytes(40 << 10)];
+      const digests = {
+        t1: await publishLayers(fx.reg.host, 'vol/app', 't1', [a]),
+        t2: await publishLayers(fx.reg.host, 'vol/app', 't2', [b]),
+        t3: await publishLayers(fx.reg.host, 'vol/app', 't3', [c]),
+      };
+      const three = ['app.001.tar', 'app.002.tar', 'app.003.tar'];
+
+      // The dry run says how many volumes the set would take, and creates nothing.
+      const plan = await ferry(['sync', '--dry-run', '--volume-size', '64K', src, file]);
+      expect(plan.code, plan.stderr).toBe(0);
+      expect(plan.stdout).toContain(`-> ${file}: 3 tags, 3 would copy, 0 unchanged, 0 would be pruned, 0 failed; would be written as 3 volume(s) under 65.5kB`);
+      expect(plan.stdout).toContain(`volumes:         3 each under 65.5kB: ${vols(dir, three).join(', ')}`);
+      expect(await readdir(dir)).toEqual([]);
+
+      const first = await ferry(['sync', '--volume-size', '64K', src, file]);
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stdout).toContain(`-> ${file}: 3 tags, 3 copied, 0 unchanged`);
+      expect(first.stderr).toContain(`wrote ${file} as 3 volume(s): ${three.join(', ')}`);
+      expect((await readdir(dir)).sort()).toEqual(three); // no staging layout, lock or journal left
+      for (const v of three) expect((await stat(join(dir, v))).size).toBeLessThan(64 << 10);
+      const verified = await ferry(['verify', ...vols(dir, three)]);
+      expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+      const loaded = await ferry(['--store', join(await tempDir(), 'store'), 'load', ...vols(dir, three).flatMap((v) => ['-i', v])]);
+      expect(loaded.code, loaded.stderr).toBe(0);
+      expect(loaded.stdout).toContain(`Loaded image: ${src}:t3`);
+      expect(await archived(vols(dir, three))).toEqual({ [`${src}:t1`]: digests.t1, [`${src}:t2`]: digests.t2, [`${src}:t3`]: digests.t3 });
+
+      // Nothing changed upstream: no volume is written, by the state file or (--no-state) by reading the set.
+      const before = await volumeFiles(dir);
+      for (const extra of [[], ['--no-state']]) {
+        const again = await ferry(['sync', ...extra, '--volume-size', '64K', src, file]);
+        expect(again.code, again.stderr).toBe(0);
+        expect(again.stdout).toContain('3 tags, 0 copied, 3 unchanged');
+        expect(again.stderr).not.toContain('wrote');
+        expect(await volumeFiles(dir)).toEqual(before);
+      }
+      const json = JSON.parse((await ferry(['sync', '--json', '--volume-size', '64K', src, file])).stdout);
+      expect(json.jobs[0]).toMatchObject({ destination: file, rewritten: false, volumes: vols(dir, three) });
+
+      // t3 moves onto t1's layer: only its manifest and config are fetched (the layer is read from
+      // the set), and the set shrinks to two volumes, the old third one gone.
+      digests.t3 = await publishLayers(fx.reg.host, 'vol/app', 't3', [a, randomBytes(16)]);
+      const shrink = await ferry(['sync', '--dry-run', '--json', '--volume-size', '64K', src, file]);
+      const planned = JSON.parse(shrink.stdout);
+      expect(planned.archive.files.map((f: { path: string }) => f.path)).toEqual(vols(dir, ['app.001.tar', 'app.002.tar']));
+      expect(planned.archive.volumeSize).toBe(64 << 10);
+      expect(planned.jobs[0].plan.archive.files).toHaveLength(2);
+      const mark = fx.proxy.seen.length;
+      const moved = await ferry(['sync', '--volume-size', '64K', src, file]);
+      expect(moved.code, moved.stderr).toBe(0);
+      expect(moved.stdout).toContain('3 tags, 1 copied, 2 unchanged');
+      expect(blobGets(mark)).toHaveLength(2); // the new config and the 16-byte layer
+      expect((await readdir(dir)).sort()).toEqual(['app.001.tar', 'app.002.tar']);
+      const two = vols(dir, ['app.001.tar', 'app.002.tar']);
+      expect((await ferry(['verify', ...two])).code).toBe(0);
+      expect(await archived(two)).toEqual({ [`${src}:t1`]: digests.t1, [`${src}:t2`]: digests.t2, [`${src}:t3`]: digests.t3 });
+    });
+
+    it('a compressed set: a blob split across volumes is read back from them when the set is rewritten', async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'big.tar.zst');
+      const src = `${fx.proxy.host}/vol/big`;
+      const big = await publishLayers(fx.reg.host, 'vol/big', 'big', [150 << 10]);
+      await publishLayers(fx.reg.host, 'vol/big', 'small', [1000]);
+      const first = await ferry(['sync', '--volume-size', '64K', src, file]);
+      expect(first.code, first.stderr).toBe(0);
+      const names = (await readdir(dir)).sort();
+      expect(names.length).toBeGreaterThanOrEqual(3);
+      expect(names.every((n) => /^big\.\d{3}\.tar\.zst$/.test(n))).toBe(true);
+      const small = await publishLayers(fx.reg.host, 'vol/big', 'small', [2000]);
+      const moved = await ferry(['sync', '--volume-size', '64K', src, file]);
+      expect(moved.code, moved.stderr).toBe(0);
+      expect(moved.stdout).toContain('2 tags, 1 copied, 1 unchanged');
+      const now = vols(dir, (await readdir(dir)).sort());
+      const verified = await ferry(['verify', ...now]);
+      expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+      expect(await archived(now)).toEqual({ [`${src}:big`]: big, [`${src}:small`]: small });
+    });
+
+    it('a switch of volumes cut short is a mix verify refuses; the next run completes it first', async () => {
+      const dir = await tempDir();
+      const other = await tempDir();
+      const file = join(dir, 'sw.tar');
+      const src = `${fx.proxy.host}/vol/sw`;
+      await publishLayers(fx.reg.host, 'vol/sw', 'a', [40 << 10]);
+      await publishLayers(fx.reg.host, 'vol/sw', 'b', [40 << 10]);
+      await publishLayers(fx.reg.host, 'vol/sw', 'c', [40 << 10]);
+      expect((await ferry(['sync', '--volume-size', '64K', src, file])).code).toBe(0);
+      expect((await readdir(dir)).sort()).toEqual(['sw.001.tar', 'sw.002.tar', 'sw.003.tar']);
+      // The set a later run would write (c now small: two volumes), made elsewhere, then left as
+      // that run leaves it when it dies after renaming its first volume: journal, one temp file.
+      const c = await publishLayers(fx.reg.host, 'vol/sw', 'c', [100]);
+      expect((await ferry(['sync', '--volume-size', '64K', src, join(other, 'sw.tar')])).code).toBe(0);
+      const set = (await readVolumeHeader(join(other, 'sw.001.tar')))!.set;
+      await rename(join(other, 'sw.001.tar'), join(dir, 'sw.001.tar'));
+      await rename(join(other, 'sw.002.tar'), join(dir, '.tmp-sw.002.tar'));
+      await writeFile(join(dir, '.sw.tar.ferry-volumes'), JSON.stringify({ ferryVolumeJournal: 1, set, renames: [{ from: 'sw.001.tar.gone', to: 'sw.001.tar' }, { from: '.tmp-sw.002.tar', to: 'sw.002.tar' }] }));
+      const mixed = await ferry(['verify', ...vols(dir, ['sw.001.tar', 'sw.002.tar', 'sw.003.tar'])]);
+      // Each volume names its set: the files are read as two incomplete sets, never as one.
+      expect(mixed.code).toBe(4);
+      expect(mixed.stdout).toContain('volume 2 and later of the set are missing: sw.001.tar is not the last volume');
+      expect(mixed.stdout).toContain('volume 1 of the set is missing (given: 2, 3)');
+
+      const r = await ferry(['sync', '--volume-size', '64K', src, file]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`completed the switch of ${file}'s volumes`);
+      expect(r.stdout).toContain('3 tags, 0 copied, 3 unchanged');
+      expect((await readdir(dir)).sort()).toEqual(['sw.001.tar', 'sw.002.tar']);
+      const two = vols(dir, ['sw.001.tar', 'sw.002.tar']);
+      expect((await ferry(['verify', ...two])).code).toBe(0);
+      expect((await archived(two))[`${src}:c`]).toBe(c);
+    });
+
+    it('bad sizes and destinations that are not archives are refused before any request (exit 2)', async () => {
+      const dir = await tempDir();
+      const src = `${fx.proxy.host}/vol/app`;
+      const mark = fx.proxy.seen.length;
+      const cases: Array<[string[], string]> = [
+        [['--volume-size', '64K', src, `oci:${join(dir, 'layout')}`], `the sync destination "oci:${join(dir, 'layout')}" is not an archive`],
+        [['--volume-size', '64K', src, `docker://${fx.proxy.host}/mirror`], `"docker://${fx.proxy.host}/mirror" is not an archive`],
+        [['--volume-size', '64K', src], 'the store is not an archive'],
+        [['--volume-size', 'lots', src, join(dir, 'x.tar')], 'invalid size "lots"'],
+        [['--volume-size', '1K', src, join(dir, 'x.tar')], '--volume-size 1024 is too small (at least 65536 bytes)'],
+      ];
+      for (const [args, message] of cases) {
+        const r = await ferry(['sync', ...args]);
+        expect(r.code, r.stderr).toBe(2);
+        expect(r.stderr).toContain(message);
+      }
+      const cfg = join(dir, 'sync.yaml');
+      await writeFile(cfg, `repositories:\n  - {source: ${src}, destination: oci:${join(dir, 'layout')}, volume-size: 4G}\n`);
+      const inConfig = await ferry(['sync', '--config', cfg]);
+      expect(inConfig.code).toBe(2);
+      expect(inConfig.stderr).toContain(`repositories[0].volume-size writes an archive as volumes, but the destination "oci:${join(dir, 'layout')}" is not an archive`);
+      await writeFile(cfg, `volume-size: 1K\nrepositories:\n  - {source: ${src}, destination: ${join(dir, 'x.tar')}}\n`);
+      const tiny = await ferry(['sync', '--config', cfg]);
+      expect(tiny.code).toBe(2);
+      expect(tiny.stderr).toContain('the top-level "volume-size": --volume-size 1024 is too small');
+      const both = await ferry(['sync', '--config', cfg, '--volume-size', '4G']);
+      expect(both.code).toBe(2);
+      expect(both.stderr).toContain('--volume-size is not taken with --config');
+      expect(since(mark)).toEqual([]);
+
+      // One archive file already there is not turned into volumes behind the user's back.
+      await writeFile(join(dir, 'one.tar'), 'x');
+      const single = await ferry(['sync', '--volume-size', '64K', src, join(dir, 'one.tar')]);
+      expect(single.code).toBe(2);
+      expect(single.stderr).toContain(`${join(dir, 'one.tar')} is one archive file, but --volume-size keeps the destination as volumes (one.001.tar, …)`);
+      expect((await readdir(dir)).sort()).toEqual(['one.tar', 'sync.yaml']);
+    });
+
+    it('--prune that leaves no image removes every volume of the set', async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'gone.tar.gz');
+      const src = `${fx.proxy.host}/vol/gone`;
+      await publishLayers(fx.reg.host, 'vol/gone', 'only', [40 << 10]);
+      await publishLayers(fx.reg.host, 'vol/gone', 'also', [40 << 10]);
+      expect((await ferry(['sync', '--volume-size', '64K', src, file])).code).toBe(0);
+      expect((await readdir(dir)).sort()).toEqual(['gone.001.tar.gz', 'gone.002.tar.gz']);
+      for (const t of ['only', 'also']) expect((await ferry(['rm', `docker://${fx.reg.host}/vol/gone:${t}`])).code).toBe(0);
+      const r = await ferry(['sync', '--json', '--prune', '--volume-size', '64K', src, file]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).jobs[0]).toMatchObject({ pruned: ['also', 'only'], rewritten: true, volumes: [] });
+      expect(await readdir(dir)).toEqual([]);
+    });
+
+    it('a config file keeps one repository in volumes; the second run is a no-op', async () => {
+      const dir = await tempDir();
+      const file = join(dir, 'cfg.tar');
+      const cfg = join(dir, 'sync.yaml');
+      await publishLayers(fx.reg.host, 'vol/cfg', '1', [40 << 10]);
+      await publishLayers(fx.reg.host, 'vol/cfg', '2', [40 << 10]);
+      await writeFile(cfg, `repositories:\n  - source: ${fx.proxy.host}/vol/cfg\n    destination: ${file}\n    volume-size: 64K\n`);
+      const r = await ferry(['sync', '--config', cfg]);
+      expect(r.code, r.stderr).toBe(0);
+      const names = (await readdir(dir)).filter((n) => n !== 'sync.yaml').sort();
+      expect(names).toEqual(['cfg.001.tar', 'cfg.002.tar']);
+      expect((await ferry(['verify', ...vols(dir, names)])).code).toBe(0);
+      const before = await volumeFiles(dir);
+      const again = await ferry(['sync', '--config', cfg]);
+      expect(again.stdout).toContain('2 tags, 0 copied, 2 unchanged');
+      expect(await volumeFiles(dir)).toEqual(before);
+    });
   });
 });

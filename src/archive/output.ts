@@ -141,6 +141,11 @@ export class ArchiveOutput {
     return this.dest;
   }
 
+  /** The temp file a finished but unpublished file waits in (see finish's `defer`). */
+  get pending(): string | undefined {
+    return this.temp;
+  }
+
   async write(chunk: Buffer): Promise<void> {
     if (this.o.measure) {
       this.bytes += chunk.length;

@@ -12,7 +12,8 @@ import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.
 import { entryNames } from './graph.js';
 import { EntryTap } from './tap.js';
 import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
-import { refuseDirectory } from './scan.js';
+import { orderInputs, refuseDirectory } from './scan.js';
+import { VolumeSetBacking } from './set-backing.js';
 import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
 import { someNames } from '../util/list.js';
 
@@ -64,26 +65,28 @@ export class ArchiveSource implements Source {
   }
 
   static async open(path: string, o: { signal?: AbortSignal } = {}): Promise<ArchiveSource> {
-    await refuseDirectory(path);
-    const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
-      throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
-    });
-    let backing: ArchiveBacking | undefined;
+    const backing = await openBacking(path, o.signal);
+    return ArchiveSource.over(path, backing);
+  }
+
+  /**
+   * Every volume of one set (any order), read as one archive: what sync reads back from a set it
+   * wrote. A missing volume, or one of another set, is refused.
+   */
+  static async openSet(paths: string[], o: { signal?: AbortSignal; label?: string } = {}): Promise<ArchiveSource> {
+    const inputs = await orderInputs(paths);
+    if (!inputs[0]!.volume) throw new FerryError('INVALID_INPUT', `${paths[0]} is not a volume of a ferry volume set`);
+    const backing = await VolumeSetBacking.open(inputs, (p) => openBacking(p, o.signal));
+    return ArchiveSource.over(o.label ?? `${inputs[0]!.path} … (${inputs.length} volume${inputs.length === 1 ? '' : 's'})`, backing);
+  }
+
+  private static async over(label: string, backing: ArchiveBacking): Promise<ArchiveSource> {
     try {
-      const head = Buffer.alloc(6);
-      const { bytesRead } = await fh.read(head, 0, 6, 0);
-      if (sniff(head.subarray(0, bytesRead)) !== 'none') {
-        await fh.close();
-        backing = await CompressedBacking.open(path, o.signal);
-      } else {
-        backing = await PlainBacking.open(fh, path, path, o.signal);
-      }
-      const src = new ArchiveSource(path, backing);
+      const src = new ArchiveSource(label, backing);
       await src.load();
       return src;
     } catch (e) {
-      await fh.close().catch(() => {});
-      await backing?.close();
+      await backing.close();
       throw e;
     }
   }
@@ -301,6 +304,26 @@ export class ArchiveSource implements Source {
 
   async close(): Promise<void> {
     await this.backing.close();
+  }
+}
+
+/** One archive file's entries: read in place if plain, by decompressing if not. */
+async function openBacking(path: string, signal?: AbortSignal): Promise<ArchiveBacking> {
+  await refuseDirectory(path);
+  const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
+    throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
+  });
+  try {
+    const head = Buffer.alloc(6);
+    const { bytesRead } = await fh.read(head, 0, 6, 0);
+    if (sniff(head.subarray(0, bytesRead)) !== 'none') {
+      await fh.close();
+      return await CompressedBacking.open(path, signal);
+    }
+    return await PlainBacking.open(fh, path, path, signal);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    throw e;
   }
 }
 

@@ -135,6 +135,18 @@ interface OpenVolume {
 export interface VolumeWriterOptions extends OutputOptions {
   /** Largest volume file, in bytes. */
   volumeSize: number;
+  /**
+   * Puts the finished set in place instead of publishing each volume: each is then still its temp
+   * file (`temp`), complete and fsynced. Once called, abort() leaves those files alone.
+   */
+  publish?: (set: string, files: Array<{ temp: string; dest: string }>) => Promise<void>;
+}
+
+/** Refuses a volume size no volume can be written at (save and sync say it alike). */
+export function checkVolumeSize(size: number): void {
+  if (size < MIN_VOLUME_SIZE) {
+    throw new FerryError('USAGE', `--volume-size ${size} is too small (at least ${MIN_VOLUME_SIZE} bytes)`);
+  }
 }
 
 /**
@@ -146,11 +158,11 @@ export class VolumeWriter implements EntryWriter {
   private cur?: OpenVolume;
   private readonly done: ArchiveOutput[] = [];
   private readonly capacity: number;
+  /** Handed to `publish`: its files are no longer ours to remove. */
+  private handedOver = false;
 
   constructor(private readonly base: string, private readonly o: VolumeWriterOptions) {
-    if (o.volumeSize < MIN_VOLUME_SIZE) {
-      throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is too small (at least ${MIN_VOLUME_SIZE} bytes)`);
-    }
+    checkVolumeSize(o.volumeSize);
     // Below the size, not up to it: FAT32 takes files of 4 GiB - 1 byte at most, and `--volume-size
     // 4G` is what people write for it. Compression can grow incompressible data a little: a margin.
     this.capacity = o.compression === 'none' ? o.volumeSize - 1 : Math.floor(o.volumeSize * 0.995) - 4096;
@@ -279,6 +291,11 @@ export class VolumeWriter implements EntryWriter {
   async finish(): Promise<string[]> {
     if (!this.cur) await this.open();
     await this.close(true);
+    if (this.o.publish && !this.o.measure) {
+      this.handedOver = true;
+      await this.o.publish(this.set, this.done.map((out) => ({ temp: out.pending!, dest: out.where })));
+      return this.done.map((out) => out.where);
+    }
     // Every name is checked before any volume appears, so a clash leaves no partial set.
     for (const out of this.done) await refuseExisting(out.where, this.o.force);
     const paths: string[] = [];
@@ -310,6 +327,7 @@ export class VolumeWriter implements EntryWriter {
   }
 
   async abort(): Promise<void> {
+    if (this.handedOver) return;
     const all = [...this.done, ...(this.cur ? [this.cur.out] : [])];
     this.cur = undefined;
     for (const out of all) await out.abort();

@@ -4,7 +4,12 @@ import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type Root } from '../cop
 import { FerryError, isFerryError, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
-import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
+import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from '../archive/writer.js';
+import type { MeasuredFile } from '../archive/output.js';
+import { completeInterruptedSwitch, journalPath, removeSet, replaceSet } from '../archive/set-journal.js';
+import { existingVolumes, VolumeWriter, volumePath } from '../archive/volumes.js';
+import { warn } from '../log.js';
+import { archivePlan } from '../plan.js';
 import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { syncDir } from '../blob/publish.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout, type LayoutEntry } from '../locations/layout.js';
@@ -24,6 +29,8 @@ import type { SyncJobReport, SyncOptions, Target } from './sync.js';
 export interface ArchiveDestination {
   path: string;
   format: ArchiveFormat;
+  /** Written as a volume set (NAME.001.tar, …) of files smaller than this, instead of one file. */
+  volumeSize?: number;
 }
 
 /**
@@ -45,6 +52,11 @@ export async function archiveDestination(text: string): Promise<ArchiveDestinati
   return ARCHIVE_SUFFIX.test(text) ? { path: text, format: 'docker' } : undefined;
 }
 
+/** Whether a destination as written names an archive (what archiveDestination accepts), without looking at the disk. */
+export function namesArchive(text: string): boolean {
+  return text.startsWith('oci-archive:') || text.startsWith('docker-archive:') || ARCHIVE_SUFFIX.test(text);
+}
+
 /** Annotations an entry carries besides its names (the source index of a narrowed copy). */
 function carried(a: Record<string, string> | undefined): Record<string, string> | undefined {
   if (!a) return undefined;
@@ -63,9 +75,12 @@ function carried(a: Record<string, string> | undefined): Record<string, string> 
  * are not downloaded again. The archive is then written
  * anew (kept images from the old archive, changed ones from the staging layout; every blob
  * verified on the way) and renamed over the old one. A lock file beside it keeps two runs apart.
+ * With a volume size the archive is a volume set beside `path` (NAME.001.tar, …), read back as one
+ * archive and replaced as a whole through a journal (set-journal.ts).
  */
 export async function archiveTarget(dest: ArchiveDestination, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
-  const { path } = dest;
+  const { path, volumeSize } = dest;
+  const file = volumeSize === undefined ? singleFile(path, o.signal) : volumeSet(path, volumeSize, o.signal);
   const repo = repositoryName(src);
   const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
   const dir = dirname(path);
@@ -78,10 +93,16 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     });
     release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
   }
+  try {
+    await file.prepare(!o.dryRun);
+  } catch (e) {
+    await release?.();
+    throw e;
+  }
   // Opened when needed: a run that trusts the state file and finds nothing changed never reads it.
   let opening: Promise<ArchiveSource | undefined> | undefined;
   const openOld = () =>
-    (opening ??= ArchiveSource.open(path, { signal: o.signal }).catch((e: unknown) => {
+    (opening ??= file.open().catch((e: unknown) => {
       if (isFerryError(e, 'NOT_FOUND')) return undefined;
       throw e;
     }));
@@ -89,7 +110,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   // last run recorded them, if the file is still the one it wrote or read (same inode, size,
   // mtime and ctime). Reading them from the archive means decompressing a compressed one whole.
   const state = await SyncState.open(`archive:${resolve(path)}#${repo}`);
-  const stamp = await stampOf(path);
+  const stamp = await file.stamp();
   // Recorded under another --platform selection: the archive's own annotations decide.
   const trusted = o.state !== false && stamp !== undefined && state.stamp === stamp && (state.platforms ?? sel) === sel;
   let current: Map<string, Digest>;
@@ -153,17 +174,22 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         close: async () => {},
       };
 
-  /** Writes the archive anew without the pruned tags and with what was staged (`fresh`); true if that left nothing. */
-  const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined, fresh: LayoutEntry[]) => {
-    const old = await openOld();
-    const images = old?.images() ?? [];
-    const replaced = new Set([...fresh.flatMap((e) => (e.name ? [e.name] : [])), ...r.pruned.map((t) => nameFor(t).name!)]);
+  /** The old archive's images that stay when those named `replaced` are written anew or pruned. */
+  const keptRoots = (old: ArchiveSource | undefined, replaced: Set<string>): Root[] => {
     const kept: Root[] = [];
-    for (const img of images) {
+    for (const img of old?.images() ?? []) {
       const names = img.names.filter((n) => !n.name || !replaced.has(n.name));
       if (img.names.length > 0 && names.length === 0) continue;
       kept.push({ ref: img.ref, names, annotations: carried(img.annotations) });
     }
+    return kept;
+  };
+
+  /** Writes the archive anew without the pruned tags and with what was staged (`fresh`); true if that left nothing. */
+  const rewrite = async (r: SyncJobReport, layout: OciLayout | undefined, fresh: LayoutEntry[]) => {
+    const old = await openOld();
+    const replaced = new Set([...fresh.flatMap((e) => (e.name ? [e.name] : [])), ...r.pruned.map((t) => nameFor(t).name!)]);
+    const kept = keptRoots(old, replaced);
     const added: Root[] = fresh.map((e) => ({
       ref: e.descriptor.digest,
       names: e.tag ? [{ tag: e.tag, name: e.name }] : [],
@@ -172,15 +198,11 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     written = [...kept, ...added].map((x) => x.ref);
     if (kept.length + added.length === 0) {
       // Every image was pruned: an archive cannot be empty, so there is none.
-      await unlink(path).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
-      });
-      await syncDir(dir);
+      await file.remove();
       return true;
     }
-    o.onEvent?.({ type: 'writing', source: repo, path, kept: kept.length, added: added.length });
-    const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true });
-    const archive = new ArchiveSink(new SingleWriter(out), { format: dest.format, signal: o.signal });
+    o.onEvent?.({ type: 'writing', source: repo, path, kept: kept.length, added: added.length, volumeSize });
+    const archive = new ArchiveSink(await file.writer(), { format: dest.format, signal: o.signal });
     // Every blob of the new images once (one copy): written now, or already by a kept image.
     const theirs: Array<{ digest: Digest; size: number }> = [];
     const note = (e: CopyEvent) => {
@@ -213,6 +235,27 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     blobs: () => blobs,
     // Dropped by finish(), which writes the archive without them.
     prune: async () => [],
+    // A volume set: the volumes the planned rewrite would be written as, measured by walking it
+    // (the old set's kept images, then the new ones as the dry run copied them) through the writer.
+    async planArchive(r, upstream) {
+      if (volumeSize === undefined || r.copied.length + r.newReferrers.length + r.pruned.length === 0) return undefined;
+      const old = await openOld();
+      const replaced = new Set([...upstream.roots.flatMap((x) => (x.names ?? []).flatMap((n) => (n.name ? [n.name] : []))), ...r.pruned.map((t) => nameFor(t).name!)]);
+      const kept = keptRoots(old, replaced);
+      const measure: MeasuredFile[] = [];
+      const compression = compressionForPath(path);
+      const writer = await VolumeWriter.create(path, { compression, force: true, volumeSize, measure });
+      const archive = new ArchiveSink(writer, { format: dest.format, signal: o.signal });
+      try {
+        if (kept.length) await copy(old!, archive, kept, { signal: o.signal, dryRun: true });
+        if (upstream.roots.length) await copy(upstream.source, archive, upstream.roots, { ...upstream.options, dryRun: true });
+        await archive.close();
+      } catch (e) {
+        await archive.abort().catch(() => {});
+        throw e;
+      }
+      return measure.length ? archivePlan(measure, { compression, volumeSize }) : undefined;
+    },
     async finish(r) {
       const layout = staging ? await staging : undefined;
       try {
@@ -220,7 +263,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         r.rewritten = fresh.length > 0 || r.pruned.length > 0;
         if (r.rewritten) {
           const removed = await rewrite(r, layout, fresh);
-          o.onEvent?.({ type: 'written', source: repo, path, removed });
+          o.onEvent?.({ type: 'written', source: repo, path, removed, ...(volumeSize !== undefined && !removed ? { volumes: (await existingVolumes(path)).map((f) => basename(f)) } : {}) });
           for (const t of r.pruned) current.delete(t);
           for (const e of fresh) {
             if (e.tag && e.name === nameFor(e.tag).name) current.set(e.tag, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] ?? e.descriptor.digest) as Digest);
@@ -228,11 +271,12 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
           for (const t of r.pruned) present.delete(t);
           for (const t of current.keys()) present.add(t);
         }
+        if (volumeSize !== undefined) r.volumes = await existingVolumes(path);
         // Recorded only when every tag has its digest (an image known only from a docker
         // manifest.json has none until the archive is written anew): else the archive is read again.
         if (r.rewritten || !trusted) {
           const complete = [...present].every((t) => current.has(t));
-          state.reset(current, complete ? await stampOf(path) : undefined);
+          state.reset(current, complete ? await file.stamp() : undefined);
           state.platforms = sel;
           state.roots = r.rewritten ? written : [...(await archiveRoots())];
           await state.save();
@@ -248,6 +292,13 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
         r.newReferrers.length = 0;
         r.pruned.length = 0;
         r.rewritten = false;
+        // A volume set whose switch was cut short is completed by the next run (see set-journal.ts).
+        if (volumeSize !== undefined && (await stat(journalPath(path)).catch(() => undefined))) {
+          throw new FerryError(err.code, `the volumes of ${path} were being switched to the new set when this happened: ${err.message}`, {
+            cause: e,
+            hint: 'the next sync completes the switch before anything else; until then verify and load refuse the mixed files',
+          });
+        }
         throw new FerryError(err.code, `${path} was left as it was: ${err.message}`, { cause: e, hint: err.hint });
       }
     },
@@ -267,6 +318,74 @@ async function isLayout(dir: string): Promise<boolean> {
   if ((await stat(join(dir, 'oci-layout')).catch(() => undefined))?.isFile()) return true;
   const names = await readdir(dir).catch(() => undefined);
   return names !== undefined && names.every((n) => n === 'blobs');
+}
+
+/** How the destination is kept on disk: one archive file, or a set of volumes. */
+interface ArchiveFiles {
+  /** Checks (and, when `writing`, completes an interrupted switch of a set) before anything is read. */
+  prepare(writing: boolean): Promise<void>;
+  /** The archive as it is now; NOT_FOUND when there is none. */
+  open(): Promise<ArchiveSource>;
+  /** Its identity: changes whenever any of its files is rewritten, replaced or edited. */
+  stamp(): Promise<string | undefined>;
+  /** Where the new archive is written: put in place only when complete. */
+  writer(): Promise<EntryWriter>;
+  remove(): Promise<void>;
+}
+
+function singleFile(path: string, signal: AbortSignal | undefined): ArchiveFiles {
+  return {
+    prepare: async () => {},
+    open: () => ArchiveSource.open(path, { signal }),
+    stamp: () => stampOf(path),
+    writer: async () => new SingleWriter(await ArchiveOutput.toFile(path, { compression: compressionForPath(path), force: true })),
+    async remove() {
+      await unlink(path).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+      await syncDir(dirname(path));
+    },
+  };
+}
+
+/**
+ * `path` names a volume set: NAME.001.tar, NAME.002.tar, … beside it (compressed ones each on
+ * their own, as save writes them). A new set is put in place through a journal (set-journal.ts).
+ */
+function volumeSet(path: string, volumeSize: number, signal: AbortSignal | undefined): ArchiveFiles {
+  return {
+    async prepare(writing) {
+      if ((await stat(path).catch(() => undefined))?.isFile()) {
+        throw new FerryError('USAGE', `${path} is one archive file, but --volume-size keeps the destination as volumes (${basename(volumePath(path, 1))}, …) beside it`, {
+          hint: 'drop --volume-size to keep updating that file, or move it away to start a volume set',
+        });
+      }
+      if (writing && (await completeInterruptedSwitch(path))) warn(`completed the switch of ${path}'s volumes to the set an interrupted run had written`);
+      else if (!writing && (await stat(journalPath(path)).catch(() => undefined))) {
+        warn(`${path}: an interrupted run left its volumes half switched to a new set; a dry run reads them as they are, and the next sync completes the switch`);
+      }
+    },
+    async open() {
+      const files = await existingVolumes(path);
+      if (files.length === 0) throw new FerryError('NOT_FOUND', `${path}: no volumes`);
+      return ArchiveSource.openSet(files, { signal }).catch((e: unknown) => {
+        const err = toFerryError(e);
+        if (err.code === 'IO' || err.code === 'ABORTED' || err.code === 'INTERNAL') throw e;
+        throw new FerryError(err.code, `${path}: ${files.map((f) => basename(f)).join(', ')} are not one complete volume set: ${err.message}`, {
+          cause: e,
+          hint: `check them with ferry verify; move them away to have sync write the set anew`,
+        });
+      });
+    },
+    async stamp() {
+      const files = await existingVolumes(path);
+      if (files.length === 0) return undefined;
+      const each = await Promise.all(files.map(async (f) => `${basename(f)}=${await stampOf(f)}`));
+      return each.join(' ');
+    },
+    writer: () => VolumeWriter.create(path, { compression: compressionForPath(path), force: true, volumeSize, publish: (set, files) => replaceSet(path, set, files) }),
+    remove: () => removeSet(path),
+  };
 }
 
 /** An archive file's identity: a rewrite, a copy put in its place or an edit all change it. */

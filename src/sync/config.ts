@@ -3,6 +3,8 @@ import { parse } from 'yaml';
 import { FerryError } from '../errors.js';
 import { parsePlatformSelection } from '../oci/platform.js';
 import { tagFilter, type SyncJob } from './sync.js';
+import { checkVolumeSize, parseSize } from '../archive/volumes.js';
+import { namesArchive } from './archive-target.js';
 
 /**
  * A sync configuration file (YAML or JSON):
@@ -18,9 +20,12 @@ import { tagFilter, type SyncJob } from './sync.js';
  *       include: ['^v\d+\.\d+']
  *       exclude: ['-rc']
  *       destination: oci:/backup/app
+ *     - source: ghcr.io/org/db
+ *       destination: /mnt/usb/db.tar
+ *       volume-size: 4G                                  # db.001.tar, db.002.tar, … (an archive only)
  */
-const JOB_KEYS = ['source', 'destination', 'include', 'exclude', 'semver', 'platform', 'prune', 'referrers'];
-const TOP_KEYS = ['destination', 'platform', 'prune', 'referrers', 'include', 'exclude', 'semver', 'repositories'];
+const JOB_KEYS = ['source', 'destination', 'include', 'exclude', 'semver', 'platform', 'prune', 'referrers', 'volume-size'];
+const TOP_KEYS = ['destination', 'platform', 'prune', 'referrers', 'include', 'exclude', 'semver', 'volume-size', 'repositories'];
 
 export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
   let doc: unknown;
@@ -76,6 +81,22 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
         throw bad(`${at('platform')}: ${(e as Error).message}`);
       }
     };
+    const volumeSize = () => {
+      const v = pick('volume-size');
+      if (v === undefined) return undefined;
+      if (typeof v !== 'string' && !(typeof v === 'number' && Number.isSafeInteger(v))) throw bad(`${at('volume-size')} must be a size such as 4G, or a number of bytes`);
+      const dest = str('destination');
+      if (!dest || !namesArchive(dest)) {
+        throw bad(`${at('volume-size')} writes an archive as volumes, but ${dest ? `the destination "${dest}" is not an archive` : `${where} has no destination (the store is not an archive)`}`);
+      }
+      try {
+        const size = typeof v === 'number' ? v : parseSize(v);
+        checkVolumeSize(size);
+        return size;
+      } catch (e) {
+        throw bad(`${at('volume-size')}: ${(e as Error).message}`);
+      }
+    };
     const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
     tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
@@ -86,6 +107,7 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
       platforms: platform ? platformsAt(platform) : undefined,
       prune: bool('prune'),
       referrers: bool('referrers'),
+      volumeSize: volumeSize(),
     };
   });
 }

@@ -1,4 +1,4 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type Root } from '../copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyOptions, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
@@ -13,11 +13,12 @@ import { parseReference, parseRepository, repositoryName, type Reference } from 
 import type { PlatformSelection } from '../oci/platform.js';
 import { ANNOTATION_SYNC_PLATFORMS, entrySelection, sameSelection, selectionKey, type EntrySelection } from './selection.js';
 import { defaultStoreDir } from '../store.js';
-import type { Referrer, Sink, TagName } from '../types.js';
-import { PlanBuilder, type Plan } from '../plan.js';
+import type { Referrer, Sink, Source, TagName } from '../types.js';
+import { PlanBuilder, type ArchivePlan, type Plan } from '../plan.js';
 import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
 import { dryRunSink, refuseWrite } from './dry-run-sink.js';
 import { semverMatcher } from './semver.js';
+import { checkVolumeSize } from '../archive/volumes.js';
 import { SyncState } from './state.js';
 import { BlobTally, type BlobCounts } from './tally.js';
 
@@ -34,6 +35,8 @@ export interface SyncJob {
   platforms?: PlatformSelection;
   prune?: boolean;
   referrers?: boolean;
+  /** Archive destinations: keep the archive as a volume set of files smaller than this (bytes). */
+  volumeSize?: number;
 }
 
 export interface SyncOptions {
@@ -61,9 +64,9 @@ export type SyncEvent =
   | { type: 'referrer'; source: string; tag: string; digest: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
   /** An archive destination is being written anew: `kept` images from it, `added` from this run. */
-  | { type: 'writing'; source: string; path: string; kept: number; added: number }
+  | { type: 'writing'; source: string; path: string; kept: number; added: number; volumeSize?: number }
   /** An archive destination was written anew (or removed: --prune dropped every image). */
-  | { type: 'written'; source: string; path: string; removed: boolean }
+  | { type: 'written'; source: string; path: string; removed: boolean; volumes?: string[] }
   | { type: 'copy'; source: string; tag: string; event: CopyEvent };
 
 export interface SyncJobReport {
@@ -82,6 +85,8 @@ export interface SyncJobReport {
   failed: Array<{ tag: string; code: ErrorCode; message: string }>;
   /** Archive destinations: whether this run wrote the archive anew (false: left untouched). */
   rewritten?: boolean;
+  /** Archive destinations kept as a volume set (volumeSize): its volumes after the run. */
+  volumes?: string[];
   /** With dryRun: what this job would move. */
   plan?: Plan;
 }
@@ -141,6 +146,12 @@ export interface Target {
   claim?(gone: string[]): { mine: string[]; left: string[]; because?: string };
   /** Removes the tags; returns those it could not remove without removing others. */
   prune(tags: string[]): Promise<NotPruned[]>;
+  /**
+   * Dry runs of a destination written as a whole in volumes: the files the planned rewrite would
+   * be (after the copies and the prune were planned), undefined if it would not be written.
+   * `upstream`: the images the dry run copied, and how.
+   */
+  planArchive?(r: SyncJobReport, upstream: { source: Source; roots: Root[]; options: CopyOptions }): Promise<ArchivePlan | undefined>;
   /** After the copies and the prune (not in dry runs): a destination written as a whole is written now. */
   finish?(r: SyncJobReport): Promise<void>;
   close(): Promise<void>;
@@ -299,7 +310,20 @@ type Destination =
   | { kind: 'registry'; text: string }
   | { kind: 'archive'; archive: ArchiveDestination };
 
-async function parseDestination(dest: string | undefined, o: SyncOptions): Promise<Destination> {
+async function parseDestination(job: SyncJob, o: SyncOptions): Promise<Destination> {
+  const parsed = await destinationOf(job.destination, o);
+  if (job.volumeSize === undefined) return parsed;
+  if (parsed.kind !== 'archive') {
+    const named = job.destination ? `"${job.destination}" is not an archive` : 'the store is not an archive';
+    throw new FerryError('USAGE', `--volume-size writes an archive as volumes, but the sync destination ${named}`, {
+      hint: 'name an archive file (FILE.tar, FILE.tar.gz, FILE.tar.zst) as the destination, or drop --volume-size',
+    });
+  }
+  checkVolumeSize(job.volumeSize);
+  return { kind: 'archive', archive: { ...parsed.archive, volumeSize: job.volumeSize } };
+}
+
+async function destinationOf(dest: string | undefined, o: SyncOptions): Promise<Destination> {
   if (!dest) return { kind: 'layout', dir: o.storeDir ?? defaultStoreDir() };
   if (dest.startsWith('oci:')) {
     // Images keep their source names there: a tag on the layout would be dropped, so it is refused.
@@ -360,11 +384,12 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   // before any request.
   const filters = new Map(jobs.map((job) => [job, tagFilter(job)]));
   const destinations = new Map<SyncJob, Destination>();
-  for (const job of jobs) destinations.set(job, await parseDestination(job.destination, o));
+  for (const job of jobs) destinations.set(job, await parseDestination(job, o));
   const sources = new Map(jobs.map((job) => [job, parseRepository(job.source, 'sync source')]));
   const report: SyncReport = { jobs: [], blobs: { copied: 0, bytesCopied: 0, skipped: 0, bytesSkipped: 0 } };
   const plan = new PlanBuilder();
   const tally = new BlobTally();
+  const archivePlans: ArchivePlan[] = [];
   for (const job of jobs) {
     o.signal?.throwIfAborted();
     const src = sources.get(job)!;
@@ -431,6 +456,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       };
       const late = () => (job.referrers ? lateReferrers(repo, target, r, { same, todo, upstream }, o) : Promise.resolve([]));
       const referrerRoots = (refs: Referrer[]): Root[] => refs.map((x) => ({ ref: x.descriptor.digest, names: x.tag ? [target.nameFor(x.tag)] : [] }));
+      let planned: Root[] = [];
       if (o.dryRun) {
         const extra = await late();
         for (const { tag, referrers } of extra) {
@@ -440,6 +466,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           ...todo.map((t) => ({ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } })),
           ...extra.flatMap((x) => referrerRoots(x.referrers)),
         ];
+        planned = roots;
         const c = await copy(repo, target.sink, roots, { ...copyOpts, dryRun: true });
         // A referrer has no tag: named by its digest.
         const source = (i: CopiedImage) => (i.names[0] ? `${r.source}:${i.names[0].tag}` : `${r.source}@${i.digest}`);
@@ -491,6 +518,13 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         r.pruned.push(...mine.filter((t) => !stayed.some((n) => n.tag === t)));
         for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag });
       }
+      if (o.dryRun && r.plan && target.planArchive) {
+        const archive = await target.planArchive(r, { source: repo, roots: planned, options: copyOpts });
+        if (archive) {
+          r.plan.archive = archive;
+          archivePlans.push(archive);
+        }
+      }
       if (!o.dryRun) {
         await target.finish?.(r);
         for (const b of target.blobs?.() ?? []) tally.note(target.label, b.digest, b.size, b.moved);
@@ -502,7 +536,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     }
   }
   if (o.dryRun) {
-    report.plan = plan.build('sync');
+    // One archive planned in volumes: its files are the plan's; several are each in their job's plan.
+    report.plan = plan.build('sync', archivePlans.length === 1 ? archivePlans[0] : undefined);
     const { blobs, skipped } = report.plan;
     report.blobs = { copied: blobs.count, bytesCopied: blobs.bytes, skipped: skipped.count, bytesSkipped: skipped.bytes };
   } else report.blobs = tally.totals();

@@ -21,6 +21,7 @@ interface Args extends GlobalArgs {
   'dry-run'?: boolean;
   jobs?: number;
   state?: boolean;
+  'volume-size'?: string;
 }
 
 /** A repeatable option: one value, several, or none. */
@@ -33,6 +34,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     y
       .example("$0 sync docker.io/library/alpine --semver '>=3.18'", 'into the store')
       .example('$0 sync ghcr.io/org/app /backup/app.tar.zst --prune', 'into an archive, rewritten only when a tag changed')
+      .example('$0 sync ghcr.io/org/app /mnt/fat32/app.tar --volume-size 4G', 'into a volume set: app.001.tar, app.002.tar, …')
       .example('$0 sync --config sync.yaml --dry-run', 'plan only')
       .positional('source', { type: 'string', describe: 'REGISTRY/REPOSITORY (or use --config)' })
       .positional('destination', { type: 'string', describe: 'oci:DIR, docker://REGISTRY[/PREFIX], or an archive FILE.tar[.gz|.zst] (default: the store)' })
@@ -43,6 +45,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       .option('platform', { type: 'string', describe: 'OS/ARCH[/VARIANT], a comma list, or "all" (default: all)' })
       .option('prune', { type: 'boolean', describe: 'remove tags that disappeared upstream' })
       .option('referrers', { type: 'boolean', describe: 'also carry signatures, SBOMs and attestations' })
+      .option('volume-size', { type: 'string', describe: 'archive destinations: keep the archive as volumes smaller than this size (4G suits FAT32): NAME.001.tar, NAME.002.tar, …' })
       .option('dry-run', { type: 'boolean', describe: 'print what would move; change nothing' })
       .option('state', { type: 'boolean', default: true, describe: 'registry and archive destinations: trust what the last run recorded (--no-state: HEAD every tag there, read the archive)' })
       .option('jobs', jobsOption('blob transfers at once (default 4); tag checks run 4 x this')),
@@ -50,6 +53,10 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     const { sync } = await import('../../sync/sync.js');
     if (!args.config && !args.source) throw new FerryError('USAGE', 'ferry sync needs a SOURCE repository or --config FILE');
     if (args.config && args.source) throw new FerryError('USAGE', 'give either a SOURCE or --config, not both');
+    if (args.config && args['volume-size'] !== undefined) {
+      throw new FerryError('USAGE', '--volume-size is not taken with --config: the file says which archive is kept in volumes', { hint: 'add "volume-size: 4G" to that repository (or the top of the file)' });
+    }
+    const volumeSize = args['volume-size'] !== undefined ? (await import('../../archive/volumes.js')).parseSize(args['volume-size']) : undefined;
     // The YAML parser is a quarter of a megabyte of code: loaded only for --config.
     const jobs = args.config
       ? await (await import('../../sync/config.js')).loadSyncConfig(args.config)
@@ -62,6 +69,7 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
           platforms: args.platform ? parsePlatformSelection(args.platform) : undefined,
           prune: args.prune,
           referrers: args.referrers,
+          volumeSize,
         }];
     if (args.config) for (const j of jobs) {
       j.prune ||= args.prune;
@@ -86,12 +94,12 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         else if (e.type === 'referrer') status(args, `${e.source}:${e.tag}: new referrer ${e.digest} copied`);
         else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but ${e.because}: left in place (--prune --no-state prunes it)`);
         else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
-        else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew (${e.kept} image(s) kept from it, ${e.added} new)`);
-        else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}`);
+        else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew${e.volumeSize !== undefined ? ` as volumes under ${humanSize(e.volumeSize)}` : ''} (${e.kept} image(s) kept from it, ${e.added} new)`);
+        else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}${e.volumes ? ` as ${e.volumes.length} volume(s): ${e.volumes.join(', ')}` : ''}`);
       },
     }).finally(() => progress.done());
     if (args['dry-run'] && report.plan) {
-      if (!args.json) for (const j of report.jobs) out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} would copy, ${j.unchanged.length} unchanged${lateReferrers(j, ' would copy')}, ${j.pruned.length} would be pruned, ${j.failed.length} failed`);
+      if (!args.json) for (const j of report.jobs) out(`${j.source} -> ${j.destination}: ${j.tags} tags, ${j.copied.length} would copy, ${j.unchanged.length} unchanged${lateReferrers(j, ' would copy')}, ${j.pruned.length} would be pruned, ${j.failed.length} failed${plannedVolumes(j)}`);
       printPlan(args, report.plan, { jobs: report.jobs });
     } else if (args.json) printJson(report);
     else {
@@ -112,6 +120,12 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
     }
   },
 };
+
+/** `; would be written as N volume(s)`, for a volume set the dry run planned to write anew. */
+function plannedVolumes(j: SyncJobReport): string {
+  const a = j.plan?.archive;
+  return a?.volumeSize !== undefined ? `; would be written as ${a.files.length} volume(s) under ${humanSize(a.volumeSize)}` : '';
+}
 
 const failedName = (f: { source: string; tag: string }) => (f.tag === '*' ? f.source : `${f.source}:${f.tag}`);
 

@@ -1,0 +1,133 @@
+import { Readable } from 'node:stream';
+import { FerryError } from '../errors.js';
+import { parseJson, MAX_JSON_BYTES } from '../oci/manifest.js';
+import type { ArchiveBacking } from './backing.js';
+import type { ArchiveInput } from './scan.js';
+import type { TarHeader } from './tar.js';
+import { cleanPath } from './tar.js';
+import { parsePartName, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeTrailer } from './volumes.js';
+
+/** Where an entry of the set lies: in one volume, or in parts across several. */
+type Piece = { backing: ArchiveBacking; header: TarHeader };
+
+/**
+ * The volumes of one set read as one archive: every entry of every volume, except the volume
+ * headers and trailers, and each blob cut into parts (`ferry-parts/...`) as one entry made of its
+ * parts in order. Entries are read through each volume's own backing (in place for a plain tar,
+ * by decompressing for a compressed one). The set must be complete: its last volume says how many
+ * there are.
+ */
+export class VolumeSetBacking implements ArchiveBacking {
+  readonly headers: TarHeader[] = [];
+  private readonly pieces = new Map<number, Piece[]>();
+
+  private constructor(private readonly volumes: ArchiveBacking[]) {}
+
+  get sequential(): boolean {
+    return this.volumes.some((v) => v.sequential);
+  }
+
+  /** `inputs` in volume order (orderInputs), each opened as `open` opens one archive file. */
+  static async open(inputs: ArchiveInput[], open: (path: string) => Promise<ArchiveBacking>): Promise<VolumeSetBacking> {
+    const set = new VolumeSetBacking([]);
+    try {
+      for (const input of inputs) set.volumes.push(await open(input.path));
+      await set.index(inputs);
+      return set;
+    } catch (e) {
+      await set.close();
+      throw e;
+    }
+  }
+
+  private async index(inputs: ArchiveInput[]): Promise<void> {
+    const parts = new Map<string, Array<{ info: PartInfo; piece: Piece }>>();
+    let trailer: VolumeTrailer | undefined;
+    for (const [i, backing] of this.volumes.entries()) {
+      const input = inputs[i]!;
+      trailer = undefined;
+      for (const h of backing.headers) {
+        const p = cleanPath(h.name);
+        if (!p || p === VOLUME_HEADER) continue;
+        if (p === VOLUME_TRAILER) {
+          if (h.size > MAX_JSON_BYTES) throw new FerryError('TOO_LARGE', `${input.where}: ${VOLUME_TRAILER} exceeds ${MAX_JSON_BYTES} bytes`);
+          trailer = parseJson(await backing.read(h), `${input.where}: ${VOLUME_TRAILER}`) as VolumeTrailer;
+          continue;
+        }
+        const info = h.type === 'file' ? parsePartName(p) : undefined;
+        if (info) {
+          const key = `${info.blob} ${info.blobSize}`;
+          const list = parts.get(key) ?? [];
+          list.push({ info, piece: { backing, header: h } });
+          parts.set(key, list);
+          continue;
+        }
+        this.add({ ...h, name: p }, [{ backing, header: h }]);
+      }
+      if (!trailer) throw new FerryError('INTEGRITY', `${input.where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
+    }
+    const last = inputs.at(-1)!;
+    if (trailer?.volumes !== inputs.length) {
+      throw new FerryError('INTEGRITY', `${last.where} is not the last volume of its set: volumes after it are missing`);
+    }
+    for (const list of parts.values()) {
+      const { blob, blobSize, count } = list[0]!.info;
+      list.sort((a, b) => a.info.index - b.info.index);
+      const total = list.reduce((n, x) => n + x.piece.header.size, 0);
+      if (list.length !== count || list.some((x, k) => x.info.index !== k + 1) || total !== blobSize) {
+        throw new FerryError('INTEGRITY', `blob ${blob} is incomplete in the set: ${list.length} of its ${count} parts, ${total} of ${blobSize} bytes`);
+      }
+      const [alg, hex] = blob.split(':');
+      this.add({ name: `blobs/${alg}/${hex}`, type: 'file', size: blobSize, linkname: '', offset: 0 }, list.map((x) => x.piece));
+    }
+  }
+
+  /** Each entry gets an offset of its own: the key its pieces are found by. */
+  private add(h: TarHeader, pieces: Piece[]): void {
+    const header = { ...h, offset: this.headers.length };
+    this.headers.push(header);
+    this.pieces.set(header.offset, pieces);
+  }
+
+  private piecesOf(h: TarHeader): Piece[] {
+    const p = this.pieces.get(h.offset);
+    if (!p) throw new FerryError('INTERNAL', `entry ${h.name} is not an entry of this volume set`);
+    return p;
+  }
+
+  async read(h: TarHeader, length = h.size): Promise<Buffer> {
+    const pieces = this.piecesOf(h);
+    if (pieces.length === 1) return pieces[0]!.backing.read(pieces[0]!.header, length);
+    const want = Math.min(length, h.size);
+    const got: Buffer[] = [];
+    let n = 0;
+    for await (const c of await this.stream(h, 0)) {
+      got.push(c as Buffer);
+      n += (c as Buffer).length;
+      if (n >= want) break;
+    }
+    return Buffer.concat(got).subarray(0, want);
+  }
+
+  async stream(h: TarHeader, start: number, signal?: AbortSignal): Promise<Readable> {
+    const pieces = this.piecesOf(h);
+    if (pieces.length === 1) return pieces[0]!.backing.stream(pieces[0]!.header, start, signal);
+    async function* joined(): AsyncGenerator<Buffer> {
+      let skip = start;
+      for (const { backing, header } of pieces) {
+        if (skip >= header.size) {
+          skip -= header.size;
+          continue;
+        }
+        const body = await backing.stream(header, skip, signal);
+        skip = 0;
+        for await (const c of body) yield c as Buffer;
+      }
+    }
+    return Readable.from(joined(), { objectMode: false });
+  }
+
+  async close(): Promise<void> {
+    for (const v of this.volumes) await v.close();
+  }
+}
