@@ -13,7 +13,7 @@ import { failure } from './helpers/assert.js';
 import { ferry, finish, start, type RunResult } from './helpers/cli.js';
 import { blobDigests, blobFile, indexEntries, TAGS, testdataImages, type ImageInfo, type Tag } from './helpers/expected-images.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
-import { makeLayout } from './helpers/images.js';
+import { makeLayout, type MadeImage } from './helpers/images.js';
 import { tarFile } from './helpers/tar-list.js';
 
 const REPO = 'example.com/ferry/testdata';
@@ -50,6 +50,45 @@ async function tarNames(file: string): Promise<string[]> {
   const body = raw[0] === 0x1f ? zlib.gunzipSync(raw) : raw[0] === 0x28 ? zlib.zstdDecompressSync(raw) : raw;
   for await (const e of readTar(Readable.from([body]), { where: file })) out.push(e.name);
   return out;
+}
+
+/** Flips a byte `offset` bytes into the data of entry `name` of an uncompressed tar. */
+async function flipEntry(file: string, name: string, offset: number, xor = 0xff): Promise<void> {
+  const b = await readFile(file);
+  const at = b.indexOf(Buffer.from(`${name}\0`));
+  expect(at, `${name} in ${file}`).toBeGreaterThanOrEqual(0);
+  b[at + 512 + offset]! ^= xor;
+  await writeFile(file, b);
+}
+
+/** Writes an uncompressed tar again without its entries named `name`. */
+async function dropEntry(file: string, name: string): Promise<void> {
+  const entries: Entry[] = [];
+  for await (const e of readTar(Readable.from([await readFile(file)]), { where: file })) {
+    if (e.type === 'dir' || e.name === name) continue;
+    entries.push({ name: e.name, data: Buffer.concat(await e.body().toArray()) });
+  }
+  await writeTar(file, entries);
+}
+
+/** A volume set saved from a new layout: its directory, its volumes in order, the image, and which volume holds each entry. */
+async function volumeSet(layers: number[], volumeSize: string): Promise<{ dir: string; files: string[]; image: MadeImage; volumeOf: Map<string, number> }> {
+  const dir = await tempDir();
+  const [image] = await makeLayout(join(dir, 'src'), [{ tag: 'v', layers }]);
+  await ok(['save', '-q', `oci:${join(dir, 'src')}:v`, '-o', join(dir, 'set.tar'), '--volume-size', volumeSize], fullStore);
+  const files = (await readdir(dir)).filter((n) => n.startsWith('set.')).sort().map((f) => join(dir, f));
+  const volumeOf = new Map<string, number>();
+  for (const [i, f] of files.entries()) for (const n of await tarNames(f)) if (!n.startsWith('ferry-volume')) volumeOf.set(n, i + 1);
+  return { dir, files, image: image!, volumeOf };
+}
+
+/** A copy of a set's volumes (in a new directory) with `damage` done to them. */
+async function damagedCopy(files: string[], damage: (copies: string[]) => Promise<void>): Promise<string[]> {
+  const dir = await tempDir();
+  const copies = files.map((f) => join(dir, f.slice(f.lastIndexOf('/') + 1)));
+  for (const [i, f] of files.entries()) await cp(f, copies[i]!);
+  await damage(copies);
+  return copies;
 }
 
 /** Loads in-process; on failure returns the exit code the CLI would give and the message. */
@@ -1050,7 +1089,137 @@ describe('verify FILE', () => {
     expect(r.code).toBe(4);
     expect(r.stdout).toMatch(/PROBLEM \w+: volume 2 of \d+ \(set\.002\.tar\): truncated tar archive .*\(reading stopped here\)/);
     expect(r.stdout).toMatch(/NOTE reading the set stopped in volume 2 of 3 \(set\.002\.tar\): volume 3 was checked against its own list only/);
-    expect(r.stdout).toMatch(/PROBLEM volume: volume 3 of 3 \(set\.003\.tar\): blob sha256:[0-9a-f]{64} corrupt/);
-    expect(r.stdout).toMatch(/ 3 problem\(s\)$/m);
+    // The corrupt blob is one PROBLEM, as its volume's list says it (not a digest mismatch again).
+    expect(r.stdout).toMatch(/PROBLEM digest: volume 3 of 3 \(set\.003\.tar\): blob sha256:[0-9a-f]{64} corrupt \(content hashes to sha256:[0-9a-f]{64}, 150000 bytes; expected sha256:[0-9a-f]{64}, 150000 bytes\)$/m);
+    expect(r.stdout).toMatch(/ 2 problem\(s\)$/m);
+  });
+
+  it('a volume set: each fault is one PROBLEM naming its volume (corrupt layer, config, manifest or index.json, a lost blob, two faults, a missing volume, a volume of another set), with --json', async () => {
+    const { files, image, volumeOf } = await volumeSet([150_000, 150_000, 150_000], '200K');
+    expect(files.length).toBe(3);
+    const blob = (d: string) => `blobs/sha256/${d.slice(7)}`;
+    const vol = (d: string) => volumeOf.get(blob(d))!;
+    const at = (n: number, total = ' of 3') => `volume ${n}${total} \\(set\\.00${n}\\.tar\\)`;
+    const corrupt = (d: string, size: number, total?: string) =>
+      new RegExp(`^PROBLEM digest: ${at(vol(d), total)}: blob ${d} corrupt \\(content hashes to sha256:[0-9a-f]{64}, ${size} bytes; expected ${d}, ${size} bytes\\)$`);
+    const [l1, l2, l3] = image.layers.map((l) => l.digest);
+    const { config, manifest } = image;
+    const metaVolume = volumeOf.get('index.json')!;
+    const cases: Array<{ name: string; files: string[]; lines: RegExp[]; images: number }> = [
+      { name: 'layer', files: await damagedCopy(files, (c) => flipEntry(c[vol(l2!) - 1]!, blob(l2!), 5000)), lines: [corrupt(l2!, 150_000)], images: 0 },
+      {
+        name: 'two layers in two volumes',
+        files: await damagedCopy(files, async (c) => {
+          await flipEntry(c[vol(l1!) - 1]!, blob(l1!), 100);
+          await flipEntry(c[vol(l3!) - 1]!, blob(l3!), 100);
+        }),
+        lines: [corrupt(l1!, 150_000), corrupt(l3!, 150_000)],
+        images: 0,
+      },
+      // xor 1: the config still parses.
+      { name: 'config', files: await damagedCopy(files, (c) => flipEntry(c[vol(config.digest) - 1]!, blob(config.digest), 30, 1)), lines: [corrupt(config.digest, config.size)], images: 0 },
+      // The image is unnamed in manifest.json: its account of the image is no way round the corrupt manifest either.
+      { name: 'manifest', files: await damagedCopy(files, (c) => flipEntry(c[vol(manifest.digest) - 1]!, blob(manifest.digest), 30, 1)), lines: [corrupt(manifest.digest, manifest.size)], images: 0 },
+      // manifest.json still describes the image.
+      {
+        name: 'index.json',
+        files: await damagedCopy(files, (c) => flipEntry(c[metaVolume - 1]!, 'index.json', 10, 1)),
+        lines: [new RegExp(`^PROBLEM digest: ${at(metaVolume)}: index.json corrupt \\(content hashes to sha256:[0-9a-f]{64}, \\d+ bytes; expected sha256:[0-9a-f]{64}, \\d+ bytes\\)$`)],
+        images: 1,
+      },
+      {
+        name: 'index.json and manifest.json',
+        files: await damagedCopy(files, async (c) => {
+          await flipEntry(c[metaVolume - 1]!, 'index.json', 10, 1);
+          await flipEntry(c[metaVolume - 1]!, 'manifest.json', 10, 1);
+        }),
+        lines: [/^PROBLEM digest: .*: index\.json corrupt/, /^PROBLEM digest: .*: manifest\.json corrupt/],
+        images: 0,
+      },
+      { name: 'lost blob', files: await damagedCopy(files, (c) => dropEntry(c[vol(l2!) - 1]!, blob(l2!))), lines: [new RegExp(`^PROBLEM volume: ${at(vol(l2!))}: blob ${l2} is missing$`)], images: 0 },
+    ];
+    const lastLayer = [l1!, l2!, l3!].find((l) => vol(l) === 3)!;
+    const noSecond = await damagedCopy(files, (c) => flipEntry(c[2]!, blob(lastLayer), 100));
+    cases.push({ name: 'missing volume', files: [noSecond[0]!, noSecond[2]!], lines: [/^PROBLEM volume: volume 2 of the set is missing \(given: 1, 3\)$/, corrupt(lastLayer, 150_000, '')], images: 0 });
+    for (const c of cases) {
+      const text = await run(['verify', ...c.files]);
+      expect(text.code, `${c.name}\n${text.stdout}`).toBe(4);
+      const lines = text.stdout.trim().split('\n').filter((l) => !l.startsWith('NOTE '));
+      expect(lines, c.name).toEqual([...c.lines.map((l) => expect.stringMatching(l)), expect.stringMatching(new RegExp(`: ${c.images} image\\(s\\), .* ${c.lines.length} problem\\(s\\)$`))]);
+      const json = await run(['verify', '--json', ...c.files]);
+      expect(json.code).toBe(4);
+      const [report] = JSON.parse(json.stdout);
+      expect(report.problems, c.name).toHaveLength(c.lines.length);
+      expect(report.images, c.name).toBe(c.images);
+    }
+    // A volume of another set in place of volume 2: the set lacks its volume 2, and the stray is said to be another set's.
+    const other = await volumeSet([150_000, 150_000, 150_000], '200K');
+    const mixed = await run(['verify', files[0]!, other.files[1]!, files[2]!]);
+    expect(mixed.code).toBe(4);
+    expect(mixed.stdout.trim().split('\n')).toEqual([
+      'PROBLEM volume: volume 2 of the set is missing (given: 1, 3)',
+      expect.stringMatching(/: 0 image\(s\), .* 1 problem\(s\)$/),
+      `NOTE ${other.files[1]} is a volume of another set than ${files[0]}: each set is checked on its own`,
+      'PROBLEM volume: volume 1 of the set is missing (given: 2)',
+      expect.stringMatching(/: 0 image\(s\), .* 1 problem\(s\)$/),
+    ]);
+    // In --json, the blob and its volume are fields of the one problem.
+    const [report] = JSON.parse((await run(['verify', '--json', ...cases[1]!.files])).stdout);
+    expect(report.problems).toEqual([
+      { kind: 'digest', code: 'DIGEST_MISMATCH', digest: l1, path: blob(l1!), volume: vol(l1!), message: expect.stringMatching(corrupt(l1!, 150_000).source.slice('^PROBLEM digest: '.length)) },
+      { kind: 'digest', code: 'DIGEST_MISMATCH', digest: l3, path: blob(l3!), volume: vol(l3!), message: expect.stringMatching(corrupt(l3!, 150_000).source.slice('^PROBLEM digest: '.length)) },
+    ]);
+  });
+
+  it('a blob split across volumes: a corrupt or missing part is one PROBLEM naming the part, its blob and its volume', async () => {
+    const { files, image } = await volumeSet([1_200_000], '512K');
+    const big = image.layers[0]!.digest;
+    const parts = (await Promise.all(files.map((f) => tarNames(f)))).map((names) => names.find((n) => n.startsWith(`ferry-parts/sha256/${big.slice(7)}/`)));
+    const count = parts.filter(Boolean).length;
+    expect(count).toBeGreaterThanOrEqual(3);
+    const total = files.length;
+    const partLine = (n: number, end: string) => new RegExp(`^PROBLEM (digest|volume): volume ${n} of ${total} \\(set\\.00${n}\\.tar\\): part ${n} of blob ${big} ${end}$`);
+    const corrupt = (n: number) => partLine(n, 'corrupt \\(content hashes to sha256:[0-9a-f]{64}, \\d+ bytes; expected sha256:[0-9a-f]{64}, \\d+ bytes\\)');
+    const cases: Array<[string, string[], RegExp[]]> = [
+      ['part 2 corrupt', await damagedCopy(files, (c) => flipEntry(c[1]!, parts[1]!, 1000)), [corrupt(2)]],
+      [
+        'parts 2 and 3 corrupt',
+        await damagedCopy(files, async (c) => {
+          await flipEntry(c[1]!, parts[1]!, 1000);
+          await flipEntry(c[2]!, parts[2]!, 1000);
+        }),
+        [corrupt(2), corrupt(3)],
+      ],
+      // Not also "out of order" for the parts after it, "incomplete", or "not in the archive" for the image.
+      ['part 2 missing', await damagedCopy(files, (c) => dropEntry(c[1]!, parts[1]!)), [partLine(2, 'is missing')]],
+    ];
+    for (const [name, set, want] of cases) {
+      const r = await run(['verify', ...set]);
+      expect(r.code, `${name}\n${r.stdout}`).toBe(4);
+      expect(r.stdout.trim().split('\n'), name).toEqual([...want.map((l) => expect.stringMatching(l)), expect.stringMatching(new RegExp(`: 0 image\\(s\\), .* ${want.length} problem\\(s\\)$`))]);
+      const [report] = JSON.parse((await run(['verify', '--json', ...set])).stdout);
+      expect(report.problems.map((p: { digest: string; volume: number }) => [p.digest, p.volume]), name).toEqual(want.map((_, i) => [big, i + 2]));
+    }
+    // load stops at the first one, naming it too.
+    const l = await run(['load', ...cases[0]![1].flatMap((f) => ['-i', f])], await freshStore());
+    expect(l.code).toBe(4);
+    expect(l.stderr).toMatch(new RegExp(`error: volume 2 of ${total} \\(set\\.002\\.tar\\): part 2 of blob ${big} corrupt`));
+  });
+
+  it('a manifest.json entry broken only by a corrupt blob index.json does not use: the corruption is the one PROBLEM', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ name: 'example.com/x/a:1', tag: '1', layers: [{ data: layerTar('a', 'A') }] });
+    const other = layerTar('b', 'B');
+    const bad = Buffer.from(other);
+    bad[600]! ^= 0xff;
+    const path = `blobs/sha256/${sha(other).slice(7)}`;
+    const manifestJson = (tags: string[] | null) => JSON.stringify([{ Config: `blobs/sha256/${img.config.digest.slice(7)}`, RepoTags: tags, Layers: [path] }]);
+    for (const tags of [['example.com/x/a:1'], null]) {
+      const file = join(dir, `${tags ? 'named' : 'unnamed'}.tar`);
+      await writeTar(file, [...img.entries, { name: path, data: bad }, { name: 'manifest.json', data: manifestJson(tags) }]);
+      const r = await run(['verify', file]);
+      expect(r.code).toBe(4);
+      expect(r.stdout.trim().split('\n'), file).toEqual([expect.stringMatching(new RegExp(`^PROBLEM digest: digest mismatch for blob ${sha(other)} `)), expect.stringMatching(/: 1 image\(s\), .* 1 problem\(s\)$/)]);
+    }
   });
 });

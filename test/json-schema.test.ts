@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -133,6 +133,15 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
     await flipByte(blobFile(damaged, exp.layers.layers![0]!.digest));
     const bad = await doc<{ ok: boolean; problems: unknown[] }>('verify', ['verify', damaged], { code: 4 });
     expect(bad.ok).toBe(false);
+    // A damaged volume set: its problem names the volume it is in.
+    await lines('save', [...s, 'save', 'example.com/app:1', '-o', join(dir, 'set.tar'), '--volume-size', '64k']);
+    const volume = join(dir, 'set.001.tar');
+    const bytes = await readFile(volume);
+    const layer = exp.layers.layers![0]!.digest;
+    bytes[bytes.indexOf(`blobs/sha256/${layer.slice(7)}\0`) + 512 + 10]! ^= 0xff;
+    await writeFile(volume, bytes);
+    const badSet = await doc<Array<{ problems: Array<{ digest: string; volume: number }> }>>('verify.archives', ['verify', volume], { code: 4 });
+    expect(badSet[0]!.problems).toEqual([expect.objectContaining({ digest: layer, volume: 1 })]);
 
     await doc('export', [...s, 'export', 'example.com/app:1', '-o', join(dir, 'rootfs.tar')]);
     await doc('export', [...s, 'export', 'example.com/app:1', '--dir', join(dir, 'rootfs')]);

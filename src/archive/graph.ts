@@ -86,13 +86,16 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
   const indexBytes = state.meta.get('index.json');
   const manifestBytes = state.meta.get('manifest.json');
   if (!indexBytes && !manifestBytes) {
+    // A volume's list said they are missing: nothing more to say.
+    if (state.damagedMeta.has('index.json') || state.damagedMeta.has('manifest.json')) return { roots: [], writes: [] };
     reporter.problem('invalid', 'INVALID_INPUT', `${state.where}: not an image archive (it has neither index.json nor manifest.json)`, {
       hint: state.files.size === 0 ? 'the file is empty or not a tar archive' : 'docker archives from before Docker 1.10 (no manifest.json) are not supported',
     });
     return { roots: [], writes: [] };
   }
-  const oci = indexBytes ? await ctx.fromIndex(indexBytes) : undefined;
-  const docker = manifestBytes ? await ctx.fromManifestJson(manifestBytes) : undefined;
+  // One a volume's list found corrupt is not used, and was reported by the scan.
+  const oci = !indexBytes ? undefined : state.damagedMeta.has('index.json') ? { error: ctx.damaged('index.json'), roots: [] } : await ctx.fromIndex(indexBytes);
+  const docker = !manifestBytes ? undefined : state.damagedMeta.has('manifest.json') ? { error: ctx.damaged('manifest.json'), entries: [] } : await ctx.fromManifestJson(manifestBytes);
 
   const roots: ArchiveRoot[] = [];
   const writes: ArchiveGraph['writes'] = [];
@@ -101,10 +104,12 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     writes.push(...w);
   };
 
-  if (oci?.error && (!docker || docker.error)) reporter.error(oci.error, 'invalid', { path: 'index.json' });
-  if (docker?.error && (!oci || oci.error)) reporter.error(docker.error, 'invalid', { path: 'manifest.json' });
-  if (oci?.error && docker && !docker.error) reporter.inconsistency(`${state.where}: index.json is invalid (${oci.error.message}); images loaded from manifest.json`);
-  if (docker?.error && oci && !oci.error) reporter.inconsistency(`${state.where}: manifest.json is invalid (${docker.error.message}); images loaded from index.json`);
+  const ociError = oci?.error && !ctx.wasReported(oci.error) ? oci.error : undefined;
+  const dockerError = docker?.error && !ctx.wasReported(docker.error) ? docker.error : undefined;
+  if (ociError && (!docker || docker.error)) reporter.error(ociError, 'invalid', { path: 'index.json' });
+  if (dockerError && (!oci || oci.error)) reporter.error(dockerError, 'invalid', { path: 'manifest.json' });
+  if (ociError && docker && !docker.error) reporter.inconsistency(`${state.where}: index.json is invalid (${ociError.message}); images loaded from manifest.json`);
+  if (dockerError && oci && !oci.error) reporter.inconsistency(`${state.where}: manifest.json is invalid (${dockerError.message}); images loaded from index.json`);
 
   const ociRoots = oci && !oci.error ? oci.roots : [];
   const dockerEntries = docker && !docker.error ? docker.entries : [];
@@ -113,6 +118,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
   const failures: FerryError[] = [];
   // Names of images with a corrupt blob (reported by the scan): manifest.json's account of them is no way round it.
   const corrupt: TagName[] = [];
+  let corruptRoots = 0;
 
   for (const r of ociRoots) {
     if (r.checked.ok) {
@@ -121,6 +127,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     }
     if (r.checked.problems.some((p) => ctx.wasReported(p))) {
       corrupt.push(...r.root.names);
+      corruptRoots++;
       failures.push(...r.checked.problems);
       continue;
     }
@@ -129,12 +136,14 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     else failures.push(...r.checked.problems);
   }
   for (const d of dockerEntries) {
-    if (d.root.names.length > 0 && d.root.names.every((n) => corrupt.some((m) => sameName(m, n)))) {
+    const facts = d.checked.images[0];
+    const match = facts && goodImages.find((g) => g.config === facts.config && g.layers.join() === facts.layers.join());
+    // Its names, or unnamed and like no image index.json has whole, say it is one of those: no disagreement to add.
+    const ofCorrupt = d.root.names.length > 0 ? d.root.names.every((n) => corrupt.some((m) => sameName(m, n))) : !match && corruptRoots > 0;
+    if (ofCorrupt) {
       if (!d.checked.ok) failures.push(...d.checked.problems);
       continue;
     }
-    const facts = d.checked.images[0];
-    const match = facts && goodImages.find((g) => g.config === facts.config && g.layers.join() === facts.layers.join());
     if (match) {
       // Same image in both descriptions: keep the OCI one (original digests); names only manifest.json has are added.
       const known = roots.filter((r) => r.descriptor.digest === match.root.root.descriptor.digest || r.descriptor.digest === match.manifest.digest).flatMap((r) => r.names);
@@ -146,6 +155,8 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
       continue;
     }
     if (!d.checked.ok) {
+      // Broken only by what the scan reported (a corrupt blob index.json does not use): that problem says it all.
+      if (d.checked.problems.every((p) => ctx.wasReported(p))) continue;
       if (oci && !oci.error && d.root.names.length > 0 && d.root.names.every((n) => roots.some((r) => r.names.some((m) => sameName(m, n))))) {
         reporter.inconsistency(`${state.where}: manifest.json entry ${d.root.label} is broken (${d.checked.problems[0]!.message}); index.json describes it`);
       } else failures.push(...d.checked.problems);
@@ -216,13 +227,27 @@ class Context {
     return this.reported.has(p);
   }
 
-  /** The archive holds the blob, but its content does not match its name (the scan said so). */
-  private isCorrupt(digest: Digest): boolean {
-    return this.state.corrupt.has(digest) && !this.state.byDigest.has(digest);
+  /**
+   * What the scan reported about a blob the archive should hold: its content does not match its
+   * name, or a volume's list names it but the volume lacks it (a split blob: one of its parts).
+   */
+  private scanFault(digest: Digest): string | undefined {
+    if (this.state.byDigest.has(digest)) return undefined;
+    if (this.state.corrupt.has(digest)) return 'is corrupt in the archive';
+    if (this.state.lost.has(digest)) return 'is missing from its volume';
+    return undefined;
   }
 
-  private corruptProblem(label: string, what: string, blob: string): FerryError {
-    const e = new FerryError('INTEGRITY', `${label}: ${what} ${blob} is corrupt in the archive`);
+  /** index.json or manifest.json as a volume's list found it corrupt (reported by the scan). */
+  damaged(name: string): FerryError {
+    const e = new FerryError('INTEGRITY', `${this.state.where}: ${name} is corrupt in the archive`);
+    this.reported.add(e);
+    return e;
+  }
+
+  /** A problem the scan already reported: it fails an image and is not listed again. */
+  private reportedProblem(label: string, what: string, blob: string, fault = 'is corrupt in the archive'): FerryError {
+    const e = new FerryError('INTEGRITY', `${label}: ${what} ${blob} ${fault}`);
     this.reported.add(e);
     return e;
   }
@@ -313,7 +338,8 @@ class Context {
       doc = await readDocument(this.docs, d);
     } catch (e) {
       if (!(e instanceof FerryError)) throw e;
-      if (e.code === 'NOT_FOUND' && this.isCorrupt(d.digest)) return fail(this.corruptProblem(label, 'manifest', d.digest));
+      const fault = e.code === 'NOT_FOUND' ? this.scanFault(d.digest) : undefined;
+      if (fault) return fail(this.reportedProblem(label, 'manifest', d.digest, fault));
       if (e.code === 'NOT_FOUND') return fail(new FerryError('INTEGRITY', `${label}: manifest ${d.digest} is not in the archive`));
       return fail(new FerryError(e.code, `${label}: ${e.message}`));
     }
@@ -371,7 +397,8 @@ class Context {
 
   /** Corrupt, missing, or present with another size. */
   private async blobProblem(d: Descriptor, label: string, what: string): Promise<FerryError | undefined> {
-    if (this.isCorrupt(d.digest)) return this.corruptProblem(label, what, d.digest);
+    const fault = this.scanFault(d.digest);
+    if (fault) return this.reportedProblem(label, what, d.digest, fault);
     const where = await this.present(d);
     if (where !== 'archive' && !isForeignLayer(d)) this.noteAbsent(d.digest, `${what} of ${label}`);
     if (!where) {
@@ -524,8 +551,9 @@ class Context {
     const m = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/.exec(resolved);
     if (!m) return new FerryError('INTEGRITY', message);
     const digest = `${m[1]}:${m[2]}` as Digest;
-    // A split blob whose parts did not add up is in no file list, only among the corrupt.
-    if (this.isCorrupt(digest)) return this.corruptProblem(label, what, path);
+    // A blob a volume lacks is in no file list, only among the lost.
+    const fault = this.scanFault(digest);
+    if (fault) return this.reportedProblem(label, what, path, fault);
     if (!this.absent.has(digest)) this.noteAbsent(digest, `${what} of ${label}`);
     return this.missingBlob(digest, message);
   }
@@ -536,7 +564,7 @@ class Context {
       const cfg = this.resolvePath(configPath, 'config', label);
       const layers = layerPaths.map((p) => ({ path: p, file: this.resolvePath(p, 'layer', label) }));
       const corrupt = [cfg, ...layers.map((l) => l.file)].find((f) => f.mismatch);
-      if (corrupt) throw this.corruptProblem(label, corrupt === cfg ? 'config' : 'layer', corrupt.path);
+      if (corrupt) throw this.reportedProblem(label, corrupt === cfg ? 'config' : 'layer', corrupt.path);
       const cfgBytes = await fileBytes(cfg, this.target);
       if (!cfgBytes) throw new FerryError('INTEGRITY', `${label}: config ${configPath} could not be read back`);
       const config = parseConfig(cfgBytes, `${label}: config ${configPath}`);

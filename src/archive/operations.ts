@@ -264,11 +264,33 @@ export async function verifyArchives(paths: string[], o: { signal?: AbortSignal;
   const verifyDelta: DeltaCheck = store ? { store: { has: (d) => store.has(d), where: store.dir } } : {};
   try {
     const out: ArchiveVerifyReport[] = [];
-    for (const g of groups) out.push(await verifyOne(g, verifyDelta, o.signal));
+    const others = await otherSets(groups);
+    for (const g of groups) {
+      const report = await verifyOne(g, verifyDelta, o.signal);
+      // Only where it explains why a set lacks volumes.
+      const note = others.get(g);
+      if (note && report.incomplete) report.notes.unshift(note);
+      out.push(report);
+    }
     return out;
   } finally {
     await store?.close();
   }
+}
+
+/**
+ * Volumes of several sets given together: each set is checked on its own, and a stray volume would
+ * read as a set missing its other volumes. The sets after the first say whose they are not.
+ */
+async function otherSets(groups: string[][]): Promise<Map<string[], string>> {
+  const notes = new Map<string[], string>();
+  let first: string | undefined;
+  for (const g of groups) {
+    if (g.length === 0 || !(await readVolumeHeader(g[0]!).catch(() => undefined))) continue;
+    if (!first) first = g[0];
+    else notes.set(g, `${g.join(', ')} ${g.length === 1 ? 'is a volume' : 'are volumes'} of another set than ${first}: each set is checked on its own`);
+  }
+  return notes;
 }
 
 async function verifyOne(paths: string[], verifyDelta: DeltaCheck, signal?: AbortSignal): Promise<ArchiveVerifyReport> {

@@ -11,6 +11,8 @@ export interface ArchiveProblem {
   message: string;
   digest?: Digest;
   path?: string;
+  /** The volume of a set the problem is in, by its number. */
+  volume?: number;
 }
 
 /**
@@ -23,9 +25,10 @@ export class Reporter {
 
   constructor(readonly mode: 'throw' | 'record') {}
 
-  problem(kind: ArchiveProblemKind, code: ErrorCode, message: string, extra: { digest?: Digest; path?: string; hint?: string; cause?: unknown } = {}): void {
+  problem(kind: ArchiveProblemKind, code: ErrorCode, message: string, extra: { digest?: Digest; path?: string; volume?: number; hint?: string; cause?: unknown } = {}): void {
     if (this.mode === 'throw') throw new FerryError(code, message, { hint: extra.hint, cause: extra.cause });
-    this.problems.push({ kind, code, message, ...(extra.digest ? { digest: extra.digest } : {}), ...(extra.path ? { path: extra.path } : {}) });
+    const { digest, path, volume } = extra;
+    this.problems.push({ kind, code, message, ...(digest ? { digest } : {}), ...(path ? { path } : {}), ...(volume ? { volume } : {}) });
   }
 
   /** Records a FerryError as a problem (or rethrows it). */

@@ -48,6 +48,10 @@ export interface ScanState {
   byDigest: Map<Digest, ScannedFile>;
   /** Blobs whose content does not match their name: each reported once, here, and in byDigest never. */
   corrupt: Set<Digest>;
+  /** Blobs a volume's list names that the volume lacks, and split blobs missing a part: reported by the scan. */
+  lost: Set<Digest>;
+  /** index.json, manifest.json, … that a volume's list says are corrupt or missing: reported by the scan. */
+  damagedMeta: Set<string>;
   /** index.json, manifest.json, repositories, oci-layout. */
   meta: Map<string, Buffer>;
   /** Paths of the archive's inputs, for messages. */
@@ -331,6 +335,19 @@ interface PendingBlob {
   failure?: unknown;
 }
 
+/** A volume's entry as read, against its list; `reported`: its corruption is already a problem. */
+type SeenEntry = VolumeEntry & { reported?: boolean };
+
+/** What a set's split blobs went through, so that each fault is reported once. */
+interface SplitFaults {
+  /** Blobs with a part a volume's list found corrupt or missing: the joined blob says nothing more. */
+  parts: Set<Digest>;
+  /** Blobs given up for a missing part: their later parts are only checked against their volume's list. */
+  abandoned: Set<Digest>;
+  /** Joined blobs whose content did not match: reported at the end, unless a part of them was. */
+  mismatched: Array<{ blob: Digest; error: FerryError }>;
+}
+
 /**
  * Reads the archive once. Every `blobs/<alg>/<hex>` entry streams into the target through a check
  * against its name; every other file is hashed into the target under its computed digest (and
@@ -343,11 +360,14 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
     links: new Map(),
     byDigest: new Map(),
     corrupt: new Set(),
+    lost: new Set(),
+    damagedMeta: new Set(),
     meta: new Map(),
     where: inputs.length === 1 ? inputs[0]!.where : `${inputs[0]!.path} … (${inputs.length} volumes)`,
   };
   let kept = 0;
   let pending: PendingBlob | undefined;
+  const faults: SplitFaults = { parts: new Set(), abandoned: new Set(), mismatched: [] };
   let lastTrailer: VolumeTrailer | undefined;
   const { reporter, target, signal } = o;
   const emit = o.onEvent ?? (() => {});
@@ -358,7 +378,7 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
   try {
     for (const [index, input] of inputs.entries()) {
       o.onInput?.(index, state);
-      const seen: VolumeEntry[] = [];
+      const seen: SeenEntry[] = [];
       let trailer: VolumeTrailer | undefined;
       const where = input.where;
       for await (const e of readTar(archiveBytes(input.path, where, signal, onRead), { where, signal })) {
@@ -401,13 +421,11 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
 
         const part = input.volume ? parsePartName(path) : undefined;
         if (part && o.separateVolumes) {
-          const t = new EntryTap({ where: path });
-          await pipeline(e.body(), t, drain(), { signal });
-          seen.push({ name: path, size: t.result().size, digest: t.result().digest });
+          await skipPart(e.body(), { path, seen, signal });
           continue;
         }
         if (part) {
-          pending = await scanPart(part, e.body(), pending, { where, path, target, reporter, signal, seen, emit, state });
+          pending = await scanPart(part, e.body(), pending, { where, path, target, reporter, signal, seen, emit, state, faults });
           if (pending?.failure) break;
           continue;
         }
@@ -456,18 +474,24 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
           await target.putComputed(tapped, tap, signal);
           file = { ...tap.result(), path, stored: true, where };
         }
+        let reported = false;
         if (file.mismatch) {
-          reporter.problem(file.mismatch.code === 'SIZE_MISMATCH' ? 'size' : 'digest', file.mismatch.code, file.mismatch.message, { digest: expected?.digest, path });
+          const kind = file.mismatch.code === 'SIZE_MISMATCH' ? 'size' : 'digest';
+          // In a volume, said as its list would say it, and not again by the check against the list.
+          if (input.volume && expected) {
+            reporter.problem(kind, file.mismatch.code, `${where}: ${corruptEntry(`blob ${expected.digest}`, file, expected)}`, { digest: expected.digest, path, volume: input.volume.volume });
+            reported = true;
+          } else reporter.problem(kind, file.mismatch.code, file.mismatch.message, { digest: expected?.digest, path });
           if (expected) state.corrupt.add(expected.digest);
         }
-        seen.push({ name: path, size: file.size, digest: file.digest });
+        seen.push({ name: path, size: file.size, digest: file.digest, ...(reported ? { reported } : {}) });
         state.files.set(path, file);
         const known = expected ?? { digest: file.digest };
         if (!file.mismatch && !state.byDigest.has(known.digest)) state.byDigest.set(known.digest, file);
       }
       if (pending?.failure) throw pending.failure;
       if (input.volume) {
-        checkVolume(input, trailer, seen, reporter);
+        checkVolume(input, trailer, seen, { reporter, state, faults });
         lastTrailer = trailer ?? lastTrailer;
       }
     }
@@ -477,6 +501,7 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
       pending.feed.destroy(new FerryError('INTEGRITY', `blob ${pending.info.blob} is incomplete`));
       await pending.done.catch(() => {});
     }
+    for (const m of faults.mismatched) if (!faults.parts.has(m.blob)) reporter.problem('digest', m.error.code, m.error.message, { digest: m.blob });
   }
   const lastInput = inputs.at(-1)!;
   if (lastInput.volume && lastTrailer && lastTrailer.volumes === undefined && !o.separateVolumes) {
@@ -487,9 +512,16 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
   }
   // A blob cut off by the missing volumes says nothing more.
   if (pending && !o.separateVolumes && !state.laterVolumesMissing) {
-    reporter.problem('volume', 'INTEGRITY', `${state.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`, { digest: pending.info.blob });
+    giveUp(pending.info.blob, pending.next, pending.info.count, state.where, { reporter, state, faults });
   }
   return state;
+}
+
+/** Where a part's or a volume's faults are recorded, so that each is reported once. */
+interface FaultContext {
+  reporter: Reporter;
+  state: ScanState;
+  faults: SplitFaults;
 }
 
 /** Feeds one part of a split blob into the blob's verifying stream, opened at part 1. */
@@ -497,50 +529,27 @@ async function scanPart(
   info: PartInfo,
   body: Readable,
   pending: PendingBlob | undefined,
-  c: { where: string; path: string; target: IngestTarget; reporter: Reporter; signal?: AbortSignal; seen: VolumeEntry[]; emit: (e: ScanEvent) => void; state: ScanState },
+  c: FaultContext & { where: string; path: string; target: IngestTarget; signal?: AbortSignal; seen: SeenEntry[]; emit: (e: ScanEvent) => void },
 ): Promise<PendingBlob | undefined> {
-  if (info.index === 1) {
-    if (pending) c.reporter.problem('volume', 'INTEGRITY', `${c.where}: blob ${pending.info.blob} is incomplete: part ${pending.next} of ${pending.info.count} is missing`);
-    const feed = new PassThrough({ highWaterMark: 1 << 20 });
-    const blob = { digest: info.blob, size: info.blobSize };
-    const has = await c.target.has(blob);
-    const tap = new EntryTap({
-      expected: blob,
-      where: `blob ${info.blob} (split into ${info.count} parts across volumes, from ${c.where} on)`,
-      diff: true,
-      mode: c.reporter.mode,
-      onProgress: has ? undefined : (bytes) => c.emit({ type: 'blob-progress', ...blob, bytes }),
-    });
-    feed.on('error', (e) => tap.destroy(e));
-    c.emit({ type: has ? 'blob-skip' : 'blob-start', ...blob });
-    const tapped = feed.pipe(tap);
-    // Its consumer reports the error (p.done). Without a listener of its own, a feed destroyed
-    // before the consumer had attached (a set missing its last volume) made pipe() re-emit the
-    // error with nobody listening: an uncaught exception, a stack trace, and a store left locked.
-    tap.on('error', () => {});
-    const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
-    p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
-      const r = tap.result();
-      if (r.mismatch) {
-        c.reporter.problem('digest', r.mismatch.code, r.mismatch.message, { digest: info.blob });
-        c.state.corrupt.add(info.blob);
-      } else {
-        const [alg, hex] = info.blob.split(':');
-        const file: ScannedFile = { ...r, path: `blobs/${alg}/${hex}`, stored: true, where: c.where };
-        c.state.files.set(file.path, file);
-        if (!c.state.byDigest.has(info.blob)) c.state.byDigest.set(info.blob, file);
+  const wanted = pending?.info.blob === info.blob ? pending.next : 1;
+  if (c.faults.abandoned.has(info.blob) || info.index !== wanted) {
+    if (!c.faults.abandoned.has(info.blob)) {
+      if (info.index < wanted) c.reporter.problem('volume', 'INTEGRITY', `${c.where}: part ${info.index} of blob ${info.blob} is out of order`, { digest: info.blob });
+      else {
+        // Parts before this one are missing: this blob cannot be joined, nor one left waiting for its next part; said once.
+        if (pending && pending.info.blob !== info.blob) pending = await abandon(pending, c);
+        if (pending) pending = await abandon(pending, c);
+        else giveUp(info.blob, wanted, info.count, c.where, c);
       }
-      if (!has) c.emit({ type: 'blob-done', ...blob });
-    });
-    p.done.catch((e: unknown) => (p.failure ??= e));
-    pending = p;
-  }
-  if (!pending || pending.info.blob !== info.blob || pending.next !== info.index) {
-    c.reporter.problem('volume', 'INTEGRITY', `${c.where}: part ${info.index} of blob ${info.blob} is out of order`, { digest: info.blob });
-    await pipeline(body, drain());
+    }
+    await skipPart(body, c);
     return pending;
   }
-  const p = pending;
+  if (info.index === 1) {
+    if (pending) await abandon(pending, c);
+    pending = await startBlob(info, c);
+  }
+  const p = pending!;
   const partTap = new EntryTap({ where: c.path });
   const into = new Writable({
     highWaterMark: 1 << 20,
@@ -564,25 +573,99 @@ async function scanPart(
   return p.failure ? p : undefined;
 }
 
-/** Compares what a volume held with the list its trailer gives. */
-function checkVolume(input: ArchiveInput, trailer: VolumeTrailer | undefined, seen: VolumeEntry[], reporter: Reporter): void {
+/** Opens the verifying stream of a split blob at its first part. */
+async function startBlob(info: PartInfo, c: FaultContext & { where: string; target: IngestTarget; signal?: AbortSignal; emit: (e: ScanEvent) => void }): Promise<PendingBlob> {
+  const feed = new PassThrough({ highWaterMark: 1 << 20 });
+  const blob = { digest: info.blob, size: info.blobSize };
+  const has = await c.target.has(blob);
+  const tap = new EntryTap({
+    expected: blob,
+    where: `blob ${info.blob} (split into ${info.count} parts across volumes, from ${c.where} on)`,
+    diff: true,
+    mode: c.reporter.mode,
+    onProgress: has ? undefined : (bytes) => c.emit({ type: 'blob-progress', ...blob, bytes }),
+  });
+  feed.on('error', (e) => tap.destroy(e));
+  c.emit({ type: has ? 'blob-skip' : 'blob-start', ...blob });
+  const tapped = feed.pipe(tap);
+  // Its consumer reports the error (p.done). Without a listener of its own, a feed destroyed
+  // before the consumer had attached (a set missing its last volume) made pipe() re-emit the
+  // error with nobody listening: an uncaught exception, a stack trace, and a store left locked.
+  tap.on('error', () => {});
+  const p: PendingBlob = { info, next: 1, feed, done: Promise.resolve() };
+  p.done = (has ? pipeline(tapped, drain(), { signal: c.signal }) : c.target.put({ mediaType: OCTET, digest: info.blob, size: info.blobSize }, tapped, c.signal)).then(() => {
+    const r = tap.result();
+    const [alg, hex] = info.blob.split(':');
+    // Listed like a blob entry, so that manifest.json finds it (and sees it is corrupt); by digest only when whole.
+    const file: ScannedFile = { ...r, path: `blobs/${alg}/${hex}`, stored: true, where: c.where };
+    c.state.files.set(file.path, file);
+    if (r.mismatch) {
+      // Said at the end of the scan, unless a volume's list finds the part that is wrong.
+      c.faults.mismatched.push({ blob: info.blob, error: r.mismatch });
+      c.state.corrupt.add(info.blob);
+    } else if (!c.state.byDigest.has(info.blob)) c.state.byDigest.set(info.blob, file);
+    if (!has) c.emit({ type: 'blob-done', ...blob });
+  });
+  p.done.catch((e: unknown) => (p.failure ??= e));
+  return p;
+}
+
+/** A split blob that cannot be joined for a missing part: said once (unless a volume's list named the part), then given up. */
+function giveUp(blob: Digest, part: number, count: number, where: string, c: FaultContext): void {
+  if (!c.faults.parts.has(blob)) c.reporter.problem('volume', 'INTEGRITY', `${where}: blob ${blob} is incomplete: part ${part} of ${count} is missing`, { digest: blob });
+  c.faults.abandoned.add(blob);
+  c.state.lost.add(blob);
+}
+
+/** Gives up the blob being joined: its next part never came. */
+async function abandon(p: PendingBlob, c: FaultContext & { where: string }): Promise<undefined> {
+  giveUp(p.info.blob, p.next, p.info.count, c.where, c);
+  p.feed.destroy(new FerryError('INTEGRITY', `blob ${p.info.blob} is incomplete`));
+  await p.done.catch(() => {});
+  return undefined;
+}
+
+/** Reads a part without joining it: only checked against its volume's list. */
+async function skipPart(body: Readable, c: { path: string; seen: SeenEntry[]; signal?: AbortSignal }): Promise<void> {
+  const t = new EntryTap({ where: c.path });
+  await pipeline(body, t, drain(), { signal: c.signal });
+  c.seen.push({ name: c.path, size: t.result().size, digest: t.result().digest });
+}
+
+/** `blob sha256:… corrupt (content hashes to …; expected …)`, as a volume's check says it. */
+function corruptEntry(what: string, have: { digest: Digest; size: number }, want: { digest: Digest; size: number }): string {
+  return `${what} corrupt (content hashes to ${have.digest}, ${have.size} bytes; expected ${want.digest}, ${want.size} bytes)`;
+}
+
+/**
+ * Compares what a volume held with the list its trailer gives. What the scan already reported (a
+ * blob entry that does not match its name) is not reported again; what it finds is recorded for
+ * the joined blobs and the graph, which then say nothing more about it.
+ */
+function checkVolume(input: ArchiveInput, trailer: VolumeTrailer | undefined, seen: SeenEntry[], c: FaultContext): void {
+  const { reporter } = c;
   const where = input.where;
+  const volume = input.volume!.volume;
   if (!trailer) {
-    reporter.problem('volume', 'INTEGRITY', `${where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
+    reporter.problem('volume', 'INTEGRITY', `${where}: no ${VOLUME_TRAILER} (the volume is truncated)`, { volume });
     return;
   }
-  if (trailer.set !== input.volume!.set || trailer.volume !== input.volume!.volume || !Array.isArray(trailer.entries)) {
-    reporter.problem('volume', 'INVALID_INPUT', `${where}: ${VOLUME_TRAILER} does not match the volume's header`);
+  if (trailer.set !== input.volume!.set || trailer.volume !== volume || !Array.isArray(trailer.entries)) {
+    reporter.problem('volume', 'INVALID_INPUT', `${where}: ${VOLUME_TRAILER} does not match the volume's header`, { volume });
     return;
   }
   const got = new Map(seen.map((s) => [s.name, s]));
   for (const want of trailer.entries) {
     const have = got.get(want.name);
-    const what = want.part ? `part ${want.part.index} of blob ${want.part.blob}` : /^blobs\//.test(want.name) ? `blob ${want.digest}` : want.name;
-    if (!have) reporter.problem('volume', 'INTEGRITY', `${where}: ${what} is missing`, { digest: want.digest, path: want.name });
-    else if (have.digest !== want.digest || have.size !== want.size) {
-      reporter.problem('volume', 'INTEGRITY', `${where}: ${what} corrupt (content hashes to ${have.digest}, ${have.size} bytes; expected ${want.digest}, ${want.size} bytes)`, { digest: want.digest, path: want.name });
-    }
+    if (have?.reported || (have && have.digest === want.digest && have.size === want.size)) continue;
+    const blob = want.part?.blob ?? (/^blobs\//.test(want.name) ? want.digest : undefined);
+    const what = want.part ? `part ${want.part.index} of blob ${want.part.blob}` : blob ? `blob ${blob}` : want.name;
+    if (want.part) c.faults.parts.add(want.part.blob);
+    else if (blob && !have) c.state.lost.add(blob);
+    else if (METADATA.has(want.name)) c.state.damagedMeta.add(want.name);
+    const extra = { digest: blob ?? want.digest, path: want.name, volume };
+    if (!have) reporter.problem('volume', 'INTEGRITY', `${where}: ${what} is missing`, extra);
+    else reporter.problem('digest', 'INTEGRITY', `${where}: ${corruptEntry(what, have, want)}`, extra);
   }
 }
 
