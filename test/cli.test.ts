@@ -846,6 +846,19 @@ describe.concurrent('command line basics', () => {
     expect(sync.stderr).toContain('(');
   });
 
+  it('without --store and $FERRY_STORE the store is $XDG_DATA_HOME/ferry/store, and --help says so', async () => {
+    const data = await tempDir();
+    const home = await tempDir();
+    const env = { FERRY_STORE: undefined, XDG_DATA_HOME: data, HOME: home };
+    const copied = await ferry(['copy', '-q', `oci:${TESTDATA}:plain`, 'app:1'], { env });
+    expect(copied.code, copied.stderr).toBe(0);
+    expect((await ferry(['images'], { env })).stdout).toContain('app ');
+    expect(JSON.parse(await readFile(join(data, 'ferry', 'store', 'index.json'), 'utf8')).manifests).toHaveLength(1);
+    expect(await readdir(home)).not.toContain('.local');
+    const help = (await run(['--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('$FERRY_STORE, else $XDG_DATA_HOME/ferry/store, else ~/.local/share/ferry/store');
+  });
+
   it('a scheme or a layout where a registry image belongs is refused with what to write instead', async () => {
     const http = await run(['pull', 'http://127.0.0.1:1/team/api:1']);
     expect(http.code).toBe(2);

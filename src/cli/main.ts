@@ -201,7 +201,7 @@ export async function main(rawArgv: string[]): Promise<number> {
   const cli = yargs(argv)
     .scriptName('ferry')
     .usage('$0 <command> [options]\n\nMove container images between registries, OCI layouts and archives; every digest verified.')
-    .option('store', { type: 'string', global: true, describe: 'store directory (default: $FERRY_STORE or ~/.local/share/ferry/store)' })
+    .option('store', { type: 'string', global: true, describe: 'store directory (default: $FERRY_STORE, else $XDG_DATA_HOME/ferry/store, else ~/.local/share/ferry/store)' })
     .option('quiet', { alias: 'q', type: 'boolean', global: true, describe: 'print only results' })
     .option('json', { type: 'boolean', global: true, describe: 'machine-readable output on stdout' })
     .option('debug', { type: 'boolean', global: true, describe: 'print request lines and stack traces (never secrets)' })
