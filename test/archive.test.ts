@@ -418,6 +418,21 @@ describe('save and load', () => {
   });
 });
 
+describe('volumes: the smallest size', () => {
+  it('a --volume-size under 64K is a usage error with the smallest size to give, not "Run ferry --help"; nothing is written', async () => {
+    const dir = await tempDir();
+    for (const extra of [[], ['--dry-run']]) {
+      const r = await run(['save', `${REPO}:plain`, '-o', join(dir, 'set.tar'), '--volume-size', '4K', ...extra], fullStore);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('--volume-size 4096 is too small: a volume takes at least 65536 bytes (64K)');
+      expect(r.stderr).toContain('hint: give --volume-size 64K or more (4G suits FAT32)');
+      expect(r.stderr).not.toContain('ferry --help');
+    }
+    expect(await readdir(dir)).toEqual([]);
+    await ok(['save', '-q', `${REPO}:plain`, '-o', join(dir, 'set.tar'), '--volume-size', '64K'], fullStore);
+  });
+});
+
 describe('volumes', () => {
   it('--volume-size cuts on blob boundaries, splits a larger blob, and every volume is a tar with its own list', async () => {
     const dir = await tempDir();

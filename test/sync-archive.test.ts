@@ -531,7 +531,7 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
         [['--volume-size', '64K', src, `docker://${fx.proxy.host}/mirror`], `"docker://${fx.proxy.host}/mirror" is not an archive`],
         [['--volume-size', '64K', src], 'the store is not an archive'],
         [['--volume-size', 'lots', src, join(dir, 'x.tar')], 'invalid size "lots"'],
-        [['--volume-size', '1K', src, join(dir, 'x.tar')], '--volume-size 1024 is too small (at least 65536 bytes)'],
+        [['--volume-size', '1K', src, join(dir, 'x.tar')], '--volume-size 1024 is too small: a volume takes at least 65536 bytes (64K)'],
       ];
       for (const [args, message] of cases) {
         const r = await ferry(['sync', ...args]);

@@ -284,9 +284,11 @@ export async function verifyArchives(paths: string[], o: { signal?: AbortSignal;
  */
 async function otherSets(groups: string[][]): Promise<Map<string[], string>> {
   const notes = new Map<string[], string>();
+  // One group has no other; standard input must not be read before its scan.
+  if (groups.length < 2) return notes;
   let first: string | undefined;
   for (const g of groups) {
-    if (g.length === 0 || !(await readVolumeHeader(g[0]!).catch(() => undefined))) continue;
+    if (g.length === 0 || g[0] === '-' || !(await readVolumeHeader(g[0]!).catch(() => undefined))) continue;
     if (!first) first = g[0];
     else notes.set(g, `${g.join(', ')} ${g.length === 1 ? 'is a volume' : 'are volumes'} of another set than ${first}: each set is checked on its own`);
   }

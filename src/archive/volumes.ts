@@ -145,7 +145,9 @@ export interface VolumeWriterOptions extends OutputOptions {
 /** Refuses a volume size no volume can be written at (save and sync say it alike). */
 export function checkVolumeSize(size: number): void {
   if (size < MIN_VOLUME_SIZE) {
-    throw new FerryError('USAGE', `--volume-size ${size} is too small (at least ${MIN_VOLUME_SIZE} bytes)`);
+    throw new FerryError('USAGE', `--volume-size ${size} is too small: a volume takes at least ${MIN_VOLUME_SIZE} bytes (64K)`, {
+      hint: 'give --volume-size 64K or more (4G suits FAT32)',
+    });
   }
 }
 
