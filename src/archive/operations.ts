@@ -286,7 +286,8 @@ async function otherSets(groups: string[][]): Promise<Map<string[], string>> {
   const notes = new Map<string[], string>();
   let first: string | undefined;
   for (const g of groups) {
-    if (g.length === 0 || !(await readVolumeHeader(g[0]!).catch(() => undefined))) continue;
+    // Standard input is read once, by the check itself: never peeked at here.
+    if (g.length === 0 || g[0] === '-' || !(await readVolumeHeader(g[0]!).catch(() => undefined))) continue;
     if (!first) first = g[0];
     else notes.set(g, `${g.join(', ')} ${g.length === 1 ? 'is a volume' : 'are volumes'} of another set than ${first}: each set is checked on its own`);
   }
@@ -387,9 +388,9 @@ export interface OpenedArchive {
 
 /**
  * An archive as a Source plus the list of its images, for pushing straight from it (`push --from`):
- * a plain tar is read in place, blob by blob, by byte range.
+ * a plain tar is read in place, blob by blob, by byte range; a volume set is every volume's path.
  */
-export async function openArchive(path: string, o: { signal?: AbortSignal } = {}): Promise<OpenedArchive> {
-  const source = await ArchiveSource.open(path, o);
+export async function openArchive(path: string | string[], o: { signal?: AbortSignal } = {}): Promise<OpenedArchive> {
+  const source = await ArchiveSource.openFiles([path].flat(), o);
   return { source, images: source.images() };
 }
