@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
 import { parseJson, MAX_JSON_BYTES } from '../oci/manifest.js';
@@ -27,12 +28,15 @@ export class VolumeSetBacking implements ArchiveBacking {
     return this.volumes.some((v) => v.sequential);
   }
 
-  /** `inputs` in volume order (orderInputs), each opened as `open` opens one archive file. */
-  static async open(inputs: ArchiveInput[], open: (path: string) => Promise<ArchiveBacking>): Promise<VolumeSetBacking> {
+  /**
+   * `inputs` in volume order (orderInputs), each opened as `open` opens one archive file; `hint`
+   * (given a volume's path) says how to name the whole set when volumes after the last are missing.
+   */
+  static async open(inputs: ArchiveInput[], open: (path: string) => Promise<ArchiveBacking>, hint?: (path: string) => string): Promise<VolumeSetBacking> {
     const set = new VolumeSetBacking([]);
     try {
       for (const input of inputs) set.volumes.push(await open(input.path));
-      await set.index(inputs);
+      await set.index(inputs, hint);
       return set;
     } catch (e) {
       await set.close();
@@ -40,7 +44,7 @@ export class VolumeSetBacking implements ArchiveBacking {
     }
   }
 
-  private async index(inputs: ArchiveInput[]): Promise<void> {
+  private async index(inputs: ArchiveInput[], hint?: (path: string) => string): Promise<void> {
     const parts = new Map<string, Array<{ info: PartInfo; piece: Piece }>>();
     let trailer: VolumeTrailer | undefined;
     for (const [i, backing] of this.volumes.entries()) {
@@ -67,8 +71,13 @@ export class VolumeSetBacking implements ArchiveBacking {
       if (!trailer) throw new FerryError('INTEGRITY', `${input.where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
     }
     const last = inputs.at(-1)!;
-    if (trailer?.volumes !== inputs.length) {
-      throw new FerryError('INTEGRITY', `${last.where} is not the last volume of its set: volumes after it are missing`);
+    if (trailer?.volumes !== undefined && trailer.volumes !== inputs.length) {
+      throw new FerryError('INTEGRITY', `${last.where}: its ${VOLUME_TRAILER} says the set has ${trailer.volumes} volumes, not ${inputs.length}`);
+    }
+    if (trailer?.volumes === undefined) {
+      throw new FerryError('INTEGRITY', `volume ${inputs.length + 1} and later of the set are missing: ${basename(last.path)} is not the last volume`, {
+        hint: hint?.(last.path),
+      });
     }
     for (const list of parts.values()) {
       const { blob, blobSize, count } = list[0]!.info;
