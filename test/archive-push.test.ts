@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { layerTar, legacyArchive, ociImage, writeTar } from './helpers/archives.js';
@@ -30,6 +30,17 @@ async function named(s: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const e of await indexEntries(s)) out[e.annotations?.['io.containerd.image.name'] ?? e.digest] = e.digest;
   return out;
+}
+
+/** The repositories under `prefix` the registry has (any at all means something was pushed). */
+async function repositories(prefix: string): Promise<string[]> {
+  const res = await fetch(`http://${registry!.host}/v2/_catalog?n=1000`);
+  return ((await res.json()) as { repositories: string[] }).repositories.filter((x) => x.startsWith(`${prefix}/`));
+}
+
+/** The volumes of the set saved in `dir`, in order. */
+async function volumes(dir: string, stem = 'set.'): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith(stem)).sort().map((n) => join(dir, n));
 }
 
 /** `push --from` with its own TMPDIR, watched (see runWatchingTmp). */
@@ -153,13 +164,107 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(res.status).toBe(404);
   });
 
-  it('a volume of a set is refused (exit 3) with the way to push it: load the set first', async () => {
+  it('one volume of a set alone is refused (exit 4), naming the volumes missing, with the way to name them all', async () => {
     const dir = await tempDir();
     await ok(['--store', store, 'save', '-q', NAMES[0]!, '-o', join(dir, 'set.tar'), '--volume-size', '64k']);
     const r = await ferry(['push', '--from', join(dir, 'set.001.tar'), `${registry!.host}/vol`], { env: { FERRY_STORE: noStore } });
-    expect(r.code, r.stderr).toBe(3);
-    expect(r.stderr).toContain('set.001.tar is one volume of a ferry volume set');
-    expect(r.stderr).toContain('hint: load the set into the store first');
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain('volume 2 and later of the set are missing: set.001.tar is not the last volume');
+    expect(r.stderr).toContain(`hint: give every volume of the set: --from '${join(dir, 'set.*.tar')}'`);
+    expect(await repositories('vol')).toEqual([]);
+  });
+
+  for (const suffix of ['tar', 'tar.zst']) {
+    it(`a volume set (.${suffix}, a blob split across volumes): --from each volume in any order, or one pattern; digests kept, nothing in $TMPDIR`, async () => {
+      const host = registry!.host;
+      const dir = await tempDir();
+      await ok(['--store', store, 'save', '-q', ...NAMES, '-o', join(dir, `set.${suffix}`), '--volume-size', '1M']);
+      const files = await volumes(dir);
+      expect(files.length).toBeGreaterThanOrEqual(7);
+      const tag = suffix.replace('.', '-');
+      const ways: Array<[string, string[]]> = [
+        [`${host}/vols-${tag}`, [...files].reverse().flatMap((f) => ['--from', f])],
+        [`${host}/glob-${tag}`, ['--from', join(dir, `set.*.${suffix}`)]],
+      ];
+      for (const [prefix, from] of ways) {
+        const { r, largest, left } = await pushWatched(['push', ...from, prefix]);
+        expect(r.code, r.stderr).toBe(0);
+        for (const n of NAMES) expect(r.stdout).toContain(`${prefix}/${n.slice('example.com/'.length)}: digest: ${digests[n]}`);
+        expect(largest).toBeLessThan(1 << 20);
+        expect(left).toEqual([]);
+        const back = join(await tempDir(), 'back');
+        for (const n of NAMES) await ok(['--store', back, 'pull', '-q', `${prefix}/${n.slice('example.com/'.length)}`]);
+        const got = await named(back);
+        for (const n of NAMES) expect(got[`${prefix}/${n.slice('example.com/'.length)}`], n).toBe(digests[n]);
+      }
+      // --dry-run reads the set too.
+      const plan = await ok(['push', '--from', join(dir, `set.*.${suffix}`), `${host}/plan-${tag}`, '--dry-run']);
+      expect(plan.stdout).toContain(`${host}/plan-${tag}/team/app`);
+      expect(await repositories(`plan-${tag}`)).toEqual([]);
+    });
+  }
+
+  it('a set with a volume missing, or with a volume of another set, is refused (exit 4, 3) naming it, before anything is pushed', async () => {
+    const host = registry!.host;
+    const dir = await tempDir();
+    const other = await tempDir();
+    await ok(['--store', store, 'save', '-q', ...NAMES, '-o', join(dir, 'set.tar'), '--volume-size', '1M']);
+    await ok(['--store', store, 'save', '-q', ...NAMES, '-o', join(other, 'set.tar'), '--volume-size', '1M']);
+    const files = await volumes(dir);
+    const cases: Array<[string[], number, string]> = [
+      [files.filter((f) => !f.endsWith('set.003.tar')), 4, `volume 3 of the set is missing (given: 1, 2, 4-${files.length})`],
+      [files.slice(0, -1), 4, `volume ${files.length} and later of the set are missing: set.${String(files.length - 1).padStart(3, '0')}.tar is not the last volume`],
+      [[...files.slice(0, 2), join(other, 'set.003.tar'), ...files.slice(3)], 3, `${join(other, 'set.003.tar')} belongs to another volume set than ${files[0]}`],
+    ];
+    for (const [i, [given, code, message]] of cases.entries()) {
+      const r = await ferry(['push', ...given.flatMap((f) => ['--from', f]), `${host}/partial${i}`], { env: { FERRY_STORE: noStore } });
+      expect(r.code, r.stderr).toBe(code);
+      expect(r.stderr).toContain(message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      // Nothing pushed: no repository, not even a blob.
+      expect(await repositories(`partial${i}`)).toEqual([]);
+    }
+    // A pattern that meets volumes of two sets (an old set's later volumes beside a new one) is refused the same way.
+    await cp(join(other, files.at(-1)!.slice(dir.length + 1)), join(dir, `set.${String(files.length + 1).padStart(3, '0')}.tar`));
+    const mixed = await ferry(['push', '--from', join(dir, 'set.*.tar'), `${host}/mixed`], { env: { FERRY_STORE: noStore } });
+    expect(mixed.code, mixed.stderr).toBe(3);
+    expect(mixed.stderr).toContain('belongs to another volume set');
+    expect(await repositories('mixed')).toEqual([]);
+    // A pattern that matches nothing names itself.
+    const none = await ferry(['push', '--from', join(dir, 'nope.*.tar'), `${host}/none`], { env: { FERRY_STORE: noStore } });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(`${join(dir, 'nope.*.tar')}: no file matches`);
+  });
+
+  it('a corrupt part of a split blob is refused (exit 4) and no tag is pushed', async () => {
+    const host = registry!.host;
+    const dir = await tempDir();
+    await ok(['--store', store, 'save', '-q', NAMES[0]!, '-o', join(dir, 'set.tar'), '--volume-size', '1M']);
+    const files = await volumes(dir);
+    // Volume 3 holds nothing but a part of the 6 MiB layer.
+    const bytes = await readFile(files[2]!);
+    bytes[bytes.length >> 1]! ^= 0xff;
+    await writeFile(files[2]!, bytes);
+    const check = await ferry(['verify', ...files], { env: { FERRY_STORE: noStore } });
+    expect(check.stdout).toMatch(/volume 3 of \d+ \(set.003.tar\): part 3 of blob sha256:[0-9a-f]{64} corrupt/);
+    const r = await ferry(['push', '--from', join(dir, 'set.*.tar'), `${host}/corrupt`], { env: { FERRY_STORE: noStore } });
+    expect(r.code, r.stderr).toBe(4);
+    // The damaged volume is named, as verify names it: that file is the one to copy again.
+    expect(r.stderr).toMatch(/error: volume 3 of \d+ \(set.003.tar\): part 3 of blob sha256:[0-9a-f]{64} corrupt \(content hashes to/);
+    expect(r.stderr).toContain('hint: copy set.003.tar again');
+    const res = await fetch(`http://${host}/v2/corrupt/team/app/manifests/1`, { method: 'HEAD' });
+    expect(res.status).toBe(404);
+  });
+
+  it('the volumes of a set left unquoted after --from (the shell expanded the pattern) are refused with the way to give them', async () => {
+    const dir = await tempDir();
+    await ok(['--store', store, 'save', '-q', NAMES[2]!, '-o', join(dir, 'two.tar'), '--volume-size', '4M']);
+    const files = await volumes(dir, 'two.');
+    expect(files.length).toBe(2);
+    const r = await ferry(['push', '--from', files[0]!, files[1]!, `${registry!.host}/unquoted`], { env: { FERRY_STORE: noStore } });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`but ${files[1]} is a file`);
+    expect(r.stderr).toContain(`--from '${join(dir, 'two.*.tar')}'`);
   });
 
   it('the destination may be written docker://REGISTRY/PREFIX; a tag or digest on it is refused before the archive is read', async () => {

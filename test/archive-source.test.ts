@@ -2,7 +2,7 @@
 // unpacking it into $TMPDIR (it used to be decompressed whole to a temporary plain tar there,
 // which on a tmpfs /tmp could not hold a USB stick's worth of images).
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
@@ -107,5 +107,66 @@ describe('copy from a compressed archive', () => {
     const r = await ferry(['copy', `oci-archive:${cut}:b`, `oci:${dst}:b`]);
     expect([3, 4]).toContain(r.code);
     expect(await indexEntries(dst).catch(() => [])).toEqual([]);
+  });
+});
+
+/** The volumes of the set `stem` saved in `dir`, in order. */
+async function volumesIn(dir: string, stem = 'set.'): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => n.startsWith(stem)).sort().map((n) => join(dir, n));
+}
+
+describe('copy from a volume set (a pattern naming its volumes)', () => {
+  for (const suffix of ['tar', 'tar.zst']) {
+    it(`.${suffix}: a blob split across volumes comes over whole, digests kept, nothing written to $TMPDIR; inspect reads the set too`, async () => {
+      const dir = await tempDir();
+      const r0 = await ferry(['save', '-q', `oci:${src}:a`, `oci:${src}:b`, '-o', join(dir, `set.${suffix}`), '--volume-size', '1M']);
+      expect(r0.code, r0.stderr).toBe(0);
+      expect((await volumesIn(dir)).length).toBeGreaterThanOrEqual(5);
+      const dst = join(await tempDir(), 'dst');
+      const { r, largest, left } = await watched(['copy', '-q', `oci-archive:${join(dir, `set.*.${suffix}`)}:a`, `oci:${dst}:a`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(largest).toBe(0);
+      expect(left).toEqual([]);
+      expect((await indexEntries(dst)).map((e) => e.digest)).toEqual([made[0]!.manifest.digest]);
+      const blobs = await readdir(join(dst, 'blobs', 'sha256'));
+      expect(blobs.sort()).toEqual([made[0]!.manifest, made[0]!.config, ...made[0]!.layers].map((d) => d.digest.slice(7)).sort());
+      const v = await ferry(['verify', `oci:${dst}`]);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      const shown = await ferry(['inspect', `oci-archive:${join(dir, `set.*.${suffix}`)}:b`]);
+      expect(shown.code, shown.stderr).toBe(0);
+      expect(JSON.parse(shown.stdout).digest).toBe(made[1]!.manifest.digest);
+    });
+  }
+
+  it('a missing volume, a volume of another set or a corrupt part is refused (exit 4, 3, 4), naming it; nothing is named at the destination', async () => {
+    const dir = await tempDir();
+    const other = await tempDir();
+    for (const d of [dir, other]) {
+      const r = await ferry(['save', '-q', `oci:${src}:a`, '-o', join(d, 'set.tar'), '--volume-size', '1M']);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const files = await volumesIn(dir);
+    const cases: Array<[string, (copies: string) => Promise<void>, number, RegExp]> = [
+      ['missing', async (d) => rm(join(d, 'set.002.tar')), 4, /volume 2 of the set is missing \(given: 1, 3/],
+      ['foreign', async (d) => cp(join(other, 'set.002.tar'), join(d, 'set.002.tar')), 3, /set.002.tar belongs to another volume set than .*set.001.tar/],
+      ['corrupt', async (d) => {
+        const b = await readFile(join(d, 'set.002.tar'));
+        b[b.length >> 1]! ^= 0xff;
+        await writeFile(join(d, 'set.002.tar'), b);
+      }, 4, /volume 2 of \d+ \(set.002.tar\): part \d+ of blob sha256:[0-9a-f]{64} corrupt \(content hashes to sha256:[0-9a-f]{64}; expected sha256:[0-9a-f]{64}\)/],
+    ];
+    for (const [what, damage, code, message] of cases) {
+      const d = await tempDir();
+      for (const f of files) await cp(f, join(d, f.slice(dir.length + 1)));
+      await damage(d);
+      const dst = join(await tempDir(), 'dst');
+      const r = await ferry(['copy', `oci-archive:${join(d, 'set.*.tar')}:a`, `oci:${dst}:a`]);
+      expect(r.code, `${what}: ${r.stderr}`).toBe(code);
+      expect(r.stderr, what).toMatch(message);
+      expect(await indexEntries(dst).catch(() => []), what).toEqual([]);
+    }
+    const none = await ferry(['copy', `oci-archive:${join(dir, 'nope.*.tar')}`, `oci:${join(dir, 'x')}`]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(`${join(dir, 'nope.*.tar')}: no file matches`);
   });
 });

@@ -9,6 +9,7 @@ import { cleanPath, entryHeader, indexTar, linkTargetPath, readTar, BLOCK } from
 import { compressionForPath } from '../src/archive/output.js';
 import { parsePartName, parseSize, partName, volumePath } from '../src/archive/volumes.js';
 import { EntryTap } from '../src/archive/tap.js';
+import { archiveExists, archiveFiles, isPattern, shellQuoted, volumePattern } from '../src/archive/patterns.js';
 import { decompressBudget } from '../src/blob/compression.js';
 import { failure } from './helpers/assert.js';
 import { hasTool } from './helpers/tools.js';
@@ -315,5 +316,33 @@ describe('GC pacing of saves', () => {
     before = streamedTotal();
     await saveImages({ images: [`oci:${join(dir, 'src')}:x`], output: join(dir, 'x.tar.zst') });
     expect(streamedTotal() - before).toBeGreaterThanOrEqual(2 * layer);
+  });
+});
+
+describe('volume set patterns', () => {
+  it('a pattern in the file name matches as a shell would (*, ?, [..], [!..]; dot files only by a dot), in name order; the directory is kept as written', async () => {
+    const dir = await tempDir();
+    for (const n of ['app.002.tar', 'app.001.tar', 'app.010.tar', 'app.001.tar.zst', '.app.003.tar', 'app[1].tar']) await writeFile(join(dir, n), '');
+    expect(await archiveFiles(join(dir, 'app.*.tar'))).toEqual(['app.001.tar', 'app.002.tar', 'app.010.tar'].map((n) => join(dir, n)));
+    expect(await archiveFiles(join(dir, 'app.00?.tar'))).toEqual(['app.001.tar', 'app.002.tar'].map((n) => join(dir, n)));
+    expect(await archiveFiles(join(dir, 'app.0[!0]*.tar'))).toEqual([join(dir, 'app.010.tar')]);
+    expect(await archiveFiles(join(dir, '.app.*.tar'))).toEqual([join(dir, '.app.003.tar')]);
+    // A file whose very name looks like a pattern is that file.
+    expect(await archiveFiles(join(dir, 'app[1].tar'))).toEqual([join(dir, 'app[1].tar')]);
+    expect(await archiveFiles(`${dir}/./app.01*.tar`)).toEqual([`${dir}/./app.010.tar`]);
+    const none = await failure(archiveFiles(join(dir, 'other.*.tar')));
+    expect(none.code).toBe('NOT_FOUND');
+    expect(none.message).toContain(`${join(dir, 'other.*.tar')}: no file matches`);
+    expect(await archiveExists(join(dir, 'app.*.tar'))).toBe(true);
+    expect(await archiveExists(join(dir, 'other.*.tar'))).toBe(false);
+    expect(isPattern(join('a*b', 'x.tar'))).toBe(false);
+  });
+
+  it('a set is named in hints by the pattern of its volumes, quoted for a shell', () => {
+    expect(volumePattern('/mnt/usb/app.003.tar')).toBe('/mnt/usb/app.*.tar');
+    expect(volumePattern('set.0001.tar.zst')).toBe('set.*.tar.zst');
+    expect(shellQuoted('/mnt/usb/app.*.tar')).toBe("'/mnt/usb/app.*.tar'");
+    expect(shellQuoted("it's.*.tar")).toBe("'it'\\''s.*.tar'");
+    expect(shellQuoted('/mnt/usb/app.001.tar')).toBe('/mnt/usb/app.001.tar');
   });
 });

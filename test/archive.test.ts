@@ -516,13 +516,23 @@ describe('volumes', () => {
       expect(piped.stderr).toContain('-i NAME.001.tar');
     }
     await expectUntouched(empty);
-    // Commands that read one archive file say what a volume is, not "not an image archive".
-    for (const args of [['inspect', `oci-archive:${second}`], ['copy', `docker-archive:${second}`, `oci:${join(dir, 'l')}`], ['inventory', second, '-o', join(dir, 'inv.json')]]) {
+    // Commands that read an archive read a set too: one volume alone is a set with volumes missing, and
+    // the hint names them all as that command takes them.
+    const pattern = `'${join(dir, 'set.*.tar')}'`;
+    const partial: Array<[string[], string]> = [
+      [['inspect', `oci-archive:${second}`], `oci-archive:${pattern}`],
+      [['copy', `docker-archive:${second}`, `oci:${join(dir, 'l')}`], `docker-archive:${pattern}`],
+      [['inventory', second, '-o', join(dir, 'inv.json')], `ferry inventory ${pattern}`],
+    ];
+    for (const [args, hint] of partial) {
       const one = await run(args, empty);
-      expect(one.code, args.join(' ')).toBe(3);
-      expect(one.stderr).toContain('set.002.tar is one volume of a ferry volume set');
-      expect(one.stderr).toContain('hint: load the set into the store first');
+      expect(one.code, args.join(' ')).toBe(4);
+      expect(one.stderr).toContain('volume 1 of the set is missing (given: 2)');
+      expect(one.stderr).toContain(`hint: give every volume of the set`);
+      expect(one.stderr).toContain(hint);
     }
+    expect(await stat(join(dir, 'l')).catch(() => undefined)).toBeUndefined();
+    expect(await stat(join(dir, 'inv.json')).catch(() => undefined)).toBeUndefined();
 
     // One flipped byte in volume 3: verify says which volume and which blob.
     const third = join(dir, files[2]!);

@@ -210,6 +210,24 @@ describe('inventory', () => {
     expect((await ferry(['--store', store, 'save', '-q', '--exclude-from', inv, '-o', delta, 'example.com/app:v2'])).code).toBe(0);
     expect((await stat(delta)).size).toBeLessThan(base.byteLength / 4);
 
+    // The same images carried as a volume set: each volume named (as a shell expands NAME.*.tar), or a pattern.
+    const vols = await tempDir();
+    expect((await ferry(['--store', store, 'save', '-q', '-o', join(vols, 'week1.tar'), '--volume-size', '256K', 'example.com/app:base'])).code).toBe(0);
+    const files = (await readdir(vols)).sort().map((n) => join(vols, n));
+    expect(files.length).toBeGreaterThanOrEqual(4);
+    for (const given of [[...files].reverse(), [`oci-archive:${join(vols, 'week1.*.tar')}`]]) {
+      const fromSet = await ferry(['inventory', ...given]);
+      expect(fromSet.code, fromSet.stderr).toBe(0);
+      const set = JSON.parse(fromSet.stdout);
+      expect(set.sources).toHaveLength(1);
+      expect(set.blobs).toEqual(doc.blobs);
+      expect(set.manifests).toEqual(doc.manifests);
+      expect(set.tags).toEqual(doc.tags);
+    }
+    const partial = await ferry(['inventory', ...files.slice(1)]);
+    expect(partial.code).toBe(4);
+    expect(partial.stderr).toContain('volume 1 of the set is missing');
+
     const missing = await ferry(['inventory', join(dir, 'gone.tar')]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain(`${join(dir, 'gone.tar')}: no such file`);

@@ -389,9 +389,9 @@ export interface OpenedArchive {
 
 /**
  * An archive as a Source plus the list of its images, for pushing straight from it (`push --from`):
- * a plain tar is read in place, blob by blob, by byte range.
+ * a plain tar is read in place, blob by blob, by byte range; a volume set is every volume's path.
  */
-export async function openArchive(path: string, o: { signal?: AbortSignal } = {}): Promise<OpenedArchive> {
-  const source = await ArchiveSource.open(path, o);
+export async function openArchive(path: string | string[], o: { signal?: AbortSignal } = {}): Promise<OpenedArchive> {
+  const source = await ArchiveSource.openFiles([path].flat(), o);
   return { source, images: source.images() };
 }

@@ -13,7 +13,8 @@ import { PlanBuilder, type Plan } from '../plan.js';
 import type { TagName } from '../types.js';
 import { entryNames, type ArchiveRoot } from './graph.js';
 import { ingestArchive } from './ingest.js';
-import { refuseDirectory, skimmedArchiveBytes } from './scan.js';
+import { archiveFiles, shellQuoted, volumePattern } from './patterns.js';
+import { orderInputs, refuseDirectory, skimmedArchiveBytes } from './scan.js';
 import { ArchiveSource, repoTagNames, type ArchiveImage } from './source.js';
 import { cleanPath, readTar } from './tar.js';
 import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
@@ -60,11 +61,12 @@ function prefixOf(prefix: string | undefined): string | undefined {
  * An archive image with a tag at most (saved from an OCI layout, or unnamed) that refers to no image
  * of the archive either: the hint names a copy that sends it as it is.
  */
-function noName(file: string, img: ArchiveImage, prefix: string | undefined, others: number): FerryError {
+function noName(archive: PushedArchive, img: ArchiveImage, prefix: string | undefined, others: number): FerryError {
+  const file = archive.label;
   const tags = img.names.map((n) => n.tag);
   const tag = tags[0];
   const ref = img.ref;
-  const from = tag ? `oci-archive:${file}:${tag}` : ref.startsWith('sha256:') ? `oci-archive:${file}@${ref}` : undefined;
+  const from = tag ? `oci-archive:${archive.location}:${tag}` : ref.startsWith('sha256:') ? `oci-archive:${archive.location}@${ref}` : undefined;
   const to = `docker://${prefixOf(prefix) ?? 'REGISTRY'}/NAME:${tag ?? 'TAG'}`;
   const what = tag ? `${ref}, tagged ${tags.join(', ')} without a repository` : ref;
   const referrer = img.from === 'index.json' ? ', nor is it a referrer of an image there' : '';
@@ -83,28 +85,60 @@ const fullName = (r: Reference) => formatReference({ domain: r.domain, path: r.p
  * archive is pushed as it is). Its referrers (unnamed manifests whose `subject` is an image there:
  * signatures, SBOMs) go into the repository of the image they refer to, after it, as `copy
  * --referrers` puts them. A plain tar is read in place, blob by blob, by byte range. A compressed
- * one cannot be seeked, so it is streamed (see pushCompressed): nothing is unpacked.
+ * one cannot be seeked, so it is streamed (see pushCompressed): nothing is unpacked. A volume set
+ * (every volume given, or a pattern for them) is read as one archive, each volume as such a file.
  */
-export async function pushArchive(file: string, o: PushArchiveOptions = {}): Promise<PushedArchiveImage[]> {
+export async function pushArchive(from: string | string[], o: PushArchiveOptions = {}): Promise<PushedArchiveImage[]> {
   prefixOf(o.prefix); // refused before the archive is read
-  if (await isCompressed(file)) {
+  const archive = await pushedArchive(from);
+  const file = archive.files[0]!;
+  if (!archive.set && (await isCompressed(file))) {
     const images = await describedImages(file, o.signal);
     if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
     // Unnamed images may be referrers: only the archive read as a Source can tell (and push them).
     if (images.every((i) => i.names.some((n) => n.name))) return pushCompressed(file, images, o);
   }
   const out: PushedArchiveImage[] = [];
-  await eachRepository(file, o, false, (group, r) => out.push(...pushedImages(group, r)));
+  await eachRepository(archive, o, false, (group, r) => out.push(...pushedImages(group, r)));
   return out;
 }
 
 /** `ferry push --from FILE --dry-run`: what the push would send; reads manifests, asks the registry what it has, uploads nothing. */
-export async function planArchivePush(file: string, o: PushArchiveOptions = {}): Promise<Plan> {
+export async function planArchivePush(from: string | string[], o: PushArchiveOptions = {}): Promise<Plan> {
   prefixOf(o.prefix);
+  const archive = await pushedArchive(from);
   const plan = new PlanBuilder();
   // Listed by their names in the archive; where each goes is the plan's AS column.
-  await eachRepository(file, o, true, (g, r) => plan.add(repositoryName(g.target), (i) => (i.subject ? `referrer of ${i.subject}` : g.labels.get(i.names[0]!.name!)!), r));
+  await eachRepository(archive, o, true, (g, r) => plan.add(repositoryName(g.target), (i) => (i.subject ? `referrer of ${i.subject}` : g.labels.get(i.names[0]!.name!)!), r));
   return plan.build('push');
+}
+
+/** What `--from` named: one archive file, or the volumes of one set. */
+interface PushedArchive {
+  files: string[];
+  set: boolean;
+  /** How messages name it: the file, or the pattern given. */
+  label: string;
+  /** How an `oci-archive:` location names it in hints (a set: a pattern matching its volumes). */
+  location: string;
+  /** How to name the whole set, given a volume (for a set given in part). */
+  hint: (volume: string) => string;
+}
+
+/**
+ * `--from` given once or more: a file each, or a pattern (`/mnt/usb/app.*.tar`) for every volume
+ * of a set. Volumes are put in order, and a missing one or one of another set refused, here:
+ * before anything is sent.
+ */
+async function pushedArchive(from: string | string[]): Promise<PushedArchive> {
+  const given = [from].flat();
+  const files: string[] = [];
+  for (const f of given) files.push(...(await archiveFiles(f)));
+  const hint = (volume: string) => `give every volume of the set: --from ${shellQuoted(volumePattern(volume))} (a pattern ferry expands), or --from each volume`;
+  const inputs = await orderInputs(files, hint);
+  const set = inputs[0]!.volume !== undefined;
+  const label = given.length === 1 ? given[0]! : `${inputs[0]!.path} … (${inputs.length} volumes)`;
+  return { files: inputs.map((i) => i.path), set, label, location: set ? shellQuoted(volumePattern(inputs[0]!.path)) : label, hint };
 }
 
 /** The images of an archive bound for one repository. */
@@ -120,9 +154,9 @@ interface RepositoryGroup {
  * repository. An unnamed image is refused here unless it is a referrer of one of them (or of such a
  * referrer: two levels, as the copy engine carries them).
  */
-async function repositoryGroups(source: ArchiveSource, file: string, o: PushArchiveOptions): Promise<RepositoryGroup[]> {
+async function repositoryGroups(source: ArchiveSource, archive: PushedArchive, o: PushArchiveOptions): Promise<RepositoryGroup[]> {
   const images = source.images();
-  if (images.length === 0) throw new FerryError('INVALID_INPUT', `${file} holds no images`);
+  if (images.length === 0) throw new FerryError('INVALID_INPUT', `${archive.label} holds no images`);
   const groups = new Map<string, RepositoryGroup>();
   for (const img of images) {
     for (const n of img.names) {
@@ -138,7 +172,7 @@ async function repositoryGroups(source: ArchiveSource, file: string, o: PushArch
   const unnamed = images.filter((i) => !named.includes(i));
   if (unnamed.length > 0) {
     const strays = await notReferrers(source, named, unnamed, o.signal);
-    if (strays.length > 0) throw noName(file, strays[0]!, o.prefix, strays.length - 1);
+    if (strays.length > 0) throw noName(archive, strays[0]!, o.prefix, strays.length - 1);
   }
   return [...groups.values()];
 }
@@ -166,11 +200,15 @@ async function notReferrers(source: ArchiveSource, named: ArchiveImage[], unname
   return left;
 }
 
-/** Copies (or plans) the archive's images, one repository at a time, read in place (a compressed one by decompressing it again as blobs are read). */
-async function eachRepository(file: string, o: PushArchiveOptions, dryRun: boolean, done: (g: RepositoryGroup, r: CopyReport) => void): Promise<void> {
-  const source = await ArchiveSource.open(file, { signal: o.signal });
+/**
+ * Copies (or plans) the archive's images, one repository at a time, read in place (a compressed one
+ * by decompressing it again as blobs are read; a volume set as one archive, a blob cut into parts
+ * read as one piece).
+ */
+async function eachRepository(archive: PushedArchive, o: PushArchiveOptions, dryRun: boolean, done: (g: RepositoryGroup, r: CopyReport) => void): Promise<void> {
+  const source = await ArchiveSource.openFiles(archive.files, { signal: o.signal, label: archive.label, hint: archive.hint });
   try {
-    const groups = await repositoryGroups(source, file, o);
+    const groups = await repositoryGroups(source, archive, o);
     const earlier: Reference[] = [];
     for (const g of groups) {
       const repo = openRepository(g.target, o.registry);

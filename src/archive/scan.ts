@@ -265,7 +265,7 @@ export async function refuseDirectory(path: string): Promise<void> {
 }
 
 /** The hint for a set given in part, naming the files to give when their names follow the pattern. */
-function everyVolumeHint(path: string): string {
+export function everyVolumeHint(path: string): string {
   // As the user named it, directory included: the hint is a command line to run again.
   const [a, b] = [siblingVolume(path, 1), siblingVolume(path, 2)];
   return `give every volume of the set${a && b ? `: -i ${a} -i ${b} … (any order)` : ' on the command line'}`;
@@ -273,9 +273,10 @@ function everyVolumeHint(path: string): string {
 
 /**
  * Orders the files of an archive. One file: itself. Several: they must be the volumes of one set
- * (any order); missing or repeated volumes are named. `-` (stdin) cannot be combined.
+ * (any order); missing or repeated volumes are named, with `hint` (given a volume's path) saying
+ * how to give them all to the command at hand. `-` (stdin) cannot be combined.
  */
-export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
+export async function orderInputs(paths: string[], hint: (path: string) => string = everyVolumeHint): Promise<ArchiveInput[]> {
   if (paths.length === 0) throw new FerryError('USAGE', 'name an archive: -i FILE (or -i - for standard input)');
   for (const p of paths) if (p !== '-') await refuseDirectory(p);
   if (paths.length > 1 && paths.includes('-')) throw new FerryError('USAGE', 'standard input (-) cannot be combined with other files');
@@ -301,7 +302,7 @@ export async function orderInputs(paths: string[]): Promise<ArchiveInput[]> {
   if (missing.length) {
     const which = missing.length === 1 ? `volume ${missing[0]} of the set is` : `volumes ${listNumbers(missing)} of the set are`;
     throw new FerryError('INTEGRITY', `${which} missing (given: ${listNumbers(vols.map((v) => v.volume!.volume))})`, {
-      hint: everyVolumeHint(vols[0]!.path),
+      hint: hint(vols[0]!.path),
     });
   }
   return vols.map((v) => ({ ...v, where: describeVolume(v.volume!.volume, max, v.path) }));

@@ -1,5 +1,8 @@
+import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
 import { parseJson, MAX_JSON_BYTES } from '../oci/manifest.js';
 import type { ArchiveBacking } from './backing.js';
 import type { ArchiveInput } from './scan.js';
@@ -7,8 +10,11 @@ import type { TarHeader } from './tar.js';
 import { cleanPath } from './tar.js';
 import { parsePartName, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeTrailer } from './volumes.js';
 
-/** Where an entry of the set lies: in one volume, or in parts across several. */
-type Piece = { backing: ArchiveBacking; header: TarHeader };
+/**
+ * Where an entry of the set lies: in one volume, or in parts across several. A part carries the
+ * digest its volume's list gives, so that a damaged one is named by its volume when read.
+ */
+type Piece = { backing: ArchiveBacking; header: TarHeader; check?: { digest: Digest; what: string; file: string } };
 
 /**
  * The volumes of one set read as one archive: every entry of every volume, except the volume
@@ -27,12 +33,15 @@ export class VolumeSetBacking implements ArchiveBacking {
     return this.volumes.some((v) => v.sequential);
   }
 
-  /** `inputs` in volume order (orderInputs), each opened as `open` opens one archive file. */
-  static async open(inputs: ArchiveInput[], open: (path: string) => Promise<ArchiveBacking>): Promise<VolumeSetBacking> {
+  /**
+   * `inputs` in volume order (orderInputs), each opened as `open` opens one archive file; `hint`
+   * (given a volume's path) says how to name the whole set when volumes after the last are missing.
+   */
+  static async open(inputs: ArchiveInput[], open: (path: string) => Promise<ArchiveBacking>, hint?: (path: string) => string): Promise<VolumeSetBacking> {
     const set = new VolumeSetBacking([]);
     try {
       for (const input of inputs) set.volumes.push(await open(input.path));
-      await set.index(inputs);
+      await set.index(inputs, hint);
       return set;
     } catch (e) {
       await set.close();
@@ -40,11 +49,12 @@ export class VolumeSetBacking implements ArchiveBacking {
     }
   }
 
-  private async index(inputs: ArchiveInput[]): Promise<void> {
+  private async index(inputs: ArchiveInput[], hint?: (path: string) => string): Promise<void> {
     const parts = new Map<string, Array<{ info: PartInfo; piece: Piece }>>();
     let trailer: VolumeTrailer | undefined;
     for (const [i, backing] of this.volumes.entries()) {
       const input = inputs[i]!;
+      const here: Array<{ name: string; info: PartInfo; piece: Piece }> = [];
       trailer = undefined;
       for (const h of backing.headers) {
         const p = cleanPath(h.name);
@@ -58,17 +68,29 @@ export class VolumeSetBacking implements ArchiveBacking {
         if (info) {
           const key = `${info.blob} ${info.blobSize}`;
           const list = parts.get(key) ?? [];
-          list.push({ info, piece: { backing, header: h } });
+          const piece: Piece = { backing, header: h };
+          list.push({ info, piece });
           parts.set(key, list);
+          here.push({ name: p, info, piece });
           continue;
         }
         this.add({ ...h, name: p }, [{ backing, header: h }]);
       }
       if (!trailer) throw new FerryError('INTEGRITY', `${input.where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
+      const listed = new Map((Array.isArray(trailer.entries) ? trailer.entries : []).map((e) => [e.name, e.digest]));
+      for (const { name, info, piece } of here) {
+        const digest = listed.get(name);
+        if (digest) piece.check = { digest, what: `${input.where}: part ${info.index} of blob ${info.blob}`, file: input.path };
+      }
     }
     const last = inputs.at(-1)!;
-    if (trailer?.volumes !== inputs.length) {
-      throw new FerryError('INTEGRITY', `${last.where} is not the last volume of its set: volumes after it are missing`);
+    if (trailer?.volumes !== undefined && trailer.volumes !== inputs.length) {
+      throw new FerryError('INTEGRITY', `${last.where}: its ${VOLUME_TRAILER} says the set has ${trailer.volumes} volumes, not ${inputs.length}`);
+    }
+    if (trailer?.volumes === undefined) {
+      throw new FerryError('INTEGRITY', `volume ${inputs.length + 1} and later of the set are missing: ${basename(last.path)} is not the last volume`, {
+        hint: hint?.(last.path),
+      });
     }
     for (const list of parts.values()) {
       const { blob, blobSize, count } = list[0]!.info;
@@ -114,14 +136,25 @@ export class VolumeSetBacking implements ArchiveBacking {
     if (pieces.length === 1) return pieces[0]!.backing.stream(pieces[0]!.header, start, signal);
     async function* joined(): AsyncGenerator<Buffer> {
       let skip = start;
-      for (const { backing, header } of pieces) {
+      for (const { backing, header, check } of pieces) {
         if (skip >= header.size) {
           skip -= header.size;
           continue;
         }
+        // A part read whole is checked on its own: the blob's digest would say only that it is bad.
+        const hash = skip === 0 && check ? createHash('sha256') : undefined;
         const body = await backing.stream(header, skip, signal);
         skip = 0;
-        for await (const c of body) yield c as Buffer;
+        for await (const c of body) {
+          hash?.update(c as Buffer);
+          yield c as Buffer;
+        }
+        const have = hash && `sha256:${hash.digest('hex')}`;
+        if (have && have !== check!.digest) {
+          throw new FerryError('DIGEST_MISMATCH', `${check!.what} corrupt (content hashes to ${have}; expected ${check!.digest})`, {
+            hint: `copy ${basename(check!.file)} again from where the set was written, or write the set again (ferry verify of every volume lists what is damaged)`,
+          });
+        }
       }
     }
     return Readable.from(joined(), { objectMode: false });

@@ -12,7 +12,7 @@ import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.
 import { entryNames } from './graph.js';
 import { EntryTap } from './tap.js';
 import { cleanPath, linkTargetPath, type TarHeader } from './tar.js';
-import { orderInputs, refuseDirectory } from './scan.js';
+import { orderInputs, readVolumeHeader, refuseDirectory } from './scan.js';
 import { VolumeSetBacking } from './set-backing.js';
 import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
 import { someNames } from '../util/list.js';
@@ -64,9 +64,20 @@ export class ArchiveSource implements Source {
     return this.backing.sequential;
   }
 
-  static async open(path: string, o: { signal?: AbortSignal } = {}): Promise<ArchiveSource> {
-    const backing = await openBacking(path, o.signal);
-    return ArchiveSource.over(path, backing);
+  static async open(path: string, o: { signal?: AbortSignal; hint?: (volume: string) => string } = {}): Promise<ArchiveSource> {
+    return ArchiveSource.openFiles([path], o);
+  }
+
+  /**
+   * One archive file, or every volume of one set (any order) read as one archive. A volume set
+   * given in part (a volume missing), or mixed with a volume of another set, is refused, naming
+   * the volume, with `hint` (given a volume's path) saying how to name the whole set.
+   */
+  static async openFiles(paths: string[], o: { signal?: AbortSignal; hint?: (volume: string) => string; label?: string } = {}): Promise<ArchiveSource> {
+    const inputs = await orderInputs(paths, o.hint);
+    if (!inputs[0]!.volume) return ArchiveSource.over(o.label ?? inputs[0]!.path, await openBacking(inputs[0]!.path, o.signal));
+    const backing = await VolumeSetBacking.open(inputs, (p) => openBacking(p, o.signal), o.hint);
+    return ArchiveSource.over(o.label ?? `${inputs[0]!.path} … (${inputs.length} volume${inputs.length === 1 ? '' : 's'})`, backing);
   }
 
   /**
@@ -74,10 +85,8 @@ export class ArchiveSource implements Source {
    * wrote. A missing volume, or one of another set, is refused.
    */
   static async openSet(paths: string[], o: { signal?: AbortSignal; label?: string } = {}): Promise<ArchiveSource> {
-    const inputs = await orderInputs(paths);
-    if (!inputs[0]!.volume) throw new FerryError('INVALID_INPUT', `${paths[0]} is not a volume of a ferry volume set`);
-    const backing = await VolumeSetBacking.open(inputs, (p) => openBacking(p, o.signal));
-    return ArchiveSource.over(o.label ?? `${inputs[0]!.path} … (${inputs.length} volume${inputs.length === 1 ? '' : 's'})`, backing);
+    if (!(await readVolumeHeader(paths[0]!))) throw new FerryError('INVALID_INPUT', `${paths[0]} is not a volume of a ferry volume set`);
+    return ArchiveSource.openFiles(paths, o);
   }
 
   private static async over(label: string, backing: ArchiveBacking): Promise<ArchiveSource> {

@@ -355,13 +355,13 @@ function chunks(body: AsyncIterable<Buffer>): { next(max: number): Promise<Buffe
 }
 
 /**
- * An archive file without index.json or manifest.json. A volume of a set is one: only load and
- * verify read sets, so say so rather than call it "not an image archive".
+ * An archive file without index.json or manifest.json. A volume of a set is one: say so, and that
+ * the whole set is what to give, rather than call it "not an image archive".
  */
 export function notAnImageArchive(where: string, isVolume: boolean): FerryError {
   if (isVolume) {
-    return new FerryError('INVALID_INPUT', `${where} is one volume of a ferry volume set; only load and verify read a set`, {
-      hint: 'load the set into the store first (ferry load -i NAME.001.tar -i NAME.002.tar …), then push, copy or inspect from there',
+    return new FerryError('INVALID_INPUT', `${where} is one volume of a ferry volume set, not a whole archive`, {
+      hint: 'give every volume of the set (load -i and verify: each file; copy, inspect and push --from: a pattern such as NAME.*.tar)',
     });
   }
   return new FerryError('INVALID_INPUT', `${where}: not an image archive (it has neither index.json nor manifest.json)`);

@@ -157,7 +157,7 @@ function withoutCamelCopies(msg: string): string {
 type OptionsView = { getOptions(): { key: Record<string, unknown>; alias: Record<string, string[]>; array: string[] } };
 
 /** Options that may be repeated without being array options (those would swallow the positionals after them). */
-const REPEATABLE = ['include', 'exclude'];
+const REPEATABLE = ['include', 'exclude', 'from'];
 
 /**
  * yargs turns an option given twice into an array, which handlers of single-valued options never

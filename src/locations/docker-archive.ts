@@ -1,4 +1,5 @@
 import { FerryError } from '../errors.js';
+import { archiveExists } from '../archive/patterns.js';
 import { storeTagName } from '../store.js';
 import { openArchiveSink, openArchiveSource } from './oci-archive.js';
 import { locatePathRef, type Transport } from './transport.js';
@@ -7,19 +8,20 @@ import { locatePathRef, type Transport } from './transport.js';
 async function split(rest: string): Promise<{ path: string; ref?: string }> {
   if (rest === '') throw new FerryError('USAGE', 'location needs a path: docker-archive:FILE[:NAME:TAG]');
   if (rest.endsWith(':')) throw new FerryError('USAGE', `docker-archive:${rest} ends with ':' but names no image`);
-  return locatePathRef(rest, 'docker-archive:FILE[:NAME:TAG]');
+  return locatePathRef(rest, 'docker-archive:FILE[:NAME:TAG]', archiveExists);
 }
 
 /**
  * `docker-archive:FILE[:NAME:TAG]` — a `docker save` tarball. Written in ferry's dual format: an
- * OCI layout that docker load also reads; read in every docker-save generation.
+ * OCI layout that docker load also reads; read in every docker-save generation, and from a volume
+ * set named by a pattern (`app.*.tar`).
  */
 export const dockerArchiveTransport: Transport = {
   prefix: 'docker-archive:',
-  describe: 'docker-archive:FILE[:NAME:TAG]  a docker save tarball (read: every generation; written: also an OCI layout)',
+  describe: 'docker-archive:FILE[:NAME:TAG]  a docker save tarball (read: every generation, or a volume set as NAME.*.tar; written: also an OCI layout)',
   async openSource(rest, ctx) {
     const { path, ref } = await split(rest);
-    return openArchiveSource(path, ref, `docker-archive:${path}:NAME:TAG`, ctx.signal);
+    return openArchiveSource(path, ref, `docker-archive:${path}:NAME:TAG`, ctx.signal, 'docker-archive:');
   },
   async openSink(rest, ctx) {
     const { path, ref } = await split(rest);

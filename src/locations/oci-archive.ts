@@ -1,5 +1,6 @@
 import { FerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
+import { archiveExists, archiveFiles, isPattern, shellQuoted, volumePattern } from '../archive/patterns.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
@@ -12,9 +13,14 @@ function namedBy(n: TagName, ref: string): boolean {
   return parsed?.tag !== undefined && n.name === formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
 }
 
-/** Opens an archive file as a Source; without a reference, an archive of one image needs none. */
-export async function openArchiveSource(path: string, ref: string | undefined, example: string, signal?: AbortSignal): Promise<OpenedSource> {
-  const source = await ArchiveSource.open(path, { signal });
+/**
+ * Opens an archive file as a Source; without a reference, an archive of one image needs none. A
+ * volume set is named by a pattern that matches all its volumes (`PREFIX/mnt/usb/app.*.tar`).
+ */
+export async function openArchiveSource(path: string, ref: string | undefined, example: string, signal?: AbortSignal, prefix = 'oci-archive:'): Promise<OpenedSource> {
+  const files = await archiveFiles(path);
+  const hint = (volume: string) => `give every volume of the set, as a pattern ferry expands: ${prefix}${shellQuoted(volumePattern(volume))}${ref ? `:${ref}` : ''}`;
+  const source = await ArchiveSource.openFiles(files, { signal, hint, label: isPattern(path) ? path : undefined });
   try {
     if (ref) {
       const d = await source.resolve(ref);
@@ -42,12 +48,15 @@ export async function openArchiveSink(path: string, format: ArchiveFormat, nameF
   return { sink: new ArchiveSink(new SingleWriter(out), { format, signal }), nameFor };
 }
 
-/** `oci-archive:FILE[:TAG]` — an OCI image layout in a tar file (optionally .gz or .zst). */
+/**
+ * `oci-archive:FILE[:TAG]` — an OCI image layout in a tar file (optionally .gz or .zst). Read from,
+ * FILE may be a pattern naming every volume of a set (`app.*.tar`).
+ */
 export const ociArchiveTransport: Transport = {
   prefix: 'oci-archive:',
-  describe: 'oci-archive:FILE[:TAG]  an OCI layout in a tar file (.tar, .tar.gz, .tar.zst)',
+  describe: 'oci-archive:FILE[:TAG]  an OCI layout in a tar file (.tar, .tar.gz, .tar.zst; a volume set as NAME.*.tar)',
   async openSource(rest, ctx) {
-    const { path, ref } = await locatePathRef(rest, 'oci-archive:FILE[:TAG]');
+    const { path, ref } = await locatePathRef(rest, 'oci-archive:FILE[:TAG]', archiveExists);
     return openArchiveSource(path, ref, `oci-archive:${path}:TAG`, ctx.signal);
   },
   async openSink(rest, ctx) {

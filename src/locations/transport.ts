@@ -68,9 +68,10 @@ export function splitPathRef(text: string, example: string): { path: string; ref
  * `PATH[:REF]` where either side may hold ':' (`oci:/backup:team/app:1`, a directory named after
  * a time). The first split whose path exists wins; for a path not there yet, the split whose
  * parent directory is deepest among those that exist; failing both, splitPathRef's rule. Splitting
- * by rule alone sent `oci:/backup:team/app:1` into a new directory `/backup:team/app`.
+ * by rule alone sent `oci:/backup:team/app:1` into a new directory `/backup:team/app`. `isThere`
+ * says what exists (an archive transport counts a pattern that matches volumes).
  */
-export async function locatePathRef(text: string, example: string): Promise<{ path: string; ref?: string }> {
+export async function locatePathRef(text: string, example: string, isThere: (path: string) => Promise<boolean> = exists): Promise<{ path: string; ref?: string }> {
   if (text === '' || text.endsWith(':') || !text.includes(':')) return splitPathRef(text, example);
   const candidates: Array<{ path: string; ref?: string }> = [];
   for (let i = text.indexOf(':'); i > 0; i = text.indexOf(':', i + 1)) candidates.push({ path: text.slice(0, i), ref: text.slice(i + 1) });
@@ -78,7 +79,7 @@ export async function locatePathRef(text: string, example: string): Promise<{ pa
   const at = /@([a-z0-9]+:[0-9a-f]{32,})$/.exec(text);
   if (at && at.index > 0) candidates.push({ path: text.slice(0, at.index), ref: at[1]! });
   candidates.push({ path: text });
-  const kinds = await Promise.all(candidates.map(async (c) => ({ self: await exists(c.path), parent: await exists(dirname(c.path)) })));
+  const kinds = await Promise.all(candidates.map(async (c) => ({ self: await isThere(c.path), parent: await exists(dirname(c.path)) })));
   const existing = candidates.findIndex((_, i) => kinds[i]!.self);
   if (existing >= 0) return candidates[existing]!;
   let best = -1;

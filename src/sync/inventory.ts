@@ -1,4 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
+import { archiveFiles, isPattern, shellQuoted, volumePattern } from '../archive/patterns.js';
+import { readVolumeHeader } from '../archive/scan.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
@@ -46,7 +48,7 @@ async function collect(src: Source, roots: Array<{ name: string; digest: Digest;
   inv.manifests = [...manifests].sort();
 }
 
-/** An archive file named as a place: `oci-archive:FILE`, `docker-archive:FILE`, or a path to a file. */
+/** An archive file named as a place: `oci-archive:FILE`, `docker-archive:FILE`, or a path to a file (or a pattern for a set's volumes). */
 async function archivePlace(place: string): Promise<string | undefined> {
   const m = /^(oci|docker)-archive:(.+)$/.exec(place);
   if (m) return m[2];
@@ -55,16 +57,40 @@ async function archivePlace(place: string): Promise<string | undefined> {
   return (await stat(place).catch(() => undefined))?.isFile() ? place : undefined;
 }
 
+/** A place to inventory: one archive (a file, or the volumes of one set), or anything else as given. */
+type Place = { archive: string[]; label?: string; set?: string } | { other: string };
+
+/**
+ * The places named, with the volumes of a set (each named, as a shell expands `NAME.*.tar`, or by
+ * a pattern ferry expands) gathered into one archive: they are read together, as load reads them.
+ */
+async function gatherPlaces(places: string[]): Promise<Place[]> {
+  const out: Place[] = [];
+  for (const place of places) {
+    const file = await archivePlace(place);
+    if (file === undefined) {
+      out.push({ other: place });
+      continue;
+    }
+    const files = await archiveFiles(file);
+    const header = await readVolumeHeader(files[0]!).catch(() => undefined);
+    const same = header && out.find((p): p is Extract<Place, { archive: string[] }> => 'archive' in p && p.set === header.set);
+    if (same) same.archive.push(...files);
+    else out.push({ archive: files, label: isPattern(file) ? file : undefined, set: header?.set });
+  }
+  return out;
+}
+
 /**
  * Inventories layouts (`oci:DIR` or a path, or the store when the text is empty/`store`), archive
- * files (what an earlier USB run carried over) and registry repositories.
+ * files and volume sets (what an earlier USB run carried over) and registry repositories.
  */
 export async function buildInventory(places: string[], o: InventoryOptions): Promise<Inventory> {
   const inv: Inventory = { ferryInventory: 1, created: new Date().toISOString(), sources: [], blobs: [], manifests: [], tags: {} };
-  for (const place of places.length ? places : ['store']) {
-    const file = await archivePlace(place);
-    if (file !== undefined) {
-      const archive = await ArchiveSource.open(file, { signal: o.signal });
+  for (const gathered of await gatherPlaces(places.length ? places : ['store'])) {
+    if ('archive' in gathered) {
+      const hint = (volume: string) => `give every volume of the set: ferry inventory ${shellQuoted(volumePattern(volume))}`;
+      const archive = await ArchiveSource.openFiles(gathered.archive, { signal: o.signal, hint, label: gathered.label });
       try {
         const roots = [];
         for (const image of archive.images()) {
@@ -76,9 +102,10 @@ export async function buildInventory(places: string[], o: InventoryOptions): Pro
       } finally {
         await archive.close();
       }
-      inv.sources.push(`archive:${file}`);
+      inv.sources.push(`archive:${archive.label}`);
       continue;
     }
+    const place = gathered.other;
     // A path (`/mnt/usb/store`, `./layout`) is a store or layout like `oci:PATH`.
     const path = isPathLike(place);
     if (place === 'store' || place.startsWith('oci:') || path) {

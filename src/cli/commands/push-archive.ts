@@ -2,8 +2,8 @@ import { planArchivePush, pushArchive } from '../../archive/push.js';
 import { interrupt, out, printReferrer, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
 import { printPlan } from '../plan.js';
 
-/** `ferry push --from FILE [REGISTRY/PREFIX]`: every image of an archive, straight from it. */
-export async function pushFromArchive(args: GlobalArgs & { from: string; prefix?: string; jobs?: number; 'dry-run'?: boolean }): Promise<void> {
+/** `ferry push --from FILE… [REGISTRY/PREFIX]`: every image of an archive (or volume set), straight from it. */
+export async function pushFromArchive(args: GlobalArgs & { from: string[]; prefix?: string; jobs?: number; 'dry-run'?: boolean }): Promise<void> {
   const options = { prefix: args.prefix, registry: registrySettings(args), signal: interrupt.signal, jobs: args.jobs };
   if (args['dry-run']) return printPlan(args, await planArchivePush(args.from, options));
   const progress = progressPrinter(args);

@@ -1,4 +1,6 @@
+import { stat } from 'node:fs/promises';
 import type { CommandModule } from 'yargs';
+import { shellQuoted, volumePattern } from '../../archive/patterns.js';
 import { FerryError } from '../../errors.js';
 import { humanSize, interrupt, out, printReferrer, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
@@ -6,7 +8,8 @@ import { printPlan } from '../plan.js';
 
 interface Args extends GlobalArgs {
   image?: string;
-  from?: string;
+  /** Repeatable: every volume of a set. */
+  from?: string | string[];
   destination?: string;
   'all-tags'?: boolean;
   jobs?: number;
@@ -23,17 +26,19 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .example('$0 push alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'under another name')
       .example('$0 push --from images.tar registry.internal:5000/mirror', 'every image of an archive, under a prefix')
       .example('$0 push --from images.tar registry.internal:5000/mirror --dry-run', 'what would be uploaded, and what the registry has')
+      .example("$0 push --from '/mnt/usb/set.*.tar' registry.internal:5000/mirror", 'a volume set (save --volume-size): every volume, named by a pattern')
       .positional('image', { type: 'string', describe: 'store image, NAME[:TAG] (with --from: REGISTRY[/PREFIX] to push under)' })
       .positional('destination', { type: 'string', describe: 'push under this name instead, REGISTRY/NAME[:TAG]' })
-      .option('from', { type: 'string', describe: 'push every image of this archive (docker save, OCI, ferry save), read in place' })
+      .option('from', { type: 'string', describe: "push every image of this archive (docker save, OCI, ferry save), read in place; a volume set: --from each volume, or one pattern ('NAME.*.tar')" })
       .option('all-tags', { alias: 'a', type: 'boolean', describe: 'push every tag of the repository that the store has' })
       .option('jobs', jobsOption())
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image (--from: always, those the archive holds)' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
-    if (args.from) {
-      refuseWithFrom(args, args.from);
-      return (await import('./push-archive.js')).pushFromArchive({ ...args, from: args.from, prefix: args.image });
+    if (args.from !== undefined) {
+      const from = [args.from].flat();
+      await refuseWithFrom(args, from);
+      return (await import('./push-archive.js')).pushFromArchive({ ...args, from, prefix: args.image });
     }
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { planPush, pushImage } = await import('../../registry-ops.js');
@@ -60,7 +65,15 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
 };
 
 /** Options of a store push that an archive push cannot honour: refused, not ignored. */
-function refuseWithFrom(args: Args, file: string): void {
+async function refuseWithFrom(args: Args, from: string[]): Promise<void> {
+  const file = from[0]!;
+  if (from.some((f) => f === '')) throw new FerryError('USAGE', '--from needs an archive file');
+  // `--from set.*.tar PREFIX` unquoted: the shell gave the second volume as the prefix.
+  if (args.image !== undefined && (await stat(args.image).catch(() => undefined))?.isFile()) {
+    throw new FerryError('USAGE', `push --from takes one REGISTRY[/PREFIX] after it, but ${args.image} is a file`, {
+      hint: `give each volume of a set with its own --from, or quote a pattern so that ferry expands it: --from ${shellQuoted(volumePattern(file))}`,
+    });
+  }
   if (args['all-tags']) {
     throw new FerryError('USAGE', `push --from ${file} cannot take -a/--all-tags: it pushes every image of the archive, each under its own tag`, {
       hint: `drop -a; to push some tags only, load the archive (ferry load ${file}) and push them by name`,
