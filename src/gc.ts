@@ -1,4 +1,4 @@
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { access, constants, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, toFerryError } from './errors.js';
 import { walk } from './graph.js';
@@ -32,11 +32,21 @@ export interface GcOptions {
  */
 export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): Promise<GcReport> {
   const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0 };
+  if (!(await layout.hasIndexFile())) {
+    throw new FerryError('INTEGRITY', `gc stopped: ${join(layout.dir, 'index.json')} is missing, so every blob would look unreferenced`, {
+      hint: 'nothing was deleted; index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store',
+    });
+  }
   if (!opts.dryRun) report.temps = await layout.removeDeadTemps();
   const partials = await layout.removeStalePartials({ dryRun: opts.dryRun });
   report.partials = partials.count;
   report.partialBytes = partials.bytes;
-  await layout.withIndexLock(async () => {
+  // A dry run deletes nothing: on a layout it cannot write (a stick mounted read-only) it looks
+  // without the lock, which it could not take.
+  const locked = opts.dryRun && !(await access(layout.dir, constants.W_OK).then(() => true, () => false))
+    ? <T>(fn: () => Promise<T>) => fn()
+    : <T>(fn: () => Promise<T>) => layout.withIndexLock(fn);
+  await locked(async () => {
     const manifests = await layout.readIndex();
     const live = new Set<Digest>();
     const missing: string[] = [];

@@ -88,7 +88,7 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
     if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
     roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)], narrowedFrom: e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] }));
   } else {
-    const d = await store.resolve(withoutDockerPrefix(image));
+    const d = await store.resolve(withoutDockerPrefix(image), { store: true });
     // A destination without a tag keeps the image's own (as copy does), rather than "latest".
     const tag = dest && namesTag(dest) ? target.tag : ref.tag;
     roots = [{ ref: d.digest, names: tag ? [tagged(target, tag)] : [], narrowedFrom: d.annotations?.[ANNOTATION_SOURCE_INDEX] }];

@@ -1,4 +1,6 @@
+import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
+import { FerryError, isFerryError } from './errors.js';
 import { join } from 'node:path';
 import { OciLayout } from './locations/layout.js';
 import { formatReference, parseReference } from './oci/reference.js';
@@ -19,6 +21,23 @@ export interface StoreOptions {
 
 export function openStore(opts: StoreOptions = {}): Promise<OciLayout> {
   return OciLayout.open(opts.dir ?? defaultStoreDir(), { create: opts.write });
+}
+
+export const STORE_HINT = 'the store is --store DIR, else $FERRY_STORE, else $XDG_DATA_HOME/ferry/store or ~/.local/share/ferry/store: check which one you meant';
+
+/**
+ * The store for a command that only changes what is there (tag, rmi, gc): undefined when it does
+ * not exist, and never created (`readOnly`: opened for reading only, as gc --dry-run does). A directory that is not a layout is refused rather than made one:
+ * an empty index.json over blobs already there would make gc delete every one of them.
+ */
+export async function openStoreToChange(dir: string = defaultStoreDir(), o: { readOnly?: boolean } = {}): Promise<OciLayout | undefined> {
+  const st = await stat(dir).catch(() => undefined);
+  if (!st) return undefined;
+  return OciLayout.open(dir, o.readOnly ? {} : { create: true, existing: true }).catch((e: unknown) => {
+    if (!isFerryError(e, 'NOT_FOUND')) throw e;
+    const what = st.isDirectory() ? 'is not an OCI image layout (no oci-layout file)' : 'is not a directory';
+    throw new FerryError('NOT_FOUND', `the store ${dir} ${what}; nothing was changed`, { hint: STORE_HINT });
+  });
 }
 
 /**

@@ -55,6 +55,9 @@ export async function verifyLayout(layout: OciLayout, opts: VerifyOptions = {}):
   let roots = opts.roots;
   if (!roots) {
     try {
+      if (!(await layout.hasIndexFile())) {
+        problems.push({ kind: 'missing', path: join(layout.dir, 'index.json'), message: `${join(layout.dir, 'index.json')} is missing: the layout names no image, and gc would see every blob as unreferenced` });
+      }
       roots = await layout.readIndex();
     } catch (e) {
       problems.push({ kind: 'invalid', path: join(layout.dir, 'index.json'), message: toFerryError(e).message });

@@ -397,6 +397,37 @@ describe.concurrent('tag', () => {
     expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
   });
 
+  it('a digest as the tag target (sha256:<hex>, or NAME:TAG@DIGEST) exits 2 and leaves the store unchanged', async () => {
+    const store = await storeWithAll();
+    const before = await readFile(join(store, 'index.json'), 'utf8');
+    for (const target of [images.layers.digest, `example.com/x:1@${images.plain.digest}`]) {
+      const r = await run(['tag', `${REPO}:layers`, target], store);
+      expect(r.code, target).toBe(2);
+      expect(r.stderr).toContain(`"${target}"`);
+      expect(r.stderr).toContain('a tag target must be NAME[:TAG]');
+    }
+    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
+  });
+
+  it('tag onto a name another image has moves the name and says so, and when that image has no name left', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:plain`, 'example.com/app:1'], store);
+    const r = await ok(['tag', `${REPO}:zstd`, 'example.com/app:1'], store);
+    expect(r.stderr).toContain(`example.com/app:1 named ${images.plain.digest} until now`);
+    expect(r.stderr).not.toContain('no other name');
+    const moved = await ok(['tag', '--json', `${REPO}:docker`, 'example.com/app:1'], store);
+    expect(JSON.parse(moved.stdout)).toEqual({ digest: images.docker.digest, name: 'example.com/app:1', previous: images.zstd.digest });
+    // An image whose only name moves away is garbage from then on: the message says so.
+    await ok(['tag', `${REPO}:plain`, 'example.com/app:2'], store);
+    await ok(['rmi', `${REPO}:plain`], store);
+    const orphan = await ok(['tag', `${REPO}:zstd`, 'example.com/app:2'], store);
+    expect(orphan.stderr).toContain(`example.com/app:2 named ${images.plain.digest} until now (it has no other name now: the next ferry gc or rmi deletes it)`);
+    // The same image again: nothing moved, nothing said.
+    const same = await ok(['tag', '--json', `${REPO}:zstd`, 'example.com/app:2'], store);
+    expect(JSON.parse(same.stdout)).toEqual({ digest: images.zstd.digest, name: 'example.com/app:2' });
+    expect((await ok(['tag', `${REPO}:zstd`, 'example.com/app:2'], store)).stderr).not.toContain('until now');
+  });
+
   it('tag of an unknown source exits 2', async () => {
     const store = await storeWithAll();
     const r = await run(['tag', 'example.com/nothing:here', 'example.com/x:1'], store);
@@ -478,6 +509,72 @@ describe.concurrent('rmi', () => {
     expect((await ok(['rmi', '-f', short], store)).stdout).toContain('Untagged: example.com/byid:1');
     // Too short to be an id, and not a name: not found.
     expect((await run(['inspect', short.slice(0, 6)], store)).code).toBe(2);
+  });
+
+  // `alpine` is docker.io/library/alpine:latest, as in docker: never whatever image is tagged alpine.
+  it('a bare word names an image, not a tag of another one: rmi alpine leaves nginx:alpine alone', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:zstd`, 'nginx:alpine'], store);
+    const before = await blobDigests(store);
+    for (const cmd of [['rmi', 'alpine'], ['inspect', 'alpine'], ['tag', 'alpine', 'example.com/x:1'], ['verify', 'alpine']]) {
+      const r = await run(cmd, store);
+      expect(r.code, cmd.join(' ')).toBe(2);
+      expect(r.stderr).toContain('image "alpine" not found');
+    }
+    expect(await blobDigests(store)).toEqual(before);
+    expect((await indexEntries(store)).some((e) => e.annotations?.['io.containerd.image.name'] === 'docker.io/library/nginx:alpine')).toBe(true);
+    // A layout's bare tag still names its image (oci:DIR:TAG).
+    expect(JSON.parse((await ok(['inspect', `oci:${TESTDATA}:zstd`])).stdout).digest).toBe(images.zstd.digest);
+  });
+
+  it('NAME@DIGEST names that digest under that name only: another repository\'s image is not removed', async () => {
+    const store = await storeWithAll();
+    const before = await blobDigests(store);
+    const r = await run(['rmi', `alpine@${images.layers.digest}`], store);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`${images.layers.digest} is there, but not under docker.io/library/alpine`);
+    expect(r.stderr).toContain(`hint: it is named ${REPO}:layers`);
+    expect(await blobDigests(store)).toEqual(before);
+    // Under its own repository it is found, named as that repository names it.
+    await ok(['tag', `${REPO}:plain`, 'example.com/alias:1'], store);
+    expect(JSON.parse((await ok(['inspect', `example.com/alias@${images.plain.digest}`], store)).stdout).name).toBe('example.com/alias:1');
+    expect((await run(['inspect', `example.com/alias:1@${images.layers.digest}`], store)).stderr).toContain(
+      `example.com/alias:1 is ${images.plain.digest}, not ${images.layers.digest}`,
+    );
+    // rmi NAME@DIGEST removes that repository's names of the digest and no other.
+    const gone = await ok(['rmi', `example.com/alias@${images.plain.digest}`], store);
+    expect(gone.stdout).toContain('Untagged: example.com/alias:1');
+    expect(gone.stdout).not.toContain(`${REPO}:plain`);
+    await ok(['inspect', `${REPO}:plain`], store);
+  });
+
+  it('rmi given one image twice (short and full name) removes it once and succeeds', async () => {
+    const store = await storeWithAll();
+    await ok(['tag', `${REPO}:plain`, 'alpine'], store);
+    const r = await ok(['rmi', 'alpine', 'docker.io/library/alpine:latest'], store);
+    expect(r.stdout).toContain('Untagged: docker.io/library/alpine:latest');
+    await ok(['inspect', `${REPO}:plain`], store);
+  });
+
+  it('rmi --json whose blob pruning is refused prints only the error line, which says what was untagged', async () => {
+    const store = await storeWithAll();
+    await rm(blobFile(store, images.layers.digest));
+    const r = await run(['rmi', '--json', `${REPO}:plain`], store);
+    expect(r.code, r.stderr).toBe(4);
+    const doc = JSON.parse(r.stdout) as { event: string; code: string; message: string };
+    expect(doc).toMatchObject({ event: 'error', code: 'INTEGRITY', exitCode: 4 });
+    expect(doc.message).toContain(`untagged ${REPO}:plain, but no blob was deleted`);
+  });
+
+  it('rmi and tag on a store that does not exist say so and create nothing', async () => {
+    const store = join(await tempDir(), 'not-there');
+    for (const cmd of [['rmi', 'alpine'], ['tag', 'alpine', 'x:1']]) {
+      const r = await run(cmd, store);
+      expect(r.code, cmd.join(' ')).toBe(2);
+      expect(r.stderr).toContain(`image "alpine" not found: the store ${store} does not exist`);
+      expect(r.stderr).toContain('hint: the store is --store DIR, else $FERRY_STORE');
+    }
+    expect(await exists(store)).toBe(false);
   });
 
   it('rmi of an unknown name exits 2 and deletes nothing', async () => {
@@ -564,6 +661,59 @@ describe.concurrent('gc', () => {
     expect(r.stderr).toContain(`${dir} is not an OCI image layout`);
     expect(await readFile(blob, 'utf8')).toBe('someone else\'s bytes');
     expect((await readdir(dir)).sort()).toEqual(['blobs']);
+  });
+
+  // An empty index.json written over blobs already there would make every one of them garbage.
+  it('gc of a store that is not a layout (--store), or of a layout without index.json, refuses and deletes nothing', async () => {
+    const noHeader = await storeWithAll();
+    await rm(join(noHeader, 'oci-layout'));
+    await rm(join(noHeader, 'index.json'));
+    const before = await blobDigests(noHeader);
+    for (const args of [['gc'], ['gc', '--dry-run'], ['rmi', 'alpine'], ['tag', `${REPO}:plain`, 'x:1']]) {
+      const r = await run(args, noHeader);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toContain(`the store ${noHeader} is not an OCI image layout (no oci-layout file); nothing was changed`);
+    }
+    expect(await blobDigests(noHeader)).toEqual(before);
+    expect((await readdir(noHeader)).sort()).toEqual(['blobs']);
+
+    const noIndex = await storeWithAll();
+    await rm(join(noIndex, 'index.json'));
+    for (const [args, store] of [[['gc'], noIndex], [['gc', '--dry-run'], noIndex], [['gc', noIndex], undefined]] as const) {
+      const r = await run([...args], store);
+      expect(r.code, args.join(' ')).toBe(4);
+      expect(r.stderr).toContain(`gc stopped: ${join(noIndex, 'index.json')} is missing, so every blob would look unreferenced`);
+    }
+    expect(await blobDigests(noIndex)).toEqual(before);
+    const v = await run(['verify', '--json'], noIndex);
+    expect(v.code).toBe(4);
+    expect(JSON.parse(v.stdout).problems).toEqual([
+      expect.objectContaining({ kind: 'missing', path: join(noIndex, 'index.json') }),
+    ]);
+  });
+
+  it('a store whose index.json is empty or not JSON: every store command exits 3 saying what to do; no blob is deleted', async () => {
+    for (const bytes of ['', 'not json', '{"schemaVersion":2}']) {
+      const store = await storeWithAll();
+      await writeFile(join(store, 'index.json'), bytes);
+      const before = await blobDigests(store);
+      for (const args of [['images'], ['inspect', `${REPO}:plain`], ['rmi', `${REPO}:plain`], ['tag', `${REPO}:plain`, 'x:1'], ['gc'], ['gc', '--dry-run']]) {
+        const r = await run(args, store);
+        expect(r.code, `${JSON.stringify(bytes)}: ${args.join(' ')}`).toBe(3);
+        expect(r.stderr).toContain(join(store, 'index.json'));
+        expect(r.stderr).toContain('hint: index.json lists the layout\'s images: restore it from a backup');
+      }
+      expect(await blobDigests(store)).toEqual(before);
+      expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(bytes);
+    }
+  });
+
+  it('gc of a store that does not exist collects nothing and creates nothing', async () => {
+    const store = join(await tempDir(), 'not-there');
+    const r = await ok(['gc', '--json'], store);
+    expect(JSON.parse(r.stdout)).toMatchObject({ removed: [], kept: 0 });
+    expect(r.stderr).toContain(`the store ${store} does not exist: nothing to collect`);
+    expect(await exists(store)).toBe(false);
   });
 
   it('gc --dry-run lists the unreferenced blob but deletes nothing', async () => {

@@ -308,6 +308,26 @@ describe.skipIf(!canMount)('filesystem faults', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ event: 'error', code: 'IO', exitCode: 7 });
   });
 
+  it('gc --dry-run of a read-only store (or layout) lists what gc would delete; gc itself exits 7', async () => {
+    const mnt = await tmpfs('4m');
+    const store = join(mnt, 'store');
+    for (const tag of ['layers', 'plain']) {
+      expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:${tag}`, `example.com/ro:${tag}`])).code).toBe(0);
+    }
+    expect((await ferry(['--store', store, 'rmi', '--no-prune', 'example.com/ro:layers'])).code).toBe(0);
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+    const layers = (await expected()).layers;
+    for (const args of [['--store', store, 'gc', '--dry-run'], ['gc', '--dry-run', store]]) {
+      const r = await ferry(args);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`Would delete: ${layers.digest}`);
+      expect(r.stdout).toMatch(/Would delete 5 blob\(s\)/);
+    }
+    const r = await ferry(['--store', store, 'gc']);
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/EROFS|read-only/);
+  });
+
   it('E3: a destination without write permission fails with exit 7 (non-root user)', async () => {
     const base = await tempDir();
     await chmod(base, 0o755);

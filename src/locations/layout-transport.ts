@@ -58,7 +58,7 @@ export const storeTransport: Transport = {
   describe: 'NAME[:TAG]  an image in the local store',
   async openSource(rest, ctx) {
     const layout = await OciLayout.open(ctx.storeDir);
-    const { descriptor, entry, byName } = await layout.resolveEntry(rest).catch((e: unknown) => {
+    const { descriptor, entry, byName } = await layout.resolveEntry(rest, { store: true }).catch((e: unknown) => {
       throw notInStore(e, rest);
     });
     // Named by digest or short id: the image's own name, not the digest read as a name.

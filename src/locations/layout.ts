@@ -10,7 +10,7 @@ import { hashPrefix, readCapped, type Prefix } from '../blob/verify.js';
 import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike, MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
-import { formatReference, tryParseReference } from '../oci/reference.js';
+import { formatReference, repositoryName, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '../types.js';
 import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
 import { EarlySync } from '../blob/early-sync.js';
@@ -35,6 +35,20 @@ export interface OpenLayoutOptions {
 }
 
 type IndexEdit = (manifests: Descriptor[]) => Descriptor[];
+
+export interface ResolveOptions {
+  /** Resolve as in the store, where every image has a full name: a bare tag names no named image. */
+  store?: boolean;
+}
+
+export interface ResolvedEntry {
+  descriptor: Descriptor;
+  entry?: LayoutEntry;
+  /** Found by a name (not a digest, short id or NAME@DIGEST). */
+  byName: boolean;
+  /** Which entries of index.json the reference names. */
+  match: (e: LayoutEntry) => boolean;
+}
 
 /**
  * An OCI image layout directory, readable as a Source and writable as a Sink. Blobs are published
@@ -142,9 +156,22 @@ export class OciLayout implements Source, Sink {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw e;
     }
-    const doc = parseManifestDocument(bytes, { where });
-    if (doc.kind !== 'index') throw new FerryError('INVALID_INPUT', `${where}: not an image index`);
-    return doc.index.manifests;
+    try {
+      const doc = parseManifestDocument(bytes, { where });
+      if (doc.kind !== 'index') throw new FerryError('INVALID_INPUT', `${where}: not an image index`);
+      return doc.index.manifests;
+    } catch (e) {
+      if (!isFerryError(e) || e.hint) throw e;
+      throw new FerryError(e.code, e.message, { cause: e.cause, hint: INDEX_DAMAGED_HINT });
+    }
+  }
+
+  /** index.json is there (readIndex reads a missing one as empty, as a layout being created has it). */
+  async hasIndexFile(): Promise<boolean> {
+    return stat(join(this.dir, 'index.json')).then(() => true, (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return false;
+      throw e;
+    });
   }
 
   async entries(): Promise<LayoutEntry[]> {
@@ -160,43 +187,70 @@ export class OciLayout implements Source, Sink {
    * recorded name (`alpine` = `docker.io/library/alpine:latest`). Several different images under
    * one name are reported, never picked silently.
    */
-  async resolve(ref: string): Promise<Descriptor> {
-    return (await this.resolveEntry(ref)).descriptor;
+  async resolve(ref: string, o: ResolveOptions = {}): Promise<Descriptor> {
+    return (await this.resolveEntry(ref, o)).descriptor;
   }
 
   /**
    * As resolve, and how: `entry` is the index entry a name matched (an image under two tags is
    * found under the one asked for); for a digest or short id, the image's first named entry.
+   * `match` selects the entries of index.json the reference names (what rmi removes).
    */
-  async resolveEntry(ref: string): Promise<{ descriptor: Descriptor; entry?: LayoutEntry; byName: boolean }> {
+  async resolveEntry(ref: string, o: ResolveOptions = {}): Promise<ResolvedEntry> {
     const entries = await this.entries();
-    const byId = (digest: Digest) => {
+    const byId = (digest: Digest): ResolvedEntry | undefined => {
       const hit = entries.find((e) => e.descriptor.digest === digest && e.name !== undefined) ?? entries.find((e) => e.descriptor.digest === digest);
-      return hit ? { descriptor: hit.descriptor, entry: hit, byName: false } : undefined;
+      return hit ? { descriptor: hit.descriptor, entry: hit, byName: false, match: (e) => e.descriptor.digest === digest } : undefined;
     };
-    if (isDigest(ref)) return byId(ref) ?? { descriptor: await this.describeBlob(ref), byName: false };
+    if (isDigest(ref)) return byId(ref) ?? { descriptor: await this.describeBlob(ref), byName: false, match: (e) => e.descriptor.digest === ref };
     const parsed = tryParseReference(ref);
-    const full = parsed ? formatReference(parsed) : undefined;
+    // NAME:TAG@DIGEST is found by its name and must then have that digest; NAME@DIGEST below.
+    const full = parsed?.tag !== undefined ? formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag }) : undefined;
     const tiers: Array<(e: LayoutEntry) => boolean> = [
-      (e) => e.tag === ref,
+      // In the store every image has a full name: `alpine` is docker.io/library/alpine:latest,
+      // never whatever image is tagged `alpine` (nginx:alpine). A bare tag names only a bare entry.
+      (e) => e.tag === ref && !(o.store && e.name !== undefined),
       (e) => e.name === ref,
       (e) => full !== undefined && normalized(e.name) === full,
       (e) => full !== undefined && e.tag !== undefined && /[/:@]/.test(e.tag) && normalized(e.tag) === full,
     ];
-    if (parsed?.digest && !parsed.tag) tiers.push((e) => e.descriptor.digest === parsed.digest);
-    for (const [i, match] of tiers.entries()) {
+    let other: Digest | undefined;
+    for (const match of tiers) {
       const hits = entries.filter(match);
       const digests = new Set(hits.map((h) => h.descriptor.digest));
       if (digests.size === 1) {
         const d = hits[0]!.descriptor;
-        if (parsed?.digest && parsed.digest !== d.digest) continue;
-        return { descriptor: d, entry: hits[0], byName: i < 4 };
+        if (parsed?.digest && parsed.digest !== d.digest) {
+          other = d.digest;
+          continue;
+        }
+        return { descriptor: d, entry: hits[0], byName: true, match: (e) => match(e) && e.descriptor.digest === d.digest };
       }
       if (digests.size > 1) {
         throw new FerryError('INVALID_INPUT', `"${ref}" is ambiguous in ${this.dir}: it names ${[...digests].join(', ')}`, {
           hint: 'name the image by its full name or by digest',
         });
       }
+    }
+    if (parsed?.digest && !parsed.tag) {
+      // NAME@DIGEST: that digest under that repository's names, or with no repository recorded (a
+      // pull by digest stores none); not the same digest under another repository's name.
+      const digest = parsed.digest;
+      const repo = repositoryName(parsed);
+      const match = (e: LayoutEntry) => e.descriptor.digest === digest && [repo, undefined].includes(entryRepository(e));
+      const hit = entries.find((e) => match(e) && e.name !== undefined) ?? entries.find(match);
+      if (hit) return { descriptor: hit.descriptor, entry: hit, byName: false, match };
+      const elsewhere = entries.filter((e) => e.descriptor.digest === digest).map((e) => e.name ?? e.tag);
+      if (elsewhere.length) {
+        throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.dir}: ${digest} is there, but not under ${repo}`, {
+          hint: `it is named ${someNames(elsewhere.filter((n): n is string => n !== undefined), ref)}; use that name, or the digest alone`,
+        });
+      }
+    }
+    if (other) {
+      throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.dir}: ${full} is ${other}, not ${parsed!.digest}`, {
+        hint: `name it ${full} (what it is now) or by the digest alone`,
+      });
     }
     const short = SHORT_ID.exec(ref);
     if (short) {
@@ -467,6 +521,7 @@ export class OciLayout implements Source, Sink {
 }
 
 const WRITER_PREFIX = '.ferry-writer-';
+const INDEX_DAMAGED_HINT = 'index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store';
 const PARTIAL_PREFIX = '.partial-';
 /** Smaller blobs are cheaper to fetch again than to track. */
 const PARTIAL_MIN_BYTES = 1 << 20;
@@ -491,6 +546,13 @@ function sourceFailed(e: unknown): boolean {
   const code = (e as { code?: unknown } | undefined)?.code;
   // The shared network codes, plus what a body cut mid-stream raises: any of undici's, a reset pipe.
   return typeof code === 'string' && (NETWORK_CODES.has(code) || /^(ECONNABORTED|EPIPE|UND_ERR_\w+)$/.test(code));
+}
+
+/** The repository an entry is named under: its full name, or a tag that is a full reference. */
+function entryRepository(e: LayoutEntry): string | undefined {
+  const text = e.name ?? (e.tag !== undefined && /[/:@]/.test(e.tag) ? e.tag : undefined);
+  const r = text === undefined ? undefined : tryParseReference(text);
+  return r ? repositoryName(r) : undefined;
 }
 
 function normalized(name: string | undefined): string | undefined {

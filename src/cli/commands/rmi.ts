@@ -1,9 +1,8 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { collectGarbage } from '../../gc.js';
-import { formatReference, tryParseReference } from '../../oci/reference.js';
-import { openStore } from '../../store.js';
-import type { Descriptor } from '../../oci/manifest.js';
+import { defaultStoreDir, openStoreToChange, STORE_HINT } from '../../store.js';
+import type { LayoutEntry } from '../../locations/layout.js';
 import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -24,29 +23,27 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
   handler: async (args) => {
     const remote = args.images.find((i) => i.startsWith('docker://'));
     if (remote) throw new FerryError('USAGE', `ferry rmi removes store images; ${remote} is in a registry`, { hint: `ferry rm ${remote} deletes it there` });
-    const store = await openStore({ dir: args.store, write: true });
+    const store = await openStoreToChange(args.store);
+    if (!store) throw new FerryError('NOT_FOUND', `image "${args.images[0]}" not found: the store ${args.store ?? defaultStoreDir()} does not exist`, { hint: STORE_HINT });
     try {
       // Each argument resolved once, and every one checked before anything is untagged. As docker
       // does: an id (digest or short id) that several names share removes them all only when asked to.
       const targets = [];
-      for (const image of args.images) targets.push({ image, ...(await store.resolveEntry(image)) });
+      for (const image of args.images) targets.push({ image, ...(await store.resolveEntry(image, { store: true })) });
       const entries = await store.entries();
-      const namesOf = (d: Descriptor) => entries.filter((e) => e.descriptor.digest === d.digest).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
       for (const t of targets) {
-        const names = t.byName || args.force ? [] : namesOf(t.descriptor);
+        const names = t.byName || args.force ? [] : entries.filter(t.match).map((e) => e.name ?? e.tag).filter((n) => n !== undefined);
         if (names.length > 1) {
           throw new FerryError('USAGE', `${t.image} has ${names.length} names: ${names.join(', ')}`, { hint: 'remove the names one at a time, or pass --force to remove them all' });
         }
       }
       const untagged: string[] = [];
-      for (const { image, descriptor, byName } of targets) {
-        const full = byName ? tryParseReference(image) : undefined;
-        const fullName = full ? formatReference(full) : undefined;
-        const removed = await store.untag((e) =>
-          e.descriptor.digest === descriptor.digest &&
-          (!byName || e.tag === image || e.name === image || (fullName !== undefined && e.name === fullName)),
-        );
-        if (removed.length === 0) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
+      const gone: LayoutEntry[] = [];
+      for (const { image, match } of targets) {
+        const removed = await store.untag(match);
+        // Two arguments for one image (alpine and docker.io/library/alpine): the second finds it gone.
+        if (removed.length === 0 && !gone.some(match)) throw new FerryError('NOT_FOUND', `image "${image}" not found in ${store.dir}`);
+        gone.push(...removed);
         for (const r of removed) untagged.push(r.name ?? r.tag ?? r.descriptor.digest);
       }
       let gc;
@@ -55,8 +52,10 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
       } catch (e) {
         // The names are gone either way; what the refusal protects is other images' blobs.
         if (!(e instanceof FerryError)) throw e;
-        for (const u of untagged) out(`Untagged: ${u}`);
-        throw new FerryError(e.code, `no blob was deleted: ${e.message}`, { hint: e.hint });
+        // With --json, stdout holds only the error line: it says what was untagged.
+        if (!args.json) for (const u of untagged) out(`Untagged: ${u}`);
+        const done = args.json ? `untagged ${untagged.join(', ')}, but ` : '';
+        throw new FerryError(e.code, `${done}no blob was deleted: ${e.message}`, { hint: e.hint });
       }
       if (args.json) return printJson({ untagged, deleted: gc?.removed ?? [] });
       for (const u of untagged) out(`Untagged: ${u}`);

@@ -18,7 +18,7 @@ export async function openImage(text: string, store: () => Promise<OciLayout>): 
   }
   if (transport.prefix !== '') throw new FerryError('USAGE', `${transport.prefix} locations cannot be used here yet; use a store name or oci:DIR[:TAG]`);
   const layout = await store();
-  const { descriptor, entry } = await layout.resolveEntry(rest);
+  const { descriptor, entry } = await layout.resolveEntry(rest, { store: true });
   return { layout, descriptor, ref: rest, name: entry?.name ?? entry?.tag };
 }
 

@@ -2,7 +2,11 @@ import type { CommandModule } from 'yargs';
 import { ANNOTATION_SYNC_PLATFORMS } from '../../sync/selection.js';
 import { FerryError } from '../../errors.js';
 import { plainDescriptor } from '../../oci/manifest.js';
-import { openStore, storeTagName } from '../../store.js';
+import { isDigest } from '../../oci/digest.js';
+import { parseReference } from '../../oci/reference.js';
+import type { OciLayout } from '../../locations/layout.js';
+import type { TagName } from '../../types.js';
+import { defaultStoreDir, openStoreToChange, STORE_HINT, storeTagName } from '../../store.js';
 import { interrupt, printJson, registrySettings, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -27,22 +31,43 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
         throw new FerryError('USAGE', `ferry tag names store images and registry images; ${t} is neither`, { hint: `ferry copy SOURCE ${t.split(':')[0]}:… writes a copy under another name` });
       }
     }
-    const store = await openStore({ dir: args.store, write: true });
+    const store = await openStoreToChange(args.store);
+    if (!store) throw new FerryError('NOT_FOUND', `image "${args.source}" not found: the store ${args.store ?? defaultStoreDir()} does not exist`, { hint: STORE_HINT });
     try {
-      const d = await store.resolve(args.source);
-      const name = storeTagName(args.target);
-      if (!name) throw new FerryError('USAGE', `"${args.target}" has no tag; a tag target must be NAME[:TAG], not a digest`);
+      const name = targetName(args.target);
+      const d = await store.resolve(args.source, { store: true });
       // What the image is travels with the new name; that sync wrote the old name does not.
       const { [ANNOTATION_SYNC_PLATFORMS]: _synced, ...annotations } = d.annotations ?? {};
+      const before = (await store.entries()).find((e) => e.name === name.name)?.descriptor.digest;
       await store.tag({ ...plainDescriptor(d), ...(Object.keys(annotations).length ? { annotations } : {}) }, name);
       await store.commit();
-      if (args.json) printJson({ digest: d.digest, name: name.name ?? name.tag });
+      const previous = before !== undefined && before !== d.digest ? before : undefined;
+      if (args.json) printJson({ digest: d.digest, name: name.name ?? name.tag, ...(previous ? { previous } : {}) });
       status(args, `Tagged ${d.digest} as ${name.name}`);
+      if (previous) status(args, `${name.name} named ${previous} until now${await unnamedNote(store, previous)}`);
     } finally {
       await store.close();
     }
   },
 };
+
+/**
+ * The store name a tag target gives: NAME[:TAG], never a digest. `sha256:<hex>` would read as
+ * repository "sha256", and a name under it could never be named again (that text is the digest).
+ */
+function targetName(target: string): TagName {
+  if (isDigest(target) || parseReference(target).digest) {
+    const what = isDigest(target) ? 'is a digest' : 'holds a digest (a tag cannot choose one)';
+    throw new FerryError('USAGE', `"${target}" ${what}; a tag target must be NAME[:TAG]`, { hint: 'ferry tag IMAGE NAME:TAG' });
+  }
+  return storeTagName(target)!;
+}
+
+/** When the image a name was moved away from has no name left: what happens to it. */
+async function unnamedNote(store: OciLayout, digest: string): Promise<string> {
+  if ((await store.entries()).some((e) => e.descriptor.digest === digest)) return '';
+  return ' (it has no other name now: the next ferry gc or rmi deletes it)';
+}
 
 /** `ferry tag docker://REG/a:1 docker://REG/a:2`: the manifest is put under the new tag; no blob moves. */
 async function retagRemote(args: Args, both: boolean): Promise<void> {
@@ -51,7 +76,6 @@ async function retagRemote(args: Args, both: boolean): Promise<void> {
       hint: args.source.startsWith('docker://') ? 'ferry pull, then ferry tag; or ferry copy SOURCE TARGET' : 'ferry tag, then ferry push; or ferry copy SOURCE TARGET',
     });
   }
-  const { parseReference } = await import('../../oci/reference.js');
   const [from, to] = [args.source, args.target].map((t) => parseReference(t.slice('docker://'.length)));
   if (from!.domain !== to!.domain) {
     throw new FerryError('USAGE', `${args.source} and ${args.target} are in different registries: that is a copy, not a tag`, { hint: `ferry copy ${args.source} ${args.target}` });
