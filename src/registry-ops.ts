@@ -12,6 +12,7 @@ import { formatReference, parseReference, parseRepository, repositoryName, witho
 import { hostPlatform, type PlatformSelection } from './oci/platform.js';
 import type { Digest } from './oci/digest.js';
 import { defaultStoreDir } from './store.js';
+import { forEachLimited } from './util/limit.js';
 
 export interface TransferOptions {
   /** Carry signatures, SBOMs and attestations that refer to the images. */
@@ -197,11 +198,53 @@ export async function listCatalog(server: string, o: { registry?: RegistrySettin
   });
 }
 
-/** Deletes a manifest (and with it every tag that points at it) from a registry. */
-export async function removeRemote(image: string, o: { registry?: RegistrySettings } = {}): Promise<Digest> {
+export interface RemoveResult {
+  /** The manifest the reference named (a tag: the one it pointed at). */
+  digest: Digest;
+  /** `tag`: the registry deleted just the tag; `manifest`: the manifest went, with every tag on it. */
+  removed: 'tag' | 'manifest';
+  /** With `manifest`, the tags that went with it when ferry listed them (not for a digest given). */
+  tags?: string[];
+}
+
+/** HEADs of the other tags of a repository, at most this many at once (as sync's tag checks). */
+const TAG_CHECKS = 16;
+
+/**
+ * `ferry rm`. A digest: deletes that manifest, and with it every tag on it. A tag: deletes the
+ * tag alone where the registry can (OCI distribution 1.1); where it cannot, deletes its manifest
+ * by digest, but only when no other tag points at it, unless `force`.
+ */
+export async function removeRemote(image: string, o: { registry?: RegistrySettings; force?: boolean; signal?: AbortSignal } = {}): Promise<RemoveResult> {
   const ref = parseReference(withoutDockerPrefix(image));
   const repo = openRepository(ref, o.registry);
-  const digest = ref.digest ?? (await repo.resolve(ref.tag!)).digest;
+  if (ref.digest) {
+    await repo.deleteManifest(ref.digest);
+    return { digest: ref.digest, removed: 'manifest' };
+  }
+  const tag = ref.tag!;
+  const named = `${repositoryName(ref)}:${tag}`;
+  const digest = await repo.headDigest(tag, { signal: o.signal });
+  if (!digest) throw new FerryError('NOT_FOUND', `${named} not found`, { hint: `ferry tags ${repositoryName(ref)} lists its tags` });
+  const refusal = await repo.deleteTag(tag);
+  if (refusal === undefined) return { digest, removed: 'tag' };
+  const others = await tagsOn(repo, digest, tag, o.signal);
+  if (others.length && !o.force) {
+    // Deleting the manifest is what the registry would do, but not what was asked for.
+    throw new FerryError('USAGE', `${named}: its manifest ${digest} is also tagged ${others.join(', ')}, and the registry deletes only whole manifests (DELETE of the tag alone: ${refusal}); nothing was deleted`, {
+      hint: `ferry rm --force ${image} deletes the manifest and every tag on it, as ferry rm docker://${repositoryName(ref)}@${digest} does`,
+    });
+  }
   await repo.deleteManifest(digest);
-  return digest;
+  return { digest, removed: 'manifest', tags: [tag, ...others] };
+}
+
+/** The tags of a repository besides `except` that point at `digest` now. */
+async function tagsOn(repo: RegistryRepository, digest: Digest, except: string, signal?: AbortSignal): Promise<string[]> {
+  const tags = (await repo.listTags({ signal })).filter((t) => t !== except);
+  const found = new Set<string>();
+  await forEachLimited(tags, TAG_CHECKS, async (t) => {
+    if ((await repo.headDigest(t, { signal, expected: digest })) === digest) found.add(t);
+  });
+  return tags.filter((t) => found.has(t));
 }

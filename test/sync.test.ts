@@ -145,8 +145,9 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     const env = { FERRY_STATE_DIR: await tempDir() };
     const args = ['sync', '--include', '^t01[0-2]$', `${fx.proxy.host}/sync/app`, `docker://${fx.reg.host}/gone`];
     expect((await ferry(args, { env })).stdout).toContain('3 tags, 3 copied');
-    // One manifest behind all three tags: deleting it removes them all at the destination.
-    expect((await ferry(['rm', `docker://${fx.reg.host}/gone/sync/app:t010`])).code).toBe(0);
+    // One manifest behind all three tags: deleting it (--force: distribution deletes no tag alone)
+    // removes them all at the destination.
+    expect((await ferry(['rm', '--force', `docker://${fx.reg.host}/gone/sync/app:t010`])).code).toBe(0);
     const left = (await ferry(['tags', `${fx.reg.host}/gone/sync/app`])).stdout.split('\n').filter(Boolean);
     const r = await ferry(args, { env });
     expect(r.code, r.stderr).toBe(0);

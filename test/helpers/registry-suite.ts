@@ -11,7 +11,8 @@ import type { RunningRegistry } from './registry.js';
  * The registry behaviour ferry relies on, run against every registry implementation we test
  * (the CNCF distribution registry and `ferry serve`), so both are held to the same rules.
  */
-export function registrySuite(name: string, start: () => Promise<RunningRegistry>): void {
+/** `deletesTags`: the registry deletes a tag alone (OCI distribution 1.1), not only whole manifests. */
+export function registrySuite(name: string, start: () => Promise<RunningRegistry>, { deletesTags }: { deletesTags: boolean }): void {
   describe(`registry round trips (${name})`, () => {
     let reg: RunningRegistry | undefined;
     afterAll(async () => reg?.stop());
@@ -237,11 +238,14 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(images).toMatch(/suite\/all\s+zstd/);
     });
 
-    it('rm deletes a remote manifest; pulling it afterwards exits 2', async () => {
+    it('rm of a tag no other tag shares removes it; pulling it afterwards exits 2', async () => {
       const h = await host();
+      const exp = await testdataImages();
       await seed('plain', 'suite/rm');
       const rm = await ferry(['rm', `docker://${h}/suite/rm:plain`]);
       expect(rm.code, rm.stderr).toBe(0);
+      // distribution deletes only whole manifests: the manifest went, and with it its one tag.
+      expect(rm.stdout.trim()).toBe(deletesTags ? `Untagged: docker://${h}/suite/rm:plain (was ${exp.plain.digest})` : `Deleted: ${exp.plain.digest} (tags: plain)`);
       const pull = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${h}/suite/rm:plain`]);
       expect(pull.code).toBe(2);
       expect(pull.stderr).toMatch(/not found/);
@@ -250,6 +254,59 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       const byDigest = await ferry(['--store', join(await tempDir(), 's'), 'pull', `${h}/suite/rm@${gone}`]);
       expect(byDigest.code).toBe(2);
       expect(byDigest.stderr).toContain(`manifest ${h}/suite/rm@${gone} not found`);
+    });
+
+    it('rm of a tag other tags share deletes the tag alone, or refuses where only the manifest can go; --force deletes it', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('plain', 'suite/rm-shared');
+      for (const t of ['stable', '1.4']) expect((await ferry(['tag', `docker://${h}/suite/rm-shared:plain`, `docker://${h}/suite/rm-shared:${t}`])).code).toBe(0);
+      const tags = async () => (await ferry(['tags', `${h}/suite/rm-shared`])).stdout.trim().split('\n').filter(Boolean).sort();
+      const rm = await ferry(['--json', 'rm', `docker://${h}/suite/rm-shared:plain`]);
+      if (deletesTags) {
+        expect(rm.code, rm.stderr).toBe(0);
+        expect(JSON.parse(rm.stdout)).toEqual({ image: `docker://${h}/suite/rm-shared:plain`, deleted: exp.plain.digest, removed: 'tag' });
+        expect(await tags()).toEqual(['1.4', 'stable']);
+        expect((await ferry(['--store', join(await tempDir(), 's'), 'pull', '-q', `${h}/suite/rm-shared:stable`])).code).toBe(0);
+        return;
+      }
+      expect(rm.code, rm.stderr).toBe(2);
+      expect(JSON.parse(rm.stdout)).toMatchObject({ event: 'error', code: 'USAGE', exitCode: 2 });
+      expect(rm.stderr).toContain(`${h}/suite/rm-shared:plain: its manifest ${exp.plain.digest} is also tagged 1.4, stable, and the registry deletes only whole manifests (DELETE of the tag alone: HTTP 400 DIGEST_INVALID); nothing was deleted`);
+      expect(rm.stderr).toContain(`hint: ferry rm --force docker://${h}/suite/rm-shared:plain deletes the manifest and every tag on it, as ferry rm docker://${h}/suite/rm-shared@${exp.plain.digest} does`);
+      expect(await tags()).toEqual(['1.4', 'plain', 'stable']);
+      const forced = await ferry(['--json', 'rm', '--force', `docker://${h}/suite/rm-shared:plain`]);
+      expect(forced.code, forced.stderr).toBe(0);
+      expect(JSON.parse(forced.stdout)).toEqual({ image: `docker://${h}/suite/rm-shared:plain`, deleted: exp.plain.digest, removed: 'manifest', tags: ['plain', '1.4', 'stable'] });
+      expect(await tags()).toEqual([]);
+    });
+
+    it('rm by digest deletes the manifest and every tag on it', async () => {
+      const h = await host();
+      const exp = await testdataImages();
+      await seed('plain', 'suite/rm-digest');
+      expect((await ferry(['tag', `docker://${h}/suite/rm-digest:plain`, `docker://${h}/suite/rm-digest:other`])).code).toBe(0);
+      const rm = await ferry(['rm', `docker://${h}/suite/rm-digest@${exp.plain.digest}`]);
+      expect(rm.code, rm.stderr).toBe(0);
+      expect(rm.stdout.trim()).toBe(`Deleted: ${exp.plain.digest}`);
+      expect((await ferry(['tags', `${h}/suite/rm-digest`])).stdout.trim()).toBe('');
+      const again = await ferry(['rm', `docker://${h}/suite/rm-digest@${exp.plain.digest}`]);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain(`${h}/suite/rm-digest@${exp.plain.digest} not found`);
+    });
+
+    it('rm of a tag or repository that does not exist exits 2 (NOT_FOUND) and deletes nothing', async () => {
+      const h = await host();
+      await seed('plain', 'suite/rm-missing');
+      const r = await ferry(['--json', 'rm', `docker://${h}/suite/rm-missing:nope`]);
+      expect(r.code).toBe(2);
+      expect(JSON.parse(r.stdout)).toMatchObject({ event: 'error', code: 'NOT_FOUND', exitCode: 2 });
+      expect(r.stderr).toContain(`ferry: error: ${h}/suite/rm-missing:nope not found`);
+      expect(r.stderr).toContain(`hint: ferry tags ${h}/suite/rm-missing lists its tags`);
+      const repo = await ferry(['rm', `docker://${h}/suite/rm-nothing-here:plain`]);
+      expect(repo.code).toBe(2);
+      expect(repo.stderr).toContain(`${h}/suite/rm-nothing-here:plain not found`);
+      expect((await ferry(['tags', `${h}/suite/rm-missing`])).stdout.trim()).toBe('plain');
     });
 
     it('tag docker://A docker://B retags in the registry: the same digest, every platform kept, the store untouched', async () => {
