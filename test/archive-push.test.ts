@@ -32,6 +32,14 @@ async function named(s: string): Promise<Record<string, string>> {
   return out;
 }
 
+/** Pulled back from `prefix`, every image of NAMES has the digest it was saved with. */
+async function expectPulledBack(prefix: string): Promise<void> {
+  const back = join(await tempDir(), 'back');
+  for (const n of NAMES) await ok(['--store', back, 'pull', '-q', `${prefix}/${n.slice('example.com/'.length)}`]);
+  const got = await named(back);
+  for (const n of NAMES) expect(got[`${prefix}/${n.slice('example.com/'.length)}`], n).toBe(digests[n]);
+}
+
 /** The repositories under `prefix` the registry has (any at all means something was pushed). */
 async function repositories(prefix: string): Promise<string[]> {
   const res = await fetch(`http://${registry!.host}/v2/_catalog?n=1000`);
@@ -81,10 +89,7 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
       // Nothing the size of a blob, let alone of the archive, was written to $TMPDIR; nothing is left.
       expect(largest).toBeLessThan(1 << 20);
       expect(left).toEqual([]);
-      const back = join(await tempDir(), 'back');
-      for (const n of NAMES) await ok(['--store', back, 'pull', '-q', `${prefix}/${n.slice('example.com/'.length)}`]);
-      const got = await named(back);
-      for (const n of NAMES) expect(got[`${prefix}/${n.slice('example.com/'.length)}`], n).toBe(digests[n]);
+      await expectPulledBack(prefix);
     });
   }
 
@@ -192,10 +197,7 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
         for (const n of NAMES) expect(r.stdout).toContain(`${prefix}/${n.slice('example.com/'.length)}: digest: ${digests[n]}`);
         expect(largest).toBeLessThan(1 << 20);
         expect(left).toEqual([]);
-        const back = join(await tempDir(), 'back');
-        for (const n of NAMES) await ok(['--store', back, 'pull', '-q', `${prefix}/${n.slice('example.com/'.length)}`]);
-        const got = await named(back);
-        for (const n of NAMES) expect(got[`${prefix}/${n.slice('example.com/'.length)}`], n).toBe(digests[n]);
+        await expectPulledBack(prefix);
       }
       // --dry-run reads the set too.
       const plan = await ok(['push', '--from', join(dir, `set.*.${suffix}`), `${host}/plan-${tag}`, '--dry-run']);

@@ -1,9 +1,7 @@
-import { open } from 'node:fs/promises';
 import { copy, type CopyEvent, type CopyOptions, type CopyReport, type Root } from '../copy.js';
 import { walk } from '../graph.js';
 import { FerryError } from '../errors.js';
 import { readCapped } from '../blob/verify.js';
-import { sniff } from '../blob/compression.js';
 import type { RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { Digest } from '../oci/digest.js';
@@ -14,8 +12,8 @@ import type { TagName } from '../types.js';
 import { entryNames, type ArchiveRoot } from './graph.js';
 import { ingestArchive } from './ingest.js';
 import { archiveFiles, shellQuoted, volumePattern } from './patterns.js';
-import { orderInputs, refuseDirectory, skimmedArchiveBytes } from './scan.js';
-import { ArchiveSource, repoTagNames, type ArchiveImage } from './source.js';
+import { orderInputs, skimmedArchiveBytes } from './scan.js';
+import { ArchiveSource, openSniffed, repoTagNames, type ArchiveImage } from './source.js';
 import { cleanPath, readTar } from './tar.js';
 import { notAnImageArchive, VOLUME_HEADER } from './volumes.js';
 
@@ -259,17 +257,9 @@ async function copyInto(
 }
 
 async function isCompressed(file: string): Promise<boolean> {
-  await refuseDirectory(file);
-  const fh = await open(file, 'r').catch((e: NodeJS.ErrnoException) => {
-    throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${file}: no such file`) : e;
-  });
-  try {
-    const head = Buffer.alloc(6);
-    const { bytesRead } = await fh.read(head, 0, 6, 0);
-    return sniff(head.subarray(0, bytesRead)) !== 'none';
-  } finally {
-    await fh.close();
-  }
+  const { fh, compression } = await openSniffed(file);
+  await fh.close();
+  return compression !== 'none';
 }
 
 /**

@@ -1,8 +1,8 @@
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { sniff } from '../blob/compression.js';
+import { sniff, type Compression } from '../blob/compression.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
@@ -316,8 +316,8 @@ export class ArchiveSource implements Source {
   }
 }
 
-/** One archive file's entries: read in place if plain, by decompressing if not. */
-async function openBacking(path: string, signal?: AbortSignal): Promise<ArchiveBacking> {
+/** An archive file opened, and its compression as its first bytes say. */
+export async function openSniffed(path: string): Promise<{ fh: FileHandle; compression: Compression }> {
   await refuseDirectory(path);
   const fh = await open(path, 'r').catch((e: NodeJS.ErrnoException) => {
     throw e.code === 'ENOENT' ? new FerryError('NOT_FOUND', `${path}: no such file`) : e;
@@ -325,7 +325,18 @@ async function openBacking(path: string, signal?: AbortSignal): Promise<ArchiveB
   try {
     const head = Buffer.alloc(6);
     const { bytesRead } = await fh.read(head, 0, 6, 0);
-    if (sniff(head.subarray(0, bytesRead)) !== 'none') {
+    return { fh, compression: sniff(head.subarray(0, bytesRead)) };
+  } catch (e) {
+    await fh.close().catch(() => {});
+    throw e;
+  }
+}
+
+/** One archive file's entries: read in place if plain, by decompressing if not. */
+async function openBacking(path: string, signal?: AbortSignal): Promise<ArchiveBacking> {
+  const { fh, compression } = await openSniffed(path);
+  try {
+    if (compression !== 'none') {
       await fh.close();
       return await CompressedBacking.open(path, signal);
     }
