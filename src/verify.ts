@@ -188,10 +188,10 @@ async function verifyGraph(access: BlobAccess, roots: Descriptor[], problems: Pr
     }
     report.blobs++;
     report.bytes += result.size;
+    // One fault, one problem: a blob cut short also hashes wrong, and is said to be cut short.
     if (exp && result.size !== exp.size) {
-      problems.push({ kind: 'size', digest, path, message: `blob ${digest}: size ${result.size}, expected ${exp.size}` });
-    }
-    if (result.digest !== digest) {
+      problems.push({ kind: 'size', digest, path, message: `blob ${digest}: size ${result.size}, expected ${exp.size}${sizeAndHash(result.digest, digest)}` });
+    } else if (result.digest !== digest) {
       problems.push({ kind: 'digest', digest, path, message: `digest mismatch for blob ${digest}: content hashes to ${result.digest}` });
     } else if (exp?.diffId && result.diffId !== exp.diffId) {
       problems.push({ kind: 'diff_id', digest, path, message: `layer ${digest}: uncompressed content hashes to ${result.diffId ?? '(not decodable)'}, config says diff_id ${exp.diffId}` });
@@ -202,6 +202,11 @@ async function verifyGraph(access: BlobAccess, roots: Descriptor[], problems: Pr
     report.bytes += size;
   }
   return report;
+}
+
+/** What a size problem adds when the content also hashes wrong. */
+function sizeAndHash(actual: string, digest: string): string {
+  return actual === digest ? '' : ` (content hashes to ${actual})`;
 }
 
 function isImageConfig(mediaType: string): boolean {
@@ -235,10 +240,11 @@ async function readSmall(access: BlobAccess, d: Descriptor, problems: Problem[],
   }
   const actual = `${algorithmOf(d.digest)}:${createHash(algorithmOf(d.digest)).update(bytes).digest('hex')}`;
   if (bytes.byteLength !== d.size) {
-    problems.push({ kind: 'size', digest: d.digest, path, message: `blob ${d.digest}: size ${bytes.byteLength}, expected ${d.size}` });
+    problems.push({ kind: 'size', digest: d.digest, path, message: `blob ${d.digest}: size ${bytes.byteLength}, expected ${d.size}${sizeAndHash(actual, d.digest)}` });
+  } else if (actual !== d.digest) {
+    problems.push({ kind: 'digest', digest: d.digest, path, message: `digest mismatch for blob ${d.digest}: content hashes to ${actual}` });
   }
   if (actual !== d.digest) {
-    problems.push({ kind: 'digest', digest: d.digest, path, message: `digest mismatch for blob ${d.digest}: content hashes to ${actual}` });
     checked.set(d.digest, { size: bytes.byteLength });
     return undefined;
   }

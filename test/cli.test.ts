@@ -1,4 +1,4 @@
-import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ferry, finish, start, type RunResult } from './helpers/cli.js';
@@ -750,6 +750,18 @@ describe.concurrent('verify', () => {
     expect(r.code).toBe(4);
     for (const d of bad) expect(r.stdout, d).toContain(d);
     expect(r.stdout).toContain('3 problem(s)');
+  });
+
+  it('B2: a blob cut short is one problem (its size, with what its content hashes to), not also a digest mismatch', async () => {
+    const dir = await testdataCopy();
+    const cut = [images.layers.layers![0]!.digest, images.docker.config!];
+    for (const d of cut) await truncate(blobFile(dir, d), 10);
+    const r = await run(['verify', dir]);
+    expect(r.code).toBe(4);
+    expect(r.stdout).toContain('2 problem(s)');
+    for (const d of cut) expect(r.stdout).toMatch(new RegExp(`PROBLEM size: blob ${d}: size 10, expected \\d+ \\(content hashes to sha256:[a-f0-9]{64}\\)`));
+    const json = JSON.parse((await run(['verify', '--json', dir])).stdout) as { problems: Array<{ kind: string; digest: string }> };
+    expect(json.problems.map((p) => [p.kind, p.digest]).sort()).toEqual(cut.map((d) => ['size', d]).sort());
   });
 
   it('B1: a deleted referenced blob exits 4 and is reported missing', async () => {
