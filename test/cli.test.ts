@@ -764,6 +764,19 @@ describe.concurrent('verify', () => {
     expect(json.problems.map((p) => [p.kind, p.digest]).sort()).toEqual(cut.map((d) => ['size', d]).sort());
   });
 
+  it('B1: inspect of a stored image whose manifest or config is gone says the image is damaged (exit 4), not that it is unknown', async () => {
+    const store = await storeWithAll();
+    await rm(blobFile(store, images.plain.config!));
+    const r = await run(['inspect', `${REPO}:plain`], store);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`${REPO}:plain is damaged: blob ${images.plain.config} is missing from`);
+    expect(r.stderr).toContain('hint: ferry verify lists what is missing');
+    // A platform the image does not have is still the user's mistake.
+    const multi = await run(['inspect', '--platform', 'linux/s390x', `${REPO}:multi`], store);
+    expect(multi.code).toBe(2);
+    expect(multi.stderr).not.toContain('damaged');
+  });
+
   it('B1: a deleted referenced blob exits 4 and is reported missing', async () => {
     const dir = await testdataCopy();
     const gone = images.zstd.layers![0]!.digest;

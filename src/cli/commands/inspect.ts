@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { readDocument } from '../../graph.js';
 import { readConfig } from '../../images.js';
-import { FerryError } from '../../errors.js';
+import { FerryError, isFerryError } from '../../errors.js';
 import { formatPlatform, normalizePlatform, parsePlatform, samePlatform, selectPlatforms } from '../../oci/platform.js';
 import { defaultStoreDir, openStore } from '../../store.js';
 import { transportFor } from '../../locations/location.js';
@@ -27,21 +27,34 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
       .option('raw', { type: 'boolean', describe: 'print the manifest (or index) bytes exactly as stored' })
       .option('platform', { type: 'string', describe: 'for an index: show this platform\'s image (OS/ARCH[/VARIANT])' }),
   handler: async (args) => {
-    const { source, descriptor, name, close } = await open(args);
+    const { source, descriptor, name, close, local } = await open(args);
     try {
-      await show(args, source, descriptor, name);
+      await show(args, local ? damagedWhenMissing(source, args.image) : source, descriptor, name);
     } finally {
       await close();
     }
   },
 };
 
+/** The store (or a layout) names the image but lacks one of its blobs: the image is damaged, not unknown. */
+function damagedWhenMissing(src: Source, image: string): Source {
+  return {
+    resolve: (ref) => src.resolve(ref),
+    fetch: (d, o) =>
+      src.fetch(d, o).catch((e: unknown) => {
+        if (!isFerryError(e, 'NOT_FOUND')) throw e;
+        throw new FerryError('INTEGRITY', `${image} is damaged: ${e.message}`, { hint: 'ferry verify lists what is missing; copy or pull the image again' });
+      }),
+    close: () => src.close(),
+  };
+}
+
 /** The image to show: from the store or a layout (named as index.json names it), a registry or an archive. */
-async function open(args: Args): Promise<{ source: Source; descriptor: Descriptor; name: string | undefined; close: () => Promise<void> }> {
+async function open(args: Args): Promise<{ source: Source; descriptor: Descriptor; name: string | undefined; close: () => Promise<void>; local?: boolean }> {
   const { transport } = transportFor(args.image);
   if (transport.prefix === '' || transport.prefix === 'oci:') {
     const { layout, descriptor, name } = await openImage(args.image, () => openStore({ dir: args.store }));
-    return { source: layout, descriptor, name, close: async () => {} };
+    return { source: layout, descriptor, name, close: async () => {}, local: true };
   }
   return openResolved(args.image, { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
 }
