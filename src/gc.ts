@@ -15,6 +15,14 @@ export interface GcReport {
   /** Partial downloads of dead runs deleted: their blob is complete, or no rerun came for a day. */
   partials: number;
   partialBytes: number;
+  /** Partial downloads of dead runs kept for a rerun to continue, and when the last one expires. */
+  partialsKept: number;
+  partialKeptBytes: number;
+  partialsKeptUntil?: string;
+}
+
+export function emptyGcReport(): GcReport {
+  return { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0, partialsKept: 0, partialKeptBytes: 0 };
 }
 
 function nameOf(root: { annotations?: Record<string, string> }): string {
@@ -24,6 +32,8 @@ function nameOf(root: { annotations?: Record<string, string> }): string {
 
 export interface GcOptions {
   dryRun?: boolean;
+  /** Also delete partial downloads kept for resuming (of dead runs only). */
+  partials?: boolean;
 }
 
 /**
@@ -31,16 +41,19 @@ export interface GcOptions {
  * or cannot be read: without its children list, live layers would look unreferenced.
  */
 export async function collectGarbage(layout: OciLayout, opts: GcOptions = {}): Promise<GcReport> {
-  const report: GcReport = { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0 };
+  const report = emptyGcReport();
   if (!(await layout.hasIndexFile())) {
     throw new FerryError('INTEGRITY', `gc stopped: ${join(layout.dir, 'index.json')} is missing, so every blob would look unreferenced`, {
       hint: 'nothing was deleted; index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store',
     });
   }
   if (!opts.dryRun) report.temps = await layout.removeDeadTemps();
-  const partials = await layout.removeStalePartials({ dryRun: opts.dryRun });
+  const partials = await layout.removeStalePartials({ dryRun: opts.dryRun, all: opts.partials });
   report.partials = partials.count;
   report.partialBytes = partials.bytes;
+  report.partialsKept = partials.kept;
+  report.partialKeptBytes = partials.keptBytes;
+  if (partials.keptUntil !== undefined) report.partialsKeptUntil = new Date(partials.keptUntil).toISOString();
   // A dry run deletes nothing: on a layout it cannot write (a stick mounted read-only) it looks
   // without the lock, which it could not take.
   const locked = opts.dryRun && !(await access(layout.dir, constants.W_OK).then(() => true, () => false))

@@ -30,10 +30,10 @@ export const STORE_HINT = 'the store is --store DIR, else $FERRY_STORE, else $XD
  * not exist, and never created (`readOnly`: opened for reading only, as gc --dry-run does). A directory that is not a layout is refused rather than made one:
  * an empty index.json over blobs already there would make gc delete every one of them.
  */
-export async function openStoreToChange(dir: string = defaultStoreDir(), o: { readOnly?: boolean } = {}): Promise<OciLayout | undefined> {
+export async function openStoreToChange(dir: string = defaultStoreDir(), o: { readOnly?: boolean; indexMayBeMissing?: boolean } = {}): Promise<OciLayout | undefined> {
   const st = await stat(dir).catch(() => undefined);
   if (!st) return undefined;
-  return OciLayout.open(dir, o.readOnly ? {} : { create: true, existing: true }).catch((e: unknown) => {
+  return OciLayout.open(dir, o.readOnly ? {} : { create: true, existing: true, indexMayBeMissing: o.indexMayBeMissing }).catch((e: unknown) => {
     if (!isFerryError(e, 'NOT_FOUND')) throw e;
     const what = st.isDirectory() ? 'is not an OCI image layout (no oci-layout file)' : 'is not a directory';
     throw new FerryError('NOT_FOUND', `the store ${dir} ${what}; nothing was changed`, { hint: STORE_HINT });

@@ -1,4 +1,4 @@
-import { cp, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ferry, finish, start, type RunResult } from './helpers/cli.js';
@@ -93,6 +93,28 @@ describe.concurrent('copy into the store, then images', () => {
     expect(r.stdout).toContain(`Digest: ${images.layers.digest}`);
     expect(await blobDigests(dest)).toEqual([images.layers.digest, images.layers.config!, ...layerDigests(images.layers)].sort());
     await ok(['verify', dest]);
+  });
+
+  it('images shows an image whose layer blob is missing, or whose config is cut short, as DAMAGED (and --json says why); the others stay healthy', async () => {
+    const store = await storeWithAll();
+    const lostLayer = images.layers.layers![1]!.digest;
+    const cutConfig = images.docker.config!;
+    await rm(blobFile(store, lostLayer));
+    await truncate(blobFile(store, cutConfig), 10);
+    const uses = (t: Tag, d: string) => images[t].config === d || (images[t].layers ?? []).some((l) => l.digest === d);
+    const damaged = TAGS.filter((t) => uses(t, lostLayer) || uses(t, cutConfig));
+    expect(damaged).toEqual(expect.arrayContaining(['layers', 'docker']));
+    const r = await ok(['images'], store);
+    for (const t of TAGS) {
+      const row = r.stdout.split('\n').find((l) => l.split(/\s+/)[1] === t)!;
+      expect(row.endsWith('DAMAGED'), `${t}: ${row}`).toBe(damaged.includes(t));
+    }
+    expect(r.stderr).toContain(`${REPO}:layers is damaged (layer ${lostLayer} is missing from the store); run \`ferry verify\``);
+    expect(r.stderr).toContain(`${REPO}:docker is damaged (config ${cutConfig} is 10 bytes, `);
+    const list = JSON.parse((await ok(['images', '--json'], store)).stdout) as Array<{ tag: string; damaged?: string }>;
+    expect(list.filter((i) => i.damaged).map((i) => i.tag).sort()).toEqual([...damaged].sort());
+    expect(list.find((i) => i.tag === 'layers')!.damaged).toBe(`layer ${lostLayer} is missing from the store`);
+    expect(list.find((i) => i.tag === 'plain')!.damaged).toBeUndefined();
   });
 
   it('images on a store that does not exist yet prints only the header; on a path that is something else it says so', async () => {
@@ -706,6 +728,66 @@ describe.concurrent('gc', () => {
       expect(await blobDigests(store)).toEqual(before);
       expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(bytes);
     }
+  });
+
+  /** oci-layout and blobs/ last changed `ago` ms ago: a layout no other tool is making now. */
+  async function settle(layout: string, ago = 120_000): Promise<void> {
+    const then = new Date(Date.now() - ago);
+    for (const p of ['oci-layout', 'blobs/sha256']) await utimes(join(layout, p), then, then).catch(() => {});
+  }
+
+  // A new index.json naming only the new image would make the next gc delete every other blob.
+  it('writers into a store (or oci: layout) whose index.json is missing while blobs remain refuse (exit 4) and write nothing', async () => {
+    const store = await storeWithAll();
+    await rm(join(store, 'index.json'));
+    await settle(store);
+    const before = await blobDigests(store);
+    const listing = (await readdir(store)).sort();
+    const tar = join(await tempDir(), 'plain.tar');
+    await ok(['save', '-q', `${REPO}:plain`, '-o', tar], fullStore);
+    const writers: Array<[string[], string | undefined]> = [
+      [['copy', '-q', `oci:${TESTDATA}:layers`, `${REPO}:again`], store],
+      [['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${store}:again`], undefined],
+      [['load', '-i', tar], store],
+      [['import', join(TESTDATA, 'index.json'), 'x:1'], store],
+      [['tag', `${REPO}:plain`, 'x:1'], store],
+      [['rmi', `${REPO}:plain`], store],
+    ];
+    for (const [args, at] of writers) {
+      const r = await run(args, at);
+      expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(4);
+      expect(r.stderr).toMatch(new RegExp(`${join(store, 'index.json')} is missing, yet ${join(store, 'blobs')} holds ${before.length} blob\\(s\\).*nothing was written`));
+      expect(r.stderr).toContain(`hint: restore index.json from a backup (\`ferry verify ${store}\` shows the damage); or, to start afresh, move ${join(store, 'blobs')} away`);
+    }
+    expect(await blobDigests(store)).toEqual(before);
+    expect((await readdir(store)).sort()).toEqual(listing);
+
+    // The same with oci-layout gone too: it is not made a new, empty layout over those blobs.
+    await rm(join(store, 'oci-layout'));
+    const r = await run(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${store}:again`]);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`${join(store, 'index.json')} is missing, yet ${join(store, 'blobs')} holds ${before.length} blob(s)`);
+    expect((await readdir(store)).sort()).toEqual(listing.filter((n) => n !== 'oci-layout'));
+  });
+
+  it('a layout without index.json but without blobs, or one changed moments ago (being made by another tool), is written into as before', async () => {
+    const empty = join(await tempDir(), 'empty');
+    await mkdir(join(empty, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(empty, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await settle(empty);
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `${REPO}:plain`], empty);
+    expect((await indexEntries(empty)).map((e) => e.digest)).toEqual([images.plain.digest]);
+
+    // Another tool may write blobs first and oci-layout and index.json at the end.
+    const making = await storeWithAll();
+    await rm(join(making, 'index.json'));
+    await settle(making, 1000);
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `${REPO}:plain`], making);
+    // A brand-new store: ferry writes index.json before oci-layout, so it never looks like the above.
+    const fresh = join(await tempDir(), 'fresh');
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, `oci:${fresh}:x`]);
+    await settle(fresh);
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${fresh}:y`]);
   });
 
   it('gc of a store that does not exist collects nothing and creates nothing', async () => {

@@ -385,4 +385,36 @@ describe('gc and partial downloads', () => {
     expect((await readdir(dir)).filter((n) => n.startsWith('.partial-')).sort()).toEqual([`.partial-${process.pid}-${hex('c')}`, `.partial-${dead}-${hex('b')}`].sort());
     expect((await ferry(['verify', store])).code).toBe(0);
   });
+
+  it('gc says which partial downloads it keeps for resuming and until when; gc --partials deletes those of dead runs now', async () => {
+    const store = join(await tempDir(), 'store');
+    await makeLayout(store, [{ tag: 't', layers: [Buffer.from('complete layer')] }]);
+    const dir = join(store, 'blobs', 'sha256');
+    const dead = 999_999;
+    const kept = [join(dir, `.partial-${dead}-${hex('a')}`), join(dir, `.partial-${dead}-${hex('b')}`)];
+    const live = join(dir, `.partial-${process.pid}-${hex('c')}`);
+    for (const p of [...kept, live]) await writeFile(p, 'x'.repeat(2048));
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await utimes(kept[0]!, hourAgo, hourAgo);
+    const until = new Date((await stat(kept[1]!)).mtimeMs + 24 * 3600_000).toISOString();
+
+    const dry = await ferry(['gc', '--dry-run', store]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain(`Kept 2 partial download(s) (4.10kB) of interrupted runs for a rerun to resume, until ${until.slice(0, 16).replace('T', ' ')} UTC; \`ferry gc --partials\` deletes them now`);
+    expect(JSON.parse((await ferry(['gc', '--dry-run', '--json', store])).stdout)).toMatchObject({ partials: 0, partialsKept: 2, partialKeptBytes: 4096, partialsKeptUntil: until });
+    const plain = await ferry(['gc', store]);
+    expect(plain.stdout).toContain('Kept 2 partial download(s)');
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toHaveLength(3);
+
+    const dryAll = await ferry(['gc', '--dry-run', '--partials', '--json', store]);
+    expect(JSON.parse(dryAll.stdout)).toMatchObject({ partials: 2, partialBytes: 4096, partialsKept: 0 });
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toHaveLength(3);
+    const all = await ferry(['gc', '--partials', store]);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain('removed 2 abandoned partial download(s), 4.10kB');
+    expect(all.stdout).not.toContain('Kept');
+    // A running ferry's partial download is never touched.
+    expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toEqual([`.partial-${process.pid}-${hex('c')}`]);
+    expect((await ferry(['verify', store])).code).toBe(0);
+  });
 });

@@ -26,12 +26,23 @@ export interface LayoutEntry {
   name?: string;
 }
 
+/** What removeStalePartials did: deleted `count`, kept `kept` until `keptUntil` (ms). */
+export interface PartialsReport {
+  count: number;
+  bytes: number;
+  kept: number;
+  keptBytes: number;
+  keptUntil?: number;
+}
+
 export interface OpenLayoutOptions {
   /** Create the layout if it does not exist (and check it is writable). */
   create?: boolean;
   /** With `create`: open for writing, but refuse a directory that is not a layout already. */
   existing?: boolean;
   lockTimeoutMs?: number;
+  /** With `create`: skip the lost-index check (gc refuses a missing index.json itself). */
+  indexMayBeMissing?: boolean;
 }
 
 type IndexEdit = (manifests: Descriptor[]) => Descriptor[];
@@ -88,17 +99,20 @@ export class OciLayout implements Source, Sink {
       if (there?.isDirectory() === false) {
         throw new FerryError('USAGE', `${dir} exists and is not a directory: an OCI image layout is a directory`, { hint: 'choose another path' });
       }
+      if (there && !opts.indexMayBeMissing) await layout.refuseLostIndex();
       layout.createdHere = { dir: there === undefined };
       await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-      await publishBytes(header, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+      // oci-layout last: it marks a layout whose index.json is written (see refuseLostIndex).
       await layout.editIndex((m) => m);
+      await publishBytes(header, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
       await layout.registerWriter();
       return layout;
     }
     await layout.checkHeader();
     if (opts.create) {
+      if (!opts.indexMayBeMissing) await layout.refuseLostIndex();
       // Fail before any download when the destination cannot be written (catalogue E3).
       await access(dir, constants.W_OK);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
@@ -172,6 +186,37 @@ export class OciLayout implements Source, Sink {
       if (e.code === 'ENOENT') return false;
       throw e;
     });
+  }
+
+  /**
+   * Refuses to write into a layout that lost its index.json while its blobs stayed: a new
+   * index.json would name only what this run adds, and the next gc would delete every other blob.
+   * ferry writes index.json before oci-layout when it makes a layout, and writes no blob before
+   * both are there, so a layout it is making never looks like this. Another tool may write blobs
+   * first and both files at the end: a layout whose oci-layout or blobs/ changed
+   * within the last LAYOUT_SETTLE_MS may be one being made now, and is let be.
+   */
+  private async refuseLostIndex(): Promise<void> {
+    if (await this.hasIndexFile()) return;
+    const blobs = await this.countBlobs();
+    if (blobs === 0) return;
+    const recent = Date.now() - LAYOUT_SETTLE_MS;
+    for (const path of [join(this.dir, 'oci-layout'), ...(await this.blobDirs())]) {
+      const mtime = (await stat(path).catch(() => undefined))?.mtimeMs;
+      if (mtime !== undefined && mtime >= recent && mtime <= Date.now() + 1000) return;
+    }
+    throw new FerryError('INTEGRITY', `${join(this.dir, 'index.json')} is missing, yet ${join(this.dir, 'blobs')} holds ${blobs} blob(s): a new index.json would name only this run's image and the next gc would delete the others; nothing was written`, {
+      hint: `restore index.json from a backup (\`ferry verify ${this.dir}\` shows the damage); or, to start afresh, move ${join(this.dir, 'blobs')} away`,
+    });
+  }
+
+  /** Complete blobs in blobs/ (not temp files or partial downloads). */
+  private async countBlobs(): Promise<number> {
+    let n = 0;
+    for (const dir of await this.blobDirs()) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) if (isDigest(`${basename(dir)}:${name}`)) n++;
+    }
+    return n;
   }
 
   async entries(): Promise<LayoutEntry[]> {
@@ -461,11 +506,13 @@ export class OciLayout implements Source, Sink {
 
   /**
    * Deletes partial downloads of dead runs that no rerun will continue: their blob is complete,
-   * or they are older than `maxAgeMs`. Returns how many (and their bytes); dry runs only count.
+   * or they are older than `maxAgeMs` (`all`: every one). Returns how many (and their bytes), and
+   * those kept for a rerun with when the last of them expires; dry runs only count.
    */
-  async removeStalePartials(o: { maxAgeMs?: number; dryRun?: boolean } = {}): Promise<{ count: number; bytes: number }> {
-    const out = { count: 0, bytes: 0 };
-    const cutoff = Date.now() - (o.maxAgeMs ?? PARTIAL_MAX_AGE_MS);
+  async removeStalePartials(o: { maxAgeMs?: number; dryRun?: boolean; all?: boolean } = {}): Promise<PartialsReport> {
+    const out: PartialsReport = { count: 0, bytes: 0, kept: 0, keptBytes: 0 };
+    const maxAge = o.maxAgeMs ?? PARTIAL_MAX_AGE_MS;
+    const cutoff = Date.now() - maxAge;
     for (const dir of await this.blobDirs()) {
       for (const name of await readdir(dir).catch(() => [] as string[])) {
         const partial = parsePartial(dir, name);
@@ -474,7 +521,12 @@ export class OciLayout implements Source, Sink {
         const st = await stat(path).catch(() => undefined);
         if (!st) continue;
         const complete = await stat(this.blobPath(partial.digest)).then(() => true, () => false);
-        if (!complete && st.mtimeMs >= cutoff) continue;
+        if (!complete && !o.all && st.mtimeMs >= cutoff) {
+          out.kept++;
+          out.keptBytes += st.size;
+          out.keptUntil = Math.max(out.keptUntil ?? 0, st.mtimeMs + maxAge);
+          continue;
+        }
         if (!o.dryRun) {
           await unlink(path).catch(() => {});
           this.partials.delete(partial.digest);
@@ -523,6 +575,8 @@ export class OciLayout implements Source, Sink {
 const WRITER_PREFIX = '.ferry-writer-';
 const INDEX_DAMAGED_HINT = 'index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store';
 const PARTIAL_PREFIX = '.partial-';
+/** How long after a layout last changed it may still be being made by another tool (refuseLostIndex). */
+const LAYOUT_SETTLE_MS = 30_000;
 /** Smaller blobs are cheaper to fetch again than to track. */
 const PARTIAL_MIN_BYTES = 1 << 20;
 /** gc deletes a dead run's partial download after this long without a rerun continuing it. */

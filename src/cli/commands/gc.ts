@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { collectGarbage, type GcReport } from '../../gc.js';
+import { collectGarbage, emptyGcReport, type GcReport } from '../../gc.js';
 import { warn } from '../../log.js';
 import { OciLayout } from '../../locations/layout.js';
 import { defaultStoreDir, openStoreToChange } from '../../store.js';
@@ -8,6 +8,7 @@ import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 interface Args extends GlobalArgs {
   layout?: string;
   'dry-run'?: boolean;
+  partials?: boolean;
 }
 
 export const gcCommand: CommandModule<GlobalArgs, Args> = {
@@ -17,21 +18,23 @@ export const gcCommand: CommandModule<GlobalArgs, Args> = {
     y
       .example('$0 gc --dry-run', 'list what would be deleted')
       .positional('layout', { type: 'string', describe: 'an OCI layout directory (default: the store)' })
-      .option('dry-run', { type: 'boolean', describe: 'only list what would be deleted' }),
+      .example('$0 gc --partials', 'also delete the partial downloads kept for a rerun to resume')
+      .option('dry-run', { type: 'boolean', describe: 'only list what would be deleted' })
+      .option('partials', { type: 'boolean', describe: 'also delete partial downloads of interrupted runs now (kept 24 h for resuming otherwise)' }),
   handler: async (args) => {
     // Never a new layout: on a directory that is not one yet, an empty index would make every blob
     // already there garbage.
     // A dry run writes nothing, so it works on a read-only layout too.
     const dryRun = args['dry-run'] === true;
     const layout = args.layout
-      ? await OciLayout.open(args.layout, dryRun ? {} : { create: true, existing: true })
-      : await openStoreToChange(args.store, { readOnly: dryRun });
+      ? await OciLayout.open(args.layout, dryRun ? {} : { create: true, existing: true, indexMayBeMissing: true })
+      : await openStoreToChange(args.store, { readOnly: dryRun, indexMayBeMissing: true });
     if (!layout) {
       warn(`the store ${args.store ?? defaultStoreDir()} does not exist: nothing to collect`);
-      return report(args, { removed: [], bytes: 0, kept: 0, spared: 0, temps: 0, partials: 0, partialBytes: 0 });
+      return report(args, emptyGcReport());
     }
     try {
-      report(args, await collectGarbage(layout, { dryRun: args['dry-run'] }));
+      report(args, await collectGarbage(layout, { dryRun: args['dry-run'], partials: args.partials }));
     } finally {
       await layout.close();
     }
@@ -46,4 +49,12 @@ function report(args: Args, r: GcReport): void {
     (r.spared ? `; spared ${r.spared} written by a running ferry` : '') +
     (r.temps ? `; removed ${r.temps} stale temp file(s)` : '') +
     (r.partials ? `; ${args['dry-run'] ? 'would remove' : 'removed'} ${r.partials} abandoned partial download(s), ${humanSize(r.partialBytes)}` : ''));
+  if (r.partialsKept) {
+    out(`Kept ${r.partialsKept} partial download(s) (${humanSize(r.partialKeptBytes)}) of interrupted runs for a rerun to resume, ` +
+      `until ${utcMinute(r.partialsKeptUntil!)}; \`ferry gc --partials\` deletes them now`);
+  }
+}
+
+function utcMinute(iso: string): string {
+  return `${iso.slice(0, 16).replace('T', ' ')} UTC`;
 }
