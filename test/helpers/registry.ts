@@ -138,8 +138,22 @@ export interface TokenServer {
   certPath: string;
   /** Every request the token server saw (for asserting what credentials were sent). */
   requests: Array<{ url: string; authorization?: string; method?: string }>;
+  /** Rewrites the JSON the token server answers (e.g. drops expires_in); undefined: as issued. */
+  setReply(rewrite: ((reply: TokenReply) => Record<string, unknown>) | undefined): void;
   stop(): Promise<void>;
 }
+
+export interface TokenReply {
+  token: string;
+  expires_in: number;
+  issued_at: string;
+}
+
+/**
+ * The wall clock, even while a test fakes Date: the token server stands for another machine, and
+ * the registry checks its tokens' times against the real clock.
+ */
+const realNow = () => performance.timeOrigin + performance.now();
 
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url');
 
@@ -157,6 +171,7 @@ async function startTokenServer(dir: string, o: { user: string; password: string
   const service = 'ferry-test-registry';
   const issuer = 'ferry-test-issuer';
   const requests: TokenServer['requests'] = [];
+  let rewrite: ((reply: TokenReply) => Record<string, unknown>) | undefined;
   const expected = `Basic ${Buffer.from(`${o.user}:${o.password}`).toString('base64')}`;
   const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     requests.push({ url: req.url ?? '', authorization: req.headers.authorization, method: req.method });
@@ -175,7 +190,7 @@ async function startTokenServer(dir: string, o: { user: string; password: string
       res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
       return;
     }
-    const now = Math.floor(Date.now() / 1000);
+    const now = Math.floor(realNow() / 1000);
     const access = url.searchParams.getAll('scope').flatMap((s) => {
       const m = /^([a-z]+):(.+):([a-z*,]+)$/.exec(s);
       return m ? [{ type: m[1], name: m[2], actions: m[3]!.split(',') }] : [];
@@ -185,7 +200,8 @@ async function startTokenServer(dir: string, o: { user: string; password: string
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     const sig = sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
     const token = `${input}.${b64url(sig)}`;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, expires_in: o.ttl, issued_at: new Date(now * 1000).toISOString() }));
+    const reply: TokenReply = { token, expires_in: o.ttl, issued_at: new Date(now * 1000).toISOString() };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(rewrite ? rewrite(reply) : reply));
   });
   const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
   return {
@@ -194,6 +210,7 @@ async function startTokenServer(dir: string, o: { user: string; password: string
     issuer,
     certPath,
     requests,
+    setReply: (r) => (rewrite = r),
     stop: () => new Promise((r) => server.close(() => r())),
   };
 }

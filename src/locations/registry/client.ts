@@ -5,6 +5,8 @@ import { header, Http, isCertificateError, isLoopback, redact, retryAfterMs, wra
 
 /** How long a loopback registry may take to answer plain http before https is tried instead. */
 const PLAIN_PROBE_MS = 5_000;
+/** A token this close to its expiry is renewed rather than sent. */
+const TOKEN_MARGIN_MS = 5_000;
 
 export interface ClientOptions {
   /** The registry as written in references: docker.io, ghcr.io, 127.0.0.1:5000. */
@@ -31,7 +33,10 @@ export interface ClientRequest {
 
 interface Token {
   value: string;
+  /** When it runs out, by ferry's clock. */
   expires: number;
+  /** The challenge it answered, to renew it before it runs out without a 401 first. */
+  challenge: string;
 }
 
 /**
@@ -43,6 +48,8 @@ export class RegistryClient {
   readonly http: Http;
   private base?: Promise<URL>;
   private readonly tokens = new Map<string, Token>();
+  /** Renewals under way, by scope set: requests at once after an expiry share one. */
+  private readonly renewals = new Map<string, Promise<void>>();
   private basic?: string;
   private credential?: Promise<Credential | undefined>;
   /** The saved credential authenticate() used, so a refusal can say which and from where. */
@@ -104,11 +111,25 @@ export class RegistryClient {
     return this.credential;
   }
 
-  private authorization(scopes: string[], origin: string): HttpRequest['authorization'] {
+  /** `anyToken`: the token just fetched goes out even if ferry's clock gives it little time left. */
+  private authorization(scopes: string[], origin: string, anyToken = false): HttpRequest['authorization'] {
     const t = this.tokens.get(scopeKey(scopes));
-    if (t && t.expires > Date.now() + 5_000) return { origin, value: `Bearer ${t.value}` };
+    if (t && (anyToken || fresh(t))) return { origin, value: `Bearer ${t.value}` };
     if (this.basic) return { origin, value: this.basic };
     return undefined;
+  }
+
+  /** A token that has run out by ferry's clock is renewed before the request, not after the registry's 401. */
+  private async renewExpired(scopes: string[], url: URL, signal?: AbortSignal): Promise<void> {
+    const key = scopeKey(scopes);
+    const t = this.tokens.get(key);
+    if (!t || fresh(t)) return;
+    let renewal = this.renewals.get(key);
+    if (!renewal) {
+      renewal = this.authenticate(t.challenge, scopes, url, signal).finally(() => this.renewals.delete(key));
+      this.renewals.set(key, renewal);
+    }
+    await renewal;
   }
 
   /**
@@ -123,6 +144,7 @@ export class RegistryClient {
       const r: HttpRequest = { method: req.method, url, headers: req.headers, body: req.body, authorization, signal: req.signal, noRetryOn429: this.login };
       return resendable ? this.http.sendRetrying(r) : this.http.send(r);
     };
+    await this.renewExpired(req.scopes, url, req.signal);
     let res = await send(this.authorization(req.scopes, base.origin));
     if (res.status === 401 && !resendable && this.tokens.has(scopeKey(req.scopes))) {
       // A token refused (or expired) while a body streamed up: renew it once; the caller, which
@@ -136,7 +158,7 @@ export class RegistryClient {
       const challenge = header(res, 'www-authenticate');
       await res.body.dump();
       await this.authenticate(challenge, req.scopes, url, req.signal);
-      res = await send(this.authorization(req.scopes, base.origin));
+      res = await send(this.authorization(req.scopes, base.origin, true));
     }
     if (res.status === 429 && this.login) throw await this.rateLimited(res);
     if (res.status === 401 || res.status === 403) {
@@ -181,7 +203,7 @@ export class RegistryClient {
     const basic = challenges.find((c) => c.scheme === 'basic');
     const cred = await this.cred();
     if (cred?.source) this.saved = cred;
-    if (bearer) return this.fetchToken(bearer, scopes, url, cred, signal);
+    if (bearer) return this.fetchToken(bearer, headerValue!, scopes, url, cred, signal);
     if (basic) {
       if (!cred || cred.identityToken) {
         throw new FerryError('AUTH', `${this.domain} needs a user name and password`, { hint: `run \`ferry login ${this.domain}\`` });
@@ -192,11 +214,12 @@ export class RegistryClient {
     throw new FerryError('AUTH', `${redact(url)} answered 401 without a usable WWW-Authenticate challenge`);
   }
 
-  private async fetchToken(ch: Challenge, scopes: string[], url: URL, cred: Credential | undefined, signal?: AbortSignal): Promise<void> {
+  private async fetchToken(ch: Challenge, challenge: string, scopes: string[], url: URL, cred: Credential | undefined, signal?: AbortSignal): Promise<void> {
     if (cred?.registryToken) {
-      this.tokens.set(scopeKey(scopes), { value: cred.registryToken, expires: Number.MAX_SAFE_INTEGER });
+      this.tokens.set(scopeKey(scopes), { value: cred.registryToken, expires: Number.MAX_SAFE_INTEGER, challenge });
       return;
     }
+    const asked = Date.now();
     const realm = checkRealm(ch.params.realm, url);
     const all = [...new Set([...scopes, ...(ch.params.scope ? ch.params.scope.split(' ') : [])])];
     // Credentials go to the realm only over https, to the registry's own origin, or on its loopback host.
@@ -229,9 +252,8 @@ export class RegistryClient {
     const doc = (await res.body.json().catch(() => ({}))) as { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
     const value = doc.token ?? doc.access_token;
     if (!value) throw new FerryError('AUTH', `the token server ${realm.origin} returned no token`);
-    const issued = doc.issued_at ? Date.parse(doc.issued_at) : NaN;
-    const start = Number.isNaN(issued) ? Date.now() : Math.min(issued, Date.now());
-    this.tokens.set(scopeKey(scopes), { value, expires: start + Math.max(60, doc.expires_in ?? 60) * 1000 });
+    const start = asked - tokenAge(doc.issued_at, header(res, 'date'));
+    this.tokens.set(scopeKey(scopes), { value, expires: start + Math.max(60, doc.expires_in ?? 60) * 1000, challenge });
   }
 
   /** Forgets tokens, so the next request re-authenticates (after a mid-transfer 401). */
@@ -248,6 +270,20 @@ export class TokenRenewed extends FerryError {
   constructor(message: string, opts: { hint?: string } = {}) {
     super('AUTH', message, opts);
   }
+}
+
+function fresh(t: Token): boolean {
+  return t.expires > Date.now() + TOKEN_MARGIN_MS;
+}
+
+/**
+ * How old a token was when the token server answered: its issued_at against the server's own
+ * Date header, so a clock that differs between ferry and the server neither ends the token early
+ * (ferry ahead: every token already expired) nor keeps it too long. 0 if either is missing.
+ */
+function tokenAge(issuedAt: string | undefined, serverDate: string | undefined): number {
+  const age = Date.parse(serverDate ?? '') - Date.parse(issuedAt ?? '');
+  return Number.isNaN(age) ? 0 : Math.max(0, age);
 }
 
 function scopeKey(scopes: string[]): string {
