@@ -27,7 +27,7 @@ export interface Amount {
 }
 
 export interface PlannedImage {
-  /** As the user named it (sync: REPOSITORY:TAG). */
+  /** As the user named it (push --all-tags and sync: REPOSITORY:TAG). */
   source: string;
   digest: Digest;
   platforms: string[];

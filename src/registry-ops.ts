@@ -1,4 +1,4 @@
-import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type CopyReport, type Root } from './copy.js';
+import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyReport, type Root } from './copy.js';
 import { FerryError, isFerryError } from './errors.js';
 import { PlanBuilder, type Plan } from './plan.js';
 import { OciLayout } from './locations/layout.js';
@@ -132,7 +132,9 @@ async function refuseNarrowing(repo: RegistryRepository, roots: Array<Root & { n
 export async function planPush(image: string, o: PushOptions = {}): Promise<Plan> {
   const r = await pushImage(image, { ...o, dryRun: true });
   const plan = new PlanBuilder();
-  plan.add(r.reference, image, r);
+  // Every tag: each image is listed as NAME:TAG, as a push of that one tag lists it.
+  const source = o.allTags ? (i: CopiedImage) => (!i.subject && i.names[0] ? `${image}:${i.names[0].tag}` : image) : image;
+  plan.add(r.reference, source, r);
   return plan.build('push');
 }
 

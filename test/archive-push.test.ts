@@ -269,6 +269,23 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(r.stderr).toContain(`--from '${join(dir, 'two.*.tar')}'`);
   });
 
+  it('three or more volumes left unquoted after --from get the same refusal and hint (not yargs\' "Unknown argument")', async () => {
+    const dir = await tempDir();
+    await ok(['--store', store, 'save', '-q', NAMES[2]!, '-o', join(dir, 'many.tar'), '--volume-size', '2M']);
+    const files = await volumes(dir, 'many.');
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const given of [files.slice(0, 3), files]) {
+      for (const tail of [[`${registry!.host}/unquoted`], []]) {
+        const r = await ferry(['push', '--from', ...given, ...tail], { env: { FERRY_STORE: noStore } });
+        expect(r.code, r.stderr).toBe(2);
+        expect(r.stderr).toContain(`but ${files[1]} is a file`);
+        expect(r.stderr).toContain(`--from '${join(dir, 'many.*.tar')}'`);
+        expect(r.stderr).not.toContain('Unknown argument');
+      }
+    }
+    expect(await repositories('unquoted')).toEqual([]);
+  });
+
   it('the destination may be written docker://REGISTRY/PREFIX; a tag or digest on it is refused before the archive is read', async () => {
     const host = registry!.host;
     const file = join(await tempDir(), 'one.tar');

@@ -1083,6 +1083,38 @@ describe.concurrent('copy errors', () => {
 });
 
 describe.concurrent('command line basics', () => {
+  it('a pattern as an archive output (copy to oci-archive:/docker-archive:, save -o, sync) is refused and nothing is written', async () => {
+    const dir = await tempDir();
+    const pattern = join(dir, 'set.*.tar');
+    const cases: Array<[string[], string, string | undefined]> = [
+      [['copy', `oci:${TESTDATA}:plain`, `oci-archive:${pattern}`], `oci-archive:${pattern}: set.*.tar is a pattern`, `ferry save IMAGE… -o ${join(dir, 'set.tar')} --volume-size SIZE --format oci`],
+      [['copy', `oci:${TESTDATA}:plain`, `docker-archive:${pattern}:team/app:1`], `docker-archive:${pattern}: set.*.tar is a pattern`, `-o ${join(dir, 'set.tar')} --volume-size SIZE`],
+      [['save', `oci:${TESTDATA}:plain`, '-o', join(dir, 'set.?.tar.gz')], `-o ${join(dir, 'set.?.tar.gz')}: set.?.tar.gz is a pattern`, `-o ${join(dir, 'set.tar.gz')} --volume-size SIZE`],
+      [['save', `oci:${TESTDATA}:plain`, '-o', pattern, '--volume-size', '1M'], `-o ${pattern}: set.*.tar is a pattern`, undefined],
+      [['save', `oci:${TESTDATA}:plain`, '-o', pattern, '--dry-run'], `-o ${pattern}: set.*.tar is a pattern`, undefined],
+      [['sync', `oci:${TESTDATA}`, pattern], `sync destination "${pattern}": set.*.tar is a pattern`, `ferry sync SOURCE ${join(dir, 'set.tar')} --volume-size SIZE`],
+    ];
+    for (const [args, message, hint] of cases) {
+      const r = await run(args);
+      expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(`${message}, which names the volumes of a set to read, not a file to write`);
+      if (hint) expect(r.stderr).toContain(hint);
+    }
+    expect(await readdir(dir)).toEqual([]);
+    // A plain name is still written.
+    await ok(['copy', `oci:${TESTDATA}:plain`, `oci-archive:${join(dir, 'one.tar')}`]);
+    expect(await readdir(dir)).toEqual(['one.tar']);
+  });
+
+  it('push refuses positionals beyond IMAGE DESTINATION, naming them', async () => {
+    const r = await run(['push', 'a:1', 'b:1', 'c', 'd']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('ferry: error: Unknown arguments: c, d\n');
+    const flag = await run(['push', 'a:1', '--bogus-flag']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain('Unknown argument: bogus-flag');
+  });
+
   it('an option given twice is a usage error naming it (it was a TypeError); --include/--exclude may repeat', async () => {
     const store = await storeWithAll();
     const dir = await tempDir();

@@ -239,6 +239,11 @@ describe.skipIf(!distribution)('dry-run plans: push, push --from, sync (distribu
     const plan = planOf(dry.stdout);
     expect(plan.blobs).toEqual({ count: 5, bytes: sum(LAYER_A, 1000, LAYER_B, made[0]!.config.size, made[1]!.config.size) });
     expect(plan.skipped.count).toBe(0);
+    // Each image by NAME:TAG, as a push of that tag alone lists it.
+    expect(plan.images.map((i) => i.source).sort()).toEqual([`${proxy.host}/plan/app:v1`, `${proxy.host}/plan/app:v2`]);
+    const text = await ferry(['--store', store, 'push', '--dry-run', '-a', `${proxy.host}/plan/app`]);
+    expect(text.code, text.stderr).toBe(0);
+    for (const t of ['v1', 'v2']) expect(text.stdout).toMatch(new RegExp(`^${proxy.host}/plan/app:${t} +[0-9a-f]{12} +linux/amd64 +${proxy.host}/plan/app:${t}$`, 'm'));
     expect((await ferry(['tags', `${reg.host}/plan/app`])).code).toBe(2);
 
     expect((await ferry(['--store', store, 'push', '-q', `${proxy.host}/plan/app:v1`])).code).toBe(0);

@@ -15,6 +15,7 @@ import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
 import { ArchiveOutput, type ArchiveCompression, type MeasuredFile } from './output.js';
 import { outputCompression } from '../blob/compression.js';
+import { refuseOutputPattern } from './patterns.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
 import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
@@ -116,6 +117,7 @@ async function runSave(
   onFiles?: (files: string[], contents: ReturnType<ArchiveSink['contents']>) => void,
 ): Promise<void> {
   if (o.images.length === 0) throw new FerryError('USAGE', 'name at least one image to save');
+  if (o.output !== '-') refuseOutputPattern(o.output, `-o ${o.output}`, (plain) => `-o ${plain} --volume-size SIZE`);
   const compression = outputCompression(o.output, o.compression);
   if (o.level !== undefined && compression === 'none') {
     throw new FerryError('USAGE', `--level ${o.level} sets a compression level, but ${o.output === '-' ? 'the output' : o.output} is not compressed`, {

@@ -67,3 +67,19 @@ export function volumePattern(path: string): string {
 export function shellQuoted(text: string): string {
   return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * A pattern given as an output (`oci-archive:set.*.tar`, `save -o 'set.*.tar'`) would be written
+ * as a file of that very name. Patterns name the volumes of a set to read; a set is written from
+ * one name with --volume-size. `where` is the output as written, `command` how to write a set
+ * there given a plain name (`set.*.tar` -> `set.tar`).
+ */
+export function refuseOutputPattern(path: string, where: string, command: (plain: string) => string): void {
+  const name = basename(path);
+  if (!/[*?]/.test(name)) return;
+  const stem = name.replace(/\.?[*?]+/g, '');
+  const plain = path.slice(0, path.length - name.length) + (stem === '' || stem.startsWith('.') ? `NAME${stem || '.tar'}` : stem);
+  throw new FerryError('USAGE', `${where}: ${name} is a pattern, which names the volumes of a set to read, not a file to write`, {
+    hint: `to write a set (NAME.001.tar, NAME.002.tar, …), name one file and add --volume-size: ${command(shellQuoted(plain))}`,
+  });
+}

@@ -1,6 +1,6 @@
 import { FerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
-import { archiveExists, archiveFiles, isPattern, shellQuoted, volumePattern } from '../archive/patterns.js';
+import { archiveExists, archiveFiles, isPattern, refuseOutputPattern, shellQuoted, volumePattern } from '../archive/patterns.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat } from '../archive/writer.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
@@ -44,6 +44,7 @@ export async function openArchiveSource(path: string, ref: string | undefined, e
 
 /** Opens an archive file for writing (compressed as its suffix says; an existing file is refused). */
 export async function openArchiveSink(path: string, format: ArchiveFormat, nameFor: OpenedSink['nameFor'], signal?: AbortSignal): Promise<OpenedSink> {
+  refuseOutputPattern(path, `${format === 'oci' ? 'oci-archive' : 'docker-archive'}:${path}`, (plain) => `ferry save IMAGE… -o ${plain} --volume-size SIZE${format === 'oci' ? ' --format oci' : ''}`);
   const out = await ArchiveOutput.toFile(path, { compression: compressionForPath(path), noForceFlag: true });
   return { sink: new ArchiveSink(new SingleWriter(out), { format, signal }), nameFor };
 }

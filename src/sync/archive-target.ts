@@ -7,6 +7,7 @@ import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from '../archive/writer.js';
 import type { MeasuredFile } from '../archive/output.js';
 import { completeInterruptedSwitch, journalPath, removeSet, replaceSet } from '../archive/set-journal.js';
+import { refuseOutputPattern } from '../archive/patterns.js';
 import { existingVolumes, VolumeWriter, volumePath } from '../archive/volumes.js';
 import { warn } from '../log.js';
 import { archivePlan } from '../plan.js';
@@ -47,9 +48,12 @@ export async function archiveDestination(text: string): Promise<ArchiveDestinati
         hint: 'every image keeps its source name (REGISTRY/REPOSITORY:TAG) in the archive',
       });
     }
+    refuseOutputPattern(path, `sync destination "${text}"`, (plain) => `ferry sync SOURCE ${prefix}${plain} --volume-size SIZE`);
     return { path, format };
   }
-  return ARCHIVE_SUFFIX.test(text) ? { path: text, format: 'docker' } : undefined;
+  if (!ARCHIVE_SUFFIX.test(text)) return undefined;
+  refuseOutputPattern(text, `sync destination "${text}"`, (plain) => `ferry sync SOURCE ${plain} --volume-size SIZE`);
+  return { path: text, format: 'docker' };
 }
 
 /** Whether a destination as written names an archive (what archiveDestination accepts), without looking at the disk. */

@@ -22,6 +22,10 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
   describe: 'Push a store image to its registry (or to DESTINATION)',
   builder: (y) =>
     y
+      // Extra positionals reach the handler (strict() would refuse them before it): an unquoted
+      // `--from set.*.tar` gives every volume after the first as one, and the handler names the way out.
+      .strict(false)
+      .strictOptions()
       .example('$0 push registry.internal:5000/team/api:2', 'to the registry in the name')
       .example('$0 push alpine:3.20 registry.internal:5000/mirror/alpine:3.20', 'under another name')
       .example('$0 push --from images.tar registry.internal:5000/mirror', 'every image of an archive, under a prefix')
@@ -35,11 +39,14 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
       .option('referrers', { type: 'boolean', describe: 'also copy signatures, SBOMs and attestations that refer to the image (--from: always, those the archive holds)' })
       .option('dry-run', { type: 'boolean', describe: 'print what would be uploaded (images, blobs, bytes, what the registry has); upload nothing' }),
   handler: async (args) => {
+    const extra = args._.slice(1).map(String);
     if (args.from !== undefined) {
       const from = [args.from].flat();
       await refuseWithFrom(args, from);
+      refuseExtra(extra);
       return (await import('./push-archive.js')).pushFromArchive({ ...args, from, prefix: args.image });
     }
+    refuseExtra(extra);
     if (!args.image) throw new FerryError('USAGE', 'name the store image to push, or --from FILE');
     const { planPush, pushImage } = await import('../../registry-ops.js');
     const options = {
@@ -64,11 +71,17 @@ export const pushCommand: CommandModule<GlobalArgs, Args> = {
   },
 };
 
+/** Positionals after IMAGE DESTINATION, refused as strict() would have. */
+function refuseExtra(extra: string[]): void {
+  if (extra.length) throw new FerryError('USAGE', `Unknown argument${extra.length > 1 ? 's' : ''}: ${extra.join(', ')}`);
+}
+
 /** Options of a store push that an archive push cannot honour: refused, not ignored. */
 async function refuseWithFrom(args: Args, from: string[]): Promise<void> {
   const file = from[0]!;
   if (from.some((f) => f === '')) throw new FerryError('USAGE', '--from needs an archive file');
-  // `--from set.*.tar PREFIX` unquoted: the shell gave the second volume as the prefix.
+  // `--from set.*.tar PREFIX` unquoted: the shell gave the second volume as the prefix (and any
+  // further ones as a destination and extra positionals).
   if (args.image !== undefined && (await stat(args.image).catch(() => undefined))?.isFile()) {
     throw new FerryError('USAGE', `push --from takes one REGISTRY[/PREFIX] after it, but ${args.image} is a file`, {
       hint: `give each volume of a set with its own --from, or quote a pattern so that ferry expands it: --from ${shellQuoted(volumePattern(file))}`,
