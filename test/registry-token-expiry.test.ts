@@ -63,6 +63,17 @@ describe.skipIf(!distribution)("bearer tokens expire by ferry's own clock (token
     return { tokens: tokensIssued() - tokens, refusals: refusals(seen) };
   };
 
+  /** A fresh token serves `c` until `kept` s (a second request then), and at `renewed` s a new one is fetched first, with no 401. */
+  const expectRenewal = async (c: RegistryClient, kept: number, renewed: number, label?: string) => {
+    expect(await counting(async () => {
+      await head(c);
+      at(kept);
+      await head(c);
+    }), label).toEqual({ tokens: 1, refusals: 1 });
+    at(renewed);
+    expect(await counting(() => head(c)), label).toEqual({ tokens: 1, refusals: 0 });
+  };
+
   beforeAll(async () => {
     reg = await startDistribution({ auth: 'token', tokenTtl: 300 });
     proxy = await startFaultProxy(reg.host);
@@ -110,36 +121,18 @@ describe.skipIf(!distribution)("bearer tokens expire by ferry's own clock (token
   it('a token without expires_in lasts 60 s, and one with less than 60 s is taken to last 60 s', async () => {
     reg.tokenServer!.setReply(({ token, issued_at }) => ({ token, issued_at }));
     const c = client();
-    expect(await counting(async () => {
-      await head(c);
-      at(54);
-      await head(c);
-    })).toEqual({ tokens: 1, refusals: 1 });
-    at(56);
-    expect(await counting(() => head(c))).toEqual({ tokens: 1, refusals: 0 });
+    await expectRenewal(c, 54, 56);
 
     reg.tokenServer!.setReply((r) => ({ ...r, expires_in: 10 }));
     at(0);
     const d = client();
-    expect(await counting(async () => {
-      await head(d);
-      at(54);
-      await head(d);
-    })).toEqual({ tokens: 1, refusals: 1 });
-    at(56);
-    expect(await counting(() => head(d))).toEqual({ tokens: 1, refusals: 0 });
+    await expectRenewal(d, 54, 56);
   });
 
   it('issued_at counts: a token the server issued 30 s before it answered is renewed 30 s sooner', async () => {
     reg.tokenServer!.setReply((r) => ({ ...r, expires_in: 60, issued_at: new Date(Date.parse(r.issued_at) - 30_000).toISOString() }));
     const c = client();
-    expect(await counting(async () => {
-      await head(c);
-      at(24);
-      await head(c);
-    })).toEqual({ tokens: 1, refusals: 1 });
-    at(26);
-    expect(await counting(() => head(c))).toEqual({ tokens: 1, refusals: 0 });
+    await expectRenewal(c, 24, 26);
   });
 
   it("a clock an hour off the token server's neither throws tokens away nor keeps them too long", async () => {
