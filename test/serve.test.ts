@@ -390,6 +390,25 @@ describe('ferry serve: the distribution API', () => {
     expect((await call(loc)).headers.range).toBe('0-0');
   });
 
+  it('a streamed chunk longer or shorter than its Content-Range is SIZE_INVALID and not applied: the upload stays where it was', async () => {
+    const data = randomBytes(3000);
+    const start = await call(`${base}/v2/up/overlong/blobs/uploads/`, { method: 'POST' });
+    const loc = `${base}${start.headers.location}`;
+    expect((await call(loc, { method: 'PATCH', body: data.subarray(0, 1000), headers: { 'content-range': '0-999' } })).status).toBe(202);
+    // No Content-Length (chunked transfer encoding): the size is only known once the body has arrived.
+    for (const chunk of [randomBytes(1500), randomBytes(400)]) {
+      const r = await request(loc, { method: 'PATCH', body: Readable.from([chunk]), headers: { 'content-range': '1000-1999' } });
+      const body = JSON.parse(await r.body.text());
+      expect(r.statusCode).toBe(400);
+      expect(body.errors[0].code).toBe('SIZE_INVALID');
+      expect(r.headers.range).toBe('0-999');
+      expect((await call(loc)).headers.range).toBe('0-999');
+    }
+    expect((await call(loc, { method: 'PATCH', body: data.subarray(1000), headers: { 'content-range': '1000-2999' } })).status).toBe(202);
+    expect((await call(`${loc}?digest=${sha256(data)}`, { method: 'PUT' })).status).toBe(201);
+    expect((await call(`${base}/v2/up/overlong/blobs/${sha256(data)}`)).body).toEqual(data);
+  });
+
   it('streamed PATCH bodies without Content-Range are appended', async () => {
     const data = randomBytes(200_000);
     const start = await call(`${base}/v2/up/stream/blobs/uploads/`, { method: 'POST' });

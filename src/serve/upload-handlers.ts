@@ -55,11 +55,12 @@ function checkRange(req: IncomingMessage, s: Session): number | undefined {
 
 /** Appends the request body; a body cut short by the client is kept and reported as an error. */
 async function receive(ctx: ServeContext, r: RepoRequest, s: Session, expected: number | undefined): Promise<void> {
-  const result = await ctx.uploads.append(s, r.req);
+  const result = await ctx.uploads.append(s, r.req, expected);
   countIn(r.req, result.received);
   if (result.error !== undefined) throw result.error;
   if (expected !== undefined && result.received !== expected) {
-    throw new RegistryError(400, 'SIZE_INVALID', `chunk announced ${expected} bytes but ${result.received} arrived`, { offset: s.offset }, sessionHeaders(r, s));
+    const message = `chunk announced ${expected} bytes but ${result.received} arrived; it was not applied, the upload stays at ${s.offset} bytes`;
+    throw new RegistryError(400, 'SIZE_INVALID', message, { offset: s.offset }, sessionHeaders(r, s));
   }
 }
 

@@ -177,10 +177,13 @@ export class Uploads {
   /**
    * Appends a request body at the session's offset, hashing as it writes. If the body breaks off
    * (client gone, server shutting down), the bytes that arrived are kept and the offset recorded,
-   * so the client can ask for the status and continue from there.
+   * so the client can ask for the status and continue from there. A body that ends normally but
+   * is not the `expected` size (its Content-Range) is taken back whole: the upload stays where it was.
    */
-  async append(s: Session, body: AsyncIterable<Buffer>): Promise<AppendResult> {
+  async append(s: Session, body: AsyncIterable<Buffer>, expected?: number): Promise<AppendResult> {
     const hash = await this.syncHash(s);
+    const start = s.offset;
+    const before = expected === undefined ? undefined : hash.copy();
     const fh = await open(s.data, 'r+');
     let received = 0;
     let error: unknown;
@@ -210,6 +213,12 @@ export class Uploads {
         error = e;
       }
       await flush();
+      if (before && error === undefined && received !== expected) {
+        await fh.truncate(start);
+        s.state.offset = start;
+        s.hash = before;
+        s.hashedTo = start;
+      }
       await fh.sync();
     } catch (e) {
       // A failed write leaves the offset where the data is known good; the running hash is dropped.
