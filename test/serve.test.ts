@@ -554,6 +554,19 @@ describe('ferry serve: the distribution API', () => {
     expect((await indexEntries(s.store)).some((e) => e.annotations?.['io.containerd.image.name'] === 'docker.io/team/missing:1')).toBe(false);
   });
 
+  it('a manifest giving a blob the store has another size is MANIFEST_INVALID naming both sizes, not MANIFEST_BLOB_UNKNOWN', async () => {
+    const img = makeImage();
+    expect((await pushBlob(base, 'team/wrongsize', img.layer)).status).toBe(201);
+    expect((await pushBlob(base, 'team/wrongsize', img.config)).status).toBe(201);
+    const doc = JSON.parse(img.manifest.toString());
+    doc.layers[0].size += 1;
+    const r = await call(`${base}/v2/team/wrongsize/manifests/1`, { method: 'PUT', body: JSON.stringify(doc), headers: { 'content-type': OCI_MANIFEST } });
+    expect(r.status).toBe(400);
+    expect(r.code()).toBe('MANIFEST_INVALID');
+    expect(r.json().errors[0].detail).toEqual({ digest: sha256(img.layer), size: img.layer.length + 1, actual: img.layer.length });
+    expect((await call(`${base}/v2/team/wrongsize/manifests/1`)).status).toBe(404);
+  });
+
   it('A19/A17: schema1, ambiguous documents and a Content-Type that disagrees with the body are MANIFEST_INVALID', async () => {
     const schema1 = JSON.stringify({ schemaVersion: 1, name: 'x', tag: 'y', fsLayers: [], history: [] });
     const r1 = await call(`${base}/v2/team/invalid/manifests/s1`, { method: 'PUT', body: schema1, headers: { 'content-type': 'application/vnd.docker.distribution.manifest.v1+prettyjws' } });

@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { publishBytes } from '../blob/publish.js';
 import { isFerryError } from '../errors.js';
@@ -102,7 +102,11 @@ export async function putManifest(ctx: ServeContext, r: RepoRequest, text: strin
     throw new RegistryError(400, 'DIGEST_INVALID', `manifest body has digest ${digest}, not ${ref.digest} named in the URL`, { expected: ref.digest, actual: digest });
   }
   const missing: Descriptor[] = [];
-  for (const d of requiredBlobs(doc)) if (!(await ctx.layout.has(d))) missing.push(d);
+  for (const d of requiredBlobs(doc)) {
+    if (await ctx.layout.has(d)) continue;
+    await refuseWrongSize(ctx, d);
+    missing.push(d);
+  }
   if (missing.length) {
     const list = missing.slice(0, 5).map((d) => `${d.digest} (${d.size} bytes)`).join(', ');
     throw new RegistryError(400, 'MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) the registry does not have: ${list}; push them first`, { digest: missing[0]!.digest });
@@ -128,6 +132,17 @@ export async function putManifest(ctx: ServeContext, r: RepoRequest, text: strin
   const headers: Record<string, string> = { Location: `/v2/${r.name}/manifests/${digest}`, 'Docker-Content-Digest': digest };
   if (info.subject) headers['OCI-Subject'] = info.subject;
   send(r.req, r.res, 201, headers);
+}
+
+/** A referenced blob the store has with another size: pushing it again cannot help, the manifest is wrong. */
+async function refuseWrongSize(ctx: ServeContext, d: Descriptor): Promise<void> {
+  const st = await stat(ctx.layout.blobPath(d.digest)).catch(() => undefined);
+  if (!st?.isFile() || st.size === d.size) return;
+  throw new RegistryError(400, 'MANIFEST_INVALID', `manifest gives ${d.digest} a size of ${d.size} bytes, but that blob has ${st.size} bytes; correct the size in the manifest`, {
+    digest: d.digest,
+    size: d.size,
+    actual: st.size,
+  });
 }
 
 function keyOf(d: Descriptor): RepoKey | undefined {
