@@ -239,6 +239,32 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(await tags()).not.toContain('pinned');
   });
 
+  it('--prune with --include prunes only tags the filter selects, also in --dry-run', async () => {
+    const dir = join(await tempDir(), 'mirror');
+    const repo = `${fx.proxy.host}/sync/scoped`;
+    await publish(fx.reg.host, 'sync/scoped', 'plain', ['1.0.0']);
+    await publish(fx.reg.host, 'sync/scoped', 'layers', ['1.1.0']);
+    await publish(fx.reg.host, 'sync/scoped', 'zstd', ['2.0.0']);
+    expect((await ferry(['sync', repo, `oci:${dir}`])).code).toBe(0);
+    for (const t of ['1.1.0', '2.0.0']) expect((await ferry(['rm', `docker://${fx.reg.host}/sync/scoped:${t}`])).code).toBe(0);
+
+    const args = ['sync', '--prune', '--include', '^1\\.', repo, `oci:${dir}`];
+    const plan = await ferry([...args, '--dry-run', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).jobs[0].pruned).toEqual(['1.1.0']);
+    const r = await ferry(args);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 0 failed');
+    // 2.0.0, gone upstream too, is outside the filter: not this run's to remove.
+    const names = async () => {
+      const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+      return index.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']).sort();
+    };
+    expect(await names()).toEqual(['1.0.0', '2.0.0']);
+    expect((await ferry(['sync', '--prune', repo, `oci:${dir}`])).stdout).toContain('1 pruned');
+    expect(await names()).toEqual(['1.0.0']);
+  });
+
   it('--prune into a layout leaves, and names on every run, an image an older ferry synced (no sync mark); --prune --no-state prunes it', async () => {
     const dir = join(await tempDir(), 'mirror');
     const repo = `${fx.proxy.host}/sync/older`;

@@ -349,6 +349,9 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: stri
   return archiveTarget(dest.archive, src, o, sel);
 }
 
+/** Tags that name referrers of manifest sha256:<hex> (cosign's `.sig`, a fallback referrers index): they ride with that image. */
+const COSIGN_TAG = /^sha256-[0-9a-f]{64}(\.[a-z]+)?$/;
+
 export type FilterField = 'include' | 'exclude' | 'semver';
 
 /** A bad pattern or range worded as the flag it came from; a config file names its place instead. */
@@ -508,7 +511,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       }
       if (job.prune) {
         const present = new Set(upstream);
-        const gone = (await target.tags()).filter((t) => !present.has(t));
+        // Only tags this job's filters select are its to prune (and cosign's tags of its images): a
+        // tag outside --include/--semver (another job's, or mirrored before the filter narrowed) stays.
+        const selects = (t: string) => filters.get(job)!(t) || COSIGN_TAG.test(t);
+        const gone = (await target.tags()).filter((t) => !present.has(t) && selects(t));
         const { mine, left, because = 'not written by ferry sync' } = target.claim?.(gone) ?? { mine: gone, left: [] };
         r.left.push(...left);
         for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag, because });
