@@ -709,3 +709,51 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
     expect(await counts(['sync', '--config', cfg], env)).toEqual(four);
   });
 });
+
+describe('sync configuration files', () => {
+  const load = async (text: string) => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'sync.yaml');
+    await writeFile(cfg, text);
+    return { dir, cfg, jobs: () => loadSyncConfig(cfg) };
+  };
+
+  it('a relative destination is taken from the file\'s directory, not the working directory', async () => {
+    const { dir, jobs } = await load([
+      'repositories:',
+      '  - {source: a.example/x, destination: "oci:mirror"}',
+      '  - {source: a.example/y, destination: backup/y.tar.zst}',
+      '  - {source: a.example/z, destination: "oci-archive:z.tar"}',
+      '  - {source: a.example/w, destination: "docker://mirror.internal:5000/m"}',
+      '  - {source: a.example/v, destination: "oci:/abs/layout"}',
+    ].join('\n'));
+    expect((await jobs()).map((j) => j.destination)).toEqual([
+      `oci:${join(dir, 'mirror')}`,
+      join(dir, 'backup/y.tar.zst'),
+      `oci-archive:${join(dir, 'z.tar')}`,
+      'docker://mirror.internal:5000/m',
+      'oci:/abs/layout',
+    ]);
+  });
+
+  it('YAML merge keys share settings between entries', async () => {
+    const { jobs } = await load([
+      'repositories:',
+      '  - &nightly {source: a.example/x, semver: ">=2", prune: true}',
+      '  - <<: *nightly',
+      '    source: a.example/y',
+    ].join('\n'));
+    expect((await jobs()).map((j) => [j.source, j.semver, j.prune])).toEqual([['a.example/x', '>=2', true], ['a.example/y', '>=2', true]]);
+  });
+
+  it('an empty file and a misspelt key are named as such', async () => {
+    const empty = await load('');
+    await expect(empty.jobs()).rejects.toThrow(`${empty.cfg}: the file is empty: expected a mapping with a "repositories" list`);
+    const typo = await load('repositories:\n  - source: a.example/x\n    platfrom: linux/amd64\n');
+    await expect(typo.jobs()).rejects.toThrow(`${typo.cfg}: repositories[0]: unknown key "platfrom" (did you mean "platform"?)`);
+    const top = await load('prnue: true\nrepositories: [a.example/x]\n');
+    await expect(top.jobs()).rejects.toThrow(`${top.cfg}: unknown key "prnue" (did you mean "prune"?)`);
+    const far = await load('colour: red\nrepositories: [a.example/x]\n');
+    await expect(far.jobs()).rejects.toThrow(/unknown key "colour"$/);
+  });
+});
