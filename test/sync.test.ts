@@ -312,6 +312,22 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     // Refused as the command's mistake, before any request and without a per-image failure.
     expect(range.stderr).not.toContain('FAILED');
     expect(fx.proxy.seen.slice(mark)).toEqual([]);
+    // The flag and its whole range are named, with what a range looks like: `latest` is no version.
+    const latest = await ferry(['--store', s, 'sync', '--semver', '1.x || latest', `${fx.proxy.host}/sync/versions`]);
+    expect(latest.code).toBe(2);
+    expect(latest.stderr).toContain('--semver "1.x || latest": invalid version range "latest"');
+    expect(latest.stderr).toContain('hint: a range is comparators such as ">=1.2 <2"');
+  });
+
+  it('filters that select none of the tags: a warning even with -q, exit 0', async () => {
+    const s = join(await tempDir(), 'none');
+    for (const filter of [['--semver', '>=5'], ['--include', '^v']]) {
+      const r = await ferry(['--store', s, 'sync', '-q', ...filter, `${fx.proxy.host}/sync/versions`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`ferry: warning: ${fx.proxy.host}/sync/versions: the filters select none of its 4 tag(s); nothing is synced`);
+    }
+    const some = await ferry(['--store', s, 'sync', '--semver', '>=2', `${fx.proxy.host}/sync/versions`]);
+    expect(some.stderr).not.toContain('warning');
   });
 
   it('a YAML config syncs several repositories to a layout and to another registry prefix', async () => {

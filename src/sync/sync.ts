@@ -355,9 +355,12 @@ const COSIGN_TAG = /^sha256-[0-9a-f]{64}(\.[a-z]+)?$/;
 export type FilterField = 'include' | 'exclude' | 'semver';
 
 /** A bad pattern or range worded as the flag it came from; a config file names its place instead. */
-const asFlag = (field: FilterField, problem: string) => new FerryError('USAGE', field === 'semver' ? problem : `invalid --${field} ${problem}`);
+const asFlag = (field: FilterField, problem: string, whole?: string) =>
+  new FerryError('USAGE', field === 'semver' ? `--semver ${JSON.stringify(whole)}: ${problem}` : `invalid --${field} ${problem}`, field === 'semver' ? { hint: SEMVER_HINT } : {});
 
-export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterField, problem: string) => FerryError = asFlag): (tag: string) => boolean {
+const SEMVER_HINT = 'a range is comparators such as ">=1.2 <2", "^1.4", "~1.4.2", "1.x", joined by "||"; tags that are not versions (latest) never match';
+
+export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterField, problem: string, whole?: string) => FerryError = asFlag): (tag: string) => boolean {
   const compile = (patterns: string[] | undefined, field: FilterField) => (patterns ?? []).map((p) => {
     try {
       return new RegExp(p);
@@ -371,7 +374,7 @@ export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterFi
   try {
     semver = job.semver ? semverMatcher(job.semver) : undefined;
   } catch (e) {
-    throw bad('semver', (e as Error).message);
+    throw bad('semver', (e as Error).message, job.semver);
   }
   return (tag) =>
     (include.length === 0 || include.some((r) => r.test(tag))) && !exclude.some((r) => r.test(tag)) && (!semver || semver(tag));
