@@ -239,6 +239,32 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(await tags()).not.toContain('pinned');
   });
 
+  it('--prune with --include prunes only tags the filter selects, also in --dry-run', async () => {
+    const dir = join(await tempDir(), 'mirror');
+    const repo = `${fx.proxy.host}/sync/scoped`;
+    await publish(fx.reg.host, 'sync/scoped', 'plain', ['1.0.0']);
+    await publish(fx.reg.host, 'sync/scoped', 'layers', ['1.1.0']);
+    await publish(fx.reg.host, 'sync/scoped', 'zstd', ['2.0.0']);
+    expect((await ferry(['sync', repo, `oci:${dir}`])).code).toBe(0);
+    for (const t of ['1.1.0', '2.0.0']) expect((await ferry(['rm', `docker://${fx.reg.host}/sync/scoped:${t}`])).code).toBe(0);
+
+    const args = ['sync', '--prune', '--include', '^1\\.', repo, `oci:${dir}`];
+    const plan = await ferry([...args, '--dry-run', '--json']);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).jobs[0].pruned).toEqual(['1.1.0']);
+    const r = await ferry(args);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 0 failed');
+    // 2.0.0, gone upstream too, is outside the filter: not this run's to remove.
+    const names = async () => {
+      const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+      return index.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']).sort();
+    };
+    expect(await names()).toEqual(['1.0.0', '2.0.0']);
+    expect((await ferry(['sync', '--prune', repo, `oci:${dir}`])).stdout).toContain('1 pruned');
+    expect(await names()).toEqual(['1.0.0']);
+  });
+
   it('--prune into a layout leaves, and names on every run, an image an older ferry synced (no sync mark); --prune --no-state prunes it', async () => {
     const dir = join(await tempDir(), 'mirror');
     const repo = `${fx.proxy.host}/sync/older`;
@@ -286,6 +312,22 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     // Refused as the command's mistake, before any request and without a per-image failure.
     expect(range.stderr).not.toContain('FAILED');
     expect(fx.proxy.seen.slice(mark)).toEqual([]);
+    // The flag and its whole range are named, with what a range looks like: `latest` is no version.
+    const latest = await ferry(['--store', s, 'sync', '--semver', '1.x || latest', `${fx.proxy.host}/sync/versions`]);
+    expect(latest.code).toBe(2);
+    expect(latest.stderr).toContain('--semver "1.x || latest": invalid version range "latest"');
+    expect(latest.stderr).toContain('hint: a range is comparators such as ">=1.2 <2"');
+  });
+
+  it('filters that select none of the tags: a warning even with -q, exit 0', async () => {
+    const s = join(await tempDir(), 'none');
+    for (const filter of [['--semver', '>=5'], ['--include', '^v']]) {
+      const r = await ferry(['--store', s, 'sync', '-q', ...filter, `${fx.proxy.host}/sync/versions`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`ferry: warning: ${fx.proxy.host}/sync/versions: the filters select none of its 4 tag(s); nothing is synced`);
+    }
+    const some = await ferry(['--store', s, 'sync', '--semver', '>=2', `${fx.proxy.host}/sync/versions`]);
+    expect(some.stderr).not.toContain('warning');
   });
 
   it('a YAML config syncs several repositories to a layout and to another registry prefix', async () => {
@@ -681,5 +723,53 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
     // The library's report of a dry run carries the plan's totals, not each job's added up.
     expect((await sync(await loadSyncConfig(cfg), { dryRun: true })).blobs).toEqual(four);
     expect(await counts(['sync', '--config', cfg], env)).toEqual(four);
+  });
+});
+
+describe('sync configuration files', () => {
+  const load = async (text: string) => {
+    const dir = await tempDir();
+    const cfg = join(dir, 'sync.yaml');
+    await writeFile(cfg, text);
+    return { dir, cfg, jobs: () => loadSyncConfig(cfg) };
+  };
+
+  it('a relative destination is taken from the file\'s directory, not the working directory', async () => {
+    const { dir, jobs } = await load([
+      'repositories:',
+      '  - {source: a.example/x, destination: "oci:mirror"}',
+      '  - {source: a.example/y, destination: backup/y.tar.zst}',
+      '  - {source: a.example/z, destination: "oci-archive:z.tar"}',
+      '  - {source: a.example/w, destination: "docker://mirror.internal:5000/m"}',
+      '  - {source: a.example/v, destination: "oci:/abs/layout"}',
+    ].join('\n'));
+    expect((await jobs()).map((j) => j.destination)).toEqual([
+      `oci:${join(dir, 'mirror')}`,
+      join(dir, 'backup/y.tar.zst'),
+      `oci-archive:${join(dir, 'z.tar')}`,
+      'docker://mirror.internal:5000/m',
+      'oci:/abs/layout',
+    ]);
+  });
+
+  it('YAML merge keys share settings between entries', async () => {
+    const { jobs } = await load([
+      'repositories:',
+      '  - &nightly {source: a.example/x, semver: ">=2", prune: true}',
+      '  - <<: *nightly',
+      '    source: a.example/y',
+    ].join('\n'));
+    expect((await jobs()).map((j) => [j.source, j.semver, j.prune])).toEqual([['a.example/x', '>=2', true], ['a.example/y', '>=2', true]]);
+  });
+
+  it('an empty file and a misspelt key are named as such', async () => {
+    const empty = await load('');
+    await expect(empty.jobs()).rejects.toThrow(`${empty.cfg}: the file is empty: expected a mapping with a "repositories" list`);
+    const typo = await load('repositories:\n  - source: a.example/x\n    platfrom: linux/amd64\n');
+    await expect(typo.jobs()).rejects.toThrow(`${typo.cfg}: repositories[0]: unknown key "platfrom" (did you mean "platform"?)`);
+    const top = await load('prnue: true\nrepositories: [a.example/x]\n');
+    await expect(top.jobs()).rejects.toThrow(`${top.cfg}: unknown key "prnue" (did you mean "prune"?)`);
+    const far = await load('colour: red\nrepositories: [a.example/x]\n');
+    await expect(far.jobs()).rejects.toThrow(/unknown key "colour"$/);
   });
 });

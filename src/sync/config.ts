@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { FerryError } from '../errors.js';
 import { parsePlatformSelection } from '../oci/platform.js';
@@ -30,7 +31,8 @@ const TOP_KEYS = ['destination', 'platform', 'prune', 'referrers', 'include', 'e
 export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
   let doc: unknown;
   try {
-    doc = parse(await readFile(path, 'utf8'));
+    // Merge keys (`<<: *defaults`) are how YAML shares settings between entries.
+    doc = parse(await readFile(path, 'utf8'), { merge: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
     // yaml's first line ends "at line 3, column 1:" before a snippet of the file; the place is enough.
@@ -39,15 +41,16 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     });
   }
   const bad = (what: string) => new FerryError('USAGE', `${path}: ${what}`, { hint: 'see "ferry sync" in the README for the format' });
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a mapping with a "repositories" list');
+  if (doc === null || doc === undefined) throw bad('the file is empty: expected a mapping with a "repositories" list');
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a mapping with a "repositories" list');
   const top = doc as Record<string, unknown>;
-  for (const k of Object.keys(top)) if (!TOP_KEYS.includes(k)) throw bad(`unknown key "${k}"`);
+  for (const k of Object.keys(top)) if (!TOP_KEYS.includes(k)) throw bad(`unknown key "${k}"${suggest(k, TOP_KEYS)}`);
   if (!Array.isArray(top.repositories) || top.repositories.length === 0) throw bad('"repositories" must be a non-empty list');
   return top.repositories.map((entry, i) => {
     const where = `repositories[${i}]`;
     const e = (typeof entry === 'string' ? { source: entry } : entry) as Record<string, unknown>;
     if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`);
-    for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"`);
+    for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"${suggest(k, JOB_KEYS)}`);
     const pick = (k: string) => (e[k] !== undefined ? e[k] : top[k]);
     // A default from the top of the file is named as such, not as a key of this entry.
     const at = (k: string) => (e[k] !== undefined ? `${where}.${k}` : `the top-level "${k}"`);
@@ -102,7 +105,7 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
     return {
       source,
-      destination: str('destination'),
+      destination: relativeTo(dirname(path), str('destination')),
       ...filters,
       platforms: platform ? platformsAt(platform) : undefined,
       prune: bool('prune'),
@@ -110,4 +113,33 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
       volumeSize: volumeSize(),
     };
   });
+}
+
+/**
+ * A relative path in a destination is taken from the file's directory, not from wherever the
+ * command runs (a cron job's working directory is seldom the file's).
+ */
+function relativeTo(dir: string, dest: string | undefined): string | undefined {
+  if (!dest || dest.startsWith('docker://')) return dest;
+  const prefix = /^(oci|oci-archive|docker-archive):/.exec(dest)?.[0] ?? '';
+  const rest = dest.slice(prefix.length);
+  return rest && !isAbsolute(rest) ? prefix + resolve(dir, rest) : dest;
+}
+
+/** ` (did you mean "platform"?)` for a key one or two letters off a known one. */
+function suggest(key: string, known: string[]): string {
+  const near = known.find((k) => editDistance(key.toLowerCase(), k) <= 2);
+  return near ? ` (did you mean "${near}"?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
 }

@@ -349,12 +349,18 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: stri
   return archiveTarget(dest.archive, src, o, sel);
 }
 
+/** Tags that name referrers of manifest sha256:<hex> (cosign's `.sig`, a fallback referrers index): they ride with that image. */
+const COSIGN_TAG = /^sha256-[0-9a-f]{64}(\.[a-z]+)?$/;
+
 export type FilterField = 'include' | 'exclude' | 'semver';
 
 /** A bad pattern or range worded as the flag it came from; a config file names its place instead. */
-const asFlag = (field: FilterField, problem: string) => new FerryError('USAGE', field === 'semver' ? problem : `invalid --${field} ${problem}`);
+const asFlag = (field: FilterField, problem: string, whole?: string) =>
+  new FerryError('USAGE', field === 'semver' ? `--semver ${JSON.stringify(whole)}: ${problem}` : `invalid --${field} ${problem}`, field === 'semver' ? { hint: SEMVER_HINT } : {});
 
-export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterField, problem: string) => FerryError = asFlag): (tag: string) => boolean {
+const SEMVER_HINT = 'a range is comparators such as ">=1.2 <2", "^1.4", "~1.4.2", "1.x", joined by "||"; tags that are not versions (latest) never match';
+
+export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterField, problem: string, whole?: string) => FerryError = asFlag): (tag: string) => boolean {
   const compile = (patterns: string[] | undefined, field: FilterField) => (patterns ?? []).map((p) => {
     try {
       return new RegExp(p);
@@ -368,7 +374,7 @@ export function tagFilter(job: Pick<SyncJob, FilterField>, bad: (field: FilterFi
   try {
     semver = job.semver ? semverMatcher(job.semver) : undefined;
   } catch (e) {
-    throw bad('semver', (e as Error).message);
+    throw bad('semver', (e as Error).message, job.semver);
   }
   return (tag) =>
     (include.length === 0 || include.some((r) => r.test(tag))) && !exclude.some((r) => r.test(tag)) && (!semver || semver(tag));
@@ -508,7 +514,10 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
       }
       if (job.prune) {
         const present = new Set(upstream);
-        const gone = (await target.tags()).filter((t) => !present.has(t));
+        // Only tags this job's filters select are its to prune (and cosign's tags of its images): a
+        // tag outside --include/--semver (another job's, or mirrored before the filter narrowed) stays.
+        const selects = (t: string) => filters.get(job)!(t) || COSIGN_TAG.test(t);
+        const gone = (await target.tags()).filter((t) => !present.has(t) && selects(t));
         const { mine, left, because = 'not written by ferry sync' } = target.claim?.(gone) ?? { mine: gone, left: [] };
         r.left.push(...left);
         for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag, because });

@@ -93,7 +93,11 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
         else if (e.type === 'not-pruned') warn(`${e.source}:${e.tag}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
         else if (e.type === 'referrer') status(args, `${e.source}:${e.tag}: new referrer ${e.digest} copied`);
         else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but ${e.because}: left in place (--prune --no-state prunes it)`);
-        else if (e.type === 'tags') status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
+        else if (e.type === 'tags') {
+          status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
+          // Even with -q: a nightly job whose filter matches nothing is most often a mistyped filter.
+          if (e.selected === 0 && e.total > 0) warn(`${e.source}: the filters select none of its ${e.total} tag(s); nothing is synced`);
+        }
         else if (e.type === 'writing') status(args, `${e.source}: writing ${e.path} anew${e.volumeSize !== undefined ? ` as volumes under ${humanSize(e.volumeSize)}` : ''} (${e.kept} image(s) kept from it, ${e.added} new)`);
         else if (e.type === 'written') status(args, e.removed ? `${e.source}: removed ${e.path} (every image in it was pruned)` : `${e.source}: wrote ${e.path}${e.volumes ? ` as ${e.volumes.length} volume(s): ${e.volumes.join(', ')}` : ''}`);
       },
