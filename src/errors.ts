@@ -49,17 +49,32 @@ export interface FerryErrorOptions {
   /** What the user can do about it, shown after the message. */
   hint?: string;
   cause?: unknown;
+  /** NETWORK errors: the host (host:port) that could not be reached at all (no HTTP answer). */
+  unreachable?: string;
 }
 
 export class FerryError extends Error {
   readonly code: ErrorCode;
   readonly hint?: string;
+  readonly unreachable?: string;
   constructor(code: ErrorCode, message: string, opts: FerryErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'FerryError';
     this.code = code;
     this.hint = opts.hint;
+    if (opts.unreachable !== undefined) this.unreachable = opts.unreachable;
   }
+}
+
+/**
+ * The host a connection-level failure (refused, reset, DNS, timeout) could not reach, looked for
+ * along the cause chain; undefined for anything else, an HTTP error from a live registry included.
+ */
+export function unreachableHost(e: unknown): string | undefined {
+  for (let c = e, depth = 0; c && typeof c === 'object' && depth < 8; c = (c as { cause?: unknown }).cause, depth++) {
+    if (c instanceof FerryError && c.unreachable !== undefined) return c.unreachable;
+  }
+  return undefined;
 }
 
 export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {

@@ -377,6 +377,85 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(whole.stderr).toContain(`sync: 1 repository failed: ${fx.reg.host}/sync/nope: `);
     expect(whole.stderr).not.toContain(':*');
   });
+
+  it('a destination that dies mid-run: after 3 tags fail unreachable, the job\'s other tags are not tried; the next job runs', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
+    const dead = await startFaultProxy(fx.reg.host);
+    try {
+      // The first tag is copied whole (its tag PUT is forwarded); from then on every connection is cut.
+      let down = -1;
+      dead.setRule((q) => {
+        if (down >= 0) return { drop: true };
+        if (q.method === 'PUT' && q.url.endsWith('/manifests/t020')) down = dead.seen.length;
+        return undefined;
+      });
+      const s = join(await tempDir(), 'store');
+      const cfg = join(await tempDir(), 'sync.yaml');
+      await writeFile(cfg, [
+        'repositories:',
+        `  - {source: ${fx.proxy.host}/sync/app, include: ['^t0[23][0-9]$'], destination: 'docker://${dead.host}/dead'}`,
+        `  - {source: ${fx.proxy.host}/sync/versions, include: ['^latest$']}`,
+      ].join('\n'));
+      const mark = fx.proxy.seen.length;
+      const r = await ferry(['--store', s, 'sync', '--config', cfg], { env });
+      expect(r.code, r.stderr).toBe(6);
+      // Every tag is accounted for: one copied, three failed trying, sixteen not tried.
+      expect(r.stdout).toContain(`sync/app -> docker://${dead.host}/dead/sync/app: 20 tags, 1 copied, 0 unchanged, 0 pruned, 19 failed`);
+      const notTried = `not tried: ${dead.host} unreachable after 3 consecutive failures`;
+      for (const t of ['t021', 't022', 't023']) expect(r.stderr).toMatch(new RegExp(`sync/app:${t}: FAILED: .*cannot reach`));
+      const skipped = r.stderr.split('\n').filter((l) => l.includes(notTried)).map((l) => /sync\/app:(t\d+)/.exec(l)?.[1]);
+      expect(skipped).toEqual(Array.from({ length: 16 }, (_, i) => tagName(24 + i)));
+      expect(r.stdout).toContain(`sync/versions -> ${s}: 1 tags, 1 copied`);
+      // Only the tags tried cost requests: a copy reads its manifest at the source first.
+      const gets = since(mark).filter((q) => q.method === 'GET' && q.url.startsWith('/v2/sync/app/manifests/'));
+      expect(gets).toHaveLength(4);
+      // At the dead registry: each of the three tags tried its requests through one retry cycle
+      // (5 attempts); the sixteen others asked nothing.
+      const cut = dead.seen.slice(down);
+      expect(cut.length % 5).toBe(0);
+      expect(cut.length).toBeLessThanOrEqual(3 * 2 * 5);
+    } finally {
+      await dead.stop();
+    }
+  });
+
+  it('a source that dies mid-run: the same, counted at the source', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
+    const dead = await startFaultProxy(fx.reg.host);
+    try {
+      let down = -1;
+      dead.setRule(() => (down >= 0 ? { drop: true } : undefined));
+      // The first tag's tag PUT at the destination cuts the source off.
+      fx.proxy.setRule((q) => {
+        if (q.method === 'PUT' && q.url.endsWith('/manifests/t050')) down = dead.seen.length;
+        return undefined;
+      });
+      const r = await ferry(['sync', '--include', '^t05[0-9]$', `${dead.host}/sync/app`, `docker://${fx.proxy.host}/fromdead`], { env });
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stdout).toContain('10 tags, 1 copied, 0 unchanged, 0 pruned, 9 failed');
+      expect(r.stderr.split('\n').filter((l) => l.includes(`not tried: ${dead.host} unreachable after 3 consecutive failures`))).toHaveLength(6);
+      // Three manifest GETs, 5 attempts each; nothing for the six tags not tried.
+      expect(dead.seen.slice(down).map((q) => `${q.method} ${q.url.split('/').slice(0, 5).join('/')}`)).toEqual(Array(15).fill('GET /v2/sync/app/manifests'));
+    } finally {
+      fx.proxy.setRule(undefined);
+      await dead.stop();
+    }
+  });
+
+  it('a registry answering 500 for some tags is not taken for down: the tags after them are copied', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
+    fx.proxy.setRule((q) => (q.method === 'PUT' && /\/flaky\/.*\/manifests\/t04[1-4]$/.test(q.url) ? { status: 500 } : undefined));
+    try {
+      const r = await ferry(['sync', '--include', '^t04[0-7]$', `${fx.reg.host}/sync/app`, `docker://${fx.proxy.host}/flaky`], { env });
+      expect(r.code).toBe(6);
+      expect(r.stdout).toContain('8 tags, 4 copied, 0 unchanged, 0 pruned, 4 failed');
+      expect(r.stderr).toContain('sync/app:t044: FAILED: ');
+      expect(r.stderr).not.toContain('not tried');
+      expect((await ferry(['tags', `${fx.reg.host}/flaky/sync/app`])).stdout.split('\n').filter(Boolean).sort()).toEqual(['t040', 't045', 't046', 't047']);
+    } finally {
+      fx.proxy.setRule(undefined);
+    }
+  });
 });
 
 describe.skipIf(!distribution)('sync --prune into a registry', () => {

@@ -1,6 +1,6 @@
 import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyOptions, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
-import { FerryError, isFerryError, toFerryError, type ErrorCode } from '../errors.js';
+import { FerryError, isFerryError, toFerryError, unreachableHost, type ErrorCode } from '../errors.js';
 import { collectGarbage } from '../gc.js';
 import { OciLayout } from '../locations/layout.js';
 import { locatePathRef, type RegistrySettings } from '../locations/location.js';
@@ -415,6 +415,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     };
     report.jobs.push(r);
     let opened: Target | undefined;
+    let unreachable = false;
     try {
       // Opened inside the job: a destination that cannot be read (a damaged archive) fails this job only.
       const sel = selectionKey(job.platforms);
@@ -482,21 +483,32 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         r.plan = jobPlan.build('sync');
         r.copied.push(...todo.map((t) => t.tag));
       } else {
+        const breaker = new Breaker();
         for (const t of todo) {
+          const down = breaker.tripped();
+          if (down) {
+            recordFailure(r, t.tag, down, o);
+            continue;
+          }
           try {
             await copy(repo, target.sink, [{ ref: t.digest, names: [target.nameFor(t.tag)], annotations: { [ANNOTATION_SYNC_PLATFORMS]: sel } }], {
               ...copyOpts,
               onEvent: counted(t.tag),
             });
+            breaker.passed();
             target.remember(t.tag, t.digest);
             r.copied.push(t.tag);
             o.onEvent?.({ type: 'copied', source: r.source, tag: t.tag, digest: t.digest });
           } catch (e) {
+            breaker.failed(e);
             recordFailure(r, t.tag, e, o);
           }
         }
+        // A registry that is down would fail the referrers and the prune too, each after its own
+        // retries: left to the next run, which the failed tags make necessary anyway.
+        unreachable = breaker.tripped() !== undefined;
         // After the copies: a referrer that came with one of them is not copied twice.
-        for (const { tag, referrers } of await late()) {
+        for (const { tag, referrers } of unreachable ? [] : await late()) {
           try {
             await copy(repo, target.sink, referrerRoots(referrers), {
               ...copyOpts,
@@ -512,7 +524,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           }
         }
       }
-      if (job.prune) {
+      if (job.prune && !unreachable) {
         const present = new Set(upstream);
         // Only tags this job's filters select are its to prune (and cosign's tags of its images): a
         // tag outside --include/--semver (another job's, or mirrored before the filter narrowed) stays.
@@ -591,6 +603,45 @@ async function lateReferrers(
     }
   });
   return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+}
+
+/**
+ * Tags failing in a row because a registry does not answer at all (refused, reset, DNS, timeout)
+ * against the same host: after UNREACHABLE_STREAK of them, the job's remaining tags are not tried.
+ * Each such failure already took a full retry cycle (~5 s), so a job of 500 tags against a dead
+ * registry would take ~40 minutes to say what the first few said. Three: one failure can be a
+ * blip and two a registry restarting between two tags' retries, but three in a row (~15 s of
+ * silence through every retry) is a registry that is down; it costs two more cycles, not minutes.
+ * An HTTP error (a 500 for one image) is an answer: it is that image's failure and breaks a streak.
+ */
+const UNREACHABLE_STREAK = 3;
+
+class Breaker {
+  private host: string | undefined;
+  private streak = 0;
+  private open: FerryError | undefined;
+
+  passed(): void {
+    this.host = undefined;
+    this.streak = 0;
+  }
+
+  failed(e: unknown): void {
+    const host = unreachableHost(e);
+    this.streak = host === undefined ? 0 : host === this.host ? this.streak + 1 : 1;
+    this.host = host;
+    if (host !== undefined && this.streak >= UNREACHABLE_STREAK) {
+      this.open = new FerryError('NETWORK', `not tried: ${host} unreachable after ${UNREACHABLE_STREAK} consecutive failures`, {
+        hint: 'check that the registry is up and reachable; the same command again syncs what is missing',
+        unreachable: host,
+      });
+    }
+  }
+
+  /** The failure every remaining tag of the job gets, once the streak is long enough. */
+  tripped(): FerryError | undefined {
+    return this.open;
+  }
 }
 
 /** One image (or, as `*`, a whole repository) failed: noted, and the job goes on. An interrupt does not. */

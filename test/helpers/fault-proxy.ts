@@ -26,6 +26,7 @@ export interface SeenRequest {
  * - trailing: after the body (forwarded, or `body` with `status`), keep sending filler bytes,
  *   without a Content-Length, up to this many (Infinity: until the client goes away)
  * - dropResponseHeaders: forward without these response headers
+ * - drop: close the connection without an answer (a registry that died: the client sees a reset)
  */
 export interface Fault {
   status?: number;
@@ -41,6 +42,7 @@ export interface Fault {
   truncate?: number;
   trailing?: number;
   dropResponseHeaders?: string[];
+  drop?: boolean;
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -95,6 +97,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     else respond(req, res, s, fault);
   });
   const respond = (req: IncomingMessage, res: ServerResponse, s: SeenRequest, fault: Fault | undefined) => {
+    if (fault?.drop) {
+      req.socket.destroy();
+      return;
+    }
     if (fault?.status !== undefined) {
       req.resume();
       if (fault.trailing !== undefined) {

@@ -338,7 +338,9 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
   const unresolved = code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? `${url.hostname} does not resolve (DNS): check the registry name, or set HTTPS_PROXY if this host reaches the registry through a proxy` : undefined;
   const slow = /TIMEOUT/.test(code) ? 'a slow registry or link: raise --timeout (seconds)' : undefined;
   const said = NETWORK_WORDS[code];
-  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${said ? `${said} (${code})` : code || msg}`, { cause: e, hint: hint ?? unresolved ?? slow });
+  // No HTTP answer at all: sync counts these per host to stop trying one that is down.
+  const unreachable = RETRYABLE_CODES.has(code) || code === 'ENOTFOUND' ? url.host : undefined;
+  return new FerryError('NETWORK', `cannot reach ${redact(url)}${tries}: ${said ? `${said} (${code})` : code || msg}`, { cause: e, hint: hint ?? unresolved ?? slow, unreachable });
 }
 
 /** undici's and node's codes, in words. */
