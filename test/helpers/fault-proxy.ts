@@ -26,6 +26,8 @@ export interface SeenRequest {
  * - trailing: after the body (forwarded, or `body` with `status`), keep sending filler bytes,
  *   without a Content-Length, up to this many (Infinity: until the client goes away)
  * - dropResponseHeaders: forward without these response headers
+ * - dropResponse: forward, then cut the client's connection instead of passing the answer on (the
+ *   registry did the request; the client never learns it)
  */
 export interface Fault {
   status?: number;
@@ -41,6 +43,7 @@ export interface Fault {
   truncate?: number;
   trailing?: number;
   dropResponseHeaders?: string[];
+  dropResponse?: boolean;
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -117,6 +120,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const headers: Record<string, string | string[] | undefined> = { ...req.headers, host: upstream };
     for (const h of fault?.dropRequestHeaders ?? []) delete headers[h];
     const up = httpRequest({ host: uhost, port: Number(uport), method: req.method, path: req.url, headers }, (ures) => {
+      if (fault?.dropResponse) {
+        ures.resume();
+        res.socket?.destroy();
+        return;
+      }
       const outHeaders = { ...ures.headers };
       // Rewrite absolute Locations so uploads keep going through the proxy.
       if (outHeaders.location) outHeaders.location = outHeaders.location.replace(`//${upstream}`, `//${proxyHost}`);
