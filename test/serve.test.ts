@@ -21,6 +21,11 @@ import { TESTDATA, tempDir } from './helpers/fs.js';
 import { selfSignedCert } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
+import { copy } from '../src/copy.js';
+import { OciLayout } from '../src/locations/layout.js';
+import { closeRegistryClients, registryClient } from '../src/locations/registry/pool.js';
+import { RegistryRepository } from '../src/locations/registry/repository.js';
 
 const htpasswdTool = hasTool('htpasswd');
 const openssl = hasTool('openssl');
@@ -471,6 +476,75 @@ describe('ferry serve: the distribution API', () => {
     const put = await call(`${loc}?digest=${sha256(data)}`, { method: 'PUT' });
     expect(put.status).toBe(201);
     expect(sha256((await call(`${base}/v2/up/interrupted/blobs/${sha256(data)}`)).body)).toBe(sha256(data));
+  });
+
+  it('a status GET is answered at once while an earlier PATCH still streams, with the durable offset; a PATCH from there gets 416 once the old one ends, then resumes', async () => {
+    const data = randomBytes(3_000_000);
+    const start = await call(`${base}/v2/up/stale/blobs/uploads/`, { method: 'POST' });
+    const loc = `${base}${start.headers.location}`;
+    expect((await call(loc, { method: 'PATCH', body: data.subarray(0, 100_000), headers: { 'content-range': '0-99999' } })).status).toBe(202);
+    // The old PATCH: its connection stays open with the chunk half sent (over 1 MiB: some of it written).
+    const stale = httpRequest(loc, { method: 'PATCH', headers: { 'content-range': `100000-${data.length - 1}`, 'content-length': data.length - 100_000 } });
+    stale.on('error', () => {});
+    await new Promise<void>((ok) => stale.write(data.subarray(100_000, 1_600_000), () => ok()));
+    await sleep(300);
+    const t0 = Date.now();
+    const status = await call(loc);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(status.status).toBe(204);
+    expect(status.headers.range).toBe('0-99999');
+    expect(status.headers.location).toBe(start.headers.location);
+    // The client resumes from there; its PATCH waits for the old one, which ends when its connection dies.
+    const resumed = call(loc, { method: 'PATCH', body: data.subarray(100_000, 200_000), headers: { 'content-range': '100000-199999' } });
+    await sleep(200);
+    stale.destroy();
+    const refused = await resumed;
+    expect(refused.status).toBe(416);
+    const held = Number(refused.headers.range!.split('-')[1]) + 1;
+    expect(held).toBeGreaterThan(100_000 + (1 << 20));
+    expect(held).toBeLessThanOrEqual(1_600_000);
+    expect((await call(loc)).headers.range).toBe(`0-${held - 1}`);
+    const rest = await call(loc, { method: 'PATCH', body: data.subarray(held), headers: { 'content-range': `${held}-${data.length - 1}` } });
+    expect(rest.status).toBe(202);
+    expect((await call(`${loc}?digest=${sha256(data)}`, { method: 'PUT' })).status).toBe(201);
+    expect(sha256((await call(`${base}/v2/up/stale/blobs/${sha256(data)}`)).body)).toBe(sha256(data));
+    // A status GET of an unknown or finished upload is still BLOB_UPLOAD_UNKNOWN.
+    expect((await call(loc)).code()).toBe('BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('a chunked push resumes in place from what the registry holds when that is more than was acknowledged (a lost answer, a status from before it, a 416)', async () => {
+    const proxy = await startFaultProxy(s.host);
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 't', layers: [3 << 20] }]);
+    const uploads = '/v2/up/lost-answer/blobs/uploads/';
+    let patches = 0;
+    let stale = false;
+    proxy.setRule((q) => {
+      if (!q.url.includes(uploads)) return undefined;
+      // The third chunk is applied but its answer lost; the status that follows is the one a server
+      // gives while that PATCH still runs: without the chunk.
+      if (q.method === 'PATCH' && ++patches === 3) return { dropResponse: true };
+      if (q.method === 'GET' && patches === 3 && !stale) {
+        stale = true;
+        return { status: 204, headers: { range: `0-${(1 << 20) - 1}` } };
+      }
+      return undefined;
+    });
+    try {
+      const repo = new RegistryRepository(registryClient(proxy.host), 'up/lost-answer', { monolithicMax: 1 << 20, chunkSize: 512 << 10 });
+      const r = await copy(await OciLayout.open(src), repo, [{ ref: 't', names: [{ tag: '1' }] }]);
+      expect(r.images[0]!.digest).toBe(img!.manifest.digest);
+    } finally {
+      await closeRegistryClients();
+      await proxy.stop();
+    }
+    const seen = proxy.seen.filter((q) => q.url.includes(uploads)).map((q) => `${q.method} ${q.status ?? '-'}`);
+    const lost = seen.indexOf('PATCH -');
+    // The stale status is the proxy's own answer (no status recorded for it).
+    expect(seen.slice(lost, lost + 5), seen.join(', ')).toEqual(['PATCH -', 'GET -', 'PATCH 416', 'GET 204', 'PATCH 202']);
+    const back = join(await tempDir(), 'back');
+    expect((await ferry(['copy', `docker://${s.host}/up/lost-answer:1`, `oci:${back}:x`])).code).toBe(0);
+    expect((await ferry(['verify', back])).code).toBe(0);
   });
 
   it('uploads belong to their repository; unknown and malformed session ids are BLOB_UPLOAD_UNKNOWN; DELETE cancels', async () => {

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { Digest } from '../oci/digest.js';
 import { digestParam, refresh } from './blobs.js';
-import { RegistryError } from './errors.js';
+import { RegistryError, uploadUnknown } from './errors.js';
 import { countIn, send, uploadRange } from './http.js';
 import { repoKeyFor } from './names.js';
 import { parseContentRange, rangeNotSatisfiable, type Session } from './uploads.js';
@@ -11,8 +11,8 @@ import type { RepoRequest, ServeContext } from './context.js';
 const uploadLocation = (r: RepoRequest, s: Session) => `/v2/${r.name}/blobs/uploads/${s.uuid}`;
 const blobLocation = (r: RepoRequest, d: Digest) => `/v2/${r.name}/blobs/${d}`;
 
-function sessionHeaders(r: RepoRequest, s: Session): Record<string, string> {
-  return { Location: uploadLocation(r, s), Range: uploadRange(s.offset), 'Docker-Upload-UUID': s.uuid };
+function sessionHeaders(r: RepoRequest, s: Session, offset = s.offset): Record<string, string> {
+  return { Location: uploadLocation(r, s), Range: uploadRange(offset), 'Docker-Upload-UUID': s.uuid };
 }
 
 function created(r: RepoRequest, digest: Digest): void {
@@ -118,10 +118,28 @@ export async function finishUpload(ctx: ServeContext, r: RepoRequest, id: string
   });
 }
 
-/** GET /v2/<name>/blobs/uploads/<uuid>: how many bytes arrived (204 + Range). */
+/** How long a status GET waits for a request in progress on its session before answering without it. */
+const STATUS_GRACE_MS = 200;
+
+/**
+ * GET /v2/<name>/blobs/uploads/<uuid>: how many bytes arrived (204 + Range), answered promptly.
+ *
+ * It does not queue behind a request still running on the session: a client back after a network
+ * outage asks here while its old PATCH, on a connection the server has not yet seen die, may hold
+ * the session until the idle timeout. A short grace lets a request whose client just hung up (the
+ * common case, noticed at once) finish and be counted. Past it the answer is the durable offset,
+ * without the bytes of the chunk still arriving; should the old PATCH still complete, the client's
+ * PATCH from that offset is refused with 416 and the new Range, and it asks again. The old request is deliberately not aborted when a new one arrives: the server
+ * cannot tell a dead connection from a slow one, a second request may come from another client or
+ * a retry racing its own original, and cutting it off would not help anyway - the bytes a
+ * broken-off body delivered are kept, so the new PATCH would still have to learn the offset anew.
+ */
 export async function uploadStatus(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
   const s = await ctx.uploads.get(id, r.key);
-  await s.exclusive(async () => send(r.req, r.res, 204, sessionHeaders(r, s)));
+  await s.settle(STATUS_GRACE_MS);
+  if (s.closed) throw uploadUnknown(id);
+  s.touch();
+  send(r.req, r.res, 204, sessionHeaders(r, s, s.settled));
 }
 
 /** DELETE /v2/<name>/blobs/uploads/<uuid> */

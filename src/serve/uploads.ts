@@ -29,15 +29,19 @@ interface State {
 export class Session {
   hash?: Hash;
   hashedTo = -1;
-  /** Serialises requests on one session (PATCH, status, PUT, DELETE). */
+  /** Serialises requests that change a session (PATCH, PUT, DELETE); a status GET does not wait. */
   private chain: Promise<unknown> = Promise.resolve();
   /** Requests running or queued on the session: never purged or evicted while above 0. */
   busy = 0;
   /** When a request on the session last started or ended (ms since the epoch). */
   lastActive = Date.now();
+  /** The offset last recorded in state.json: the data up to it is fsynced and applied. */
+  durable: number;
 
   /** `owner`: the client that opened it (user or address); unknown for sessions of an earlier run. */
-  constructor(readonly uuid: string, readonly dir: string, public state: State, readonly owner?: string) {}
+  constructor(readonly uuid: string, readonly dir: string, public state: State, readonly owner?: string) {
+    this.durable = state.offset;
+  }
 
   get data(): string {
     return join(this.dir, 'data');
@@ -45,6 +49,19 @@ export class Session {
 
   get offset(): number {
     return this.state.offset;
+  }
+
+  /**
+   * The offset a status request reports without waiting for the request in progress: only what
+   * is durable. Bytes of a chunk still arriving are not counted (a chunk may yet be taken back).
+   */
+  get settled(): number {
+    return this.busy > 0 ? this.durable : this.offset;
+  }
+
+  /** A request that does not queue (a status GET) still counts as activity. */
+  touch(): void {
+    this.lastActive = Date.now();
   }
 
   /** Set once finished or cancelled; requests queued behind that see an unknown upload. */
@@ -60,6 +77,14 @@ export class Session {
     });
     this.chain = run.catch(() => {});
     return run;
+  }
+
+  /** Resolves once the requests running or queued now have ended, or after `ms`, whichever comes first. */
+  async settle(ms: number): Promise<void> {
+    if (this.busy === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.chain, new Promise<void>((ok) => (timer = setTimeout(ok, ms)))]);
+    clearTimeout(timer);
   }
 
   idleFor(now: number): number {
@@ -159,7 +184,9 @@ export class Uploads {
   }
 
   private async save(s: Session): Promise<void> {
+    const offset = s.state.offset;
     await publishBytes(join(s.dir, 'state.json'), JSON.stringify(s.state));
+    s.durable = offset;
   }
 
   /** Makes the running hash cover exactly the first `offset` bytes, re-reading the file if needed. */

@@ -27,6 +27,8 @@ export interface SeenRequest {
  *   without a Content-Length, up to this many (Infinity: until the client goes away)
  * - dropResponseHeaders: forward without these response headers
  * - drop: close the connection without an answer (a registry that died: the client sees a reset)
+ * - dropResponse: forward, then cut the client's connection instead of passing the answer on (the
+ *   registry did the request; the client never learns it)
  */
 export interface Fault {
   status?: number;
@@ -43,6 +45,7 @@ export interface Fault {
   trailing?: number;
   dropResponseHeaders?: string[];
   drop?: boolean;
+  dropResponse?: boolean;
 }
 
 export type FaultRule = (req: SeenRequest, count: number) => Fault | undefined;
@@ -123,6 +126,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     const headers: Record<string, string | string[] | undefined> = { ...req.headers, host: upstream };
     for (const h of fault?.dropRequestHeaders ?? []) delete headers[h];
     const up = httpRequest({ host: uhost, port: Number(uport), method: req.method, path: req.url, headers }, (ures) => {
+      if (fault?.dropResponse) {
+        ures.resume();
+        res.socket?.destroy();
+        return;
+      }
       const outHeaders = { ...ures.headers };
       // Rewrite absolute Locations so uploads keep going through the proxy.
       if (outHeaders.location) outHeaders.location = outHeaders.location.replace(`//${upstream}`, `//${proxyHost}`);

@@ -329,7 +329,6 @@ export class RegistryRepository implements Source, Sink {
       // kept, it got from this source), then send the rest.
       await reread(from); // closes the body
     }
-    let acked = offset;
     let failures = 0;
     while (offset < d.size) {
       const size = Math.min(this.chunkSize, d.size - offset);
@@ -358,7 +357,6 @@ export class RegistryRepository implements Source, Sink {
         await res.body.dump();
         loc = location(res, loc);
         offset += size;
-        acked = offset;
         hash = chunkHash;
         await saveUpload(this.name, d.digest, { location: loc.href, size: d.size });
       } catch (e) {
@@ -369,8 +367,10 @@ export class RegistryRepository implements Source, Sink {
         const end = /(\d+)-(\d+)/.exec(header(status, 'range') ?? '');
         const remote = end ? Number(end[2]) + 1 : 0;
         loc = location(status, loc);
-        if (remote !== acked) throw e; // the registry kept part of a chunk: no safe point to resume from
-        await reread(acked);
+        // The registry may hold more than was acknowledged (a chunk whose answer was lost, or kept
+        // in part): whatever it holds came from this source, so the upload goes on from there.
+        if (remote > d.size) throw e;
+        await reread(remote);
       }
     }
     if (hash) {
