@@ -1,6 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { FerryError } from '../errors.js';
+import { numberedVolume } from './volumes.js';
 
 /**
  * Names for the volumes of a set where one argument must name them all (`oci-archive:`, `push
@@ -59,8 +60,8 @@ export async function archiveFiles(text: string): Promise<string[]> {
 
 /** How to name a whole set in one argument, given one of its volumes: `app.003.tar` -> `app.*.tar`. */
 export function volumePattern(path: string): string {
-  const m = /\.(\d{3,})(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(path);
-  return m ? `${path.slice(0, m.index)}.*${m[2]}` : `${dirname(path)}/NAME.*.tar`;
+  const v = numberedVolume(path);
+  return v ? `${v.stem}.*${v.ext}` : `${dirname(path)}/NAME.*.tar`;
 }
 
 /** A path quoted for a shell command line (hints), when it needs it. */

@@ -5,7 +5,7 @@ import { FerryError } from '../errors.js';
 import { sniff, type Compression } from '../blob/compression.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
-import { MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
+import { cosignSubject, MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
 import { formatReference, tryParseReference } from '../oci/reference.js';
 import type { FetchOptions, Referrer, Source, TagName } from '../types.js';
 import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.js';
@@ -345,12 +345,6 @@ async function openBacking(path: string, signal?: AbortSignal): Promise<ArchiveB
     await fh.close().catch(() => {});
     throw e;
   }
-}
-
-/** The digest a cosign-style tag (`sha256-<hex>.sig`, `.att`, `.sbom`) names, if `tag` is one. */
-export function cosignSubject(tag: string): Digest | undefined {
-  const m = /^sha256-([a-f0-9]{64})\.[a-z]+$/.exec(tag);
-  return m ? (`sha256:${m[1]}` as Digest) : undefined;
 }
 
 /** The full names a manifest.json entry's `RepoTags` gives (anything unparsable is ignored). */

@@ -367,10 +367,16 @@ export function notAnImageArchive(where: string, isVolume: boolean): FerryError 
   return new FerryError('INVALID_INPUT', `${where}: not an image archive (it has neither index.json nor manifest.json)`);
 }
 
+/** `app.003.tar.zst` -> stem `app`, digits `003`, ext `.tar.zst`; undefined for a name not numbered as a volume. */
+export function numberedVolume(path: string): { stem: string; digits: string; ext: string } | undefined {
+  const m = /\.(\d{3,})(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(path);
+  return m ? { stem: path.slice(0, m.index), digits: m[1]!, ext: m[2]! } : undefined;
+}
+
 /** The file name volume `n` has when named like `path` (`app.003.tar` -> `app.001.tar`), if it is. */
 export function siblingVolume(path: string, n: number): string | undefined {
-  const m = /\.(\d{3,})(\.tar(?:\.[a-z0-9]+)?|\.tgz|\.tzst)$/i.exec(path);
-  return m ? `${path.slice(0, m.index)}.${String(n).padStart(m[1]!.length, '0')}${m[2]}` : undefined;
+  const v = numberedVolume(path);
+  return v ? `${v.stem}.${String(n).padStart(v.digits.length, '0')}${v.ext}` : undefined;
 }
 
 /** `1, 2, 3, 5` -> `1-3, 5`. */

@@ -172,6 +172,15 @@ export function parseManifestDocument(bytes: Uint8Array, opts: { declared?: stri
   return { kind, mediaType: type ?? MediaType.OciManifest, manifest: doc as unknown as ImageManifest, bytes };
 }
 
+/** The tag under which a registry without the Referrers API keeps a manifest's referrers index (`sha256-<hex>`). */
+export const REFERRERS_INDEX_TAG = /^sha256-[a-f0-9]{64}$/;
+
+/** The digest a cosign-style tag (`sha256-<hex>.sig`, `.att`, `.sbom`) names, if `tag` is one. */
+export function cosignSubject(tag: string): Digest | undefined {
+  const m = /^sha256-([a-f0-9]{64})\.[a-z]+$/.exec(tag);
+  return m ? (`sha256:${m[1]}` as Digest) : undefined;
+}
+
 /** The manifest a referrer names (`subject`); none for bytes that are no manifest this reader understands. */
 export function subjectOf(bytes: Uint8Array, opts: { declared?: string; where: string }): Digest | undefined {
   try {

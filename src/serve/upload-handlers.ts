@@ -129,8 +129,9 @@ const STATUS_GRACE_MS = 200;
  * the session until the idle timeout. A short grace lets a request whose client just hung up (the
  * common case, noticed at once) finish and be counted. Past it the answer is the durable offset,
  * without the bytes of the chunk still arriving; should the old PATCH still complete, the client's
- * PATCH from that offset is refused with 416 and the new Range, and it asks again. The old request is deliberately not aborted when a new one arrives: the server
- * cannot tell a dead connection from a slow one, a second request may come from another client or
+ * PATCH from that offset is refused with 416 and the new Range, and it asks again. The old
+ * request is deliberately not aborted when a new one arrives: the server cannot tell a dead
+ * connection from a slow one, a second request may come from another client or
  * a retry racing its own original, and cutting it off would not help anyway - the bytes a
  * broken-off body delivered are kept, so the new PATCH would still have to learn the offset anew.
  */

@@ -120,7 +120,8 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
  * command runs (a cron job's working directory is seldom the file's).
  */
 function relativeTo(dir: string, dest: string | undefined): string | undefined {
-  if (!dest || dest.startsWith('docker://')) return dest;
+  // Only what names a path: anything else is refused later as written.
+  if (!dest || !(dest.startsWith('oci:') || namesArchive(dest))) return dest;
   const prefix = /^(oci|oci-archive|docker-archive):/.exec(dest)?.[0] ?? '';
   const rest = dest.slice(prefix.length);
   return rest && !isAbsolute(rest) ? prefix + resolve(dir, rest) : dest;

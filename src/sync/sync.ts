@@ -7,7 +7,7 @@ import { locatePathRef, type RegistrySettings } from '../locations/location.js';
 import { openRepository } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
-import type { Descriptor } from '../oci/manifest.js';
+import { cosignSubject, REFERRERS_INDEX_TAG, type Descriptor } from '../oci/manifest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { parseReference, parseRepository, repositoryName, type Reference } from '../oci/reference.js';
 import type { PlatformSelection } from '../oci/platform.js';
@@ -266,7 +266,7 @@ async function registryTarget(text: string, src: Reference, o: SyncOptions, sel:
       const ours = (t: string) => wrote.has(t) || state.get(t) !== undefined;
       // A registry without the Referrers API lists a manifest's referrers under the tag
       // `sha256-<hex>`, which pushing a referrer there (--referrers) writes: not a mirrored tag.
-      const gone = all.filter((t) => ours(t) || !/^sha256-[0-9a-f]{64}$/.test(t));
+      const gone = all.filter((t) => ours(t) || !REFERRERS_INDEX_TAG.test(t));
       if (o.state === false) return { mine: gone, left: [] };
       const mine = gone.filter(ours);
       return { mine, left: state.noteLeft(gone.filter((t) => !ours(t))) };
@@ -348,9 +348,6 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: stri
   if (dest.kind === 'registry') return registryTarget(dest.text, src, o, sel);
   return archiveTarget(dest.archive, src, o, sel);
 }
-
-/** Tags that name referrers of manifest sha256:<hex> (cosign's `.sig`, a fallback referrers index): they ride with that image. */
-const COSIGN_TAG = /^sha256-[0-9a-f]{64}(\.[a-z]+)?$/;
 
 export type FilterField = 'include' | 'exclude' | 'semver';
 
@@ -528,7 +525,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         const present = new Set(upstream);
         // Only tags this job's filters select are its to prune (and cosign's tags of its images): a
         // tag outside --include/--semver (another job's, or mirrored before the filter narrowed) stays.
-        const selects = (t: string) => filters.get(job)!(t) || COSIGN_TAG.test(t);
+        const selects = (t: string) => filters.get(job)!(t) || REFERRERS_INDEX_TAG.test(t) || cosignSubject(t) !== undefined;
         const gone = (await target.tags()).filter((t) => !present.has(t) && selects(t));
         const { mine, left, because = 'not written by ferry sync' } = target.claim?.(gone) ?? { mine: gone, left: [] };
         r.left.push(...left);
