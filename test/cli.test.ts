@@ -1254,24 +1254,24 @@ describe.concurrent('command line basics', () => {
     await writeFile(cfg, 'repositories: [{source: a.example/x, platform: "linux//"}]\n');
     const platform = await run(['sync', '--config', cfg]);
     expect(platform.code).toBe(2);
-    expect(platform.stderr).toContain(`${cfg}: repositories[0].platform: invalid platform "linux//"`);
+    expect(platform.stderr).toContain(`${cfg}:1:48: repositories[0].platform: invalid platform "linux//"`);
     // A layout destination with a tag (it was dropped silently), refused before any request.
     const tagged2 = await run(['sync', 'a.example/x', `oci:${dir}:nightly`]);
     expect(tagged2.code).toBe(2);
     expect(tagged2.stderr).toContain(`sync destination "oci:${dir}:nightly" names a tag (nightly)`);
     // Patterns and ranges too, a top-level default included (it applies to every job).
     for (const [text, said] of [
-      ['repositories: [a.example/x, {source: a.example/y, include: "t1["}]\n', 'repositories[1].include: invalid pattern "t1["'],
-      ['exclude: ["("]\nrepositories: [a.example/x]\n', 'the top-level "exclude": invalid pattern "("'],
-      ['repositories: [{source: a.example/x, semver: ">=1.x.y"}]\n', 'repositories[0].semver: invalid version range ">=1.x.y"'],
-      ['prune: yes\nrepositories: [a.example/x]\n', 'the top-level "prune" must be true or false, not "yes" (YAML 1.2 reads yes as text)'],
-      ['repositories: [{source: a.example/x, prune: 1}]\n', 'repositories[0].prune must be true or false, not 1'],
-      ['repositories:\n  - source: a/b\n   include: [x\n', 'not valid YAML or JSON: '],
+      ['repositories: [a.example/x, {source: a.example/y, include: "t1["}]\n', '1:60: repositories[1].include: invalid pattern "t1["'],
+      ['exclude: ["("]\nrepositories: [a.example/x]\n', '1:10: the top-level "exclude": invalid pattern "("'],
+      ['repositories: [{source: a.example/x, semver: ">=1.x.y"}]\n', '1:46: repositories[0].semver: invalid version range ">=1.x.y"'],
+      ['prune: yes\nrepositories: [a.example/x]\n', '1:8: the top-level "prune" must be true or false, not "yes" (YAML 1.2 reads yes as text)'],
+      ['repositories: [{source: a.example/x, prune: 1}]\n', '1:45: repositories[0].prune must be true or false, not 1'],
+      ['repositories:\n  - source: a/b\n   include: [x\n', '3:1: not valid YAML or JSON: '],
     ]) {
       await writeFile(cfg, text!);
       const r = await run(['sync', '--config', cfg]);
       expect(r.code).toBe(2);
-      expect(r.stderr).toContain(`${cfg}: ${said}`);
+      expect(r.stderr).toContain(`${cfg}:${said}`);
       expect(r.stderr).toContain('see "ferry sync" in the README for the format');
       expect(r.stderr).not.toMatch(/:\n/);
     }

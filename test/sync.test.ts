@@ -806,9 +806,9 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
 });
 
 describe('sync configuration files', () => {
-  const load = async (text: string) => {
+  const load = async (text: string, name = 'sync.yaml') => {
     const dir = await tempDir();
-    const cfg = join(dir, 'sync.yaml');
+    const cfg = join(dir, name);
     await writeFile(cfg, text);
     return { dir, cfg, jobs: () => loadSyncConfig(cfg) };
   };
@@ -845,10 +845,86 @@ describe('sync configuration files', () => {
     const empty = await load('');
     await expect(empty.jobs()).rejects.toThrow(`${empty.cfg}: the file is empty: expected a mapping with a "repositories" list`);
     const typo = await load('repositories:\n  - source: a.example/x\n    platfrom: linux/amd64\n');
-    await expect(typo.jobs()).rejects.toThrow(`${typo.cfg}: repositories[0]: unknown key "platfrom" (did you mean "platform"?)`);
+    await expect(typo.jobs()).rejects.toThrow(`${typo.cfg}:3:5: repositories[0]: unknown key "platfrom" (did you mean "platform"?)`);
     const top = await load('prnue: true\nrepositories: [a.example/x]\n');
-    await expect(top.jobs()).rejects.toThrow(`${top.cfg}: unknown key "prnue" (did you mean "prune"?)`);
+    await expect(top.jobs()).rejects.toThrow(`${top.cfg}:1:1: unknown key "prnue" (did you mean "prune"?)`);
     const far = await load('colour: red\nrepositories: [a.example/x]\n');
     await expect(far.jobs()).rejects.toThrow(/unknown key "colour"$/);
+  });
+
+  /** `line:column` of the first `needle` in `text`, counted as an editor does (both from 1). */
+  const placeOf = (text: string, needle: string) => {
+    const before = text.slice(0, text.indexOf(needle)).split('\n');
+    return `${before.length}:${before.at(-1)!.length + 1}`;
+  };
+
+  it('a mistake is named by its line and column: the key when it is unknown, the value when it is wrong; in YAML and in JSON', async () => {
+    /** A file with one line changed, as YAML and as JSON (one job per line). */
+    const files = (top: string, job: string) => ({
+      yaml: [top, 'repositories:', '  - source: a.example/x', `  - {source: a.example/y, ${job}}`].join('\n'),
+      json: ['{', `  ${top.replace(/^([\w-]+):/, '"$1":')},`, '  "repositories": [', '    {"source": "a.example/x"},', `    {"source": "a.example/y", ${job.replace(/^([\w-]+):/, '"$1":')}}`, '  ]', '}'].join('\n'),
+    });
+    // [top line, job key, where the mistake is, the message after the place]
+    const cases: Array<[string, string, string, string]> = [
+      ['prnue: true', 'include: ["x"]', 'prnue', 'unknown key "prnue" (did you mean "prune"?)'],
+      ['prune: true', 'incldue: ["x"]', 'incldue', 'repositories[1]: unknown key "incldue" (did you mean "include"?)'],
+      ['prune: true', 'include: 3', '3', 'repositories[1].include must be a list of strings'],
+      ['prune: true', 'referrers: "no"', '"no"', 'repositories[1].referrers must be true or false, not "no" (YAML 1.2 reads no as text)'],
+      ['prune: true', 'include: ["t1["]', '["t1["]', 'repositories[1].include: invalid pattern "t1["'],
+      ['exclude: ["("]', 'prune: true', '["("]', 'the top-level "exclude": invalid pattern "("'],
+    ];
+    for (const [topLine, job, node, message] of cases) {
+      for (const [kind, text] of Object.entries(files(topLine, job))) {
+        // JSON's keys are quoted; the place is the quote.
+        const needle = kind === 'json' && /^[a-z]+$/.test(node) ? `"${node}"` : node;
+        const { cfg, jobs } = await load(text, `sync.${kind}`);
+        await expect(jobs(), `${kind}: ${message}`).rejects.toThrow(`${cfg}:${placeOf(text, needle)}: ${message}`);
+      }
+    }
+    // Literal places, so that the helper above is not the only judge.
+    const json = files('prune: true', 'incldue: ["x"]').json;
+    const one = await load(json, 'sync.json');
+    await expect(one.jobs()).rejects.toThrow(`${one.cfg}:5:31: repositories[1]: unknown key "incldue"`);
+    const yaml = files('prune: true', 'include: 3').yaml;
+    const two = await load(yaml, 'sync.yaml');
+    await expect(two.jobs()).rejects.toThrow(`${two.cfg}:4:36: repositories[1].include must be a list of strings`);
+    // A syntax error is placed the same way.
+    const broken = await load('repositories:\n  - source: a/b\n   include: [x\n');
+    const syntax = await broken.jobs().then(() => 'no error', (e: Error) => e.message);
+    expect(syntax).toMatch(/: not valid YAML or JSON: [^\n]+[^:\n]$/);
+    expect(syntax.startsWith(`${broken.cfg}:3:1: not valid YAML or JSON: `)).toBe(true);
+    expect(syntax).not.toContain('at line');
+  });
+
+  it('a value an entry takes through a merge key is placed at that entry: the anchor may serve many', async () => {
+    const text = ['x-defaults: &defaults {semver: ">=2", prune: "yes"}', 'repositories:', '  - source: a.example/x', '  - <<: *defaults', '    source: a.example/y'].join('\n');
+    const { cfg, jobs } = await load(text);
+    await expect(jobs()).rejects.toThrow(`${cfg}:4:5: repositories[1].prune must be true or false, not "yes"`);
+    // Entries written short: a flow mapping, and what is neither a mapping nor a name.
+    const short = await load('repositories:\n  - a.example/x\n  - {source: a.example/y, platfrom: linux/amd64}\n');
+    await expect(short.jobs()).rejects.toThrow(`${short.cfg}:3:27: repositories[1]: unknown key "platfrom"`);
+    const number = await load('repositories:\n  - a.example/x\n  - 3\n');
+    await expect(number.jobs()).rejects.toThrow(`${number.cfg}:3:5: repositories[1] must be a mapping or a repository name`);
+  });
+
+  it('top-level keys starting x- hold anchors and are otherwise ignored; any other unknown top-level key is refused', async () => {
+    const { jobs } = await load([
+      'x-defaults: &defaults {semver: ">=2", prune: true}',
+      'x-notes: [anything, {at: all}]',
+      'repositories:',
+      '  - <<: *defaults',
+      '    source: a.example/x',
+      '  - {<<: *defaults, source: a.example/y, prune: false}',
+      '  - a.example/z',
+    ].join('\n'));
+    expect((await jobs()).map((j) => [j.source, j.semver, j.prune])).toEqual([
+      ['a.example/x', '>=2', true],
+      ['a.example/y', '>=2', false],
+      ['a.example/z', undefined, undefined],
+    ]);
+    const other = await load('defaults: &defaults {prune: true}\nrepositories:\n  - <<: *defaults\n    source: a.example/x\n');
+    await expect(other.jobs()).rejects.toThrow(`${other.cfg}:1:1: unknown key "defaults"`);
+    const capital = await load('X-defaults: &d {prune: true}\nrepositories: [a.example/x]\n');
+    await expect(capital.jobs()).rejects.toThrow(`${capital.cfg}:1:1: unknown key "X-defaults"`);
   });
 });

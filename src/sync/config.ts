@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { parse } from 'yaml';
+import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { FerryError } from '../errors.js';
 import { parsePlatformSelection } from '../oci/platform.js';
 import { tagFilter, type SyncJob } from './sync.js';
@@ -24,85 +24,91 @@ import { namesArchive } from './archive-target.js';
  *     - source: ghcr.io/org/db
  *       destination: /mnt/usb/db.tar
  *       volume-size: 4G                                  # db.001.tar, db.002.tar, … (an archive only)
+ *
+ * Top-level keys starting `x-` are ignored (they hold anchors for `<<:` merge keys, as in Compose).
  */
 const JOB_KEYS = ['source', 'destination', 'include', 'exclude', 'semver', 'platform', 'prune', 'referrers', 'volume-size'];
 const TOP_KEYS = ['destination', 'platform', 'prune', 'referrers', 'include', 'exclude', 'semver', 'volume-size', 'repositories'];
+const HINT = 'see "ferry sync" in the README for the format';
+
+/** Where a value sits in the file: a top-level key, then a job's index, then a key of that job. */
+type KeyPath = [string] | ['repositories', number] | ['repositories', number, string];
 
 export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
-  let doc: unknown;
-  try {
-    // Merge keys (`<<: *defaults`) are how YAML shares settings between entries.
-    doc = parse(await readFile(path, 'utf8'), { merge: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
-    // yaml's first line ends "at line 3, column 1:" before a snippet of the file; the place is enough.
-    throw new FerryError('USAGE', `${path}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]!.replace(/:\s*$/, '')}`, {
-      hint: 'see "ferry sync" in the README for the format',
-    });
-  }
-  const bad = (what: string) => new FerryError('USAGE', `${path}: ${what}`, { hint: 'see "ferry sync" in the README for the format' });
+  const { doc, place } = await readConfig(path);
+  /** An error named by its place in the file (`sync.yaml:42:5: …`) when `at` is given. */
+  const bad = (what: string, at?: KeyPath, key = false) => {
+    const where = at && place(at, key);
+    return new FerryError('USAGE', `${path}${where ? `:${where}` : ''}: ${what}`, { hint: HINT });
+  };
   if (doc === null || doc === undefined) throw bad('the file is empty: expected a mapping with a "repositories" list');
   if (typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a mapping with a "repositories" list');
   const top = doc as Record<string, unknown>;
-  for (const k of Object.keys(top)) if (!TOP_KEYS.includes(k)) throw bad(`unknown key "${k}"${suggest(k, TOP_KEYS)}`);
-  if (!Array.isArray(top.repositories) || top.repositories.length === 0) throw bad('"repositories" must be a non-empty list');
+  for (const k of Object.keys(top)) {
+    // `x-` keys hold anchors for merge keys, as in Docker Compose files.
+    if (!TOP_KEYS.includes(k) && !k.startsWith('x-')) throw bad(`unknown key "${k}"${suggest(k, TOP_KEYS)}`, [k], true);
+  }
+  if (!Array.isArray(top.repositories) || top.repositories.length === 0) {
+    throw bad('"repositories" must be a non-empty list', 'repositories' in top ? ['repositories'] : undefined);
+  }
   return top.repositories.map((entry, i) => {
     const where = `repositories[${i}]`;
     const e = (typeof entry === 'string' ? { source: entry } : entry) as Record<string, unknown>;
-    if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`);
-    for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"${suggest(k, JOB_KEYS)}`);
+    if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`, ['repositories', i]);
+    for (const k of Object.keys(e)) if (!JOB_KEYS.includes(k)) throw bad(`${where}: unknown key "${k}"${suggest(k, JOB_KEYS)}`, ['repositories', i, k], true);
     const pick = (k: string) => (e[k] !== undefined ? e[k] : top[k]);
     // A default from the top of the file is named as such, not as a key of this entry.
     const at = (k: string) => (e[k] !== undefined ? `${where}.${k}` : `the top-level "${k}"`);
+    const atValue = (k: string): KeyPath => (e[k] !== undefined ? ['repositories', i, k] : [k]);
     const str = (k: string) => {
       const v = pick(k);
-      if (v !== undefined && typeof v !== 'string') throw bad(`${at(k)} must be a string`);
+      if (v !== undefined && typeof v !== 'string') throw bad(`${at(k)} must be a string`, atValue(k));
       return v as string | undefined;
     };
     const list = (k: string) => {
       const v = pick(k);
       if (v === undefined) return undefined;
       const arr = Array.isArray(v) ? v : [v];
-      if (!arr.every((x) => typeof x === 'string')) throw bad(`${at(k)} must be a list of strings`);
+      if (!arr.every((x) => typeof x === 'string')) throw bad(`${at(k)} must be a list of strings`, atValue(k));
       return arr as string[];
     };
     const bool = (k: string) => {
       const v = pick(k);
       if (v !== undefined && typeof v !== 'boolean') {
         const yamlOne = typeof v === 'string' && /^(yes|no|on|off|y|n)$/i.test(v) ? ` (YAML 1.2 reads ${v} as text)` : '';
-        throw bad(`${at(k)} must be true or false, not ${JSON.stringify(v)}${yamlOne}`);
+        throw bad(`${at(k)} must be true or false, not ${JSON.stringify(v)}${yamlOne}`, atValue(k));
       }
       return v as boolean | undefined;
     };
     const source = str('source');
-    if (!source) throw bad(`${where} needs a "source"`);
+    if (!source) throw bad(`${where} needs a "source"`, ['repositories', i]);
     const platform = str('platform');
     const platformsAt = (text: string) => {
       try {
         return parsePlatformSelection(text);
       } catch (e) {
-        throw bad(`${at('platform')}: ${(e as Error).message}`);
+        throw bad(`${at('platform')}: ${(e as Error).message}`, atValue('platform'));
       }
     };
     const volumeSize = () => {
       const v = pick('volume-size');
       if (v === undefined) return undefined;
-      if (typeof v !== 'string' && !(typeof v === 'number' && Number.isSafeInteger(v))) throw bad(`${at('volume-size')} must be a size such as 4G, or a number of bytes`);
+      if (typeof v !== 'string' && !(typeof v === 'number' && Number.isSafeInteger(v))) throw bad(`${at('volume-size')} must be a size such as 4G, or a number of bytes`, atValue('volume-size'));
       const dest = str('destination');
       if (!dest || !namesArchive(dest)) {
-        throw bad(`${at('volume-size')} writes an archive as volumes, but ${dest ? `the destination "${dest}" is not an archive` : `${where} has no destination (the store is not an archive)`}`);
+        throw bad(`${at('volume-size')} writes an archive as volumes, but ${dest ? `the destination "${dest}" is not an archive` : `${where} has no destination (the store is not an archive)`}`, atValue('volume-size'));
       }
       try {
         const size = typeof v === 'number' ? v : parseSize(v);
         checkVolumeSize(size);
         return size;
       } catch (e) {
-        throw bad(`${at('volume-size')}: ${(e as Error).message}`);
+        throw bad(`${at('volume-size')}: ${(e as Error).message}`, atValue('volume-size'));
       }
     };
     const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
-    tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`));
+    tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`, atValue(field)));
     return {
       source,
       destination: relativeTo(dirname(path), str('destination')),
@@ -113,6 +119,63 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
       volumeSize: volumeSize(),
     };
   });
+}
+
+/**
+ * The file's value (as parse() gives it) and `place`, which turns a key path into `line:column`
+ * (the key itself when `key`, else its value).
+ */
+async function readConfig(path: string): Promise<{ doc: unknown; place: (at: KeyPath, key: boolean) => string | undefined }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
+    throw e;
+  }
+  const lines = new LineCounter();
+  // Merge keys (`<<: *defaults`) are how YAML shares settings between entries.
+  const parsed = parseDocument(text, { merge: true, lineCounter: lines });
+  const wrong = parsed.errors[0];
+  if (wrong) {
+    // yaml's first line ends "at line 3, column 1:" before a snippet of the file; the place goes in front.
+    const pos = wrong.linePos?.[0];
+    const message = wrong.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?\s*$/, '').replace(/:\s*$/, '');
+    throw new FerryError('USAGE', `${path}${pos ? `:${pos.line}:${pos.col}` : ''}: not valid YAML or JSON: ${message}`, { hint: HINT });
+  }
+  const place = (at: KeyPath, key: boolean) => {
+    const node = nodeAt(parsed, at, key);
+    const offset = node?.range?.[0];
+    if (offset === undefined) return undefined;
+    const { line, col } = lines.linePos(offset);
+    return `${line}:${col}`;
+  };
+  return { doc: parsed.toJS(), place };
+}
+
+/**
+ * The node at a key path, or the deepest one the file spells out on the way. A key an entry gets
+ * through a merge key (`<<: *defaults`) is not among the entry's own: its node is in the anchor,
+ * which other entries share, so the entry itself is named instead (and an entry that is an alias,
+ * `- *app`, is named as the alias).
+ */
+function nodeAt(doc: Document, at: KeyPath, key: boolean): Node | undefined {
+  let node: Node | undefined = isNode(doc.contents) ? doc.contents : undefined;
+  for (const [n, step] of at.entries()) {
+    const last = n === at.length - 1;
+    if (typeof step === 'number') {
+      const item: unknown = isSeq(node) ? node.items[step] : undefined;
+      if (!isNode(item)) return node;
+      node = item;
+      continue;
+    }
+    const pair = isMap(node) ? node.items.find((p) => isScalar(p.key) && p.key.value === step) : undefined;
+    if (!pair) return node;
+    const next: unknown = last && key ? pair.key : (pair.value ?? pair.key);
+    if (!isNode(next)) return node;
+    node = next;
+  }
+  return node;
 }
 
 /**
