@@ -97,6 +97,7 @@ describe.skipIf(!distribution)("bearer tokens expire by ferry's own clock (token
   afterEach(() => {
     vi.useRealTimers();
     reg.tokenServer!.setReply(undefined);
+    reg.tokenServer!.setDelay(0);
   });
 
   it('one token serves every request of its lifetime; once it has run out the next request fetches a new one first, with no 401', async () => {
@@ -116,6 +117,32 @@ describe.skipIf(!distribution)("bearer tokens expire by ferry's own clock (token
     // Requests at once after the expiry share one renewal.
     at(700);
     expect(await counting(async () => void (await Promise.all([head(c), head(c), head(c), head(c)])))).toEqual({ tokens: 1, refusals: 0 });
+  });
+
+  it('a request cancelled while it waits on a shared renewal does not cancel the renewal for the others', async () => {
+    const c = client();
+    await head(c);
+    at(400);
+    reg.tokenServer!.setDelay(400);
+    const cancelled = new AbortController();
+    const first = c.request({ method: 'HEAD', path: `/v2/expiry/app/blobs/${small.digest}`, scopes: ['repository:expiry/app:pull'], signal: cancelled.signal });
+    const counted = counting(() => head(c));
+    setTimeout(() => cancelled.abort(new Error('cancelled by the test')), 100);
+    await expect(first).rejects.toThrow('cancelled by the test');
+    expect(await counted).toEqual({ tokens: 1, refusals: 0 });
+  });
+
+  it('a renewal every waiter gave up on is cancelled, and the next request starts a new one', async () => {
+    const c = client();
+    await head(c);
+    at(400);
+    reg.tokenServer!.setDelay(400);
+    const cancelled = new AbortController();
+    const first = c.request({ method: 'HEAD', path: `/v2/expiry/app/blobs/${small.digest}`, scopes: ['repository:expiry/app:pull'], signal: cancelled.signal });
+    setTimeout(() => cancelled.abort(new Error('cancelled by the test')), 100);
+    await expect(first).rejects.toThrow('cancelled by the test');
+    reg.tokenServer!.setDelay(0);
+    expect(await counting(() => head(c))).toEqual({ tokens: 1, refusals: 0 });
   });
 
   it('a token without expires_in lasts 60 s, and one with less than 60 s is taken to last 60 s', async () => {

@@ -442,6 +442,55 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     }
   });
 
+  it('a source down for the whole run: after 3 jobs fail unreachable, its later jobs are not tried; jobs elsewhere run', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
+    const dead = await startFaultProxy(fx.reg.host);
+    try {
+      dead.setRule(() => ({ drop: true }));
+      const s = join(await tempDir(), 'store');
+      const cfg = join(await tempDir(), 'sync.yaml');
+      const repos = ['r1', 'r2', 'r3', 'r4', 'r5'];
+      await writeFile(cfg, [
+        'repositories:',
+        ...repos.map((x) => `  - ${dead.host}/sync/${x}`),
+        `  - {source: ${fx.reg.host}/sync/versions, include: ['^latest$']}`,
+      ].join('\n'));
+      const r = await ferry(['--store', s, 'sync', '--config', cfg], { env });
+      expect(r.code, r.stderr).toBe(6);
+      const notTried = `not tried: ${dead.host} unreachable after 3 consecutive failures`;
+      for (const x of ['r1', 'r2', 'r3']) expect(r.stderr).toMatch(new RegExp(`${dead.host}/sync/${x}: FAILED: .*cannot reach`));
+      for (const x of ['r4', 'r5']) expect(r.stderr).toContain(`${dead.host}/sync/${x}: FAILED: ${notTried}`);
+      // The two jobs not tried asked the dead host nothing.
+      const asked = new Set(dead.seen.map((q) => /^\/v2\/sync\/(r\d)\//.exec(q.url)?.[1]).filter(Boolean));
+      expect([...asked].sort()).toEqual(['r1', 'r2', 'r3']);
+      expect(r.stdout).toContain(`sync/versions -> ${s}: 1 tags, 1 copied`);
+    } finally {
+      await dead.stop();
+    }
+  });
+
+  it('a destination that tripped one job is not tried by a later job writing to it', async () => {
+    const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
+    const dead = await startFaultProxy(fx.reg.host);
+    try {
+      // It answers the tag checks (nothing there yet), then cuts every upload.
+      dead.setRule((q) => (q.url === '/v2/' || (q.method === 'HEAD' && q.url.includes('/manifests/')) ? undefined : { drop: true }));
+      const cfg = join(await tempDir(), 'sync.yaml');
+      await writeFile(cfg, [
+        'repositories:',
+        `  - {source: ${fx.reg.host}/sync/app, include: ['^t06[0-4]$'], destination: 'docker://${dead.host}/dead'}`,
+        `  - {source: ${fx.reg.host}/sync/versions, destination: 'docker://${dead.host}/dead'}`,
+      ].join('\n'));
+      const r = await ferry(['sync', '--config', cfg], { env });
+      expect(r.code, r.stderr).toBe(6);
+      const notTried = `not tried: ${dead.host} unreachable after 3 consecutive failures`;
+      expect(r.stderr).toContain(`sync/versions: FAILED: ${notTried}`);
+      expect(dead.seen.some((q) => q.url.includes('/dead/sync/versions/'))).toBe(false);
+    } finally {
+      await dead.stop();
+    }
+  });
+
   it('a registry answering 500 for some tags is not taken for down: the tags after them are copied', async () => {
     const env = { FERRY_STATE_DIR: await tempDir(), FERRY_RETRY_BACKOFF_MS: '1' };
     fx.proxy.setRule((q) => (q.method === 'PUT' && /\/flaky\/.*\/manifests\/t04[1-4]$/.test(q.url) ? { status: 500 } : undefined));

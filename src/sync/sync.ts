@@ -4,7 +4,7 @@ import { FerryError, isFerryError, toFerryError, unreachableHost, type ErrorCode
 import { collectGarbage } from '../gc.js';
 import { OciLayout } from '../locations/layout.js';
 import { locatePathRef, type RegistrySettings } from '../locations/location.js';
-import { openRepository } from '../locations/registry/pool.js';
+import { openRepository, registryClient } from '../locations/registry/pool.js';
 import type { RegistryRepository } from '../locations/registry/repository.js';
 import type { Digest } from '../oci/digest.js';
 import { cosignSubject, REFERRERS_INDEX_TAG, type Descriptor } from '../oci/manifest.js';
@@ -393,6 +393,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
   const plan = new PlanBuilder();
   const tally = new BlobTally();
   const archivePlans: ArchivePlan[] = [];
+  const hosts = new HostBreaker();
   for (const job of jobs) {
     o.signal?.throwIfAborted();
     const src = sources.get(job)!;
@@ -413,6 +414,11 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
     report.jobs.push(r);
     let opened: Target | undefined;
     let unreachable = false;
+    const down = hosts.down([repo.client.apiHost, ...(dest.kind === 'registry' ? [registryHost(dest.text, o)] : [])]);
+    if (down) {
+      recordFailure(r, '*', down, o);
+      continue;
+    }
     try {
       // Opened inside the job: a destination that cannot be read (a damaged archive) fails this job only.
       const sel = selectionKey(job.platforms);
@@ -503,7 +509,9 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         }
         // A registry that is down would fail the referrers and the prune too, each after its own
         // retries: left to the next run, which the failed tags make necessary anyway.
-        unreachable = breaker.tripped() !== undefined;
+        const tripped = breaker.tripped();
+        if (tripped) hosts.markDown(tripped);
+        unreachable = tripped !== undefined;
         // After the copies: a referrer that came with one of them is not copied twice.
         for (const { tag, referrers } of unreachable ? [] : await late()) {
           try {
@@ -547,7 +555,9 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         await target.finish?.(r);
         for (const b of target.blobs?.() ?? []) tally.note(target.label, b.digest, b.size, b.moved);
       }
+      if (!unreachable) hosts.passed();
     } catch (e) {
+      hosts.failed(e);
       recordFailure(r, '*', e, o);
     } finally {
       await opened?.close();
@@ -639,6 +649,49 @@ class Breaker {
   tripped(): FerryError | undefined {
     return this.open;
   }
+}
+
+/**
+ * Across a run's jobs: a host that tripped a job's Breaker, or failed UNREACHABLE_STREAK jobs in a
+ * row without an answer (each after its retries: a tag list, a destination), is not asked again
+ * in this run; every later job that reads or writes it fails at once with the same message. A
+ * config of 500 repositories on one dead registry would otherwise wait out 500 retry cycles.
+ */
+class HostBreaker {
+  private jobs = new Breaker();
+  private readonly open = new Map<string, FerryError>();
+
+  markDown(e: FerryError): void {
+    if (e.unreachable !== undefined && !this.open.has(e.unreachable)) this.open.set(e.unreachable, e);
+  }
+
+  passed(): void {
+    this.jobs.passed();
+  }
+
+  failed(e: unknown): void {
+    this.jobs.failed(e);
+    const tripped = this.jobs.tripped();
+    if (tripped) {
+      this.markDown(tripped);
+      this.jobs = new Breaker();
+    }
+  }
+
+  /** The failure a job gets when one of the hosts it needs is down. */
+  down(need: string[]): FerryError | undefined {
+    for (const h of need) {
+      const e = this.open.get(h);
+      if (e) return e;
+    }
+    return undefined;
+  }
+}
+
+/** The API host of a registry destination (docker://REGISTRY[/PREFIX]), as failures name it. */
+function registryHost(text: string, o: SyncOptions): string {
+  const domain = text.slice('docker://'.length).split('/')[0]!;
+  return registryClient(domain, o.registry).apiHost;
 }
 
 /** One image (or, as `*`, a whole repository) failed: noted, and the job goes on. An interrupt does not. */

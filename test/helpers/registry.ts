@@ -140,6 +140,8 @@ export interface TokenServer {
   requests: Array<{ url: string; authorization?: string; method?: string }>;
   /** Rewrites the JSON the token server answers (e.g. drops expires_in); undefined: as issued. */
   setReply(rewrite: ((reply: TokenReply) => Record<string, unknown>) | undefined): void;
+  /** Holds every token reply this long (0: answers at once). */
+  setDelay(ms: number): void;
   stop(): Promise<void>;
 }
 
@@ -172,9 +174,11 @@ async function startTokenServer(dir: string, o: { user: string; password: string
   const issuer = 'ferry-test-issuer';
   const requests: TokenServer['requests'] = [];
   let rewrite: ((reply: TokenReply) => Record<string, unknown>) | undefined;
+  let delayMs = 0;
   const expected = `Basic ${Buffer.from(`${o.user}:${o.password}`).toString('base64')}`;
   const server: Server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     requests.push({ url: req.url ?? '', authorization: req.headers.authorization, method: req.method });
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
     const url = new URL(req.url ?? '/', 'http://x');
     if (req.method === 'POST') {
       // OAuth2 form: an identity (refresh) token stands in for the password.
@@ -211,6 +215,7 @@ async function startTokenServer(dir: string, o: { user: string; password: string
     certPath,
     requests,
     setReply: (r) => (rewrite = r),
+    setDelay: (ms) => (delayMs = ms),
     stop: () => new Promise((r) => server.close(() => r())),
   };
 }

@@ -31,6 +31,31 @@ export interface ClientRequest {
   signal?: AbortSignal;
 }
 
+interface Renewal {
+  done: Promise<void>;
+  /** Cancels it and lets the next caller start a new one. */
+  cancel: (reason: unknown) => void;
+  /** Callers still waiting: the renewal is cancelled only once every one of them has given up. */
+  waiting: number;
+}
+
+/** Waits for a shared renewal, giving up alone when `signal` aborts. */
+function awaitShared(r: Renewal, signal?: AbortSignal): Promise<void> {
+  r.waiting++;
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      if (--r.waiting === 0) r.cancel(signal!.reason);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    r.done.then(resolve, reject).finally(() => {
+      if (signal?.aborted) return;
+      signal?.removeEventListener('abort', onAbort);
+      r.waiting--;
+    });
+  });
+}
+
 interface Token {
   value: string;
   /** When it runs out, by ferry's clock. */
@@ -49,7 +74,7 @@ export class RegistryClient {
   private base?: Promise<URL>;
   private readonly tokens = new Map<string, Token>();
   /** Renewals under way, by scope set: requests at once after an expiry share one. */
-  private readonly renewals = new Map<string, Promise<void>>();
+  private readonly renewals = new Map<string, Renewal>();
   private basic?: string;
   private credential?: Promise<Credential | undefined>;
   /** The saved credential authenticate() used, so a refusal can say which and from where. */
@@ -124,12 +149,17 @@ export class RegistryClient {
     const key = scopeKey(scopes);
     const t = this.tokens.get(key);
     if (!t || fresh(t)) return;
+    signal?.throwIfAborted();
     let renewal = this.renewals.get(key);
     if (!renewal) {
-      renewal = this.authenticate(t.challenge, scopes, url, signal).finally(() => this.renewals.delete(key));
+      // Its own signal, not the first caller's: that one may be cancelled while others still wait.
+      const controller = new AbortController();
+      const forget = () => this.renewals.get(key) === renewal && this.renewals.delete(key);
+      const done = this.authenticate(t.challenge, scopes, url, controller.signal).finally(forget);
+      renewal = { done, cancel: (reason) => (forget(), controller.abort(reason)), waiting: 0 };
       this.renewals.set(key, renewal);
     }
-    await renewal;
+    await awaitShared(renewal, signal);
   }
 
   /**
