@@ -54,8 +54,8 @@ function checkRange(req: IncomingMessage, s: Session): number | undefined {
 }
 
 /** Appends the request body; a body cut short by the client is kept and reported as an error. */
-async function receive(ctx: ServeContext, r: RepoRequest, s: Session, expected: number | undefined): Promise<void> {
-  const result = await ctx.uploads.append(s, r.req, expected);
+async function receive(ctx: ServeContext, r: RepoRequest, s: Session, expected: number | undefined, signal?: AbortSignal): Promise<void> {
+  const result = await ctx.uploads.append(s, r.req, expected, signal);
   countIn(r.req, result.received);
   if (result.error !== undefined) throw result.error;
   if (expected !== undefined && result.received !== expected) {
@@ -94,12 +94,31 @@ export async function startUpload(ctx: ServeContext, r: RepoRequest): Promise<vo
   });
 }
 
+/**
+ * Runs a PATCH or final PUT on its session, after cutting off earlier ones whose body is still
+ * arriving (see Session.enter; what they wrote is taken back in Uploads.append). A request cut
+ * off in its turn has its connection closed: its client is presumed gone.
+ */
+async function writing(s: Session, r: RepoRequest, fn: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const writer = s.enter(() => !r.req.complete);
+  const { signal } = writer.controller;
+  signal.addEventListener('abort', () => r.req.destroy(signal.reason as Error), { once: true });
+  try {
+    await s.exclusive(async () => {
+      signal.throwIfAborted();
+      await fn(signal);
+    });
+  } finally {
+    s.leave(writer);
+  }
+}
+
 /** PATCH /v2/<name>/blobs/uploads/<uuid>: a chunk (Content-Range) or a streamed body. */
 export async function patchUpload(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
   const s = await ctx.uploads.get(id, r.key);
-  await s.exclusive(async () => {
+  await writing(s, r, async (signal) => {
     const expected = checkRange(r.req, s);
-    await receive(ctx, r, s, expected);
+    await receive(ctx, r, s, expected, signal);
     send(r.req, r.res, 202, sessionHeaders(r, s));
   });
 }
@@ -110,9 +129,9 @@ export async function finishUpload(ctx: ServeContext, r: RepoRequest, id: string
   if (text === null) throw new RegistryError(400, 'DIGEST_INVALID', 'closing an upload needs ?digest=<digest of the whole blob>');
   const digest = digestParam(text);
   const s = await ctx.uploads.get(id, r.key);
-  await s.exclusive(async () => {
+  await writing(s, r, async (signal) => {
     const expected = checkRange(r.req, s);
-    if (hasBody(r.req)) await receive(ctx, r, s, expected);
+    if (hasBody(r.req)) await receive(ctx, r, s, expected, signal);
     await ctx.uploads.complete(s, digest);
     created(r, digest);
   });
@@ -128,12 +147,10 @@ const STATUS_GRACE_MS = 200;
  * outage asks here while its old PATCH, on a connection the server has not yet seen die, may hold
  * the session until the idle timeout. A short grace lets a request whose client just hung up (the
  * common case, noticed at once) finish and be counted. Past it the answer is the durable offset,
- * without the bytes of the chunk still arriving; should the old PATCH still complete, the client's
- * PATCH from that offset is refused with 416 and the new Range, and it asks again. The old
- * request is deliberately not aborted when a new one arrives: the server cannot tell a dead
- * connection from a slow one, a second request may come from another client or
- * a retry racing its own original, and cutting it off would not help anyway - the bytes a
- * broken-off body delivered are kept, so the new PATCH would still have to learn the offset anew.
+ * without the bytes of the chunk still arriving. The status itself aborts nothing (a client may
+ * ask while its own PATCH runs); the client's next PATCH or PUT from that offset cuts the old
+ * request off and takes its bytes back (see `writing`), so it proceeds at once. Should the old
+ * PATCH complete first, the new one is refused with 416 and the new Range, and the client asks again.
  */
 export async function uploadStatus(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
   const s = await ctx.uploads.get(id, r.key);

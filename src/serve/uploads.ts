@@ -79,6 +79,26 @@ export class Session {
     return run;
   }
 
+  /** Writing requests (PATCH, final PUT) that entered and have not ended yet, oldest first. */
+  private readonly writers = new Set<Writer>();
+
+  /**
+   * Registers a request that writes the session. Earlier ones whose body is still arriving are
+   * aborted: a client only sends a new chunk or the final PUT after deciding the old one failed
+   * (a connection that died without the server noticing), so the old request would only hold the
+   * session until the idle timeout. `sending` tells whether the request still owes body bytes.
+   */
+  enter(sending: () => boolean): Writer {
+    for (const w of this.writers) if (w.sending()) w.controller.abort(superseded());
+    const w: Writer = { controller: new AbortController(), sending };
+    this.writers.add(w);
+    return w;
+  }
+
+  leave(w: Writer): void {
+    this.writers.delete(w);
+  }
+
   /** Resolves once the requests running or queued now have ended, or after `ms`, whichever comes first. */
   async settle(ms: number): Promise<void> {
     if (this.busy === 0) return;
@@ -90,6 +110,17 @@ export class Session {
   idleFor(now: number): number {
     return this.busy > 0 ? 0 : now - this.lastActive;
   }
+}
+
+export interface Writer {
+  /** Aborted when a newer request takes the session over. */
+  controller: AbortController;
+  sending: () => boolean;
+}
+
+/** The reason a superseded request is aborted; its connection is closed, no answer goes out. */
+function superseded(): Error {
+  return Object.assign(new Error('superseded by a newer request on the upload'), { code: 'ECONNRESET' });
 }
 
 /** How many unfinished uploads may exist, and when idle ones give way to new ones. */
@@ -206,11 +237,19 @@ export class Uploads {
    * (client gone, server shutting down), the bytes that arrived are kept and the offset recorded,
    * so the client can ask for the status and continue from there. A body that ends normally but
    * is not the `expected` size (its Content-Range) is taken back whole: the upload stays where it was.
+   *
+   * So is the body of a request aborted through `signal` (a newer request took the session over).
+   * A status request meanwhile reports `start`, the durable offset (state.json moves only at the
+   * end of an append), so the newer request continues from there. The 1 MiB batches this request
+   * already wrote advanced the offset in memory only; a write still running when the abort comes
+   * completes before this returns, and the file is then cut back to `start`, below which nothing
+   * was written. The newer request runs only after that (requests on a session are serialised),
+   * so none of the aborted chunk's bytes, whole or torn, can end up in the blob.
    */
-  async append(s: Session, body: AsyncIterable<Buffer>, expected?: number): Promise<AppendResult> {
+  async append(s: Session, body: AsyncIterable<Buffer>, expected?: number, signal?: AbortSignal): Promise<AppendResult> {
     const hash = await this.syncHash(s);
     const start = s.offset;
-    const before = expected === undefined ? undefined : hash.copy();
+    const before = expected === undefined && !signal ? undefined : hash.copy();
     const fh = await open(s.data, 'r+');
     let received = 0;
     let error: unknown;
@@ -232,6 +271,7 @@ export class Uploads {
       };
       try {
         for await (const chunk of body) {
+          if (signal?.aborted) break;
           batch.push(chunk);
           batchBytes += chunk.byteLength;
           if (batchBytes >= WRITE_BATCH) await flush();
@@ -239,8 +279,10 @@ export class Uploads {
       } catch (e) {
         error = e;
       }
-      await flush();
-      if (before && error === undefined && received !== expected) {
+      const aborted = signal?.aborted === true;
+      if (aborted) error = signal!.reason;
+      else await flush();
+      if (before && (aborted || (expected !== undefined && error === undefined && received !== expected))) {
         await fh.truncate(start);
         s.state.offset = start;
         s.hash = before;
