@@ -168,6 +168,10 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(back.stderr).toContain(`${h}/suite/narrow:multi holds the full index ${exp.multi.digest}`);
       expect(back.stderr).toContain('pull it with --platform all first, or push under another tag');
       expect((await ferry(['--store', store, 'push', '--dry-run', `${h}/suite/narrow:multi`])).code).toBe(2);
+      // With -a the argument is the repository: the message still names the store image with its tag.
+      const allTags = await ferry(['--store', store, 'push', '-a', `${h}/suite/narrow`]);
+      expect(allTags.code).toBe(2);
+      expect(allTags.stderr).toContain(`platforms (${h}/suite/narrow:multi, sha256:`);
       const inspect = await ferry(['inspect', '--raw', `docker://${h}/suite/narrow:multi`]);
       expect(createHash('sha256').update(inspect.stdout).digest('hex')).toBe(exp.multi.digest.slice(7));
       expect((await ferry(['--store', store, 'push', '-q', `${h}/suite/narrow:multi`, `${h}/suite/narrow:amd64`])).code).toBe(0);
