@@ -82,12 +82,12 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
   const target = dest ? (o.allTags ? parseRepository(dest, 'push --all-tags: destination') : parseReference(dest)) : ref;
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir());
   const entries = await store.entries();
-  let roots: Array<Root & { narrowedFrom?: string }>;
+  let roots: NarrowableRoot[];
   if (o.allTags) {
     const repo = repositoryName(ref);
     const mine = entries.filter((e) => e.name && parseReference(e.name) && repositoryName(parseReference(e.name)) === repo && e.tag);
     if (mine.length === 0) throw new FerryError('NOT_FOUND', `no tags of ${repo} in the store ${store.dir}`);
-    roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)], narrowedFrom: e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] }));
+    roots = mine.map((e) => ({ ref: e.descriptor.digest, names: [tagged(target, e.tag!)], narrowedFrom: e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX], storeName: e.name }));
   } else {
     const d = await store.resolve(withoutDockerPrefix(image), { store: true });
     // A destination without a tag keeps the image's own (as copy does), rather than "latest".
@@ -112,16 +112,19 @@ export async function pushImage(image: string, o: PushOptions = {}): Promise<Cop
   }
 }
 
+/** A root to push; storeName (push -a) names the store image in messages, where the argument is only its repository. */
+type NarrowableRoot = Root & { narrowedFrom?: string; storeName?: string };
+
 /**
  * A store image narrowed to some platforms of an index (pull's default) pushed back over the tag
  * that still holds that index would take the other platforms away from everyone who pulls it.
  */
-async function refuseNarrowing(repo: RegistryRepository, roots: Array<Root & { narrowedFrom?: string }>, image: string, signal?: AbortSignal): Promise<void> {
+async function refuseNarrowing(repo: RegistryRepository, roots: NarrowableRoot[], image: string, signal?: AbortSignal): Promise<void> {
   for (const r of roots) {
     if (!r.narrowedFrom) continue;
     for (const n of r.names ?? []) {
       if ((await repo.headDigest(n.tag, { signal, expected: r.narrowedFrom as Digest })) !== r.narrowedFrom) continue;
-      throw new FerryError('USAGE', `${n.name ?? n.tag} holds the full index ${r.narrowedFrom}; the store has only some of its platforms (${image}, ${r.ref}), and pushing them would replace it`, {
+      throw new FerryError('USAGE', `${n.name ?? n.tag} holds the full index ${r.narrowedFrom}; the store has only some of its platforms (${r.storeName ?? image}, ${r.ref}), and pushing them would replace it`, {
         hint: `pull it with --platform all first, or push under another tag`,
       });
     }

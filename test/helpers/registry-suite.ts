@@ -168,6 +168,10 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(back.stderr).toContain(`${h}/suite/narrow:multi holds the full index ${exp.multi.digest}`);
       expect(back.stderr).toContain('pull it with --platform all first, or push under another tag');
       expect((await ferry(['--store', store, 'push', '--dry-run', `${h}/suite/narrow:multi`])).code).toBe(2);
+      // With -a the argument is the repository: the message still names the store image with its tag.
+      const allTags = await ferry(['--store', store, 'push', '-a', `${h}/suite/narrow`]);
+      expect(allTags.code).toBe(2);
+      expect(allTags.stderr).toContain(`platforms (${h}/suite/narrow:multi, sha256:`);
       const inspect = await ferry(['inspect', '--raw', `docker://${h}/suite/narrow:multi`]);
       expect(createHash('sha256').update(inspect.stdout).digest('hex')).toBe(exp.multi.digest.slice(7));
       expect((await ferry(['--store', store, 'push', '-q', `${h}/suite/narrow:multi`, `${h}/suite/narrow:amd64`])).code).toBe(0);
@@ -186,6 +190,13 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       expect(r.stdout).toMatch(/0 blob\(s\) copied/);
       const tags = await ferry(['tags', `${h}/suite/retag`]);
       expect(tags.stdout.split('\n').filter(Boolean).sort()).toEqual(['plain', 'renamed']);
+      // Into another repository the blobs are mounted (distribution), and the summary counts them;
+      // ferry serve's blobs are global to its store, so a HEAD there already finds them.
+      const other = await ferry(['copy', `docker://${h}/suite/retag:plain`, `docker://${h}/suite/retag-other:plain`]);
+      expect(other.code, other.stderr).toBe(0);
+      expect(other.stdout).toContain(name === 'ferry serve'
+        ? '0 blob(s) copied (0B), 2 already present (2.95kB)\n'
+        : '0 blob(s) copied (0B), 0 already present (0B), 2 mounted from another repository\n');
     });
 
     it('copy between a registry and an OCI layout in both directions', async () => {

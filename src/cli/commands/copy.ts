@@ -46,6 +46,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       out(`Copied ${args.source} -> ${args.destination}`);
       printDigests(i);
     }
-    out(`${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})`);
+    const mounted = report.blobs.mounted ? `, ${report.blobs.mounted} mounted from another repository` : '';
+    out(`${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})${mounted}`);
   },
 };
