@@ -557,6 +557,9 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
       const single = await ferry(['sync', '--volume-size', '64K', src, join(dir, 'one.tar')]);
       expect(single.code).toBe(2);
       expect(single.stderr).toContain(`${join(dir, 'one.tar')} is one archive file, but --volume-size keeps the destination as volumes (one.001.tar, …)`);
+      // The refusal's own hint, not yargs' pointer to --help.
+      expect(single.stderr).toContain('ferry: hint: ');
+      expect(single.stderr).not.toContain("Run 'ferry --help' for usage.");
       expect((await readdir(dir)).sort()).toEqual(['one.tar', 'sync.yaml']);
     });
 

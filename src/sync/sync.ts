@@ -82,7 +82,8 @@ export interface SyncJobReport {
   notPruned: NotPruned[];
   /** Tags gone upstream that --prune left because sync did not write them, listed the first time only. */
   left: string[];
-  failed: Array<{ tag: string; code: ErrorCode; message: string }>;
+  /** `hint`: what the failure's error suggested doing, when it did. */
+  failed: Array<{ tag: string; code: ErrorCode; message: string; hint?: string }>;
   /** Archive destinations: whether this run wrote the archive anew (false: left untouched). */
   rewritten?: boolean;
   /** Archive destinations kept as a volume set (volumeSize): its volumes after the run. */
@@ -698,6 +699,6 @@ function registryHost(text: string, o: SyncOptions): string {
 function recordFailure(r: SyncJobReport, tag: string, e: unknown, o: SyncOptions, prefix = ''): void {
   if (o.signal?.aborted) throw e;
   const err = toFerryError(e);
-  r.failed.push({ tag, code: err.code, message: prefix + err.message });
+  r.failed.push({ tag, code: err.code, message: prefix + err.message, ...(err.hint ? { hint: err.hint } : {}) });
   o.onEvent?.({ type: 'failed', source: r.source, tag, message: prefix + err.message });
 }

@@ -120,7 +120,9 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       const counts = [repos && `${repos} ${repos === 1 ? 'repository' : 'repositories'}`, repos < failures.length && `${failures.length - repos} image(s)`].filter(Boolean);
       const shown = failures.slice(0, 3).map((f) => `${failedName(f)}: ${f.message}`);
       if (failures.length > 3) shown.push(`${failures.length - 3} more above`);
-      throw new FerryError(failures[0]!.code, `sync: ${counts.join(' and ')} failed: ${shown.join('; ')}`);
+      // The first failure's own hint; a usage mistake without one would otherwise point at --help.
+      const hint = failures[0]!.hint ?? (failures[0]!.code === 'USAGE' ? 'each FAILED line above says what was refused; the same command then syncs what is missing' : undefined);
+      throw new FerryError(failures[0]!.code, `sync: ${counts.join(' and ')} failed: ${shown.join('; ')}`, hint ? { hint } : {});
     }
   },
 };
