@@ -542,6 +542,16 @@ describe('ferry serve: the distribution API', () => {
     expect(sha256((await call(`${base}/v2/up/stale-put/blobs/${sha256(data)}`)).body)).toBe(sha256(data));
   });
 
+  it('a DELETE of the upload cuts off a PATCH still streaming, and the upload is gone at once', async () => {
+    const data = randomBytes(2_500_000);
+    const start = await call(`${base}/v2/up/stale-delete/blobs/uploads/`, { method: 'POST' });
+    const loc = `${base}${start.headers.location}`;
+    const stale = await stalePatch(loc, data, 0, 1_500_000);
+    expect((await soon(call(loc, { method: 'DELETE' }))).status).toBe(204);
+    await soon(stale.gone);
+    expect((await call(loc)).code()).toBe('BLOB_UPLOAD_UNKNOWN');
+  });
+
   it('a chunked push resumes in place from what the registry holds when that is more than was acknowledged (a lost answer, a status from before it, a 416)', async () => {
     const proxy = await startFaultProxy(s.host);
     const src = join(await tempDir(), 'src');

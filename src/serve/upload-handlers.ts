@@ -163,7 +163,8 @@ export async function uploadStatus(ctx: ServeContext, r: RepoRequest, id: string
 /** DELETE /v2/<name>/blobs/uploads/<uuid> */
 export async function cancelUpload(ctx: ServeContext, r: RepoRequest, id: string): Promise<void> {
   const s = await ctx.uploads.get(id, r.key);
-  await s.exclusive(async () => {
+  // A client giving up on an upload does not wait behind its own stale PATCH either.
+  await writing(s, r, async () => {
     await ctx.uploads.cancel(s);
     send(r.req, r.res, 204);
   });
