@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { cp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { layerTar, legacyArchive, ociImage, writeTar } from './helpers/archives.js';
+import { damageBlobEntry, layerTar, legacyArchive, ociImage, wholeBlobs, writeTar } from './helpers/archives.js';
 import { ferry, type RunResult } from './helpers/cli.js';
 import { indexEntries } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
@@ -256,6 +256,35 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(r.stderr).toContain('hint: copy set.003.tar again');
     const res = await fetch(`http://${host}/v2/corrupt/team/app/manifests/1`, { method: 'HEAD' });
     expect(res.status).toBe(404);
+  });
+
+  it('a corrupt whole blob in one volume is refused (exit 4) naming that volume, given by pattern or by file; no tag is pushed', async () => {
+    const host = registry!.host;
+    const dir = await tempDir();
+    await ok(['--store', store, 'save', '-q', ...NAMES, '-o', join(dir, 'set.tar'), '--volume-size', '1M']);
+    const files = await volumes(dir);
+    // The first whole blob (not a part of the shared layer) after the first volume.
+    let at = -1;
+    let digest = '';
+    for (const [i, f] of files.entries()) {
+      const whole = i > 0 ? await wholeBlobs(f) : [];
+      if (whole.length > 0) [at, digest] = [i, whole[0]!];
+      if (at >= 0) break;
+    }
+    expect(at, 'a volume after the first holding a whole blob').toBeGreaterThan(0);
+    await damageBlobEntry(files[at]!, digest);
+    const name = `set.${String(at + 1).padStart(3, '0')}.tar`;
+    for (const [i, from] of [['--from', join(dir, 'set.*.tar')], files.flatMap((f) => ['--from', f])].entries()) {
+      const r = await ferry(['push', ...from, `${host}/whole${i}`], { env: { FERRY_STORE: noStore } });
+      expect(r.code, r.stderr).toBe(4);
+      expect(r.stderr).toMatch(new RegExp(`error: volume ${at + 1} of ${files.length} \\(${name.replace(/\./g, '\\.')}\\): blob ${digest} corrupt \\(content hashes to sha256:[0-9a-f]{64}; expected ${digest}\\)`));
+      expect(r.stderr).toContain(`hint: copy ${name} again`);
+      for (const n of NAMES) {
+        const [repo, tag] = n.slice('example.com/'.length).split(':');
+        const res = await fetch(`http://${host}/v2/whole${i}/${repo}/manifests/${tag}`, { method: 'HEAD' });
+        expect(res.status, n).toBe(404);
+      }
+    }
   });
 
   it('the volumes of a set left unquoted after --from (the shell expanded the pattern) are refused with the way to give them', async () => {

@@ -2,13 +2,13 @@
 // unpacking it into $TMPDIR (it used to be decompressed whole to a temporary plain tar there,
 // which on a tmpfs /tmp could not hold a USB stick's worth of images).
 import { randomBytes } from 'node:crypto';
-import { cp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { access, cp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ArchiveSource } from '../src/archive/source.js';
 import { readVerified } from '../src/blob/verify.js';
 import { parseManifestDocument } from '../src/oci/manifest.js';
-import { layerTar, legacyArchive, writeTar } from './helpers/archives.js';
+import { damageBlobEntry, layerTar, legacyArchive, tarBytes, writeTar } from './helpers/archives.js';
 import { ferry } from './helpers/cli.js';
 import { indexEntries } from './helpers/expected-images.js';
 import { tempDir } from './helpers/fs.js';
@@ -168,5 +168,90 @@ describe('copy from a volume set (a pattern naming its volumes)', () => {
     const none = await ferry(['copy', `oci-archive:${join(dir, 'nope.*.tar')}`, `oci:${join(dir, 'x')}`]);
     expect(none.code).toBe(2);
     expect(none.stderr).toContain(`${join(dir, 'nope.*.tar')}: no file matches`);
+  });
+});
+
+describe('a whole blob damaged inside one volume of a set (bytes flipped, or an entry of the wrong size)', () => {
+  let files: string[];
+  let image: MadeImage;
+  /** Which volume (1-based) holds the whole blob `digest`. */
+  const volumeOf = async (digest: string) => {
+    for (const [i, f] of files.entries()) if ((await readFile(f)).includes(`blobs/sha256/${digest.slice(7)}\0`)) return i + 1;
+    throw new Error(`no volume holds ${digest}`);
+  };
+  /** Copies of the volumes in a new directory, the blob `digest` damaged in its volume; the pattern naming them. */
+  const damaged = async (digest: string, resize = 0) => {
+    const d = await tempDir();
+    for (const f of files) await cp(f, join(d, f.slice(f.lastIndexOf('/') + 1)));
+    await damageBlobEntry(join(d, `set.00${await volumeOf(digest)}.tar`), digest, resize);
+    return { dir: d, pattern: join(d, 'set.*.tar') };
+  };
+  const corrupt = (n: number, digest: string) =>
+    new RegExp(`error: volume ${n} of 3 \\(set\\.00${n}\\.tar\\): blob ${digest} corrupt \\(content hashes to sha256:[0-9a-f]{64}; expected ${digest}\\)`);
+
+  beforeAll(async () => {
+    const dir = await tempDir();
+    // Real layer tars (export reads them), one to a volume.
+    [image] = (await makeLayout(join(dir, 'src'), [{ tag: 'v', layers: [1, 2, 3].map((i) => tarBytes([{ name: `f${i}`, data: randomBytes(150_000) }])) }])) as [MadeImage];
+    const r = await ferry(['save', '-q', `oci:${join(dir, 'src')}:v`, '-o', join(dir, 'set.tar'), '--volume-size', '200K']);
+    expect(r.code, r.stderr).toBe(0);
+    files = await volumesIn(dir);
+    expect(files.length).toBe(3);
+  });
+
+  /** The layer volume 2 holds, damaged in a copy of the set. */
+  const damagedInTwo = async () => {
+    const inTwo: string[] = [];
+    for (const l of image.layers) if ((await volumeOf(l.digest)) === 2) inTwo.push(l.digest);
+    expect(inTwo.length).toBe(1);
+    return { digest: inTwo[0]!, ...(await damaged(inTwo[0]!)) };
+  };
+
+  it('copy names the volume holding it (exit 4), with the file to copy again; nothing is named at the destination', async () => {
+    const { digest, pattern } = await damagedInTwo();
+    const dst = join(await tempDir(), 'dst');
+    const r = await ferry(['copy', `oci-archive:${pattern}:v`, `oci:${dst}:v`]);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(corrupt(2, digest));
+    expect(r.stderr).toContain('hint: copy set.002.tar again from where the set was written');
+    expect(await indexEntries(dst).catch(() => [])).toEqual([]);
+  });
+
+  it('save and export name the volume holding it (exit 4); nothing is written', async () => {
+    const { digest, pattern } = await damagedInTwo();
+    for (const command of ['save', 'export']) {
+      const out = join(await tempDir(), 'out.tar');
+      const r = await ferry([command, `oci-archive:${pattern}:v`, '-o', out]);
+      expect(r.code, `${command}: ${r.stderr}`).toBe(4);
+      expect(r.stderr, command).toMatch(corrupt(2, digest));
+      await expect(access(out), command).rejects.toThrow();
+    }
+  });
+
+  it('load (its own single pass over the set) names the volume holding it (exit 4)', async () => {
+    const { digest, dir } = await damagedInTwo();
+    const r = await ferry(['--store', join(await tempDir(), 'store'), 'load', ...(await volumesIn(dir)).flatMap((f) => ['-i', f])]);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`digest mismatch for blob ${digest} (volume 2 of 3 (set.002.tar))`);
+  });
+
+  it('inspect names the volume holding a corrupt config or manifest (exit 4)', async () => {
+    for (const blob of [image.config, image.manifest]) {
+      const { pattern } = await damaged(blob.digest);
+      const r = await ferry(['inspect', `oci-archive:${pattern}:v`]);
+      expect(r.code, r.stderr).toBe(4);
+      expect(r.stderr).toMatch(corrupt(await volumeOf(blob.digest), blob.digest));
+    }
+  });
+
+  it('a blob entry longer than its descriptor says: copy names the volume holding it (exit 4)', async () => {
+    const d = image.layers[1]!.digest;
+    const n = await volumeOf(d);
+    const { pattern } = await damaged(d, 512);
+    const dst = join(await tempDir(), 'dst');
+    const r = await ferry(['copy', `oci-archive:${pattern}:v`, `oci:${dst}:v`]);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stderr).toContain(`error: volume ${n} of 3 (set.00${n}.tar): blob ${d} is ${image.layers[1]!.size + 512} bytes; expected ${image.layers[1]!.size}`);
+    expect(await indexEntries(dst).catch(() => [])).toEqual([]);
   });
 });

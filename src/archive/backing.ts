@@ -18,6 +18,8 @@ export interface ArchiveBacking {
   read(h: TarHeader, length?: number): Promise<Buffer>;
   /** An entry's bytes from `start` on. */
   stream(h: TarHeader, start: number, signal?: AbortSignal): Promise<Readable>;
+  /** Which file of several holds an entry, as messages name it (a volume set's). */
+  locate?(h: TarHeader): string;
   close(): Promise<void>;
 }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { algorithmOf, isDigest, type Digest } from '../oci/digest.js';
 import { parseJson, MAX_JSON_BYTES } from '../oci/manifest.js';
 import type { ArchiveBacking } from './backing.js';
 import type { ArchiveInput } from './scan.js';
@@ -12,9 +12,11 @@ import { parsePartName, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type Volum
 
 /**
  * Where an entry of the set lies: in one volume, or in parts across several. A part carries the
- * digest its volume's list gives, so that a damaged one is named by its volume when read.
+ * digest its volume's list gives, a whole blob the digest its name gives, so that a damaged one is
+ * named by its volume when read (the reader's own check of the blob could name only the set).
  */
-type Piece = { backing: ArchiveBacking; header: TarHeader; check?: { digest: Digest; what: string; file: string } };
+type Piece = { backing: ArchiveBacking; header: TarHeader; where: string; check?: Check };
+type Check = { digest: Digest; what: string; file: string };
 
 /**
  * The volumes of one set read as one archive: every entry of every volume, except the volume
@@ -68,13 +70,13 @@ export class VolumeSetBacking implements ArchiveBacking {
         if (info) {
           const key = `${info.blob} ${info.blobSize}`;
           const list = parts.get(key) ?? [];
-          const piece: Piece = { backing, header: h };
+          const piece: Piece = { backing, header: h, where: input.where };
           list.push({ info, piece });
           parts.set(key, list);
           here.push({ name: p, info, piece });
           continue;
         }
-        this.add({ ...h, name: p }, [{ backing, header: h }]);
+        this.add({ ...h, name: p }, [{ backing, header: h, where: input.where, check: blobCheck(p, h, input) }]);
       }
       if (!trailer) throw new FerryError('INTEGRITY', `${input.where}: no ${VOLUME_TRAILER} (the volume is truncated)`);
       const listed = new Map((Array.isArray(trailer.entries) ? trailer.entries : []).map((e) => [e.name, e.digest]));
@@ -117,6 +119,11 @@ export class VolumeSetBacking implements ArchiveBacking {
     return p;
   }
 
+  /** The volume (or volumes) an entry is read from, as messages name it. */
+  locate(h: TarHeader): string {
+    return [...new Set(this.piecesOf(h).map((p) => p.where))].join(', ');
+  }
+
   async read(h: TarHeader, length = h.size): Promise<Buffer> {
     const pieces = this.piecesOf(h);
     if (pieces.length === 1) return pieces[0]!.backing.read(pieces[0]!.header, length);
@@ -133,7 +140,7 @@ export class VolumeSetBacking implements ArchiveBacking {
 
   async stream(h: TarHeader, start: number, signal?: AbortSignal): Promise<Readable> {
     const pieces = this.piecesOf(h);
-    if (pieces.length === 1) return pieces[0]!.backing.stream(pieces[0]!.header, start, signal);
+    if (pieces.length === 1 && !(pieces[0]!.check && start === 0)) return pieces[0]!.backing.stream(pieces[0]!.header, start, signal);
     async function* joined(): AsyncGenerator<Buffer> {
       let skip = start;
       for (const { backing, header, check } of pieces) {
@@ -141,20 +148,10 @@ export class VolumeSetBacking implements ArchiveBacking {
           skip -= header.size;
           continue;
         }
-        // A part read whole is checked on its own: the blob's digest would say only that it is bad.
-        const hash = skip === 0 && check ? createHash('sha256') : undefined;
+        // A piece read whole is checked on its own: the blob's digest would say only that it is bad.
         const body = await backing.stream(header, skip, signal);
+        yield* skip === 0 && check ? checked(body, check) : body;
         skip = 0;
-        for await (const c of body) {
-          hash?.update(c as Buffer);
-          yield c as Buffer;
-        }
-        const have = hash && `sha256:${hash.digest('hex')}`;
-        if (have && have !== check!.digest) {
-          throw new FerryError('DIGEST_MISMATCH', `${check!.what} corrupt (content hashes to ${have}; expected ${check!.digest})`, {
-            hint: `copy ${basename(check!.file)} again from where the set was written, or write the set again (ferry verify of every volume lists what is damaged)`,
-          });
-        }
       }
     }
     return Readable.from(joined(), { objectMode: false });
@@ -162,5 +159,28 @@ export class VolumeSetBacking implements ArchiveBacking {
 
   async close(): Promise<void> {
     for (const v of this.volumes) await v.close();
+  }
+}
+
+/** A whole blob's check: the digest its entry name `blobs/ALG/HEX` gives. */
+function blobCheck(name: string, h: TarHeader, input: ArchiveInput): Check | undefined {
+  const m = h.type === 'file' ? /^blobs\/([a-z0-9]+)\/([a-f0-9]+)$/.exec(name) : null;
+  const digest = m ? `${m[1]}:${m[2]}` : '';
+  if (!isDigest(digest)) return undefined;
+  return { digest, what: `${input.where}: blob ${digest}`, file: input.path };
+}
+
+/** The bytes of one piece, passed on as they come; at its end, a digest other than the check's fails the stream, naming the volume. */
+async function* checked(body: Readable, check: Check): AsyncGenerator<Buffer> {
+  const hash = createHash(algorithmOf(check.digest));
+  for await (const c of body) {
+    hash.update(c as Buffer);
+    yield c as Buffer;
+  }
+  const have = `${algorithmOf(check.digest)}:${hash.digest('hex')}`;
+  if (have !== check.digest) {
+    throw new FerryError('DIGEST_MISMATCH', `${check.what} corrupt (content hashes to ${have}; expected ${check.digest})`, {
+      hint: `copy ${basename(check.file)} again from where the set was written, or write the set again (ferry verify of every volume lists what is damaged)`,
+    });
   }
 }

@@ -308,6 +308,12 @@ export class ArchiveSource implements Source {
     if (doc) return Readable.from([doc.subarray(o.offset ?? 0)]);
     const h = this.fileFor(d.digest);
     if (!h) throw new FerryError('NOT_FOUND', `blob ${d.digest} is not in ${this.path}`);
+    // The reader's own check would name only the set, not the volume that holds the wrong blob.
+    if (h.size !== d.size && this.backing.locate) {
+      throw new FerryError('SIZE_MISMATCH', `${this.backing.locate(h)}: blob ${d.digest} is ${h.size} bytes; expected ${d.size}`, {
+        hint: 'copy that volume again from where the set was written, or write the set again (ferry verify of every volume lists what is damaged)',
+      });
+    }
     return this.backing.stream(h, o.offset ?? 0, o.signal);
   }
 

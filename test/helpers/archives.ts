@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import { END_OF_ARCHIVE, entryHeader, entryPadding } from '../../src/archive/tar.js';
+import { END_OF_ARCHIVE, entryHeader, entryPadding, readTar } from '../../src/archive/tar.js';
 
 /** One entry of a hand-built archive. */
 export interface Entry {
@@ -126,4 +127,39 @@ export function legacyArchive(spec: LegacySpec): { entries: Entry[]; configDiges
   entries.push({ name: 'manifest.json', data: JSON.stringify([{ Config: spec.configPath ?? `${imageId}.json`, RepoTags: [spec.repoTag], Layers: spec.layerPaths ?? paths }]) });
   entries.push({ name: 'repositories', data: JSON.stringify({ [repo]: { [tag]: parent } }) });
   return { entries, configDigest: sha(config), diffIds };
+}
+
+/**
+ * Damages the whole blob `digest` (an entry `blobs/sha256/HEX`, not a part) of an uncompressed tar
+ * volume: flips a byte in the middle of its data, or with `resize` writes the volume again with
+ * the entry that many bytes longer. Fails the test if the volume lacks it.
+ */
+export async function damageBlobEntry(file: string, digest: string, resize = 0): Promise<void> {
+  const name = `blobs/sha256/${hex(digest)}`;
+  const b = await readFile(file);
+  const entries: Entry[] = [];
+  let found = false;
+  for await (const e of readTar(Readable.from([b]), { where: file })) {
+    if (e.type === 'dir') continue;
+    if (e.name !== name) {
+      if (resize) entries.push({ name: e.name, data: Buffer.concat(await e.body().toArray()) });
+      continue;
+    }
+    found = true;
+    if (!resize) b[e.offset + (e.size >> 1)]! ^= 0xff;
+    else entries.push({ name, data: Buffer.concat([...(await e.body().toArray()), Buffer.alloc(resize)]) });
+  }
+  if (!found) throw new Error(`${file} holds no entry ${name}`);
+  if (resize) await writeTar(file, entries);
+  else await writeFile(file, b);
+}
+
+/** The digests of the whole blobs (entries `blobs/sha256/HEX`, not parts) an uncompressed tar volume holds. */
+export async function wholeBlobs(file: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of readTar(Readable.from([await readFile(file)]), { where: file })) {
+    const m = /^blobs\/sha256\/([0-9a-f]{64})$/.exec(e.name);
+    if (m && e.type === 'file') out.push(`sha256:${m[1]}`);
+  }
+  return out;
 }
