@@ -1,7 +1,8 @@
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ferry } from './helpers/cli.js';
+import { ferry, finish, start } from './helpers/cli.js';
 import { bytesUnder, presentBlobs, runAndKill } from './helpers/crash.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
@@ -416,5 +417,33 @@ describe('gc and partial downloads', () => {
     // A running ferry's partial download is never touched.
     expect((await readdir(dir)).filter((n) => n.startsWith('.partial-'))).toEqual([`.partial-${process.pid}-${hex('c')}`]);
     expect((await ferry(['verify', store])).code).toBe(0);
+  });
+});
+
+describe('a store written by a killed run (catalogue F2, I7)', () => {
+  const writerMarkers = async (store: string) => (await readdir(store)).filter((n) => n.startsWith('.ferry-writer-'));
+
+  it('F2: the rerun deletes the killed run\'s writer marker; the store verifies and keeps its other images', async () => {
+    const store = join(await tempDir(), 'store');
+    const rootfs = join(await tempDir(), 'rootfs');
+    await mkdir(join(rootfs, 'etc'), { recursive: true });
+    await writeFile(join(rootfs, 'etc', 'hello'), 'hello\n');
+    expect((await ferry(['--store', store, 'import', '--dir', rootfs, 'example.com/keep:1'])).code).toBe(0);
+    // Waits on stdin that never ends, with the store open: the kill lands mid-import.
+    const child = start(['--store', store, 'import', '-', 'example.com/killed:1']);
+    const done = finish(child);
+    while ((await writerMarkers(store)).length === 0) await sleep(5);
+    child.kill('SIGKILL');
+    expect((await done).signal).toBe('SIGKILL');
+    expect(await writerMarkers(store)).toHaveLength(1);
+
+    const rerun = await ferry(['--store', store, 'import', '--dir', rootfs, 'example.com/killed:1']);
+    expect(rerun.code, rerun.stderr).toBe(0);
+    expect(await writerMarkers(store)).toEqual([]);
+    const v = await ferry(['--store', store, 'verify']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    const images = (await ferry(['--store', store, 'images'])).stdout;
+    expect(images).toContain('example.com/keep');
+    expect(images).toContain('example.com/killed');
   });
 });

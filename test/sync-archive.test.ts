@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -194,6 +194,32 @@ describe.skipIf(!distribution)('ferry sync into an archive (CNCF distribution re
     const now = await blobs([]);
     expect(now).toEqual(plan);
     expect(now.skipped).toBe(blobsOf('layers'));
+  });
+
+  it('I7: a staging layout that a killed run made or removed only in part does not block the rerun', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'half.tar');
+    const stage = join(dir, '.half.tar.ferry-sync');
+    const emptyIndex = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+    const leftovers: Array<[string, Record<string, string>]> = [
+      // Killed while the layout was being created: index.json written, oci-layout not yet.
+      ['creation', { 'index.json': emptyIndex, 'index.json.lock': '', '.ferry-writer-999999-1': '' }],
+      // Killed while the layout was being removed: index.json gone, a blob and oci-layout still there.
+      ['removal', { 'oci-layout': '{"imageLayoutVersion":"1.0.0"}', [`blobs/sha256/${'a'.repeat(64)}`]: 'stale' }],
+    ];
+    for (const [cut, files] of leftovers) {
+      await mkdir(join(stage, 'blobs', 'sha256'), { recursive: true });
+      for (const [name, text] of Object.entries(files)) await writeFile(join(stage, name), text);
+      const hoursAgo = new Date(Date.now() - 2 * 3600_000);
+      for (const name of ['.', 'blobs', 'blobs/sha256', ...Object.keys(files)]) await utimes(join(stage, name), hoursAgo, hoursAgo);
+      const r = await ferry(['sync', `${fx.proxy.host}/arch/other`, file]);
+      expect(r.code, `${cut}: ${r.stderr}`).toBe(0);
+      const v = await ferry(['verify', file]);
+      expect(v.code, v.stdout + v.stderr).toBe(0);
+      expect(Object.keys(await archived(file))).toEqual([`${fx.proxy.host}/arch/other:latest`]);
+      expect(await readdir(dir)).toEqual(['half.tar']);
+      await rm(file);
+    }
   });
 
   it('--prune that leaves an archive with no image removes it, and says so', async () => {

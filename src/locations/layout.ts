@@ -496,6 +496,9 @@ export class OciLayout implements Source, Sink {
           await unlink(join(dir, name)).catch(() => {});
           removed++;
         }
+        // A killed run's writer marker: gc would ignore it, but reruns from cron would pile them up.
+        const writer = dir === this.dir ? writerPid(name) : undefined;
+        if (writer !== undefined && !processAlive(writer)) await unlink(join(dir, name)).catch(() => {});
         const partial = parsePartial(dir, name);
         if (partial && !processAlive(partial.pid)) this.partials.set(partial.digest, join(dir, name));
       }
@@ -573,6 +576,13 @@ export class OciLayout implements Source, Sink {
 }
 
 const WRITER_PREFIX = '.ferry-writer-';
+
+/** The pid in a writer marker's name (`.ferry-writer-<pid>-<since>`). */
+function writerPid(name: string): number | undefined {
+  if (!name.startsWith(WRITER_PREFIX)) return undefined;
+  const pid = Number(name.slice(WRITER_PREFIX.length).split('-')[0]);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
 const INDEX_DAMAGED_HINT = 'index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store';
 const PARTIAL_PREFIX = '.partial-';
 /** How long after a layout last changed it may still be being made by another tool (refuseLostIndex). */

@@ -12,7 +12,7 @@ import { existingVolumes, VolumeWriter, volumePath } from '../archive/volumes.js
 import { warn } from '../log.js';
 import { archivePlan } from '../plan.js';
 import { ARCHIVE_SUFFIX } from '../blob/compression.js';
-import { syncDir } from '../blob/publish.js';
+import { syncDir, TEMP_PREFIX } from '../blob/publish.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OciLayout, type LayoutEntry } from '../locations/layout.js';
 import { acquireLock, lockTimeoutFromEnv } from '../locations/lock.js';
 import { locatePathRef } from '../locations/transport.js';
@@ -153,6 +153,8 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
       if ((await stat(stageDir).catch(() => undefined)) && !(await isLayout(stageDir))) {
         throw new FerryError('USAGE', `${stageDir} exists and is not ferry's staging layout for ${path}`, { hint: 'move it away: sync stages changed images there' });
       }
+      // Made or removed only in part by a killed run: no index to trust, its blobs are only a cache.
+      if (!(await isWholeLayout(stageDir))) await rm(stageDir, { recursive: true, force: true });
       const layout = await OciLayout.open(stageDir, { create: true });
       // Names left by an interrupted run are dropped (they may be stale); its blobs are reused.
       await layout.untag(() => true);
@@ -317,11 +319,21 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   };
 }
 
-/** A layout, or one whose creation was cut short (only its blobs/ directory made). */
+/**
+ * A layout, or one whose creation or removal was cut short: nothing in it but what ferry's layouts
+ * hold (blobs/, index.json and its lock, oci-layout, temp files and writer markers).
+ */
 async function isLayout(dir: string): Promise<boolean> {
   if ((await stat(join(dir, 'oci-layout')).catch(() => undefined))?.isFile()) return true;
   const names = await readdir(dir).catch(() => undefined);
-  return names !== undefined && names.every((n) => n === 'blobs');
+  return names !== undefined && names.every((n) => LAYOUT_NAMES.has(n) || n.startsWith(TEMP_PREFIX) || n.startsWith('.ferry-writer-'));
+}
+
+const LAYOUT_NAMES = new Set(['blobs', 'index.json', 'index.json.lock', 'oci-layout']);
+
+async function isWholeLayout(dir: string): Promise<boolean> {
+  const isFile = async (name: string) => (await stat(join(dir, name)).catch(() => undefined))?.isFile() === true;
+  return (await isFile('oci-layout')) && (await isFile('index.json'));
 }
 
 /** How the destination is kept on disk: one archive file, or a set of volumes. */
