@@ -134,6 +134,32 @@ describe('layout lock (G4)', () => {
     expect(await readdir(dir)).not.toContain('index.json.lock');
   });
 
+  it('G4: a lock held by a killed process its parent has not reaped yet (a zombie) is broken too', async () => {
+    // `sleep 0` ends at once, and its parent, now `sleep 30` after exec, never reaps it.
+    const { spawn } = await import('node:child_process');
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = Number((await new Promise<Buffer>((ok) => parent.stdout!.once('data', ok))).toString().trim());
+      for (let i = 0; i < 50 && !(await readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')).includes(') Z'); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await readFile(`/proc/${zombie}/stat`, 'utf8')).toContain(') Z');
+      const dir = join(await tempDir(), 'l');
+      // Without the zombie check, a live holder: waited for 1 s, then LOCKED.
+      const layout = await OciLayout.open(dir, { create: true, lockTimeoutMs: 1000 });
+      await writeFile(join(dir, 'index.json.lock'), JSON.stringify({ pid: zombie, host: (await import('node:os')).hostname(), since: 'then' }));
+      const warnings: string[] = [];
+      setWarningSink((m) => warnings.push(m));
+      try {
+        await layout.editIndex((m) => addRoot(m, d(1), { tag: 'x' }));
+      } finally {
+        setWarningSink((m) => process.stderr.write(m + '\n'));
+      }
+      expect(warnings.join('\n')).toMatch(/broke a stale lock .*index\.json\.lock: process \d+ .* is gone/);
+      expect((await layout.entries()).map((e) => e.tag)).toEqual(['x']);
+    } finally {
+      parent.kill();
+    }
+  });
+
   it('G4: a live lock is waited for, then LOCKED naming the holder', async () => {
     const dir = await tempDir();
     const path = join(dir, 'lock');

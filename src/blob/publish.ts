@@ -20,7 +20,7 @@ export async function removeDeadTempsOf(dest: string): Promise<void> {
   const suffix = `-${basename(dest)}`;
   for (const name of await readdir(dirname(dest)).catch(() => [] as string[])) {
     const pid = tempOwnerPid(name);
-    if (pid === undefined || !name.endsWith(suffix) || processAlive(pid)) continue;
+    if (pid === undefined || !name.endsWith(suffix) || (await processAlive(pid))) continue;
     await unlink(join(dirname(dest), name)).catch(() => {});
     warn(`removed ${join(dirname(dest), name)}, left by an interrupted run`);
   }

@@ -492,15 +492,15 @@ export class OciLayout implements Source, Sink {
     for (const dir of [this.dir, ...(await this.blobDirs())]) {
       for (const name of await readdir(dir).catch(() => [] as string[])) {
         const pid = tempOwnerPid(name);
-        if (pid !== undefined && !processAlive(pid)) {
+        if (pid !== undefined && !(await processAlive(pid))) {
           await unlink(join(dir, name)).catch(() => {});
           removed++;
         }
         // A killed run's writer marker: gc would ignore it, but reruns from cron would pile them up.
         const writer = dir === this.dir ? writerPid(name) : undefined;
-        if (writer !== undefined && !processAlive(writer)) await unlink(join(dir, name)).catch(() => {});
+        if (writer !== undefined && !(await processAlive(writer))) await unlink(join(dir, name)).catch(() => {});
         const partial = parsePartial(dir, name);
-        if (partial && !processAlive(partial.pid)) this.partials.set(partial.digest, join(dir, name));
+        if (partial && !(await processAlive(partial.pid))) this.partials.set(partial.digest, join(dir, name));
       }
     }
     if (removed) warn(`removed ${removed} temporary file(s) left by an interrupted run in ${this.dir}`);
@@ -519,7 +519,7 @@ export class OciLayout implements Source, Sink {
     for (const dir of await this.blobDirs()) {
       for (const name of await readdir(dir).catch(() => [] as string[])) {
         const partial = parsePartial(dir, name);
-        if (!partial || processAlive(partial.pid)) continue;
+        if (!partial || (await processAlive(partial.pid))) continue;
         const path = join(dir, name);
         const st = await stat(path).catch(() => undefined);
         if (!st) continue;
@@ -563,7 +563,7 @@ export class OciLayout implements Source, Sink {
       if (!name.startsWith(WRITER_PREFIX)) continue;
       const [pid, since] = name.slice(WRITER_PREFIX.length).split('-').map(Number);
       if (!pid || !since || pid === process.pid) continue;
-      if (processAlive(pid)) out.push(since);
+      if (await processAlive(pid)) out.push(since);
       else await unlink(join(this.dir, name)).catch(() => {});
     }
     return out;

@@ -22,13 +22,17 @@ export function lockTimeoutFromEnv(): number {
   return envNumber('FERRY_LOCK_TIMEOUT', { min: 0, unit: 'seconds' }, 60) * 1000;
 }
 
-export function processAlive(pid: number): boolean {
+export async function processAlive(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  // kill() also reaches a zombie: a killed run whose parent has not reaped it yet (a container's
+  // pid 1 may take its time) runs nothing, and what it left must not wait for the reaping.
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  const state = stat?.slice(stat.lastIndexOf(')') + 2)[0];
+  return state !== 'Z' && state !== 'X';
 }
 
 /** A lock whose owner is gone: a dead pid on this host, or an unreadable file older than a minute. */
@@ -50,7 +54,7 @@ async function staleReason(path: string): Promise<string | undefined> {
     const st = await stat(path).catch(() => undefined);
     return st && Date.now() - st.mtimeMs > 60_000 ? 'unreadable lock file older than a minute' : undefined;
   }
-  if (owner.host === hostname() && !processAlive(owner.pid)) {
+  if (owner.host === hostname() && !(await processAlive(owner.pid))) {
     return `process ${owner.pid} that held it since ${owner.since} is gone`;
   }
   return undefined;
