@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { lazyStringWidth } from './lazy-string-width.mjs';
 import { noHttp2 } from './no-http2.mjs';
+import { noPackageLookup } from './no-package-lookup.mjs';
 
 const root = join(import.meta.dirname, '..');
 const out = join(root, 'dist', 'sea');
@@ -23,7 +24,7 @@ await build({
   // ESM dependencies read import.meta.url; in the bundle it is the binary's own path.
   define: { 'import.meta.url': '__ferry_import_meta_url', 'import.meta.dirname': '__dirname' },
   banner: { js: 'const __ferry_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
-  plugins: [lazyStringWidth, noHttp2],
+  plugins: [lazyStringWidth, noHttp2, noPackageLookup],
   logLevel: 'warning',
 });
 const config = join(out, 'sea-config.json');
