@@ -21,9 +21,11 @@ await build({
   format: 'cjs',
   target: 'node22',
   outfile: bundle,
-  // ESM dependencies read import.meta.url; in the bundle it is the binary's own path.
+  // ESM dependencies read import.meta.url; in the bundle it is the binary's own path. The banner
+  // goes before esbuild's "use strict", which then no longer counts: it says it again first, or
+  // ferry's code (strict as ES modules, as bin/ferry runs it) would run in sloppy mode.
   define: { 'import.meta.url': '__ferry_import_meta_url', 'import.meta.dirname': '__dirname' },
-  banner: { js: 'const __ferry_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  banner: { js: '"use strict";\nconst __ferry_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
   plugins: [lazyStringWidth, noHttp2, noPackageLookup],
   logLevel: 'warning',
 });

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { Script } from 'node:vm';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ferry } from './helpers/cli.js';
@@ -62,5 +63,13 @@ describe('single-file binary (Node SEA)', () => {
         expect(r.stderr).not.toContain('readdirSync');
       }
     }
+  });
+
+  // esbuild's "use strict" came after the banner, where it is no directive: the binary ran ferry's
+  // code in sloppy mode (bin/ferry runs it as ES modules, always strict). A strict script may not
+  // hold a `with` statement; compiling runs nothing.
+  it('runs its bundle in strict mode, as bin/ferry runs the ES modules', async () => {
+    const bundle = await readFile(join(ROOT, 'dist', 'sea', 'ferry.cjs'), 'utf8');
+    expect(() => new Script(`${bundle}\nwith ({}) {}`)).toThrow(/strict mode/i);
   });
 });
