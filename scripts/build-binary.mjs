@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { lazyStringWidth } from './lazy-string-width.mjs';
 import { noHttp2 } from './no-http2.mjs';
+import { noPackageLookup } from './no-package-lookup.mjs';
 
 const root = join(import.meta.dirname, '..');
 const out = join(root, 'dist', 'sea');
@@ -20,10 +21,12 @@ await build({
   format: 'cjs',
   target: 'node22',
   outfile: bundle,
-  // ESM dependencies read import.meta.url; in the bundle it is the binary's own path.
+  // ESM dependencies read import.meta.url; in the bundle it is the binary's own path. The banner
+  // goes before esbuild's "use strict", which then no longer counts: it says it again first, or
+  // ferry's code (strict as ES modules, as bin/ferry runs it) would run in sloppy mode.
   define: { 'import.meta.url': '__ferry_import_meta_url', 'import.meta.dirname': '__dirname' },
-  banner: { js: 'const __ferry_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
-  plugins: [lazyStringWidth, noHttp2],
+  banner: { js: '"use strict";\nconst __ferry_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  plugins: [lazyStringWidth, noHttp2, noPackageLookup],
   logLevel: 'warning',
 });
 const config = join(out, 'sea-config.json');

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { lazyStringWidth } from './lazy-string-width.mjs';
 import { noHttp2 } from './no-http2.mjs';
+import { noPackageLookup } from './no-package-lookup.mjs';
 
 const root = join(import.meta.dirname, '..');
 
@@ -24,6 +25,6 @@ await build({
   // CommonJS dependencies (yargs' helpers, undici) call require(); give each chunk one.
   banner: { js: "import { createRequire as __ferryRequire } from 'node:module'; const require = __ferryRequire(import.meta.url);" },
   legalComments: 'none',
-  plugins: [lazyStringWidth, noHttp2],
+  plugins: [lazyStringWidth, noHttp2, noPackageLookup],
   logLevel: 'warning',
 });

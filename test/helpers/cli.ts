@@ -17,6 +17,8 @@ export interface RunOptions {
   wrap?: string[];
   /** Run this executable instead of bin/ferry (the single-file binary). */
   binary?: string;
+  /** Working directory (default: the test's). */
+  cwd?: string;
 }
 
 /** Runs the real CLI (bin/ferry -> dist) as a child process. */
@@ -36,6 +38,7 @@ export function start(args: string[], opts: RunOptions = {}): ChildProcess {
   // A binary run "with no node on PATH" must not inherit one either.
   return spawn(cmd!, [...pre, ...args], {
     env: opts.binary ? { ...opts.env } : { ...process.env, ...opts.env },
+    cwd: opts.cwd,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
 }
