@@ -3,11 +3,11 @@ import type { WriteStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 
 /** How much may be written between two background flushes. */
-const EVERY = 32 << 20;
+const EVERY = 16 << 20;
 
 /**
  * Asks the kernel to write a file's dirty pages out while more are being produced: an fdatasync
- * in the background every 32 MiB, so the fsync that publishing needs at the end finds little left
+ * in the background every 16 MiB, so the fsync that publishing needs at the end finds little left
  * to do (for a large archive it was a third of `save`'s time). Only a hint: errors are left for
  * that final fsync to report, and at most one runs at a time.
  */
