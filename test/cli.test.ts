@@ -435,19 +435,19 @@ describe.concurrent('tag', () => {
     const store = await storeWithAll();
     await ok(['tag', `${REPO}:plain`, 'example.com/app:1'], store);
     const r = await ok(['tag', `${REPO}:zstd`, 'example.com/app:1'], store);
-    expect(r.stderr).toContain(`example.com/app:1 named ${images.plain.digest} until now`);
-    expect(r.stderr).not.toContain('no other name');
+    expect(r.stdout).toContain(`example.com/app:1 named ${images.plain.digest} until now`);
+    expect(r.stdout).not.toContain('no other name');
     const moved = await ok(['tag', '--json', `${REPO}:docker`, 'example.com/app:1'], store);
     expect(JSON.parse(moved.stdout)).toEqual({ digest: images.docker.digest, name: 'example.com/app:1', previous: images.zstd.digest });
     // An image whose only name moves away is garbage from then on: the message says so.
     await ok(['tag', `${REPO}:plain`, 'example.com/app:2'], store);
     await ok(['rmi', `${REPO}:plain`], store);
     const orphan = await ok(['tag', `${REPO}:zstd`, 'example.com/app:2'], store);
-    expect(orphan.stderr).toContain(`example.com/app:2 named ${images.plain.digest} until now (it has no other name now: the next ferry gc or rmi deletes it)`);
+    expect(orphan.stdout).toContain(`example.com/app:2 named ${images.plain.digest} until now (it has no other name now: the next ferry gc or rmi deletes it)`);
     // The same image again: nothing moved, nothing said.
     const same = await ok(['tag', '--json', `${REPO}:zstd`, 'example.com/app:2'], store);
     expect(JSON.parse(same.stdout)).toEqual({ digest: images.zstd.digest, name: 'example.com/app:2' });
-    expect((await ok(['tag', `${REPO}:zstd`, 'example.com/app:2'], store)).stderr).not.toContain('until now');
+    expect((await ok(['tag', `${REPO}:zstd`, 'example.com/app:2'], store)).stdout).not.toContain('until now');
   });
 
   it('tag of an unknown source exits 2', async () => {
@@ -1314,7 +1314,43 @@ describe.concurrent('command line basics', () => {
   });
 });
 
+describe('results on stdout, status on stderr; -q keeps results', () => {
+  it('tag prints what it did on stdout, as rmi does, and -q keeps it', async () => {
+    const store = await storeWithAll();
+    for (const q of [[], ['-q']]) {
+      const tagged = await ok([...q, 'tag', `${REPO}:plain`, 'example.com/out:1'], store);
+      expect(tagged.stdout).toBe(`Tagged ${images.plain.digest} as example.com/out:1\n`);
+      expect(tagged.stderr).toBe('');
+      const untagged = await ok([...q, 'rmi', 'example.com/out:1'], store);
+      expect(untagged.stdout).toBe('Untagged: example.com/out:1\n');
+      expect(untagged.stderr).toBe('');
+    }
+  });
+
+  it('inventory -o FILE prints its summary with -q too, as save -o FILE does', async () => {
+    const store = await storeWithAll();
+    const file = join(await tempDir(), 'have.json');
+    const r = await ok(['-q', 'inventory', '-o', file], store);
+    expect(r.stdout).toMatch(new RegExp(`^${file}: \\d+ blobs, \\d+ manifests, 5 tags from store:`));
+    expect(r.stderr).toBe('');
+  });
+});
+
 describe('a reader that leaves early (| head)', () => {
+  it('a short output into a pipe closed before it is written exits 141 too, with the same line', async () => {
+    const store = await storeWithAll();
+    // Written in one go as the command ends: the EPIPE arrives after the command returned 0.
+    for (const args of [['images'], ['--json', 'images'], ['tag', `${REPO}:plain`, 'example.com/gone:1'], ['rmi', 'example.com/gone:1']]) {
+      const child = start(['--store', store, ...args]);
+      child.stdout!.destroy();
+      const r = await finish(child);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(141);
+      expect(r.stderr).toContain('ferry: error: standard output was closed before the output was complete');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+
   it('save -o - into a closed pipe exits 141, like a tool killed by SIGPIPE, with one line and no stack', async () => {
     const store = join(await tempDir(), 'store');
     expect((await ferry(['--store', store, 'copy', '-q', `oci:${TESTDATA}:layers`, 'layers:1'])).code).toBe(0);

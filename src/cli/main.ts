@@ -81,6 +81,10 @@ function trapSignals(): void {
 /** Exit status of a tool killed by SIGPIPE, which is what a shell expects after `| head`. */
 const CLOSED_STDOUT = 141;
 let stdoutClosed = false;
+/** Set once the command has returned: a closed stdout noticed after that is reported by the trap. */
+let finished = false;
+
+const CLOSED_STDOUT_MESSAGE = 'ferry: error: standard output was closed before the output was complete (EPIPE)';
 
 /**
  * `ferry save -o - | head -c 1000`: the reader left. Stop with the status of a tool killed by
@@ -91,6 +95,13 @@ function trapClosedStdout(): void {
     if (e.code !== 'EPIPE') throw e;
     if (stdoutClosed) return;
     stdoutClosed = true;
+    // A short output written in one go (`ferry images | true`) fails only after the command
+    // returned, with its exit status already set: that is still output nobody read.
+    if (finished) {
+      process.stderr.write(`${CLOSED_STDOUT_MESSAGE}\n`);
+      process.exitCode = CLOSED_STDOUT;
+      return;
+    }
     // Streams torn down by the abort can still report it with nobody listening; the reader is gone
     // and there is no one left to tell.
     process.on('uncaughtException', () => process.exit(CLOSED_STDOUT));
@@ -110,10 +121,7 @@ function trapClosedStderr(): void {
 }
 
 function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
-  if (stdoutClosed) {
-    process.stderr.write('ferry: error: standard output was closed before the output was complete (EPIPE)\n');
-    return CLOSED_STDOUT;
-  }
+  if (stdoutClosed) return CLOSED_STDOUT;
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
@@ -259,6 +267,8 @@ export async function run(): Promise<void> {
   trapClosedStdout();
   trapClosedStderr();
   const code = await main(hideBin(process.argv));
+  finished = true;
+  if (stdoutClosed) process.stderr.write(`${CLOSED_STDOUT_MESSAGE}\n`);
   process.exitCode = stdoutClosed ? CLOSED_STDOUT : code;
   // Pooled keep-alive connections would hold the process open.
   await closeRegistryClients().catch(() => {});

@@ -28,6 +28,6 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
     if (!args.output || args.output === '-') return printJson(inv);
     await publishBytes(args.output, JSON.stringify(inv, null, 2) + '\n');
     if (args.json) printJson({ output: args.output, sources: inv.sources, blobs: inv.blobs.length, manifests: inv.manifests.length, tags: Object.keys(inv.tags).length });
-    else if (!args.quiet) out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
+    else out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
   },
 };

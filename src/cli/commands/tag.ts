@@ -7,7 +7,7 @@ import { parseReference } from '../../oci/reference.js';
 import type { OciLayout } from '../../locations/layout.js';
 import type { TagName } from '../../types.js';
 import { defaultStoreDir, openStoreToChange, STORE_HINT, storeTagName } from '../../store.js';
-import { interrupt, printJson, registrySettings, status, type GlobalArgs } from '../context.js';
+import { interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   source: string;
@@ -42,9 +42,10 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
       await store.tag({ ...plainDescriptor(d), ...(Object.keys(annotations).length ? { annotations } : {}) }, name);
       await store.commit();
       const previous = before !== undefined && before !== d.digest ? before : undefined;
-      if (args.json) printJson({ digest: d.digest, name: name.name ?? name.tag, ...(previous ? { previous } : {}) });
-      status(args, `Tagged ${d.digest} as ${name.name}`);
-      if (previous) status(args, `${name.name} named ${previous} until now${await unnamedNote(store, previous)}`);
+      if (args.json) return printJson({ digest: d.digest, name: name.name ?? name.tag, ...(previous ? { previous } : {}) });
+      // What was done is the result (stdout, kept by -q), as rmi's `Untagged:` lines are.
+      out(`Tagged ${d.digest} as ${name.name}`);
+      if (previous) out(`${name.name} named ${previous} until now${await unnamedNote(store, previous)}`);
     } finally {
       await store.close();
     }
@@ -85,6 +86,6 @@ async function retagRemote(args: Args, both: boolean): Promise<void> {
   // Every platform and the index as they are: a retag must not narrow the image.
   const report = await copyImage({ source: args.source, destination: args.target, storeDir: args.store, platforms: 'all', registry: registrySettings(args), signal: interrupt.signal });
   const digest = report.images[0]!.digest;
-  if (args.json) printJson({ digest, name: args.target });
-  status(args, `Tagged ${digest} as ${args.target}`);
+  if (args.json) return printJson({ digest, name: args.target });
+  out(`Tagged ${digest} as ${args.target}`);
 }
