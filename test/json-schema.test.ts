@@ -165,6 +165,18 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
     await doc('export', ['export', 'x:1'], { code: 2 }); // --json with the tar on stdout
   });
 
+  it('save -o - prints no JSON on stdout, which carries the archive: not even the error line of a failure', async () => {
+    const s = ['--store', join(dir, 'store')];
+    const failed = await ferry(['--json', ...s, 'save', 'example.com/nothing:1', '-o', '-']);
+    expect(failed.code).toBe(2);
+    expect(failed.stdout).toBe('');
+    expect(failed.stderr).toContain('ferry: error: image "example.com/nothing:1" not found');
+    const saved = await ferry(['--json', ...s, 'save', 'example.com/app:1', '-o', '-']);
+    expect(saved.code, saved.stderr).toBe(0);
+    expect(saved.stdout).toContain('oci-layout');
+    expect(saved.stdout).not.toContain('"event"');
+  });
+
   describe.skipIf(!hasTool('docker-registry') || !hasTool('htpasswd'))('registry commands (docker-registry, ferry serve)', () => {
     let reg: RunningRegistry;
     let locked: RunningRegistry;

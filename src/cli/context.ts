@@ -98,6 +98,15 @@ export function status(args: GlobalArgs, line: string): void {
 }
 
 let resultPrinted = false;
+let stdoutIsData = false;
+
+/**
+ * `save -o -`: stdout carries the archive, so a failed --json run must not append an error line
+ * to it (the reader would take it for the archive's end); the error goes to stderr alone.
+ */
+export function stdoutCarriesData(): void {
+  stdoutIsData = true;
+}
 
 /** The last line of a --json run of a transfer command: `{"event":"result", …}` after the event lines. */
 export function printResult(value: object): void {
@@ -113,10 +122,10 @@ export function printJson(value: unknown): void {
 
 /**
  * A failed --json run ends with one error line on stdout, unless the command already printed its
- * result (verify and sync report their problems there, then exit non-zero).
+ * result (verify and sync report their problems there, then exit non-zero) or stdout is an archive.
  */
 export function printError(err: FerryError, exitCode = exitCodeFor(err)): void {
-  if (resultPrinted) return;
+  if (resultPrinted || stdoutIsData) return;
   process.stdout.write(JSON.stringify({ event: 'error', code: err.code, exitCode, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }) + '\n');
 }
 
