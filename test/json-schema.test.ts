@@ -166,7 +166,8 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
   });
 
   it('save -o - prints no JSON on stdout, which carries the archive: not even the error line of a failure', async () => {
-    const s = ['--store', join(dir, 'store')];
+    const s = ['--store', join(dir, 'save-stdout')];
+    expect((await ferry([...s, 'copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/app:1'])).code).toBe(0);
     const failed = await ferry(['--json', ...s, 'save', 'example.com/nothing:1', '-o', '-']);
     expect(failed.code).toBe(2);
     expect(failed.stdout).toBe('');
