@@ -165,6 +165,16 @@ describe('--json output validates against docs/schemas/ferry-output.schema.json'
     await doc('export', ['export', 'x:1'], { code: 2 }); // --json with the tar on stdout
   });
 
+  it('--json=true is --json for the error line too; --no-json after it turns it off', async () => {
+    const missing = ['--store', join(dir, 'none'), 'inspect', 'example.com/nothing:1'];
+    const on = await ferry(['--json=true', ...missing]);
+    expect(on.code).toBe(2);
+    checkError(on, JSON.parse(on.stdout));
+    const off = await ferry(['--json', '--no-json', ...missing]);
+    expect(off.code).toBe(2);
+    expect(off.stdout).toBe('');
+  });
+
   it('save -o - prints no JSON on stdout, which carries the archive: not even the error line of a failure', async () => {
     const s = ['--store', join(dir, 'save-stdout')];
     expect((await ferry([...s, 'copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/app:1'])).code).toBe(0);

@@ -196,6 +196,20 @@ function unknownFlag(argv: string[], cli: OptionsView): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether --json is on, read before yargs parses (a usage error stops it): `--json=true` too, and
+ * the last of `--json`/`--no-json` wins, as yargs has it.
+ */
+function jsonFlag(argv: string[]): boolean {
+  let on = false;
+  for (const a of argv) {
+    if (a === '--') break;
+    if (a === '--json' || a === '--json=true') on = true;
+    else if (a === '--no-json' || a === '--json=false') on = false;
+  }
+  return on;
+}
+
 export async function main(rawArgv: string[]): Promise<number> {
   const argv = joinDashValues(rawArgv);
   commandLine.splice(0, commandLine.length, ...rawArgv);
@@ -204,7 +218,7 @@ export async function main(rawArgv: string[]): Promise<number> {
     process.stdout.write('ferry completion\n\nPrint a bash/zsh completion script. Load it with: source <(ferry completion)\n');
     return 0;
   }
-  const flags = { debug: argv.includes('--debug'), json: argv.includes('--json') };
+  const flags = { debug: argv.includes('--debug'), json: jsonFlag(argv) };
   let failure: unknown;
   const cli = yargs(argv)
     .scriptName('ferry')
