@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join, relative } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -171,6 +171,27 @@ describe('dry-run plans: save', () => {
     const recompress = await ferry(['save', '--dry-run', '--compress-layers', 'zstd', baseRef(), '-o', out]);
     expect(recompress.code).toBe(2);
     expect(recompress.stderr).toContain('cannot plan --compress-layers');
+  });
+
+  it('refuses what the real save would: a missing output directory, a file in the path (volumes too); writes nothing', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'file'), 'x');
+    const cases: Array<[string[], string, number]> = [
+      [['-o', join(dir, 'missing', 'set.tar')], `cannot write ${join(dir, 'missing', 'set.tar')}: the directory ${join(dir, 'missing')} does not exist`, 7],
+      [['-o', join(dir, 'missing', 'set.tar'), '--volume-size', '256k'], `cannot write ${join(dir, 'missing', 'set.001.tar')}: the directory ${join(dir, 'missing')} does not exist`, 7],
+      [['-o', join(dir, 'file', 'set.tar.zst')], `ENOTDIR: ${join(dir, 'file', 'set.tar.zst')} (not a directory)`, 7],
+      [['-o', join(dir, 'file', 'set.tar'), '--volume-size', '256k'], `ENOTDIR: ${join(dir, 'file', 'set.001.tar')} (not a directory)`, 7],
+    ];
+    for (const [out, message, code] of cases) {
+      const dry = await ferry(['save', '--dry-run', baseRef(), ...out]);
+      const real = await ferry(['save', baseRef(), ...out]);
+      expect(real.code, real.stderr).toBe(code);
+      expect(real.stderr).toContain(message);
+      expect(dry.code, dry.stderr).toBe(code);
+      expect(dry.stderr).toBe(real.stderr);
+      expect(dry.stdout).toBe('');
+    }
+    expect(await readdir(dir)).toEqual(['file']);
   });
 
   it('--exclude-from: the plan shows the base layer as excluded and moves only the new one', async () => {

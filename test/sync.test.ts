@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { ArchiveSource } from '../src/archive/source.js';
 import { copy } from '../src/copy.js';
 import { OciLayout } from '../src/locations/layout.js';
@@ -851,6 +851,66 @@ describe.skipIf(!distribution)('sync counts each blob once per run, as its --dry
     // The library's report of a dry run carries the plan's totals, not each job's added up.
     expect((await sync(await loadSyncConfig(cfg), { dryRun: true })).blobs).toEqual(four);
     expect(await counts(['sync', '--config', cfg], env)).toEqual(four);
+  });
+});
+
+describe('sync --dry-run refuses what the real run would refuse before moving data', () => {
+  // The source is `ferry serve` (no distribution needed); the destinations are local.
+  let served: Served;
+  beforeAll(async () => {
+    served = await startServe(join(await tempDir(), 'served'), ['-q']);
+    await publish(served.host, 'up/app', 'plain', ['1']);
+  }, 60_000);
+  afterAll(async () => {
+    await closeRegistryClients();
+    await served?.stop();
+  });
+  const errors = (stderr: string) => stderr.split('\n').filter((l) => l.startsWith('ferry: '));
+
+  /** Runs sync with --dry-run, then for real: both fail with `code` and the same error; the dry run changes nothing in `dir`. */
+  async function refusedAlike(dir: string, dest: string[], code: number, message: string, store = join(dir, 'store')): Promise<void> {
+    const env = { FERRY_STATE_DIR: await tempDir() };
+    const args = ['--store', store, 'sync', `${served.host}/up/app`, ...dest];
+    const before = await readdir(dir, { recursive: true });
+    const dry = await ferry([...args, '--dry-run'], { env });
+    expect(await readdir(dir, { recursive: true })).toEqual(before);
+    const real = await ferry(args, { env });
+    expect(real.code, real.stderr).toBe(code);
+    expect(real.stderr).toContain(message);
+    expect(dry.code, dry.stderr).toBe(code);
+    expect(errors(dry.stderr)).toEqual(errors(real.stderr));
+  }
+
+  it('oci:DIR under a file, oci:FILE, and a layout whose index.json was lost', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'file'), 'x');
+    await refusedAlike(dir, [`oci:${join(dir, 'file', 'mirror')}`], 7, `ENOTDIR: ${join(dir, 'file', 'mirror')} (not a directory)`);
+    await refusedAlike(dir, [`oci:${join(dir, 'file')}`], 2, `${join(dir, 'file')} exists and is not a directory`);
+    const lost = await testdataCopy();
+    await rm(join(lost, 'index.json'));
+    const old = new Date(Date.now() - 3_600_000);
+    for (const p of ['oci-layout', 'blobs', 'blobs/sha256']) await utimes(join(lost, p), old, old);
+    await refusedAlike(lost, [`oci:${lost}`], 4, `${join(lost, 'index.json')} is missing, yet`);
+    // The store is a layout destination too.
+    await refusedAlike(lost, [], 4, `${join(lost, 'index.json')} is missing, yet`, lost);
+  });
+
+  it('an archive (one file or volumes) in a directory that does not exist', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'missing', 'app.tar');
+    const message = `cannot write ${file}: the directory ${join(dir, 'missing')} does not exist`;
+    await refusedAlike(dir, [file], 7, message);
+    await refusedAlike(dir, [file, '--volume-size', '1M'], 7, message);
+  });
+
+  it('a layout or archive that can be made still plans, and the dry run creates nothing', async () => {
+    const dir = await tempDir();
+    for (const dest of [`oci:${join(dir, 'new', 'mirror')}`, join(dir, 'app.tar')]) {
+      const r = await ferry(['sync', '--dry-run', `${served.host}/up/app`, dest], { env: { FERRY_STATE_DIR: await tempDir() } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('1 would copy');
+    }
+    expect(await readdir(dir)).toEqual([]);
   });
 });
 

@@ -13,14 +13,14 @@ import type { PlatformSelection } from '../oci/platform.js';
 import { defaultStoreDir, storeTagName } from '../store.js';
 import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
-import { ArchiveOutput, type ArchiveCompression, type MeasuredFile } from './output.js';
+import { ArchiveOutput, checkOutputDir, type ArchiveCompression, type MeasuredFile } from './output.js';
 import { outputCompression } from '../blob/compression.js';
 import { refuseOutputPattern } from './patterns.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
 import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
 import { ArchiveSource } from './source.js';
-import { describeVolume, listNumbers, VolumeWriter } from './volumes.js';
+import { describeVolume, listNumbers, VolumeWriter, volumePath } from './volumes.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from './writer.js';
 
 export interface SaveOptions {
@@ -152,6 +152,8 @@ async function runSave(
     } else {
       writer = new SingleWriter(await ArchiveOutput.toFile(o.output, out));
     }
+    // A dry run fails where the real run could not create its first file (volumes share its directory).
+    if (o.measure && o.output !== '-') await checkOutputDir(o.volumeSize !== undefined ? volumePath(o.output, 1) : o.output);
     sink = new ArchiveSink(writer, { format: o.format ?? 'docker', signal: o.signal, deltaBase: o.exclude ? o.deltaBase ?? 'an inventory' : undefined });
     const named = new Map<string, { digest: string; image: string }>();
     for (const [i, src] of opened.entries()) {

@@ -1,10 +1,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { link, lstat, rename, unlink } from 'node:fs/promises';
+import { access, constants, link, lstat, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError } from '../errors.js';
+import { FerryError, toFerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { isSpecialFile, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from '../blob/early-sync.js';
@@ -51,6 +51,23 @@ export async function refuseExisting(path: string, force: boolean | undefined, n
       hint: noForceFlag ? 'choose another name, or delete the file first' : 'pass --force to replace it, or choose another name',
     });
   }
+}
+
+/**
+ * For dry runs: refuses an output file whose temp file the real run could not create beside it (a
+ * missing directory, a file in the way, no write permission), with the real run's error.
+ */
+export async function checkOutputDir(dest: string): Promise<void> {
+  const dir = dirname(dest);
+  const errno = (code: string) => toFerryError(Object.assign(new Error(code), { code, path: dest }));
+  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${dest}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
+    throw errno(e.code ?? 'EIO');
+  });
+  if (!st.isDirectory()) throw errno('ENOTDIR');
+  await access(dir, constants.W_OK).catch(() => {
+    throw errno('EACCES');
+  });
 }
 
 function outputError(e: unknown, where: string): unknown {

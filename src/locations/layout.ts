@@ -15,6 +15,7 @@ import type { FetchOptions, PutOptions, Referrer, Sink, Source, TagName } from '
 import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { someNames } from '../util/list.js';
+import { checkCanMake } from '../util/can-make.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
@@ -121,6 +122,25 @@ export class OciLayout implements Source, Sink {
     }
     if (opts.create) await layout.registerWriter();
     return layout;
+  }
+
+  /**
+   * For dry runs: refuses what open({ create: true }) would refuse before any data moves (a path
+   * that is not a directory or lies under a file, a layout whose index.json was lost, a directory
+   * that cannot be written), with the same errors, while writing nothing and taking no lock.
+   */
+  static async checkCreate(dir: string, opts: Pick<OpenLayoutOptions, 'indexMayBeMissing'> = {}): Promise<void> {
+    const layout = new OciLayout(dir, 0);
+    const there = await stat(dir).catch(() => undefined);
+    if (!there) return checkCanMake(dir);
+    if (!there.isDirectory()) {
+      throw new FerryError('USAGE', `${dir} exists and is not a directory: an OCI image layout is a directory`, { hint: 'choose another path' });
+    }
+    if (await stat(join(dir, 'oci-layout')).then(() => true, () => false)) await layout.checkHeader();
+    if (!opts.indexMayBeMissing) await layout.refuseLostIndex();
+    await access(dir, constants.W_OK);
+    const blobs = join(dir, 'blobs', 'sha256');
+    if (await stat(blobs).then(() => true, () => false)) await access(blobs, constants.W_OK);
   }
 
   /** After a failed run into a layout this open created: undone while it holds nothing. */

@@ -90,13 +90,13 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   const dir = dirname(path);
   const stageDir = join(dir, `.${basename(path)}.ferry-sync`);
   let release: (() => Promise<void>) | undefined;
-  if (!o.dryRun) {
-    await access(dir, constants.W_OK).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
-      throw new FerryError('IO', `cannot write ${path}: ${dir} is not writable (${e.code})`);
-    });
-    release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
-  }
+  // Checked in dry runs too (the run would refuse it before moving anything); the lock is not
+  // taken there: a dry run must not hold up a real one.
+  await access(dir, constants.W_OK).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
+    throw new FerryError('IO', `cannot write ${path}: ${dir} is not writable (${e.code})`);
+  });
+  if (!o.dryRun) release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
   try {
     await file.prepare(!o.dryRun);
   } catch (e) {

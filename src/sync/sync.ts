@@ -162,6 +162,8 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
   const repo = repositoryName(src);
   const nameFor = (tag: string): TagName => ({ tag, name: `${repo}:${tag}` });
   let layout: OciLayout;
+  // A dry run refuses what the real run's open would, before planning anything.
+  if (dryRun) await OciLayout.checkCreate(dir);
   try {
     layout = await OciLayout.open(dir, { create: !dryRun });
   } catch (e) {
