@@ -118,10 +118,14 @@ describe('PATH[:REF] with colons on either side', () => {
 });
 
 describe('layout lock (G4)', () => {
-  it('G4: a stale lock from a killed process is broken, with a message', async () => {
+  /**
+   * A layout whose index lock names process `pid`: an edit breaks it (else, a live holder, it
+   * waits 1 s and fails LOCKED), with a warning, and adds its entry.
+   */
+  async function expectLockBroken(pid: number): Promise<string> {
     const dir = join(await tempDir(), 'l');
-    const layout = await OciLayout.open(dir, { create: true });
-    await writeFile(join(dir, 'index.json.lock'), JSON.stringify({ pid: deadPid(), host: (await import('node:os')).hostname(), since: 'then' }));
+    const layout = await OciLayout.open(dir, { create: true, lockTimeoutMs: 1000 });
+    await writeFile(join(dir, 'index.json.lock'), JSON.stringify({ pid, host: (await import('node:os')).hostname(), since: 'then' }));
     const warnings: string[] = [];
     setWarningSink((m) => warnings.push(m));
     try {
@@ -131,6 +135,11 @@ describe('layout lock (G4)', () => {
     }
     expect(warnings.join('\n')).toMatch(/broke a stale lock .*index\.json\.lock: process \d+ .* is gone/);
     expect((await layout.entries()).map((e) => e.tag)).toEqual(['x']);
+    return dir;
+  }
+
+  it('G4: a stale lock from a killed process is broken, with a message', async () => {
+    const dir = await expectLockBroken(deadPid());
     expect(await readdir(dir)).not.toContain('index.json.lock');
   });
 
@@ -142,19 +151,7 @@ describe('layout lock (G4)', () => {
       const zombie = Number((await new Promise<Buffer>((ok) => parent.stdout!.once('data', ok))).toString().trim());
       for (let i = 0; i < 50 && !(await readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')).includes(') Z'); i++) await new Promise((r) => setTimeout(r, 20));
       expect(await readFile(`/proc/${zombie}/stat`, 'utf8')).toContain(') Z');
-      const dir = join(await tempDir(), 'l');
-      // Without the zombie check, a live holder: waited for 1 s, then LOCKED.
-      const layout = await OciLayout.open(dir, { create: true, lockTimeoutMs: 1000 });
-      await writeFile(join(dir, 'index.json.lock'), JSON.stringify({ pid: zombie, host: (await import('node:os')).hostname(), since: 'then' }));
-      const warnings: string[] = [];
-      setWarningSink((m) => warnings.push(m));
-      try {
-        await layout.editIndex((m) => addRoot(m, d(1), { tag: 'x' }));
-      } finally {
-        setWarningSink((m) => process.stderr.write(m + '\n'));
-      }
-      expect(warnings.join('\n')).toMatch(/broke a stale lock .*index\.json\.lock: process \d+ .* is gone/);
-      expect((await layout.entries()).map((e) => e.tag)).toEqual(['x']);
+      await expectLockBroken(zombie);
     } finally {
       parent.kill();
     }

@@ -119,28 +119,28 @@ describe.skipIf(!distribution)("bearer tokens expire by ferry's own clock (token
     expect(await counting(async () => void (await Promise.all([head(c), head(c), head(c), head(c)])))).toEqual({ tokens: 1, refusals: 0 });
   });
 
-  it('a request cancelled while it waits on a shared renewal does not cancel the renewal for the others', async () => {
+  /** A client whose token has run out, and a request of it that renews, cancelled 100 ms into a 400 ms renewal. */
+  const cancelledDuringRenewal = async () => {
     const c = client();
     await head(c);
     at(400);
     reg.tokenServer!.setDelay(400);
     const cancelled = new AbortController();
     const first = c.request({ method: 'HEAD', path: `/v2/expiry/app/blobs/${small.digest}`, scopes: ['repository:expiry/app:pull'], signal: cancelled.signal });
-    const counted = counting(() => head(c));
     setTimeout(() => cancelled.abort(new Error('cancelled by the test')), 100);
-    await expect(first).rejects.toThrow('cancelled by the test');
+    return { c, first: expect(first).rejects.toThrow('cancelled by the test') };
+  };
+
+  it('a request cancelled while it waits on a shared renewal does not cancel the renewal for the others', async () => {
+    const { c, first } = await cancelledDuringRenewal();
+    const counted = counting(() => head(c));
+    await first;
     expect(await counted).toEqual({ tokens: 1, refusals: 0 });
   });
 
   it('a renewal every waiter gave up on is cancelled, and the next request starts a new one', async () => {
-    const c = client();
-    await head(c);
-    at(400);
-    reg.tokenServer!.setDelay(400);
-    const cancelled = new AbortController();
-    const first = c.request({ method: 'HEAD', path: `/v2/expiry/app/blobs/${small.digest}`, scopes: ['repository:expiry/app:pull'], signal: cancelled.signal });
-    setTimeout(() => cancelled.abort(new Error('cancelled by the test')), 100);
-    await expect(first).rejects.toThrow('cancelled by the test');
+    const { c, first } = await cancelledDuringRenewal();
+    await first;
     reg.tokenServer!.setDelay(0);
     expect(await counting(() => head(c))).toEqual({ tokens: 1, refusals: 0 });
   });
