@@ -1037,3 +1037,41 @@ describe('sync configuration files', () => {
     await expect(capital.jobs()).rejects.toThrow(`${capital.cfg}:1:1: unknown key "X-defaults"`);
   });
 });
+
+describe.skipIf(!distribution || !hasTool('strace'))('sync into a layout writes index.json in batches, not once per tag', () => {
+  const TAGS = 30;
+  const tags = Array.from({ length: TAGS }, (_, i) => tagName(i));
+  const fx = proxiedRegistry((host) => publish(host, 'batch/app', 'plain', tags));
+
+  /** Runs ferry under strace; returns the result and how many times index.json was renamed into `dir`. */
+  async function countIndexWrites(args: string[], dir: string) {
+    const trace = join(await tempDir(), 'trace');
+    const res = await ferry(args, { wrap: ['strace', '-f', '-qq', '-e', 'trace=rename,renameat,renameat2', '-o', trace] });
+    const lines = (await readFile(trace, 'utf8')).split('\n');
+    return { res, writes: lines.filter((l) => l.includes(`"${join(dir, 'index.json')}"`)).length };
+  }
+
+  it(`a sync of ${TAGS} tags into the store renames index.json a few times, and names every tag`, async () => {
+    const store = join(await tempDir(), 'store');
+    const { res, writes } = await countIndexWrites(['--store', store, 'sync', '--json', `${fx.reg.host}/batch/app`], store);
+    expect(res.code, res.stderr).toBe(0);
+    // Was one write per tag (30); now at the end, and every 2 s on a slow run.
+    expect(writes).toBeGreaterThanOrEqual(1);
+    expect(writes).toBeLessThanOrEqual(3);
+    const names = (await (await OciLayout.open(store)).entries()).map((e) => e.name).sort();
+    expect(names).toEqual(tags.map((t) => `${fx.reg.host}/batch/app:${t}`));
+    // Tags copied several at once are still reported in tag order.
+    expect(JSON.parse(res.stdout).jobs[0].copied).toEqual(tags);
+  });
+
+  it(`a sync of ${TAGS} tags into an archive stages them with a few index.json writes`, async () => {
+    const dir = await tempDir();
+    const stage = join(dir, '.out.tar.ferry-sync');
+    const { res, writes } = await countIndexWrites(['sync', '-q', `${fx.reg.host}/batch/app`, join(dir, 'out.tar')], stage);
+    expect(res.code, res.stderr).toBe(0);
+    expect(writes).toBeLessThanOrEqual(4);
+    const archive = await ArchiveSource.open(join(dir, 'out.tar'));
+    expect(archive.images().flatMap((i) => i.names.map((n) => n.tag)).sort()).toEqual(tags);
+    await archive.close();
+  });
+});

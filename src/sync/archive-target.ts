@@ -231,6 +231,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     sink,
     label: path,
     nameFor,
+    batchCommits: !o.dryRun,
     currentDigest: async (tag) => current.get(tag),
     expected: (tag) => current.get(tag),
     remember: () => {},
