@@ -40,13 +40,13 @@ export async function walk(
   },
   o: FetchOptions = {},
 ): Promise<void> {
-  const go = async (d: Descriptor, depth: number): Promise<void> => {
+  const go = async (d: Descriptor, depth: number, read?: Promise<ParsedDocument>): Promise<void> => {
     if (depth > MAX_INDEX_DEPTH) {
       throw new FerryError('TOO_LARGE', `index nesting below ${root.digest} exceeds limit of ${MAX_INDEX_DEPTH} levels`);
     }
     let doc;
     try {
-      doc = await readDocument(src, d, o);
+      doc = await (read ?? readDocument(src, d, o));
     } catch (e) {
       if (!visit.onMissing || !isFerryError(e, 'NOT_FOUND')) throw e;
       visit.onMissing(d);
@@ -56,8 +56,9 @@ export async function walk(
     await visit.onDocument?.(node);
     if (doc.kind === 'index') {
       const children = visit.choose ? visit.choose(node) : doc.index.manifests;
-      for (const c of children) {
-        if (isManifestLike(c.mediaType)) await go(c, depth + 1);
+      const reads = prefetch(src, children, depth + 1, o);
+      for (const [i, c] of children.entries()) {
+        if (isManifestLike(c.mediaType)) await go(c, depth + 1, reads[i]);
         else await visit.onBlob?.(c, node);
       }
     } else {
@@ -69,4 +70,30 @@ export async function walk(
     }
   };
   await go(root, 0);
+}
+
+/** Child manifests of one index read at once (a 6-platform index cost 6 round trips in a row). */
+const PREFETCH = 8;
+
+/**
+ * Starts reading an index's child manifests, PREFETCH at a time, so the walk (which visits them in
+ * order) waits for one round trip, not one per platform. A source read as one stream gets none.
+ */
+function prefetch(src: Source, children: Descriptor[], depth: number, o: FetchOptions): Array<Promise<ParsedDocument> | undefined> {
+  if (src.sequential || depth > MAX_INDEX_DEPTH) return [];
+  const out: Array<Promise<ParsedDocument> | undefined> = [];
+  const slots: Array<Promise<unknown>> = [];
+  for (const c of children) {
+    if (!isManifestLike(c.mediaType)) {
+      out.push(undefined);
+      continue;
+    }
+    const before = slots.length >= PREFETCH ? slots[slots.length - PREFETCH] : undefined;
+    const read = (before ?? Promise.resolve()).then(() => readDocument(src, c, o));
+    // Settled by the walk, which may stop first (a failure before it, a missing manifest).
+    read.catch(() => {});
+    slots.push(read.catch(() => {}));
+    out.push(read);
+  }
+  return out;
 }

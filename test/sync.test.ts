@@ -1075,3 +1075,34 @@ describe.skipIf(!distribution || !hasTool('strace'))('sync into a layout writes 
     await archive.close();
   });
 });
+
+describe.skipIf(!distribution)('an index\'s platform manifests are read at once, not one round trip each', () => {
+  const fx = proxiedRegistry((host) => publish(host, 'idx/app', 'multi', ['m']));
+
+  it('a pull of a 3-manifest index asks for every child before the first answer arrives; a sync too', async () => {
+    const arrivals: number[] = [];
+    const DELAY = 300;
+    // The index is fetched by tag; its children by digest, each held DELAY ms: read one by one,
+    // they would arrive at least DELAY ms apart.
+    fx.proxy.setRule((q) => {
+      if (q.method !== 'GET' || !/\/manifests\/sha256:/.test(q.url)) return undefined;
+      arrivals.push(Date.now());
+      return { delayMs: DELAY };
+    });
+    try {
+      const dir = await tempDir();
+      const pull = await ferry(['copy', '-q', `docker://${fx.proxy.host}/idx/app:m`, `oci:${join(dir, 'pulled')}:m`]);
+      expect(pull.code, pull.stderr).toBe(0);
+      expect(arrivals).toHaveLength(3);
+      expect(Math.max(...arrivals) - Math.min(...arrivals)).toBeLessThan(DELAY / 2);
+      arrivals.length = 0;
+      const synced = await ferry(['--store', join(dir, 'store'), 'sync', '-q', `${fx.proxy.host}/idx/app`]);
+      expect(synced.code, synced.stderr).toBe(0);
+      // The sync GETs the index by digest too, then its 3 children at once.
+      expect(arrivals).toHaveLength(4);
+      expect(Math.max(...arrivals.slice(1)) - Math.min(...arrivals.slice(1))).toBeLessThan(DELAY / 2);
+    } finally {
+      fx.proxy.setRule(undefined);
+    }
+  });
+});
