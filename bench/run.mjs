@@ -390,6 +390,52 @@ async function archiveWorkloads() {
   return rows;
 }
 
+/**
+ * Latency- and count-bound work (`--only-many`): a pull of 60 layers of 100 KiB-2 MiB, and a sync
+ * of a 100-tag repository (3 small layers each, one shared) into an empty store and an archive,
+ * beside skopeo (a pull; a sync into a dir:).
+ */
+async function manyWorkloads() {
+  const { startDistribution } = await import('../test/helpers/registry.ts');
+  const { copy } = await import('../dist/copy.js');
+  const { OciLayout } = await import('../dist/locations/layout.js');
+  const { openRepository, closeRegistryClients } = await import('../dist/locations/registry/pool.js');
+  const { parseReference } = await import('../dist/oci/reference.js');
+  const reg = await startDistribution();
+  const rows = [];
+  try {
+    const src = join(work, 'many-layers');
+    const sizes = Array.from({ length: 60 }, (_, i) => (100 << 10) + Math.floor((((i * 7919) % 60) / 60) * (1948 << 10)));
+    await makeLayout(src, [{ tag: 'bench', layers: sizes }]);
+    const mb = sizes.reduce((a, b) => a + b, 0) / 2 ** 20;
+    await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${reg.host}/many/layers:1`]);
+    const ref = `docker://${reg.host}/many/layers:1`;
+    const pull = [['ferry', (dst) => [FERRY, ['copy', '-q', ref, `oci:${dst}:bench`]]]];
+    if (has('skopeo')) pull.push(['skopeo', (dst) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', ref, `oci:${dst}:bench`]]]);
+    rows.push(...(await workload(`pull 60 layers of 0.1-2 MiB`, freshDirs('many-pull'), pull)).map((r) => ({ ...r, mb })));
+    const images = join(work, 'many-images');
+    const base = Buffer.alloc(300 << 10, 1);
+    await makeLayout(images, Array.from({ length: 100 }, (_, i) => ({ tag: `t${i}`, layers: [base, 50 << 10, 20 << 10] })));
+    const layout = await OciLayout.open(images);
+    for (let i = 0; i < 100; i++) await copy(layout, openRepository(parseReference(`${reg.host}/many/app`)), [{ ref: `t${i}`, names: [{ tag: `t${i}` }] }]);
+    await closeRegistryClients();
+    const repo = `${reg.host}/many/app`;
+    const store = [['ferry', (dst) => [FERRY, ['--store', dst, 'sync', '-q', repo]]]];
+    if (has('skopeo')) store.push(['skopeo (dir:)', (dst) => ['skopeo', ['sync', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', repo, dst]]]);
+    rows.push(...(await workload('sync 100 small tags into an empty store', freshDirs('many-store'), store)).map((r) => ({ ...r, noThroughput: true })));
+    const archive = [['ferry', (dst) => [FERRY, ['sync', '-q', '--no-state', repo, `${dst}.tar`]]]];
+    const fresh = freshDirs('many-archive');
+    rows.push(...(await workload('sync 100 small tags into a new archive', async () => {
+      const d = await fresh();
+      await rm(`${d}.tar`, { force: true });
+      return d;
+    }, archive)).map((r) => ({ ...r, noThroughput: true })));
+  } finally {
+    await reg.stop();
+  }
+  return rows;
+}
+
 const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
   const rows = [];
@@ -398,7 +444,10 @@ try {
   const onlyWan = process.argv.includes('--only-wan');
   const onlyExport = process.argv.includes('--only-export') || onlyArchive;
   const totalMB = LAYERS * LAYER_MB;
-  if (onlyWan) {
+  const onlyMany = process.argv.includes('--only-many');
+  if (onlyMany) {
+    rows.push(...(await manyWorkloads()));
+  } else if (onlyWan) {
     rows.push(...(await wanWorkload()));
   } else if (onlySync) {
     const { startDistribution } = await import('../test/helpers/registry.ts');
@@ -420,8 +469,8 @@ try {
     if (has('docker-registry') && has('openssl')) rows.push(...(await wanWorkload()));
     if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
   }
-  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync && !onlyWan) rows.push(...(await exportWorkloads()));
-  if (!process.argv.includes('--no-archive') && !onlySync && !onlyWan && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
+  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync && !onlyWan && !onlyMany) rows.push(...(await exportWorkloads()));
+  if (!process.argv.includes('--no-archive') && !onlySync && !onlyWan && !onlyMany && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [
