@@ -294,6 +294,19 @@ describe('terminal progress drawn on a small terminal (Screen)', () => {
     expect(screen.text()[3]).toBe('333333333333: Complete 30.0MB');
   });
 
+  it('a terminal shorter than the blobs in flight: the frame keeps to its rows, the rest counted', () => {
+    const screen = new Screen(80, 4);
+    const p = copying(screen, 10 * MB);
+    advance(p, 20 * MB);
+    expect(screen.text()).toEqual([
+      `111111111111: Copying [${'='.repeat(19)}>${' '.repeat(10)}] 20.0MB/30.0MB`,
+      '(2 more)',
+      expect.stringMatching(/^Total: 60\.0MB\/90\.0MB /),
+    ]);
+    complete(p);
+    expect(screen.text().slice(0, 3)).toEqual(['111111111111: Complete 30.0MB', '222222222222: Complete 30.0MB', '333333333333: Complete 30.0MB']);
+  });
+
   it('never clears the screen from the frame\'s first row (tmux would keep a copy of each frame in its scrollback)', () => {
     const screen = new Screen(80);
     const p = copying(screen, 1 * MB);

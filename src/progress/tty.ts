@@ -125,11 +125,15 @@ export class TtyProgress {
     // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
     // fit, finished rows are printed one last time above the others and left behind.
     // A pty that was never sized (`script`, some CI runners) reports 0 rows and columns: unknown.
-    const over = this.live.length + 1 - Math.max(2, (this.out.rows || 24) - 1);
+    const room = Math.max(2, (this.out.rows || 24) - 1);
+    const over = this.live.length + 1 - room;
     const leaving = over > 0 ? this.live.filter((r) => FINAL.has(r.state)).slice(0, over) : [];
     this.live = this.live.filter((r) => !leaving.includes(r));
+    // Still more blobs in flight than a very short terminal has rows: the rest are only counted.
+    const shown = this.live.length + 1 > room ? this.live.slice(0, room - 2) : this.live;
     const width = this.out.columns || 120;
-    const lines = [...leaving, ...this.live].map((r) => this.line(r, width));
+    const lines = [...leaving, ...shown].map((r) => this.line(r, width));
+    if (shown.length < this.live.length) lines.push(`(${this.live.length - shown.length} more)`);
     lines.push(totalLine);
     const cut = lines.map((l) => l.slice(0, width - 1));
     let frame = this.backUp() + this.overwrite(cut, width);
