@@ -49,8 +49,8 @@ export class TtyProgress {
   private live: Row[] = [];
   /** The lines of the last frame still on screen, below which the cursor stands. */
   private drawn: string[] = [];
-  /** Rows of an erased frame below the cursor that nothing has written over yet. */
-  private stale = 0;
+  /** The cursor went back over the last frame: what is left of it below the new one goes. */
+  private overdrawn = false;
   private timer?: NodeJS.Timeout;
   private readonly started = Date.now();
   private queued = 0;
@@ -136,22 +136,23 @@ export class TtyProgress {
     if (shown.length < this.live.length) lines.push(`(${this.live.length - shown.length} more)`);
     lines.push(totalLine);
     const cut = lines.map((l) => l.slice(0, width - 1));
-    let frame = this.backUp() + this.overwrite(cut, width);
-    if (this.stale > 0) frame += '\x1b[J';
-    this.stale = 0;
+    let frame = this.backUp() + this.overwrite(cut);
+    // Cleared below the new frame, never from its top (see overwrite()).
+    if (this.overdrawn) frame += '\x1b[J';
+    this.overdrawn = false;
     this.out.write(frame);
     this.drawn = cut.slice(leaving.length);
   }
 
   /**
-   * Moves the cursor back to the first row of the last frame, whose rows are now stale. A terminal
-   * made narrower since rewraps those lines into more rows: count the rows they take now.
+   * Moves the cursor back to the first row of the last frame. A terminal made narrower since
+   * rewraps those lines into more rows: count the rows they take now.
    */
   private backUp(): string {
     if (!this.drawn.length) return '';
     const up = rowsAt(this.drawn, this.out.columns || 120);
     this.drawn = [];
-    this.stale = up;
+    this.overdrawn = true;
     return `\x1b[${up}A\r`;
   }
 
@@ -160,8 +161,8 @@ export class TtyProgress {
    * from the frame's top: some terminals (tmux) push a screen cleared from its first row into the
    * scrollback, one copy per frame.
    */
-  private overwrite(lines: string[], width: number): string {
-    this.stale -= rowsAt(lines, width);
+  private overwrite(lines: string[]): string {
+    const width = this.out.columns || 120;
     return lines.map((l) => `\x1b[2K${l}${l.length % width ? '\x1b[K' : ''}\n`).join('');
   }
 
@@ -171,8 +172,7 @@ export class TtyProgress {
    */
   print(text: string): void {
     if (!this.drawn.length) return void this.out.write(text);
-    const width = this.out.columns || 120;
-    this.out.write(this.backUp() + this.overwrite(text.replace(/\n$/, '').split('\n'), width));
+    this.out.write(this.backUp() + this.overwrite(text.replace(/\n$/, '').split('\n')));
     this.draw();
   }
 
