@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -6,9 +7,12 @@ import { FERRY, ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { TESTDATA, tempDir } from './helpers/fs.js';
 import { makeLayout } from './helpers/images.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
 import { startDistribution } from './helpers/registry.js';
+import { startServe } from './helpers/serve.js';
 import { hasTool } from './helpers/tools.js';
 import { TtyProgress } from '../src/progress/tty.js';
+import { Screen } from './helpers/screen.js';
 
 describe('progress and machine-readable output', () => {
   it('--json: one JSON event per line, ending with the result object', async () => {
@@ -114,6 +118,40 @@ describe('progress and machine-readable output', () => {
     });
   });
 
+  it.skipIf(!hasTool('tmux'))('a retry printed during the display stays whole, above the bars (tmux)', async () => {
+    const src = join(await tempDir(), 'src');
+    const [img] = await makeLayout(src, [{ tag: 'big', layers: [16 << 20, 1 << 20] }]);
+    const served = await startServe(await tempDir());
+    const proxy = await startFaultProxy(served.host);
+    try {
+      expect((await ferry(['copy', `oci:${src}:big`, `docker://${served.host}/p/big:1`])).code).toBe(0);
+      const small = img!.layers[1]!.digest;
+      // The big layer is still coming in (~2 s) when the small one's first answer, a 503, arrives.
+      proxy.setRate(8 << 20);
+      proxy.setRule((req, count) => (req.method === 'GET' && req.url.endsWith(small) && count === 0 ? { delayMs: 700, status: 503 } : undefined));
+      const screen = await inTmux(`FERRY_RETRY_BACKOFF_MS=20 ${FERRY} --store ${await tempDir()} pull ${proxy.host}/p/big:1`);
+      expect(screen).toContain('EXIT=0');
+      expect(screen).toMatch(new RegExp(`^ferry: retrying http://${proxy.host}/v2/p/big/blobs/${small} in \\S+ s \\(.*, attempt 1\\)$`, 'm'));
+      expectEachBlobOnce(screen, 3);
+      expect(screen).toMatch(/^Total: 17\.\dMB\/17\.\dMB /m);
+    } finally {
+      await proxy.stop();
+      await served.stop();
+    }
+  });
+
+  it.skipIf(!hasTool('script'))('TERM=dumb on a terminal: one plain line per state change, no escape sequences', async () => {
+    const dir = await tempDir();
+    const typescript = join(dir, 'typescript');
+    const run = (term: string | undefined, dst: string) => execFileSync('script', ['-qec', `${FERRY} copy oci:${TESTDATA}:layers oci:${join(dir, dst)}:x`, typescript], { env: { ...process.env, TERM: term }, stdio: 'ignore' });
+    run('dumb', 'd');
+    const dumb = await readFile(typescript, 'utf8');
+    expect(dumb).toMatch(/^[0-9a-f]{12}: Complete \(/m);
+    expect(dumb).not.toContain('\x1b[');
+    run('xterm', 'x');
+    expect(await readFile(typescript, 'utf8')).toContain('\x1b[2K');
+  });
+
   it('off a terminal: load prints one plain line per blob', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'big', layers: [5 << 20] }]);
@@ -129,7 +167,7 @@ describe('progress and machine-readable output', () => {
   });
 });
 
-/** Runs a shell command in a detached tmux window; returns the screen and scrollback once it exits. */
+/** Runs a shell command in a detached tmux window; returns the screen and scrollback (wrapped lines joined) once it exits. */
 async function inTmux(command: string, o: { height?: number } = {}): Promise<string> {
   const session = `ferry-progress-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '140', '-y', String(o.height ?? 30), `${command}; echo EXIT=$?; sleep 30`]);
@@ -137,7 +175,7 @@ async function inTmux(command: string, o: { height?: number } = {}): Promise<str
     let screen = '';
     for (let i = 0; i < 300 && !screen.includes('EXIT='); i++) {
       await sleep(100);
-      screen = execFileSync('tmux', ['capture-pane', '-p', '-S', '-', '-t', session]).toString();
+      screen = execFileSync('tmux', ['capture-pane', '-p', '-J', '-S', '-', '-t', session]).toString().replace(/ +$/gm, '');
     }
     return screen;
   } finally {
@@ -166,5 +204,117 @@ describe('terminal progress on a pty that reports no size', () => {
     const lines = written.replace(/\x1b\[[0-9]*[A-Z]/g, '').split('\n').filter(Boolean);
     expect(lines[0]).toBe('abababababab: Complete 271B');
     expect(lines[1]).toMatch(/^Total: 271B\/271B .* ETA \S+$/);
+  });
+});
+
+describe('terminal progress drawn on a small terminal (Screen)', () => {
+  const digest = (i: number) => `sha256:${String(i).repeat(64)}` as const;
+  const MB = 1_000_000;
+  /** Three blobs of 30MB started, each `done` bytes along, drawn at once (finish() stops the timer). */
+  function copying(screen: Screen, done: number): TtyProgress {
+    const p = new TtyProgress(screen.stream);
+    p.onEvent({ type: 'queued', blobs: 3, bytes: 90 * MB });
+    for (let i = 1; i <= 3; i++) p.onEvent({ type: 'blob-start', digest: digest(i), size: 30 * MB });
+    advance(p, done);
+    return p;
+  }
+  function advance(p: TtyProgress, done: number): void {
+    for (let i = 1; i <= 3; i++) p.onEvent({ type: 'blob-progress', digest: digest(i), bytes: done, size: 30 * MB });
+    (p as unknown as { draw(): void }).draw();
+  }
+  function complete(p: TtyProgress): void {
+    for (let i = 1; i <= 3; i++) p.onEvent({ type: 'blob-done', digest: digest(i), size: 30 * MB });
+    p.finish();
+  }
+
+  it('a line printed during the display (a warning, a retry) stays above it, whole, and the bars below', () => {
+    const screen = new Screen(60, 20);
+    screen.write('Pulling example.com/app:1\n');
+    const p = copying(screen, 5 * MB);
+    p.print('ferry: warning: a warning long enough to be wrapped by a terminal of sixty columns\n');
+    advance(p, 10 * MB);
+    p.print('ferry: retrying http://127.0.0.1:5000/v2/app/blobs/sha256:1111 in 0.4 s\n');
+    complete(p);
+    screen.write('Digest: sha256:abc\n');
+    expect(screen.text()).toEqual([
+      'Pulling example.com/app:1',
+      'ferry: warning: a warning long enough to be wrapped by a ter',
+      'minal of sixty columns',
+      'ferry: retrying http://127.0.0.1:5000/v2/app/blobs/sha256:11',
+      '11 in 0.4 s',
+      '111111111111: Complete 30.0MB',
+      '222222222222: Complete 30.0MB',
+      '333333333333: Complete 30.0MB',
+      expect.stringMatching(/^Total: 90\.0MB\/90\.0MB \S+\/s ETA \S+$/),
+      'Digest: sha256:abc',
+    ]);
+  });
+
+  it('printing before the first frame and after finish() writes the text as it is', () => {
+    const screen = new Screen(80);
+    const p = new TtyProgress(screen.stream);
+    p.print('before\n');
+    p.onEvent({ type: 'blob-start', digest: digest(1), size: 10 });
+    p.onEvent({ type: 'blob-done', digest: digest(1), size: 10 });
+    p.finish();
+    p.print('after\n');
+    expect(screen.text()).toEqual(['before', '111111111111: Complete 10B', expect.stringMatching(/^Total: 10B\/10B /), 'after']);
+  });
+
+  it('a narrow terminal: the bar narrows, then goes, and the sizes stay in view; no line wraps', () => {
+    for (const [columns, bar] of [[100, 30], [60, 21], [50, 11], [45, 0], [30, 0]] as const) {
+      const screen = new Screen(columns);
+      const p = copying(screen, 10 * MB);
+      const line = screen.text()[0]!;
+      expect(line.length, line).toBeLessThan(columns);
+      const filled = Math.floor(bar / 3);
+      if (bar) expect(line).toBe(`111111111111: Copying [${'='.repeat(filled - 1)}>${' '.repeat(bar - filled)}] 10.0MB/30.0MB`);
+      else expect(line).toBe('111111111111: Copying 10.0MB/30.0MB'.slice(0, columns - 1));
+      complete(p);
+      expect(screen.text().slice(0, 3)).toEqual(['111111111111: Complete 30.0MB', '222222222222: Complete 30.0MB', '333333333333: Complete 30.0MB']);
+    }
+  });
+
+  it('a terminal made narrower mid-transfer: the rewrapped frame is cleared, no piece of it left behind', () => {
+    const screen = new Screen(100);
+    screen.write('line above\n');
+    const p = copying(screen, 10 * MB);
+    screen.resize(40);
+    advance(p, 20 * MB);
+    expect(screen.text()).toEqual([
+      'line above',
+      '111111111111: Copying 20.0MB/30.0MB',
+      '222222222222: Copying 20.0MB/30.0MB',
+      '333333333333: Copying 20.0MB/30.0MB',
+      expect.stringMatching(/^Total: 60\.0MB\/90\.0MB \S+\/s ETA/),
+    ]);
+    screen.resize(100);
+    complete(p);
+    expect(screen.text(), screen.text().join('\n')).toHaveLength(5);
+    expect(screen.text()[3]).toBe('333333333333: Complete 30.0MB');
+  });
+
+  it('a terminal shorter than the blobs in flight: the frame keeps to its rows, the rest counted', () => {
+    const screen = new Screen(80, 4);
+    const p = copying(screen, 10 * MB);
+    advance(p, 20 * MB);
+    expect(screen.text()).toEqual([
+      `111111111111: Copying [${'='.repeat(19)}>${' '.repeat(10)}] 20.0MB/30.0MB`,
+      '(2 more)',
+      expect.stringMatching(/^Total: 60\.0MB\/90\.0MB /),
+    ]);
+    complete(p);
+    expect(screen.text().slice(0, 3)).toEqual(['111111111111: Complete 30.0MB', '222222222222: Complete 30.0MB', '333333333333: Complete 30.0MB']);
+  });
+
+  it('never clears the screen from the frame\'s first row (tmux would keep a copy of each frame in its scrollback)', () => {
+    const screen = new Screen(80);
+    const p = copying(screen, 1 * MB);
+    advance(p, 2 * MB);
+    p.print('ferry: warning: w\n');
+    complete(p);
+    // eslint-disable-next-line no-control-regex
+    expect(screen.written).not.toMatch(/\x1b\[[0-9]+A\r?\x1b\[J/);
+    expect(screen.written).toContain('\x1b[');
   });
 });

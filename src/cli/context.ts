@@ -23,9 +23,26 @@ export function registrySettings(args: GlobalArgs): RegistrySettings {
     insecure: args.insecure,
     plainHttp: args['plain-http'],
     timeoutMs: args.timeout === undefined ? undefined : args.timeout * 1000, // checked as --timeout was read (numbers.ts)
-    debug: args.debug ? (line) => process.stderr.write(`ferry: debug: ${line}\n`) : undefined,
-    onRetry: args.quiet || args.json ? undefined : (r) => process.stderr.write(`ferry: retrying ${r.url} in ${(r.delayMs / 1000).toFixed(1)} s (${r.reason}, attempt ${r.attempt})\n`),
+    debug: args.debug ? (line) => stderrLine(`ferry: debug: ${line}`) : undefined,
+    onRetry: args.quiet || args.json ? undefined : (r) => stderrLine(`ferry: retrying ${r.url} in ${(r.delayMs / 1000).toFixed(1)} s (${r.reason}, attempt ${r.attempt})`),
   };
+}
+
+/** The live progress drawn on stderr, while there is one. */
+let live: TtyProgress | undefined;
+
+/** A line on stderr; while live progress is drawn there, above it, so neither overwrites the other. */
+export function stderrLine(line: string): void {
+  if (live) live.print(`${line}\n`);
+  else process.stderr.write(`${line}\n`);
+}
+
+/**
+ * Live bars only where a cursor can be moved: stderr is a terminal, and not one that says it
+ * cannot (`TERM=dumb`: Emacs shells, some CI consoles).
+ */
+function drawsLive(): boolean {
+  return process.stderr.isTTY === true && process.env.TERM !== 'dumb';
 }
 
 export type ProgressPrinter = ((e: ProgressEvent) => void) & { done: () => void };
@@ -41,9 +58,15 @@ export function progressPrinter(args: GlobalArgs): ProgressPrinter {
       if (e.type !== 'blob-progress' && e.type !== 'read') process.stdout.write(JSON.stringify({ event: e.type, ...e, type: undefined }) + '\n');
     }, { done: () => {} });
   }
-  if (!args.quiet && process.stderr.isTTY) {
+  if (!args.quiet && drawsLive()) {
     const tty = new TtyProgress();
-    return Object.assign(tty.onEvent, { done: () => tty.finish() });
+    live = tty;
+    return Object.assign(tty.onEvent, {
+      done: () => {
+        tty.finish();
+        if (live === tty) live = undefined;
+      },
+    });
   }
   return Object.assign((e: ProgressEvent) => {
     const id = 'digest' in e ? shortDigest(e.digest) : '';
@@ -94,7 +117,7 @@ export function printReferrer(i: { digest: string; subject?: string; artifactTyp
 
 /** Progress and status lines go to stderr so stdout stays parseable. */
 export function status(args: GlobalArgs, line: string): void {
-  if (!args.quiet && !args.json) process.stderr.write(line + '\n');
+  if (!args.quiet && !args.json) stderrLine(line);
 }
 
 let resultPrinted = false;

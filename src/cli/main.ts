@@ -1,7 +1,8 @@
 import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeFor, FerryError, toFerryError } from '../errors.js';
-import { commandLine, interrupt, printError } from './context.js';
+import { commandLine, interrupt, printError, stderrLine } from './context.js';
+import { setWarningSink } from '../log.js';
 import { VERSION } from '../version.js';
 import { numberOption } from './numbers.js';
 import { closeRegistryClients } from '../locations/registry-transport.js';
@@ -278,6 +279,7 @@ export async function main(rawArgv: string[]): Promise<number> {
 
 export async function run(): Promise<void> {
   trapSignals();
+  setWarningSink((m) => stderrLine(`ferry: warning: ${m}`));
   trapClosedStdout();
   trapClosedStderr();
   const code = await main(hideBin(process.argv));

@@ -17,12 +17,18 @@ interface Row {
 }
 
 const BAR = 30;
+/** Narrower than this, a bar says little: the line keeps only the sizes. */
+const MIN_BAR = 10;
 const FRAME_MS = 100;
 
+function bar(done: number, total: number, cells: number): string {
+  const filled = total > 0 ? Math.min(cells, Math.floor((done / total) * cells)) : cells;
+  return `[${'='.repeat(Math.max(0, filled - 1))}${filled > 0 ? '>' : ''}${' '.repeat(cells - filled)}]`;
+}
 
-function bar(done: number, total: number): string {
-  const filled = total > 0 ? Math.min(BAR, Math.floor((done / total) * BAR)) : BAR;
-  return `[${'='.repeat(Math.max(0, filled - 1))}${filled > 0 ? '>' : ''}${' '.repeat(BAR - filled)}]`;
+/** Screen rows `lines` take at `width` columns once a terminal rewraps them (after a resize). */
+function rowsAt(lines: string[], width: number): number {
+  return lines.reduce((n, l) => n + Math.max(1, Math.ceil(l.length / width)), 0);
 }
 
 function eta(seconds: number): string {
@@ -41,7 +47,10 @@ export class TtyProgress {
   private readonly rows = new Map<Digest, Row>();
   /** Rows still redrawn; finished ones leave from the top when the screen is full. */
   private live: Row[] = [];
-  private drawn = 0;
+  /** The lines of the last frame still on screen, below which the cursor stands. */
+  private drawn: string[] = [];
+  /** The cursor went back over the last frame: what is left of it below the new one goes. */
+  private overdrawn = false;
   private timer?: NodeJS.Timeout;
   private readonly started = Date.now();
   private queued = 0;
@@ -80,8 +89,13 @@ export class TtyProgress {
     }, FRAME_MS);
   }
 
-  private line(r: Row): string {
-    if (r.state === 'Copying') return `${r.id}: Copying ${bar(r.bytes, r.size)} ${humanSize(r.bytes)}/${humanSize(r.size)}`;
+  /** Fits `width`: the bar narrows, then goes, so the sizes stay in view. */
+  private line(r: Row, width: number): string {
+    if (r.state === 'Copying') {
+      const sizes = `${humanSize(r.bytes)}/${humanSize(r.size)}`;
+      const cells = Math.min(BAR, width - 1 - `${r.id}: Copying [] ${sizes}`.length);
+      return cells < MIN_BAR ? `${r.id}: Copying ${sizes}` : `${r.id}: Copying ${bar(r.bytes, r.size, cells)} ${sizes}`;
+    }
     return `${r.id}: ${r.state}${r.state === 'Complete' ? ` ${humanSize(r.size)}` : ''}`;
   }
 
@@ -111,22 +125,62 @@ export class TtyProgress {
     // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
     // fit, finished rows are printed one last time above the others and left behind.
     // A pty that was never sized (`script`, some CI runners) reports 0 rows and columns: unknown.
-    const over = this.live.length + 1 - Math.max(2, (this.out.rows || 24) - 1);
+    const room = Math.max(2, (this.out.rows || 24) - 1);
+    const over = this.live.length + 1 - room;
     const leaving = over > 0 ? this.live.filter((r) => FINAL.has(r.state)).slice(0, over) : [];
     this.live = this.live.filter((r) => !leaving.includes(r));
-    const lines = [...leaving, ...this.live].map((r) => this.line(r));
-    lines.push(totalLine);
+    // Still more blobs in flight than a very short terminal has rows: the rest are only counted.
+    const shown = this.live.length + 1 > room ? this.live.slice(0, room - 2) : this.live;
     const width = this.out.columns || 120;
-    let frame = this.drawn > 0 ? `\x1b[${this.drawn}A` : '';
-    for (const l of lines) frame += `\x1b[2K${l.slice(0, width - 1)}\n`;
+    const lines = [...leaving, ...shown].map((r) => this.line(r, width));
+    if (shown.length < this.live.length) lines.push(`(${this.live.length - shown.length} more)`);
+    lines.push(totalLine);
+    const cut = lines.map((l) => l.slice(0, width - 1));
+    let frame = this.backUp() + this.overwrite(cut);
+    // Cleared below the new frame, never from its top (see overwrite()).
+    if (this.overdrawn) frame += '\x1b[J';
+    this.overdrawn = false;
     this.out.write(frame);
-    this.drawn = this.live.length + 1;
+    this.drawn = cut.slice(leaving.length);
   }
 
-  /** Draws the final state and stops redrawing. */
+  /**
+   * Moves the cursor back to the first row of the last frame. A terminal made narrower since
+   * rewraps those lines into more rows: count the rows they take now.
+   */
+  private backUp(): string {
+    if (!this.drawn.length) return '';
+    const up = rowsAt(this.drawn, this.out.columns || 120);
+    this.drawn = [];
+    this.overdrawn = true;
+    return `\x1b[${up}A\r`;
+  }
+
+  /**
+   * `lines`, each clearing what was on the rows it takes. Not a clear to the end of the screen
+   * from the frame's top: some terminals (tmux) push a screen cleared from its first row into the
+   * scrollback, one copy per frame.
+   */
+  private overwrite(lines: string[]): string {
+    const width = this.out.columns || 120;
+    return lines.map((l) => `\x1b[2K${l}${l.length % width ? '\x1b[K' : ''}\n`).join('');
+  }
+
+  /**
+   * Prints `text` (whole lines: a warning, a retry, a status line) above the live lines, which are
+   * drawn again below it, so that neither overwrites the other.
+   */
+  print(text: string): void {
+    if (!this.drawn.length) return void this.out.write(text);
+    this.out.write(this.backUp() + this.overwrite(text.replace(/\n$/, '').split('\n')));
+    this.draw();
+  }
+
+  /** Draws the final state and stops redrawing; what is printed afterwards goes below it. */
   finish(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.rows.size || this.read) this.draw();
+    this.drawn = [];
   }
 }

@@ -21,7 +21,7 @@ export function hasTool(name: string): boolean {
 }
 
 function debianPackage(tool: string): string {
-  return tool === 'docker-registry' ? 'docker-registry' : tool;
+  return tool === 'script' ? 'bsdutils' : tool;
 }
 
 export function isRoot(): boolean {
