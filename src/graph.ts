@@ -56,10 +56,14 @@ export async function walk(
     await visit.onDocument?.(node);
     if (doc.kind === 'index') {
       const children = visit.choose ? visit.choose(node) : doc.index.manifests;
-      const reads = prefetch(src, children, depth + 1, o);
-      for (const [i, c] of children.entries()) {
-        if (isManifestLike(c.mediaType)) await go(c, depth + 1, reads[i]);
-        else await visit.onBlob?.(c, node);
+      const ahead = src.sequential || depth + 1 > MAX_INDEX_DEPTH ? undefined : readAhead(src, children, o);
+      try {
+        for (const [i, c] of children.entries()) {
+          if (isManifestLike(c.mediaType)) await go(c, depth + 1, ahead?.take(i));
+          else await visit.onBlob?.(c, node);
+        }
+      } finally {
+        ahead?.stop();
       }
     } else {
       await visit.onBlob?.(doc.manifest.config, node);
@@ -76,24 +80,32 @@ export async function walk(
 const PREFETCH = 8;
 
 /**
- * Starts reading an index's child manifests, PREFETCH at a time, so the walk (which visits them in
- * order) waits for one round trip, not one per platform. A source read as one stream gets none.
+ * Reads an index's child manifests ahead of the walk, which visits them in order: taking child i
+ * starts the reads of the next PREFETCH - 1, so a 6-platform index waits one round trip, not six,
+ * while at most PREFETCH documents are read and not yet visited (a manifest may be 4 MiB), and
+ * nothing more is asked once the walk stops (a failure, a missing manifest).
  */
-function prefetch(src: Source, children: Descriptor[], depth: number, o: FetchOptions): Array<Promise<ParsedDocument> | undefined> {
-  if (src.sequential || depth > MAX_INDEX_DEPTH) return [];
-  const out: Array<Promise<ParsedDocument> | undefined> = [];
-  const slots: Array<Promise<unknown>> = [];
-  for (const c of children) {
-    if (!isManifestLike(c.mediaType)) {
-      out.push(undefined);
-      continue;
-    }
-    const before = slots.length >= PREFETCH ? slots[slots.length - PREFETCH] : undefined;
-    const read = (before ?? Promise.resolve()).then(() => readDocument(src, c, o));
-    // Settled by the walk, which may stop first (a failure before it, a missing manifest).
-    read.catch(() => {});
-    slots.push(read.catch(() => {}));
-    out.push(read);
-  }
-  return out;
+function readAhead(src: Source, children: Descriptor[], o: FetchOptions): { take(i: number): Promise<ParsedDocument> | undefined; stop(): void } {
+  const started = new Map<number, Promise<ParsedDocument>>();
+  let next = 0;
+  let stopped = false;
+  return {
+    take(i) {
+      for (next = Math.max(next, i); !stopped && next < Math.min(children.length, i + PREFETCH); next++) {
+        const c = children[next]!;
+        if (!isManifestLike(c.mediaType)) continue;
+        const read = readDocument(src, c, o);
+        // Settled by the walk when it gets there; it may stop first.
+        read.catch(() => {});
+        started.set(next, read);
+      }
+      const read = started.get(i);
+      started.delete(i);
+      return read;
+    },
+    stop() {
+      stopped = true;
+      started.clear();
+    },
+  };
 }

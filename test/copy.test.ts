@@ -1,8 +1,9 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ANNOTATION_SOURCE_INDEX, copy } from '../src/copy.js';
-import { readDocument } from '../src/graph.js';
+import { readDocument, walk } from '../src/graph.js';
 import { OciLayout } from '../src/locations/layout.js';
 import { parsePlatformSelection } from '../src/oci/platform.js';
 import { verifyLayout } from '../src/verify.js';
@@ -174,5 +175,51 @@ describe('copy engine', () => {
     expect(events).toContain('blob-start');
     expect(events).toContain('blob-done');
     expect(r.blobs.bytesCopied).toBeGreaterThan(0);
+  });
+});
+
+describe("an index walk reads its children's manifests ahead, within bounds", () => {
+  /** A layout whose index blob lists `n` images' manifests; returns those and the index. */
+  async function wideIndex(n: number) {
+    const dir = join(await tempDir(), 'wide');
+    const made = await makeLayout(dir, Array.from({ length: n }, (_, i) => ({ tag: `t${i}`, layers: [Buffer.from(`layer ${i}`)] })));
+    const body = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: made.map((m) => m.manifest) });
+    const hex = createHash('sha256').update(body).digest('hex');
+    await writeFile(join(dir, 'blobs', 'sha256', hex), body);
+    const index = { mediaType: 'application/vnd.oci.image.index.v1+json', digest: `sha256:${hex}` as never, size: Buffer.byteLength(body) };
+    return { dir, manifests: made.map((m) => m.manifest.digest as string), index };
+  }
+
+  /** The layout as a source whose fetches are recorded. */
+  async function recorded(dir: string) {
+    const layout = await OciLayout.open(dir);
+    const fetched: string[] = [];
+    const fetch = layout.fetch.bind(layout);
+    layout.fetch = (d, o) => (fetched.push(d.digest), fetch(d, o));
+    return { layout, fetched };
+  }
+
+  it('reads manifests from the one it visits to at most 7 past it, each once', async () => {
+    const { dir, manifests, index } = await wideIndex(30);
+    const { layout, fetched } = await recorded(dir);
+    let whileOnFirst = -1;
+    await walk(layout, index, {
+      onDocument: async (n) => {
+        if (n.descriptor.digest !== manifests[0]) return;
+        await new Promise((r) => setTimeout(r, 100));
+        whileOnFirst = fetched.filter((d) => manifests.includes(d)).length;
+      },
+    });
+    expect(whileOnFirst).toBe(8);
+    expect(fetched.filter((d) => manifests.includes(d))).toEqual(manifests);
+  });
+
+  it('asks for nothing more once the walk has failed', async () => {
+    const { dir, manifests, index } = await wideIndex(30);
+    await rm(join(dir, 'blobs', 'sha256', manifests[2]!.slice('sha256:'.length)));
+    const { layout, fetched } = await recorded(dir);
+    expect((await failure(walk(layout, index, {}))).code).toBe('NOT_FOUND');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(fetched.filter((d) => manifests.includes(d)).length).toBeLessThanOrEqual(10);
   });
 });
