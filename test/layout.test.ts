@@ -144,12 +144,13 @@ describe('layout lock (G4)', () => {
   });
 
   it('G4: a lock held by a killed process its parent has not reaped yet (a zombie) is broken too', async () => {
-    // `sleep 0` ends at once, and its parent, now `sleep 30` after exec, never reaps it.
+    // The background `sleep 1` ends after its shell has become `sleep 30` (exec), which never
+    // reaps it. (A child ending at once may be reaped by the shell before the exec.)
     const { spawn } = await import('node:child_process');
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const parent = spawn('sh', ['-c', 'sleep 1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       const zombie = Number((await new Promise<Buffer>((ok) => parent.stdout!.once('data', ok))).toString().trim());
-      for (let i = 0; i < 50 && !(await readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')).includes(') Z'); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 150 && !(await readFile(`/proc/${zombie}/stat`, 'utf8').catch(() => '')).includes(') Z'); i++) await new Promise((r) => setTimeout(r, 20));
       expect(await readFile(`/proc/${zombie}/stat`, 'utf8')).toContain(') Z');
       await expectLockBroken(zombie);
     } finally {
