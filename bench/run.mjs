@@ -436,6 +436,55 @@ async function manyWorkloads() {
   return rows;
 }
 
+/**
+ * What no client can beat (`--only-floors`): curl pushing the layer blob in one monolithic PUT and
+ * pulling it (then `sync FILE`), nothing hashed, beside ferry and skopeo on the same registry. On
+ * 2 shared cores the push floor is distribution's: session 15 measured curl at 0.66-0.77x skopeo.
+ */
+async function floorWorkloads() {
+  if (!has('docker-registry') || !has('curl')) return [];
+  const { startDistribution } = await import('../test/helpers/registry.ts');
+  const src = join(work, 'floor-src');
+  const [img] = await makeLayout(src, [{ tag: 'bench', layers: [LAYER_MB << 20] }]);
+  const layer = img.layers[0];
+  const blob = join(src, 'blobs', 'sha256', layer.digest.slice('sha256:'.length));
+  const reg = await startDistribution();
+  const rows = [];
+  try {
+    let n = 0;
+    const cold = () => rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
+    const repo = async () => {
+      await cold();
+      return `${reg.host}/floor/r${n++}`;
+    };
+    // POST for an upload, then the whole blob in the closing PUT.
+    const curlPush = 'loc=$(curl -sf -D - -o /dev/null -X POST "http://$1/v2/$2/blobs/uploads/" | tr -d "\\r" | sed -n "s/^[Ll]ocation: //p"); case "$loc" in http*) ;; *) loc="http://$1$loc";; esac; curl -sf -o /dev/null -X PUT -H "content-type: application/octet-stream" -T "$3" "$loc&digest=$4"';
+    const push = [
+      ['curl (one PUT, no hashing)', (r) => ['sh', ['-c', curlPush, 'sh', reg.host, r.slice(reg.host.length + 1), blob, layer.digest]]],
+      ['ferry', (r) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${r}:1`]]],
+    ];
+    if (has('skopeo')) push.push(['skopeo', (r) => ['skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${r}:1`]]]);
+    rows.push(...(await workload(`floor: push (${LAYER_MB} MiB)`, repo, push)).map((r) => ({ ...r, mb: LAYER_MB })));
+    const seeded = `${reg.host}/floor/seed`;
+    await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}:1`]);
+    const out = freshDirs('floor-pull');
+    const pull = [
+      ['curl, then sync FILE', (d) => ['sh', ['-c', 'curl -sf -o "$1" "http://$2/v2/floor/seed/blobs/$3" && sync "$1"', 'sh', `${d}.blob`, reg.host, layer.digest]]],
+      ['ferry', (d) => [FERRY, ['copy', '-q', `docker://${seeded}:1`, `oci:${d}:bench`]]],
+    ];
+    if (has('skopeo')) pull.push(['skopeo', (d) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${seeded}:1`, `oci:${d}:bench`]]]);
+    rows.push(...(await workload(`floor: pull (${LAYER_MB} MiB)`, async () => {
+      await cold();
+      const d = await out();
+      await rm(`${d}.blob`, { force: true });
+      return d;
+    }, pull)).map((r) => ({ ...r, mb: LAYER_MB })));
+  } finally {
+    await reg.stop();
+  }
+  return rows;
+}
+
 const work = await mkdtemp(join(tmpdir(), 'ferry-bench-'));
 try {
   const rows = [];
@@ -445,7 +494,10 @@ try {
   const onlyExport = process.argv.includes('--only-export') || onlyArchive;
   const totalMB = LAYERS * LAYER_MB;
   const onlyMany = process.argv.includes('--only-many');
-  if (onlyMany) {
+  const onlyFloors = process.argv.includes('--only-floors');
+  if (onlyFloors) {
+    rows.push(...(await floorWorkloads()));
+  } else if (onlyMany) {
     rows.push(...(await manyWorkloads()));
   } else if (onlyWan) {
     rows.push(...(await wanWorkload()));
@@ -469,8 +521,8 @@ try {
     if (has('docker-registry') && has('openssl')) rows.push(...(await wanWorkload()));
     if (has('docker-registry') && has('skopeo') && !process.argv.includes('--no-serve')) rows.push(...(await serverWorkloads()));
   }
-  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync && !onlyWan && !onlyMany) rows.push(...(await exportWorkloads()));
-  if (!process.argv.includes('--no-archive') && !onlySync && !onlyWan && !onlyMany && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
+  if (!process.argv.includes('--no-export') && !onlyArchive && !onlySync && !onlyWan && !onlyMany && !onlyFloors) rows.push(...(await exportWorkloads()));
+  if (!process.argv.includes('--no-archive') && !onlySync && !onlyWan && !onlyMany && !onlyFloors && (onlyArchive || !process.argv.includes('--only-export'))) rows.push(...(await archiveWorkloads()));
 
   const machine = `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${execFileSync(join(ROOT, 'node_modules', '.bin', 'node'), ['--version']).toString().trim()}`;
   const lines = [
