@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ferry, finish, start } from './helpers/cli.js';
+import { ferry, start } from './helpers/cli.js';
 import { bytesUnder, presentBlobs, runAndKill } from './helpers/crash.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { TESTDATA, tempDir, tempFilesIn } from './helpers/fs.js';
@@ -431,7 +431,8 @@ describe('a store written by a killed run (catalogue F2, I7)', () => {
     expect((await ferry(['--store', store, 'import', '--dir', rootfs, 'example.com/keep:1'])).code).toBe(0);
     // Waits on stdin that never ends, with the store open: the kill lands mid-import.
     const child = start(['--store', store, 'import', '-', 'example.com/killed:1']);
-    const done = finish(child);
+    // Not finish(): it ends stdin, and the import would then fail and tidy up before the kill.
+    const done = new Promise<{ signal: NodeJS.Signals | null }>((resolve) => child.on('close', (_code, signal) => resolve({ signal })));
     while ((await writerMarkers(store)).length === 0) await sleep(5);
     child.kill('SIGKILL');
     expect((await done).signal).toBe('SIGKILL');
