@@ -62,6 +62,17 @@ function freshDirs(prefix) {
   };
 }
 
+/** freshDirs for runs that write a file beside the path (`PATH.tar`): the last run's file goes too. */
+function freshWithFile(prefix, suffix) {
+  const next = freshDirs(prefix);
+  let last;
+  return async () => {
+    if (last) await rm(`${last}${suffix}`, { force: true });
+    last = await next();
+    return last;
+  };
+}
+
 async function workload(name, prepare, tools) {
   const results = [];
   for (const [tool, run] of tools) {
@@ -88,19 +99,26 @@ async function measureTool(name, tool, prepare, run) {
   return { workload: name, tool, median: median(times), rss: Math.max(...rss) };
 }
 
+/** skopeo's blob-info cache would let it mount blobs it saw before: runs compare cold. */
+const coldSkopeo = () => rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
+
+/** A new repository per run (`HOST/PREFIX/rN`), skopeo's cache emptied first. */
+function freshRepos(host, prefix) {
+  let n = 0;
+  return async () => {
+    await coldSkopeo();
+    return `${host}/${prefix}/r${n++}`;
+  };
+}
+
 /** Push to and pull from Debian's distribution registry, ferry beside skopeo. */
 async function registryWorkloads(src, totalMB) {
   const { startDistribution } = await import('../test/helpers/registry.ts');
   const reg = await startDistribution();
   const rows = [];
   try {
-    let n = 0;
-    // skopeo's blob-info cache would let it mount blobs it saw before: compare cold runs.
-    const cold = () => rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
-    const repo = async () => {
-      await cold();
-      return `${reg.host}/bench/r${n++}`;
-    };
+    const cold = coldSkopeo;
+    const repo = freshRepos(reg.host, 'bench');
     const pushTools = [['ferry', (r) => [FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${r}:1`]]]];
     if (has('skopeo')) pushTools.push(['skopeo', (r) => ['skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${src}:bench`, `docker://${r}:1`]]]);
     rows.push(...(await workload(`push oci -> registry (${totalMB} MiB)`, repo, pushTools)));
@@ -424,12 +442,7 @@ async function manyWorkloads() {
     if (has('skopeo')) store.push(['skopeo (dir:)', (dst) => ['skopeo', ['sync', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', repo, dst]]]);
     rows.push(...(await workload('sync 100 small tags into an empty store', freshDirs('many-store'), store)).map((r) => ({ ...r, noThroughput: true })));
     const archive = [['ferry', (dst) => [FERRY, ['sync', '-q', '--no-state', repo, `${dst}.tar`]]]];
-    const fresh = freshDirs('many-archive');
-    rows.push(...(await workload('sync 100 small tags into a new archive', async () => {
-      const d = await fresh();
-      await rm(`${d}.tar`, { force: true });
-      return d;
-    }, archive)).map((r) => ({ ...r, noThroughput: true })));
+    rows.push(...(await workload('sync 100 small tags into a new archive', freshWithFile('many-archive', '.tar'), archive)).map((r) => ({ ...r, noThroughput: true })));
   } finally {
     await reg.stop();
   }
@@ -451,12 +464,8 @@ async function floorWorkloads() {
   const reg = await startDistribution();
   const rows = [];
   try {
-    let n = 0;
-    const cold = () => rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
-    const repo = async () => {
-      await cold();
-      return `${reg.host}/floor/r${n++}`;
-    };
+    const cold = coldSkopeo;
+    const repo = freshRepos(reg.host, 'floor');
     // POST for an upload, then the whole blob in the closing PUT.
     const curlPush = 'loc=$(curl -sf -D - -o /dev/null -X POST "http://$1/v2/$2/blobs/uploads/" | tr -d "\\r" | sed -n "s/^[Ll]ocation: //p"); case "$loc" in http*) ;; *) loc="http://$1$loc";; esac; curl -sf -o /dev/null -X PUT -H "content-type: application/octet-stream" -T "$3" "$loc&digest=$4"';
     const push = [
@@ -467,18 +476,13 @@ async function floorWorkloads() {
     rows.push(...(await workload(`floor: push (${LAYER_MB} MiB)`, repo, push)).map((r) => ({ ...r, mb: LAYER_MB })));
     const seeded = `${reg.host}/floor/seed`;
     await runAsync(FERRY, ['copy', '-q', `oci:${src}:bench`, `docker://${seeded}:1`]);
-    const out = freshDirs('floor-pull');
+    const out = freshWithFile('floor-pull', '.blob');
     const pull = [
       ['curl, then sync FILE', (d) => ['sh', ['-c', 'curl -sf -o "$1" "http://$2/v2/floor/seed/blobs/$3" && sync "$1"', 'sh', `${d}.blob`, reg.host, layer.digest]]],
       ['ferry', (d) => [FERRY, ['copy', '-q', `docker://${seeded}:1`, `oci:${d}:bench`]]],
     ];
     if (has('skopeo')) pull.push(['skopeo', (d) => ['skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${seeded}:1`, `oci:${d}:bench`]]]);
-    rows.push(...(await workload(`floor: pull (${LAYER_MB} MiB)`, async () => {
-      await cold();
-      const d = await out();
-      await rm(`${d}.blob`, { force: true });
-      return d;
-    }, pull)).map((r) => ({ ...r, mb: LAYER_MB })));
+    rows.push(...(await workload(`floor: pull (${LAYER_MB} MiB)`, async () => (await cold(), out()), pull)).map((r) => ({ ...r, mb: LAYER_MB })));
   } finally {
     await reg.stop();
   }
