@@ -77,6 +77,11 @@ export function unreachableHost(e: unknown): string | undefined {
   return undefined;
 }
 
+/** `path` cannot be written because its directory does not exist. */
+export function missingDirectory(path: string, cause?: unknown): FerryError {
+  return new FerryError('IO', `cannot write ${path}: the directory ${dirname(path)} does not exist`, { cause, hint: 'create the directory first, or write somewhere else' });
+}
+
 export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
   return e instanceof FerryError && (code === undefined || e.code === code);
 }
@@ -105,7 +110,7 @@ export function toFerryError(e: unknown): FerryError {
         const dir = dirname(path);
         return existsSync(dir)
           ? new FerryError('IO', `cannot write ${path}: no file can be created in ${dir}`, { cause: e, hint: 'write somewhere else' })
-          : new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { cause: e, hint: 'create the directory first, or write somewhere else' });
+          : missingDirectory(path, e);
       }
       const where = path ? ` ${path}` : '';
       const hint =

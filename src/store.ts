@@ -40,6 +40,11 @@ export async function openStoreToChange(dir: string = defaultStoreDir(), o: { re
   });
 }
 
+/** What rmi and tag say of an image in a store that does not exist (openStoreToChange gave none). */
+export function imageWithoutStore(image: string, dir: string = defaultStoreDir()): FerryError {
+  return new FerryError('NOT_FOUND', `image "${image}" not found: the store ${dir} does not exist`, { hint: STORE_HINT });
+}
+
 /**
  * The name an image gets in the store: the full normalised reference, as Docker 25 and containerd
  * record it. A reference by digest alone has no name (undefined: stored untagged).

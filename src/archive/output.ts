@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { FerryError, toFerryError } from '../errors.js';
+import { FerryError, missingDirectory, toFerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
 import { isSpecialFile, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from '../blob/early-sync.js';
@@ -61,7 +61,7 @@ export async function checkOutputDir(dest: string): Promise<void> {
   const dir = dirname(dest);
   const errno = (code: string) => toFerryError(Object.assign(new Error(code), { code, path: dest }));
   const st = await stat(dir).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${dest}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
+    if (e.code === 'ENOENT') throw missingDirectory(dest);
     throw errno(e.code ?? 'EIO');
   });
   if (!st.isDirectory()) throw errno('ENOTDIR');

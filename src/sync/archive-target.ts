@@ -1,7 +1,7 @@
 import { access, constants, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type Root } from '../copy.js';
-import { FerryError, isFerryError, toFerryError } from '../errors.js';
+import { FerryError, isFerryError, missingDirectory, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from '../archive/writer.js';
@@ -93,7 +93,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
   // Checked in dry runs too (the run would refuse it before moving anything); the lock is not
   // taken there: a dry run must not hold up a real one.
   await access(dir, constants.W_OK).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') throw new FerryError('IO', `cannot write ${path}: the directory ${dir} does not exist`, { hint: 'create the directory first, or write somewhere else' });
+    if (e.code === 'ENOENT') throw missingDirectory(path);
     throw new FerryError('IO', `cannot write ${path}: ${dir} is not writable (${e.code})`);
   });
   if (!o.dryRun) release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });

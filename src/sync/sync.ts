@@ -230,11 +230,15 @@ function emptyTarget(label: string, nameFor: (tag: string) => TagName): Target {
   };
 }
 
-async function registryTarget(text: string, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
+/** docker://REGISTRY[/PREFIX] split into the registry and the prefix ('' without one). */
+function registryDestination(text: string): { domain: string; prefix: string } {
   const rest = text.slice('docker://'.length).replace(/\/+$/, '');
   const slash = rest.indexOf('/');
-  const domain = slash < 0 ? rest : rest.slice(0, slash);
-  const prefix = slash < 0 ? '' : rest.slice(slash + 1);
+  return slash < 0 ? { domain: rest, prefix: '' } : { domain: rest.slice(0, slash), prefix: rest.slice(slash + 1) };
+}
+
+async function registryTarget(text: string, src: Reference, o: SyncOptions, sel: string): Promise<Target> {
+  const { domain, prefix } = registryDestination(text);
   const path = prefix ? `${prefix}/${src.path}` : src.path;
   const ref = parseReference(`${domain}/${path}`);
   const repo: RegistryRepository = openRepository(ref, o.registry);
@@ -359,6 +363,9 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: stri
   return archiveTarget(dest.archive, src, o, sel);
 }
 
+/** Code-unit order: the same on every host, and no ICU collation data mapped in. */
+const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 export type FilterField = 'include' | 'exclude' | 'semver';
 
 /** A bad pattern or range worded as the flag it came from; a config file names its place instead. */
@@ -459,8 +466,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
       });
-      // Code-unit order: the same on every host, and no ICU collation data mapped in.
-      todo.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+      todo.sort((a, b) => byCodeUnit(a.tag, b.tag));
       const copyOpts = {
         platforms: job.platforms ?? 'all',
         // A mirror narrowed to some platforms keeps single-platform tags as they are.
@@ -634,7 +640,7 @@ async function lateReferrers(
       recordFailure(r, tag, e, o, 'referrers: ');
     }
   });
-  return out.sort((a, b) => (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0));
+  return out.sort((a, b) => byCodeUnit(a.tag, b.tag));
 }
 
 /** Tags a sync into a layout or an archive copies at once (at most --jobs; each moves up to --jobs blobs). */
@@ -642,8 +648,6 @@ const TAGS_AT_ONCE = 4;
 
 /** A layout's index.json is rewritten at most this often while a job's tags are copied. */
 const COMMIT_INTERVAL_MS = 2000;
-
-const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * Names a job's images in index.json in batches, not once per tag: each copy's commit() is
@@ -795,10 +799,9 @@ class HostBreaker {
   }
 }
 
-/** The API host of a registry destination (docker://REGISTRY[/PREFIX]), as failures name it. */
+/** The API host of a registry destination, as failures name it. */
 function registryHost(text: string, o: SyncOptions): string {
-  const domain = text.slice('docker://'.length).split('/')[0]!;
-  return registryClient(domain, o.registry).apiHost;
+  return registryClient(registryDestination(text).domain, o.registry).apiHost;
 }
 
 /** One image (or, as `*`, a whole repository) failed: noted, and the job goes on. An interrupt does not. */

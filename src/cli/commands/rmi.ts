@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { collectGarbage } from '../../gc.js';
-import { defaultStoreDir, openStoreToChange, STORE_HINT } from '../../store.js';
+import { imageWithoutStore, openStoreToChange } from '../../store.js';
 import type { LayoutEntry } from '../../locations/layout.js';
 import { humanSize, out, printJson, type GlobalArgs } from '../context.js';
 
@@ -24,7 +24,7 @@ export const rmiCommand: CommandModule<GlobalArgs, Args> = {
     const remote = args.images.find((i) => i.startsWith('docker://'));
     if (remote) throw new FerryError('USAGE', `ferry rmi removes store images; ${remote} is in a registry`, { hint: `ferry rm ${remote} deletes it there` });
     const store = await openStoreToChange(args.store);
-    if (!store) throw new FerryError('NOT_FOUND', `image "${args.images[0]}" not found: the store ${args.store ?? defaultStoreDir()} does not exist`, { hint: STORE_HINT });
+    if (!store) throw imageWithoutStore(args.images[0]!, args.store);
     try {
       // Each argument resolved once, and every one checked before anything is untagged. As docker
       // does: an id (digest or short id) that several names share removes them all only when asked to.

@@ -6,7 +6,7 @@ import { isDigest } from '../../oci/digest.js';
 import { parseReference } from '../../oci/reference.js';
 import type { OciLayout } from '../../locations/layout.js';
 import type { TagName } from '../../types.js';
-import { defaultStoreDir, openStoreToChange, STORE_HINT, storeTagName } from '../../store.js';
+import { imageWithoutStore, openStoreToChange, storeTagName } from '../../store.js';
 import { interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
@@ -32,7 +32,7 @@ export const tagCommand: CommandModule<GlobalArgs, Args> = {
       }
     }
     const store = await openStoreToChange(args.store);
-    if (!store) throw new FerryError('NOT_FOUND', `image "${args.source}" not found: the store ${args.store ?? defaultStoreDir()} does not exist`, { hint: STORE_HINT });
+    if (!store) throw imageWithoutStore(args.source, args.store);
     try {
       const name = targetName(args.target);
       const d = await store.resolve(args.source, { store: true });
