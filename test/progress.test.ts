@@ -207,6 +207,20 @@ describe('terminal progress on a pty that reports no size', () => {
   });
 });
 
+describe('terminal progress when every blob is already there', () => {
+  it('the total line says nothing is to be copied and how much was present, not "0B/0B 0B/s ETA --"', () => {
+    const screen = new Screen(80, 10);
+    const p = new TtyProgress(screen.stream);
+    p.onEvent({ type: 'queued', blobs: 2, bytes: 3_000_000 });
+    for (const [i, size] of [[1, 1_000_000], [2, 2_000_000]] as const) {
+      const digest = `sha256:${String(i).repeat(64)}` as const;
+      p.onEvent({ type: 'blob-skip', digest, size });
+    }
+    p.finish();
+    expect(screen.text().filter(Boolean)).toEqual(['111111111111: Already exists', '222222222222: Already exists', 'Total: nothing to copy, 3.00MB already present']);
+  });
+});
+
 describe('terminal progress drawn on a small terminal (Screen)', () => {
   const digest = (i: number) => `sha256:${String(i).repeat(64)}` as const;
   const MB = 1_000_000;

@@ -99,8 +99,8 @@ export class TtyProgress {
     return `${r.id}: ${r.state}${r.state === 'Complete' ? ` ${humanSize(r.size)}` : ''}`;
   }
 
-  private totals(): { done: number; total?: number } {
-    if (this.read) return { done: this.read.bytes, total: this.read.size };
+  private totals(): { done: number; total?: number; present: number } {
+    if (this.read) return { done: this.read.bytes, total: this.read.size, present: 0 };
     let done = 0;
     let seen = 0;
     let present = 0;
@@ -111,17 +111,20 @@ export class TtyProgress {
         seen += r.size;
       }
     }
-    return { done, total: Math.max(seen, this.queued - present) };
+    return { done, total: Math.max(seen, this.queued - present), present };
   }
 
   private draw(): void {
-    const { done, total } = this.totals();
+    const { done, total, present } = this.totals();
     const secs = (Date.now() - this.started) / 1000;
     const rate = secs > 0 ? done / secs : 0;
     const left = total !== undefined && rate > 0 ? (total - done) / rate : Infinity;
-    const totalLine = total === undefined
-      ? `Total: ${humanSize(done)} ${humanSize(rate)}/s`
-      : `Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(left)}`;
+    // Every blob already there: a rate and an ETA of nothing say nothing.
+    const totalLine = total === 0 && done === 0
+      ? `Total: nothing to copy${present > 0 ? `, ${humanSize(present)} already present` : ''}`
+      : total === undefined
+        ? `Total: ${humanSize(done)} ${humanSize(rate)}/s`
+        : `Total: ${humanSize(done)}/${humanSize(total)} ${humanSize(rate)}/s ETA ${eta(left)}`;
     // Redrawing moves the cursor up, which cannot go above the screen: once the frame would not
     // fit, finished rows are printed one last time above the others and left behind.
     // A pty that was never sized (`script`, some CI runners) reports 0 rows and columns: unknown.
