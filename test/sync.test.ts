@@ -141,6 +141,13 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     expect(JSON.parse(await readFile(statePath, 'utf8')).tags).toEqual(state.tags);
   });
 
+  it('copies and reports tags in version order (v1, v2, v10), not code-unit order (v1, v10, v2)', async () => {
+    await publish(fx.reg.host, 'sync/order', 'plain', ['v10', 'v2', 'v1', '1.10', '1.9', 'latest']);
+    const r = await ferry(['--store', join(await tempDir(), 's'), 'sync', '--json', '--jobs', '1', `${fx.reg.host}/sync/order`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).jobs[0].copied).toEqual(['1.9', '1.10', 'latest', 'v1', 'v2', 'v10']);
+  });
+
   it('a tag deleted at the destination is copied again although the state remembers it', async () => {
     const env = { FERRY_STATE_DIR: await tempDir() };
     const args = ['sync', '--include', '^t01[0-2]$', `${fx.proxy.host}/sync/app`, `docker://${fx.reg.host}/gone`];

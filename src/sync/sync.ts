@@ -18,6 +18,7 @@ import { PlanBuilder, type ArchivePlan, type Plan } from '../plan.js';
 import { archiveDestination, archiveTarget, type ArchiveDestination } from './archive-target.js';
 import { dryRunSink, refuseWrite } from './dry-run-sink.js';
 import { semverMatcher } from './semver.js';
+import { byNaturalOrder } from '../util/order.js';
 import { checkVolumeSize } from '../archive/volumes.js';
 import { SyncState } from './state.js';
 import { BlobTally, type BlobCounts } from './tally.js';
@@ -363,8 +364,6 @@ function openTarget(dest: Destination, src: Reference, o: SyncOptions, sel: stri
   return archiveTarget(dest.archive, src, o, sel);
 }
 
-/** Code-unit order: the same on every host, and no ICU collation data mapped in. */
-const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 export type FilterField = 'include' | 'exclude' | 'semver';
 
@@ -466,7 +465,7 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           o.onEvent?.({ type: 'unchanged', source: r.source, tag, digest });
         } else todo.push({ tag, digest });
       });
-      todo.sort((a, b) => byCodeUnit(a.tag, b.tag));
+      todo.sort((a, b) => byNaturalOrder(a.tag, b.tag));
       const copyOpts = {
         platforms: job.platforms ?? 'all',
         // A mirror narrowed to some platforms keeps single-platform tags as they are.
@@ -536,8 +535,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
           await batch?.flush();
         }
         // Tags finish in any order when several run at once: the report lists them in tag order.
-        r.copied.splice(copied, Infinity, ...r.copied.slice(copied).sort(byCodeUnit));
-        r.failed.splice(failed, Infinity, ...r.failed.slice(failed).sort((a, b) => byCodeUnit(a.tag, b.tag)));
+        r.copied.splice(copied, Infinity, ...r.copied.slice(copied).sort(byNaturalOrder));
+        r.failed.splice(failed, Infinity, ...r.failed.slice(failed).sort((a, b) => byNaturalOrder(a.tag, b.tag)));
         // A registry that is down would fail the referrers and the prune too, each after its own
         // retries: left to the next run, which the failed tags make necessary anyway.
         const tripped = breaker.tripped();
@@ -640,7 +639,7 @@ async function lateReferrers(
       recordFailure(r, tag, e, o, 'referrers: ');
     }
   });
-  return out.sort((a, b) => byCodeUnit(a.tag, b.tag));
+  return out.sort((a, b) => byNaturalOrder(a.tag, b.tag));
 }
 
 /** Tags a sync into a layout or an archive copies at once (at most --jobs; each moves up to --jobs blobs). */
