@@ -38,6 +38,11 @@ describe('progress and machine-readable output', () => {
     const quiet = await ferry(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${join(await tempDir(), 'q')}:x`]);
     expect(quiet.stderr).toBe('');
     expect(quiet.stdout).toContain('Digest: ');
+    // The blob counts are a status line, as for pull and push: stderr, and not with -q.
+    expect(quiet.stdout).not.toContain('blob(s)');
+    expect(r.stdout).not.toContain('blob(s)');
+    expect(r.stderr).toMatch(/^\d+ blob\(s\) copied \(.*\), 0 already present \(0B\)$/m);
+    expect(again.stderr).toMatch(/^0 blob\(s\) copied \(0B\), \d+ already present/m);
   });
 
   it('completion prints a shell script, and completes command names', async () => {

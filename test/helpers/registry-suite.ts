@@ -187,14 +187,14 @@ export function registrySuite(name: string, start: () => Promise<RunningRegistry
       const r = await ferry(['copy', `docker://${h}/suite/retag:plain`, `docker://${h}/suite/retag:renamed`]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain(exp.plain.digest);
-      expect(r.stdout).toMatch(/0 blob\(s\) copied/);
+      expect(r.stderr).toMatch(/0 blob\(s\) copied/);
       const tags = await ferry(['tags', `${h}/suite/retag`]);
       expect(tags.stdout.split('\n').filter(Boolean).sort()).toEqual(['plain', 'renamed']);
       // Into another repository the blobs are mounted (distribution), and the summary counts them;
       // ferry serve's blobs are global to its store, so a HEAD there already finds them.
       const other = await ferry(['copy', `docker://${h}/suite/retag:plain`, `docker://${h}/suite/retag-other:plain`]);
       expect(other.code, other.stderr).toBe(0);
-      expect(other.stdout).toContain(name === 'ferry serve'
+      expect(other.stderr).toContain(name === 'ferry serve'
         ? '0 blob(s) copied (0B), 2 already present (2.95kB)\n'
         : '0 blob(s) copied (0B), 0 already present (0B), 2 mounted from another repository\n');
     });

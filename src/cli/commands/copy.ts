@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { copyImage } from '../../operations.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printDigests, printReferrer, printResult, progressPrinter, registrySettings, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, printDigests, printReferrer, printResult, progressPrinter, registrySettings, status, type GlobalArgs } from '../context.js';
 import { jobsOption } from '../numbers.js';
 
 interface Args extends GlobalArgs {
@@ -47,6 +47,7 @@ export const copyCommand: CommandModule<GlobalArgs, Args> = {
       printDigests(i);
     }
     const mounted = report.blobs.mounted ? `, ${report.blobs.mounted} mounted from another repository` : '';
-    out(`${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})${mounted}`);
+    // A status line like pull's and push's: stderr, and -q drops it (--json has the counts).
+    status(args, `${report.blobs.copied} blob(s) copied (${humanSize(report.blobs.bytesCopied)}), ${report.blobs.skipped} already present (${humanSize(report.blobs.bytesSkipped)})${mounted}`);
   },
 };
