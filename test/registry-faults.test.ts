@@ -412,7 +412,7 @@ describe.skipIf(!distribution)('lying registries and hostile networks (catalogue
     const later = proxy.seen.slice(t1);
     const lastPut = later.map((q, i) => ({ q, i })).filter(({ q }) => q.method === 'PUT').pop()!;
     expect(lastPut.q.url).toMatch(/\/manifests\/1$/);
-    if (first.code === 130) expect(rerun.stdout).toMatch(/already present/);
+    if (first.code === 130) expect(rerun.stderr).toMatch(/already present/);
   });
 });
 
