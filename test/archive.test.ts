@@ -352,6 +352,79 @@ describe('save and load', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('-o /dev/fd/1 and /proc/self/fd/1 (like /dev/stdout) are standard output: redirected to a file, piped into a reader that leaves (save, export, inventory)', async () => {
+    // /dev/stdout itself is the same case but not tried here: if it regressed, as root the rename
+    // would replace the machine's /dev/stdout; under /dev/fd and /proc nothing can be created.
+    const dir = await tempDir();
+    const shell = (cmd: string, args: string[]) => ferry(['--store', fullStore, ...args], { env: { FERRY_STORE: noStore }, wrap: ['bash', '-c', `set -o pipefail; "$0" "$@" ${cmd}`] });
+    const viaDash = await ok(['save', '-q', `${REPO}:plain`, '-o', join(dir, 'dash.tar')], fullStore);
+    expect(viaDash.code).toBe(0);
+    for (const path of ['/dev/fd/1', '/proc/self/fd/1']) {
+      const file = join(dir, 'redirected.tar');
+      const saved = await shell(`> ${file}`, ['save', '-q', `${REPO}:plain`, '-o', path]);
+      // Was: "/dev/fd/1 already exists" (exit 2), as the path led to the file stdout went to.
+      expect(saved.code, saved.stderr).toBe(0);
+      expect(await readFile(file)).toEqual(await readFile(join(dir, 'dash.tar')));
+      const exported = await shell(`> ${join(dir, 'rootfs.tar')}`, ['export', '-q', `${REPO}:plain`, '-o', path]);
+      expect(exported.code, exported.stderr).toBe(0);
+      expect((await tarNames(join(dir, 'rootfs.tar'))).length).toBeGreaterThan(0);
+      const inv = await shell(`> ${join(dir, 'inv.json')}`, ['inventory', 'store', '-o', path]);
+      expect(inv.code, inv.stderr).toBe(0);
+      expect(JSON.parse(await readFile(join(dir, 'inv.json'), 'utf8')).ferryInventory).toBe(1);
+    }
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [24 << 20] }]);
+    const cut = await shell('| head -c 1000 > /dev/null', ['save', `oci:${src}:big`, '-o', '/dev/fd/1']);
+    // The same end as -o -: the status of a tool killed by SIGPIPE, one line, no stack.
+    expect(cut.code).toBe(141);
+    expect(cut.stderr).toContain('standard output was closed before the output was complete');
+    expect(cut.stderr).not.toMatch(/\n\s+at |^Error:/m);
+    expect((await readdir(dir)).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+  });
+
+  it('-o naming a symbolic link writes through it: the file it names is replaced (--force), the link stays (save, export, inventory)', async () => {
+    const { symlink, lstat } = await import('node:fs/promises');
+    const dir = await tempDir();
+    await mkdir(join(dir, 'real'));
+    const link = (name: string, to: string) => symlink(to, join(dir, name));
+    await writeFile(join(dir, 'real', 'a.tar'), 'precious');
+    await link('a.tar', 'real/a.tar');
+    const refused = await run(['save', `${REPO}:plain`, '-o', join(dir, 'a.tar')], fullStore);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('already exists');
+    expect(await readFile(join(dir, 'real', 'a.tar'), 'utf8')).toBe('precious');
+    await ok(['save', '-q', '--force', `${REPO}:plain`, '-o', join(dir, 'a.tar')], fullStore);
+    // Was: the link itself replaced by the archive, the file it named left as it was.
+    expect((await lstat(join(dir, 'a.tar'))).isSymbolicLink()).toBe(true);
+    expect(await tarNames(join(dir, 'real', 'a.tar'))).toContain('index.json');
+    await link('root.tar', 'real/root.tar');
+    await ok(['export', '-q', `${REPO}:plain`, '-o', join(dir, 'root.tar')], fullStore);
+    expect((await lstat(join(dir, 'root.tar'))).isSymbolicLink()).toBe(true);
+    expect((await tarNames(join(dir, 'real', 'root.tar'))).length).toBeGreaterThan(0);
+    await writeFile(join(dir, 'real', 'inv.json'), 'old');
+    await link('inv.json', 'real/inv.json');
+    await ok(['inventory', 'store', '-o', join(dir, 'inv.json')], fullStore);
+    expect((await lstat(join(dir, 'inv.json'))).isSymbolicLink()).toBe(true);
+    expect(JSON.parse(await readFile(join(dir, 'real', 'inv.json'), 'utf8')).ferryInventory).toBe(1);
+    expect([...(await readdir(dir)), ...(await readdir(join(dir, 'real')))].filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+  });
+
+  it('save -o FIFO whose reader leaves early: exit 7 naming the pipe, one message, no stack (was exit 1 and an "Error: EPIPE" dump)', async () => {
+    const { execFileSync, spawn } = await import('node:child_process');
+    const dir = await tempDir();
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [24 << 20] }]);
+    const reader = spawn('sh', ['-c', `head -c 1000 "${fifo}" > /dev/null`]);
+    const r = await run(['save', `oci:${src}:big`, '-o', fifo]);
+    reader.kill();
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain(`${fifo}: the pipe was closed before the archive was complete (EPIPE)`);
+    expect(r.stderr).not.toMatch(/\n\s+at |^Error:/m);
+    expect((await stat(fifo)).isFIFO()).toBe(true);
+  });
+
   it('a closed stderr (2>&1 | head, a log reader that died) does not stop save, a volume save, copy to oci-archive: or load', async () => {
     const dir = await tempDir();
     const src = join(dir, 'src');

@@ -6,7 +6,7 @@ import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, missingDirectory, toFerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, outputTarget, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
@@ -74,6 +74,7 @@ function outputError(e: unknown, where: string): unknown {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'EPIPE' || err?.code === 'ERR_STREAM_DESTROYED' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
     if (where === '-') return new FerryError('IO', 'standard output was closed before the archive was complete (EPIPE)', { cause: e, hint: 'the reading program exited early' });
+    if (err.code === 'EPIPE') return new FerryError('IO', `${where}: the pipe was closed before the archive was complete (EPIPE)`, { cause: e, hint: 'the program reading it exited early' });
   }
   if (err && typeof err === 'object' && typeof err.code === 'string' && err.path === undefined && where !== '-') err.path = where;
   return e;
@@ -114,7 +115,8 @@ export class ArchiveOutput {
       this.head = sink;
       this.flowing = new Promise<void>((resolve, reject) => {
         sink.once('finish', resolve);
-        sink.once('error', reject);
+        // on(): a pipe whose reader left fails each pending write; a second unheard 'error' crashed.
+        sink.on('error', reject);
       });
     } else {
       this.head = stages[0]!;
@@ -130,6 +132,7 @@ export class ArchiveOutput {
       await once(device, 'open').catch((e: unknown) => Promise.reject(outputError(e, dest)));
       return new ArchiveOutput(device, dest, undefined, o);
     }
+    if (!o.measure) dest = await outputTarget(dest);
     await refuseExisting(dest, o.force, o.noForceFlag);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
     await removeDeadTempsOf(dest);

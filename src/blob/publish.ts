@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { lstat, open, readdir, readlink, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { warn } from '../log.js';
@@ -60,6 +60,19 @@ export function withPath(e: unknown, path: string): unknown {
  * written into as it is: a temp file renamed over it would replace the node with a regular file
  * (as root, /dev/null itself).
  */
+/**
+ * The file a user-named output really is: through a symbolic link to the file it names, as GNU
+ * tools write, so that publishing (temp file beside it, then rename) replaces that file and never
+ * the link. Renaming onto the link itself also put the temp file beside it: `-o /dev/stdout` with
+ * stdout redirected to a file replaced /dev/stdout for a root user.
+ */
+export async function outputTarget(dest: string): Promise<string> {
+  const st = await lstat(dest).catch(() => undefined);
+  if (!st?.isSymbolicLink()) return dest;
+  // A dangling link: the file it names, to be created.
+  return realpath(dest).catch(async () => resolve(dirname(dest), await readlink(dest)));
+}
+
 export async function isSpecialFile(path: string): Promise<boolean> {
   const st = await stat(path).catch(() => undefined);
   return st !== undefined && !st.isFile() && !st.isDirectory();

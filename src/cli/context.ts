@@ -87,6 +87,16 @@ export function dashArgument(valued: string[]): boolean {
   return args.some((a, i) => a === '-' && !valued.includes(args[i - 1] ?? ''));
 }
 
+/**
+ * `-o /dev/stdout` (or /dev/fd/1, /proc/self/fd/1) means what `-o -` means: this process's
+ * standard output, with the same checks (not a terminal) and the same end when the reader leaves.
+ * As a path it was refused as existing when stdout was a file, and was published by rename.
+ */
+export function outputArgument(output: string | undefined): string | undefined {
+  const stdout = ['/dev/stdout', '/dev/fd/1', '/proc/self/fd/1', `/proc/${process.pid}/fd/1`];
+  return output !== undefined && stdout.includes(output) ? '-' : output;
+}
+
 /** Aborted by SIGINT/SIGTERM; commands pass it to the library. */
 export const interrupt = new AbortController();
 

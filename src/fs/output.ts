@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, outputTarget, removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
 export { compressionForPath, type OutputCompression } from '../blob/compression.js';
@@ -54,8 +54,9 @@ export function writeTo(out: Writable, buf: Buffer): Promise<void> | undefined {
  * abort() removes it. An existing `dest` is refused unless `force`. A device or FIFO (`-o
  * /dev/null`, a named pipe) is written into as it is: a rename would replace the node.
  */
-export async function openFileOutput(dest: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
-  const device = await isSpecialFile(dest);
+export async function openFileOutput(named: string, compression: OutputCompression, o: { force?: boolean } = {}): Promise<TarOutput> {
+  const device = await isSpecialFile(named);
+  const dest = device ? named : await outputTarget(named);
   const existing = device ? undefined : await lstat(dest).catch(() => undefined);
   if (existing?.isDirectory()) {
     throw new FerryError('USAGE', `${dest} is a directory; -o takes a file`, { hint: `name the file (e.g. ${join(dest, 'rootfs.tar')}), or extract into a directory with --dir` });

@@ -4,7 +4,7 @@ import { exportImage, exportToDir, type ExportReport } from '../../fs/export.js'
 import type { OutputCompression } from '../../fs/output.js';
 import { shortDigest } from '../../oci/digest.js';
 import { parsePlatform } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printJson, status, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, outputArgument, printJson, status, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   image: string;
@@ -33,6 +33,7 @@ export const exportCommand: CommandModule<GlobalArgs, Args> = {
       .option('force', { type: 'boolean', describe: 'replace an existing -o file' })
       .option('devices', { type: 'boolean', describe: 'with --dir: create FIFOs, and device nodes when running as root (default: skip them with a warning)' }),
   handler: async (args) => {
+    args.output = outputArgument(args.output);
     if (args.dir !== undefined && args.output !== undefined) throw new FerryError('USAGE', 'use either -o FILE or --dir DIR, not both');
     if (args.dir === undefined && args.devices) throw new FerryError('USAGE', '--devices only applies to --dir');
     const toStdout = args.dir === undefined && (args.output === undefined || args.output === '-');

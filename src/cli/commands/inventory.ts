@@ -1,8 +1,8 @@
 import type { CommandModule } from 'yargs';
-import { publishBytes } from '../../blob/publish.js';
+import { outputTarget, publishBytes } from '../../blob/publish.js';
 import { FerryError } from '../../errors.js';
 import { defaultStoreDir } from '../../store.js';
-import { dashArgument, interrupt, out, printJson, registrySettings, type GlobalArgs } from '../context.js';
+import { dashArgument, interrupt, out, outputArgument, printJson, registrySettings, type GlobalArgs } from '../context.js';
 
 interface Args extends GlobalArgs {
   places?: string[];
@@ -19,6 +19,7 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
       .positional('places', { type: 'string', array: true, describe: 'store (default), oci:DIR or a directory path, an archive file, or REGISTRY/REPOSITORY' })
       .option('output', { alias: 'o', type: 'string', describe: 'write the inventory here (default: stdout)' }),
   handler: async (args) => {
+    args.output = outputArgument(args.output);
     // yargs drops a lone "-" from the places, which then meant the store.
     if (dashArgument(['-o', '--output', '--store', '--timeout'])) {
       throw new FerryError('USAGE', 'inventory reads a place, not standard input', { hint: 'save the archive to a file and name it: ferry inventory FILE -o have.json' });
@@ -26,7 +27,7 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
     const { buildInventory } = await import('../../sync/inventory.js');
     const inv = await buildInventory(args.places ?? [], { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
     if (!args.output || args.output === '-') return printJson(inv);
-    await publishBytes(args.output, JSON.stringify(inv, null, 2) + '\n');
+    await publishBytes(await outputTarget(args.output), JSON.stringify(inv, null, 2) + '\n');
     if (args.json) printJson({ output: args.output, sources: inv.sources, blobs: inv.blobs.length, manifests: inv.manifests.length, tags: Object.keys(inv.tags).length });
     else out(`${args.output}: ${inv.blobs.length} blobs, ${inv.manifests.length} manifests, ${Object.keys(inv.tags).length} tags from ${inv.sources.join(', ')}`);
   },

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { parsePlatformSelection } from '../../oci/platform.js';
-import { humanSize, interrupt, out, printResult, progressPrinter, registrySettings, status, stdoutCarriesData, type GlobalArgs } from '../context.js';
+import { humanSize, interrupt, out, outputArgument, printResult, progressPrinter, registrySettings, status, stdoutCarriesData, type GlobalArgs } from '../context.js';
 import { numberOption } from '../numbers.js';
 import { printPlan } from '../plan.js';
 
@@ -42,6 +42,7 @@ export const saveCommand: CommandModule<GlobalArgs, Args> = {
       .option('dry-run', { type: 'boolean', describe: 'print what would be written (images, blobs, bytes, volumes); write nothing' })
       .option('media', { type: 'string', describe: 'size of the medium (32GB: decimal, as sold; 32G: GiB): refuse, before writing, a save that would not fit' }),
   handler: async (args) => {
+    args.output = outputArgument(args.output)!;
     if (args.output === '-' && !args['dry-run']) stdoutCarriesData();
     const { planSave, saveImages } = await import('../../archive/operations.js');
     const { parseSize } = await import('../../archive/volumes.js');
