@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { lstat, open, readdir, readlink, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { open, readdir, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { EarlySync } from './early-sync.js';
 import { processAlive } from '../locations/lock.js';
@@ -61,16 +62,28 @@ export function withPath(e: unknown, path: string): unknown {
  * (as root, /dev/null itself).
  */
 /**
- * The file a user-named output really is: through a symbolic link to the file it names, as GNU
- * tools write, so that publishing (temp file beside it, then rename) replaces that file and never
- * the link. Renaming onto the link itself also put the temp file beside it: `-o /dev/stdout` with
- * stdout redirected to a file replaced /dev/stdout for a root user.
+ * The file a user-named output really is: the end of a chain of symbolic links (which need not
+ * exist yet), as GNU tools write, so that publishing (temp file beside it, then rename) replaces
+ * that file and never a link. Renaming onto the link put the temp file beside it: `-o /dev/stdout`
+ * with stdout redirected to a file replaced /dev/stdout for a root user; a docker config.json kept
+ * by a dotfile manager (stow, home-manager) became a copy.
  */
-export async function outputTarget(dest: string): Promise<string> {
-  const st = await lstat(dest).catch(() => undefined);
-  if (!st?.isSymbolicLink()) return dest;
-  // A dangling link: the file it names, to be created.
-  return realpath(dest).catch(async () => resolve(dirname(dest), await readlink(dest)));
+export async function outputTarget(path: string, loopHint = 'fix the link, or remove it'): Promise<string> {
+  // A device or a pipe (/dev/fd/3 -> pipe:[…]) is written into through the link as it is.
+  if (await isSpecialFile(path)) return path;
+  let p = path;
+  for (let hops = 0; hops < 40; hops++) {
+    let next: string;
+    try {
+      next = await readlink(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINVAL' || code === 'ENOENT') return p; // not a link, or nothing there yet
+      throw e;
+    }
+    p = resolve(dirname(p), next);
+  }
+  throw new FerryError('IO', `${path} is a loop of symbolic links`, { hint: loopHint });
 }
 
 export async function isSpecialFile(path: string): Promise<boolean> {

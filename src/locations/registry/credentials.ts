@@ -1,8 +1,8 @@
-import { chmod, mkdir, readFile, readlink } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { FerryError } from '../../errors.js';
-import { publishBytes } from '../../blob/publish.js';
+import { outputTarget, publishBytes } from '../../blob/publish.js';
 import { childProcess } from '../../util/builtins.js';
 
 export interface Credential {
@@ -220,29 +220,14 @@ function dropEntries(doc: ConfigFile, domain: string): boolean {
  * A symlinked file (dotfile managers: stow, home-manager) is written at its target, so the link stays.
  */
 async function writeConfig(path: string, doc: ConfigFile): Promise<void> {
-  const target = await linkTarget(path);
+  const target = await outputTarget(path, LOOP_HINT);
   await mkdir(dirname(target), { recursive: true, mode: 0o700 });
   await publishBytes(target, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
   await chmod(target, 0o600);
 }
 
-/** The file a chain of symlinks ends at (which need not exist yet); `path` itself if it is no link. */
-async function linkTarget(path: string): Promise<string> {
-  let p = path;
-  for (let hops = 0; hops < 40; hops++) {
-    let next: string;
-    try {
-      next = await readlink(p);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EINVAL' || code === 'ENOENT') return p; // not a link, or nothing there yet
-      throw e;
-    }
-    p = resolve(dirname(p), next);
-  }
-  throw symlinkLoop(path);
-}
+const LOOP_HINT = 'fix the link, or remove it and run `ferry login` again';
 
 function symlinkLoop(path: string): FerryError {
-  return new FerryError('IO', `${path} is a loop of symbolic links`, { hint: 'fix the link, or remove it and run `ferry login` again' });
+  return new FerryError('IO', `${path} is a loop of symbolic links`, { hint: LOOP_HINT });
 }
