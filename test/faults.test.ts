@@ -76,7 +76,8 @@ describe('interruption and crashes', () => {
     expect(v.stdout).toContain('0 problem(s)');
   });
 
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  // SIGHUP: the terminal or ssh session went away (ferry was killed outright, temp files left).
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     it(`F1: ${signal} during a copy exits ${code} within 2 s, removes temp files and leaves index.json unchanged`, async () => {
       const src = join(await tempDir(), 'src');
       await makeLayout(src, [{ tag: 'big', layers: [160 << 20, 160 << 20] }]);
@@ -102,6 +103,24 @@ describe('interruption and crashes', () => {
       if (index !== undefined) expect(JSON.parse(index).manifests).toEqual([]);
     });
   }
+
+  it('started with SIGHUP ignored (nohup, trap \'\' HUP), a hangup leaves the run going: Node resets it, bin/ferry tells ferry', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [96 << 20] }]);
+    const dst = join(await tempDir(), 'dst');
+    const child = start([], { wrap: ['sh', '-c', `trap '' HUP; exec "$0" copy oci:${src}:big oci:${dst}:big`] });
+    const done = finish(child);
+    let writing = false;
+    for (let i = 0; i < 2000 && !writing; i++) {
+      writing = (await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0;
+      if (!writing) await sleep(5);
+    }
+    expect(writing, 'the copy never started writing a blob').toBe(true);
+    child.kill('SIGHUP');
+    const r = await done;
+    expect(r.code, r.stderr).toBe(0);
+    expect((await ferry(['verify', dst])).code).toBe(0);
+  });
 
   it('F5: leftovers of a dead run (temp files, a stale lock, a torn blob) do not block a rerun', async () => {
     const dst = join(await tempDir(), 'dst');

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -169,6 +169,35 @@ describe('progress and machine-readable output', () => {
     expect(load.stderr).not.toContain('\x1b[');
     const again = await ferry(['--store', store, 'load', '-i', archive]);
     expect(again.stderr).toMatch(/^[0-9a-f]{12}: Already exists$/m);
+  });
+});
+
+describe.skipIf(!hasTool('tmux'))('a terminal that goes away during a run', () => {
+  it('with SIGHUP ignored, the live progress meeting a hung-up terminal (EIO) does not stop a save: it completes, exit 0', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [64 << 20, 64 << 20] }]);
+    const file = join(dir, 'out.tar');
+    const log = join(dir, 'rc');
+    const session = `ferry-hangup-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    // Progress goes to the terminal (stderr), the result line to a file.
+    execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '100', '-y', '20', `trap '' HUP; ${FERRY} save oci:${src}:big -o ${file} > ${join(dir, 'stdout')}; echo $? > ${log}`]);
+    let writing = false;
+    for (let i = 0; i < 400 && !writing; i++) {
+      writing = (await readdir(dir)).some((n) => n.startsWith('.tmp-'));
+      if (!writing) await sleep(10);
+    }
+    execFileSync('tmux', ['kill-session', '-t', session]);
+    let rc: string | undefined;
+    for (let i = 0; i < 300 && rc === undefined; i++) {
+      rc = await readFile(log, 'utf8').catch(() => undefined);
+      if (rc === undefined) await sleep(100);
+    }
+    expect(writing, 'the save never started writing').toBe(true);
+    // Was exit 1 (an unhandled EIO from stderr) with the temp file left behind.
+    expect(rc?.trim()).toBe('0');
+    expect((await ferry(['verify', file])).code).toBe(0);
+    expect((await readdir(dir)).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
   });
 });
 

@@ -66,13 +66,24 @@ function wantsHelp(argv: string[]): boolean {
   return argv.includes('--help') || argv.includes('-h') || commandWord(argv) === undefined;
 }
 
-let signalled: NodeJS.Signals | undefined;
+let signalled: keyof typeof SIGNAL_EXIT | undefined;
 
-/** First signal: abort cleanly (temp files removed, locks released). Second: leave at once. */
+/** Exit status after a signal: 128 + its number, as a shell reports a process it killed. */
+const SIGNAL_EXIT = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
+
+/**
+ * First signal: abort cleanly (temp files removed, locks released). Second: leave at once. A
+ * hangup (the terminal or ssh session went away) is one too, unless the run was started with it
+ * ignored (nohup, `trap '' HUP`): Node resets every signal to its default at start, undoing that,
+ * so bin/ferry looks before it starts Node and says so in FERRY_NOHUP; the run then goes on.
+ */
 function trapSignals(): void {
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  const signals: Array<keyof typeof SIGNAL_EXIT> = ['SIGINT', 'SIGTERM'];
+  if (process.env.FERRY_NOHUP === '1') process.on('SIGHUP', () => {});
+  else signals.push('SIGHUP');
+  for (const sig of signals) {
     process.on(sig, () => {
-      if (signalled) process.exit(sig === 'SIGINT' ? 130 : 143);
+      if (signalled) process.exit(SIGNAL_EXIT[sig]);
       signalled = sig;
       interrupt.abort(new FerryError('ABORTED', `interrupted by ${sig}`));
     });
@@ -93,7 +104,8 @@ const CLOSED_STDOUT_MESSAGE = 'ferry: error: standard output was closed before t
  */
 function trapClosedStdout(): void {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
+    // EIO: a terminal that hung up, gone as surely as a pipe's reader.
+    if (e.code !== 'EPIPE' && e.code !== 'EIO') throw e;
     if (stdoutClosed) return;
     stdoutClosed = true;
     // A short output written in one go (`ferry images | true`) fails only after the command
@@ -117,7 +129,8 @@ function trapClosedStdout(): void {
  */
 function trapClosedStderr(): void {
   process.stderr.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
+    // EIO: its terminal hung up (an ssh session dropped under a run that ignores SIGHUP).
+    if (e.code !== 'EPIPE' && e.code !== 'EIO') throw e;
   });
 }
 
@@ -126,7 +139,7 @@ function report(e: unknown, flags: { debug: boolean; json: boolean }): number {
   const err = toFerryError(e);
   if (signalled && (err.code === 'ABORTED' || interrupt.signal.aborted)) {
     process.stderr.write(`ferry: interrupted\n`);
-    const code = signalled === 'SIGTERM' ? 143 : 130;
+    const code = SIGNAL_EXIT[signalled];
     if (flags.json) printError(new FerryError('ABORTED', `interrupted by ${signalled}`), code);
     return code;
   }
