@@ -86,7 +86,7 @@ export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
   return e instanceof FerryError && (code === undefined || e.code === code);
 }
 
-const IO_CODES = new Set(['ENOSPC', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT', 'ENAMETOOLONG']);
+const IO_CODES = new Set(['ENOSPC', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT', 'ENAMETOOLONG']);
 
 /** Connection-level failures (node and undici codes): the network or the server, not ferry. */
 export const NETWORK_CODES: ReadonlySet<string> = new Set([
@@ -115,6 +115,7 @@ export function toFerryError(e: unknown): FerryError {
       const where = path ? ` ${path}` : '';
       const hint =
         err.code === 'ENOSPC' ? 'free some space on that filesystem and run the same command again' :
+        err.code === 'EFBIG' ? `that filesystem (or a ulimit) caps the size of one file (FAT32: 4 GiB): cut an archive into volumes with --volume-size 4G, or write to another filesystem` :
         err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'choose a writable location or fix its permissions' :
         undefined;
       return new FerryError('IO', `${err.code}:${where} ${describeErrno(err.code)}`.trim(), { cause: e, hint });
@@ -133,6 +134,7 @@ export function toFerryError(e: unknown): FerryError {
 function describeErrno(code: string): string {
   switch (code) {
     case 'ENOSPC': return '(no space left on device)';
+    case 'EFBIG': return '(file too large for this filesystem)';
     case 'EROFS': return '(read-only filesystem)';
     case 'EACCES': case 'EPERM': return '(permission denied)';
     case 'ENOENT': return '(no such file or directory)';

@@ -152,6 +152,113 @@ describe('limits', () => {
   });
 });
 
+describe('a cap on the size of one file (FAT32: 4 GiB), made here with ulimit -f', () => {
+  // The kernel's EFBIG, as a FAT32 stick gives it at 4 GiB: ferry ignores SIGXFSZ (Node does), so
+  // the write fails instead of the process being killed. It was exit 1 with a stack trace.
+  const capped = (kib: number) => ({ wrap: ['bash', '-c', `ulimit -f ${kib}; exec "$0" "$@"`] });
+
+  it('save, export and load stop with exit 7 naming the file, hint at --volume-size, and leave nothing', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    const layer = await writeTarBlob(src, [{ name: 'big', bigFile: 1 << 20 }]);
+    await makeTarLayout(src, [{ tag: 'big', layers: [{ file: layer }] }]);
+    const out = join(dir, 'out');
+    await mkdir(out);
+    for (const [args, file] of [
+      [['save', `oci:${src}:big`, '-o', join(out, 'x.tar')], join(out, 'x.tar')],
+      [['export', `oci:${src}:big`, '-o', join(out, 'r.tar')], join(out, 'r.tar')],
+    ] as const) {
+      const r = await ferry([...args], capped(256));
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stderr).toContain(`EFBIG: ${file} (file too large for this filesystem)`);
+      expect(r.stderr).toContain('--volume-size 4G');
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(await readdir(out)).toEqual([]);
+    }
+    // Volumes under the cap are how a big save fits.
+    const vols = await ferry(['save', '-q', `oci:${src}:big`, '-o', join(out, 'v.tar'), '--volume-size', '200K'], capped(256));
+    expect(vols.code, vols.stderr).toBe(0);
+    expect((await ferry(['verify', ...(await readdir(out)).map((n) => join(out, n))])).code).toBe(0);
+    const archive = join(dir, 'big.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', archive])).code).toBe(0);
+    const store = join(dir, 'store');
+    const load = await ferry(['--store', store, 'load', '-i', archive], capped(256));
+    expect(load.code, load.stderr).toBe(7);
+    expect(load.stderr).toContain(`EFBIG: ${join(store, 'blobs', 'sha256')}`);
+    expect(await tempFilesIn(store).catch(() => [])).toEqual([]);
+  });
+});
+
+/** A FAT32 filesystem (the usual USB stick) through FUSE: this kernel may have no vfat, CI's neither. */
+async function fatStick(): Promise<string | undefined> {
+  try {
+    execFileSync('sh', ['-c', 'command -v mkfs.vfat fusefat && test -c /dev/fuse'], { stdio: 'ignore' });
+    const dir = await tempDir('ferry-fat-');
+    const image = join(dir, 'stick.img');
+    const mnt = join(dir, 'mnt');
+    await mkdir(mnt);
+    execFileSync('truncate', ['-s', '64M', image]);
+    execFileSync('mkfs.vfat', ['-F', '32', image], { stdio: 'ignore' });
+    execFileSync('fusefat', ['-o', 'rw+', image, mnt], { stdio: 'ignore' });
+    mounts.push(mnt);
+    return mnt;
+  } catch {
+    return undefined;
+  }
+}
+
+describe('a FAT32 stick', () => {
+  it('save and volumes land on it (no hard links there), an existing file is still refused; an archive over 4 GiB is refused before writing', async (ctx) => {
+    const mnt = canMount ? await fatStick() : undefined;
+    if (!mnt) {
+      process.stderr.write('\n*** the FAT32 test is SKIPPED: it needs root, /dev/fuse, fusefat and mkfs.vfat (apt-get install fusefat dosfstools) ***\n\n');
+      ctx.skip();
+      return;
+    }
+    const src = join(await tempDir(), 'src');
+    const layer = await writeTarBlob(src, [{ name: 'big', bigFile: 300 << 10 }]);
+    await makeTarLayout(src, [{ tag: 'app', layers: [{ file: layer }] }]);
+    // Was: EPERM from link(), after the whole archive was written, and the archive deleted.
+    const saved = await ferry(['save', '-q', `oci:${src}:app`, '-o', join(mnt, 'app.tar')]);
+    expect(saved.code, saved.stderr).toBe(0);
+    const again = await ferry(['save', '-q', `oci:${src}:app`, '-o', join(mnt, 'app.tar')]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('already exists');
+    const vols = await ferry(['save', '-q', `oci:${src}:app`, '-o', join(mnt, 'v.tar'), '--volume-size', '128K']);
+    expect(vols.code, vols.stderr).toBe(0);
+    const files = (await readdir(mnt)).sort();
+    expect(files.filter((n) => /^v\.\d{3}\.tar$/.test(n)).length).toBeGreaterThan(1);
+    expect(files.filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+    expect((await ferry(['verify', ...files.map((n) => join(mnt, n))])).code).toBe(0);
+    // An image whose manifest names a 5 GiB layer (a sparse file: never read).
+    const huge = join(await tempDir(), 'huge');
+    const { createHash } = await import('node:crypto');
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    await mkdir(join(huge, 'blobs', 'sha256'), { recursive: true });
+    const layerHex = 'a'.repeat(64);
+    await writeFile(join(huge, 'blobs', 'sha256', layerHex), '');
+    execFileSync('truncate', ['-s', '5G', join(huge, 'blobs', 'sha256', layerHex)]);
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [`sha256:${'b'.repeat(64)}`] } }));
+    await writeFile(join(huge, 'blobs', 'sha256', sha(config)), config);
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha(config)}`, size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${layerHex}`, size: 5 * 2 ** 30 }],
+    }));
+    await writeFile(join(huge, 'blobs', 'sha256', sha(manifest)), manifest);
+    await writeFile(join(huge, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(huge, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${sha(manifest)}`, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'huge' } }] }));
+    const big = await ferry(['save', `oci:${huge}:huge`, '-o', join(mnt, 'huge.tar')]);
+    expect(big.code, big.stderr).toBe(3);
+    expect(big.stderr).toContain(`but ${mnt} is FAT and holds at most 4294967295 bytes in one file; nothing was written`);
+    expect(big.stderr).toContain('--volume-size 4G');
+    const oversized = await ferry(['save', `oci:${huge}:huge`, '-o', join(mnt, 'h.tar'), '--volume-size', '5G']);
+    expect(oversized.code).toBe(2);
+    expect(oversized.stderr).toContain(`larger than ${mnt} (FAT) can hold in one file`);
+    expect((await readdir(mnt)).sort()).toEqual(files);
+  });
+});
+
 describe('concurrency', () => {
   it('F3: killing writers of index.json at random moments never leaves it torn', async () => {
     const store = join(await tempDir(), 'store');

@@ -4,7 +4,8 @@ import type { Writable } from 'node:stream';
 import { copy, type CopiedImage, type CopyEvent, type CopyReport } from '../copy.js';
 import { archivePlan, checkMedia, PlanBuilder, type Plan } from '../plan.js';
 import { FerryError, toFerryError } from '../errors.js';
-import { explainDiskFull } from '../util/space.js';
+import { explainDiskFull, fileSizeCap } from '../util/space.js';
+import { humanSize } from '../progress/format.js';
 import { warn } from '../log.js';
 import { OciLayout } from '../locations/layout.js';
 import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
@@ -70,11 +71,35 @@ export interface SaveReport {
  */
 export async function saveImages(o: SaveOptions): Promise<SaveReport> {
   if (o.media !== undefined) checkMedia(await planSave(o));
+  await checkFileSizeCap(o);
   const report: SaveReport = { files: [], images: [], blobs: { count: 0, bytes: 0 }, manifests: { count: 0, bytes: 0 } };
   await runSave(o, (i, r) => {
     for (const img of r.images) report.images.push({ ...img, ref: o.images[i]! });
   }, (files, contents) => Object.assign(report, { files }, contents));
   return report;
+}
+
+/**
+ * A FAT32 stick holds no file of 4 GiB or more: such a save used to fail there after writing 4 GiB.
+ * Refused before anything is written when the archive (uncompressed: its size is known from the
+ * manifests) or a volume size is over the cap; a compressed archive is only known when written.
+ */
+async function checkFileSizeCap(o: SaveOptions): Promise<void> {
+  if (o.output === '-') return;
+  const cap = await fileSizeCap(o.output);
+  if (!cap) return;
+  const hint = `cut it into volumes with --volume-size 4G (each at most ${cap.bytes} bytes), or write to another filesystem (exFAT, ext4)`;
+  if (o.volumeSize !== undefined) {
+    if (o.volumeSize > cap.bytes) {
+      throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is larger than ${cap.mount} (${cap.fs}) can hold in one file: at most ${cap.bytes} bytes`, { hint: 'give --volume-size 4G or less' });
+    }
+    return;
+  }
+  if (outputCompression(o.output, o.compression) !== 'none') return;
+  const bytes = (await planSave(o)).archive?.bytes ?? 0;
+  if (bytes > cap.bytes) {
+    throw new FerryError('TOO_LARGE', `${o.output} would be ${humanSize(bytes)} (${bytes} bytes), but ${cap.mount} is ${cap.fs} and holds at most ${cap.bytes} bytes in one file; nothing was written`, { hint });
+  }
 }
 
 /**

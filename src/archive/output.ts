@@ -81,6 +81,27 @@ function outputError(e: unknown, where: string): unknown {
 }
 
 /**
+ * Puts `temp` at `dest` unless a file appeared there meanwhile: never clobber what someone else
+ * wrote. link() fails if the name exists; FAT and exFAT (USB sticks) have no hard links (EPERM),
+ * so there the name is checked, then renamed onto: a race only with a writer of the same name in
+ * the same instant. Every finished save to a FAT stick failed at this last step and was deleted.
+ */
+async function publishNoClobber(temp: string, dest: string): Promise<void> {
+  try {
+    await link(temp, dest);
+  } catch (e) {
+    if (!NO_HARD_LINKS.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    if (await lstat(dest).then(() => true, () => false)) throw Object.assign(new Error(`${dest} exists`), { code: 'EEXIST', path: dest });
+    await rename(temp, dest);
+    return;
+  }
+  await unlink(temp);
+}
+
+/** What link() says on a filesystem without hard links (FAT, exFAT; ENOTSUP/ENOSYS elsewhere). */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/**
  * Where archive bytes go: a file (written as a temp file beside it, fsynced, then renamed into
  * place only when complete) or a stream such as stdout; optionally compressed on the way.
  */
@@ -256,11 +277,7 @@ export class ArchiveOutput {
     if (!this.temp) return;
     try {
       if (this.o.force) await rename(this.temp, this.dest);
-      else {
-        // link() fails if the name appeared meanwhile: never clobber what someone else wrote.
-        await link(this.temp, this.dest);
-        await unlink(this.temp);
-      }
+      else await publishNoClobber(this.temp, this.dest);
       await syncDir(dirname(this.dest));
     } catch (e) {
       await unlink(this.temp).catch(() => {});

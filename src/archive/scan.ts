@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { peek, sniff, type Compression } from '../blob/compression.js';
 import { readCapped, verifying } from '../blob/verify.js';
-import { tempPathFor } from '../blob/publish.js';
+import { tempPathFor, withPath } from '../blob/publish.js';
 import { ZstdDecompress } from '../blob/zstd-frames.js';
 import { OciLayout } from '../locations/layout.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
@@ -118,7 +118,8 @@ export class LayoutTarget implements IngestTarget {
       }
     } catch (e) {
       await unlink(tmp).catch(() => {});
-      throw e;
+      // The blob's name is not known yet: the directory it was going to.
+      throw withPath(e, dir);
     }
   }
 

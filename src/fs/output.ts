@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, outputTarget, removeDeadTempsOf, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, outputTarget, removeDeadTempsOf, tempPathFor, withPath } from '../blob/publish.js';
 import { FerryError } from '../errors.js';
 
 export { compressionForPath, type OutputCompression } from '../blob/compression.js';
@@ -72,7 +72,8 @@ export async function openFileOutput(named: string, compression: OutputCompressi
   await once(file, 'open');
   // Compressed as save compresses archives: independent frames on every core, in order.
   const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);
-  const done = pipeline(head, file);
+  // Write errors carry no path: name the file.
+  const done = pipeline(head, file).catch((e: unknown) => Promise.reject(withPath(e, dest)));
   done.catch(() => {});
   return {
     stream: head,

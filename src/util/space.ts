@@ -1,5 +1,5 @@
-import { stat, statfs } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile, stat, statfs } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { binarySize } from '../progress/format.js';
 
@@ -48,4 +48,42 @@ export async function explainDiskFull(e: unknown, o: { remaining?: number; path?
     cause: e,
     hint: 'free some space on that filesystem (or choose another destination) and run the same command again',
   });
+}
+
+/** statfs' type of FAT (msdos, vfat): a file holds at most 4 GiB - 1 byte there. exFAT has no such cap. */
+const MSDOS_SUPER_MAGIC = 0x4d44;
+/** The same filesystems by their type in /proc/self/mountinfo (fusefat: FAT through FUSE). */
+const FAT_TYPES = new Set(['vfat', 'msdos', 'fuse.fusefat']);
+const FAT_MAX_FILE = 2 ** 32 - 1;
+
+/**
+ * The largest file the filesystem that `path` would be written on can hold, when it caps it
+ * below what ferry writes (FAT32, the usual USB stick); undefined for any other.
+ */
+export async function fileSizeCap(path: string): Promise<{ bytes: number; fs: string; mount: string } | undefined> {
+  // Absolute: mountinfo names mount points so.
+  const where = await mountOf(dirname(resolve(path))).catch(() => undefined);
+  if (!where) return undefined;
+  const fs = await statfs(where.dir).catch(() => undefined);
+  const type = fs?.type === MSDOS_SUPER_MAGIC ? 'vfat' : await mountType(where.mount);
+  return type !== undefined && FAT_TYPES.has(type) ? { bytes: FAT_MAX_FILE, fs: 'FAT', mount: where.mount } : undefined;
+}
+
+/** The filesystem type /proc/self/mountinfo gives the mount at `mount` (the last one mounted there). */
+async function mountType(mount: string): Promise<string | undefined> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  let type: string | undefined;
+  for (const line of info.split('\n')) {
+    // "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw": field 5 is the mount
+    // point (spaces and the like octal-escaped), the type follows the " - ".
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (dash < 0 || unescapeMount(fields[4] ?? '') !== mount) continue;
+    type = fields[dash + 1];
+  }
+  return type;
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
