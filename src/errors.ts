@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { destinationOf } from './blob/temp-names.js';
 
 /**
@@ -88,6 +88,9 @@ export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
 
 const IO_CODES = new Set(['ENOSPC', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EXDEV', 'ENOENT', 'ENAMETOOLONG']);
 
+/** System calls whose EINVAL means the file name: not every EINVAL is one. */
+const NAMING_CALLS = new Set(['open', 'mkdir', 'rename', 'link', 'symlink', 'copyfile']);
+
 /** Connection-level failures (node and undici codes): the network or the server, not ferry. */
 export const NETWORK_CODES: ReadonlySet<string> = new Set([
   'ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH', 'ENOTFOUND',
@@ -116,9 +119,14 @@ export function toFerryError(e: unknown): FerryError {
       const hint =
         err.code === 'ENOSPC' ? 'free some space on that filesystem and run the same command again' :
         err.code === 'EFBIG' ? `that filesystem (or a ulimit) caps the size of one file (FAT32: 4 GiB): cut an archive into volumes with --volume-size 4G, or write to another filesystem` :
-        err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'choose a writable location or fix its permissions' :
+        err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? (path && fatNameHint(path)) ?? 'choose a writable location or fix its permissions' :
         undefined;
       return new FerryError('IO', `${err.code}:${where} ${describeErrno(err.code)}`.trim(), { cause: e, hint });
+    }
+    if (err.code === 'EINVAL' && typeof err.path === 'string' && NAMING_CALLS.has(err.syscall ?? '')) {
+      // A name the filesystem will not hold (kernel FAT and exFAT: EINVAL).
+      const path = destinationOf(err.path);
+      return new FerryError('IO', `EINVAL: ${path} (the filesystem refuses this name)`, { cause: e, hint: fatNameHint(path) ?? 'choose another name or location' });
     }
     if (typeof err.code === 'string' && NETWORK_CODES.has(err.code)) {
       return new FerryError('NETWORK', `network failure: ${err.message} (${err.code})`, {
@@ -129,6 +137,15 @@ export function toFerryError(e: unknown): FerryError {
   }
   const message = err && typeof err.message === 'string' ? err.message : String(e);
   return new FerryError('INTERNAL', message, { cause: e });
+}
+
+/**
+ * FAT and exFAT (USB sticks) refuse names with these characters (EINVAL, or EPERM through FUSE):
+ * a name with one of them is the likelier cause than permissions.
+ */
+function fatNameHint(path: string): string | undefined {
+  if (!/[:*?"<>|\\]/.test(basename(path))) return undefined;
+  return 'FAT and exFAT (USB sticks) allow none of : * ? " < > | \\ in a file name: choose another name (or, elsewhere, fix the permissions)';
 }
 
 function describeErrno(code: string): string {

@@ -256,6 +256,11 @@ describe('a FAT32 stick', () => {
     expect(oversized.code).toBe(2);
     expect(oversized.stderr).toContain(`larger than ${mnt} (FAT) can hold in one file`);
     expect((await readdir(mnt)).sort()).toEqual(files);
+    // A name FAT cannot hold (EPERM through FUSE, EINVAL from the kernel's vfat) is not a permission problem.
+    const colon = await ferry(['save', '-q', `oci:${src}:app`, '-o', join(mnt, 'app:1.tar')]);
+    expect(colon.code).toBe(7);
+    expect(colon.stderr).toContain('FAT and exFAT (USB sticks) allow none of : * ? " < > | \\ in a file name');
+    expect((await readdir(mnt)).sort()).toEqual(files);
   });
 });
 
