@@ -57,11 +57,6 @@ export function withPath(e: unknown, path: string): unknown {
 }
 
 /**
- * Whether an output path names a device, FIFO or socket (`-o /dev/null`, a named pipe), which is
- * written into as it is: a temp file renamed over it would replace the node with a regular file
- * (as root, /dev/null itself).
- */
-/**
  * The file a user-named output really is: the end of a chain of symbolic links (which need not
  * exist yet), as GNU tools write, so that publishing (temp file beside it, then rename) replaces
  * that file and never a link. Renaming onto the link put the temp file beside it: `-o /dev/stdout`
@@ -86,6 +81,11 @@ export async function outputTarget(path: string, loopHint = 'fix the link, or re
   throw new FerryError('IO', `${path} is a loop of symbolic links`, { hint: loopHint });
 }
 
+/**
+ * Whether an output path names a device, FIFO or socket (`-o /dev/null`, a named pipe), which is
+ * written into as it is: a temp file renamed over it would replace the node with a regular file
+ * (as root, /dev/null itself).
+ */
 export async function isSpecialFile(path: string): Promise<boolean> {
   const st = await stat(path).catch(() => undefined);
   return st !== undefined && !st.isFile() && !st.isDirectory();
