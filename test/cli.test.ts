@@ -1362,3 +1362,29 @@ describe('a reader that leaves early (| head)', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });
+
+describe('directories under /proc (where Node\'s recursive mkdir spins forever)', () => {
+  // procfs answers ENOENT for any new name: Node took it for a missing parent, forever, at 100 % CPU.
+  // Each run is killed after 15 s so a regression fails instead of leaving a spinning process.
+  const bounded = { wrap: ['timeout', '-s', 'KILL', '15'] };
+
+  it('a HOME or XDG_CACHE_HOME under /proc: every command still runs (the compile cache is skipped), --version too', async () => {
+    for (const env of [{ HOME: '/proc/ferry-nohome', XDG_CACHE_HOME: '' }, { XDG_CACHE_HOME: '/proc/ferry-nocache' }]) {
+      const r = await ferry(['--version'], { ...bounded, env });
+      expect(r.code, JSON.stringify(env)).toBe(0);
+      expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    }
+  });
+
+  it('--store, an oci: layout and export --dir under /proc fail with exit 7 naming the path', async () => {
+    for (const args of [
+      ['--store', '/proc/ferry-nope', 'copy', `oci:${TESTDATA}:plain`, 'x:1'],
+      ['copy', `oci:${TESTDATA}:plain`, 'oci:/proc/ferry-nope/layout:x'],
+      ['export', `oci:${TESTDATA}:plain`, '--dir', '/proc/ferry-nope/root'],
+    ]) {
+      const r = await ferry(args, bounded);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(7);
+      expect(r.stderr).toContain('ENOENT: /proc/ferry-nope');
+    }
+  });
+});

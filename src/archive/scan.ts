@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, stat, unlink } from 'node:fs/promises';
+import { rename, stat, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -20,6 +20,7 @@ import { EntryTap, type TapResult } from './tap.js';
 import { cleanPath, readTar } from './tar.js';
 import { describeVolume, listNumbers, parsePartName, siblingVolume, VOLUME_HEADER, VOLUME_TRAILER, type PartInfo, type VolumeEntry, type VolumeHeader, type VolumeTrailer } from './volumes.js';
 import { zlib } from '../util/builtins.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 /** Files this small are kept in memory (configs, legacy json, tiny layers); so are JSON files up to 4 MiB. */
 const SMALL = 64 * 1024;
@@ -105,7 +106,7 @@ export class LayoutTarget implements IngestTarget {
 
   async putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void> {
     const dir = join(this.layout.dir, 'blobs', 'sha256');
-    await mkdir(dir, { recursive: true });
+    await mkdirs(dir);
     const tmp = tempPathFor(join(dir, 'incoming'));
     try {
       const file = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });

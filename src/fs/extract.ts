@@ -10,6 +10,7 @@ import { outMode, streamCarriers, type Scanned } from './flatten.js';
 import { display } from './tar-format.js';
 import type { Inode, Meta, Node } from './tree.js';
 import { Background, forEachLimited } from '../util/limit.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 const run = promisify(execFile);
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
@@ -198,7 +199,7 @@ async function prepare(dir: string): Promise<{ created: boolean; root: string; s
     if (e.code === 'ENOENT') return undefined;
     throw e;
   });
-  if (!st) await mkdir(dir, { recursive: true, mode: 0o755 });
+  if (!st) await mkdirs(dir, 0o755);
   const root = await realpath(dir);
   const rootStat = await lstat(root);
   if (st && !rootStat.isDirectory()) throw new FerryError('USAGE', `${dir} exists and is not a directory`);

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { access, constants, mkdir, readdir, readFile, rename, rmdir, stat, truncate, unlink, utimes } from 'node:fs/promises';
+import { access, constants, readdir, readFile, rename, rmdir, stat, truncate, unlink, utimes } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -16,6 +16,7 @@ import { lockTimeoutFromEnv, processAlive, withLock } from './lock.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { someNames } from '../util/list.js';
 import { checkCanMake } from '../util/can-make.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
@@ -102,9 +103,9 @@ export class OciLayout implements Source, Sink {
       }
       if (there && !opts.indexMayBeMissing) await layout.refuseLostIndex();
       layout.createdHere = { dir: there === undefined };
-      await mkdir(dir, { recursive: true });
+      await mkdirs(dir);
       await access(dir, constants.W_OK);
-      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await mkdirs(join(dir, 'blobs', 'sha256'));
       // oci-layout last: it marks a layout whose index.json is written (see refuseLostIndex).
       await layout.editIndex((m) => m);
       await publishBytes(header, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
@@ -116,7 +117,7 @@ export class OciLayout implements Source, Sink {
       if (!opts.indexMayBeMissing) await layout.refuseLostIndex();
       // Fail before any download when the destination cannot be written (catalogue E3).
       await access(dir, constants.W_OK);
-      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await mkdirs(join(dir, 'blobs', 'sha256'));
       await access(join(dir, 'blobs', 'sha256'), constants.W_OK);
       await layout.removeDeadTemps();
     }
@@ -427,7 +428,7 @@ export class OciLayout implements Source, Sink {
 
   async put(d: Descriptor, body: Readable, o: PutOptions = {}): Promise<void> {
     const path = this.blobPath(d.digest);
-    await mkdir(join(this.dir, 'blobs', algorithmOf(d.digest)), { recursive: true });
+    await mkdirs(join(this.dir, 'blobs', algorithmOf(d.digest)));
     const from = o.resumeFrom ?? 0;
     if (!usesPartial(d) || (from === 0 && this.writing.has(d.digest))) {
       await publishStream(path, body, { signal: o.signal });

@@ -1,4 +1,4 @@
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { publishBytes } from '../blob/publish.js';
 import { isFerryError } from '../errors.js';
@@ -13,6 +13,7 @@ import { acceptedTypes, contentType, readBody, send } from './http.js';
 import { servedEntry, type RepoKey } from './names.js';
 import { manifestInfo, type ManifestInfo } from './store-view.js';
 import type { RepoRequest, ServeContext } from './context.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 type Ref = { digest: Digest; tag?: undefined } | { tag: string; digest?: undefined };
 
@@ -113,7 +114,7 @@ export async function putManifest(ctx: ServeContext, r: RepoRequest, text: strin
   }
 
   const path = ctx.layout.blobPath(digest);
-  await mkdir(dirname(path), { recursive: true });
+  await mkdirs(dirname(path));
   await publishBytes(path, bytes);
   const info = manifestInfo(digest, doc);
   ctx.view.note(info);

@@ -1,11 +1,12 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { publishBytes, syncDir } from '../blob/publish.js';
 import { algorithmOf, encodedOf, type Algorithm, type Digest } from '../oci/digest.js';
 import { digestInvalid, RegistryError, uploadUnknown } from './errors.js';
 import type { RepoKey } from './names.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 /*
  * Upload sessions live on disk, in <store>/.ferry-uploads/<uuid>/: `data` (the bytes received so
@@ -155,7 +156,7 @@ export class Uploads {
     // In the map before the first await: concurrent requests of the client count it.
     this.sessions.set(uuid, s);
     try {
-      await mkdir(dir, { recursive: true });
+      await mkdirs(dir);
       const fh = await open(join(dir, 'data'), 'wx', 0o644);
       await fh.close();
       await this.save(s);
@@ -322,7 +323,7 @@ export class Uploads {
       throw digestInvalid(`upload content has digest ${actual} (${s.offset} bytes), not ${digest}; nothing was stored`, { expected: digest, actual, size: s.offset });
     }
     const dir = join(this.blobsDir, alg);
-    await mkdir(dir, { recursive: true });
+    await mkdirs(dir);
     await rename(s.data, join(dir, encodedOf(digest)));
     await syncDir(dir);
     await this.cancel(s);

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { publishBytes } from '../blob/publish.js';
 import { warn } from '../log.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import { stateDir } from '../util/state-dir.js';
+import { mkdirs } from '../util/mkdirs.js';
 
 /**
  * What sync last put into a registry destination: for each tag, the source digest it copied (or
@@ -142,7 +143,7 @@ export class SyncState {
   async save(): Promise<void> {
     if (!this.changed) return;
     try {
-      await mkdir(join(stateDir(), 'sync'), { recursive: true, mode: 0o700 });
+      await mkdirs(join(stateDir(), 'sync'), 0o700);
       const tags = Object.fromEntries([...this.tags.keys()].sort().map((t) => [t, this.tags.get(t)]));
       const doc = {
         destination: this.destination,

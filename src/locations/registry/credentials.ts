@@ -1,9 +1,10 @@
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../../errors.js';
 import { outputTarget, publishBytes } from '../../blob/publish.js';
 import { childProcess } from '../../util/builtins.js';
+import { mkdirs } from '../../util/mkdirs.js';
 
 export interface Credential {
   username: string;
@@ -221,7 +222,7 @@ function dropEntries(doc: ConfigFile, domain: string): boolean {
  */
 async function writeConfig(path: string, doc: ConfigFile): Promise<void> {
   const target = await outputTarget(path, LOOP_HINT);
-  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  await mkdirs(dirname(target), 0o700);
   await publishBytes(target, JSON.stringify(doc, null, '\t') + '\n', { mode: 0o600 });
   await chmod(target, 0o600);
 }

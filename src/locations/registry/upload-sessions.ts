@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { publishBytes } from '../../blob/publish.js';
 import { stateDir } from '../../util/state-dir.js';
+import { mkdirs } from '../../util/mkdirs.js';
 
 /**
  * Open chunked uploads, one small file per repository and blob, so that a push killed mid-blob
@@ -32,7 +33,7 @@ export async function loadUpload(repository: string, digest: string): Promise<Up
 export async function saveUpload(repository: string, digest: string, r: UploadRecord): Promise<void> {
   const path = recordPath(repository, digest);
   try {
-    await mkdir(join(stateDir(), 'uploads'), { recursive: true, mode: 0o700 });
+    await mkdirs(join(stateDir(), 'uploads'), 0o700);
     await publishBytes(path, JSON.stringify(r), { mode: 0o600 });
   } catch {
     // no state directory (read-only home): the upload simply cannot resume across runs
