@@ -371,6 +371,16 @@ describe.concurrent('ferry import: bad input is refused before anything is store
     expect(await indexEntries(r.storeDir).catch(() => [])).toEqual([]);
   }
 
+  it('a TMPDIR that does not exist is exit 7 naming it and the variable (import spools the layer there), nothing stored', async () => {
+    const st = await store();
+    const input = await tarFile(tarOf([file('etc/hostname', 'box\n')]));
+    const r = await ferry(['--store', st, 'import', input, 'spool:1'], { env: { TMPDIR: '/nonexistent-ferry-tmp' } });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain('cannot make a temporary directory in /nonexistent-ferry-tmp (TMPDIR)');
+    expect(r.stderr).toContain('hint: set TMPDIR to a writable directory');
+    expect(await blobDigests(st)).toEqual([]);
+  });
+
   it('A4: "../evil" and "/abs" entries', async () => {
     await Promise.all([
       refusedByCli(tarOf([file('../evil', 'x')]), 3, /import of .*rootfs\.tar: entry "\.\.\/evil" escapes the root/),

@@ -1,5 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { spoolDirectory } from '../util/spool.js';
 import { join } from 'node:path';
 import { FerryError } from '../errors.js';
 import { decompressBudget } from '../blob/compression.js';
@@ -56,7 +56,7 @@ export async function scan(o: FlattenOptions): Promise<Scanned> {
     o.onEvent?.({ type: 'resolved', digest: image.manifest.digest, platform: image.platform, layers: image.layers.length });
     const local = image.source instanceof OciLayout;
     const spooled = new Map<Digest, string>();
-    if (!local && image.layers.length > 0) spoolDir = await mkdtemp(join(tmpdir(), 'ferry-export-'));
+    if (!local && image.layers.length > 0) spoolDir = await spoolDirectory('export');
     const tree = new Tree();
     for (const layer of image.layers) {
       const where = layerWhere(layer);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, stat } from 'node:fs/promises';
+import { spoolDirectory } from '../util/spool.js';
 import { join } from 'node:path';
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -166,7 +166,10 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
     await dst.sink.close();
     throw e;
   }
-  const spool = await mkdtemp(join(tmpdir(), 'ferry-import-'));
+  const spool = await spoolDirectory('import').catch(async (e: unknown) => {
+    await dst.sink.close();
+    throw e;
+  });
   try {
     const { stream: input, label } = await openInput(o);
     const layerPath = join(spool, 'layer');
