@@ -76,6 +76,28 @@ describe.skipIf(!openssl)('HTTP version over TLS', () => {
   });
 });
 
+describe.skipIf(!openssl)('a certificate out of its dates', () => {
+  it('is refused (exit 6) with a hint about this machine\'s clock, not about private CAs (air-gapped hosts drift)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const dir = await tempDir();
+    const [key, csr, cert] = [join(dir, 'k.pem'), join(dir, 'r.csr'), join(dir, 'c.pem')];
+    execFileSync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', csr], { stdio: 'ignore' });
+    // Valid until yesterday.
+    execFileSync('openssl', ['x509', '-req', '-in', csr, '-signkey', key, '-days', '-1', '-copy_extensions', 'copy', '-out', cert], { stdio: 'ignore' });
+    const server = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, tagsHandler('old/app'));
+    const port = await listen(server);
+    try {
+      const r = await ferry(['tags', `127.0.0.1:${port}/old/app`], { env: { NODE_EXTRA_CA_CERTS: cert } });
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stderr).toContain('certificate has expired');
+      expect(r.stderr).toMatch(/hint: this machine's clock says \d{4}-\d\d-\d\dT/);
+      expect(r.stderr).not.toContain('NODE_EXTRA_CA_CERTS');
+    } finally {
+      server.close();
+    }
+  });
+});
+
 /** A registry answering only the tag list of `repo`, `a` and `b`, over whatever `listen` serves. */
 function tagsHandler(repo: string) {
   return (req: { url?: string }, res: { writeHead(status: number, headers?: Record<string, string>): unknown; end(body: string): unknown }) => {

@@ -328,9 +328,13 @@ export function wrapNetwork(e: unknown, url: URL, attempts?: number, hint?: stri
     // Node's own advice (--use-system-ca) is about its command line, which ferry's users do not
     // write: the whole clause goes, and the hint says the same in ferry's terms.
     const why = msg.replace(/[.;]? *(?:if the root CA is installed locally, *)?try running Node\.js with --use-system-ca\.?/i, '');
+    // Out of its dates: on an air-gapped host the clock (no NTP) is as likely to blame as the certificate.
+    const dated = code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID';
     return new FerryError('NETWORK', `TLS error talking to ${url.host}: ${why}`, {
       cause: e,
-      hint: 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …, or NODE_USE_SYSTEM_CA=1 ferry … if that CA is installed on this machine; to skip verification altogether, --insecure',
+      hint: dated
+        ? `this machine's clock says ${new Date().toISOString()}: if that is wrong (a host with no time server drifts), set the clock; else the registry's certificate needs renewing. --insecure skips verification`
+        : 'a registry behind a private CA: NODE_EXTRA_CA_CERTS=/path/to/ca.pem ferry …, or NODE_USE_SYSTEM_CA=1 ferry … if that CA is installed on this machine; to skip verification altogether, --insecure',
     });
   }
   const tries = attempts ? ` after ${attempts} attempts` : '';
