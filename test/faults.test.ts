@@ -49,6 +49,15 @@ if (!canMount) {
   process.stderr.write(`\n*** ${msg} ***\n\n`);
 }
 
+/** Waits (up to ~10 s) until a copy into the layout `dst` has a blob's temp file open. */
+async function writingInto(dst: string): Promise<boolean> {
+  for (let i = 0; i < 2000; i++) {
+    if ((await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0) return true;
+    await sleep(5);
+  }
+  return false;
+}
+
 describe('interruption and crashes', () => {
   it('F2: a copy killed with SIGKILL halfway, then rerun, exits 0 and verify is clean', async () => {
     const src = join(await tempDir(), 'src');
@@ -57,11 +66,7 @@ describe('interruption and crashes', () => {
     const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
     const done = finish(child);
     // Kill it once a blob is being written.
-    for (let i = 0; i < 2000; i++) {
-      const temps = await tempFilesIn(join(dst, 'blobs')).catch(() => []);
-      if (temps.length > 0) break;
-      await sleep(5);
-    }
+    await writingInto(dst);
     child.kill('SIGKILL');
     const killed = await done;
     expect(killed.signal).toBe('SIGKILL');
@@ -84,12 +89,7 @@ describe('interruption and crashes', () => {
       const dst = join(await tempDir(), 'dst');
       const child = start(['copy', `oci:${src}:big`, `oci:${dst}:big`]);
       const done = finish(child);
-      let writing = false;
-      for (let i = 0; i < 2000 && !writing; i++) {
-        writing = (await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0;
-        if (!writing) await sleep(5);
-      }
-      expect(writing, 'the copy never started writing a blob').toBe(true);
+      expect(await writingInto(dst), 'the copy never started writing a blob').toBe(true);
       const sent = performance.now();
       child.kill(signal);
       const r = await done;
@@ -110,12 +110,7 @@ describe('interruption and crashes', () => {
     const dst = join(await tempDir(), 'dst');
     const child = start([], { wrap: ['sh', '-c', `trap '' HUP; exec "$0" copy oci:${src}:big oci:${dst}:big`] });
     const done = finish(child);
-    let writing = false;
-    for (let i = 0; i < 2000 && !writing; i++) {
-      writing = (await tempFilesIn(join(dst, 'blobs')).catch(() => [])).length > 0;
-      if (!writing) await sleep(5);
-    }
-    expect(writing, 'the copy never started writing a blob').toBe(true);
+    expect(await writingInto(dst), 'the copy never started writing a blob').toBe(true);
     child.kill('SIGHUP');
     const r = await done;
     expect(r.code, r.stderr).toBe(0);
