@@ -115,6 +115,10 @@ const invalid: Invalid[] = [
   { input: '-bad.com/x', says: 'domain' },
   { input: 'host.com:port/x', says: 'domain' },
   { input: '[zz::1]:5000/x', says: 'domain' },
+  // The grammar takes them; no URL does (they were an internal "Invalid URL" with a stack).
+  { input: '999.999.999.999/x', says: 'not a host a URL can name' },
+  { input: '10.0.0.256:5000/x', says: 'not a host a URL can name' },
+  { input: 'localhost:99999/x', says: 'not a host a URL can name' },
   { input: '[::1]:5000' },
   { input: 'foo:bar:baz' },
   { input: 'a$b' },

@@ -114,6 +114,10 @@ export function parseReference(input: string): Reference {
     const looksLikeDomain = lower === 'localhost' || /[.:]/.test(lower);
     if (looksLikeDomain || first !== lower) {
       if (!DOMAIN.test(first)) fail(`invalid registry domain ${JSON.stringify(first)}`, schemeHint(first, input));
+      // The grammar allows what no URL holds (999.1.1.1 reads as an IPv4 address; port 99999).
+      if (!URL.canParse(`https://${first}/`)) {
+        fail(`invalid registry domain ${JSON.stringify(first)}: not a host a URL can name`, 'an IPv4 address is four numbers of at most 255, a port at most 65535');
+      }
       // 'Foo' is a domain only because of its case; lowercased, 'foo/x' would read as a Docker Hub path.
       domain = looksLikeDomain ? lower : first;
       path = name.slice(slash + 1);
