@@ -448,3 +448,73 @@ describe('a store written by a killed run (catalogue F2, I7)', () => {
     expect(images).toContain('example.com/killed');
   });
 });
+
+describe('an interrupted save is continued, not written again from the start (catalogue F2)', () => {
+  const isTemp = (name: string) => name.startsWith('.tmp-');
+  let src: string;
+  beforeAll(async () => {
+    src = join(await tempDir(), 'src');
+    await makeLayout(src, [{ tag: 'big', layers: [24 * MiB, 24 * MiB, 24 * MiB] }, { tag: 'small', layers: [MiB] }]);
+  });
+
+  /** SIGKILLs a save once its temp files beside `dir` hold `fraction` of ~72 MiB. */
+  async function killedSave(dir: string, args: string[], fraction: number): Promise<void> {
+    const k = await runAndKill(['save', `oci:${src}:big`, ...args], { progress: () => bytesUnder(dir, isTemp), total: 72 * MiB, fraction });
+    expect(k.killed, 'the save finished before the kill').toBe(true);
+  }
+
+  it('one archive: the rerun keeps the dead run\'s file and bytes, says how much, and the archive equals a fresh save', async () => {
+    const dir = await tempDir();
+    const out = join(dir, 'out.tar');
+    await killedSave(dir, ['-o', out], 0.5);
+    const [temp] = (await readdir(dir)).filter(isTemp);
+    const before = await stat(join(dir, temp!));
+    const r = await ferry(['save', `oci:${src}:big`, '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/found [\d.]+MB of .*out\.tar written by an interrupted run: what matches is kept/);
+    const kept = /out\.tar: kept ([\d.]+)MB an interrupted run had written, wrote ([\d.]+)MB/.exec(r.stderr);
+    expect(kept, r.stderr).not.toBeNull();
+    expect(Number(kept![1]) * 1e6).toBeGreaterThan(before.size - 2 * MiB);
+    // The same file, continued (was: removed, and the whole archive written again).
+    expect((await stat(out)).ino).toBe(before.ino);
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', fresh])).code).toBe(0);
+    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    expect((await readdir(dir)).filter(isTemp)).toEqual([]);
+  });
+
+  it('a dead run\'s file of other content (another image, longer than the new archive) ends as exactly the new archive', async () => {
+    const dir = await tempDir();
+    const out = join(dir, 'out.tar');
+    await killedSave(dir, ['-o', out], 0.5);
+    const r = await ferry(['save', '-q', `oci:${src}:small`, '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:small`, '-o', fresh])).code).toBe(0);
+    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    expect((await readdir(dir)).filter(isTemp)).toEqual([]);
+  });
+
+  it('a volume set: the rerun takes the dead set\'s id, and a volume the dead run finished is kept untouched', async () => {
+    const { readVolumeHeader } = await import('../src/archive/scan.js');
+    const dir = await tempDir();
+    const base = join(dir, 'set.tar');
+    await killedSave(dir, ['-o', base, '--volume-size', '16M'], 0.6);
+    const temps = (await readdir(dir)).filter(isTemp).sort();
+    const first = temps.find((n) => n.endsWith('-set.001.tar'))!;
+    expect(temps.length, temps.join(' ')).toBeGreaterThan(1);
+    const deadSet = (await readVolumeHeader(join(dir, first)))!.set;
+    // Finished by the dead run: if the rerun wrote it again, its time would change.
+    const old = new Date('2020-01-01T00:00:00Z');
+    await utimes(join(dir, first), old, old);
+    const r = await ferry(['save', '-q', `oci:${src}:big`, '-o', base, '--volume-size', '16M']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await readVolumeHeader(join(dir, 'set.001.tar')))!.set).toBe(deadSet);
+    expect((await stat(join(dir, 'set.001.tar'))).mtime.getTime()).toBe(old.getTime());
+    const volumes = (await readdir(dir)).filter((n) => /^set\.\d{3}\.tar$/.test(n)).map((n) => join(dir, n));
+    expect(volumes.length).toBeGreaterThan(3);
+    const v = await ferry(['verify', ...volumes]);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect((await readdir(dir)).filter(isTemp)).toEqual([]);
+  });
+});

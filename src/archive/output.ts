@@ -6,9 +6,12 @@ import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, missingDirectory, toFerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, outputTarget, removeDeadTempsOf, syncDir, tempPathFor } from '../blob/publish.js';
+import { isSpecialFile, outputTarget, syncDir, tempPathFor } from '../blob/publish.js';
+import { claimDeadTemp, ResumingFile } from '../blob/resume-file.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
+import { warn } from '../log.js';
+import { humanSize } from '../progress/format.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
 export type ArchiveCompression = OutputCompression;
@@ -156,8 +159,10 @@ export class ArchiveOutput {
     if (!o.measure) dest = await outputTarget(dest);
     await refuseExisting(dest, o.force, o.noForceFlag);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
-    await removeDeadTempsOf(dest);
     const temp = tempPathFor(dest);
+    // A run killed (power, SIGKILL) while writing this file left it half written: continued.
+    const existing = await claimDeadTemp(dest, temp);
+    if (existing !== undefined) return new ArchiveOutput(await ResumingFile.open(temp, existing).catch((e: unknown) => Promise.reject(outputError(e, dest))), dest, temp, o);
     const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
     await new Promise<void>((resolve, reject) => {
       file.once('open', () => resolve());
@@ -267,6 +272,10 @@ export class ArchiveOutput {
     if (this.o.measure) {
       const c = this.measuredCompression;
       this.o.measure.push({ path: this.dest, bytes: this.bytes, ...(c === 'none' ? {} : { maxBytes: compressedBound(this.bytes, c, this.storedEntries) }) });
+    }
+    if (this.sink instanceof ResumingFile) {
+      const s = this.sink;
+      warn(`${this.dest}: kept ${humanSize(s.kept)} an interrupted run had written, wrote ${humanSize(s.written)}`);
     }
     if (!this.temp || o.defer) return;
     await this.publish();

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { deadTemps } from '../blob/resume-file.js';
 import { readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FerryError } from '../errors.js';
@@ -142,6 +143,18 @@ export interface VolumeWriterOptions extends OutputOptions {
   publish?: (set: string, files: Array<{ temp: string; dest: string }>) => Promise<void>;
 }
 
+/**
+ * The set id of a set a killed run was writing into `base`: the same id makes the same bytes, so
+ * the volumes it finished are kept instead of written again (see ResumingFile).
+ */
+async function deadSetId(base: string): Promise<string | undefined> {
+  const [first] = await deadTemps(volumePath(base, 1));
+  if (!first) return undefined;
+  const { readVolumeHeader } = await import('./scan.js');
+  const header = await readVolumeHeader(first.path).catch(() => undefined);
+  return header?.volume === 1 ? header.set : undefined;
+}
+
 /** Refuses a volume size no volume can be written at (save and sync say it alike). */
 export function checkVolumeSize(size: number): void {
   if (size < MIN_VOLUME_SIZE) {
@@ -156,15 +169,16 @@ export function checkVolumeSize(size: number): void {
  * whole set is complete; then all are moved into place (so an interrupted save leaves nothing).
  */
 export class VolumeWriter implements EntryWriter {
-  readonly set = randomUUID();
+  readonly set: string;
   private cur?: OpenVolume;
   private readonly done: ArchiveOutput[] = [];
   private readonly capacity: number;
   /** Handed to `publish`: its files are no longer ours to remove. */
   private handedOver = false;
 
-  constructor(private readonly base: string, private readonly o: VolumeWriterOptions) {
+  constructor(private readonly base: string, private readonly o: VolumeWriterOptions, set?: string) {
     checkVolumeSize(o.volumeSize);
+    this.set = set ?? randomUUID();
     // Below the size, not up to it: FAT32 takes files of 4 GiB - 1 byte at most, and `--volume-size
     // 4G` is what people write for it. Compression can grow incompressible data a little: a margin.
     this.capacity = o.compression === 'none' ? o.volumeSize - 1 : Math.floor(o.volumeSize * 0.995) - 4096;
@@ -173,7 +187,7 @@ export class VolumeWriter implements EntryWriter {
   static async create(base: string, o: VolumeWriterOptions): Promise<VolumeWriter> {
     if (base === '-') throw new FerryError('USAGE', 'volumes need a file name: -o NAME.tar, not -o -');
     await refuseExistingSet(base, o.force);
-    return new VolumeWriter(base, o);
+    return new VolumeWriter(base, o, o.measure ? undefined : await deadSetId(base));
   }
 
   private trailerBytes(estimate: number): number {

@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, readdir, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { open, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
 import { warn } from '../log.js';
 import { EarlySync } from './early-sync.js';
-import { processAlive } from '../locations/lock.js';
-import { tempOwnerPid, tempPathWith } from './temp-names.js';
+import { deadTemps } from './resume-file.js';
+import { tempPathWith } from './temp-names.js';
 
 export { TEMP_PREFIX, tempOwnerPid } from './temp-names.js';
 
@@ -18,12 +18,9 @@ export function tempPathFor(dest: string): string {
 
 /** Deletes temp files of `dest` that dead runs (SIGKILL, power loss) left beside it. */
 export async function removeDeadTempsOf(dest: string): Promise<void> {
-  const suffix = `-${basename(dest)}`;
-  for (const name of await readdir(dirname(dest)).catch(() => [] as string[])) {
-    const pid = tempOwnerPid(name);
-    if (pid === undefined || !name.endsWith(suffix) || (await processAlive(pid))) continue;
-    await unlink(join(dirname(dest), name)).catch(() => {});
-    warn(`removed ${join(dirname(dest), name)}, left by an interrupted run`);
+  for (const { path } of await deadTemps(dest)) {
+    await unlink(path).catch(() => {});
+    warn(`removed ${path}, left by an interrupted run`);
   }
 }
 

@@ -1,0 +1,120 @@
+import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Writable } from 'node:stream';
+import { warn } from '../log.js';
+import { processAlive } from '../locations/lock.js';
+import { humanSize } from '../progress/format.js';
+import { destinationOf, tempOwnerPid } from './temp-names.js';
+
+/** Temp files that dead runs left for `dest`, largest first (a live run's are never listed). */
+export async function deadTemps(dest: string): Promise<Array<{ path: string; size: number }>> {
+  const dir = dirname(dest);
+  const dead: Array<{ path: string; size: number }> = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = tempOwnerPid(name);
+    const path = join(dir, name);
+    // Exactly this output's: `.tmp-1-ab-x-out.tar` belongs to x-out.tar, not out.tar.
+    if (pid === undefined || basename(destinationOf(path)) !== basename(dest) || (await processAlive(pid))) continue;
+    const st = await stat(path).catch(() => undefined);
+    if (st?.isFile()) dead.push({ path, size: st.size });
+  }
+  return dead.sort((a, b) => b.size - a.size);
+}
+
+/**
+ * The temp file a dead run left for `dest` (the largest, when there are several), renamed to
+ * `mine` for this process; the others are removed. Its size, or undefined when there is none.
+ */
+export async function claimDeadTemp(dest: string, mine: string): Promise<number | undefined> {
+  let claimed: number | undefined;
+  for (const d of await deadTemps(dest)) {
+    // A rename is atomic: of two runs claiming one file, one gets it.
+    if (claimed === undefined && d.size > 0 && (await rename(d.path, mine).then(() => true, () => false))) {
+      claimed = d.size;
+      warn(`found ${humanSize(d.size)} of ${dest} written by an interrupted run: what matches is kept, not written again`);
+      continue;
+    }
+    await unlink(d.path).catch(() => {});
+    warn(`removed ${d.path}, left by an interrupted run`);
+  }
+  return claimed;
+}
+
+/**
+ * The end of an output that continues a dead run's file: each chunk is first compared with the
+ * bytes already at its offset and, while they match, not written again (reading a USB stick is
+ * faster than writing it). From the first difference, or past the old end, it writes as usual;
+ * old bytes beyond the new end are cut. Whatever the old file held, the result is exactly the
+ * bytes given to it. Durable once finished (fsync), as a `flush: true` file stream is.
+ */
+export class ResumingFile extends Writable {
+  /** For EarlySync, which flushes by descriptor. */
+  readonly fd: number;
+  private at = 0;
+  private comparing: boolean;
+  /** Bytes found equal and kept, and bytes written. */
+  kept = 0;
+  written = 0;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly existing: number,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    this.fd = fh.fd;
+    this.comparing = existing > 0;
+  }
+
+  static async open(path: string, existing: number): Promise<ResumingFile> {
+    return new ResumingFile(await open(path, 'r+'), existing);
+  }
+
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.put(chunk).then(() => cb(), cb);
+  }
+
+  private async put(chunk: Buffer): Promise<void> {
+    let from = 0;
+    if (this.comparing) {
+      const n = Math.min(chunk.length, this.existing - this.at);
+      const old = Buffer.allocUnsafe(n);
+      const { bytesRead } = await this.fh.read(old, 0, n, this.at);
+      from = sameBytes(old.subarray(0, bytesRead), chunk);
+      this.at += from;
+      this.kept = this.at;
+      if (from < n || this.at >= this.existing) {
+        this.comparing = false;
+        if (from < n) await this.fh.truncate(this.at);
+      }
+    }
+    while (from < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, from, chunk.length - from, this.at);
+      from += bytesWritten;
+      this.at += bytesWritten;
+      this.written += bytesWritten;
+    }
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    const end = async () => {
+      // Shorter than what the dead run had written: its tail goes.
+      if (this.comparing) await this.fh.truncate(this.at);
+      await this.fh.sync();
+      await this.fh.close();
+    };
+    end().then(() => cb(), cb);
+  }
+
+  override _destroy(e: Error | null, cb: (e: Error | null) => void): void {
+    this.fh.close().then(() => cb(e), () => cb(e));
+  }
+}
+
+/** How many leading bytes of `old` equal those of `chunk`. */
+function sameBytes(old: Buffer, chunk: Buffer): number {
+  const n = Math.min(old.length, chunk.length);
+  if (old.subarray(0, n).equals(chunk.subarray(0, n))) return n;
+  let i = 0;
+  while (i < n && old[i] === chunk[i]) i++;
+  return i;
+}
