@@ -495,6 +495,25 @@ describe('an interrupted save is continued, not written again from the start (ca
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
+  it('export -o: a killed export\'s file is continued the same way', async () => {
+    const img = join(await tempDir(), 'img');
+    const layer = await writeTarBlob(img, [{ name: 'big', bigFile: 72 * MiB }]);
+    await makeTarLayout(img, [{ tag: 'fs', layers: [{ file: layer }] }]);
+    const dir = await tempDir();
+    const out = join(dir, 'rootfs.tar');
+    const k = await runAndKill(['export', `oci:${img}:fs`, '-o', out], { progress: () => bytesUnder(dir, isTemp), total: 72 * MiB, fraction: 0.5 });
+    expect(k.killed, 'the export finished before the kill').toBe(true);
+    const [temp] = (await readdir(dir)).filter(isTemp);
+    const before = await stat(join(dir, temp!));
+    const r = await ferry(['export', `oci:${img}:fs`, '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/rootfs\.tar: kept [\d.]+MB an interrupted run had written, wrote/);
+    expect((await stat(out)).ino).toBe(before.ino);
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['export', `oci:${img}:fs`, '-o', fresh])).code).toBe(0);
+    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+  });
+
   it('a volume set: the rerun takes the dead set\'s id, and a volume the dead run finished is kept untouched', async () => {
     const { readVolumeHeader } = await import('../src/archive/scan.js');
     const dir = await tempDir();

@@ -10,8 +10,6 @@ import { isSpecialFile, outputTarget, syncDir, tempPathFor } from '../blob/publi
 import { claimDeadTemp, ResumingFile } from '../blob/resume-file.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
-import { warn } from '../log.js';
-import { humanSize } from '../progress/format.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
 export type ArchiveCompression = OutputCompression;
@@ -273,10 +271,7 @@ export class ArchiveOutput {
       const c = this.measuredCompression;
       this.o.measure.push({ path: this.dest, bytes: this.bytes, ...(c === 'none' ? {} : { maxBytes: compressedBound(this.bytes, c, this.storedEntries) }) });
     }
-    if (this.sink instanceof ResumingFile) {
-      const s = this.sink;
-      warn(`${this.dest}: kept ${humanSize(s.kept)} an interrupted run had written, wrote ${humanSize(s.written)}`);
-    }
+    if (this.sink instanceof ResumingFile) this.sink.report(this.dest);
     if (!this.temp || o.defer) return;
     await this.publish();
   }

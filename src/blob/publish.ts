@@ -5,23 +5,13 @@ import { dirname, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError } from '../errors.js';
-import { warn } from '../log.js';
 import { EarlySync } from './early-sync.js';
-import { deadTemps } from './resume-file.js';
 import { tempPathWith } from './temp-names.js';
 
 export { TEMP_PREFIX, tempOwnerPid } from './temp-names.js';
 
 export function tempPathFor(dest: string): string {
   return tempPathWith(dest, process.pid, randomBytes(4).toString('hex'));
-}
-
-/** Deletes temp files of `dest` that dead runs (SIGKILL, power loss) left beside it. */
-export async function removeDeadTempsOf(dest: string): Promise<void> {
-  for (const { path } of await deadTemps(dest)) {
-    await unlink(path).catch(() => {});
-    warn(`removed ${path}, left by an interrupted run`);
-  }
 }
 
 export interface PublishOptions {

@@ -65,6 +65,11 @@ export class ResumingFile extends Writable {
     this.comparing = existing > 0;
   }
 
+  /** What it did, for the user: said once the file is complete. */
+  report(dest: string): void {
+    warn(`${dest}: kept ${humanSize(this.kept)} an interrupted run had written, wrote ${humanSize(this.written)}`);
+  }
+
   static async open(path: string, existing: number): Promise<ResumingFile> {
     return new ResumingFile(await open(path, 'r+'), existing);
   }
