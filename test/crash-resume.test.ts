@@ -495,6 +495,29 @@ describe('an interrupted save is continued, not written again from the start (ca
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
+  it('a link under a dead temp name (a shared directory) is never written through: symbolic or hard, the file it names stays as it was', async () => {
+    const { link, symlink, writeFile: write } = await import('node:fs/promises');
+    const dir = await tempDir();
+    const victim = join(await tempDir(), 'victim');
+    await write(victim, 'precious '.repeat(1000));
+    const hard = join(dir, 'victim-hardlink');
+    await write(hard, 'precious too '.repeat(1000));
+    // Named as temp files of dead runs (pid 999999) for out.tar and hl.tar.
+    await symlink(victim, join(dir, '.tmp-999999-aaaaaaaa-out.tar'));
+    await link(hard, join(dir, '.tmp-999998-bbbbbbbb-hl.tar'));
+    for (const name of ['out.tar', 'hl.tar']) {
+      const r = await ferry(['save', '-q', `oci:${src}:small`, '-o', join(dir, name)]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toContain('what matches is kept');
+    }
+    expect(await readFile(victim, 'utf8')).toBe('precious '.repeat(1000));
+    expect(await readFile(hard, 'utf8')).toBe('precious too '.repeat(1000));
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:small`, '-o', fresh])).code).toBe(0);
+    for (const name of ['out.tar', 'hl.tar']) expect(Buffer.compare(await readFile(join(dir, name)), await readFile(fresh))).toBe(0);
+    expect((await readdir(dir)).filter(isTemp)).toEqual([]);
+  });
+
   it('export -o: a killed export\'s file is continued the same way', async () => {
     const img = join(await tempDir(), 'img');
     const layer = await writeTarBlob(img, [{ name: 'big', bigFile: 72 * MiB }]);

@@ -148,7 +148,7 @@ export interface VolumeWriterOptions extends OutputOptions {
  * the volumes it finished are kept instead of written again (see ResumingFile).
  */
 async function deadSetId(base: string): Promise<string | undefined> {
-  const [first] = await deadTemps(volumePath(base, 1));
+  const first = (await deadTemps(volumePath(base, 1))).find((d) => d.plain);
   if (!first) return undefined;
   const { readVolumeHeader } = await import('./scan.js');
   const header = await readVolumeHeader(first.path).catch(() => undefined);

@@ -1,4 +1,5 @@
-import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { warn } from '../log.js';
@@ -6,17 +7,20 @@ import { processAlive } from '../locations/lock.js';
 import { humanSize } from '../progress/format.js';
 import { destinationOf, tempOwnerPid } from './temp-names.js';
 
-/** Temp files that dead runs left for `dest`, largest first (a live run's are never listed). */
-export async function deadTemps(dest: string): Promise<Array<{ path: string; size: number }>> {
+/**
+ * Temp names that dead runs left for `dest`, largest first (a live run's are never listed);
+ * `plain` only for a regular file (lstat: a link planted under such a name is never followed).
+ */
+export async function deadTemps(dest: string): Promise<Array<{ path: string; size: number; plain: boolean }>> {
   const dir = dirname(dest);
-  const dead: Array<{ path: string; size: number }> = [];
+  const dead: Array<{ path: string; size: number; plain: boolean }> = [];
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = tempOwnerPid(name);
     const path = join(dir, name);
     // Exactly this output's: `.tmp-1-ab-x-out.tar` belongs to x-out.tar, not out.tar.
     if (pid === undefined || basename(destinationOf(path)) !== basename(dest) || (await processAlive(pid))) continue;
-    const st = await stat(path).catch(() => undefined);
-    if (st?.isFile()) dead.push({ path, size: st.size });
+    const st = await lstat(path).catch(() => undefined);
+    if (st) dead.push({ path, size: st.isFile() ? st.size : 0, plain: st.isFile() });
   }
   return dead.sort((a, b) => b.size - a.size);
 }
@@ -28,8 +32,10 @@ export async function deadTemps(dest: string): Promise<Array<{ path: string; siz
 export async function claimDeadTemp(dest: string, mine: string): Promise<number | undefined> {
   let claimed: number | undefined;
   for (const d of await deadTemps(dest)) {
-    // A rename is atomic: of two runs claiming one file, one gets it.
-    if (claimed === undefined && d.size > 0 && (await rename(d.path, mine).then(() => true, () => false))) {
+    // A rename is atomic: of two runs claiming one file, one gets it. Only a file that can only be
+    // ours is continued: a regular file of this user with no other name (not a hard link to some
+    // other file, which writing would change; not swapped for a link since it was listed).
+    if (claimed === undefined && d.plain && d.size > 0 && (await rename(d.path, mine).then(() => true, () => false)) && (await ownPlainFile(mine))) {
       claimed = d.size;
       warn(`found ${humanSize(d.size)} of ${dest} written by an interrupted run: what matches is kept, not written again`);
       continue;
@@ -38,6 +44,13 @@ export async function claimDeadTemp(dest: string, mine: string): Promise<number 
     warn(`removed ${d.path}, left by an interrupted run`);
   }
   return claimed;
+}
+
+async function ownPlainFile(path: string): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  const ok = st !== undefined && st.isFile() && st.nlink === 1 && (process.getuid === undefined || st.uid === process.getuid());
+  if (!ok) await unlink(path).catch(() => {});
+  return ok;
 }
 
 /**
@@ -71,7 +84,8 @@ export class ResumingFile extends Writable {
   }
 
   static async open(path: string, existing: number): Promise<ResumingFile> {
-    return new ResumingFile(await open(path, 'r+'), existing);
+    // O_NOFOLLOW: the name was checked to be a plain file; a link put there since is refused.
+    return new ResumingFile(await open(path, constants.O_RDWR | constants.O_NOFOLLOW), existing);
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
