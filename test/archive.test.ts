@@ -409,6 +409,23 @@ describe('save and load', () => {
     expect([...(await readdir(dir)), ...(await readdir(join(dir, 'real')))].filter((n) => n.startsWith('.tmp-'))).toEqual([]);
   });
 
+  it.skipIf(process.getuid?.() !== 0)('-o through a link another user planted in a shared sticky directory (/tmp) is refused, as the kernel refuses to follow it: the file it names stays', async () => {
+    const { chmod, lstat, symlink } = await import('node:fs/promises');
+    const shared = await tempDir();
+    await chmod(shared, 0o1777);
+    const victim = join(await tempDir(), 'passwd');
+    await writeFile(victim, 'root:x:0:0\n');
+    await symlink(victim, join(shared, 'out.tar'));
+    // lchown: the link itself belongs to nobody.
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('chown', ['-h', '65534:65534', join(shared, 'out.tar')]);
+    const r = await run(['save', '--force', `${REPO}:plain`, '-o', join(shared, 'out.tar')], fullStore);
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain(`${join(shared, 'out.tar')} is a symbolic link another user made in the shared directory ${shared}: not followed`);
+    expect(await readFile(victim, 'utf8')).toBe('root:x:0:0\n');
+    expect((await lstat(join(shared, 'out.tar'))).isSymbolicLink()).toBe(true);
+  });
+
   it('save -o FIFO whose reader leaves early: exit 7 naming the pipe, one message, no stack (was exit 1 and an "Error: EPIPE" dump)', async () => {
     const { execFileSync, spawn } = await import('node:child_process');
     const dir = await tempDir();

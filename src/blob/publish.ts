@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { open, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { lstat, open, readlink, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -63,9 +63,27 @@ export async function outputTarget(path: string, loopHint = 'fix the link, or re
       if (code === 'EINVAL' || code === 'ENOENT') return p; // not a link, or nothing there yet
       throw e;
     }
+    await refuseForeignLink(p);
     p = resolve(dirname(p), next);
   }
   throw new FerryError('IO', `${path} is a loop of symbolic links`, { hint: loopHint });
+}
+
+/**
+ * The kernel's protected_symlinks rule, which resolving links by hand would otherwise bypass: in
+ * a sticky, world-writable directory (/tmp) a link is followed only if it is ours or the
+ * directory owner's. Else `-o /tmp/out.tar --force` as root could be led to replace /etc/passwd.
+ */
+async function refuseForeignLink(link: string): Promise<void> {
+  const uid = process.geteuid?.();
+  if (uid === undefined) return;
+  const [l, d] = await Promise.all([lstat(link), stat(dirname(link))]);
+  const shared = (d.mode & 0o1000) !== 0 && (d.mode & 0o002) !== 0;
+  if (shared && l.uid !== uid && l.uid !== d.uid) {
+    throw new FerryError('IO', `${link} is a symbolic link another user made in the shared directory ${dirname(link)}: not followed`, {
+      hint: 'remove the link, or write somewhere else',
+    });
+  }
 }
 
 /**
