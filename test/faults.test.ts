@@ -256,6 +256,21 @@ describe('a FAT32 stick', () => {
     expect(colon.code).toBe(7);
     expect(colon.stderr).toContain('FAT and exFAT (USB sticks) allow none of : * ? " < > | \\ in a file name');
     expect((await readdir(mnt)).sort()).toEqual(files);
+    // sync keeps its archive there too; a volume size FAT cannot hold is refused, dry run or not.
+    const served = await startServe(join(await tempDir(), 'serve'), ['-q']);
+    try {
+      expect((await ferry(['copy', '-q', `oci:${src}:app`, `docker://${served.host}/fat/app:1`])).code).toBe(0);
+      for (const extra of [[], ['--dry-run']]) {
+        const big = await ferry(['sync', `${served.host}/fat/app`, join(mnt, 'sync.tar'), '--volume-size', '5G', ...extra]);
+        expect(big.code, big.stderr).toBe(2);
+        expect(big.stderr).toContain(`larger than ${mnt} (FAT) can hold in one file`);
+      }
+      const synced = await ferry(['sync', '-q', `${served.host}/fat/app`, join(mnt, 'sync.tar')]);
+      expect(synced.code, synced.stderr).toBe(0);
+      expect((await ferry(['verify', join(mnt, 'sync.tar')])).code).toBe(0);
+    } finally {
+      await served.stop();
+    }
   });
 });
 

@@ -81,21 +81,16 @@ export async function saveImages(o: SaveOptions): Promise<SaveReport> {
 
 /**
  * A FAT32 stick holds no file of 4 GiB or more: such a save used to fail there after writing 4 GiB.
- * Refused before anything is written when the archive (uncompressed: its size is known from the
- * manifests) or a volume size is over the cap; a compressed archive is only known when written.
+ * Refused before anything is written when the archive is over the cap (uncompressed: its size is
+ * known from the manifests); a compressed archive is only known when written.
  */
 async function checkFileSizeCap(o: SaveOptions): Promise<void> {
   if (o.output === '-') return;
   const cap = await fileSizeCap(o.output);
   if (!cap) return;
   const hint = `cut it into volumes with --volume-size 4G (each at most ${cap.bytes} bytes), or write to another filesystem (exFAT, ext4)`;
-  if (o.volumeSize !== undefined) {
-    if (o.volumeSize > cap.bytes) {
-      throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is larger than ${cap.mount} (${cap.fs}) can hold in one file: at most ${cap.bytes} bytes`, { hint: 'give --volume-size 4G or less' });
-    }
-    return;
-  }
-  if (outputCompression(o.output, o.compression) !== 'none') return;
+  // Volumes are checked against the cap where a set is opened (VolumeWriter.create), for sync too.
+  if (o.volumeSize !== undefined || outputCompression(o.output, o.compression) !== 'none') return;
   const bytes = (await planSave(o)).archive?.bytes ?? 0;
   if (bytes > cap.bytes) {
     throw new FerryError('TOO_LARGE', `${o.output} would be ${humanSize(bytes)} (${bytes} bytes), but ${cap.mount} is ${cap.fs} and holds at most ${cap.bytes} bytes in one file; nothing was written`, { hint });

@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { deadTemps } from '../blob/resume-file.js';
+import { fileSizeCap } from '../util/space.js';
 import { readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FerryError } from '../errors.js';
@@ -187,6 +188,11 @@ export class VolumeWriter implements EntryWriter {
   static async create(base: string, o: VolumeWriterOptions): Promise<VolumeWriter> {
     if (base === '-') throw new FerryError('USAGE', 'volumes need a file name: -o NAME.tar, not -o -');
     await refuseExistingSet(base, o.force);
+    // FAT32 holds no file of 4 GiB: a set cut larger would fail there at its first full volume.
+    const cap = await fileSizeCap(volumePath(base, 1));
+    if (cap && o.volumeSize > cap.bytes) {
+      throw new FerryError('USAGE', `--volume-size ${o.volumeSize} is larger than ${cap.mount} (${cap.fs}) can hold in one file: at most ${cap.bytes} bytes`, { hint: 'give --volume-size 4G or less' });
+    }
     return new VolumeWriter(base, o, o.measure ? undefined : await deadSetId(base));
   }
 
