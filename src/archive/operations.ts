@@ -85,15 +85,15 @@ export async function saveImages(o: SaveOptions): Promise<SaveReport> {
  * known from the manifests); a compressed archive is only known when written.
  */
 async function checkFileSizeCap(o: SaveOptions): Promise<void> {
-  if (o.output === '-') return;
+  // Volumes are checked against the cap where a set is opened (VolumeWriter.create), for sync too.
+  if (o.output === '-' || o.volumeSize !== undefined || outputCompression(o.output, o.compression) !== 'none') return;
   const cap = await fileSizeCap(o.output);
   if (!cap) return;
-  const hint = `cut it into volumes with --volume-size 4G (each at most ${cap.bytes} bytes), or write to another filesystem (exFAT, ext4)`;
-  // Volumes are checked against the cap where a set is opened (VolumeWriter.create), for sync too.
-  if (o.volumeSize !== undefined || outputCompression(o.output, o.compression) !== 'none') return;
   const bytes = (await planSave(o)).archive?.bytes ?? 0;
   if (bytes > cap.bytes) {
-    throw new FerryError('TOO_LARGE', `${o.output} would be ${humanSize(bytes)} (${bytes} bytes), but ${cap.mount} is ${cap.fs} and holds at most ${cap.bytes} bytes in one file; nothing was written`, { hint });
+    throw new FerryError('TOO_LARGE', `${o.output} would be ${humanSize(bytes)} (${bytes} bytes), but ${cap.mount} is ${cap.fs} and holds at most ${cap.bytes} bytes in one file; nothing was written`, {
+      hint: `cut it into volumes with --volume-size 4G (each at most ${cap.bytes} bytes), or write to another filesystem (exFAT, ext4)`,
+    });
   }
 }
 

@@ -6,8 +6,8 @@ import { Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FerryError, missingDirectory, toFerryError } from '../errors.js';
 import { checkLevel, compressedBound, compressionForPath, ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, outputTarget, syncDir, tempPathFor } from '../blob/publish.js';
-import { claimDeadTemp, ResumingFile } from '../blob/resume-file.js';
+import { isSpecialFile, outputTarget, syncDir } from '../blob/publish.js';
+import { openTempOutput, ResumingFile } from '../blob/resume-file.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
@@ -157,15 +157,8 @@ export class ArchiveOutput {
     if (!o.measure) dest = await outputTarget(dest);
     await refuseExisting(dest, o.force, o.noForceFlag);
     if (o.measure) return ArchiveOutput.measuring(dest, o);
-    const temp = tempPathFor(dest);
     // A run killed (power, SIGKILL) while writing this file left it half written: continued.
-    const existing = await claimDeadTemp(dest, temp);
-    if (existing !== undefined) return new ArchiveOutput(await ResumingFile.open(temp, existing).catch((e: unknown) => Promise.reject(outputError(e, dest))), dest, temp, o);
-    const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
-    await new Promise<void>((resolve, reject) => {
-      file.once('open', () => resolve());
-      file.once('error', (e) => reject(outputError(e, dest)));
-    });
+    const { temp, file } = await openTempOutput(dest).catch((e: unknown) => Promise.reject(outputError(e, dest)));
     return new ArchiveOutput(file, dest, temp, o);
   }
 

@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { deadTemps } from '../blob/resume-file.js';
-import { fileSizeCap } from '../util/space.js';
 import { readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FerryError } from '../errors.js';
+import { deadTemps } from '../blob/resume-file.js';
+import { fileSizeCap } from '../util/space.js';
 import { warn } from '../log.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { ArchiveOutput, refuseExisting, type EntryOptions, type OutputOptions } from './output.js';
@@ -151,6 +151,7 @@ export interface VolumeWriterOptions extends OutputOptions {
 async function deadSetId(base: string): Promise<string | undefined> {
   const first = (await deadTemps(volumePath(base, 1))).find((d) => d.plain);
   if (!first) return undefined;
+  // Imported when needed: scan.ts imports this module.
   const { readVolumeHeader } = await import('./scan.js');
   const header = await readVolumeHeader(first.path).catch(() => undefined);
   return header?.volume === 1 ? header.set : undefined;

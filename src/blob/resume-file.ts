@@ -1,10 +1,12 @@
-import { constants } from 'node:fs';
+import { constants, createWriteStream } from 'node:fs';
+import { once } from 'node:events';
 import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { warn } from '../log.js';
 import { processAlive } from '../locations/lock.js';
 import { humanSize } from '../progress/format.js';
+import { tempPathFor } from './publish.js';
 import { destinationOf, tempOwnerPid } from './temp-names.js';
 
 /**
@@ -29,7 +31,7 @@ export async function deadTemps(dest: string): Promise<Array<{ path: string; siz
  * The temp file a dead run left for `dest` (the largest, when there are several), renamed to
  * `mine` for this process; the others are removed. Its size, or undefined when there is none.
  */
-export async function claimDeadTemp(dest: string, mine: string): Promise<number | undefined> {
+async function claimDeadTemp(dest: string, mine: string): Promise<number | undefined> {
   let claimed: number | undefined;
   for (const d of await deadTemps(dest)) {
     // A rename is atomic: of two runs claiming one file, one gets it. Only a file that can only be
@@ -44,6 +46,19 @@ export async function claimDeadTemp(dest: string, mine: string): Promise<number 
     warn(`removed ${d.path}, left by an interrupted run`);
   }
   return claimed;
+}
+
+/**
+ * The file an output is written into before it is renamed to `dest`: a dead run's, continued
+ * (ResumingFile), or a new one beside `dest`; open either way. Durable once finished (fsync).
+ */
+export async function openTempOutput(dest: string): Promise<{ temp: string; file: Writable }> {
+  const temp = tempPathFor(dest);
+  const dead = await claimDeadTemp(dest, temp);
+  if (dead !== undefined) return { temp, file: await ResumingFile.open(temp, dead) };
+  const file = createWriteStream(temp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 });
+  await once(file, 'open');
+  return { temp, file };
 }
 
 async function ownPlainFile(path: string): Promise<boolean> {

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { PassThrough, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ParallelCompress, type OutputCompression } from '../blob/compression.js';
-import { isSpecialFile, outputTarget, tempPathFor, withPath } from '../blob/publish.js';
-import { claimDeadTemp, ResumingFile } from '../blob/resume-file.js';
+import { isSpecialFile, outputTarget, withPath } from '../blob/publish.js';
+import { openTempOutput, ResumingFile } from '../blob/resume-file.js';
 import { FerryError } from '../errors.js';
 
 export { compressionForPath, type OutputCompression } from '../blob/compression.js';
@@ -65,14 +65,14 @@ export async function openFileOutput(named: string, compression: OutputCompressi
   if (existing && !o.force) {
     throw new FerryError('USAGE', `${dest} already exists`, { hint: 'choose another name, or pass --force to replace it' });
   }
-  const tmp = device ? undefined : tempPathFor(dest);
-  // A killed export's file is continued, as save's is (the tar is the same from run to run).
-  const dead = tmp ? await claimDeadTemp(dest, tmp) : undefined;
+  let tmp: string | undefined;
   let file: Writable;
-  if (dead !== undefined) file = await ResumingFile.open(tmp!, dead);
-  else {
-    file = tmp ? createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: 1 << 20 }) : createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
+  if (device) {
+    file = createWriteStream(dest, { flags: 'w', highWaterMark: 1 << 20 });
     await once(file, 'open');
+  } else {
+    // A killed export's file is continued, as save's is (the tar is the same from run to run).
+    ({ temp: tmp, file } = await openTempOutput(dest));
   }
   // Compressed as save compresses archives: independent frames on every core, in order.
   const head: Transform = compression === 'none' ? new PassThrough({ highWaterMark: 1 << 20 }) : new ParallelCompress(compression);

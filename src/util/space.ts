@@ -52,8 +52,8 @@ export async function explainDiskFull(e: unknown, o: { remaining?: number; path?
 
 /** statfs' type of FAT (msdos, vfat): a file holds at most 4 GiB - 1 byte there. exFAT has no such cap. */
 const MSDOS_SUPER_MAGIC = 0x4d44;
-/** The same filesystems by their type in /proc/self/mountinfo (fusefat: FAT through FUSE). */
-const FAT_TYPES = new Set(['vfat', 'msdos', 'fuse.fusefat']);
+/** statfs' type of every FUSE filesystem: only mountinfo tells FAT through FUSE (fusefat) apart. */
+const FUSE_SUPER_MAGIC = 0x65735546;
 const FAT_MAX_FILE = 2 ** 32 - 1;
 
 /**
@@ -64,9 +64,9 @@ export async function fileSizeCap(path: string): Promise<{ bytes: number; fs: st
   // Absolute: mountinfo names mount points so.
   const where = await mountOf(dirname(resolve(path))).catch(() => undefined);
   if (!where) return undefined;
-  const fs = await statfs(where.dir).catch(() => undefined);
-  const type = fs?.type === MSDOS_SUPER_MAGIC ? 'vfat' : await mountType(where.mount);
-  return type !== undefined && FAT_TYPES.has(type) ? { bytes: FAT_MAX_FILE, fs: 'FAT', mount: where.mount } : undefined;
+  const type = (await statfs(where.dir).catch(() => undefined))?.type;
+  const fat = type === MSDOS_SUPER_MAGIC || (type === FUSE_SUPER_MAGIC && (await mountType(where.mount)) === 'fuse.fusefat');
+  return fat ? { bytes: FAT_MAX_FILE, fs: 'FAT', mount: where.mount } : undefined;
 }
 
 /** The filesystem type /proc/self/mountinfo gives the mount at `mount` (the last one mounted there). */
