@@ -28,6 +28,7 @@ const RATE = 64 * MiB;
 const SLACK = MiB;
 const NAME = 'example.com/crash/img:1';
 const FRACTIONS = [0.1, 0.5, 0.9] as const;
+const isTemp = (name: string) => name.startsWith('.tmp-');
 
 describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the bytes, then the same command again (catalogue F2, I7)', () => {
   let reg: RunningRegistry;
@@ -107,7 +108,6 @@ describe.skipIf(!distribution)('crash and resume: SIGKILL at 10/50/90 % of the b
     return n;
   };
 
-  const isTemp = (name: string) => name.startsWith('.tmp-');
 
   describe.each(FRACTIONS)('killed at %s of the bytes', (fraction) => {
     it('F2: pull: rerun exits 0, verify is clean, no temp files, complete blobs are not downloaded again', async () => {
@@ -450,7 +450,6 @@ describe('a store written by a killed run (catalogue F2, I7)', () => {
 });
 
 describe('an interrupted save is continued, not written again from the start (catalogue F2)', () => {
-  const isTemp = (name: string) => name.startsWith('.tmp-');
   let src: string;
   beforeAll(async () => {
     src = join(await tempDir(), 'src');
