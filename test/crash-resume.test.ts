@@ -482,6 +482,21 @@ describe('an interrupted save is continued, not written again from the start (ca
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
+  it('a name of 250 bytes (longer than its temp name could carry) is saved, and a killed save of it is continued', async () => {
+    const dir = await tempDir();
+    const out = join(dir, `${'ü'.repeat(120)}-backup.tar`);
+    expect(Buffer.byteLength(out.slice(dir.length + 1))).toBe(251);
+    await killedSave(dir, ['-o', out], 0.5);
+    const r = await ferry(['save', `oci:${src}:big`, '-o', out]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/found [\d.]+MB of .*-backup\.tar written by an interrupted run/);
+    expect(r.stderr).toMatch(/-backup\.tar: kept [\d.]+MB an interrupted run had written/);
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', fresh])).code).toBe(0);
+    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    expect((await readdir(dir)).filter(isTemp)).toEqual([]);
+  });
+
   it('a dead run\'s file of other content (another image, longer than the new archive) ends as exactly the new archive', async () => {
     const dir = await tempDir();
     const out = join(dir, 'out.tar');

@@ -7,7 +7,7 @@ import { warn } from '../log.js';
 import { processAlive } from '../locations/lock.js';
 import { humanSize } from '../progress/format.js';
 import { tempPathFor } from './publish.js';
-import { destinationOf, tempOwnerPid } from './temp-names.js';
+import { tempOwnerPid, tempTail, tempTailOf } from './temp-names.js';
 
 /**
  * Temp names that dead runs left for `dest`, largest first (a live run's are never listed);
@@ -15,12 +15,13 @@ import { destinationOf, tempOwnerPid } from './temp-names.js';
  */
 export async function deadTemps(dest: string): Promise<Array<{ path: string; size: number; plain: boolean }>> {
   const dir = dirname(dest);
+  const tail = tempTail(basename(dest));
   const dead: Array<{ path: string; size: number; plain: boolean }> = [];
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = tempOwnerPid(name);
     const path = join(dir, name);
     // Exactly this output's: `.tmp-1-ab-x-out.tar` belongs to x-out.tar, not out.tar.
-    if (pid === undefined || basename(destinationOf(path)) !== basename(dest) || (await processAlive(pid))) continue;
+    if (pid === undefined || tempTailOf(name) !== tail || (await processAlive(pid))) continue;
     const st = await lstat(path).catch(() => undefined);
     if (st) dead.push({ path, size: st.isFile() ? st.size : 0, plain: st.isFile() });
   }
