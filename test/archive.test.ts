@@ -1056,6 +1056,28 @@ describe('interruption and concurrency', () => {
     expect(await blobDigests(store)).toEqual(blobsBefore);
   });
 
+  it('many small layers are stored several at once; one that cannot be stored fails the load (exit 7, naming it) and nothing of the load is left', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    const [made] = await makeLayout(src, [{ tag: 'many', layers: Array.from({ length: 24 }, () => 100 << 10) }]);
+    await ok(['save', '-q', `oci:${src}:many`, '-o', join(dir, 'many.tar')]);
+    const loaded = await freshStore();
+    await ok(['load', '-q', '-i', join(dir, 'many.tar')], loaded);
+    expect((await ok(['verify'], loaded)).stdout).toMatch(/26 blob\(s\).* 0 problem\(s\)/);
+
+    // A directory where the 13th layer's file goes: its rename fails while others are being written.
+    const store = await freshStore();
+    const blocked = blobFile(store, made!.layers[12]!.digest);
+    await mkdir(join(blocked, 'in-the-way'), { recursive: true });
+    const r = await run(['load', '-i', join(dir, 'many.tar')], store);
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain(blocked);
+    expect(await tempFilesIn(store)).toEqual([]);
+    expect((await indexEntries(store)).length).toBe(0);
+    const left = (await readdir(join(store, 'blobs', 'sha256'))).filter((n) => !blocked.endsWith(n));
+    expect(left).toEqual([]);
+  });
+
   it('G3: save from the store while a copy writes into it gives a consistent archive', async () => {
     const dir = await tempDir();
     const src = join(dir, 'src');

@@ -1,13 +1,12 @@
 import { unlink } from 'node:fs/promises';
 import { explainDiskFull } from '../util/space.js';
 import { FerryError } from '../errors.js';
-import { Readable } from 'node:stream';
 import { walk } from '../graph.js';
 import { warn } from '../log.js';
-import { verifying } from '../blob/verify.js';
 import { OciLayout } from '../locations/layout.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/manifest.js';
+import { isManifestLike } from '../oci/mediatypes.js';
 import type { Sink, TagName } from '../types.js';
 import { buildGraph, type ArchiveRoot } from './graph.js';
 import { Reporter } from './report.js';
@@ -83,12 +82,20 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
         o.onEvent?.({ type: 'blob-skip', ...blob });
         continue;
       }
+      // Children come first in `writes`; a registry needs them stored before the manifest.
+      if (target.ordered && isManifestLike(w.descriptor.mediaType)) await target.settle();
       o.onEvent?.({ type: 'blob-start', ...blob });
-      await target.put(w.descriptor, verifying(Readable.from([w.bytes]), w.descriptor), o.signal);
-      report.blobs.stored++;
-      report.blobs.bytesStored += w.descriptor.size;
-      o.onEvent?.({ type: 'blob-done', ...blob });
+      await target.putBytes(w.descriptor, w.bytes, {
+        signal: o.signal,
+        check: true,
+        done: () => {
+          report.blobs.stored++;
+          report.blobs.bytesStored += w.descriptor.size;
+          o.onEvent?.({ type: 'blob-done', ...blob });
+        },
+      });
     }
+    await target.settle();
     const tagged = new Set<Digest>();
     for (const root of graph.roots) {
       if (o.tag && tagged.has(root.descriptor.digest)) continue;
@@ -104,6 +111,7 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
     if (o.sink instanceof OciLayout) await removeUnreferenced(o.sink, target, graph.roots.map((r) => r.descriptor));
     return report;
   } catch (e) {
+    await target.settle().catch(() => {});
     if (o.sink instanceof OciLayout) await removeUnreferenced(o.sink, target, []).catch(() => {});
     throw e instanceof FerryError ? e : await explainDiskFull(e);
   }

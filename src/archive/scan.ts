@@ -14,6 +14,7 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_JSON_BYTES, parseJson, type Descriptor } from '../oci/manifest.js';
 import type { Sink } from '../types.js';
 import { EarlySync } from '../blob/early-sync.js';
+import { BackgroundPuts } from './background.js';
 import { streamed } from '../util/memory.js';
 import { Reporter } from './report.js';
 import { EntryTap, type TapResult } from './tap.js';
@@ -70,8 +71,22 @@ export interface IngestTarget {
   put(d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void>;
   putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void>;
   read?(d: Descriptor): Promise<Buffer | undefined>;
+  /**
+   * Stores bytes held in memory in the background (BackgroundPuts), hashed again on the way when
+   * `check`; `done` is called once stored. `settle` waits for all and throws the first failure.
+   */
+  putBytes(d: Descriptor, bytes: Buffer, o: PutBytesOptions): Promise<void>;
+  settle(): Promise<void>;
+  /** Manifests must wait for what they reference to be stored (a registry refuses them otherwise). */
+  readonly ordered: boolean;
   /** Digests this ingest published (that were not there before). */
   readonly created: Set<Digest>;
+}
+
+export interface PutBytesOptions {
+  signal?: AbortSignal;
+  check?: boolean;
+  done?: () => void;
 }
 
 const drain = () => new Writable({ highWaterMark: 1 << 20, write: (_c, _e, cb) => cb() });
@@ -79,9 +94,14 @@ const drain = () => new Writable({ highWaterMark: 1 << 20, write: (_c, _e, cb) =
 /** Verification only: bytes are hashed and dropped. */
 export class NullTarget implements IngestTarget {
   readonly created = new Set<Digest>();
+  readonly ordered = false;
   async has(): Promise<boolean> {
     return false;
   }
+  async putBytes(_d: Descriptor, _bytes: Buffer, o: PutBytesOptions): Promise<void> {
+    o.done?.();
+  }
+  async settle(): Promise<void> {}
   async put(_d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
     await pipeline(body, drain(), { signal });
   }
@@ -93,15 +113,26 @@ export class NullTarget implements IngestTarget {
 /** An OCI layout (the store): blobs are published atomically into it; hashed files are renamed into place. */
 export class LayoutTarget implements IngestTarget {
   readonly created = new Set<Digest>();
+  // Nothing is named before the commit writes index.json: blobs may land in any order.
+  readonly ordered = false;
+  private readonly background = new BackgroundPuts();
   constructor(readonly layout: OciLayout) {}
 
-  has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean> {
-    return this.layout.has({ mediaType: OCTET, ...d });
+  async has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean> {
+    return this.background.has(d.digest) || this.layout.has({ mediaType: OCTET, ...d });
   }
 
   async put(d: Descriptor, body: Readable, signal?: AbortSignal): Promise<void> {
     await this.layout.put(d, body, { signal });
     this.created.add(d.digest);
+  }
+
+  putBytes(d: Descriptor, bytes: Buffer, o: PutBytesOptions): Promise<void> {
+    return this.background.add(d.digest, bytes.length, () => this.put(d, bytesOf(d, bytes, o), o.signal).then(o.done));
+  }
+
+  settle(): Promise<void> {
+    return this.background.settle();
   }
 
   async putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void> {
@@ -135,7 +166,10 @@ export class LayoutTarget implements IngestTarget {
 /** Any other Sink (a registry): hashed files are spooled to a temp file, then sent verified. */
 export class SinkTarget implements IngestTarget {
   readonly created = new Set<Digest>();
+  readonly ordered = true;
   private readonly seen = new Set<Digest>();
+  // As many uploads at once as the copy engine's default.
+  private readonly background = new BackgroundPuts({ count: 4, bytes: 16 << 20 });
   constructor(readonly sink: Sink) {}
 
   async has(d: { digest: Digest; size: number; mediaType?: string }): Promise<boolean> {
@@ -146,6 +180,15 @@ export class SinkTarget implements IngestTarget {
     await this.sink.put(d, body, { signal });
     this.seen.add(d.digest);
     this.created.add(d.digest);
+  }
+
+  putBytes(d: Descriptor, bytes: Buffer, o: PutBytesOptions): Promise<void> {
+    this.seen.add(d.digest);
+    return this.background.add(d.digest, bytes.length, () => this.put(d, bytesOf(d, bytes, o), o.signal).then(o.done));
+  }
+
+  settle(): Promise<void> {
+    return this.background.settle();
   }
 
   async putComputed(body: Readable, tap: EntryTap, signal?: AbortSignal): Promise<void> {
@@ -166,6 +209,11 @@ export class SinkTarget implements IngestTarget {
     if (typeof s.fetch !== 'function' || d.size > MAX_JSON_BYTES) return undefined;
     return readCapped(verifying(await s.fetch(d), d), d.size, `blob ${d.digest}`).catch(() => undefined);
   }
+}
+
+function bytesOf(d: Descriptor, bytes: Buffer, o: PutBytesOptions): Readable {
+  const body = Readable.from([bytes]);
+  return o.check ? verifying(body, d) : body;
 }
 
 export function targetFor(sink: Sink): IngestTarget {
@@ -460,9 +508,9 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
             file.bytes = bytes;
             kept += bytes.length;
           } else if (!r.mismatch && !(await target.has(r))) {
-            await target.put({ mediaType: OCTET, digest: r.digest, size: r.size }, Readable.from([bytes]), signal);
+            const done = expected ? () => emit({ type: 'blob-done', ...expected! }) : undefined;
+            await target.putBytes({ mediaType: OCTET, digest: r.digest, size: r.size }, bytes, { signal, done });
             file.stored = true;
-            if (expected) emit({ type: 'blob-done', ...expected });
           } else if (expected && !r.mismatch) emit({ type: 'blob-skip', ...expected });
         } else if (expected && (await target.has(expected))) {
           emit({ type: 'blob-skip', ...expected });
@@ -498,7 +546,10 @@ export async function scanArchive(inputs: ArchiveInput[], o: ScanOptions): Promi
         lastTrailer = trailer ?? lastTrailer;
       }
     }
+    await target.settle();
   } finally {
+    // Failed or not, nothing is still being written once the scan returns.
+    await target.settle().catch(() => {});
     // Never leave a half-joined blob's temp file behind.
     if (pending) {
       pending.feed.destroy(new FerryError('INTEGRITY', `blob ${pending.info.blob} is incomplete`));

@@ -1,0 +1,45 @@
+import type { Digest } from '../oci/digest.js';
+
+/**
+ * Stores of blobs already in memory and verified, a few at once: each is a file opened, written,
+ * fsynced and renamed (or an upload), and waiting for one before reading on left a load of many
+ * small layers idle half the time. Bounded in count and bytes held; the first failure is kept and
+ * thrown by the next `add` or by `settle`.
+ */
+export class BackgroundPuts {
+  private readonly running = new Map<Digest, Promise<void>>();
+  private bytes = 0;
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly limits = { count: 8, bytes: 16 << 20 }) {}
+
+  /** Being stored now: the caller counts it as present. */
+  has(digest: Digest): boolean {
+    return this.running.has(digest);
+  }
+
+  async add(digest: Digest, size: number, put: () => Promise<void>): Promise<void> {
+    while (this.running.size > 0 && (this.running.size >= this.limits.count || this.bytes + size > this.limits.bytes)) {
+      await Promise.race(this.running.values());
+    }
+    this.rethrow();
+    this.bytes += size;
+    const p = put()
+      .catch((error: unknown) => void (this.failure ??= { error }))
+      .finally(() => {
+        this.running.delete(digest);
+        this.bytes -= size;
+      });
+    this.running.set(digest, p);
+  }
+
+  /** Waits for every store started; throws the first that failed. */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.all(this.running.values());
+    this.rethrow();
+  }
+
+  private rethrow(): void {
+    if (this.failure) throw this.failure.error;
+  }
+}
