@@ -130,6 +130,17 @@ describe.skipIf(!registryTool)('push --from an archive into docker-registry', ()
     expect(sent.stdout).toContain(`Digest: ${img.manifest.digest}`);
   });
 
+  it('the refusal counts images, not their two descriptions (index.json and manifest.json) in an archive ferry saved', async () => {
+    const dir = await tempDir();
+    await makeLayout(join(dir, 'src'), ['a', 'b', 'c'].map((tag) => ({ tag, layers: [1024] })));
+    const file = join(dir, 'three.tar');
+    const saved = await ferry(['save', '-q', ...['a', 'b', 'c'].map((t) => `oci:${join(dir, 'src')}:${t}`), '-o', file], { env: { FERRY_STORE: noStore } });
+    expect(saved.code, saved.stderr).toBe(0);
+    const r = await ferry(['push', '--from', file, `${registry!.host}/three`], { env: { FERRY_STORE: noStore } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/tagged a without a repository\) has no repository name to push it under, .*\(and 2 more like it\)/);
+  });
+
   it('an unnamed image that refers to nothing in the archive is refused, by digest, before the named images go (plain and gzip)', async () => {
     const host = registry!.host;
     const named = ociImage({ layers: [{ data: layerTar('n', 'named') }], name: 'example.com/stray/app:1', tag: '1' });

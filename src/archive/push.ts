@@ -170,9 +170,27 @@ async function repositoryGroups(source: ArchiveSource, archive: PushedArchive, o
   const unnamed = images.filter((i) => !named.includes(i));
   if (unnamed.length > 0) {
     const strays = await notReferrers(source, named, unnamed, o.signal);
-    if (strays.length > 0) throw noName(archive, strays[0]!, o.prefix, strays.length - 1);
+    if (strays.length > 0) throw noName(archive, strays[0]!, o.prefix, (await imagesAmong(source, strays)) - 1);
   }
   return [...groups.values()];
+}
+
+/**
+ * How many images `list` holds: an archive describes each image in index.json and again in
+ * manifest.json, and an unnamed manifest.json entry whose config a listed index.json image uses is
+ * that image, not one more.
+ */
+async function imagesAmong(source: ArchiveSource, list: ArchiveImage[]): Promise<number> {
+  const configs = new Set<string>();
+  for (const img of list.filter((i) => i.from === 'index.json')) {
+    // Only a count for a message: an image that cannot be read is one more.
+    const parsed = await source
+      .resolve(img.ref)
+      .then(async (d) => parseManifestDocument(await readCapped(await source.fetch(d), MAX_JSON_BYTES, img.ref), { where: img.ref }))
+      .catch(() => undefined);
+    if (parsed?.kind === 'manifest') configs.add(`blobs/${parsed.manifest.config.digest.replace(':', '/')}`);
+  }
+  return list.filter((i) => i.from === 'index.json' || !configs.has(source.dockerConfigPath(i.ref) ?? '')).length;
 }
 
 /** The unnamed images that refer to nothing pushed: not to a manifest of a named image, nor to one of its referrers. */

@@ -154,6 +154,12 @@ export class ArchiveSource implements Source {
     return repoTagNames(e.RepoTags);
   }
 
+  /** The config path of manifest.json's entry `@N`, cleaned (`blobs/sha256/<hex>` in archives ferry and Docker ≥ 25 write). */
+  dockerConfigPath(ref: string): string | undefined {
+    const e = /^@\d+$/.test(ref) ? this.dockerEntries?.[Number(ref.slice(1))] : undefined;
+    return typeof e?.Config === 'string' ? cleanPath(e.Config) : undefined;
+  }
+
   /** The name an image has in the archive, for destinations that name none. */
   nameOf(ref: string): TagName | undefined {
     return this.images().find((i) => i.ref === ref)?.names[0];
