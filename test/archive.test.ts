@@ -1078,6 +1078,29 @@ describe('interruption and concurrency', () => {
     expect(left).toEqual([]);
   });
 
+  it('F1: SIGINT while small layers are being stored in the background exits 130; no temp file, no blob of the load left', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'many', layers: Array.from({ length: 300 }, () => 200 << 10) }]);
+    await ok(['save', '-q', `oci:${src}:many`, '-o', join(dir, 'many.tar')]);
+    const store = await freshStore();
+    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/keep:1'], store);
+    const before = await readFile(join(store, 'index.json'), 'utf8');
+    const blobsBefore = await blobDigests(store);
+    const child = start(['--store', store, 'load', '-i', join(dir, 'many.tar')], { env: { FERRY_STORE: noStore } });
+    const done = finish(child);
+    for (let i = 0; i < 2000; i++) {
+      if ((await blobDigests(store)).length > blobsBefore.length + 20) break;
+      await sleep(2);
+    }
+    child.kill('SIGINT');
+    const r = await done;
+    expect(r.code, r.stderr).toBe(130);
+    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
+    expect(await tempFilesIn(store)).toEqual([]);
+    expect(await blobDigests(store)).toEqual(blobsBefore);
+  });
+
   it('G3: save from the store while a copy writes into it gives a consistent archive', async () => {
     const dir = await tempDir();
     const src = join(dir, 'src');
