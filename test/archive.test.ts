@@ -1078,6 +1078,33 @@ describe('interruption and concurrency', () => {
     expect(left).toEqual([]);
   });
 
+  it('a layer too big to hold in memory that cannot be stored fails the load the same way, the layers after it read or not', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    const [made] = await makeLayout(src, [{ tag: 'mixed', layers: [...Array.from({ length: 6 }, () => 100 << 10), 6 << 20, 6 << 20, ...Array.from({ length: 6 }, () => 100 << 10)] }]);
+    await ok(['save', '-q', `oci:${src}:mixed`, '-o', join(dir, 'mixed.tar')]);
+    const store = await freshStore();
+    const blocked = blobFile(store, made!.layers[6]!.digest);
+    await mkdir(join(blocked, 'in-the-way'), { recursive: true });
+    const r = await run(['load', '-i', join(dir, 'mixed.tar')], store);
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toContain(blocked);
+    expect(await tempFilesIn(store)).toEqual([]);
+    expect((await readdir(join(store, 'blobs', 'sha256'))).filter((n) => !blocked.endsWith(n))).toEqual([]);
+  });
+
+  it('the same big layer twice as two files (not linked) in a legacy archive is stored once', async () => {
+    const big = layerTar('big', 'x'.repeat(6 << 20));
+    const legacy = legacyArchive({ layers: [big, layerTar('small', 'y'), big], repoTag: 'example.com/dup:1' });
+    const entries = legacy.entries.map((e) => (e.type === 'symlink' ? { name: e.name, data: big } : e));
+    const file = join(await tempDir(), 'dup.tar');
+    await writeTar(file, entries);
+    const store = await freshStore();
+    await ok(['load', '-q', '-i', file], store);
+    expect((await ok(['verify'], store)).stdout).toMatch(/4 blob\(s\).* 0 problem\(s\)/);
+    expect(await tempFilesIn(store)).toEqual([]);
+  });
+
   it('F1: SIGINT while small layers are being stored in the background exits 130; no temp file, no blob of the load left', async () => {
     const dir = await tempDir();
     const src = join(dir, 'src');

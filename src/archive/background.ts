@@ -7,7 +7,8 @@ import type { Digest } from '../oci/digest.js';
  * thrown by the next `add` or by `settle`.
  */
 export class BackgroundPuts {
-  private readonly running = new Map<Digest, Promise<void>>();
+  /** Each store started and not finished, with the digest it stores. */
+  private readonly running = new Map<Promise<void>, Digest>();
   private bytes = 0;
   private failure: { error: unknown } | undefined;
 
@@ -15,27 +16,28 @@ export class BackgroundPuts {
 
   /** Being stored now: the caller counts it as present. */
   has(digest: Digest): boolean {
-    return this.running.has(digest);
+    for (const d of this.running.values()) if (d === digest) return true;
+    return false;
   }
 
   async add(digest: Digest, size: number, put: () => Promise<void>): Promise<void> {
     while (this.running.size > 0 && (this.running.size >= this.limits.count || this.bytes + size > this.limits.bytes)) {
-      await Promise.race(this.running.values());
+      await Promise.race(this.running.keys());
     }
     this.rethrow();
     this.bytes += size;
     const p = put()
       .catch((error: unknown) => void (this.failure ??= { error }))
       .finally(() => {
-        this.running.delete(digest);
+        this.running.delete(p);
         this.bytes -= size;
       });
-    this.running.set(digest, p);
+    this.running.set(p, digest);
   }
 
   /** Waits for every store started; throws the first that failed. */
   async settle(): Promise<void> {
-    while (this.running.size > 0) await Promise.all(this.running.values());
+    while (this.running.size > 0) await Promise.all(this.running.keys());
     this.rethrow();
   }
 
