@@ -1033,64 +1033,69 @@ describe('interruption and concurrency', () => {
     expect(await readdir(out)).toEqual([]);
   });
 
-  it('F1: SIGINT during load exits 130; index.json unchanged, no temp file, no blob left', async () => {
+  /**
+   * Loads an archive of one image of `layers` into a store that holds another, and SIGINTs the
+   * load once `under way` says so: exit 130, and the store is as it was (index, blobs, no temp file).
+   */
+  async function interruptedLoad(layers: number[], underWay: (store: string, blobsBefore: string[]) => Promise<boolean>): Promise<void> {
     const dir = await tempDir();
     const src = join(dir, 'src');
-    await makeLayout(src, [{ tag: 'big', layers: [128 << 20, 128 << 20] }]);
-    await ok(['save', '-q', `oci:${src}:big`, '-o', join(dir, 'big.tar')]);
+    await makeLayout(src, [{ tag: 'x', layers }]);
+    await ok(['save', '-q', `oci:${src}:x`, '-o', join(dir, 'x.tar')]);
     const store = await freshStore();
     await ok(['copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/keep:1'], store);
     const before = await readFile(join(store, 'index.json'), 'utf8');
     const blobsBefore = await blobDigests(store);
-    const child = start(['--store', store, 'load', '-i', join(dir, 'big.tar')], { env: { FERRY_STORE: noStore } });
+    const child = start(['--store', store, 'load', '-i', join(dir, 'x.tar')], { env: { FERRY_STORE: noStore } });
     const done = finish(child);
     for (let i = 0; i < 2000; i++) {
-      if ((await tempFilesIn(join(store, 'blobs'))).length > 0) break;
-      await sleep(5);
+      if (await underWay(store, blobsBefore)) break;
+      await sleep(2);
     }
     child.kill('SIGINT');
     const r = await done;
-    expect(r.code).toBe(130);
+    expect(r.code, r.stderr).toBe(130);
     expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
     expect(await tempFilesIn(store)).toEqual([]);
     expect(await blobDigests(store)).toEqual(blobsBefore);
+  }
+
+  it('F1: SIGINT during load exits 130; index.json unchanged, no temp file, no blob left', async () => {
+    await interruptedLoad([128 << 20, 128 << 20], async (store) => (await tempFilesIn(join(store, 'blobs'))).length > 0);
   });
 
-  it('many small layers are stored several at once; one that cannot be stored fails the load (exit 7, naming it) and nothing of the load is left', async () => {
+  /**
+   * Saves one image of `layers`, then loads it into a store where a directory stands in the way
+   * of layer `blocked`: exit 7 naming it, and nothing of the load left. The archive's path.
+   */
+  async function blockedLoad(layers: number[], blocked: number): Promise<string> {
     const dir = await tempDir();
-    const src = join(dir, 'src');
-    const [made] = await makeLayout(src, [{ tag: 'many', layers: Array.from({ length: 24 }, () => 100 << 10) }]);
-    await ok(['save', '-q', `oci:${src}:many`, '-o', join(dir, 'many.tar')]);
-    const loaded = await freshStore();
-    await ok(['load', '-q', '-i', join(dir, 'many.tar')], loaded);
-    expect((await ok(['verify'], loaded)).stdout).toMatch(/26 blob\(s\).* 0 problem\(s\)/);
-
-    // A directory where the 13th layer's file goes: its rename fails while others are being written.
+    const [made] = await makeLayout(join(dir, 'src'), [{ tag: 'x', layers }]);
+    const archive = join(dir, 'x.tar');
+    await ok(['save', '-q', `oci:${join(dir, 'src')}:x`, '-o', archive]);
     const store = await freshStore();
-    const blocked = blobFile(store, made!.layers[12]!.digest);
-    await mkdir(join(blocked, 'in-the-way'), { recursive: true });
-    const r = await run(['load', '-i', join(dir, 'many.tar')], store);
+    const inTheWay = blobFile(store, made!.layers[blocked]!.digest);
+    await mkdir(join(inTheWay, 'in-the-way'), { recursive: true });
+    const r = await run(['load', '-i', archive], store);
     expect(r.code, r.stderr).toBe(7);
-    expect(r.stderr).toContain(blocked);
+    expect(r.stderr).toContain(inTheWay);
     expect(await tempFilesIn(store)).toEqual([]);
     expect((await indexEntries(store)).length).toBe(0);
-    const left = (await readdir(join(store, 'blobs', 'sha256'))).filter((n) => !blocked.endsWith(n));
-    expect(left).toEqual([]);
+    expect((await readdir(join(store, 'blobs', 'sha256'))).filter((n) => !inTheWay.endsWith(n))).toEqual([]);
+    return archive;
+  }
+
+  it('many small layers are stored several at once; one that cannot be stored fails the load (exit 7, naming it) and nothing of the load is left', async () => {
+    // The 13th layer's rename fails while others are being written.
+    const archive = await blockedLoad(Array.from({ length: 24 }, () => 100 << 10), 12);
+    const loaded = await freshStore();
+    await ok(['load', '-q', '-i', archive], loaded);
+    expect((await ok(['verify'], loaded)).stdout).toMatch(/26 blob\(s\).* 0 problem\(s\)/);
   });
 
   it('a layer too big to hold in memory that cannot be stored fails the load the same way, the layers after it read or not', async () => {
-    const dir = await tempDir();
-    const src = join(dir, 'src');
-    const [made] = await makeLayout(src, [{ tag: 'mixed', layers: [...Array.from({ length: 6 }, () => 100 << 10), 6 << 20, 6 << 20, ...Array.from({ length: 6 }, () => 100 << 10)] }]);
-    await ok(['save', '-q', `oci:${src}:mixed`, '-o', join(dir, 'mixed.tar')]);
-    const store = await freshStore();
-    const blocked = blobFile(store, made!.layers[6]!.digest);
-    await mkdir(join(blocked, 'in-the-way'), { recursive: true });
-    const r = await run(['load', '-i', join(dir, 'mixed.tar')], store);
-    expect(r.code, r.stderr).toBe(7);
-    expect(r.stderr).toContain(blocked);
-    expect(await tempFilesIn(store)).toEqual([]);
-    expect((await readdir(join(store, 'blobs', 'sha256'))).filter((n) => !blocked.endsWith(n))).toEqual([]);
+    const small = Array.from({ length: 6 }, () => 100 << 10);
+    await blockedLoad([...small, 6 << 20, 6 << 20, ...small], 6);
   });
 
   it('the same big layer twice as two files (not linked) in a legacy archive is stored once', async () => {
@@ -1106,26 +1111,7 @@ describe('interruption and concurrency', () => {
   });
 
   it('F1: SIGINT while small layers are being stored in the background exits 130; no temp file, no blob of the load left', async () => {
-    const dir = await tempDir();
-    const src = join(dir, 'src');
-    await makeLayout(src, [{ tag: 'many', layers: Array.from({ length: 300 }, () => 200 << 10) }]);
-    await ok(['save', '-q', `oci:${src}:many`, '-o', join(dir, 'many.tar')]);
-    const store = await freshStore();
-    await ok(['copy', '-q', `oci:${TESTDATA}:plain`, 'example.com/keep:1'], store);
-    const before = await readFile(join(store, 'index.json'), 'utf8');
-    const blobsBefore = await blobDigests(store);
-    const child = start(['--store', store, 'load', '-i', join(dir, 'many.tar')], { env: { FERRY_STORE: noStore } });
-    const done = finish(child);
-    for (let i = 0; i < 2000; i++) {
-      if ((await blobDigests(store)).length > blobsBefore.length + 20) break;
-      await sleep(2);
-    }
-    child.kill('SIGINT');
-    const r = await done;
-    expect(r.code, r.stderr).toBe(130);
-    expect(await readFile(join(store, 'index.json'), 'utf8')).toBe(before);
-    expect(await tempFilesIn(store)).toEqual([]);
-    expect(await blobDigests(store)).toEqual(blobsBefore);
+    await interruptedLoad(Array.from({ length: 300 }, () => 200 << 10), async (store, before) => (await blobDigests(store)).length > before.length + 20);
   });
 
   it('G3: save from the store while a copy writes into it gives a consistent archive', async () => {
