@@ -1,10 +1,10 @@
 import type { Digest } from '../oci/digest.js';
 
 /**
- * Stores of blobs already in memory and verified, a few at once: each is a file opened, written,
- * fsynced and renamed (or an upload), and waiting for one before reading on left a load of many
- * small layers idle half the time. Bounded in count and bytes held; the first failure is kept and
- * thrown by the next `add` or by `settle`.
+ * A load's stores of blobs, a few at once, while the archive is read on: a blob held in memory
+ * written, fsynced and renamed (or uploaded), or a streamed one's fsync and rename. Waiting for
+ * each before reading on left a load of many small layers idle half the time. Bounded in count
+ * and in bytes held; the first failure is kept and thrown by the next `add` or by `settle`.
  */
 export class BackgroundPuts {
   /** Each store started and not finished, with the digest it stores. */
