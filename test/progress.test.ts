@@ -157,6 +157,25 @@ describe('progress and machine-readable output', () => {
     expect(await readFile(typescript, 'utf8')).toContain('\x1b[2K');
   });
 
+  it('off a terminal: a sync copying several tags at once names each tag once, and each blob once', async () => {
+    const src = join(await tempDir(), 'src');
+    await makeLayout(src, ['t1', 't2', 't3', 't4'].map((tag) => ({ tag, layers: [3 << 20, 3 << 20] })));
+    const served = await startServe(await tempDir());
+    try {
+      for (const t of ['t1', 't2', 't3', 't4']) expect((await ferry(['copy', '-q', `oci:${src}:${t}`, `docker://${served.host}/p/app:${t}`])).code).toBe(0);
+      const r = await ferry(['sync', '--jobs', '4', `${served.host}/p/app`, `oci:${await tempDir()}/mirror`]);
+      expect(r.code, r.stderr).toBe(0);
+      for (const t of ['t1', 't2', 't3', 't4']) {
+        expect(r.stderr.split('\n').filter((l) => l === `${served.host}/p/app:${t}: copying`), r.stderr).toHaveLength(1);
+        expect(r.stderr).toContain(`${served.host}/p/app:${t}: synced`);
+      }
+      // 8 layers and 4 configs, each Complete once.
+      expect(r.stderr.match(/^[0-9a-f]{12}: Complete /gm), r.stderr).toHaveLength(12);
+    } finally {
+      await served.stop();
+    }
+  });
+
   it('off a terminal: load prints one plain line per blob', async () => {
     const src = join(await tempDir(), 'src');
     await makeLayout(src, [{ tag: 'big', layers: [5 << 20] }]);

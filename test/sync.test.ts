@@ -143,9 +143,13 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
 
   it('copies and reports tags in version order (v1, v2, v10), not code-unit order (v1, v10, v2)', async () => {
     await publish(fx.reg.host, 'sync/order', 'plain', ['v10', 'v2', 'v1', '1.10', '1.9', 'latest']);
-    const r = await ferry(['--store', join(await tempDir(), 's'), 'sync', '--json', '--jobs', '1', `${fx.reg.host}/sync/order`]);
+    const store = join(await tempDir(), 's');
+    const r = await ferry(['--store', store, 'sync', '--json', '--jobs', '1', `${fx.reg.host}/sync/order`]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).jobs[0].copied).toEqual(['1.9', '1.10', 'latest', 'v1', 'v2', 'v10']);
+    // Unchanged tags are checked many at once and answered in any order: reported in version order too.
+    const again = await ferry(['--store', store, 'sync', '--json', `${fx.reg.host}/sync/order`]);
+    expect(JSON.parse(again.stdout).jobs[0].unchanged).toEqual(['1.9', '1.10', 'latest', 'v1', 'v2', 'v10']);
   });
 
   it('a tag deleted at the destination is copied again although the state remembers it', async () => {
@@ -551,10 +555,11 @@ describe.skipIf(!distribution)('sync --prune into a registry', () => {
     const first = await ferry(args, { env });
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain('1 tags, 0 copied, 1 unchanged, 1 pruned, 1 prune(s) not possible, 0 failed');
-    const notPruned = `ferry: warning: ${served.host}/up/app:old: not pruned (shares sha256:${exp.plain.digest.slice(7, 19)}… with 1.0.0; this registry deletes only by digest: a DELETE of the tag got HTTP 400 DIGEST_INVALID)`;
+    const notPruned = `ferry: warning: ${dist.host}/mirror/up/app:old: not pruned (shares sha256:${exp.plain.digest.slice(7, 19)}… with 1.0.0; this registry deletes only by digest: a DELETE of the tag got HTTP 400 DIGEST_INVALID)`;
     expect(first.stderr).toContain(notPruned);
-    expect(first.stderr).toContain(`${served.host}/up/app:solo: pruned`);
-    expect(first.stderr).toContain(`${served.host}/up/app:hotfix: not upstream, but not written by ferry sync: left in place`);
+    // Named as in the mirror, where they are (they were named as upstream, where they are not).
+    expect(first.stderr).toContain(`${dist.host}/mirror/up/app:solo: pruned`);
+    expect(first.stderr).toContain(`${dist.host}/mirror/up/app:hotfix: not upstream, but not written by ferry sync: left in place`);
     expect(first.stderr).not.toContain(':old: pruned');
     // solo's manifest was deleted by digest (nothing else was on it); old and 1.0.0 share one that stays.
     expect(await tagsOf(mirror)).toEqual(['1.0.0', 'hotfix', 'old']);
@@ -955,6 +960,47 @@ describe('sync configuration files', () => {
       '    source: a.example/y',
     ].join('\n'));
     expect((await jobs()).map((j) => [j.source, j.semver, j.prune])).toEqual([['a.example/x', '>=2', true], ['a.example/y', '>=2', true]]);
+  });
+
+  it('a hundred entries and more share one anchor through merge keys (yaml stopped at 100 as an alias bomb); a real bomb is a usage error naming the file', async () => {
+    const entries = Array.from({ length: 300 }, (_, i) => `  - <<: *nightly\n    source: a.example/r${i}`);
+    const { jobs } = await load(['x-nightly: &nightly {semver: ">=1", prune: false}', 'repositories:', ...entries].join('\n'));
+    expect((await jobs()).map((j) => j.semver)).toEqual(Array(300).fill('>=1'));
+    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 8; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    const b = await load([...bomb.map((l) => `x-${l}`), 'repositories: [a.example/x]'].join('\n'));
+    await expect(b.jobs()).rejects.toThrow(new RegExp(`^${b.cfg}: not a valid configuration: Excessive alias count`));
+    await expect(b.jobs()).rejects.toMatchObject({ code: 'USAGE' });
+  });
+
+  it('an alias to no anchor, a merge of a scalar, two documents, a directory, standard input: usage errors naming the file', async () => {
+    const cases: Array<[string, RegExp]> = [
+      ['repositories:\n  - <<: *nope\n    source: a.example/x\n', /: not a valid configuration: Merge sources must be map/],
+      ['repositories:\n  - source: *nope\n', /: not a valid configuration: Unresolved alias .*: nope/],
+      ['repositories:\n  - <<: 5\n    source: a.example/x\n', /: not a valid configuration: Merge sources must be map/],
+      ['repositories: [a.example/x]\n---\nrepositories: [a.example/y]\n', /:2:1: not valid YAML or JSON: the file holds more than one YAML document/],
+    ];
+    for (const [text, message] of cases) {
+      const { cfg, jobs } = await load(text);
+      const e = await jobs().then(() => undefined, (x: unknown) => x as { code: string; message: string });
+      expect(e?.code, text).toBe('USAGE');
+      expect(e?.message.startsWith(cfg), e?.message).toBe(true);
+      expect(e?.message).toMatch(message);
+    }
+    const dir = await tempDir();
+    await expect(loadSyncConfig(dir)).rejects.toThrow(`sync configuration ${dir} is a directory, not a file`);
+    await expect(loadSyncConfig('-')).rejects.toThrow('read from a file, not from standard input');
+    // End to end: exit 2, no stack.
+    const r = await ferry(['sync', '--config', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('a byte-order mark is no column; a source that is no repository is named by its place', async () => {
+    const { cfg, jobs } = await load('\uFEFFprnue: true\nrepositories: [a.example/x]\n');
+    await expect(jobs()).rejects.toThrow(`${cfg}:1:1: unknown key "prnue"`);
+    const src = await load('repositories:\n  - source: not a repo!\n');
+    await expect(src.jobs()).rejects.toThrow(new RegExp(`^${src.cfg}:2:13: repositories\\[0\\]\\.source: .*whitespace`));
   });
 
   it('an empty file and a misspelt key are named as such', async () => {

@@ -2,7 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { FerryError } from '../errors.js';
+import { withPath } from '../blob/publish.js';
 import { parsePlatformSelection } from '../oci/platform.js';
+import { parseRepository } from '../oci/reference.js';
 import { tagFilter, type SyncJob } from './sync.js';
 import { checkVolumeSize, parseSize } from '../archive/volumes.js';
 import { namesArchive } from './archive-target.js';
@@ -82,6 +84,12 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
     };
     const source = str('source');
     if (!source) throw bad(`${where} needs a "source"`, ['repositories', i]);
+    try {
+      // Checked here too, so that a mistyped source is named by its place in the file.
+      parseRepository(source, 'the source');
+    } catch (e) {
+      throw bad(`${at('source')}: ${(e as Error).message}`, atValue('source'));
+    }
     const platform = str('platform');
     const platformsAt = (text: string) => {
       try {
@@ -126,13 +134,18 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
  * (the key itself when `key`, else its value).
  */
 async function readConfig(path: string): Promise<{ doc: unknown; place: (at: KeyPath, key: boolean) => string | undefined }> {
+  if (path === '-') throw new FerryError('USAGE', 'the sync configuration is read from a file, not from standard input', { hint: 'write it to a file and give its path: --config FILE' });
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
-    throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
+    if (code === 'EISDIR') throw new FerryError('USAGE', `sync configuration ${path} is a directory, not a file`, { hint: HINT });
+    throw withPath(e, path);
   }
+  // A byte-order mark (some Windows editors write one) is no column of the first line.
+  text = text.replace(/^\uFEFF/, '');
   const lines = new LineCounter();
   // Merge keys (`<<: *defaults`) are how YAML shares settings between entries.
   const parsed = parseDocument(text, { merge: true, lineCounter: lines });
@@ -140,8 +153,20 @@ async function readConfig(path: string): Promise<{ doc: unknown; place: (at: Key
   if (wrong) {
     // yaml's first line ends "at line 3, column 1:" before a snippet of the file; the place goes in front.
     const pos = wrong.linePos?.[0];
-    const message = wrong.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?\s*$/, '').replace(/:\s*$/, '');
+    const message =
+      wrong.code === 'MULTIPLE_DOCS'
+        ? 'the file holds more than one YAML document (a second "---"); a configuration is one document'
+        : wrong.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?\s*$/, '').replace(/:\s*$/, '');
     throw new FerryError('USAGE', `${path}${pos ? `:${pos.line}:${pos.col}` : ''}: not valid YAML or JSON: ${message}`, { hint: HINT });
+  }
+  let doc: unknown;
+  try {
+    // yaml's guard against alias bombs allows 100 uses of an anchor: a config of 100 entries
+    // sharing `<<: *defaults` tripped it. A bomb still stops at 10,000.
+    doc = parsed.toJS({ maxAliasCount: 10_000 });
+  } catch (e) {
+    // An alias to no anchor, a merge of something not a mapping, a bomb: the file, not ferry.
+    throw new FerryError('USAGE', `${path}: not a valid configuration: ${(e as Error).message}`, { hint: HINT });
   }
   const place = (at: KeyPath, key: boolean) => {
     const node = nodeAt(parsed, at, key);
@@ -150,7 +175,7 @@ async function readConfig(path: string): Promise<{ doc: unknown; place: (at: Key
     const { line, col } = lines.linePos(offset);
     return `${line}:${col}`;
   };
-  return { doc: parsed.toJS(), place };
+  return { doc, place };
 }
 
 /**

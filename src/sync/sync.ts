@@ -56,11 +56,13 @@ export interface SyncOptions {
 
 export type SyncEvent =
   | { type: 'tags'; source: string; total: number; selected: number }
-  | { type: 'unchanged' | 'copied' | 'pruned'; source: string; tag: string; digest?: Digest }
+  | { type: 'unchanged' | 'copied'; source: string; tag: string; digest?: Digest }
+  /** --prune removed `tag` (`name` at the destination: a mirror's repository is not the source's). */
+  | { type: 'pruned'; source: string; tag: string; name: string }
   /** --prune could not remove a tag gone upstream (see NotPruned); it stays, and is tried again next run. */
-  | ({ type: 'not-pruned'; source: string } & NotPruned)
+  | ({ type: 'not-pruned'; source: string; name: string } & NotPruned)
   /** --prune leaves a tag gone upstream that sync did not write (a registry: reported the first time only), `because` says how it knows. */
-  | { type: 'left'; source: string; tag: string; because: string }
+  | { type: 'left'; source: string; tag: string; name: string; because: string }
   /** --referrers: a referrer of an unchanged tag that the destination lacked was copied. */
   | { type: 'referrer'; source: string; tag: string; digest: Digest }
   | { type: 'failed'; source: string; tag: string; message: string }
@@ -466,6 +468,8 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         } else todo.push({ tag, digest });
       });
       todo.sort((a, b) => byNaturalOrder(a.tag, b.tag));
+      // Checked many at once, so recorded as the answers came: reported in version order too.
+      r.unchanged.sort(byNaturalOrder);
       const copyOpts = {
         platforms: job.platforms ?? 'all',
         // A mirror narrowed to some platforms keeps single-platform tags as they are.
@@ -566,13 +570,14 @@ export async function sync(jobs: SyncJob[], o: SyncOptions = {}): Promise<SyncRe
         const selects = (t: string) => filters.get(job)!(t) || REFERRERS_INDEX_TAG.test(t) || cosignSubject(t) !== undefined;
         const gone = (await target.tags()).filter((t) => !present.has(t) && selects(t));
         const { mine, left, because = 'not written by ferry sync' } = target.claim?.(gone) ?? { mine: gone, left: [] };
+        const nameAt = (tag: string) => target.nameFor(tag).name ?? `${r.destination}:${tag}`;
         r.left.push(...left);
-        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag, because });
+        for (const tag of left) o.onEvent?.({ type: 'left', source: r.source, tag, name: nameAt(tag), because });
         const stayed = mine.length && !o.dryRun ? await target.prune(mine) : [];
         r.notPruned.push(...stayed);
-        for (const n of stayed) o.onEvent?.({ type: 'not-pruned', source: r.source, ...n });
+        for (const n of stayed) o.onEvent?.({ type: 'not-pruned', source: r.source, name: nameAt(n.tag), ...n });
         r.pruned.push(...mine.filter((t) => !stayed.some((n) => n.tag === t)));
-        for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag });
+        for (const tag of r.pruned) o.onEvent?.({ type: 'pruned', source: r.source, tag, name: nameAt(tag) });
       }
       if (o.dryRun && r.plan && target.planArchive) {
         const archive = await target.planArchive(r, { source: repo, roots: planned, options: copyOpts });

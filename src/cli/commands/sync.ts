@@ -85,14 +85,16 @@ export const syncCommand: CommandModule<GlobalArgs, Args> = {
       state: args.state,
       onEvent: (e) => {
         if (e.type === 'copy') return progress(e);
-        progress.done();
+        if (e.type === 'copied' || e.type === 'failed') progress.ended(failedName(e));
+        else progress.done();
         if (e.type === 'copied') status(args, `${e.source}:${e.tag}: synced (${e.digest})`);
         else if (e.type === 'failed') status(args, `${failedName(e)}: FAILED: ${e.message}`);
-        else if (e.type === 'pruned') status(args, `${e.source}:${e.tag}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
+        // Named as at the destination: a mirror's repository is not the source's.
+        else if (e.type === 'pruned') status(args, `${e.name}: ${args['dry-run'] ? 'would be ' : ''}pruned`);
         // A warning, even with -q or --json: the mirror keeps a tag upstream no longer has.
-        else if (e.type === 'not-pruned') warn(`${e.source}:${e.tag}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
+        else if (e.type === 'not-pruned') warn(`${e.name}: not pruned (shares sha256:${shortDigest(e.digest)}… with ${e.sharedWith}; ${e.reason})`);
         else if (e.type === 'referrer') status(args, `${e.source}:${e.tag}: new referrer ${e.digest} copied`);
-        else if (e.type === 'left') status(args, `${e.source}:${e.tag}: not upstream, but ${e.because}: left in place (--prune --no-state prunes it)`);
+        else if (e.type === 'left') status(args, `${e.name}: not upstream, but ${e.because}: left in place (--prune --no-state prunes it)`);
         else if (e.type === 'tags') {
           status(args, `${e.source}: ${e.selected} of ${e.total} tags selected`);
           // Even with -q: a nightly job whose filter matches nothing is most often a mistyped filter.
@@ -141,24 +143,30 @@ function lateReferrers(j: SyncJobReport, verb: string): string {
 }
 
 /**
- * Progress of a sync: the usual per-blob printer, a fresh one for each tag copied, after a line
- * naming the tag. --json prints only the report (one document), so no events.
+ * Progress of a sync: a line naming each tag as its copy starts, then the usual per-blob printer,
+ * shared by the tags copied at once (--jobs) and finished when none is left in flight. A printer
+ * per tag, replaced whenever the next event came from another tag, repeated the tag's line many
+ * times over. --json prints only the report (one document), so no events.
  */
-function tagProgress(args: Args): ((e: Extract<SyncEvent, { type: 'copy' }>) => void) & { done: () => void } {
-  let current: { key: string; printer: ProgressPrinter } | undefined;
+function tagProgress(args: Args): ((e: Extract<SyncEvent, { type: 'copy' }>) => void) & { ended: (key: string) => void; done: () => void } {
+  let printer: ProgressPrinter | undefined;
+  const copying = new Set<string>();
   const done = () => {
-    current?.printer.done();
-    current = undefined;
+    printer?.done();
+    printer = undefined;
   };
   const onCopy = (e: Extract<SyncEvent, { type: 'copy' }>) => {
     if (args.json || args.quiet) return;
     const key = `${e.source}:${e.tag}`;
-    if (current?.key !== key) {
-      done();
+    if (!copying.has(key)) {
+      copying.add(key);
       status(args, `${key}: copying`);
-      current = { key, printer: progressPrinter(args) };
     }
-    current.printer(e.event);
+    (printer ??= progressPrinter(args))(e.event);
   };
-  return Object.assign(onCopy, { done });
+  const ended = (key: string) => {
+    copying.delete(key);
+    if (copying.size === 0) done();
+  };
+  return Object.assign(onCopy, { ended, done });
 }
