@@ -14,7 +14,7 @@ import { closeRegistryClients, openRepository } from '../src/locations/registry/
 import { ferry } from './helpers/cli.js';
 import { testdataImages } from './helpers/expected-images.js';
 import { makeLayout, type MadeImage } from './helpers/images.js';
-import { tempDir, testdataCopy } from './helpers/fs.js';
+import { TESTDATA, tempDir, testdataCopy } from './helpers/fs.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startDistribution, type RunningRegistry } from './helpers/registry.js';
 import { startServe, type Served } from './helpers/serve.js';
@@ -150,6 +150,19 @@ describe.skipIf(!distribution)('ferry sync against the CNCF distribution registr
     // Unchanged tags are checked many at once and answered in any order: reported in version order too.
     const again = await ferry(['--store', store, 'sync', '--json', `${fx.reg.host}/sync/order`]);
     expect(JSON.parse(again.stdout).jobs[0].unchanged).toEqual(['1.9', '1.10', 'latest', 'v1', 'v2', 'v10']);
+  });
+
+  it('a layout whose index.json is damaged fails the job (exit 3) and is left as it was: no writer marker of the run', async () => {
+    const dir = join(await tempDir(), 'lay');
+    expect((await ferry(['copy', '-q', `oci:${TESTDATA}:plain`, `oci:${dir}:x`])).code).toBe(0);
+    for (const damaged of ['{"bad', '[]']) {
+      await writeFile(join(dir, 'index.json'), damaged);
+      const r = await ferry(['sync', `${fx.reg.host}/sync/versions`, `oci:${dir}`]);
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toContain(`${dir}/index.json`);
+      expect((await readdir(dir)).filter((n) => n.startsWith('.ferry-writer-'))).toEqual([]);
+      expect(await readFile(join(dir, 'index.json'), 'utf8')).toBe(damaged);
+    }
   });
 
   it('a tag deleted at the destination is copied again although the state remembers it', async () => {

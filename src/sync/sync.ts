@@ -181,8 +181,12 @@ async function layoutTarget(dir: string, src: Reference, dryRun: boolean | undef
     throw e;
   }
   const mine = async () => (await layout.entries()).filter((e) => e.name?.startsWith(`${repo}:`));
-  // Read once, before any copy of this job: one parse of index.json for all the tags.
-  const entries = await mine();
+  // Read once, before any copy of this job: one parse of index.json for all the tags. A damaged
+  // index.json fails the job here: the layout is closed (its writer marker removed) before that.
+  const entries = await mine().catch(async (e: unknown) => {
+    await layout.close().catch(() => {});
+    throw e;
+  });
   const current = new Map(entries.map((e) => [e.name!, (e.descriptor.annotations?.[ANNOTATION_SOURCE_INDEX] as Digest | undefined) ?? e.descriptor.digest]));
   const selections = new Map(entries.map((e) => [e.name!, entrySelection(e.descriptor.annotations)]));
   // Read when first asked, after this job's copies: sink.has would also touch the blob's mtime.
