@@ -239,6 +239,33 @@ describe('inventory', () => {
     expect((await failure(readInventory(p))).code).toBe('INVALID_INPUT');
     expect((await failure(readInventory(`${p}.missing`))).code).toBe('NOT_FOUND');
   });
+
+  it('says why an inventory cannot be used: another format, cut short, a directory, a wrong field; a BOM is fine', async () => {
+    const { writeFile: write } = await import('node:fs/promises');
+    const dir = await tempDir();
+    const digest = `sha256:${'a'.repeat(64)}`;
+    const good = { ferryInventory: 1, created: '2026-11-24T05:00:00.000Z', sources: ['store:/s'], blobs: [digest], manifests: [digest], tags: { 'a:1': digest } };
+    const cases: Array<[string, string, string]> = [
+      ['v2', JSON.stringify({ ...good, ferryInventory: 2 }), 'an inventory of format 2; this ferry reads format 1'],
+      ['cut', JSON.stringify(good).slice(0, 60), 'is not an inventory: the JSON is cut short'],
+      ['text', 'hello', 'is not an inventory: not JSON ('],
+      ['manifests', JSON.stringify({ ...good, manifests: ['nope'] }), 'manifests[0]: invalid digest "nope"'],
+      ['tags', JSON.stringify({ ...good, tags: { a: 'nope' } }), 'tags["a"]: invalid digest "nope"'],
+      ['created', JSON.stringify({ ...good, created: 'yesterday' }), '"created" must be a date and time (ISO 8601), not "yesterday"'],
+      ['sources', JSON.stringify({ ...good, sources: 'foo' }), '"sources" must be a list of strings'],
+    ];
+    for (const [name, text, message] of cases) {
+      const p = join(dir, `${name}.json`);
+      await write(p, text);
+      const e = await failure(readInventory(p));
+      expect(e.code, name).toBe('INVALID_INPUT');
+      expect(e.message, name).toContain(message);
+    }
+    expect((await failure(readInventory(dir))).message).toBe(`inventory ${dir} is a directory; an inventory is a file`);
+    const bom = join(dir, 'bom.json');
+    await write(bom, `\uFEFF${JSON.stringify(good)}`);
+    expect([...(await readInventory(bom))]).toEqual([digest]);
+  });
 });
 
 describe.skipIf(!hasTool('docker-registry'))('inventory of a registry repository', () => {

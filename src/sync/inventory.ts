@@ -4,6 +4,7 @@ import { readVolumeHeader } from '../archive/scan.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
+import { withPath } from '../blob/publish.js';
 import { walk } from '../graph.js';
 import { OciLayout } from '../locations/layout.js';
 import { isPathLike, type RegistrySettings } from '../locations/location.js';
@@ -148,24 +149,55 @@ export async function readInventory(path: string): Promise<Set<Digest>> {
  * annotation) so that whoever loads it can tell which archive or store it was made against.
  */
 export async function readInventoryFile(path: string): Promise<{ blobs: Set<Digest>; base: string }> {
-  let doc: Partial<Inventory>;
-  try {
-    doc = JSON.parse(await readFile(path, 'utf8')) as Partial<Inventory>;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new FerryError('NOT_FOUND', `inventory ${path} does not exist`);
-    throw new FerryError('INVALID_INPUT', `${path} is not an inventory (not JSON)`, {
-      hint: `an inventory is what ferry inventory writes: ferry inventory PLACE -o have.json (PLACE may be an archive such as ${path})`,
-    });
+  const doc = await inventoryJson(path);
+  const bad = (what: string) => new FerryError('INVALID_INPUT', `${path}: ${what}`, { hint: REWRITE });
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || !('ferryInventory' in doc)) {
+    throw new FerryError('INVALID_INPUT', `${path} is not a ferry inventory (it has no "ferryInventory" field)`, { hint: REWRITE });
   }
-  if (doc.ferryInventory !== 1 || !Array.isArray(doc.blobs)) {
-    throw new FerryError('INVALID_INPUT', `${path} is not a ferry inventory (write one with \`ferry inventory\`)`);
+  const inv = doc as Record<string, unknown>;
+  if (inv.ferryInventory !== 1) {
+    throw bad(`an inventory of format ${JSON.stringify(inv.ferryInventory)}; this ferry reads format 1 (written by another version of ferry?)`);
   }
-  const out = new Set<Digest>();
-  for (const d of doc.blobs) {
-    if (!isDigest(d)) throw new FerryError('INVALID_INPUT', `${path}: invalid digest ${JSON.stringify(d)}`);
-    out.add(d);
+  const digests = (field: string, list: unknown): Digest[] => {
+    if (!Array.isArray(list)) throw bad(`"${field}" must be a list of digests`);
+    for (const [i, d] of list.entries()) if (!isDigest(d)) throw bad(`${field}[${i}]: invalid digest ${JSON.stringify(d).slice(0, 100)}`);
+    return list as Digest[];
+  };
+  const out = new Set(digests('blobs', inv.blobs));
+  // What a delta records of its base: each field checked, not only the ones save uses.
+  if (inv.manifests !== undefined) digests('manifests', inv.manifests);
+  if (inv.tags !== undefined) {
+    if (typeof inv.tags !== 'object' || inv.tags === null || Array.isArray(inv.tags)) throw bad('"tags" must map names to digests');
+    for (const [name, d] of Object.entries(inv.tags)) if (!isDigest(d)) throw bad(`tags[${JSON.stringify(name)}]: invalid digest ${JSON.stringify(d).slice(0, 100)}`);
   }
-  const sources = Array.isArray(doc.sources) ? doc.sources.filter((x) => typeof x === 'string') : [];
-  const base = `${sources.length ? sources.join(', ') : path}${typeof doc.created === 'string' ? ` as of ${doc.created}` : ''}`;
+  if (inv.sources !== undefined && !(Array.isArray(inv.sources) && inv.sources.every((x) => typeof x === 'string'))) throw bad('"sources" must be a list of strings');
+  if (inv.created !== undefined && (typeof inv.created !== 'string' || Number.isNaN(Date.parse(inv.created)))) {
+    throw bad(`"created" must be a date and time (ISO 8601), not ${JSON.stringify(inv.created).slice(0, 100)}`);
+  }
+  const sources = (inv.sources as string[] | undefined) ?? [];
+  const base = `${sources.length ? sources.join(', ') : path}${typeof inv.created === 'string' ? ` as of ${inv.created}` : ''}`;
   return { blobs: out, base };
+}
+
+const REWRITE = 'an inventory is what ferry inventory writes: write it again where the images are, ferry inventory PLACE -o FILE';
+
+/** The file parsed as JSON, or an error saying why it cannot be: missing, a directory, too large, cut short, not JSON. */
+async function inventoryJson(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new FerryError('NOT_FOUND', `inventory ${path} does not exist`);
+    if (code === 'EISDIR') throw new FerryError('USAGE', `inventory ${path} is a directory; an inventory is a file`, { hint: REWRITE });
+    // Past what one string holds (~512 MiB): no inventory ferry writes is near that.
+    if (code === 'ERR_STRING_TOO_LONG') throw new FerryError('TOO_LARGE', `inventory ${path} is too large to read`);
+    throw withPath(e, path);
+  }
+  try {
+    return JSON.parse(text.replace(/^\uFEFF/, ''));
+  } catch (e) {
+    const cut = /Unexpected end of JSON input|Unterminated/.test((e as Error).message);
+    throw new FerryError('INVALID_INPUT', `${path} is not an inventory: ${cut ? 'the JSON is cut short (copied only in part?)' : `not JSON (${(e as Error).message})`}`, { hint: REWRITE });
+  }
 }
