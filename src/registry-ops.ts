@@ -235,9 +235,13 @@ export async function removeRemote(image: string, o: { registry?: RegistrySettin
   if (refusal === undefined) return { digest, removed: 'tag' };
   const others = await tagsOn(repo, digest, tag, o.signal);
   if (others.length && !o.force) {
-    // Deleting the manifest is what the registry would do, but not what was asked for.
-    throw new FerryError('USAGE', `${named}: its manifest ${digest} is also tagged ${others.join(', ')}, and the registry deletes only whole manifests (DELETE of the tag alone: ${refusal}); nothing was deleted`, {
-      hint: `ferry rm --force ${image} deletes the manifest and every tag on it, as ferry rm docker://${repositoryName(ref)}@${digest} does`,
+    // Deleting the manifest is what the registry would do, but not what was asked for. A 405 is
+    // also what a registry with deletes turned off answers (distribution, ferry serve --read-only):
+    // --force may then be refused too, and the message says so.
+    const maybeNone = refusal.startsWith('HTTP 405');
+    const why = maybeNone ? `the registry refused to delete the tag alone (${refusal}): it deletes only whole manifests, or nothing at all` : `the registry deletes only whole manifests (DELETE of the tag alone: ${refusal})`;
+    throw new FerryError('USAGE', `${named}: its manifest ${digest} is also tagged ${others.join(', ')}, and ${why}; nothing was deleted`, {
+      hint: `${maybeNone ? 'if it deletes manifests, ' : ''}ferry rm --force ${image} deletes the manifest and every tag on it, as ferry rm docker://${repositoryName(ref)}@${digest} does`,
     });
   }
   await repo.deleteManifest(digest);

@@ -27,7 +27,7 @@ export const serveCommand: CommandModule<GlobalArgs, Args> = {
       .option('token-auth', { type: 'boolean', describe: 'bearer tokens from this server\'s /token endpoint instead of Basic auth' })
       .option('tls-cert', { type: 'string', describe: 'serve https with this certificate (PEM)' })
       .option('tls-key', { type: 'string', describe: 'private key (PEM) for --tls-cert' })
-      .option('grace', numberOption('--grace', { min: 0, unit: 'seconds' }, 'seconds to let requests finish on SIGTERM/SIGINT (default 10)')),
+      .option('grace', numberOption('--grace', { min: 0, unit: 'seconds' }, 'seconds to let requests finish on SIGTERM, SIGINT or SIGHUP (default 10)')),
   handler: async (args) => {
     const grace = args.grace ?? 10;
     const storeDir = args.store ?? defaultStoreDir();
