@@ -762,6 +762,13 @@ describe.concurrent('gc', () => {
     expect(await blobDigests(store)).toEqual(before);
     expect((await readdir(store)).sort()).toEqual(listing);
 
+    // Readers list nothing (exit 0) but say why: an empty table alone pointed nowhere.
+    for (const args of [['images'], ['inspect', `${REPO}:plain`]]) {
+      const r = await run(args, store);
+      expect(r.stderr, args.join(' ')).toContain(`ferry: warning: ${join(store, 'index.json')} is missing, yet ${join(store, 'blobs')} holds ${before.length} blob(s): the names of its images are lost; restore index.json from a backup`);
+    }
+    expect((await run(['images'], store)).code).toBe(0);
+
     // The same with oci-layout gone too: it is not made a new, empty layout over those blobs.
     await rm(join(store, 'oci-layout'));
     const r = await run(['copy', '-q', `oci:${TESTDATA}:layers`, `oci:${store}:again`]);

@@ -122,6 +122,7 @@ export class OciLayout implements Source, Sink {
       await layout.removeDeadTemps();
     }
     if (opts.create) await layout.registerWriter();
+    else if (!opts.indexMayBeMissing) await layout.warnLostIndex();
     return layout;
   }
 
@@ -218,17 +219,37 @@ export class OciLayout implements Source, Sink {
    * within the last LAYOUT_SETTLE_MS may be one being made now, and is let be.
    */
   private async refuseLostIndex(): Promise<void> {
-    if (await this.hasIndexFile()) return;
+    const blobs = await this.lostIndex();
+    if (blobs === undefined) return;
+    throw new FerryError('INTEGRITY', `${join(this.dir, 'index.json')} is missing, yet ${join(this.dir, 'blobs')} holds ${blobs} blob(s): a new index.json would name only this run's image and the next gc would delete the others; nothing was written`, {
+      hint: this.lostIndexHint(),
+    });
+  }
+
+  /** Read only (images, inspect, save, verify): said, since the layout then lists no image at all. */
+  private async warnLostIndex(): Promise<void> {
+    const blobs = await this.lostIndex();
+    if (blobs !== undefined) warn(`${join(this.dir, 'index.json')} is missing, yet ${join(this.dir, 'blobs')} holds ${blobs} blob(s): the names of its images are lost; ${this.lostIndexHint()}`);
+  }
+
+  private lostIndexHint(): string {
+    return `restore index.json from a backup (\`ferry verify ${this.dir}\` shows the damage); or, to start afresh, move ${join(this.dir, 'blobs')} away`;
+  }
+
+  /**
+   * How many blobs a layout holds whose index.json is missing, when it is: undefined when the
+   * index is there, the layout holds no blob, or it is being made now (another process's open).
+   */
+  private async lostIndex(): Promise<number | undefined> {
+    if (await this.hasIndexFile()) return undefined;
     const blobs = await this.countBlobs();
-    if (blobs === 0) return;
+    if (blobs === 0) return undefined;
     const recent = Date.now() - LAYOUT_SETTLE_MS;
     for (const path of [join(this.dir, 'oci-layout'), ...(await this.blobDirs())]) {
       const mtime = (await stat(path).catch(() => undefined))?.mtimeMs;
-      if (mtime !== undefined && mtime >= recent && mtime <= Date.now() + 1000) return;
+      if (mtime !== undefined && mtime >= recent && mtime <= Date.now() + 1000) return undefined;
     }
-    throw new FerryError('INTEGRITY', `${join(this.dir, 'index.json')} is missing, yet ${join(this.dir, 'blobs')} holds ${blobs} blob(s): a new index.json would name only this run's image and the next gc would delete the others; nothing was written`, {
-      hint: `restore index.json from a backup (\`ferry verify ${this.dir}\` shows the damage); or, to start afresh, move ${join(this.dir, 'blobs')} away`,
-    });
+    return blobs;
   }
 
   /** Complete blobs in blobs/ (not temp files or partial downloads). */
