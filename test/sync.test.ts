@@ -928,6 +928,17 @@ describe('sync --dry-run refuses what the real run would refuse before moving da
     await refusedAlike(dir, [file, '--volume-size', '1M'], 7, message);
   });
 
+  it('an archive, a layout or the store under /proc (where nothing can be made, though root may write there): named as such, dry or not', async () => {
+    const dir = await tempDir();
+    await refusedAlike(dir, ['/proc/ferry-x.tar'], 7, 'cannot write /proc/ferry-x.tar: /proc is on procfs, where no file can be created');
+    await refusedAlike(dir, ['oci:/proc/ferry-lay'], 7, 'cannot write /proc/ferry-lay: /proc is on procfs, where no file can be created');
+    await refusedAlike(dir, [], 7, 'cannot write /proc/ferry-st: /proc is on procfs, where no file can be created', '/proc/ferry-st');
+    // save's dry run too.
+    const save = await ferry(['save', '--dry-run', `oci:${TESTDATA}:plain`, '-o', '/proc/ferry-x.tar']);
+    expect(save.code, save.stderr).toBe(7);
+    expect(save.stderr).toContain('cannot write /proc/ferry-x.tar: /proc is on procfs, where no file can be created');
+  });
+
   it('a layout or archive that can be made still plans, and the dry run creates nothing', async () => {
     const dir = await tempDir();
     for (const dest of [`oci:${join(dir, 'new', 'mirror')}`, join(dir, 'app.tar')]) {

@@ -10,6 +10,7 @@ import { isSpecialFile, outputTarget, syncDir } from '../blob/publish.js';
 import { openTempOutput, ResumingFile } from '../blob/resume-file.js';
 import { EarlySync } from '../blob/early-sync.js';
 import { streamed } from '../util/memory.js';
+import { refusePseudoFilesystem } from '../util/can-make.js';
 import { entryHeader, entryPadding, END_OF_ARCHIVE } from './tar.js';
 
 export type ArchiveCompression = OutputCompression;
@@ -69,6 +70,7 @@ export async function checkOutputDir(dest: string): Promise<void> {
   await access(dir, constants.W_OK).catch(() => {
     throw errno('EACCES');
   });
+  await refusePseudoFilesystem(dir, dest);
 }
 
 function outputError(e: unknown, where: string): unknown {

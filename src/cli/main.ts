@@ -246,7 +246,7 @@ export async function main(rawArgv: string[]): Promise<number> {
     .option('timeout', { ...numberOption('--timeout', { above: 0, unit: 'seconds' }, 'registries: seconds a connection may stay silent before it is retried (default 60)'), global: true })
     .command(await loadCommands(argv))
     .middleware((parsed): void => refuseRepeats(parsed, cli as unknown as OptionsView), true)
-    .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))')
+    .completion('completion', 'Print a bash/zsh completion script (source <(ferry completion))', withoutLongShorts)
     .demandCommand(1, 'name a command; see ferry --help')
     .strict()
     .version(VERSION)
@@ -288,6 +288,11 @@ export async function main(rawArgv: string[]): Promise<number> {
     return 2;
   }
   return report(failure, flags);
+}
+
+/** yargs' own completions, less the one-letter aliases it offers as `--q`, `--o` after a typed `--`. */
+function withoutLongShorts(_current: string, _argv: unknown, defaults: (done: (err: Error | null, words: string[] | undefined) => void) => void, done: (words: string[]) => void): void {
+  defaults((err, words) => done(err ? [] : (words ?? []).filter((w) => !/^--[^-:](:|$)/.test(w))));
 }
 
 export async function run(): Promise<void> {

@@ -103,6 +103,8 @@ export class OciLayout implements Source, Sink {
       }
       if (there && !opts.indexMayBeMissing) await layout.refuseLostIndex();
       layout.createdHere = { dir: there === undefined };
+      // A new directory where none can be made (/proc: ENOENT) is named as such.
+      if (!there) await checkCanMake(dir);
       await mkdirs(dir);
       await access(dir, constants.W_OK);
       await mkdirs(join(dir, 'blobs', 'sha256'));

@@ -1,6 +1,7 @@
 import { access, constants, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ANNOTATION_SOURCE_INDEX, copy, type CopyEvent, type Root } from '../copy.js';
+import { refusePseudoFilesystem } from '../util/can-make.js';
 import { FerryError, isFerryError, missingDirectory, toFerryError } from '../errors.js';
 import { ArchiveOutput, compressionForPath } from '../archive/output.js';
 import { ArchiveSource } from '../archive/source.js';
@@ -96,6 +97,7 @@ export async function archiveTarget(dest: ArchiveDestination, src: Reference, o:
     if (e.code === 'ENOENT') throw missingDirectory(path);
     throw new FerryError('IO', `cannot write ${path}: ${dir} is not writable (${e.code})`);
   });
+  await refusePseudoFilesystem(dir, path);
   if (!o.dryRun) release = await acquireLock(`${stageDir}.lock`, { timeoutMs: lockTimeoutFromEnv(), signal: o.signal });
   try {
     await file.prepare(!o.dryRun);

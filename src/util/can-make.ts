@@ -1,4 +1,5 @@
-import { access, constants, stat } from 'node:fs/promises';
+import { access, constants, stat, statfs } from 'node:fs/promises';
+import { FerryError } from '../errors.js';
 import { dirname } from 'node:path';
 
 /** The error `mkdir(path, { recursive: true })` fails with, made without calling it. */
@@ -21,6 +22,21 @@ export async function checkCanMake(path: string): Promise<void> {
     await access(dir, constants.W_OK).catch(() => {
       throw mkdirError('EACCES', path);
     });
+    await refusePseudoFilesystem(dir, path);
     return;
   }
+}
+
+// statfs types of the kernel's own filesystems, where no file or directory can be made: root
+// passes access(W_OK) there, and only the real run's ENOENT (or EACCES) said so.
+const PSEUDO: Record<number, string> = { 0x9fa0: 'procfs', 0x62656572: 'sysfs' };
+
+/**
+ * Refuses `path` (to be made in `dir`) when `dir` is on procfs or sysfs, so that a dry run
+ * refuses what the real run would, and the real run says why instead of "no such file".
+ */
+export async function refusePseudoFilesystem(dir: string, path: string): Promise<void> {
+  const type = (await statfs(dir).catch(() => undefined))?.type;
+  const name = type === undefined ? undefined : PSEUDO[type];
+  if (name) throw new FerryError('IO', `cannot write ${path}: ${dir} is on ${name}, where no file can be created`, { hint: 'write somewhere else' });
 }
