@@ -233,6 +233,14 @@ describe('inventory', () => {
     expect(missing.stderr).toContain(`${join(dir, 'gone.tar')}: no such file`);
   });
 
+  it('-o naming a directory is refused before anything is read, with the file to name instead', async () => {
+    const dir = await tempDir();
+    const r = await ferry(['--store', await tempDir(), 'inventory', `oci:${TESTDATA}`, '-o', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`-o ${dir} is a directory; the inventory is one file`);
+    expect(r.stderr).toContain(`hint: name the file: -o ${join(dir, 'have.json')}`);
+  });
+
   it('refuses a file that is not an inventory', async () => {
     const p = join(await tempDir(), 'x.json');
     await (await import('node:fs/promises')).writeFile(p, '{"blobs": []}');

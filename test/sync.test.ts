@@ -1020,6 +1020,17 @@ describe('sync configuration files', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('an empty destination is refused (it meant the store without saying so); a directory named like an archive is no archive destination', async () => {
+    const { cfg, jobs } = await load('repositories:\n  - {source: a.example/x, destination: ""}\n');
+    await expect(jobs()).rejects.toThrow(`${cfg}:2:40: repositories[0].destination is empty: leave it out to sync into the store`);
+    const dir = join(await tempDir(), 'adir.tar');
+    await (await import('node:fs/promises')).mkdir(dir);
+    const r = await ferry(['sync', '--dry-run', 'a.example/x', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`sync destination ${dir} is a directory, not an archive file`);
+    expect(r.stderr).toContain(`hint: an archive is one file; to mirror into a directory as an OCI layout, write oci:${dir}`);
+  });
+
   it('a byte-order mark is no column; a source that is no repository is named by its place', async () => {
     const { cfg, jobs } = await load('\uFEFFprnue: true\nrepositories: [a.example/x]\n');
     await expect(jobs()).rejects.toThrow(`${cfg}:1:1: unknown key "prnue"`);

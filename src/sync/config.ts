@@ -114,6 +114,7 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
         throw bad(`${at('volume-size')}: ${(e as Error).message}`, atValue('volume-size'));
       }
     };
+    if (str('destination') === '') throw bad(`${at('destination')} is empty: leave it out to sync into the store`, atValue('destination'));
     const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
     tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`, atValue(field)));

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { ANNOTATION_SOURCE_INDEX, copy, type CopiedImage, type CopyEvent, type CopyOptions, type Root } from '../copy.js';
 import { forEachLimited } from '../util/limit.js';
 import { FerryError, isFerryError, toFerryError, unreachableHost, type ErrorCode } from '../errors.js';
@@ -358,6 +359,11 @@ async function destinationOf(dest: string | undefined, o: SyncOptions): Promise<
   }
   if (dest.startsWith('docker://')) return { kind: 'registry', text: dest };
   const archive = await archiveDestination(dest);
+  if (archive && (await stat(archive.path).catch(() => undefined))?.isDirectory()) {
+    throw new FerryError('USAGE', `sync destination ${archive.path} is a directory, not an archive file`, {
+      hint: `an archive is one file; to mirror into a directory as an OCI layout, write oci:${archive.path}`,
+    });
+  }
   if (archive) return { kind: 'archive', archive };
   throw new FerryError('USAGE', `sync destination "${dest}" must be the store (omit it), oci:DIR, docker://REGISTRY[/PREFIX] or an archive file`, {
     hint: 'an archive is a path ending in .tar, .tar.gz or .tar.zst, or oci-archive:FILE / docker-archive:FILE',

@@ -1,3 +1,5 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { outputTarget, publishBytes } from '../../blob/publish.js';
 import { FerryError } from '../../errors.js';
@@ -23,6 +25,9 @@ export const inventoryCommand: CommandModule<GlobalArgs, Args> = {
     // yargs drops a lone "-" from the places, which then meant the store.
     if (dashArgument(['-o', '--output', '--store', '--timeout'])) {
       throw new FerryError('USAGE', 'inventory reads a place, not standard input', { hint: 'save the archive to a file and name it: ferry inventory FILE -o have.json' });
+    }
+    if (args.output && args.output !== '-' && (await stat(args.output).catch(() => undefined))?.isDirectory()) {
+      throw new FerryError('USAGE', `-o ${args.output} is a directory; the inventory is one file`, { hint: `name the file: -o ${join(args.output, 'have.json')}` });
     }
     const { buildInventory } = await import('../../sync/inventory.js');
     const inv = await buildInventory(args.places ?? [], { storeDir: args.store ?? defaultStoreDir(), registry: registrySettings(args), signal: interrupt.signal });
