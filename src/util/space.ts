@@ -1,5 +1,6 @@
-import { readFile, stat, statfs } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { readdir, readFile, stat, statfs } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { TEMP_PREFIX } from '../blob/temp-names.js';
 import { FerryError } from '../errors.js';
 import { binarySize } from '../progress/format.js';
 
@@ -41,13 +42,25 @@ export async function explainDiskFull(e: unknown, o: { remaining?: number; path?
   const where = await mountOf(path).catch(() => undefined);
   if (!where) return e;
   const fs = await statfs(where.dir).catch(() => undefined);
-  const free = binarySize(fs ? fs.bavail * fs.bsize : 0);
-  const need = o.remaining === undefined ? undefined : Math.max(o.remaining - (fs ? fs.bavail * fs.bsize : 0), 0) || o.remaining;
+  // This run's temp files there go as it fails: the space they hold is free for the next run
+  // (a 45 MiB temp file left "free 0 B, need 55 MiB" where 12 MiB more would do).
+  const freeBytes = (fs ? fs.bavail * fs.bsize : 0) + (await ownTempBytes(where.dir));
+  const free = binarySize(freeBytes);
+  const need = o.remaining === undefined ? undefined : Math.max(o.remaining - freeBytes, 0) || o.remaining;
   const space = need === undefined ? `on ${where.mount} (free ${free})` : `need about ${binarySize(need)} more on ${where.mount} (free ${free})`;
   return new FerryError('IO', `${err.code}: no space left writing ${path}: ${space}`, {
     cause: e,
     hint: 'free some space on that filesystem (or choose another destination) and run the same command again',
   });
+}
+
+/** Bytes in this process's temp files and partial downloads in `dir`. */
+async function ownTempBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith(`${TEMP_PREFIX}${process.pid}-`) || name.startsWith(`.partial-${process.pid}-`)) n += (await stat(join(dir, name)).catch(() => undefined))?.size ?? 0;
+  }
+  return n;
 }
 
 /** statfs' type of FAT (msdos, vfat): a file holds at most 4 GiB - 1 byte there. exFAT has no such cap. */
