@@ -1036,6 +1036,10 @@ describe('sync configuration files', () => {
     await expect(jobs()).rejects.toThrow(`${cfg}:1:1: unknown key "prnue"`);
     const src = await load('repositories:\n  - source: not a repo!\n');
     await expect(src.jobs()).rejects.toThrow(new RegExp(`^${src.cfg}:2:13: repositories\\[0\\]\\.source: .*whitespace`));
+    const ftp = await load('repositories:\n  - {source: a.example/x, destination: "ftp://x"}\n');
+    await expect(ftp.jobs()).rejects.toThrow(`${ftp.cfg}:2:40: repositories[0].destination "ftp://x" must be oci:DIR, docker://REGISTRY[/PREFIX] or an archive file`);
+    const pattern = await load('destination: "x*.tar"\nrepositories: [a.example/x]\n');
+    await expect(pattern.jobs()).rejects.toThrow(`${pattern.cfg}:1:14: the top-level "destination" "x*.tar": x*.tar is a pattern`);
   });
 
   it('an empty file and a misspelt key are named as such', async () => {

@@ -8,6 +8,7 @@ import { parseRepository } from '../oci/reference.js';
 import { tagFilter, type SyncJob } from './sync.js';
 import { checkVolumeSize, parseSize } from '../archive/volumes.js';
 import { namesArchive } from './archive-target.js';
+import { refuseOutputPattern } from '../archive/patterns.js';
 
 /**
  * A sync configuration file (YAML or JSON):
@@ -114,7 +115,19 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
         throw bad(`${at('volume-size')}: ${(e as Error).message}`, atValue('volume-size'));
       }
     };
-    if (str('destination') === '') throw bad(`${at('destination')} is empty: leave it out to sync into the store`, atValue('destination'));
+    const destination = str('destination');
+    if (destination === '') throw bad(`${at('destination')} is empty: leave it out to sync into the store`, atValue('destination'));
+    // What sync refuses before any request, named here by its place in the file.
+    if (destination !== undefined && !destination.startsWith('oci:') && !destination.startsWith('docker://') && !namesArchive(destination)) {
+      throw bad(`${at('destination')} "${destination}" must be oci:DIR, docker://REGISTRY[/PREFIX] or an archive file (.tar, .tar.gz, .tar.zst); leave it out for the store`, atValue('destination'));
+    }
+    if (destination !== undefined && namesArchive(destination)) {
+      try {
+        refuseOutputPattern(destination.replace(/^(oci|docker)-archive:/, ''), `${at('destination')} "${destination}"`, (plain) => `destination: ${plain} with volume-size: SIZE`);
+      } catch (e) {
+        throw bad((e as Error).message, atValue('destination'));
+      }
+    }
     const filters = { include: list('include'), exclude: list('exclude'), semver: str('semver') };
     // Checked here, so that a mistake is named by its place in the file, not as a flag.
     tagFilter(filters, (field, problem) => bad(`${at(field)}: ${field === 'semver' ? problem : `invalid ${problem}`}`, atValue(field)));
