@@ -381,6 +381,27 @@ describe.concurrent('ferry import: bad input is refused before anything is store
     expect(await blobDigests(st)).toEqual([]);
   });
 
+  it('F5: a spool a killed import or export left in TMPDIR is removed by the next one; a live run\'s, another name, and its own are left', async () => {
+    const tmp = await tempDir();
+    // A pid that is surely gone: a process that has exited.
+    const gone = await new Promise<number>((resolve) => {
+      const child = spawn('true');
+      child.on('exit', () => resolve(child.pid!));
+    });
+    const dead = join(tmp, `ferry-import-${gone}-AbC123`);
+    const deadExport = join(tmp, `ferry-export-${gone}-XyZ789`);
+    const live = join(tmp, `ferry-import-${process.pid}-LiVe01`);
+    const other = join(tmp, 'ferry-import-notmine');
+    for (const d of [dead, deadExport, live, other]) {
+      await mkdir(d);
+      await writeFile(join(d, 'layer'), 'x'.repeat(1000));
+    }
+    const input = await tarFile(tarOf([file('etc/hostname', 'box\n')]));
+    const r = await ferry(['--store', await store(), 'import', input, 'spool:1'], { env: { TMPDIR: tmp } });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await readdir(tmp)).sort()).toEqual([`ferry-import-${process.pid}-LiVe01`, 'ferry-import-notmine']);
+  });
+
   it('A4: "../evil" and "/abs" entries', async () => {
     await Promise.all([
       refusedByCli(tarOf([file('../evil', 'x')]), 3, /import of .*rootfs\.tar: entry "\.\.\/evil" escapes the root/),
