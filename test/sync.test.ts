@@ -1020,6 +1020,13 @@ describe('sync configuration files', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('the same job twice is refused, naming both; the same source with other settings is not', async () => {
+    const twice = await load('repositories:\n  - a.example/x\n  - a.example/y\n  - {source: a.example/x}\n');
+    await expect(twice.jobs()).rejects.toThrow(`${twice.cfg}:4:5: repositories[2] repeats repositories[0] (the same source, destination and settings)`);
+    const other = await load('repositories:\n  - {source: a.example/x, include: ["^v1"]}\n  - {source: a.example/x, semver: ">=2"}\n');
+    expect(await other.jobs()).toHaveLength(2);
+  });
+
   it('an empty destination is refused (it meant the store without saying so); a directory named like an archive is no archive destination', async () => {
     const { cfg, jobs } = await load('repositories:\n  - {source: a.example/x, destination: ""}\n');
     await expect(jobs()).rejects.toThrow(`${cfg}:2:40: repositories[0].destination is empty: leave it out to sync into the store`);

@@ -54,7 +54,7 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
   if (!Array.isArray(top.repositories) || top.repositories.length === 0) {
     throw bad('"repositories" must be a non-empty list', 'repositories' in top ? ['repositories'] : undefined);
   }
-  return top.repositories.map((entry, i) => {
+  const jobs = top.repositories.map((entry, i) => {
     const where = `repositories[${i}]`;
     const e = (typeof entry === 'string' ? { source: entry } : entry) as Record<string, unknown>;
     if (!e || typeof e !== 'object') throw bad(`${where} must be a mapping or a repository name`, ['repositories', i]);
@@ -141,6 +141,15 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
       volumeSize: volumeSize(),
     };
   });
+  // The same job twice (a copy-paste slip) would plan and report every image twice.
+  const seen = new Map<string, number>();
+  for (const [i, job] of jobs.entries()) {
+    const key = JSON.stringify(job);
+    const first = seen.get(key);
+    if (first !== undefined) throw bad(`repositories[${i}] repeats repositories[${first}] (the same source, destination and settings)`, ['repositories', i]);
+    seen.set(key, i);
+  }
+  return jobs;
 }
 
 /**
