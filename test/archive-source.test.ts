@@ -255,3 +255,30 @@ describe('a whole blob damaged inside one volume of a set (bytes flipped, or an 
     expect(await indexEntries(dst).catch(() => [])).toEqual([]);
   });
 });
+
+describe('an image of an archive named with a digest', () => {
+  it('NAME:TAG@DIGEST must still name that digest (it was found by name, the digest ignored); NAME@DIGEST finds it under that name', async () => {
+    const { TESTDATA } = await import('./helpers/fs.js');
+    const { testdataImages } = await import('./helpers/expected-images.js');
+    const exp = await testdataImages();
+    const file = join(await tempDir(), 'two.tar');
+    const repo = 'example.com/ferry/testdata';
+    const saved = await ferry(['save', '-q', `oci:${TESTDATA}:plain`, `oci:${TESTDATA}:multi`, '-o', file]);
+    expect(saved.code, saved.stderr).toBe(0);
+    for (const transport of ['oci-archive', 'docker-archive']) {
+      for (const name of ['plain', `${repo}:plain`]) {
+        const wrong = await ferry(['copy', `${transport}:${file}:${name}@${exp.multi.digest}`, `oci:${join(await tempDir(), 'o')}:x`]);
+        expect(wrong.code, `${transport}:${name}: ${wrong.stderr}`).toBe(2);
+        expect(wrong.stderr).toContain(`is ${exp.plain.digest}, not ${exp.multi.digest}`);
+        const right = await ferry(['inspect', `${transport}:${file}:${name}@${exp.plain.digest}`]);
+        expect(right.code, right.stderr).toBe(0);
+      }
+      const byDigest = await ferry(['inspect', '--json', `${transport}:${file}:${repo}@${exp.multi.digest}`]);
+      expect(byDigest.code, byDigest.stderr).toBe(0);
+      expect(byDigest.stdout).toContain(exp.multi.digest);
+      const elsewhere = await ferry(['inspect', `${transport}:${file}:example.com/other@${exp.multi.digest}`]);
+      expect(elsewhere.code).toBe(2);
+      expect(elsewhere.stderr).toContain(`no image of example.com/other has digest ${exp.multi.digest}`);
+    }
+  });
+});

@@ -6,7 +6,7 @@ import { sniff, type Compression } from '../blob/compression.js';
 import { digestOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { cosignSubject, MAX_JSON_BYTES, parseConfig, parseJson, parseManifestDocument, subjectOf, type Descriptor } from '../oci/manifest.js';
-import { formatReference, tryParseReference } from '../oci/reference.js';
+import { formatReference, repositoryName, tryParseReference, type Reference } from '../oci/reference.js';
 import type { FetchOptions, Referrer, Source, TagName } from '../types.js';
 import { CompressedBacking, PlainBacking, type ArchiveBacking } from './backing.js';
 import { entryNames } from './graph.js';
@@ -172,6 +172,36 @@ export class ArchiveSource implements Source {
    */
   async resolve(ref: string): Promise<Descriptor> {
     const parsed = tryParseReference(ref);
+    if (parsed?.digest) return this.resolvePinned(ref, parsed);
+    return this.resolveLoose(ref, parsed);
+  }
+
+  /**
+   * NAME:TAG@DIGEST is found by its name and must have that digest (it was taken by name alone,
+   * the digest ignored); NAME@DIGEST is that digest under that repository's names, or unnamed.
+   * As the store resolves them.
+   */
+  private async resolvePinned(ref: string, parsed: Reference): Promise<Descriptor> {
+    const digest = parsed.digest!;
+    if (parsed.tag) {
+      const full = formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
+      const d = await this.resolveLoose(full, { ...parsed, digest: undefined });
+      if (d.digest !== digest) throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}: ${full} is ${d.digest}, not ${digest}`);
+      return d;
+    }
+    const repo = repositoryName(parsed);
+    const ofRepo = (name: string | undefined) => {
+      const r = name === undefined ? undefined : tryParseReference(name);
+      return r !== undefined && repositoryName(r) === repo;
+    };
+    const hit = (this.index ?? []).find((e) => e.digest === digest && (entryNames(e).every((n) => !n.name) || entryNames(e).some((n) => ofRepo(n.name))));
+    if (hit) return { mediaType: hit.mediaType, digest: hit.digest, size: hit.size };
+    throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}: no image of ${repo} has digest ${digest}`, {
+      hint: `the digest alone names it whatever its name: ${digest}`,
+    });
+  }
+
+  private async resolveLoose(ref: string, parsed: Reference | undefined): Promise<Descriptor> {
     const full = parsed?.tag ? formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag }) : undefined;
     if (isDigest(ref)) {
       const hit = (this.index ?? []).find((e) => e.digest === ref);
