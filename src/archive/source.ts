@@ -183,9 +183,12 @@ export class ArchiveSource implements Source {
    */
   private async resolvePinned(ref: string, parsed: Reference): Promise<Descriptor> {
     const digest = parsed.digest!;
-    if (parsed.tag) {
-      const full = formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
-      const d = await this.resolveLoose(full, { ...parsed, digest: undefined });
+    const named = ref.slice(0, ref.lastIndexOf('@'));
+    // `plain@DIGEST` where an entry is tagged just `plain` (saved from a layout): that tag, pinned.
+    const bareTag = !/[/:]/.test(named) && (this.index ?? []).some((e) => entryNames(e).some((n) => n.tag === named && !n.name));
+    if (parsed.tag || bareTag) {
+      const full = bareTag ? named : formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
+      const d = await this.resolveLoose(full, tryParseReference(full));
       if (d.digest !== digest) throw new FerryError('NOT_FOUND', `image "${ref}" not found in ${this.path}: ${full} is ${d.digest}, not ${digest}`);
       return d;
     }
