@@ -185,7 +185,7 @@ export class ArchiveSource implements Source {
     const digest = parsed.digest!;
     const named = ref.slice(0, ref.lastIndexOf('@'));
     // `plain@DIGEST` where an entry is tagged just `plain` (saved from a layout): that tag, pinned.
-    const bareTag = !/[/:]/.test(named) && (this.index ?? []).some((e) => entryNames(e).some((n) => n.tag === named && !n.name));
+    const bareTag = !/[/:]/.test(named) && (this.index ?? []).some((e) => entryNames(e).some((n) => n.tag === named && !n.name) || e.annotations?.['org.opencontainers.image.ref.name'] === named);
     if (parsed.tag || bareTag) {
       const full = bareTag ? named : formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
       const d = await this.resolveLoose(full, tryParseReference(full));
