@@ -4,7 +4,10 @@ import { OciLayout } from './locations/layout.js';
 import type { RegistryRepository } from './locations/registry/repository.js';
 import type { PlatformSelection } from './oci/platform.js';
 import { defaultStoreDir } from './store.js';
-import type { TagName } from './types.js';
+import type { Source, TagName } from './types.js';
+import type { Digest } from './oci/digest.js';
+import { isIndexType } from './oci/mediatypes.js';
+import { FerryError } from './errors.js';
 
 export interface CopyImageOptions {
   source: string;
@@ -41,6 +44,7 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
     const dst = await openSink(o.destination, ctx);
     try {
       const name = dst.nameFor(src.name);
+      if (dst.digest) await refuseOtherDigest(src.source, src.ref, dst.digest, o);
       const from = src.source;
       if (isRepository(from) && isRepository(dst.sink) && from.client.domain === dst.sink.client.domain) {
         dst.sink.addMountSource(from.path);
@@ -63,4 +67,16 @@ export async function copyImage(o: CopyImageOptions): Promise<CopyReport> {
   } finally {
     await src.source.close();
   }
+}
+
+/**
+ * `docker://NAME@DIGEST` as a destination: the image copied must be that digest (it was pushed
+ * whatever it was), and a copy narrowed to some platforms of an index makes a new one.
+ */
+async function refuseOtherDigest(source: Source, ref: string, digest: Digest, o: CopyImageOptions): Promise<void> {
+  const d = await source.resolve(ref);
+  const narrowed = isIndexType(d.mediaType) && o.platforms !== undefined && o.platforms !== 'all';
+  if (d.digest === digest && !narrowed) return;
+  const why = d.digest !== digest ? `the image is ${d.digest}` : 'a copy narrowed to some platforms gets a digest of its own';
+  throw new FerryError('USAGE', `${o.destination} names digest ${digest}, but ${why}`, { hint: 'name the destination by tag, or by repository alone to push by the image\'s own digest' });
 }

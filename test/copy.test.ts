@@ -223,3 +223,44 @@ describe("an index walk reads its children's manifests ahead, within bounds", ()
     expect(fetched.filter((d) => manifests.includes(d)).length).toBeLessThanOrEqual(10);
   });
 });
+
+describe('a digest in a new name or a destination (it was ignored: the image stored unnamed, or another image pushed)', () => {
+  it('store names, import and load --tag refuse a digest; a registry destination\'s digest must be the image\'s own', async () => {
+    const { ferry } = await import('./helpers/cli.js');
+    const { startServe } = await import('./helpers/serve.js');
+    const exp = await expected();
+    const zero = `sha256:${'0'.repeat(64)}`;
+    const store = await tempDir();
+    for (const dest of [`example.com/dst@${zero}`, `example.com/dst:1@${zero}`]) {
+      const r = await ferry(['--store', store, 'copy', `oci:${TESTDATA}:plain`, dest]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`the destination "${dest}" holds a digest; a new name is NAME[:TAG]`);
+    }
+    const tar = join(await tempDir(), 'root.tar');
+    await writeFile(tar, Buffer.alloc(1024));
+    const imported = await ferry(['--store', store, 'import', tar, `example.com/imp@${exp.plain.digest}`]);
+    expect(imported.code, imported.stderr).toBe(2);
+    expect(imported.stderr).toContain('holds a digest');
+    const archive = join(await tempDir(), 'a.tar');
+    expect((await ferry(['save', '-q', `oci:${TESTDATA}:plain`, '-o', archive])).code).toBe(0);
+    const loaded = await ferry(['--store', store, 'load', '-i', archive, '--tag', `new/name:2@${zero}`]);
+    expect(loaded.code, loaded.stderr).toBe(2);
+    expect(loaded.stderr).toContain('--tag "new/name:2@');
+    expect(await readdir(store)).toEqual([]);
+
+    const served = await startServe(await tempDir());
+    try {
+      const wrong = await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${served.host}/p/x@${exp.multi.digest}`]);
+      expect(wrong.code, wrong.stderr).toBe(2);
+      expect(wrong.stderr).toContain(`names digest ${exp.multi.digest}, but the image is ${exp.plain.digest}`);
+      const narrowed = await ferry(['copy', '--platform', 'linux/amd64', `oci:${TESTDATA}:multi`, `docker://${served.host}/p/x@${exp.multi.digest}`]);
+      expect(narrowed.code, narrowed.stderr).toBe(2);
+      expect(narrowed.stderr).toContain('a copy narrowed to some platforms gets a digest of its own');
+      expect((await ferry(['catalog', served.host])).stdout).not.toContain('p/x');
+      const right = await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${served.host}/p/x@${exp.plain.digest}`]);
+      expect(right.code, right.stderr).toBe(0);
+    } finally {
+      await served.stop();
+    }
+  });
+});

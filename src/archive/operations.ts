@@ -11,7 +11,7 @@ import { OciLayout } from '../locations/layout.js';
 import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
 import type { Digest } from '../oci/digest.js';
 import type { PlatformSelection } from '../oci/platform.js';
-import { defaultStoreDir, storeTagName } from '../store.js';
+import { defaultStoreDir, newStoreName } from '../store.js';
 import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
 import { ArchiveOutput, checkOutputDir, type ArchiveCompression, type MeasuredFile } from './output.js';
@@ -211,7 +211,7 @@ export interface LoadOptions {
 
 /** `ferry load`: an archive of any supported format into the store, in one pass. */
 export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
-  const tag = o.tag ? storeTagName(o.tag) : undefined;
+  const tag = o.tag ? newStoreName(o.tag, '--tag') : undefined;
   if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
   // Several archives (not the volumes of one set) load one after another, each whole or not at all.
   const groups = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : [o.inputs];

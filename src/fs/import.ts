@@ -14,7 +14,7 @@ import type { Descriptor, ImageConfig, Platform } from '../oci/manifest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { hostPlatform } from '../oci/platform.js';
 import { tryParseReference } from '../oci/reference.js';
-import { defaultStoreDir, storeTagName } from '../store.js';
+import { defaultStoreDir, newStoreName } from '../store.js';
 import type { Source, TagName } from '../types.js';
 import { applyChanges, type ContainerConfig } from './changes.js';
 import { tarDirectory } from './dir-tar.js';
@@ -235,5 +235,5 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
 /** NAME[:TAG] as a store-style name for a destination that takes the source's name. */
 function nameOf(name: string): TagName | undefined {
   if (!tryParseReference(name)) throw new FerryError('INVALID_REFERENCE', `invalid image name ${JSON.stringify(name)}`);
-  return storeTagName(name);
+  return newStoreName(name, 'the image name');
 }

@@ -1,6 +1,6 @@
 import { FerryError } from '../errors.js';
 import { tryParseReference } from '../oci/reference.js';
-import { storeTagName } from '../store.js';
+import { storeTagName, newStoreName } from '../store.js';
 import type { TagName } from '../types.js';
 import { OciLayout, type LayoutEntry } from './layout.js';
 import { locatePathRef, type OpenedSource, type Transport } from './transport.js';
@@ -67,6 +67,7 @@ export const storeTransport: Transport = {
   },
   async openSink(rest, ctx) {
     const sink = await OciLayout.open(ctx.storeDir, { create: true });
-    return { sink, nameFor: () => storeTagName(rest) };
+    const name = newStoreName(rest, 'the destination');
+    return { sink, nameFor: () => name };
   },
 };

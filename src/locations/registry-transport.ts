@@ -36,6 +36,7 @@ export const registryTransport: Transport = {
     const sink = (await loadPool()).openRepository(ref, ctx.registry);
     return {
       sink,
+      digest: ref.digest,
       nameFor: (src) => {
         if (ref.digest && !explicitTag) return undefined;
         const tag = explicitTag || !src ? ref.tag! : src.tag;

@@ -1,3 +1,4 @@
+import type { Digest } from '../oci/digest.js';
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { FerryError } from '../errors.js';
@@ -36,6 +37,8 @@ export interface OpenedSink {
   sink: Sink;
   /** The name the copied image gets here, given the source's name. */
   nameFor(sourceName: TagName | undefined): TagName | undefined;
+  /** A digest the destination names (`docker://NAME@DIGEST`): the copied image must be that one. */
+  digest?: Digest;
 }
 
 /**
