@@ -66,8 +66,9 @@ export const storeTransport: Transport = {
     return { source: layout, ref: descriptor.digest, name: name ?? (entry ? entryTagName(entry) : undefined) };
   },
   async openSink(rest, ctx) {
-    const sink = await OciLayout.open(ctx.storeDir, { create: true });
+    // Before the store is opened: a refused name leaves nothing made.
     const name = newStoreName(rest, 'the destination');
+    const sink = await OciLayout.open(ctx.storeDir, { create: true });
     return { sink, nameFor: () => name };
   },
 };
