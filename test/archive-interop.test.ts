@@ -104,6 +104,19 @@ describe.skipIf(!skopeo)('ferry loads what skopeo wrote', () => {
     }
   });
 
+  it('an image of a skopeo docker-archive picked by NAME:TAG keeps that name through save and copy (it was saved unnamed)', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'sk.tar');
+    await mustRun('skopeo', ['copy', '-q', `oci:${TESTDATA}:layers`, `docker-archive:${file}:example.com/a:1`]);
+    await ok(['save', '-q', `docker-archive:${file}:example.com/a:1`, '-o', join(dir, 'saved.tar')]);
+    await ok(['copy', '-q', `docker-archive:${file}:example.com/a:1`, `oci-archive:${join(dir, 'copied.tar')}`]);
+    for (const out of ['saved.tar', 'copied.tar']) {
+      const s = join(dir, `store-${out}`);
+      const r = await ok(['load', '-i', join(dir, out)], s);
+      expect(r.stdout.trim(), out).toBe('Loaded image: example.com/a:1');
+    }
+  });
+
   it('oci-archive written by skopeo loads with the original digests (index with --all)', async () => {
     const dir = await tempDir();
     for (const t of ['layers', 'multi'] as const) {

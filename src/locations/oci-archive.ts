@@ -24,9 +24,13 @@ export async function openArchiveSource(path: string, ref: string | undefined, e
   try {
     if (ref) {
       const d = await source.resolve(ref);
-      // Several names may share the digest: the one asked for, not the first in the index.
-      const names = source.images().filter((i) => i.ref === d.digest).flatMap((i) => i.names);
-      return { source, ref: d.digest, name: names.find((n) => namedBy(n, ref)) ?? names[0] };
+      // Several names may share the digest: the one asked for, not the first in the index. A
+      // docker-save entry is listed by position (@N), not by the digest its manifest gets here:
+      // its name is the one asked for (it was lost, and the image saved or copied unnamed).
+      const images = source.images();
+      const names = images.filter((i) => i.ref === d.digest).flatMap((i) => i.names);
+      const asked = images.filter((i) => i.from === 'manifest.json').flatMap((i) => i.names).find((n) => namedBy(n, ref));
+      return { source, ref: d.digest, name: names.find((n) => namedBy(n, ref)) ?? names[0] ?? asked };
     }
     const images = source.images();
     if (images.length !== 1) {
