@@ -810,6 +810,20 @@ describe('bad archives are refused, nothing is left in the store', () => {
     expect(r.stderr).toContain('layer path escapes archive: "../../etc/passwd"');
   });
 
+  it('an archive that holds no image (an empty index, or one so broken that only an empty manifest.json is left) is refused, exit 3 (it loaded nothing and exited 0)', async () => {
+    const dir = await tempDir();
+    const img = ociImage({ layers: [{ data: L }] });
+    const broken = JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: img.manifest.digest, size: '397' }] });
+    for (const [name, index] of [['empty', JSON.stringify({ schemaVersion: 2, manifests: [] })], ['broken', broken]] as const) {
+      const file = join(dir, `${name}.tar`);
+      await writeTar(file, [...img.entries.filter((e) => e.name !== 'index.json'), { name: 'index.json', data: index }, { name: 'manifest.json', data: '[]' }]);
+      const f = await loadFails(file);
+      expect(f.exit, name).toBe(3);
+      expect(f.message).toContain('holds no images; nothing was loaded');
+      await expectUntouched(f.store);
+    }
+  });
+
   it('A16: a layer.tar symlink to another layer inside is followed; one pointing outside is refused (exit 3)', async () => {
     const dir = await tempDir();
     const legacy = legacyArchive({ layers: [L], repoTag: 'example.com/evil:1' });

@@ -66,7 +66,8 @@ export async function ingestArchive(o: IngestOptions): Promise<IngestReport> {
       },
     });
     const graph = await buildGraph(state, target, new Reporter('throw'));
-    if (graph.roots.length === 0) warn(`${state.where} holds no images`);
+    // A load that loads nothing is a failed load (a nightly job would report success), as push --from refuses it.
+    if (graph.roots.length === 0) throw new FerryError('INVALID_INPUT', `${state.where} holds no images; nothing was loaded`, { hint: `ferry verify ${state.where} says what it holds` });
     const distinct = new Set(graph.roots.map((r) => r.descriptor.digest));
     if (o.tag && distinct.size > 1) {
       throw new FerryError('USAGE', `--tag names one image, but ${state.where} holds ${distinct.size}: ${graph.roots.map((r) => r.label).join(', ')}`, {
