@@ -632,6 +632,18 @@ describe('volumes', () => {
     const bad = await run(['verify', ...shuffled]);
     expect(bad.code).toBe(4);
     expect(bad.stdout).toMatch(new RegExp(`volume 3 of ${files.length} \\(set.003.tar\\): (part \\d+ of )?blob sha256:[0-9a-f]{64} corrupt`));
+
+    // Volume 2 of another set given in place of this set's: that file is named, and nothing is loaded
+    // (it said "volume 2 of the set is missing", and loaded the other set's lone volume's images first).
+    const other = join(dir, 'other');
+    await mkdir(other);
+    await ok(['save', '-q', `oci:${src}:v`, `${REPO}:plain`, '-o', join(other, 'set.tar'), '--volume-size', '1M'], fullStore);
+    const mixed = files.map((f, i) => (i === 1 ? join(other, f) : join(dir, f)));
+    const mixedStore = await freshStore();
+    const m = await run(['load', ...mixed.flatMap((f) => ['-i', f])], mixedStore);
+    expect(m.code, m.stderr).toBe(3);
+    expect(m.stderr).toContain(`${mixed[1]} belongs to another volume set than ${mixed[0]}, which lacks its own volume 2`);
+    expect(await stat(mixedStore).catch(() => undefined)).toBeUndefined();
   });
 });
 

@@ -19,7 +19,7 @@ import { outputCompression } from '../blob/compression.js';
 import { refuseOutputPattern } from './patterns.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
-import { NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
+import { everyVolumeHint, NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
 import { ArchiveSource } from './source.js';
 import { describeVolume, listNumbers, VolumeWriter, volumePath } from './volumes.js';
 import { ArchiveSink, SingleWriter, type ArchiveFormat, type EntryWriter } from './writer.js';
@@ -246,9 +246,11 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
 async function archiveGroups(paths: string[]): Promise<string[][]> {
   const groups: string[][] = [];
   const sets = new Map<string, string[]>();
+  const numbers = new Map<string, number>();
   for (const p of paths) {
     const v = paths.length > 1 && p !== '-' ? await readVolumeHeader(p).catch(() => undefined) : undefined;
     if (v) {
+      numbers.set(p, v.volume);
       const list = sets.get(v.set);
       if (list) list.push(p);
       else {
@@ -257,6 +259,17 @@ async function archiveGroups(paths: string[]): Promise<string[][]> {
         groups.push(l);
       }
     } else groups.push([p]);
+  }
+  // Every set whole before anything is loaded. A set missing a volume that another set's file
+  // has (vs2.005.tar among vs.*.tar) names that file: "volume 5 is missing" alone misled.
+  for (const set of sets.values()) {
+    for (const stray of [...sets.values()].filter((s) => s !== set).flat()) {
+      const n = numbers.get(stray)!;
+      if (set.length > 1 && !set.some((p) => numbers.get(p) === n)) {
+        throw new FerryError('INVALID_INPUT', `${stray} belongs to another volume set than ${set[0]}, which lacks its own volume ${n}`, { hint: everyVolumeHint(set[0]!) });
+      }
+    }
+    await orderInputs(set);
   }
   return groups;
 }
