@@ -214,7 +214,9 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   const tag = o.tag ? newStoreName(o.tag, '--tag') : undefined;
   if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
   // Several archives (not the volumes of one set) load one after another, each whole or not at all.
-  const groups = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : [o.inputs];
+  const grouped = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : undefined;
+  if (grouped) await refusePartialSets(grouped);
+  const groups = grouped ?? [o.inputs];
   if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
@@ -243,7 +245,7 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
 }
 
 /** Files given together: each volume set as one group (in the order first seen), every other file on its own. */
-async function archiveGroups(paths: string[]): Promise<string[][]> {
+async function archiveGroups(paths: string[]): Promise<string[][] & { sets: string[][]; numbers: Map<string, number> }> {
   const groups: string[][] = [];
   const sets = new Map<string, string[]>();
   const numbers = new Map<string, number>();
@@ -260,10 +262,17 @@ async function archiveGroups(paths: string[]): Promise<string[][]> {
       }
     } else groups.push([p]);
   }
-  // Every set whole before anything is loaded. A set missing a volume that another set's file
-  // has (vs2.005.tar among vs.*.tar) names that file: "volume 5 is missing" alone misled.
-  for (const set of sets.values()) {
-    for (const stray of [...sets.values()].filter((s) => s !== set).flat()) {
+  return Object.assign(groups, { sets: [...sets.values()], numbers });
+}
+
+/**
+ * For load: every set whole before anything is loaded. A set missing a volume that another set's
+ * file has (vs2.005.tar among vs.*.tar) names that file: "volume 5 is missing" alone misled.
+ */
+async function refusePartialSets(groups: Awaited<ReturnType<typeof archiveGroups>>): Promise<void> {
+  const { sets, numbers } = groups;
+  for (const set of sets) {
+    for (const stray of sets.filter((s) => s !== set).flat()) {
       const n = numbers.get(stray)!;
       if (set.length > 1 && !set.some((p) => numbers.get(p) === n)) {
         throw new FerryError('INVALID_INPUT', `${stray} belongs to another volume set than ${set[0]}, which lacks its own volume ${n}`, { hint: everyVolumeHint(set[0]!) });
@@ -271,7 +280,6 @@ async function archiveGroups(paths: string[]): Promise<string[][]> {
     }
     await orderInputs(set);
   }
-  return groups;
 }
 
 export interface ArchiveVerifyReport {
