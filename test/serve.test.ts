@@ -1432,3 +1432,66 @@ describe.skipIf(!openssl)('ferry serve: TLS', () => {
     }
   });
 });
+
+describe('ferry serve refuses what its own store walk would stop at (one such push stopped every later gc of the store)', () => {
+  const INDEX = 'application/vnd.oci.image.index.v1+json';
+  const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+  const index = (child: object) => JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests: [child] });
+  const sha = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
+
+  it('an index entry of the wrong kind, nesting past 16 levels, an image config that is a layer: 400 MANIFEST_INVALID; gc and verify stay clean', async () => {
+    const store = await seededStore(['plain']);
+    const s = await startServe(store);
+    try {
+      const plain = images.plain;
+      const layer = plain.layers![0]!;
+      const put = (ref: string, body: string, type: string) => call(`${s.url}/v2/example.com/ferry/testdata/manifests/${ref}`, { method: 'PUT', headers: { 'content-type': type }, body });
+      const manifestOf = { mediaType: MANIFEST, digest: plain.digest, size: plain.size };
+      for (const [what, body, type] of [
+        ['a layer declared as a manifest', index({ mediaType: MANIFEST, digest: layer.digest, size: layer.size }), INDEX],
+        ['a manifest declared as an index', index({ mediaType: INDEX, digest: plain.digest, size: plain.size }), INDEX],
+        ['a layer as the image config', JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: layer.digest, size: layer.size }, layers: [layer] }), MANIFEST],
+      ] as const) {
+        const r = await put('bad', body, type);
+        expect(r.status, what).toBe(400);
+        expect(r.code(), what).toBe('MANIFEST_INVALID');
+      }
+      // A chain of indexes, each pushed by digest: the 17th level is refused, as gc would stop there.
+      let child: object = manifestOf;
+      let refusedAt = -1;
+      for (let level = 0; level < 20 && refusedAt < 0; level++) {
+        const body = index(child);
+        const r = await put(sha(body), body, INDEX);
+        if (r.status === 400) refusedAt = level;
+        else child = { mediaType: INDEX, digest: sha(body), size: Buffer.byteLength(body) };
+      }
+      expect(refusedAt).toBe(16);
+      expect((await put('ok', index(manifestOf), INDEX)).status).toBe(201);
+      // A manifest an index holds is not deleted by digest (202 left it served, its own tag gone).
+      const del = await call(`${s.url}/v2/example.com/ferry/testdata/manifests/${plain.digest}`, { method: 'DELETE' });
+      expect(del.status).toBe(405);
+      expect((await call(`${s.url}/v2/example.com/ferry/testdata/manifests/plain`, { method: 'HEAD' })).status).toBe(200);
+    } finally {
+      await s.stop();
+    }
+    const gc = await ferry(['--store', store, 'gc']);
+    expect(gc.code, gc.stderr).toBe(0);
+    expect((await ferry(['--store', store, 'verify'])).code).toBe(0);
+  });
+
+  it('index.json lost while serve runs: a push is refused, and no index.json naming only it is written', async () => {
+    const store = await seededStore(['plain', 'layers']);
+    const s = await startServe(store);
+    try {
+      await rm(join(store, 'index.json'));
+      const old = new Date(Date.now() - 3_600_000);
+      for (const p of ['oci-layout', 'blobs', 'blobs/sha256']) await utimes(join(store, p), old, old);
+      const body = index({ mediaType: MANIFEST, digest: images.plain.digest, size: images.plain.size });
+      const r = await call(`${s.url}/v2/lost/x/manifests/1`, { method: 'PUT', headers: { 'content-type': INDEX }, body });
+      expect(r.status).toBeGreaterThanOrEqual(400);
+      expect(await stat(join(store, 'index.json')).catch(() => undefined)).toBeUndefined();
+    } finally {
+      await s.stop();
+    }
+  });
+});

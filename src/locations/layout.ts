@@ -83,10 +83,14 @@ export class OciLayout implements Source, Sink {
   /** Set when open() made the layout (and whether it made its directory too). */
   private createdHere?: { dir: boolean };
 
+  /** Opened knowing index.json may be missing (gc of a damaged store): edits are not refused for it. */
+  private indexMayBeMissing = false;
+
   private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
 
   static async open(dir: string, opts: OpenLayoutOptions = {}): Promise<OciLayout> {
     const layout = new OciLayout(dir, opts.lockTimeoutMs ?? lockTimeoutFromEnv());
+    layout.indexMayBeMissing = opts.indexMayBeMissing === true;
     const header = join(dir, 'oci-layout');
     const exists = await stat(header).then(() => true, (e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return false;
@@ -516,6 +520,9 @@ export class OciLayout implements Source, Sink {
   /** Read-modify-write of index.json under the layout lock; the file is replaced atomically. */
   async editIndex(edit: IndexEdit): Promise<void> {
     await this.withIndexLock(async () => {
+      // Lost since the layout was opened (a long-running serve): a new index.json would name only
+      // this edit's images, and the next gc would delete every other blob.
+      if (!this.indexMayBeMissing) await this.refuseLostIndex();
       const manifests = edit(await this.readIndex());
       const doc = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
       await publishBytes(join(this.dir, 'index.json'), JSON.stringify(doc), { syncDir: true });

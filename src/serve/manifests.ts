@@ -4,8 +4,10 @@ import { publishBytes } from '../blob/publish.js';
 import { isFerryError } from '../errors.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, addRoot } from '../locations/layout.js';
 import { algorithmOf, digestOf, type Digest } from '../oci/digest.js';
-import { isForeignLayer, isManifestLike, isSchema1Type } from '../oci/mediatypes.js';
-import { MAX_JSON_BYTES, childrenOf, parseManifestDocument, type Descriptor, type ParsedDocument } from '../oci/manifest.js';
+import { isForeignLayer, isLayerType, isManifestLike, isSchema1Type, MediaType } from '../oci/mediatypes.js';
+import { MAX_JSON_BYTES, childrenOf, parseConfig, parseManifestDocument, type Descriptor, type ParsedDocument } from '../oci/manifest.js';
+import { MAX_INDEX_DEPTH, readDocument } from '../graph.js';
+import { readVerified } from '../blob/verify.js';
 import { isValidTag } from '../oci/reference.js';
 import { digestParam } from './blobs.js';
 import { manifestUnknown, RegistryError, unsupported } from './errors.js';
@@ -113,6 +115,8 @@ export async function putManifest(ctx: ServeContext, r: RepoRequest, text: strin
     throw new RegistryError(400, 'MANIFEST_BLOB_UNKNOWN', `manifest references ${missing.length} blob(s) the registry does not have: ${list}; push them first`, { digest: missing[0]!.digest });
   }
 
+  await refuseUnwalkable(ctx, doc, 0);
+
   const path = ctx.layout.blobPath(digest);
   await mkdirs(dirname(path));
   await publishBytes(path, bytes);
@@ -133,6 +137,37 @@ export async function putManifest(ctx: ServeContext, r: RepoRequest, text: strin
   const headers: Record<string, string> = { Location: `/v2/${r.name}/manifests/${digest}`, 'Docker-Content-Digest': digest };
   if (info.subject) headers['OCI-Subject'] = info.subject;
   send(r.req, r.res, 201, headers);
+}
+
+/**
+ * What the store's own graph walk (gc, verify, pull) would stop at below this document, refused
+ * at the door: an index entry that is not the kind of document it is declared as (a layer, or a
+ * manifest declared as an index), nesting deeper than the walk goes, an image config that is not
+ * a config. Accepted, one such document stopped every later `ferry gc` of the whole store.
+ */
+async function refuseUnwalkable(ctx: ServeContext, doc: ParsedDocument, depth: number): Promise<void> {
+  const invalid = (d: Descriptor, e: unknown): never => {
+    if (!isFerryError(e)) throw e;
+    throw new RegistryError(400, 'MANIFEST_INVALID', `${d.digest}: ${e.message}`, { digest: d.digest });
+  };
+  if (doc.kind === 'index') {
+    for (const c of doc.index.manifests) {
+      if (!isManifestLike(c.mediaType)) continue;
+      if (depth + 1 > MAX_INDEX_DEPTH) throw new RegistryError(400, 'MANIFEST_INVALID', `index nesting exceeds the limit of ${MAX_INDEX_DEPTH} levels`, { digest: c.digest });
+      const child = await readDocument(ctx.layout, c).catch((e: unknown) => invalid(c, e));
+      await refuseUnwalkable(ctx, child, depth + 1);
+    }
+    return;
+  }
+  // As verify reads it: an image's config (config type, only layers), which gives the diff_ids.
+  const config = doc.manifest.config;
+  const image = (config.mediaType === MediaType.OciConfig || config.mediaType === MediaType.DockerConfig) && doc.manifest.layers.every((l) => isLayerType(l.mediaType));
+  if (!image || config.size > MAX_JSON_BYTES) return;
+  try {
+    parseConfig(await readVerified(await ctx.layout.fetch(config), config, `config ${config.digest}`), `config ${config.digest}`);
+  } catch (e) {
+    invalid(config, e);
+  }
 }
 
 /** A referenced blob the store has with another size: pushing it again cannot help, the manifest is wrong. */
@@ -163,6 +198,11 @@ function isUntaggedIn(d: Descriptor, key: RepoKey): boolean {
  */
 export async function deleteManifest(ctx: ServeContext, r: RepoRequest, text: string): Promise<void> {
   const ref = parseRef(text);
+  // A manifest an index of the repository holds stays served by digest whatever its own tags: its
+  // deletion is refused before any of them goes (they went, and the 202 was not true).
+  if (ref.digest && (await ctx.view.reachableWithout(r.key, ref.digest)).has(ref.digest)) {
+    throw unsupported(`${ref.digest} is part of an index in ${r.name}; delete the index instead`);
+  }
   const removed = await ctx.layout.untag((e) => {
     const s = servedEntry(e);
     if (s?.key !== r.key) return false;

@@ -104,6 +104,12 @@ export class StoreView {
     return set;
   }
 
+  /** What the repository's roots reach, the roots that are `digest` itself left out. */
+  async reachableWithout(key: RepoKey, digest: Digest): Promise<Set<Digest>> {
+    const snap = await this.current();
+    return this.walk(snap.entries.filter((e) => e.key === key && e.entry.descriptor.digest !== digest).map((e) => e.entry.descriptor.digest));
+  }
+
   /** The manifest and every manifest below it. */
   reachableFrom(digest: Digest): Promise<Set<Digest>> {
     return this.walk([digest]);
