@@ -85,6 +85,8 @@ export class OciLayout implements Source, Sink {
 
   /** Opened knowing index.json may be missing (gc of a damaged store): edits are not refused for it. */
   private indexMayBeMissing = false;
+  /** index.json was there when this process opened the layout, or it wrote one. */
+  private sawIndex = false;
 
   private constructor(readonly dir: string, private readonly lockTimeoutMs: number) {}
 
@@ -129,6 +131,7 @@ export class OciLayout implements Source, Sink {
     }
     if (opts.create) await layout.registerWriter();
     else if (!opts.indexMayBeMissing) await layout.warnLostIndex();
+    layout.sawIndex = await layout.hasIndexFile();
     return layout;
   }
 
@@ -520,12 +523,18 @@ export class OciLayout implements Source, Sink {
   /** Read-modify-write of index.json under the layout lock; the file is replaced atomically. */
   async editIndex(edit: IndexEdit): Promise<void> {
     await this.withIndexLock(async () => {
-      // Lost since the layout was opened (a long-running serve): a new index.json would name only
-      // this edit's images, and the next gc would delete every other blob.
-      if (!this.indexMayBeMissing) await this.refuseLostIndex();
+      // Lost since this process saw it (a long-running serve): a new index.json would name only
+      // this edit's images, and the next gc would delete every other blob. (The open's check
+      // cannot tell: this process's own blob writes make the layout look as if being made.)
+      if (this.sawIndex && !this.indexMayBeMissing && !(await this.hasIndexFile())) {
+        throw new FerryError('INTEGRITY', `${join(this.dir, 'index.json')} has gone since this process opened ${this.dir}: a new index.json would name only the image being written and the next gc would delete the others; nothing was named`, {
+          hint: this.lostIndexHint(),
+        });
+      }
       const manifests = edit(await this.readIndex());
       const doc = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
       await publishBytes(join(this.dir, 'index.json'), JSON.stringify(doc), { syncDir: true });
+      this.sawIndex = true;
     });
   }
 
