@@ -106,7 +106,9 @@ function decodeParam(text: string): string {
 function answerError(req: IncomingMessage, res: ServerResponse, e: unknown): void {
   if (e instanceof RegistryError) return sendError(req, res, e);
   const code = (e as NodeJS.ErrnoException)?.code;
-  if (req.destroyed || res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error)?.message === 'aborted') {
+  // Not req.destroyed: a request whose body was read whole is destroyed too (autoDestroy), and an
+  // error after that (a PUT refused at the store) was answered by cutting the connection.
+  if (req.socket?.destroyed || res.destroyed || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error)?.message === 'aborted') {
     res.destroy();
     return;
   }
