@@ -647,6 +647,22 @@ describe('volumes', () => {
   });
 });
 
+describe('volumes named by a pattern', () => {
+  it('load -i and verify take a quoted pattern for the set, as copy, inspect and inventory do (it was "no such file")', async () => {
+    const dir = await tempDir();
+    const src = join(dir, 'src');
+    await makeLayout(src, [{ tag: 'v', layers: [300_000, 300_000] }]);
+    await ok(['save', '-q', `oci:${src}:v`, '-o', join(dir, 'set.tar'), '--volume-size', '256K']);
+    const pattern = join(dir, 'set.*.tar');
+    expect((await ok(['verify', pattern])).stdout).toMatch(/1 image\(s\).* 0 problem\(s\)/);
+    const store = await freshStore();
+    expect((await ok(['load', '-i', pattern], store)).stdout).toContain('Loaded image: v');
+    const none = await run(['load', '-i', join(dir, 'nope.*.tar')], await freshStore());
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('nope.*.tar: no file matches');
+  });
+});
+
 describe('volumes written again', () => {
   it('save --force of a smaller set removes the old set\'s later volumes once the new set is in place; a failed one keeps the old set', async () => {
     const dir = await tempDir();

@@ -16,7 +16,7 @@ import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
 import { ArchiveOutput, checkOutputDir, type ArchiveCompression, type MeasuredFile } from './output.js';
 import { outputCompression } from '../blob/compression.js';
-import { refuseOutputPattern } from './patterns.js';
+import { archiveFiles, refuseOutputPattern } from './patterns.js';
 import { RecompressSource, type LayerCompressionTarget } from './recompress.js';
 import { Reporter, type ArchiveProblem } from './report.js';
 import { everyVolumeHint, NullTarget, orderInputs, readVolumeHeader, scanArchive, type ArchiveInput, type ScanState } from './scan.js';
@@ -214,9 +214,10 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   const tag = o.tag ? newStoreName(o.tag, '--tag') : undefined;
   if (o.tag && !tag) throw new FerryError('USAGE', `--tag ${o.tag}: give NAME[:TAG], not a digest`);
   // Several archives (not the volumes of one set) load one after another, each whole or not at all.
-  const grouped = o.inputs.length > 1 && !o.inputs.includes('-') ? await archiveGroups(o.inputs) : undefined;
+  const inputs = await expandPatterns(o.inputs);
+  const grouped = inputs.length > 1 && !inputs.includes('-') ? await archiveGroups(inputs) : undefined;
   if (grouped) await refusePartialSets(grouped);
-  const groups = grouped ?? [o.inputs];
+  const groups = grouped ?? [inputs];
   if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
@@ -242,6 +243,11 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   } finally {
     await store.close();
   }
+}
+
+/** A quoted pattern (`-i 'set.*.tar'`) is the volumes it names, as for copy, inspect and inventory. */
+async function expandPatterns(paths: string[]): Promise<string[]> {
+  return (await Promise.all(paths.map((p) => (p === '-' ? [p] : archiveFiles(p))))).flat();
 }
 
 /** Files given together: each volume set as one group (in the order first seen), every other file on its own. */
@@ -303,7 +309,7 @@ export interface ArchiveVerifyReport {
  * Every problem is reported. Several files: the volumes of one set, or independent archives.
  */
 export async function verifyArchives(paths: string[], o: { signal?: AbortSignal; storeDir?: string } = {}): Promise<ArchiveVerifyReport[]> {
-  const groups = await archiveGroups(paths);
+  const groups = await archiveGroups(await expandPatterns(paths));
   // A delta's left-out blobs are looked for in the store, when there is one.
   const store = o.storeDir ? await OciLayout.open(o.storeDir).catch(() => undefined) : undefined;
   const verifyDelta: DeltaCheck = store ? { store: { has: (d) => store.has(d), where: store.dir } } : {};
