@@ -1,3 +1,4 @@
+import { archiveFiles, isPattern } from '../../archive/patterns.js';
 import { open, stat } from 'node:fs/promises';
 import { FerryError } from '../../errors.js';
 import { ARCHIVE_SUFFIX, sniff } from '../../blob/compression.js';
@@ -5,6 +6,8 @@ import { humanSize, interrupt, out, printJson, type GlobalArgs } from '../contex
 
 /** A regular file given by a path or named like an archive, or whose bytes are a tar (ustar magic), gzip or zstd. */
 export async function isArchiveFile(path: string): Promise<boolean> {
+  // A pattern naming volumes of a set (quoted, so the shell left it): verified as that set.
+  if (isPattern(path) && ARCHIVE_SUFFIX.test(path) && (await archiveFiles(path).then((f) => f.length > 0, () => false))) return true;
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) return false;
   // A path to an existing file is an archive to check, whatever its bytes (a damaged one should be
