@@ -269,7 +269,7 @@ describe('inventory', () => {
       expect(e.code, name).toBe('INVALID_INPUT');
       expect(e.message, name).toContain(message);
     }
-    expect((await failure(readInventory(dir))).message).toBe(`inventory ${dir} is a directory; an inventory is a file`);
+    expect((await failure(readInventory(dir))).message).toBe(`inventory ${dir} is a directory, not a file`);
     const bom = join(dir, 'bom.json');
     await write(bom, `\uFEFF${JSON.stringify(good)}`);
     expect([...(await readInventory(bom))]).toEqual([digest]);

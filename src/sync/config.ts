@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { FerryError } from '../errors.js';
-import { withPath } from '../blob/publish.js';
+import { readUserFile } from '../util/user-file.js';
 import { parsePlatformSelection } from '../oci/platform.js';
 import { parseRepository } from '../oci/reference.js';
 import { tagFilter, type SyncJob } from './sync.js';
@@ -158,17 +157,8 @@ export async function loadSyncConfig(path: string): Promise<SyncJob[]> {
  */
 async function readConfig(path: string): Promise<{ doc: unknown; place: (at: KeyPath, key: boolean) => string | undefined }> {
   if (path === '-') throw new FerryError('USAGE', 'the sync configuration is read from a file, not from standard input', { hint: 'write it to a file and give its path: --config FILE' });
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new FerryError('NOT_FOUND', `sync configuration ${path} does not exist`);
-    if (code === 'EISDIR') throw new FerryError('USAGE', `sync configuration ${path} is a directory, not a file`, { hint: HINT });
-    throw withPath(e, path);
-  }
-  // A byte-order mark (some Windows editors write one) is no column of the first line.
-  text = text.replace(/^\uFEFF/, '');
+  // Without a byte-order mark (some Windows editors write one): it is no column of the first line.
+  const text = await readUserFile(path, 'sync configuration', HINT);
   const lines = new LineCounter();
   // Merge keys (`<<: *defaults`) are how YAML shares settings between entries.
   const parsed = parseDocument(text, { merge: true, lineCounter: lines });

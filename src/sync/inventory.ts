@@ -1,10 +1,10 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { archiveFiles, isPattern, shellQuoted, volumePattern } from '../archive/patterns.js';
 import { readVolumeHeader } from '../archive/scan.js';
 import { ArchiveSource } from '../archive/source.js';
 import { ARCHIVE_SUFFIX } from '../blob/compression.js';
 import { FerryError } from '../errors.js';
-import { withPath } from '../blob/publish.js';
+import { readUserFile } from '../util/user-file.js';
 import { walk } from '../graph.js';
 import { OciLayout } from '../locations/layout.js';
 import { isPathLike, type RegistrySettings } from '../locations/location.js';
@@ -183,19 +183,9 @@ const REWRITE = 'an inventory is what ferry inventory writes: write it again whe
 
 /** The file parsed as JSON, or an error saying why it cannot be: missing, a directory, too large, cut short, not JSON. */
 async function inventoryJson(path: string): Promise<unknown> {
-  let text: string;
+  const text = await readUserFile(path, 'inventory', REWRITE);
   try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new FerryError('NOT_FOUND', `inventory ${path} does not exist`);
-    if (code === 'EISDIR') throw new FerryError('USAGE', `inventory ${path} is a directory; an inventory is a file`, { hint: REWRITE });
-    // Past what one string holds (~512 MiB): no inventory ferry writes is near that.
-    if (code === 'ERR_STRING_TOO_LONG') throw new FerryError('TOO_LARGE', `inventory ${path} is too large to read`);
-    throw withPath(e, path);
-  }
-  try {
-    return JSON.parse(text.replace(/^\uFEFF/, ''));
+    return JSON.parse(text);
   } catch (e) {
     const cut = /Unexpected end of JSON input|Unterminated/.test((e as Error).message);
     throw new FerryError('INVALID_INPUT', `${path} is not an inventory: ${cut ? 'the JSON is cut short (copied only in part?)' : `not JSON (${(e as Error).message})`}`, { hint: REWRITE });
