@@ -49,6 +49,12 @@ export function imageWithoutStore(image: string, dir: string = defaultStoreDir()
  * The name an image gets in the store: the full normalised reference, as Docker 25 and containerd
  * record it. A reference by digest alone has no name (undefined: stored untagged).
  */
+export function storeTagName(ref: string): TagName | undefined {
+  const r = parseReference(ref);
+  if (!r.tag) return undefined;
+  return { tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) };
+}
+
 /**
  * The store name `text` gives a new image (copy, import, load --tag): NAME[:TAG]. A digest after
  * it was ignored (`NAME@DIGEST` stored the image unnamed, `NAME:TAG@DIGEST` under the tag, whatever
@@ -59,10 +65,4 @@ export function newStoreName(text: string, what: string): TagName | undefined {
     throw new FerryError('USAGE', `${what} "${text}" holds a digest; a new name is NAME[:TAG] (an image's digest is its own)`, { hint: `drop ${text.slice(text.lastIndexOf('@'))}` });
   }
   return storeTagName(text);
-}
-
-export function storeTagName(ref: string): TagName | undefined {
-  const r = parseReference(ref);
-  if (!r.tag) return undefined;
-  return { tag: r.tag, name: formatReference({ domain: r.domain, path: r.path, tag: r.tag }) };
 }
