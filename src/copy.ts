@@ -189,6 +189,10 @@ async function copyContent(src: Source, dst: Sink, plans: Planned[], blobs: Desc
         // once more (a flaky proxy), then it is an integrity failure.
         const network = isFerryError(e, 'NETWORK');
         const integrity = isFerryError(e, 'DIGEST_MISMATCH') || isFerryError(e, 'SIZE_MISMATCH');
+        if (integrity && attempt >= 2 && src.label && !(e as FerryError).hint) {
+          // Read twice, wrong twice: the copy there is damaged, not the transfer.
+          throw new FerryError((e as FerryError).code, (e as FerryError).message, { cause: e, hint: `the copy in ${src.label} is damaged: ferry verify ${src.label} says what else is; get the image again from where it came` });
+        }
         if (opts.signal?.aborted || !(network || integrity) || attempt >= (network ? BLOB_ATTEMPTS : 2)) throw e;
         emit({ type: 'blob-retry', digest: d.digest, attempt, reason: (e as Error).message });
       }

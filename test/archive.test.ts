@@ -335,7 +335,9 @@ describe('save and load', () => {
     // The retry used to meet the archive the first attempt had broken: "archive is no longer open
     // for writing", exit 1, with a stack trace.
     expect(r.code, r.stderr).toBe(4);
-    expect(r.stderr).toContain(`digest mismatch for blob ${layer}`);
+    // Where, and what to do: it said only "digest mismatch for blob …".
+    expect(r.stderr).toContain(`digest mismatch for blob ${layer} in ${store}`);
+    expect(r.stderr).toContain(`hint: the copy in ${store} is damaged: ferry verify ${store} says what else is`);
     expect(r.stderr).not.toContain('no longer open');
     expect(await readdir(dir)).toEqual([]);
   });

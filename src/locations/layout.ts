@@ -186,6 +186,11 @@ export class OciLayout implements Source, Sink {
     }
   }
 
+  /** For messages about a blob read from here that does not verify. */
+  get label(): string {
+    return this.dir;
+  }
+
   blobPath(d: Digest): string {
     const digest = parseDigest(d);
     return join(this.dir, 'blobs', algorithmOf(digest), encodedOf(digest));
