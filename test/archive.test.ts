@@ -854,6 +854,20 @@ describe('bad archives are refused, nothing is left in the store', () => {
     }
   });
 
+  it('a tar with neither index.json nor manifest.json: the hint tells a root filesystem (ferry import) from a pre-1.10 docker save', async () => {
+    const dir = await tempDir();
+    const rootfs = join(dir, 'rootfs.tar');
+    await writeTar(rootfs, [{ name: 'etc/hostname', data: 'box\n' }, { name: 'bin/sh', data: 'x' }]);
+    const r = await run(['load', '-i', rootfs], await freshStore());
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('hint: it looks like a root filesystem, not an image: ferry import FILE NAME makes a one-layer image of it');
+    const old = join(dir, 'old.tar');
+    await writeTar(old, [{ name: `${'a'.repeat(64)}/layer.tar`, data: L }, { name: 'repositories', data: '{}' }]);
+    const o = await run(['load', '-i', old], await freshStore());
+    expect(o.code).toBe(3);
+    expect(o.stderr).toContain('hint: docker archives from before Docker 1.10 (no manifest.json) are not supported');
+  });
+
   it('A16: a layer.tar symlink to another layer inside is followed; one pointing outside is refused (exit 3)', async () => {
     const dir = await tempDir();
     const legacy = legacyArchive({ layers: [L], repoTag: 'example.com/evil:1' });

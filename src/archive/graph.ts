@@ -89,7 +89,7 @@ export async function buildGraph(state: ScanState, target: IngestTarget, reporte
     // A volume's list said they are missing: nothing more to say.
     if (state.damagedMeta.has('index.json') || state.damagedMeta.has('manifest.json')) return { roots: [], writes: [] };
     reporter.problem('invalid', 'INVALID_INPUT', `${state.where}: not an image archive (it has neither index.json nor manifest.json)`, {
-      hint: state.files.size === 0 ? 'the file is empty or not a tar archive' : 'docker archives from before Docker 1.10 (no manifest.json) are not supported',
+      hint: notAnArchiveHint(state),
     });
     return { roots: [], writes: [] };
   }
@@ -594,4 +594,13 @@ class Context {
     }
     return out;
   }
+}
+
+/** What a tar that is no image archive most likely is. */
+function notAnArchiveHint(state: ScanState): string {
+  if (state.files.size === 0) return 'the file is empty, cut short, or not a tar archive';
+  // docker save before 1.10 wrote <id>/layer.tar and a `repositories` file, but no manifest.json.
+  const legacy = state.meta.has('repositories') || [...state.files.keys()].some((p) => /^[0-9a-f]{64}\/layer\.tar$/.test(p));
+  if (legacy) return 'docker archives from before Docker 1.10 (no manifest.json) are not supported';
+  return 'it looks like a root filesystem, not an image: ferry import FILE NAME makes a one-layer image of it';
 }
