@@ -164,6 +164,10 @@ describe.concurrent('inspect', () => {
     expect(doc.digest).toBe(arm.manifest);
     expect(doc.manifest.config.digest).toBe(arm.config);
     expect(doc.config.architecture).toBe('arm64');
+    // A list is refused as such (it said "no image for platform linux/amd64,linux/arm64").
+    const two = await run(['inspect', '--platform', 'linux/amd64,linux/arm64', `${REPO}:multi`], store);
+    expect(two.code).toBe(2);
+    expect(two.stderr).toContain("inspect shows one platform's image; give one");
   });
 
   it('inspect of "multi" without --platform shows the index', async () => {

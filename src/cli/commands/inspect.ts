@@ -27,6 +27,10 @@ export const inspectCommand: CommandModule<GlobalArgs, Args> = {
       .option('raw', { type: 'boolean', describe: 'print the manifest (or index) bytes exactly as stored' })
       .option('platform', { type: 'string', describe: 'for an index: show this platform\'s image (OS/ARCH[/VARIANT])' }),
   handler: async (args) => {
+    // One image is shown: a list (copy's --platform) read as one platform found none of it.
+    if (args.platform !== undefined && /[,\s]/.test(args.platform.trim())) {
+      throw new FerryError('USAGE', `--platform ${args.platform}: inspect shows one platform's image; give one (OS/ARCH[/VARIANT])`, { hint: 'inspect without --platform shows the index and every platform it lists' });
+    }
     const { source, descriptor, name, close, local } = await open(args);
     try {
       await show(args, local ? damagedWhenMissing(source, args.image) : source, descriptor, name);
