@@ -649,6 +649,21 @@ describe('volumes', () => {
   });
 });
 
+describe('load onto names the store has', () => {
+  it('a name that was another image\'s says so, as docker load and ferry tag do, and whether that image has a name left', async () => {
+    const dir = await tempDir();
+    const archive = join(dir, 'a.tar');
+    await ok(['save', '-q', `${REPO}:plain`, '-o', archive], fullStore);
+    const store = await freshStore();
+    await ok(['copy', '-q', `oci:${TESTDATA}:layers`, `${REPO}:plain`], store);
+    const r = await ok(['load', '-i', archive], store);
+    expect(r.stdout).toContain(`Loaded image: ${REPO}:plain`);
+    expect(r.stdout).toContain(`${REPO}:plain named ${images.layers.digest} until now (it has no other name now: the next ferry gc or rmi deletes it)`);
+    // The same archive again: nothing moved, nothing said.
+    expect((await ok(['load', '-i', archive], store)).stdout).not.toContain('until now');
+  });
+});
+
 describe('volumes named by a pattern', () => {
   it('load -i and verify take a quoted pattern for the set, as copy, inspect and inventory do (it was "no such file")', async () => {
     const dir = await tempDir();

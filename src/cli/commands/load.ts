@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { familiarName, parseReference } from '../../oci/reference.js';
 import { interrupt, out, printResult, progressPrinter, type GlobalArgs } from '../context.js';
+import { defaultStoreDir } from '../../store.js';
 
 interface Args extends GlobalArgs {
   input?: string[];
@@ -23,18 +24,41 @@ export const loadCommand: CommandModule<GlobalArgs, Args> = {
     if (!args.input?.length && process.stdin.isTTY) {
       throw new FerryError('USAGE', 'no archive given: use -i FILE, or pipe one into standard input');
     }
+    const storeDir = args.store ?? defaultStoreDir();
+    const before = await namedDigests(storeDir);
     const progress = progressPrinter(args);
     const report = await loadArchive({
       inputs: args.input?.length ? args.input : ['-'],
-      storeDir: args.store,
+      storeDir,
       tag: args.tag,
       signal: interrupt.signal,
       onEvent: progress,
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
+    const after = await namedDigests(storeDir);
     for (const i of report.images) {
       if (i.names.length === 0) out(`Loaded image ID: ${i.digest}`);
-      for (const n of i.names) out(`Loaded image: ${n.name ? familiarName(parseReference(n.name)) : n.tag}`);
+      for (const n of i.names) {
+        out(`Loaded image: ${n.name ? familiarName(parseReference(n.name)) : n.tag}`);
+        // As docker load and ferry tag say it: the name was another image's until now.
+        const previous = n.name === undefined ? undefined : before.get(n.name);
+        if (previous && previous !== i.digest) {
+          const left = [...after.values()].includes(previous) ? '' : ' (it has no other name now: the next ferry gc or rmi deletes it)';
+          out(`${familiarName(parseReference(n.name!))} named ${previous} until now${left}`);
+        }
+      }
     }
   },
 };
+
+/** Store name -> digest, before and after a load (an absent or unreadable store names nothing). */
+async function namedDigests(storeDir: string): Promise<Map<string, string>> {
+  const { OciLayout } = await import('../../locations/layout.js');
+  const store = await OciLayout.open(storeDir).catch(() => undefined);
+  if (!store) return new Map();
+  try {
+    return new Map((await store.entries().catch(() => [])).flatMap((e) => (e.name ? [[e.name, e.descriptor.digest] as [string, string]] : [])));
+  } finally {
+    await store.close();
+  }
+}
