@@ -381,6 +381,18 @@ describe.concurrent('ferry import: bad input is refused before anything is store
     expect(await blobDigests(st)).toEqual([]);
   });
 
+  it('an import onto a name the store gives another image says so, and whether that image has a name left', async () => {
+    const st = await store();
+    const first = await tarFile(tarOf([file('etc/hostname', 'one\n')]));
+    const second = await tarFile(tarOf([file('etc/hostname', 'two\n')]));
+    const a = await ferry(['--store', st, 'import', first, 'example.com/imp:1']);
+    expect(a.code, a.stderr).toBe(0);
+    const old = /Digest: (sha256:[0-9a-f]{64})/.exec(a.stdout)![1];
+    const b = await ferry(['--store', st, 'import', second, 'example.com/imp:1']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stdout).toContain(`example.com/imp:1 named ${old} until now (it has no other name now: the next ferry gc or rmi deletes it)`);
+  });
+
   it('F5: a spool a killed import or export left in TMPDIR is removed by the next one; a live run\'s, another name, and its own are left', async () => {
     const tmp = await tempDir();
     // A pid that is surely gone: a process that has exited.

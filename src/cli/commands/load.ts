@@ -3,6 +3,7 @@ import { FerryError } from '../../errors.js';
 import { familiarName, parseReference } from '../../oci/reference.js';
 import { interrupt, out, printResult, progressPrinter, type GlobalArgs } from '../context.js';
 import { defaultStoreDir } from '../../store.js';
+import { movedNames, namedDigests } from '../moved-names.js';
 
 interface Args extends GlobalArgs {
   input?: string[];
@@ -35,30 +36,11 @@ export const loadCommand: CommandModule<GlobalArgs, Args> = {
       onEvent: progress,
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
-    const after = await namedDigests(storeDir);
     for (const i of report.images) {
       if (i.names.length === 0) out(`Loaded image ID: ${i.digest}`);
-      for (const n of i.names) {
-        out(`Loaded image: ${n.name ? familiarName(parseReference(n.name)) : n.tag}`);
-        // As docker load and ferry tag say it: the name was another image's until now.
-        const previous = n.name === undefined ? undefined : before.get(n.name);
-        if (previous && previous !== i.digest) {
-          const left = [...after.values()].includes(previous) ? '' : ' (it has no other name now: the next ferry gc or rmi deletes it)';
-          out(`${familiarName(parseReference(n.name!))} named ${previous} until now${left}`);
-        }
-      }
+      for (const n of i.names) out(`Loaded image: ${n.name ? familiarName(parseReference(n.name)) : n.tag}`);
     }
+    for (const line of movedNames(before, await namedDigests(storeDir), report.images)) out(line);
   },
 };
 
-/** Store name -> digest, before and after a load (an absent or unreadable store names nothing). */
-async function namedDigests(storeDir: string): Promise<Map<string, string>> {
-  const { OciLayout } = await import('../../locations/layout.js');
-  const store = await OciLayout.open(storeDir).catch(() => undefined);
-  if (!store) return new Map();
-  try {
-    return new Map((await store.entries().catch(() => [])).flatMap((e) => (e.name ? [[e.name, e.descriptor.digest] as [string, string]] : [])));
-  } finally {
-    await store.close();
-  }
-}
