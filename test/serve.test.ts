@@ -1178,34 +1178,37 @@ describe('ferry serve: lifecycle', () => {
     const store = await seededStore(['layers']);
     expect((await ferry(['--store', store, 'tag', 'example.com/ferry/testdata:layers', 'example.com/ferry/testdata:also'])).code).toBe(0);
     const s = await startServe(store, ['--read-only']);
-    expect((await call(`${s.url}/v2/example.com/ferry/testdata/manifests/layers`)).status).toBe(200);
-    const writes: Array<[string, string]> = [
-      ['POST', '/v2/x/y/blobs/uploads/'],
-      ['PUT', '/v2/x/y/manifests/1'],
-      ['DELETE', `/v2/example.com/ferry/testdata/manifests/${images.layers.digest}`],
-      ['PATCH', '/v2/x/y/blobs/uploads/00000000-0000-0000-0000-000000000000'],
-    ];
-    for (const [method, path] of writes) {
-      const r = await call(`${s.url}${path}`, { method, body: method === 'PUT' ? '{}' : undefined });
-      expect(r.status, `${method} ${path}`).toBe(405);
-      expect(r.code()).toBe('UNSUPPORTED');
+    try {
+      expect((await call(`${s.url}/v2/example.com/ferry/testdata/manifests/layers`)).status).toBe(200);
+      const writes: Array<[string, string]> = [
+        ['POST', '/v2/x/y/blobs/uploads/'],
+        ['PUT', '/v2/x/y/manifests/1'],
+        ['DELETE', `/v2/example.com/ferry/testdata/manifests/${images.layers.digest}`],
+        ['PATCH', '/v2/x/y/blobs/uploads/00000000-0000-0000-0000-000000000000'],
+      ];
+      for (const [method, path] of writes) {
+        const r = await call(`${s.url}${path}`, { method, body: method === 'PUT' ? '{}' : undefined });
+        expect(r.status, `${method} ${path}`).toBe(405);
+        expect(r.code()).toBe('UNSUPPORTED');
+      }
+      expect((await ferry(['--store', s.store, 'images'])).stdout).toContain('layers');
+      // ferry as the client: refused at once (exit 6, the registry's refusal; no retries), saying why.
+      const push = await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${s.host}/x/y:1`]);
+      expect(push.code, push.stderr).toBe(6);
+      expect(push.stderr).toContain('does not allow this (HTTP 405)');
+      expect(push.stderr).not.toMatch(/[Rr]etrying/);
+      const rm = await ferry(['rm', `docker://${s.host}/example.com/ferry/testdata@${images.layers.digest}`]);
+      expect(rm.code, rm.stderr).toBe(6);
+      expect(rm.stderr).toContain('does not allow deleting manifests');
+      expect(rm.stderr).not.toContain('ferry --help');
+      // A tag that shares its manifest: the 405 may mean no deletes at all, not only whole manifests.
+      const shared = await ferry(['rm', `docker://${s.host}/example.com/ferry/testdata:also`]);
+      expect(shared.code, shared.stderr).toBe(2);
+      expect(shared.stderr).toContain('the registry refused to delete the tag alone (HTTP 405 UNSUPPORTED): it deletes only whole manifests, or nothing at all; nothing was deleted');
+      expect(shared.stderr).toContain('hint: if it deletes manifests, ferry rm --force');
+    } finally {
+      await s.stop();
     }
-    expect((await ferry(['--store', s.store, 'images'])).stdout).toContain('layers');
-    // ferry as the client: refused at once (exit 6, the registry's refusal; no retries), saying why.
-    const push = await ferry(['copy', `oci:${TESTDATA}:plain`, `docker://${s.host}/x/y:1`]);
-    expect(push.code, push.stderr).toBe(6);
-    expect(push.stderr).toContain('does not allow this (HTTP 405)');
-    expect(push.stderr).not.toMatch(/[Rr]etrying/);
-    const rm = await ferry(['rm', `docker://${s.host}/example.com/ferry/testdata@${images.layers.digest}`]);
-    expect(rm.code, rm.stderr).toBe(6);
-    expect(rm.stderr).toContain('does not allow deleting manifests');
-    expect(rm.stderr).not.toContain('ferry --help');
-    // A tag that shares its manifest: the 405 may mean no deletes at all, not only whole manifests.
-    const shared = await ferry(['rm', `docker://${s.host}/example.com/ferry/testdata:also`]);
-    expect(shared.code, shared.stderr).toBe(2);
-    expect(shared.stderr).toContain('the registry refused to delete the tag alone (HTTP 405 UNSUPPORTED): it deletes only whole manifests, or nothing at all; nothing was deleted');
-    expect(shared.stderr).toContain('hint: if it deletes manifests, ferry rm --force');
-    await s.stop();
   });
 });
 
