@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { join } from 'node:path';
-import { OciLayout } from './locations/layout.js';
+import { OciLayout, type LayoutEntry } from './locations/layout.js';
 import { formatReference, parseReference } from './oci/reference.js';
 import type { TagName } from './types.js';
 
@@ -65,4 +65,26 @@ export function newStoreName(text: string, what: string): TagName | undefined {
     throw new FerryError('USAGE', `${what} "${text}" holds a digest; a new name is NAME[:TAG] (an image's digest is its own)`, { hint: `drop ${text.slice(text.lastIndexOf('@'))}` });
   }
   return storeTagName(text);
+}
+
+/** A name a command gave an image that was another image's until then. */
+export interface MovedName {
+  name: string;
+  previous: string;
+  /** The previous image has no name left (the next gc or rmi deletes it). */
+  orphaned: boolean;
+}
+
+/** The names of `images` that `before` gave other images, judged against the store `after`. */
+export function movedNames(before: LayoutEntry[], after: LayoutEntry[], images: Array<{ digest: string; names: TagName[] }>): MovedName[] {
+  const was = new Map(before.flatMap((e) => (e.name ? [[e.name, e.descriptor.digest] as const] : [])));
+  const named = new Set(after.filter((e) => e.name).map((e) => e.descriptor.digest));
+  const out: MovedName[] = [];
+  for (const i of images) {
+    for (const n of i.names) {
+      const previous = n.name === undefined ? undefined : was.get(n.name);
+      if (previous && previous !== i.digest) out.push({ name: n.name!, previous, orphaned: !named.has(previous) });
+    }
+  }
+  return out;
 }

@@ -11,7 +11,7 @@ import { OciLayout } from '../locations/layout.js';
 import { openSource, type OpenedSource, type RegistrySettings } from '../locations/location.js';
 import type { Digest } from '../oci/digest.js';
 import type { PlatformSelection } from '../oci/platform.js';
-import { defaultStoreDir, newStoreName } from '../store.js';
+import { defaultStoreDir, movedNames, newStoreName, type MovedName } from '../store.js';
 import { buildGraph, type DeltaCheck } from './graph.js';
 import { ingestArchive, type IngestEvent, type IngestReport } from './ingest.js';
 import { ArchiveOutput, checkOutputDir, type ArchiveCompression, type MeasuredFile } from './output.js';
@@ -207,6 +207,8 @@ export interface LoadOptions {
   tag?: string;
   signal?: AbortSignal;
   onEvent?: (e: IngestEvent) => void;
+  /** Told of each name the load gave that was another image's until now. */
+  onMoved?: (m: MovedName) => void;
 }
 
 /** `ferry load`: an archive of any supported format into the store, in one pass. */
@@ -221,6 +223,7 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
+  const before = o.onMoved ? await store.entries() : [];
   let group = 0;
   try {
     for (; group < groups.length; group++) {
@@ -230,6 +233,7 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
       report.blobs.skipped += r.blobs.skipped;
       report.blobs.bytesStored += r.blobs.bytesStored;
     }
+    if (o.onMoved) for (const m of movedNames(before, await store.entries(), report.images)) o.onMoved(m);
     return report;
   } catch (e) {
     if (group > 0) {

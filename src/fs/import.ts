@@ -14,7 +14,8 @@ import type { Descriptor, ImageConfig, Platform } from '../oci/manifest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { hostPlatform } from '../oci/platform.js';
 import { tryParseReference } from '../oci/reference.js';
-import { defaultStoreDir, newStoreName } from '../store.js';
+import { defaultStoreDir, movedNames, newStoreName, type MovedName } from '../store.js';
+import { OciLayout } from '../locations/layout.js';
 import type { Source, TagName } from '../types.js';
 import { applyChanges, type ContainerConfig } from './changes.js';
 import { tarDirectory } from './dir-tar.js';
@@ -45,6 +46,8 @@ export interface ImportOptions {
   sourceDateEpoch?: number;
   signal?: AbortSignal;
   onEvent?: (e: CopyEvent) => void;
+  /** Told when the name given was another image's in the store or layout until now. */
+  onMoved?: (m: MovedName) => void;
 }
 
 export interface ImportReport {
@@ -218,7 +221,10 @@ export async function importImage(o: ImportOptions): Promise<ImportReport> {
     const manifestBytes = Buffer.from(JSON.stringify(manifest));
     const root: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length };
     const src = new BuiltImage(root, new Map([[root.digest, manifestBytes], [configDesc.digest, configBytes]]), { digest: layer.digest, path: layerPath });
+    const layout = o.onMoved && dst.sink instanceof OciLayout ? dst.sink : undefined;
+    const before = layout ? await layout.entries() : [];
     await copy(src, dst.sink, [{ ref: root.digest, names: name ? [name] : [] }], { signal: o.signal, onEvent: o.onEvent });
+    if (layout) for (const m of movedNames(before, await layout.entries(), [{ digest: root.digest, names: name ? [name] : [] }])) o.onMoved!(m);
     return {
       digest: root.digest,
       config: configDesc.digest,

@@ -1,7 +1,7 @@
-import { defaultStoreDir } from '../../store.js';
+import type { MovedName } from '../../store.js';
 import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
-import { movedNames, namedDigests } from '../moved-names.js';
+import { movedLine } from '../moved-names.js';
 import { importImage, parseSourceDateEpoch, type LayerCompression } from '../../fs/import.js';
 import { shortDigest } from '../../oci/digest.js';
 import { parsePlatform } from '../../oci/platform.js';
@@ -50,8 +50,7 @@ export const importCommand: CommandModule<GlobalArgs, Args> = {
     const epoch = args['source-date-epoch'] !== undefined
       ? parseSourceDateEpoch(args['source-date-epoch'], '--source-date-epoch')
       : parseSourceDateEpoch(process.env.SOURCE_DATE_EPOCH);
-    // Into the store: what its name was before, to say when it was another image's.
-    const before = args.to ? undefined : await namedDigests(args.store ?? defaultStoreDir());
+    const moved: MovedName[] = [];
     const report = await importImage({
       input: source,
       dir: args.dir,
@@ -64,6 +63,7 @@ export const importCommand: CommandModule<GlobalArgs, Args> = {
       compression: args.compress,
       sourceDateEpoch: epoch,
       signal: interrupt.signal,
+      onMoved: (m) => moved.push(m),
       onEvent: (e) => {
         if (e.type === 'blob-done') status(args, `${shortDigest(e.digest)}: Stored ${humanSize(e.size)}`);
       },
@@ -74,6 +74,6 @@ export const importCommand: CommandModule<GlobalArgs, Args> = {
     const where = args.to ? ` in ${report.destination}` : ' into the store';
     out(`Imported ${args.dir ?? source} as ${names.length ? names.join(', ') : '(untagged)'}${where}`);
     out(`Digest: ${report.digest}`);
-    if (before) for (const line of movedNames(before, await namedDigests(args.store ?? defaultStoreDir()), [report])) out(line);
+    for (const m of moved) out(movedLine(m));
   },
 };

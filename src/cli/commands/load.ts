@@ -2,8 +2,8 @@ import type { CommandModule } from 'yargs';
 import { FerryError } from '../../errors.js';
 import { familiarName, parseReference } from '../../oci/reference.js';
 import { interrupt, out, printResult, progressPrinter, type GlobalArgs } from '../context.js';
-import { defaultStoreDir } from '../../store.js';
-import { movedNames, namedDigests } from '../moved-names.js';
+import type { MovedName } from '../../store.js';
+import { movedLine } from '../moved-names.js';
 
 interface Args extends GlobalArgs {
   input?: string[];
@@ -25,22 +25,21 @@ export const loadCommand: CommandModule<GlobalArgs, Args> = {
     if (!args.input?.length && process.stdin.isTTY) {
       throw new FerryError('USAGE', 'no archive given: use -i FILE, or pipe one into standard input');
     }
-    const storeDir = args.store ?? defaultStoreDir();
-    const before = await namedDigests(storeDir);
+    const moved: MovedName[] = [];
     const progress = progressPrinter(args);
     const report = await loadArchive({
       inputs: args.input?.length ? args.input : ['-'],
-      storeDir,
+      storeDir: args.store,
       tag: args.tag,
       signal: interrupt.signal,
       onEvent: progress,
+      onMoved: (m) => moved.push(m),
     }).finally(() => progress.done());
     if (args.json) return printResult(report);
     for (const i of report.images) {
       if (i.names.length === 0) out(`Loaded image ID: ${i.digest}`);
       for (const n of i.names) out(`Loaded image: ${n.name ? familiarName(parseReference(n.name)) : n.tag}`);
     }
-    for (const line of movedNames(before, await namedDigests(storeDir), report.images)) out(line);
+    for (const m of moved) out(movedLine(m));
   },
 };
-
