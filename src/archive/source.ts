@@ -185,7 +185,7 @@ export class ArchiveSource implements Source {
     const digest = parsed.digest!;
     const named = ref.slice(0, ref.lastIndexOf('@'));
     // `plain@DIGEST` where an entry is tagged just `plain` (saved from a layout): that tag, pinned.
-    const bareTag = !/[/:]/.test(named) && (this.index ?? []).some((e) => entryNames(e).some((n) => n.tag === named && !n.name) || e.annotations?.['org.opencontainers.image.ref.name'] === named);
+    const bareTag = !/[/:]/.test(named) && (this.index ?? []).some((e) => taggedBare(e, named));
     if (parsed.tag || bareTag) {
       const full = bareTag ? named : formatReference({ domain: parsed.domain, path: parsed.path, tag: parsed.tag });
       const d = await this.resolveLoose(full, tryParseReference(full));
@@ -219,7 +219,7 @@ export class ArchiveSource implements Source {
     }
     const index = this.index ?? [];
     const tiers: Array<(e: Descriptor) => boolean> = [
-      (e) => entryNames(e).some((n) => n.tag === ref && !n.name) || e.annotations?.['org.opencontainers.image.ref.name'] === ref,
+      (e) => taggedBare(e, ref),
       (e) => full !== undefined && entryNames(e).some((n) => n.name === full),
     ];
     for (const match of tiers) {
@@ -404,4 +404,9 @@ export function repoTagNames(tags: unknown): TagName[] {
 
 function sinkAll(): Writable {
   return new Writable({ highWaterMark: 1 << 20, write: (_c, _e, cb) => cb() });
+}
+
+/** An index entry a bare tag names: tagged so without a repository, or so in its ref.name. */
+function taggedBare(e: Descriptor, tag: string): boolean {
+  return entryNames(e).some((n) => n.tag === tag && !n.name) || e.annotations?.['org.opencontainers.image.ref.name'] === tag;
 }
