@@ -219,7 +219,7 @@ export async function loadArchive(o: LoadOptions): Promise<IngestReport> {
   const inputs = await expandPatterns(o.inputs);
   const grouped = inputs.length > 1 && !inputs.includes('-') ? await archiveGroups(inputs) : undefined;
   if (grouped) await refusePartialSets(grouped);
-  const groups = grouped ?? [inputs];
+  const groups = grouped?.groups ?? [inputs];
   if (tag && groups.length > 1) throw new FerryError('USAGE', `--tag names one image, but ${groups.length} archives were given`, { hint: 'load them without --tag, then name the images with ferry tag' });
   const store = await OciLayout.open(o.storeDir ?? defaultStoreDir(), { create: true });
   const report: IngestReport = { images: [], blobs: { stored: 0, skipped: 0, bytesStored: 0 } };
@@ -254,15 +254,22 @@ async function expandPatterns(paths: string[]): Promise<string[]> {
   return (await Promise.all(paths.map((p) => (p === '-' ? [p] : archiveFiles(p))))).flat();
 }
 
-/** Files given together: each volume set as one group (in the order first seen), every other file on its own. */
-async function archiveGroups(paths: string[]): Promise<string[][] & { sets: string[][]; numbers: Map<string, number> }> {
+/** Files given together, as groups: each volume set as one (in the order first seen), every other file on its own. */
+interface Grouped {
+  groups: string[][];
+  /** The groups that are volume sets, and each volume file's number. */
+  sets: string[][];
+  volumeOf: Map<string, number>;
+}
+
+async function archiveGroups(paths: string[]): Promise<Grouped> {
   const groups: string[][] = [];
   const sets = new Map<string, string[]>();
-  const numbers = new Map<string, number>();
+  const volumeOf = new Map<string, number>();
   for (const p of paths) {
     const v = paths.length > 1 && p !== '-' ? await readVolumeHeader(p).catch(() => undefined) : undefined;
     if (v) {
-      numbers.set(p, v.volume);
+      volumeOf.set(p, v.volume);
       const list = sets.get(v.set);
       if (list) list.push(p);
       else {
@@ -272,21 +279,19 @@ async function archiveGroups(paths: string[]): Promise<string[][] & { sets: stri
       }
     } else groups.push([p]);
   }
-  return Object.assign(groups, { sets: [...sets.values()], numbers });
+  return { groups, sets: [...sets.values()], volumeOf };
 }
 
 /**
  * For load: every set whole before anything is loaded. A set missing a volume that another set's
  * file has (vs2.005.tar among vs.*.tar) names that file: "volume 5 is missing" alone misled.
  */
-async function refusePartialSets(groups: Awaited<ReturnType<typeof archiveGroups>>): Promise<void> {
-  const { sets, numbers } = groups;
+async function refusePartialSets({ sets, volumeOf }: Grouped): Promise<void> {
   for (const set of sets) {
-    for (const stray of sets.filter((s) => s !== set).flat()) {
-      const n = numbers.get(stray)!;
-      if (set.length > 1 && !set.some((p) => numbers.get(p) === n)) {
-        throw new FerryError('INVALID_INPUT', `${stray} belongs to another volume set than ${set[0]}, which lacks its own volume ${n}`, { hint: everyVolumeHint(set[0]!) });
-      }
+    const has = new Set(set.map((p) => volumeOf.get(p)));
+    const stray = set.length > 1 ? sets.filter((s) => s !== set).flat().find((p) => !has.has(volumeOf.get(p))) : undefined;
+    if (stray) {
+      throw new FerryError('INVALID_INPUT', `${stray} belongs to another volume set than ${set[0]}, which lacks its own volume ${volumeOf.get(stray)}`, { hint: everyVolumeHint(set[0]!) });
     }
     await orderInputs(set);
   }
@@ -313,7 +318,7 @@ export interface ArchiveVerifyReport {
  * Every problem is reported. Several files: the volumes of one set, or independent archives.
  */
 export async function verifyArchives(paths: string[], o: { signal?: AbortSignal; storeDir?: string } = {}): Promise<ArchiveVerifyReport[]> {
-  const groups = await archiveGroups(await expandPatterns(paths));
+  const { groups } = await archiveGroups(await expandPatterns(paths));
   // A delta's left-out blobs are looked for in the store, when there is one.
   const store = o.storeDir ? await OciLayout.open(o.storeDir).catch(() => undefined) : undefined;
   const verifyDelta: DeltaCheck = store ? { store: { has: (d) => store.has(d), where: store.dir } } : {};
