@@ -1,3 +1,4 @@
+import { PARTIAL_PREFIX, TEMP_PREFIX } from './blob/temp-names.js';
 import { createReadStream } from 'node:fs';
 import { forEachLimited } from './util/limit.js';
 import { streamed } from './util/memory.js';
@@ -257,7 +258,7 @@ async function listBlobFiles(layout: OciLayout, problems: Problem[]): Promise<Ma
   const root = join(layout.dir, 'blobs');
   for (const alg of await readdir(root).catch(() => [] as string[])) {
     for (const name of await readdir(join(root, alg)).catch(() => [] as string[])) {
-      if (name.startsWith('.tmp-') || name.startsWith('.partial-')) continue; // temp files, partial downloads
+      if (name.startsWith(TEMP_PREFIX) || name.startsWith(PARTIAL_PREFIX)) continue; // temp files, partial downloads
       const digest = `${alg}:${name}`;
       if (!isDigest(digest)) {
         problems.push({ kind: 'invalid', path: join(root, alg, name), message: `${join(root, alg, name)}: file name is not a valid digest` });

@@ -3,6 +3,8 @@ import { basename, dirname, join } from 'node:path';
 
 /** Temp names carry the pid so a later run can tell a dead writer's leftovers from a live one's. */
 export const TEMP_PREFIX = '.tmp-';
+/** A partial download in a layout's blobs/: `.partial-<pid>-<encoded digest>`, kept to resume. */
+export const PARTIAL_PREFIX = '.partial-';
 
 // NAME_MAX (ext4, xfs, btrfs: 255 bytes; FAT and exFAT: 255 characters) less the longest
 // `.tmp-<pid>-<8 hex>-` (pids go to 4194304): a longer name would fit but its temp name would not.

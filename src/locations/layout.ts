@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { FerryError, isFerryError, NETWORK_CODES } from '../errors.js';
 import { warn } from '../log.js';
 import { publishBytes, publishStream, tempOwnerPid, withPath } from '../blob/publish.js';
+import { PARTIAL_PREFIX } from '../blob/temp-names.js';
 import { hashPrefix, readCapped, type Prefix } from '../blob/verify.js';
 import { algorithmOf, encodedOf, isDigest, parseDigest, type Digest } from '../oci/digest.js';
 import { isManifestLike, MediaType } from '../oci/mediatypes.js';
@@ -649,7 +650,6 @@ function writerPid(name: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
 const INDEX_DAMAGED_HINT = 'index.json lists the layout\'s images: restore it from a backup, or copy the images again into a new store';
-const PARTIAL_PREFIX = '.partial-';
 /** How long after a layout last changed it may still be being made by another tool (refuseLostIndex). */
 const LAYOUT_SETTLE_MS = 30_000;
 /** Smaller blobs are cheaper to fetch again than to track. */

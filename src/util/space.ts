@@ -1,6 +1,6 @@
 import { readdir, readFile, stat, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { TEMP_PREFIX } from '../blob/temp-names.js';
+import { PARTIAL_PREFIX, TEMP_PREFIX } from '../blob/temp-names.js';
 import { FerryError } from '../errors.js';
 import { binarySize } from '../progress/format.js';
 
@@ -58,7 +58,7 @@ export async function explainDiskFull(e: unknown, o: { remaining?: number; path?
 async function ownTempBytes(dir: string): Promise<number> {
   let n = 0;
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (name.startsWith(`${TEMP_PREFIX}${process.pid}-`) || name.startsWith(`.partial-${process.pid}-`)) n += (await stat(join(dir, name)).catch(() => undefined))?.size ?? 0;
+    if (name.startsWith(`${TEMP_PREFIX}${process.pid}-`) || name.startsWith(`${PARTIAL_PREFIX}${process.pid}-`)) n += (await stat(join(dir, name)).catch(() => undefined))?.size ?? 0;
   }
   return n;
 }
