@@ -456,6 +456,13 @@ describe('an interrupted save is continued, not written again from the start (ca
     await makeLayout(src, [{ tag: 'big', layers: [24 * MiB, 24 * MiB, 24 * MiB] }, { tag: 'small', layers: [MiB] }]);
   });
 
+  /** `out` is byte for byte what a fresh save of `tag` writes. */
+  async function expectFreshSave(out: string, tag: string): Promise<void> {
+    const fresh = join(await tempDir(), 'fresh.tar');
+    expect((await ferry(['save', '-q', `oci:${src}:${tag}`, '-o', fresh])).code).toBe(0);
+    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+  }
+
   /** SIGKILLs a save once its temp files beside `dir` hold `fraction` of ~72 MiB. */
   async function killedSave(dir: string, args: string[], fraction: number): Promise<void> {
     const k = await runAndKill(['save', `oci:${src}:big`, ...args], { progress: () => bytesUnder(dir, isTemp), total: 72 * MiB, fraction });
@@ -476,9 +483,7 @@ describe('an interrupted save is continued, not written again from the start (ca
     expect(Number(kept![1]) * 1e6).toBeGreaterThan(before.size - 2 * MiB);
     // The same file, continued (was: removed, and the whole archive written again).
     expect((await stat(out)).ino).toBe(before.ino);
-    const fresh = join(await tempDir(), 'fresh.tar');
-    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', fresh])).code).toBe(0);
-    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    await expectFreshSave(out, 'big');
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
@@ -491,9 +496,7 @@ describe('an interrupted save is continued, not written again from the start (ca
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/found [\d.]+MB of .*-backup\.tar written by an interrupted run/);
     expect(r.stderr).toMatch(/-backup\.tar: kept [\d.]+MB an interrupted run had written/);
-    const fresh = join(await tempDir(), 'fresh.tar');
-    expect((await ferry(['save', '-q', `oci:${src}:big`, '-o', fresh])).code).toBe(0);
-    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    await expectFreshSave(out, 'big');
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
@@ -503,9 +506,7 @@ describe('an interrupted save is continued, not written again from the start (ca
     await killedSave(dir, ['-o', out], 0.5);
     const r = await ferry(['save', '-q', `oci:${src}:small`, '-o', out]);
     expect(r.code, r.stderr).toBe(0);
-    const fresh = join(await tempDir(), 'fresh.tar');
-    expect((await ferry(['save', '-q', `oci:${src}:small`, '-o', fresh])).code).toBe(0);
-    expect(Buffer.compare(await readFile(out), await readFile(fresh))).toBe(0);
+    await expectFreshSave(out, 'small');
     expect((await readdir(dir)).filter(isTemp)).toEqual([]);
   });
 
